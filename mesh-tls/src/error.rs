@@ -50,6 +50,10 @@ pub enum TlsError {
     /// rustls rejected a configuration.
     #[error("TLS configuration: {0}")]
     Rustls(#[from] rustls::Error),
+    /// A TLS handshake failed for a reason other than a certificate rule (I/O, protocol,
+    /// timeout).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(String),
     /// Any other error, with context.
     #[error("{0}")]
     Other(String),

@@ -15,6 +15,7 @@
 
 pub mod error;
 pub mod identity;
+pub mod model;
 
 pub use error::{Error, IdentityError};
 pub use identity::{SpiffeId, TrustDomain};

@@ -1,1 +1,7 @@
 //! Placeholder: see the project's issues.
+
+pub mod bootstrap;
+pub mod resource;
+pub mod translate;
+
+pub use resource::{Rejection, Resource, ResourceType, decode};

@@ -1,0 +1,75 @@
+//! TLS settings carried by listeners (downstream) and clusters (upstream). Certificates are
+//! never inline: they come from named certificate-provider instances (gRPC A29; Istio uses
+//! instance `default` with certificate `default` and CA `ROOTCA`).
+
+use super::matcher::StringMatcher;
+
+/// A certificate from a certificate-provider instance named in the bootstrap.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CertificateProviderInstance {
+    /// Instance name, a key of the bootstrap's `certificate_providers`.
+    pub instance_name: String,
+    /// Certificate name within the instance (often empty or `default`/`ROOTCA`).
+    pub certificate_name: String,
+}
+
+/// Which SAN type a [`SanMatcher`] inspects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SanType {
+    /// Any SAN type (the legacy `match_subject_alt_names` field).
+    Any,
+    /// URI SANs (SPIFFE IDs).
+    Uri,
+    /// DNS SANs.
+    Dns,
+    /// Email SANs.
+    Email,
+    /// IP address SANs.
+    IpAddress,
+}
+
+/// A subject-alternative-name matcher; the peer is accepted when any matcher matches any SAN
+/// of its type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SanMatcher {
+    /// SAN type inspected.
+    pub san_type: SanType,
+    /// Matcher for the SAN's value.
+    pub matcher: StringMatcher,
+}
+
+/// How the peer's certificate is validated.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct CertificateValidation {
+    /// The CA bundle; `None` means the peer certificate is not verified (only meaningful on
+    /// the server side when client certificates are not required).
+    pub ca_certificate: Option<CertificateProviderInstance>,
+    /// Expected SANs; empty accepts any SAN from a trusted chain.
+    pub san_matchers: Vec<SanMatcher>,
+}
+
+/// Client-side (upstream) TLS for a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// SNI to send.
+    pub sni: Option<String>,
+    /// Our certificate (mTLS); `None` for plain TLS.
+    pub identity_certificate: Option<CertificateProviderInstance>,
+    /// How the server's certificate is verified.
+    pub validation: CertificateValidation,
+    /// ALPN protocols to offer.
+    pub alpn_protocols: Vec<String>,
+}
+
+/// Server-side (downstream) TLS for a filter chain.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DownstreamTls {
+    /// Our certificate (required for a TLS server).
+    pub identity_certificate: CertificateProviderInstance,
+    /// How client certificates are validated.
+    pub validation: CertificateValidation,
+    /// Reject clients that present no certificate (STRICT mTLS).
+    pub require_client_certificate: bool,
+    /// ALPN protocols to accept.
+    pub alpn_protocols: Vec<String>,
+}

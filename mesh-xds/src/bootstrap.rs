@@ -1,0 +1,1 @@
+//! gRPC A27 bootstrap (work in progress).

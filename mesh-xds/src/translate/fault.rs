@@ -1,0 +1,1 @@
+//! Fault filter translation.

@@ -1,0 +1,158 @@
+//! Envoy protos (crate `envoy-types`) -> mesh-core model, validating as gRPC and Envoy do.
+//!
+//! Every translator returns [`Invalid`] with the field path where a rule was broken; the
+//! resource decoder in [`crate::resource`] turns it into a [`Rejection`] naming the resource.
+//! Fields we cannot honour and that change behaviour are rejected; harmless ones (stats,
+//! access logs, metadata we do not use) are ignored.
+
+// Deprecated Envoy fields are still sent by control planes (Istio among them) and must be
+// honoured, so they are read here on purpose.
+#![allow(deprecated)]
+
+pub mod cluster;
+pub mod endpoint;
+pub mod fault;
+pub mod listener;
+pub mod matcher;
+pub mod route;
+pub mod tls;
+
+use std::fmt;
+use std::time::Duration;
+
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+use prost::Message;
+
+use crate::resource::Rejection;
+
+/// A validation failure: the path of fields down to the culprit, and what is wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Path segments from the outside in, e.g. `["virtual_host 'vh'", "route[3]", ".match"]`.
+    path: Vec<String>,
+    message: String,
+}
+
+impl Invalid {
+    /// A failure at the current position.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            path: Vec::new(),
+            message: message.into(),
+        }
+    }
+
+    /// Prefixes a path segment. Segments starting with `.` or `[` are glued to the previous
+    /// one; others are separated by a space.
+    pub fn at(mut self, segment: impl Into<String>) -> Self {
+        self.path.insert(0, segment.into());
+        self
+    }
+
+    /// Turns the failure into a [`Rejection`] of the resource `kind 'name'`.
+    pub fn reject(self, kind: &str, name: &str) -> Rejection {
+        Rejection {
+            name: Some(name.to_owned()),
+            reason: self.at(format!("{kind} '{name}'")).to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, seg) in self.path.iter().enumerate() {
+            let glue = i > 0 && !seg.starts_with('.') && !seg.starts_with('[');
+            if glue {
+                f.write_str(" ")?;
+            }
+            f.write_str(seg)?;
+        }
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, ": {}", self.message)
+        }
+    }
+}
+
+/// Result of a translation step.
+pub type Res<T> = Result<T, Invalid>;
+
+/// Adds a path segment to an error.
+pub trait At<T> {
+    /// Prefixes `segment` to the error's path.
+    fn at(self, segment: impl Into<String>) -> Res<T>;
+    /// Prefixes a lazily built segment.
+    fn at_with(self, segment: impl FnOnce() -> String) -> Res<T>;
+}
+
+impl<T> At<T> for Res<T> {
+    fn at(self, segment: impl Into<String>) -> Res<T> {
+        self.map_err(|e| e.at(segment))
+    }
+    fn at_with(self, segment: impl FnOnce() -> String) -> Res<T> {
+        self.map_err(|e| e.at(segment()))
+    }
+}
+
+/// Shorthand for an error result.
+pub fn bail<T>(message: impl Into<String>) -> Res<T> {
+    Err(Invalid::new(message))
+}
+
+/// Converts a protobuf duration, rejecting negative or out-of-range values.
+pub fn duration(d: &PbDuration) -> Res<Duration> {
+    if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {
+        return bail(format!(
+            "duration {}s {}ns is negative or malformed",
+            d.seconds, d.nanos
+        ));
+    }
+    // 315_576_000_000 s is protobuf's documented maximum.
+    if d.seconds > 315_576_000_000 {
+        return bail(format!("duration {}s is out of range", d.seconds));
+    }
+    Ok(Duration::new(d.seconds as u64, d.nanos as u32))
+}
+
+/// Converts an optional protobuf duration.
+pub fn opt_duration(d: Option<&PbDuration>) -> Res<Option<Duration>> {
+    d.map(duration).transpose()
+}
+
+/// The fully qualified message name of an `Any` (after the last `/`).
+pub fn any_type_name(any: &Any) -> &str {
+    any.type_url.rsplit('/').next().unwrap_or("")
+}
+
+/// Decodes an `Any` as `M`, checking its type URL.
+pub fn unpack<M: Message + Default + prost::Name>(any: &Any) -> Res<M> {
+    if any_type_name(any) != M::full_name() {
+        return bail(format!(
+            "expected {} but got type_url {:?}",
+            M::full_name(),
+            any.type_url
+        ));
+    }
+    M::decode(any.value.as_slice())
+        .map_err(|e| Invalid::new(format!("cannot decode {}: {e}", M::full_name())))
+}
+
+/// Decodes a top-level resource message.
+pub(crate) fn decode_message<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Rejection> {
+    M::decode(bytes).map_err(|e| Rejection {
+        name: None,
+        reason: format!("cannot decode {what}: {e}"),
+    })
+}
+
+/// `Some(v)` for a nonzero wrapper value, `None` otherwise.
+pub fn u32_value(v: Option<&envoy_types::pb::google::protobuf::UInt32Value>) -> Option<u32> {
+    v.map(|v| v.value)
+}
+
+/// Quotes a name for messages.
+pub fn q(name: &str) -> String {
+    format!("'{name}'")
+}
+

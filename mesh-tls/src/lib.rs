@@ -5,10 +5,13 @@
 //! [`IdentityStore`]; acceptors and connectors build rustls configs from the store's
 //! latest credentials for every new connection, and fail closed when there are none.
 
+pub mod ca;
 pub mod config;
 pub mod credentials;
 pub mod dev_ca;
 pub mod error;
+pub mod rotation;
+pub mod source;
 pub mod store;
 pub mod svid;
 pub mod verify;

@@ -1,0 +1,216 @@
+//! [`Rotation`]: drives a one-shot [`CertProvider`] (a CSR-based CA) as a [`CertSource`].
+//!
+//! The schedule follows Istio and ztunnel:
+//! - fetch at start;
+//! - renew at half of the certificate's remaining lifetime (its half life, for a fresh
+//!   certificate), minus a random jitter of up to 10% of it, never later, so a fleet started
+//!   together does not renew together;
+//! - on failure, retry with exponential backoff from 1 s to 150 s with +-20% jitter, keeping
+//!   the still-valid certificate (the [`IdentityStore`] keeps it and records the error);
+//! - when the certificate expires without a replacement, the store fails closed
+//!   ([`crate::IdentityStatus::Unavailable`]) and retries continue.
+//!
+//! Timers run on [`tokio::time::Instant`], computed from the certificate's *remaining*
+//! lifetime at the moment it was received, so a paused Tokio clock drives the schedule in
+//! tests.
+
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use rand::Rng;
+use tokio::time::Instant;
+
+use crate::{CertProvider, CertSource, Credentials, IdentityStore};
+
+/// Timing of renewals and retries. The defaults are Istio's.
+#[derive(Debug, Clone)]
+pub struct RotationConfig {
+    /// Fraction of the remaining lifetime after which to renew (default 0.5: half life).
+    pub renew_at: f64,
+    /// Renew up to this fraction of the remaining lifetime *earlier* than `renew_at`, at
+    /// random (default 0.1).
+    pub renew_jitter: f64,
+    /// First retry delay after a failure (default 1 s).
+    pub min_backoff: Duration,
+    /// Largest retry delay (default 150 s).
+    pub max_backoff: Duration,
+    /// Relative jitter applied to each retry delay (default 0.2: +-20%).
+    pub backoff_jitter: f64,
+}
+
+impl Default for RotationConfig {
+    fn default() -> Self {
+        Self {
+            renew_at: 0.5,
+            renew_jitter: 0.1,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(150),
+            backoff_jitter: 0.2,
+        }
+    }
+}
+
+/// Exponential backoff with relative jitter: `min * 2^n` capped at `max`, then multiplied
+/// by a random factor in `[1 - jitter, 1 + jitter]`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    jitter: f64,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// A backoff starting at `min`, doubling up to `max`, each delay jittered by
+    /// `+-jitter` (a fraction, e.g. 0.2).
+    pub fn new(min: Duration, max: Duration, jitter: f64) -> Self {
+        Self {
+            min,
+            max: max.max(min),
+            jitter: jitter.clamp(0.0, 1.0),
+            attempt: 0,
+        }
+    }
+
+    /// The un-jittered delay for the current attempt.
+    pub fn base(&self) -> Duration {
+        let factor = 2u32.saturating_pow(self.attempt.min(31));
+        self.min.saturating_mul(factor).min(self.max)
+    }
+
+    /// The next delay; advances the attempt counter.
+    pub fn next_delay(&mut self) -> Duration {
+        let base = self.base();
+        self.attempt = self.attempt.saturating_add(1);
+        let j = self.jitter;
+        let factor = if j > 0.0 {
+            rand::rng().random_range(1.0 - j..=1.0 + j)
+        } else {
+            1.0
+        };
+        base.mul_f64(factor)
+    }
+
+    /// Starts over from `min` (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+/// Renews credentials from a [`CertProvider`] at half life; see the [module docs](self).
+///
+/// ```no_run
+/// # async fn f(provider: impl mesh_tls::CertProvider) {
+/// use mesh_tls::{IdentityStore, rotation::Rotation};
+/// let (store, _task) = IdentityStore::spawn(Rotation::new(provider));
+/// let creds = store.ready().await; // first certificate
+/// # }
+/// ```
+pub struct Rotation<P> {
+    provider: P,
+    config: RotationConfig,
+}
+
+impl<P: CertProvider> Rotation<P> {
+    /// Rotation with the default (Istio) timing.
+    pub fn new(provider: P) -> Self {
+        Self::with_config(provider, RotationConfig::default())
+    }
+
+    /// Rotation with explicit timing.
+    pub fn with_config(provider: P, config: RotationConfig) -> Self {
+        Self { provider, config }
+    }
+
+    async fn run_loop(self, store: IdentityStore) {
+        let cfg = &self.config;
+        let mut backoff = Backoff::new(cfg.min_backoff, cfg.max_backoff, cfg.backoff_jitter);
+        // When the installed certificate expires, on the Tokio clock.
+        let mut expires_at: Option<Instant> = None;
+        loop {
+            let next = match self.provider.fetch().await {
+                Ok(creds) => {
+                    let (renew_in, valid_for) = schedule(&creds, cfg, SystemTime::now());
+                    match store.publish(creds) {
+                        Ok(()) => {
+                            backoff.reset();
+                            let now = Instant::now();
+                            expires_at = Some(now + valid_for);
+                            tracing::debug!(?renew_in, "next certificate renewal scheduled");
+                            now + renew_in
+                        }
+                        // `publish` already reported the error to the store.
+                        Err(_) => Instant::now() + backoff.next_delay(),
+                    }
+                }
+                Err(e) => {
+                    store.report_error(&e);
+                    Instant::now() + backoff.next_delay()
+                }
+            };
+            // Wake up at expiry (if it comes first) to log that we now fail closed; the
+            // store's status says so on its own, with the last renewal error.
+            if let Some(exp) = expires_at.filter(|exp| *exp < next) {
+                tokio::time::sleep_until(exp).await;
+                expires_at = None;
+                tracing::warn!(
+                    "workload certificate expired before it could be renewed; failing closed"
+                );
+            }
+            tokio::time::sleep_until(next).await;
+        }
+    }
+}
+
+impl<P: CertProvider> CertSource for Rotation<P> {
+    fn run(self: Box<Self>, store: IdentityStore) -> BoxFuture<'static, ()> {
+        Box::pin((*self).run_loop(store))
+    }
+}
+
+/// When to renew and how long the credentials stay valid, both relative to `now`.
+///
+/// Renewal is due after `renew_at` of the *remaining* lifetime, less up to `renew_jitter`
+/// of it. For a freshly issued certificate that is its half life; measuring from `now`
+/// rather than `not_before` keeps backdated certificates (CAs backdate `notBefore` for clock
+/// skew) from looking overdue the moment they arrive.
+fn schedule(creds: &Credentials, cfg: &RotationConfig, now: SystemTime) -> (Duration, Duration) {
+    let valid_for = creds.not_after.duration_since(now).unwrap_or_default();
+    let at = cfg.renew_at.clamp(0.0, 1.0);
+    let jitter = if cfg.renew_jitter > 0.0 {
+        rand::rng().random_range(0.0..=cfg.renew_jitter.clamp(0.0, at))
+    } else {
+        0.0
+    };
+    (valid_for.mul_f64(at - jitter), valid_for)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(150), 0.2);
+        let bases = [1u64, 2, 4, 8, 16, 32, 64, 128, 150, 150, 150];
+        for base in bases {
+            let d = b.next_delay().as_secs_f64();
+            let base = base as f64;
+            assert!(
+                (base * 0.8..=base * 1.2).contains(&d),
+                "delay {d} outside +-20% of {base}"
+            );
+        }
+        b.reset();
+        assert_eq!(b.base(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn backoff_survives_many_attempts() {
+        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(150), 0.0);
+        for _ in 0..100 {
+            b.next_delay();
+        }
+        assert_eq!(b.next_delay(), Duration::from_secs(150));
+    }
+}

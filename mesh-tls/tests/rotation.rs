@@ -1,0 +1,170 @@
+//! Rotation schedule on a paused Tokio clock with a fake CertProvider: renewal at half
+//! life, backoff bounds, fail closed at expiry, recovery.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::rotation::Rotation;
+use mesh_tls::{CertProvider, CertSource, Credentials, IdentityStatus, IdentityStore, TlsError};
+use tokio::time::Instant;
+
+/// What the fake CA does on each call.
+#[derive(Clone, Copy, Debug)]
+enum Answer {
+    /// Issue a certificate valid for this long (real time) from now.
+    Issue(Duration),
+    Fail,
+}
+
+#[derive(Clone)]
+struct FakeCa {
+    ca: Arc<DevCa>,
+    /// Answers in order; the last one repeats.
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    /// Tokio instants of every call.
+    calls: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl FakeCa {
+    fn new(script: &[Answer]) -> Self {
+        Self {
+            ca: Arc::new(common::ca()),
+            script: Arc::new(Mutex::new(script.iter().copied().collect())),
+            calls: Default::default(),
+        }
+    }
+
+    /// Replaces the script (e.g. the CA comes back).
+    fn set(&self, script: &[Answer]) {
+        *self.script.lock().unwrap() = script.iter().copied().collect();
+    }
+
+    fn calls(&self) -> Vec<Instant> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+impl CertProvider for FakeCa {
+    fn fetch(&self) -> BoxFuture<'_, Result<Credentials, TlsError>> {
+        self.calls.lock().unwrap().push(Instant::now());
+        let answer = {
+            let mut script = self.script.lock().unwrap();
+            if script.len() > 1 {
+                script.pop_front().unwrap()
+            } else {
+                *script.front().unwrap()
+            }
+        };
+        let result = match answer {
+            Answer::Issue(ttl) => Ok(self.ca.issue(&common::id("web"), ttl).unwrap()),
+            Answer::Fail => Err(TlsError::Ca("fake CA is down".into())),
+        };
+        Box::pin(async move { result })
+    }
+}
+
+fn spawn(fake: &FakeCa) -> IdentityStore {
+    let store = IdentityStore::new();
+    let source: Box<Rotation<FakeCa>> = Box::new(Rotation::new(fake.clone()));
+    tokio::spawn(source.run(store.clone()));
+    store
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+#[tokio::test(start_paused = true)]
+async fn renews_at_half_life_with_jitter() {
+    let fake = FakeCa::new(&[Answer::Issue(Duration::from_secs(100))]);
+    let store = spawn(&fake);
+    store.ready().await;
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let calls = fake.calls();
+    assert!(
+        calls.len() >= 3,
+        "expected renewals, got {} calls",
+        calls.len()
+    );
+    for pair in calls.windows(2) {
+        // Remaining lifetime at issue is just under 100 s (second-granular certificates);
+        // renewal is due at 50% of it, up to 10% earlier.
+        let gap = secs(pair[1] - pair[0]);
+        assert!(
+            (39.0..=50.0).contains(&gap),
+            "renewal after {gap} s, want 40..50 s"
+        );
+    }
+    assert_eq!(store.stats().rotations as usize, calls.len());
+    assert!(matches!(store.status(), IdentityStatus::Available { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_exponentially_from_1s_to_150s() {
+    let fake = FakeCa::new(&[Answer::Fail]);
+    let store = spawn(&fake);
+    tokio::time::sleep(Duration::from_secs(1500)).await;
+    let calls = fake.calls();
+    assert!(calls.len() >= 12, "only {} attempts", calls.len());
+    for (i, pair) in calls.windows(2).enumerate() {
+        let base = 2f64.powi(i as i32).min(150.0);
+        let gap = secs(pair[1] - pair[0]);
+        assert!(
+            (base * 0.8 - 0.001..=base * 1.2 + 0.001).contains(&gap),
+            "retry {i}: waited {gap} s, want {base} s +-20%"
+        );
+    }
+    // Fail closed before the first certificate; every failure is recorded.
+    assert_eq!(store.status(), IdentityStatus::Initializing);
+    assert!(store.current().is_none());
+    let stats = store.stats();
+    assert_eq!(stats.failures as usize, calls.len());
+    assert!(stats.last_error.unwrap().contains("fake CA is down"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn keeps_valid_cert_on_failure_fails_closed_at_expiry_and_recovers() {
+    let fake = FakeCa::new(&[Answer::Issue(Duration::from_secs(3)), Answer::Fail]);
+    let store = spawn(&fake);
+    let first = store.ready().await;
+
+    // Renewal (at ~1.5 s) fails: the still-valid certificate stays in use.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fake.calls().len() >= 2, "renewal was not attempted");
+    assert!(store.stats().failures >= 1);
+    let current = store
+        .current()
+        .expect("still-valid certificate was dropped");
+    assert_eq!(current.chain[0], first.chain[0]);
+
+    // The paused Tokio clock does not move SystemTime: let the certificate really expire.
+    let wait = first
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    std::thread::sleep(wait + Duration::from_millis(1100));
+    assert!(
+        store.current().is_none(),
+        "expired certificate still served"
+    );
+    match store.status() {
+        IdentityStatus::Unavailable { reason } => {
+            assert!(reason.contains("expired"), "{reason}");
+            assert!(reason.contains("fake CA is down"), "{reason}");
+        }
+        other => panic!("want Unavailable, got {other:?}"),
+    }
+    assert!(store.require().is_err());
+
+    // The CA comes back: the next retry (at most 150 s + 20% away) installs a new one.
+    fake.set(&[Answer::Issue(Duration::from_secs(3600))]);
+    tokio::time::sleep(Duration::from_secs(181)).await;
+    let renewed = store.current().expect("no recovery after the CA came back");
+    assert_ne!(renewed.chain[0], first.chain[0]);
+    assert!(matches!(store.status(), IdentityStatus::Available { .. }));
+}

@@ -1,6 +1,7 @@
 //! Placeholder: see the project's issues.
 
 pub mod bootstrap;
+pub mod client;
 pub mod resource;
 pub mod translate;
 

@@ -10,6 +10,13 @@
 use std::sync::Arc;
 
 use rustls::crypto::CryptoProvider;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::verify::{PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, VerifyStats};
+use crate::{Credentials, IdentityStore, TlsError};
 
 #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
 compile_error!("mesh-tls needs a crypto provider: enable feature `ring` (default) or `aws-lc-rs`");
@@ -23,5 +30,302 @@ pub fn default_provider() -> Arc<CryptoProvider> {
     #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
     {
         Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+    }
+}
+
+/// ALPN id of HTTP/2.
+pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN id of HTTP/1.1.
+pub const ALPN_HTTP11: &[u8] = b"http/1.1";
+
+/// What the server side accepts and offers.
+#[derive(Clone, Debug)]
+pub struct ServerSettings {
+    /// Which clients to accept (default: any identity of our own trust domain).
+    pub peers: PeerPolicy,
+    /// ALPN protocols, most preferred first (default: `h2`, `http/1.1`).
+    pub alpn: Vec<Vec<u8>>,
+    /// A handshake not finished within this time is dropped (default 10 s).
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            peers: PeerPolicy::default(),
+            alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the client side expects and offers.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    /// Which servers to accept (set `peers.identities` to the expected SPIFFE IDs).
+    pub peers: PeerPolicy,
+    /// ALPN protocols, most preferred first (default: `h2`, `http/1.1`).
+    pub alpn: Vec<Vec<u8>>,
+    /// TCP connect plus TLS handshake must finish within this time (default 10 s).
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        Self {
+            peers: PeerPolicy::default(),
+            alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One config built for one store generation.
+struct Cached<T> {
+    generation: u64,
+    config: Arc<T>,
+}
+
+/// The shared part of both caches.
+struct Source {
+    store: IdentityStore,
+    provider: Arc<CryptoProvider>,
+    stats: Arc<VerifyStats>,
+    builds: std::sync::atomic::AtomicU64,
+}
+
+impl Source {
+    /// Returns the current credentials (fail closed) and the generation they belong to.
+    /// The generation is read first: a publish racing with us makes the cache rebuild
+    /// once more, never serve stale credentials as new.
+    fn current(&self) -> Result<(u64, Arc<Credentials>), TlsError> {
+        let generation = self.store.generation();
+        let creds = self.store.require()?;
+        Ok((generation, creds))
+    }
+}
+
+/// rustls `ServerConfig`s for the store's current credentials, rebuilt only when the
+/// store publishes new ones. Cheap to read per connection.
+pub struct ServerConfigs {
+    src: Source,
+    settings: ServerSettings,
+    cache: ArcSwapOption<Cached<ServerConfig>>,
+}
+
+impl ServerConfigs {
+    /// Configs for `store`, with the [default provider](default_provider).
+    pub fn new(store: IdentityStore, settings: ServerSettings) -> Self {
+        Self::with_provider(store, settings, default_provider())
+    }
+
+    /// Configs for `store` with an explicit crypto provider.
+    pub fn with_provider(
+        store: IdentityStore,
+        settings: ServerSettings,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        Self {
+            src: Source {
+                store,
+                provider,
+                stats: VerifyStats::new(),
+                builds: Default::default(),
+            },
+            settings,
+            cache: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The config for a new connection; an error (fail closed) when there are no valid
+    /// credentials.
+    pub fn config(&self) -> Result<Arc<ServerConfig>, TlsError> {
+        let (generation, creds) = self.src.current()?;
+        if let Some(c) = self.cache.load().as_ref()
+            && c.generation == generation
+        {
+            return Ok(c.config.clone());
+        }
+        let config = Arc::new(self.build(&creds)?);
+        self.src
+            .builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.cache.store(Some(Arc::new(Cached {
+            generation,
+            config: config.clone(),
+        })));
+        Ok(config)
+    }
+
+    fn build(&self, creds: &Credentials) -> Result<ServerConfig, TlsError> {
+        let verifier = SpiffeClientVerifier::new(
+            &creds.roots,
+            &creds.trust_domain(),
+            &self.settings.peers,
+            &self.src.provider,
+            self.src.stats.clone(),
+        )?;
+        let mut config = ServerConfig::builder_with_provider(self.src.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_client_cert_verifier(Arc::new(verifier))
+            .with_single_cert(creds.chain.clone(), creds.key.clone_key())?;
+        config.alpn_protocols = self.settings.alpn.clone();
+        // No resumption: every connection re-verifies the peer's current certificate.
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+        Ok(config)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ServerSettings {
+        &self.settings
+    }
+
+    /// Verification counters of every config built here.
+    pub fn stats(&self) -> &Arc<VerifyStats> {
+        &self.src.stats
+    }
+
+    /// How many configs were built (one per credential generation in use).
+    pub fn builds(&self) -> u64 {
+        self.src.builds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The identity store.
+    pub fn store(&self) -> &IdentityStore {
+        &self.src.store
+    }
+}
+
+/// rustls `ClientConfig`s for the store's current credentials, rebuilt only when the
+/// store publishes new ones.
+pub struct ClientConfigs {
+    src: Source,
+    settings: ClientSettings,
+    cache: ArcSwapOption<Cached<ClientConfig>>,
+}
+
+impl ClientConfigs {
+    /// Configs for `store`, with the [default provider](default_provider).
+    pub fn new(store: IdentityStore, settings: ClientSettings) -> Self {
+        Self::with_provider(store, settings, default_provider())
+    }
+
+    /// Configs for `store` with an explicit crypto provider.
+    pub fn with_provider(
+        store: IdentityStore,
+        settings: ClientSettings,
+        provider: Arc<CryptoProvider>,
+    ) -> Self {
+        Self {
+            src: Source {
+                store,
+                provider,
+                stats: VerifyStats::new(),
+                builds: Default::default(),
+            },
+            settings,
+            cache: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The config for a new connection; an error (fail closed) when there are no valid
+    /// credentials.
+    pub fn config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let (generation, creds) = self.src.current()?;
+        if let Some(c) = self.cache.load().as_ref()
+            && c.generation == generation
+        {
+            return Ok(c.config.clone());
+        }
+        let config = Arc::new(self.build(&creds)?);
+        self.src
+            .builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.cache.store(Some(Arc::new(Cached {
+            generation,
+            config: config.clone(),
+        })));
+        Ok(config)
+    }
+
+    fn build(&self, creds: &Credentials) -> Result<ClientConfig, TlsError> {
+        let verifier = SpiffeServerVerifier::new(
+            &creds.roots,
+            &creds.trust_domain(),
+            &self.settings.peers,
+            &self.src.provider,
+            self.src.stats.clone(),
+        )?;
+        let mut config = ClientConfig::builder_with_provider(self.src.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?;
+        config.alpn_protocols = self.settings.alpn.clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        Ok(config)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &ClientSettings {
+        &self.settings
+    }
+
+    /// Verification counters of every config built here.
+    pub fn stats(&self) -> &Arc<VerifyStats> {
+        &self.src.stats
+    }
+
+    /// How many configs were built (one per credential generation in use).
+    pub fn builds(&self) -> u64 {
+        self.src.builds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The identity store.
+    pub fn store(&self) -> &IdentityStore {
+        &self.src.store
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dev_ca::DevCa;
+    use mesh_core::{SpiffeId, TrustDomain};
+
+    #[test]
+    fn configs_are_cached_per_generation_and_fail_closed() {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = DevCa::new(td.clone()).unwrap();
+        let id = SpiffeId::istio(&td, "default", "web").unwrap();
+        let store = IdentityStore::new();
+        let server = ServerConfigs::new(store.clone(), ServerSettings::default());
+        let client = ClientConfigs::new(store.clone(), ClientSettings::default());
+        let err = server.config().unwrap_err();
+        assert!(
+            err.to_string().contains("no valid workload identity"),
+            "{err}"
+        );
+        assert!(client.config().is_err());
+
+        store
+            .publish(ca.issue(&id, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let a = server.config().unwrap();
+        let b = server.config().unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(server.builds(), 1);
+        assert_eq!(a.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        client.config().unwrap();
+        client.config().unwrap();
+        assert_eq!(client.builds(), 1);
+
+        store
+            .publish(ca.issue(&id, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let c = server.config().unwrap();
+        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(server.builds(), 2);
     }
 }

@@ -6,11 +6,14 @@
 //! latest credentials for every new connection, and fail closed when there are none.
 
 pub mod ca;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod dev_ca;
 pub mod error;
+pub mod peer;
 pub mod rotation;
+pub mod server;
 pub mod source;
 pub mod store;
 pub mod svid;
@@ -18,4 +21,5 @@ pub mod verify;
 
 pub use credentials::Credentials;
 pub use error::TlsError;
+pub use peer::PeerIdentity;
 pub use store::{CertProvider, CertSource, IdentityStats, IdentityStatus, IdentityStore};

@@ -186,6 +186,10 @@ impl SpiffeRules {
                 webpki::Error::UnknownIssuer => SvidError::UntrustedChain(
                     "issuer is not in the trust bundle (unknown or untrusted root)".into(),
                 ),
+                // Same issuer name as a trusted CA, different key: another root.
+                webpki::Error::InvalidSignatureForPublicKey => SvidError::UntrustedChain(
+                    "signed by a key that is not in the trust bundle (untrusted root)".into(),
+                ),
                 other => SvidError::UntrustedChain(format!("{other:?}")),
             });
         }

@@ -1,0 +1,21 @@
+//! The server side of mTLS: [`MeshAcceptor`] terminates TLS with our SVID, requires a
+//! client certificate that passes the SPIFFE rules, and yields the [`PeerIdentity`].
+//!
+//! - hyper / axum: [`serve`] accepts TCP, handshakes off the accept loop, and serves any
+//!   `tower::Service<http::Request<Incoming>>` (an axum `Router` included) over HTTP/1.1 or
+//!   HTTP/2 (ALPN), with `PeerIdentity` in every request's extensions.
+//! - tonic: [`MeshAcceptor::incoming`] is a stream of handshaken connections for
+//!   `Server::serve_with_incoming`; handlers read the identity with [`peer_identity`].
+//!
+//! The acceptor fails closed: without valid credentials a connection is dropped before
+//! any TLS byte is sent.
+//!
+//! [`PeerIdentity`]: crate::PeerIdentity
+
+mod acceptor;
+mod incoming;
+mod serve;
+
+pub use acceptor::MeshAcceptor;
+pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream, peer_identity};
+pub use serve::{serve, serve_with_shutdown};

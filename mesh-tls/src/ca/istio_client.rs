@@ -417,3 +417,52 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509CertificationRequest};
+
+    #[test]
+    fn csr_has_empty_subject_and_one_critical_uri_san() {
+        let id = SpiffeId::new("spiffe://cluster.local/ns/default/sa/web").unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let pem = csr_pem(&id, &key).unwrap();
+        let der = ::pem::parse(&pem).unwrap();
+        assert_eq!(der.tag(), "CERTIFICATE REQUEST");
+        let (_, csr) = X509CertificationRequest::from_der(der.contents()).unwrap();
+        let info = &csr.certification_request_info;
+        assert_eq!(info.subject.iter().count(), 0, "subject must be empty");
+        let exts: Vec<_> = csr.requested_extensions().into_iter().flatten().collect();
+        let sans: Vec<_> = exts
+            .iter()
+            .filter_map(|e| match e {
+                ParsedExtension::SubjectAlternativeName(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sans.len(), 1);
+        assert_eq!(
+            sans[0].general_names,
+            vec![GeneralName::URI("spiffe://cluster.local/ns/default/sa/web")]
+        );
+        // Criticality is on the raw extension.
+        let raw = x509_parser::der_parser::oid!(2.5.29.17);
+        let critical = info
+            .attributes()
+            .iter()
+            .flat_map(|a| match a.parsed_attribute() {
+                x509_parser::prelude::ParsedCriAttribute::ExtensionRequest(r) => {
+                    r.extensions.iter().collect::<Vec<_>>()
+                }
+                _ => Vec::new(),
+            })
+            .find(|e| e.oid == raw)
+            .map(|e| e.critical);
+        assert_eq!(critical, Some(true), "URI SAN must be critical");
+        assert_eq!(
+            rcgen::PublicKeyData::subject_public_key_info(&key),
+            info.subject_pki.raw
+        );
+    }
+}

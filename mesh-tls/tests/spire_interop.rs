@@ -1,0 +1,332 @@
+//! Interop with a real SPIRE server and agent (v1.13.3, scripts/peers/spire.sh): our
+//! Workload API source receives the SVID, serves mTLS with it, and picks up a rotation.
+//!
+//! Setup: trust domain `cluster.local`, sqlite datastore, join_token node attestation,
+//! unix workload attestation of this test process's uid, 20 s workload SVIDs (the agent
+//! renews at half life, so a second SVID arrives within ~15 s).
+
+mod common;
+
+use std::net::TcpListener as StdListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_core::SpiffeId;
+use mesh_test_support::require_peer;
+use mesh_tls::source::SpireSource;
+use mesh_tls::verify::{PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, VerifyStats};
+use mesh_tls::{Credentials, IdentityStore};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+
+const WORKLOAD_ID: &str = "spiffe://cluster.local/ns/default/sa/test";
+const SVID_TTL_SECS: u32 = 20;
+
+/// Kills the SPIRE processes when the test ends, however it ends.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(std::fs::File::create(dir.join(name)).unwrap())
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn uid() -> String {
+    let out = Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Retries `f` (blocking) every 200 ms for up to `limit`.
+fn retry<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+struct Spire {
+    _procs: Procs,
+    agent_socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+fn start_spire(server_bin: &Path, agent_bin: &Path) -> Spire {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let port = free_port();
+    let server_socket = d.join("server.sock");
+    let agent_socket = d.join("agent.sock");
+    std::fs::write(
+        d.join("server.conf"),
+        format!(
+            r#"
+server {{
+    bind_address = "127.0.0.1"
+    bind_port = "{port}"
+    socket_path = "{server_socket}"
+    trust_domain = "cluster.local"
+    data_dir = "{data}"
+    log_level = "DEBUG"
+    ca_ttl = "1h"
+    default_x509_svid_ttl = "{SVID_TTL_SECS}s"
+}}
+plugins {{
+    DataStore "sql" {{
+        plugin_data {{
+            database_type = "sqlite3"
+            connection_string = "{data}/datastore.sqlite3"
+        }}
+    }}
+    NodeAttestor "join_token" {{
+        plugin_data {{}}
+    }}
+    KeyManager "memory" {{
+        plugin_data {{}}
+    }}
+}}
+"#,
+            server_socket = server_socket.display(),
+            data = d.join("server-data").display(),
+        ),
+    )
+    .unwrap();
+    let server = Command::new(server_bin)
+        .args(["run", "-config"])
+        .arg(d.join("server.conf"))
+        .stdout(log_file(d, "server.log"))
+        .stderr(log_file(d, "server.err"))
+        .spawn()
+        .unwrap();
+    let mut procs = Procs(vec![server]);
+
+    let healthy = retry(Duration::from_secs(30), || {
+        Command::new(server_bin)
+            .args(["healthcheck", "-socketPath"])
+            .arg(&server_socket)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+    });
+    assert!(
+        healthy.is_some(),
+        "spire-server did not become healthy: {}",
+        std::fs::read_to_string(d.join("server.err")).unwrap_or_default()
+    );
+
+    let out = run(Command::new(server_bin)
+        .args(["token", "generate", "-socketPath"])
+        .arg(&server_socket)
+        .args([
+            "-spiffeID",
+            "spiffe://cluster.local/agent/test",
+            "-ttl",
+            "600",
+        ]));
+    let token = out
+        .split_whitespace()
+        .last()
+        .expect("no join token in output")
+        .to_string();
+    run(Command::new(server_bin)
+        .args(["entry", "create", "-socketPath"])
+        .arg(&server_socket)
+        .args([
+            "-parentID",
+            "spiffe://cluster.local/agent/test",
+            "-spiffeID",
+            WORKLOAD_ID,
+            "-selector",
+            &format!("unix:uid:{}", uid()),
+            "-x509SVIDTTL",
+            &SVID_TTL_SECS.to_string(),
+        ]));
+
+    std::fs::write(
+        d.join("agent.conf"),
+        format!(
+            r#"
+agent {{
+    data_dir = "{data}"
+    log_level = "DEBUG"
+    server_address = "127.0.0.1"
+    server_port = "{port}"
+    socket_path = "{agent_socket}"
+    trust_domain = "cluster.local"
+    insecure_bootstrap = true
+}}
+plugins {{
+    NodeAttestor "join_token" {{
+        plugin_data {{}}
+    }}
+    KeyManager "memory" {{
+        plugin_data {{}}
+    }}
+    WorkloadAttestor "unix" {{
+        plugin_data {{}}
+    }}
+}}
+"#,
+            agent_socket = agent_socket.display(),
+            data = d.join("agent-data").display(),
+        ),
+    )
+    .unwrap();
+    let agent = Command::new(agent_bin)
+        .args(["run", "-config"])
+        .arg(d.join("agent.conf"))
+        .args(["-joinToken", &token])
+        .stdout(log_file(d, "agent.log"))
+        .stderr(log_file(d, "agent.err"))
+        .spawn()
+        .unwrap();
+    procs.0.push(agent);
+    Spire {
+        _procs: procs,
+        agent_socket,
+        dir,
+    }
+}
+
+/// One mTLS handshake between a server and a client that both use `creds` (as any two
+/// workloads with this identity would). Returns (identity the server saw, leaf the client
+/// saw).
+async fn mtls_round_trip(creds: &Credentials) -> (SpiffeId, CertificateDer<'static>) {
+    let provider = mesh_tls::config::default_provider();
+    let td = creds.trust_domain();
+    let expect = PeerPolicy::identities([creds.id.clone()]);
+    let client_verifier =
+        SpiffeClientVerifier::new(&creds.roots, &td, &expect, &provider, VerifyStats::new())
+            .unwrap();
+    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(Arc::new(client_verifier))
+        .with_single_cert(creds.chain.clone(), creds.key.clone_key())
+        .unwrap();
+    let server_verifier =
+        SpiffeServerVerifier::new(&creds.roots, &td, &expect, &provider, VerifyStats::new())
+            .unwrap();
+    let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(server_verifier))
+        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+        .unwrap();
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        mesh_tls::svid::parse_leaf(&leaf).unwrap().id
+    });
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("workload.invalid").unwrap(), tcp)
+        .await
+        .unwrap();
+    let server_leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    (server.await.unwrap(), server_leaf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spire_workload_api_svid_serves_mtls_and_rotates() {
+    let server_bin = require_peer!("MESH_SPIRE_SERVER_BIN");
+    let agent_bin = require_peer!("MESH_SPIRE_AGENT_BIN");
+    let spire = tokio::task::spawn_blocking(move || start_spire(&server_bin, &agent_bin))
+        .await
+        .unwrap();
+    let logs = |spire: &Spire| {
+        let read = |n: &str| std::fs::read_to_string(spire.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "--- agent.err\n{}\n--- server.err\n{}",
+            read("agent.err"),
+            read("server.err")
+        )
+    };
+
+    let source = SpireSource::new(format!("unix://{}", spire.agent_socket.display()));
+    let (store, task) = IdentityStore::spawn(source);
+    let Ok(first) = tokio::time::timeout(Duration::from_secs(60), store.ready()).await else {
+        panic!(
+            "no SVID from the Workload API; last error {:?}\n{}",
+            store.stats().last_error,
+            logs(&spire)
+        );
+    };
+    let want = SpiffeId::new(WORKLOAD_ID).unwrap();
+    assert_eq!(first.id, want);
+    assert!(!first.roots.is_empty(), "no trust bundle");
+    let lifetime = first.not_after.duration_since(first.not_before).unwrap();
+    assert!(
+        lifetime <= Duration::from_secs(u64::from(SVID_TTL_SECS) + 60),
+        "SVID lifetime {lifetime:?}: TTL not applied"
+    );
+
+    // mTLS with the SPIRE-issued SVID, verified against SPIRE's bundle.
+    let (seen_by_server, leaf) = mtls_round_trip(&first).await;
+    assert_eq!(seen_by_server, want);
+    assert_eq!(leaf, first.chain[0]);
+
+    // The agent rotates at half life; the source publishes the new SVID.
+    let rotated = common::wait_for(Duration::from_secs(60), || {
+        store
+            .current()
+            .is_some_and(|c| c.chain[0] != first.chain[0])
+    })
+    .await;
+    assert!(
+        rotated,
+        "no rotated SVID within 60 s; stats {:?}\n{}",
+        store.stats(),
+        logs(&spire)
+    );
+    let second = store.current().unwrap();
+    assert_eq!(second.id, want);
+    assert!(second.not_after > first.not_after);
+    let (seen_by_server, leaf) = mtls_round_trip(&second).await;
+    assert_eq!(seen_by_server, want);
+    assert_eq!(
+        leaf, second.chain[0],
+        "new connections must use the new SVID"
+    );
+    task.abort();
+}

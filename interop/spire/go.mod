@@ -1,6 +1,6 @@
 module example.invalid/rust-mesh/interop/spire
 
-go 1.26.8
+go 1.25.3
 
 tool (
 	github.com/spiffe/spire/cmd/spire-agent

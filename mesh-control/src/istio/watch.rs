@@ -18,7 +18,8 @@ use super::{LoadReport, MeshConfig, Origin};
 /// How the watcher polls.
 #[derive(Clone, Debug)]
 pub struct WatchOptions {
-    /// Time between two reads of the directory (default 300 ms).
+    /// Time between two reads of the directory (default 300 ms). A change is applied once
+    /// two reads in a row see it, so it takes effect within two intervals.
     pub interval: Duration,
 }
 
@@ -129,6 +130,7 @@ async fn poll(
     let mut tick = tokio::time::interval(options.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; the initial load is done
+    let mut pending: Option<Contents> = None;
     loop {
         tick.tick().await;
         let contents = match read(&dir).await {
@@ -146,8 +148,16 @@ async fn poll(
             }
         };
         if contents == last {
+            pending = None;
             continue;
         }
+        // Apply a change only once two reads in a row agree, so a file caught half-written
+        // (or a multi-file edit caught halfway) is never published or reported.
+        if pending.as_ref() != Some(&contents) {
+            pending = Some(contents);
+            continue;
+        }
+        pending = None;
         let report = report_of(&contents);
         last = contents;
         let warnings = report.warnings.clone();

@@ -1,0 +1,85 @@
+//! `control-plane validate DIR`: exit status and messages.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn bookinfo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/bookinfo")
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_accepts_bookinfo() {
+    let dir = bookinfo();
+    let (code, stdout, stderr) = run(&["validate", dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(
+            "valid: 4 ServiceEntry, 6 WorkloadEntry, 4 VirtualService, 4 DestinationRule, \
+             1 PeerAuthentication, 3 AuthorizationPolicy (4 services, 6 workload endpoints)"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_rejects_a_broken_copy_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(bookinfo()).unwrap() {
+        let entry = entry.unwrap();
+        fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    let routing = dir.path().join("routing.yaml");
+    let text = fs::read_to_string(&routing)
+        .unwrap()
+        .replace("weight: 10", "weight: 20")
+        .replace("exact: jason", "regex: \"(jason\"");
+    fs::write(&routing, text).unwrap();
+    fs::write(
+        dir.path().join("k8s.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: { name: x }\n",
+    )
+    .unwrap();
+
+    let (code, _, stderr) = run(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("warning: "), "{stderr}");
+    assert!(
+        stderr.contains("k8s.yaml:1: skipped v1 ConfigMap"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "routing.yaml:1: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid regex `(jason`: unclosed group"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "routing.yaml:1: VirtualService default/reviews: spec.http[1].route: weights add up to 110, not 100"
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 error(s), config rejected"), "{stderr}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(run(&[]).0, 2);
+    assert_eq!(run(&["validate", "/nonexistent/dir"]).0, 2);
+    let (code, _, stderr) = run(&["serve", "--config-dir", "x"]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("not implemented yet"), "{stderr}");
+}

@@ -224,13 +224,12 @@ impl std::error::Error for Rejection {}
 /// Accepts the resource itself or wrapped in `envoy.service.discovery.v3.Resource`.
 pub fn decode(ty: ResourceType, raw: &Any) -> Result<Resource, Rejection> {
     if raw.type_url == WRAPPER_URL {
-        let wrapper = envoy_types::pb::envoy::service::discovery::v3::Resource::decode(
-            raw.value.as_slice(),
-        )
-        .map_err(|e| Rejection {
-            name: None,
-            reason: format!("cannot decode envoy.service.discovery.v3.Resource: {e}"),
-        })?;
+        let wrapper =
+            envoy_types::pb::envoy::service::discovery::v3::Resource::decode(raw.value.as_slice())
+                .map_err(|e| Rejection {
+                    name: None,
+                    reason: format!("cannot decode envoy.service.discovery.v3.Resource: {e}"),
+                })?;
         let name = (!wrapper.name.is_empty()).then(|| wrapper.name.clone());
         let inner = wrapper.resource.ok_or_else(|| Rejection {
             name: name.clone(),

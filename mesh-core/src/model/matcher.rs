@@ -358,10 +358,22 @@ mod tests {
 
     #[test]
     fn string_matchers() {
-        let exact = |v, ignore_case| StringMatcher::Exact { value: v, ignore_case };
-        let prefix = |v, ignore_case| StringMatcher::Prefix { value: v, ignore_case };
-        let suffix = |v, ignore_case| StringMatcher::Suffix { value: v, ignore_case };
-        let contains = |v, ignore_case| StringMatcher::Contains { value: v, ignore_case };
+        let exact = |v, ignore_case| StringMatcher::Exact {
+            value: v,
+            ignore_case,
+        };
+        let prefix = |v, ignore_case| StringMatcher::Prefix {
+            value: v,
+            ignore_case,
+        };
+        let suffix = |v, ignore_case| StringMatcher::Suffix {
+            value: v,
+            ignore_case,
+        };
+        let contains = |v, ignore_case| StringMatcher::Contains {
+            value: v,
+            ignore_case,
+        };
         assert!(s(exact, "abc", false).matches("abc"));
         assert!(!s(exact, "abc", false).matches("ABC"));
         assert!(s(exact, "abc", true).matches("ABC"));
@@ -384,7 +396,10 @@ mod tests {
         assert!(Regex::search("b").unwrap().is_match("abc"));
         assert!(Regex::full("a(").is_err());
         let re = Regex::search("^/v([0-9]+)/(.*)$").unwrap();
-        assert_eq!(re.replace_all("/v1/users", "/\\2/version/\\1"), "/users/version/1");
+        assert_eq!(
+            re.replace_all("/v1/users", "/\\2/version/\\1"),
+            "/users/version/1"
+        );
         assert_eq!(Regex::search("x").unwrap().replace_all("x", "$1"), "$1");
     }
 
@@ -405,7 +420,10 @@ mod tests {
             ..m.clone()
         };
         assert!(inv.matches(Some("20")));
-        assert!(!inv.matches(None), "absent header never matches, even inverted");
+        assert!(
+            !inv.matches(None),
+            "absent header never matches, even inverted"
+        );
         let present = HeaderMatcher {
             rule: HeaderMatchRule::Present(false),
             ..m
@@ -420,7 +438,11 @@ mod tests {
         assert!(r.contains("192.168.0.255".parse().unwrap()));
         assert!(!r.contains("192.168.2.0".parse().unwrap()));
         assert!(!r.contains("::1".parse().unwrap()));
-        assert!(CidrRange::new("::".parse().unwrap(), 0).unwrap().contains("::1".parse().unwrap()));
+        assert!(
+            CidrRange::new("::".parse().unwrap(), 0)
+                .unwrap()
+                .contains("::1".parse().unwrap())
+        );
         assert!(CidrRange::new("10.0.0.0".parse().unwrap(), 33).is_none());
     }
 }

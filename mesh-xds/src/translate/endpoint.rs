@@ -60,8 +60,7 @@ pub fn cluster_load_assignment(
         }
         if let Some(f) = &policy.overprovisioning_factor {
             if f.value == 0 {
-                return bail("overprovisioning_factor must be greater than 0")
-                    .at("policy");
+                return bail("overprovisioning_factor must be greater than 0").at("policy");
             }
             overprovisioning_factor = f.value;
         }
@@ -82,7 +81,9 @@ pub fn cluster_load_assignment(
     if let Some(max) = priorities.last()
         && *max as usize + 1 != priorities.len()
     {
-        return bail(format!("priorities {priorities:?} are not contiguous from 0"));
+        return bail(format!(
+            "priorities {priorities:?} are not contiguous from 0"
+        ));
     }
     Ok(ClusterLoadAssignment {
         cluster_name: cla.cluster_name.clone(),
@@ -99,10 +100,9 @@ fn locality_endpoints<'a>(
     if lle.lb_config.is_some() {
         return bail("load_balancer_endpoints / leds_cluster_locality_config are not supported");
     }
-    let (region, zone, sub_zone) = lle
-        .locality
-        .as_ref()
-        .map_or(("", "", ""), |l| (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str()));
+    let (region, zone, sub_zone) = lle.locality.as_ref().map_or(("", "", ""), |l| {
+        (l.region.as_str(), l.zone.as_str(), l.sub_zone.as_str())
+    });
     let locality = interned
         .entry((region, zone, sub_zone))
         .or_insert_with(|| {
@@ -136,7 +136,9 @@ fn lb_endpoint(e: &pb::LbEndpoint, addresses: AddressKind) -> Res<Endpoint> {
     let ep = match &e.host_identifier {
         Some(HostIdentifier::Endpoint(ep)) => ep,
         Some(HostIdentifier::EndpointName(n)) => {
-            return bail(format!("endpoint_name {n:?} (named endpoints) is not supported"));
+            return bail(format!(
+                "endpoint_name {n:?} (named endpoints) is not supported"
+            ));
         }
         None => return bail("endpoint is required"),
     };
@@ -223,7 +225,8 @@ fn valid_hostname(h: &str) -> bool {
         && h.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 

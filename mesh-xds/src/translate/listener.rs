@@ -1,42 +1,436 @@
-//! Listener translation (work in progress: client listeners with RDS).
+//! Listeners (LDS): client API listeners (gRPC A27) and server listeners with filter chains
+//! (gRPC A36), their HTTP connection managers and HTTP filters (gRPC A39).
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
+use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
+use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilterProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
-use mesh_core::model::{HttpConnectionManager, HttpFilter, HttpFilterConfig, Listener, ListenerKind, RouteSource};
+use envoy_types::pb::google::protobuf::Any;
+use mesh_core::model::{
+    FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig, Listener,
+    ListenerKind, RbacAction, RbacFilter, RouteSource, ServerListener, SourceType,
+};
 
-use super::{Res, bail, unpack};
+use super::matcher::cidrs;
+use super::{At, Invalid, Res, any_type_name, bail, opt_duration, q, unpack};
 use crate::resource::Rejection;
+
+const HCM_TYPE: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER_TYPE: &str = "envoy.extensions.filters.http.router.v3.Router";
+const FAULT_TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+const RBAC_TYPE: &str = "envoy.extensions.filters.http.rbac.v3.RBAC";
+const TYPED_STRUCT_TYPES: [&str; 2] = ["udpa.type.v1.TypedStruct", "xds.type.v3.TypedStruct"];
+
+/// `udpa.type.v1.TypedStruct` / `xds.type.v3.TypedStruct`: only the wrapped type URL is needed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct TypedStruct {
+    #[prost(string, tag = "1")]
+    type_url: String,
+}
 
 /// Decodes and validates an LDS resource.
 pub fn decode(bytes: &[u8]) -> Result<Arc<Listener>, Rejection> {
     let l: pb::Listener = super::decode_message(bytes, "envoy.config.listener.v3.Listener")?;
-    listener(&l).map(Arc::new).map_err(|e| e.reject("listener", &l.name))
+    if l.name.is_empty() {
+        return Err(Rejection {
+            name: None,
+            reason: "listener has an empty name".into(),
+        });
+    }
+    listener(&l)
+        .map(Arc::new)
+        .map_err(|e| e.reject("listener", &l.name))
 }
 
-fn listener(l: &pb::Listener) -> Res<Listener> {
-    let Some(api) = l.api_listener.as_ref().and_then(|a| a.api_listener.as_ref()) else {
-        return bail("server listeners are not supported yet");
-    };
-    let m: hcm::HttpConnectionManager = unpack(api)?;
-    let route_source = match &m.route_specifier {
-        Some(hcm::http_connection_manager::RouteSpecifier::Rds(rds)) => {
-            RouteSource::Rds(rds.route_config_name.clone())
+/// Translates a `Listener`: an `api_listener` makes a client listener, otherwise it is a
+/// server listener.
+pub fn listener(l: &pb::Listener) -> Res<Listener> {
+    let kind = match &l.api_listener {
+        Some(api) => {
+            let Some(any) = &api.api_listener else {
+                return bail("api_listener.api_listener is required");
+            };
+            if any_type_name(any) != HCM_TYPE {
+                return bail(format!(
+                    "api_listener of type {:?} is not supported (only HttpConnectionManager)",
+                    any.type_url
+                ))
+                .at("api_listener");
+            }
+            let m: hcm::HttpConnectionManager = unpack(any).at("api_listener")?;
+            ListenerKind::Client(http_connection_manager(&m, Side::Client).at("api_listener")?)
         }
-        _ => return bail("only rds is supported yet"),
+        None => ListenerKind::Server(Box::new(server_listener(l)?)),
     };
     Ok(Listener {
         name: l.name.clone(),
-        kind: ListenerKind::Client(HttpConnectionManager {
-            route_source,
-            http_filters: vec![HttpFilter {
-                name: "envoy.filters.http.router".into(),
-                config: HttpFilterConfig::Router,
-            }],
-            max_stream_duration: None,
-            idle_timeout: None,
-            xff_num_trusted_hops: 0,
-        }),
+        kind,
+    })
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Server,
+}
+
+fn server_listener(l: &pb::Listener) -> Res<ServerListener> {
+    let address = match &l.address {
+        Some(a) => socket_address(a).at("address")?,
+        None => return bail("address is required for a server listener (no api_listener)"),
+    };
+    if !l.listener_filters.is_empty() {
+        return bail("listener_filters are not supported");
+    }
+    if l.use_original_dst.as_ref().is_some_and(|b| b.value) {
+        return bail("use_original_dst is not supported");
+    }
+    if l.filter_chain_matcher.is_some() {
+        return bail("filter_chain_matcher is not supported (use filter_chain_match)");
+    }
+    if l.fcds_config.is_some() {
+        return bail("fcds_config (filter chain discovery) is not supported");
+    }
+    if l.udp_listener_config.is_some() {
+        return bail("udp_listener_config is not supported");
+    }
+    let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
+    for (i, fc) in l.filter_chains.iter().enumerate() {
+        let chain = filter_chain(fc).at_with(|| format!("filter_chains[{i}]"))?;
+        // gRPC A36: two chains with the same match make the choice ambiguous.
+        if let Some(j) = filter_chains
+            .iter()
+            .position(|c: &FilterChain| c.filter_chain_match == chain.filter_chain_match)
+        {
+            return bail(format!(
+                "filter_chain_match equals that of filter_chains[{j}]"
+            ))
+            .at(format!("filter_chains[{i}]"));
+        }
+        filter_chains.push(chain);
+    }
+    let default_filter_chain = l
+        .default_filter_chain
+        .as_ref()
+        .map(filter_chain)
+        .transpose()
+        .at("default_filter_chain")?;
+    if filter_chains.is_empty() && default_filter_chain.is_none() {
+        return bail("a server listener needs filter_chains or a default_filter_chain");
+    }
+    Ok(ServerListener {
+        address,
+        filter_chains,
+        default_filter_chain,
+    })
+}
+
+fn socket_address(a: &core::Address) -> Res<SocketAddr> {
+    use core::address::Address as A;
+    use core::socket_address::PortSpecifier as P;
+    let Some(A::SocketAddress(sa)) = &a.address else {
+        return bail("socket_address is required");
+    };
+    let ip: IpAddr = sa.address.parse().map_err(|_| {
+        Invalid::new(format!(
+            "socket_address.address {:?} is not an IP address",
+            sa.address
+        ))
+    })?;
+    let port = match &sa.port_specifier {
+        Some(P::PortValue(p)) => u16::try_from(*p)
+            .map_err(|_| Invalid::new(format!("socket_address.port_value {p} is out of range")))?,
+        Some(P::NamedPort(n)) => {
+            return bail(format!("socket_address.named_port {n:?} is not supported"));
+        }
+        None => return bail("socket_address.port_value is required"),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn filter_chain(fc: &pb::FilterChain) -> Res<FilterChain> {
+    use pb::filter::ConfigType;
+    if fc.use_proxy_proto.as_ref().is_some_and(|b| b.value) {
+        return bail("use_proxy_proto is not supported");
+    }
+    let filter_chain_match = fc
+        .filter_chain_match
+        .as_ref()
+        .map(filter_chain_match)
+        .transpose()
+        .at(".filter_chain_match")?
+        .unwrap_or_default();
+    // gRPC A36: exactly one network filter, the HTTP connection manager.
+    let [filter] = fc.filters.as_slice() else {
+        return bail(format!(
+            "filters must hold exactly one HttpConnectionManager, found {} filters",
+            fc.filters.len()
+        ));
+    };
+    let any = match &filter.config_type {
+        Some(ConfigType::TypedConfig(any)) => any,
+        Some(ConfigType::ConfigDiscovery(_)) => {
+            return bail("config_discovery (ECDS) is not supported")
+                .at(format!(".filters[0] {}", q(&filter.name)));
+        }
+        None => {
+            return bail("typed_config is required").at(format!(".filters[0] {}", q(&filter.name)));
+        }
+    };
+    if any_type_name(any) != HCM_TYPE {
+        return bail(format!(
+            "network filter of type {:?} is not supported (only HttpConnectionManager)",
+            any.type_url
+        ))
+        .at(format!(".filters[0] {}", q(&filter.name)));
+    }
+    let m: hcm::HttpConnectionManager = unpack(any).at(".filters[0]")?;
+    let http_connection_manager =
+        http_connection_manager(&m, Side::Server).at(format!(".filters[0] {}", q(&filter.name)))?;
+    let tls = match &fc.transport_socket {
+        Some(ts) => super::tls::downstream(ts).at(".transport_socket")?,
+        None => None,
+    };
+    Ok(FilterChain {
+        name: fc.name.clone(),
+        filter_chain_match,
+        tls,
+        http_connection_manager,
+    })
+}
+
+fn filter_chain_match(m: &pb::FilterChainMatch) -> Res<FilterChainMatch> {
+    use pb::filter_chain_match::ConnectionSourceType as S;
+    if !m.address_suffix.is_empty() || m.suffix_len.is_some() {
+        return bail("address_suffix / suffix_len are not supported");
+    }
+    if !m.direct_source_prefix_ranges.is_empty() {
+        return bail("direct_source_prefix_ranges are not supported");
+    }
+    let destination_port = m
+        .destination_port
+        .as_ref()
+        .map(|p| {
+            u16::try_from(p.value)
+                .map_err(|_| Invalid::new(format!("destination_port {} is out of range", p.value)))
+        })
+        .transpose()?;
+    let source_type = match S::try_from(m.source_type) {
+        Ok(S::Any) => SourceType::Any,
+        Ok(S::SameIpOrLoopback) => SourceType::SameIpOrLoopback,
+        Ok(S::External) => SourceType::External,
+        Err(_) => return bail(format!("source_type {} is unknown", m.source_type)),
+    };
+    let source_ports = m
+        .source_ports
+        .iter()
+        .map(|p| {
+            u16::try_from(*p)
+                .map_err(|_| Invalid::new(format!("source_ports: {p} is out of range")))
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let transport_protocol = match m.transport_protocol.as_str() {
+        "" => None,
+        p @ ("raw_buffer" | "tls") => Some(p.to_owned()),
+        other => {
+            return bail(format!(
+                "transport_protocol {other:?} is not supported (raw_buffer or tls)"
+            ));
+        }
+    };
+    Ok(FilterChainMatch {
+        destination_port,
+        prefix_ranges: cidrs(&m.prefix_ranges, "prefix_ranges")?,
+        source_type,
+        source_prefix_ranges: cidrs(&m.source_prefix_ranges, "source_prefix_ranges")?,
+        source_ports,
+        transport_protocol,
+        application_protocols: m.application_protocols.clone(),
+        server_names: m.server_names.clone(),
+    })
+}
+
+fn http_connection_manager(
+    m: &hcm::HttpConnectionManager,
+    side: Side,
+) -> Res<HttpConnectionManager> {
+    use hcm::http_connection_manager::RouteSpecifier as R;
+    let route_source = match &m.route_specifier {
+        Some(R::Rds(rds)) => {
+            if rds.route_config_name.is_empty() {
+                return bail("rds.route_config_name is required");
+            }
+            config_source(rds.config_source.as_ref()).at(".rds.config_source")?;
+            RouteSource::Rds(rds.route_config_name.clone())
+        }
+        Some(R::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
+            super::route::route_config(rc).at(format!(".route_config {}", q(&rc.name)))?,
+        )),
+        Some(R::ScopedRoutes(_)) => return bail("scoped_routes are not supported"),
+        None => return bail("one of rds or route_config is required"),
+    };
+    if side == Side::Server && m.codec_type == hcm::http_connection_manager::CodecType::Http3 as i32
+    {
+        return bail("codec_type HTTP3 is not supported");
+    }
+    if !m.upgrade_configs.is_empty() {
+        return bail("upgrade_configs (websocket, CONNECT) are not supported");
+    }
+    if m.normalize_path.as_ref().is_some_and(|b| b.value) || m.merge_slashes {
+        return bail("path normalization (normalize_path, merge_slashes) is not supported");
+    }
+    if m.path_normalization_options.is_some() {
+        return bail("path_normalization_options is not supported");
+    }
+    if m.local_reply_config.is_some() {
+        return bail("local_reply_config is not supported");
+    }
+    if m.strip_matching_host_port || m.strip_trailing_host_dot || m.strip_port_mode.is_some() {
+        return bail("host port stripping (strip_*) is not supported");
+    }
+    let common = m.common_http_protocol_options.unwrap_or_default();
+    let mut http_filters = Vec::with_capacity(m.http_filters.len());
+    for (i, f) in m.http_filters.iter().enumerate() {
+        let at = || format!(".http_filters[{i}] {}", q(&f.name));
+        if f.name.is_empty() {
+            return bail("name is required").at_with(at);
+        }
+        if http_filters.iter().any(|h: &HttpFilter| h.name == f.name) {
+            return bail("duplicate filter name").at_with(at);
+        }
+        if let Some(config) = http_filter(f).at_with(at)? {
+            if let Some(last) = http_filters.last()
+                && matches!(
+                    last,
+                    HttpFilter {
+                        config: HttpFilterConfig::Router,
+                        ..
+                    }
+                )
+            {
+                return bail("the router filter must be the last filter").at_with(at);
+            }
+            http_filters.push(HttpFilter {
+                name: f.name.clone(),
+                config,
+            });
+        }
+    }
+    if !matches!(
+        http_filters.last(),
+        Some(HttpFilter {
+            config: HttpFilterConfig::Router,
+            ..
+        })
+    ) {
+        return bail("http_filters must end with the router filter (envoy.filters.http.router)");
+    }
+    Ok(HttpConnectionManager {
+        route_source,
+        http_filters,
+        max_stream_duration: opt_duration(common.max_stream_duration.as_ref())
+            .at(".common_http_protocol_options.max_stream_duration")?,
+        idle_timeout: opt_duration(common.idle_timeout.as_ref())
+            .at(".common_http_protocol_options.idle_timeout")?,
+        xff_num_trusted_hops: m.xff_num_trusted_hops,
+    })
+}
+
+/// gRPC A27: RDS must come over the same ADS stream (`ads` or `self`).
+fn config_source(c: Option<&core::ConfigSource>) -> Res<()> {
+    use core::config_source::ConfigSourceSpecifier as S;
+    match c.and_then(|c| c.config_source_specifier.as_ref()) {
+        Some(S::Ads(_)) | Some(S::Self_(_)) => Ok(()),
+        None => bail("ads or self is required"),
+        Some(_) => bail("only ads or self config sources are supported"),
+    }
+}
+
+/// Translates one HTTP filter; `Ok(None)` for an optional filter we do not know (A39).
+fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
+    use hcm::http_filter::ConfigType;
+    let any = match &f.config_type {
+        Some(ConfigType::TypedConfig(any)) => any,
+        Some(ConfigType::ConfigDiscovery(_)) if f.is_optional => return Ok(None),
+        Some(ConfigType::ConfigDiscovery(_)) => {
+            return bail("config_discovery (ECDS) is not supported");
+        }
+        None if f.is_optional => return Ok(None),
+        None => return bail("typed_config is required"),
+    };
+    if f.disabled {
+        if f.is_optional {
+            return Ok(None);
+        }
+        return bail("disabled filters (enabled per route) are not supported");
+    }
+    let type_name = any_type_name(any);
+    let config = match type_name {
+        ROUTER_TYPE => HttpFilterConfig::Router,
+        FAULT_TYPE => {
+            let fault: HttpFault = unpack(any)?;
+            HttpFilterConfig::Fault(super::fault::http_fault(&fault).at(".typed_config")?)
+        }
+        RBAC_TYPE => {
+            let r: RbacFilterProto = unpack(any)?;
+            HttpFilterConfig::Rbac(rbac_filter(&r).at(".typed_config")?)
+        }
+        _ if f.is_optional => return Ok(None),
+        t if TYPED_STRUCT_TYPES.contains(&t) => {
+            let inner = typed_struct_type(any);
+            return bail(format!(
+                "filter type {inner:?} (in a TypedStruct) is not supported and the filter is not optional"
+            ));
+        }
+        other => {
+            return bail(format!(
+                "filter type {other:?} is not supported and the filter is not optional"
+            ));
+        }
+    };
+    Ok(Some(config))
+}
+
+fn typed_struct_type(any: &Any) -> String {
+    use prost::Message;
+    TypedStruct::decode(any.value.as_slice())
+        .map(|t| t.type_url)
+        .unwrap_or_default()
+}
+
+/// The RBAC filter. The policy language is not modelled yet, so any non-trivial rule set is
+/// kept as [`RbacFilter::Unmodelled`], which the server enforces fail-closed (deny all).
+fn rbac_filter(r: &RbacFilterProto) -> Res<RbacFilter> {
+    if r.matcher.is_some() {
+        return bail("matcher (RBAC matcher tree) is not supported");
+    }
+    let Some(rules) = &r.rules else {
+        return Ok(RbacFilter::NoRules);
+    };
+    let action = match rbac::rbac::Action::try_from(rules.action) {
+        Ok(rbac::rbac::Action::Allow) => RbacAction::Allow,
+        Ok(rbac::rbac::Action::Deny) => RbacAction::Deny,
+        Ok(rbac::rbac::Action::Log) => RbacAction::Log,
+        Err(_) => return bail(format!("rules.action {} is unknown", rules.action)),
+    };
+    Ok(match (action, rules.policies.is_empty()) {
+        (RbacAction::Allow, true) => RbacFilter::DenyAll,
+        (RbacAction::Deny | RbacAction::Log, true) | (RbacAction::Log, false) => {
+            RbacFilter::AllowAll
+        }
+        (action, false) => {
+            let mut policy_names: Vec<String> = rules.policies.keys().cloned().collect();
+            policy_names.sort();
+            RbacFilter::Unmodelled {
+                action,
+                policy_names,
+            }
+        }
     })
 }

@@ -100,9 +100,9 @@ pub fn header_matcher(m: &route::HeaderMatcher) -> Res<HeaderMatcher> {
             |value, ignore_case| StringMatcher::Contains { value, ignore_case },
             v,
         )),
-        Some(S::SafeRegexMatch(re)) => {
-            HeaderMatchRule::String(StringMatcher::Regex(regex_full(re).at(".safe_regex_match")?))
-        }
+        Some(S::SafeRegexMatch(re)) => HeaderMatchRule::String(StringMatcher::Regex(
+            regex_full(re).at(".safe_regex_match")?,
+        )),
         Some(S::RangeMatch(r)) => {
             if r.start > r.end {
                 return bail(format!(
@@ -176,10 +176,12 @@ pub fn runtime_fraction(f: &core::RuntimeFractionalPercent) -> Res<Fraction> {
 
 /// Translates a `CidrRange`.
 pub fn cidr(c: &core::CidrRange) -> Res<CidrRange> {
-    let ip: IpAddr = c
-        .address_prefix
-        .parse()
-        .map_err(|_| Invalid::new(format!("address_prefix {:?} is not an IP address", c.address_prefix)))?;
+    let ip: IpAddr = c.address_prefix.parse().map_err(|_| {
+        Invalid::new(format!(
+            "address_prefix {:?} is not an IP address",
+            c.address_prefix
+        ))
+    })?;
     let len = c.prefix_len.as_ref().map_or(0, |v| v.value);
     let len = u8::try_from(len).ok().and_then(|l| CidrRange::new(ip, l));
     // Envoy masks the address to the prefix; keep it as given, `contains` masks both sides.

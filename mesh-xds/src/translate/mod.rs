@@ -17,6 +17,9 @@ pub mod matcher;
 pub mod route;
 pub mod tls;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -139,7 +142,10 @@ pub fn unpack<M: Message + Default + prost::Name>(any: &Any) -> Res<M> {
 }
 
 /// Decodes a top-level resource message.
-pub(crate) fn decode_message<M: Message + Default>(bytes: &[u8], what: &str) -> Result<M, Rejection> {
+pub(crate) fn decode_message<M: Message + Default>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<M, Rejection> {
     M::decode(bytes).map_err(|e| Rejection {
         name: None,
         reason: format!("cannot decode {what}: {e}"),
@@ -155,4 +161,3 @@ pub fn u32_value(v: Option<&envoy_types::pb::google::protobuf::UInt32Value>) -> 
 pub fn q(name: &str) -> String {
     format!("'{name}'")
 }
-

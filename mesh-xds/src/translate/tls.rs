@@ -1,1 +1,289 @@
-//! TLS transport socket translation.
+//! TLS transport sockets (gRPC A29): certificates only from certificate-provider instances,
+//! SAN matchers for the peer's identity.
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as pb;
+use mesh_core::model::{
+    CertificateProviderInstance, CertificateValidation, DownstreamTls, SanMatcher, SanType,
+    UpstreamTls,
+};
+
+use super::matcher::string_matcher;
+use super::{At, Res, any_type_name, bail, unpack};
+
+const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
+const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
+
+enum Socket<'a> {
+    Plaintext,
+    Tls(&'a envoy_types::pb::google::protobuf::Any),
+}
+
+fn socket(ts: &core::TransportSocket) -> Res<Socket<'_>> {
+    use core::transport_socket::ConfigType;
+    let any = match &ts.config_type {
+        Some(ConfigType::TypedConfig(any)) => any,
+        None if ts.name == RAW_BUFFER => return Ok(Socket::Plaintext),
+        None => {
+            return bail(format!(
+                "transport socket {:?} has no typed_config",
+                ts.name
+            ));
+        }
+    };
+    match any_type_name(any) {
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" => Ok(Socket::Plaintext),
+        "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+        | "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" => Ok(Socket::Tls(any)),
+        other => bail(format!(
+            "transport socket {:?} of type {other:?} is not supported (only {TLS_SOCKET} and {RAW_BUFFER})",
+            ts.name
+        )),
+    }
+}
+
+/// Translates a cluster's transport socket; `None` for plaintext.
+pub fn upstream(ts: &core::TransportSocket) -> Res<Option<UpstreamTls>> {
+    let any = match socket(ts)? {
+        Socket::Plaintext => return Ok(None),
+        Socket::Tls(any) => any,
+    };
+    let ctx: pb::UpstreamTlsContext = unpack(any).at(".typed_config")?;
+    if ctx.auto_host_sni {
+        return bail("auto_host_sni is not supported");
+    }
+    if ctx.auto_sni_san_validation {
+        return bail("auto_sni_san_validation is not supported");
+    }
+    let Some(common) = &ctx.common_tls_context else {
+        return bail("common_tls_context is required");
+    };
+    let c = common_context(common).at(".common_tls_context")?;
+    if c.validation.ca_certificate.is_none() {
+        return bail("a CA certificate provider instance is required to verify the server")
+            .at(".common_tls_context");
+    }
+    Ok(Some(UpstreamTls {
+        sni: (!ctx.sni.is_empty()).then(|| ctx.sni.clone()),
+        identity_certificate: c.identity,
+        validation: c.validation,
+        alpn_protocols: common.alpn_protocols.clone(),
+    }))
+}
+
+/// Translates a filter chain's transport socket; `None` for plaintext.
+pub fn downstream(ts: &core::TransportSocket) -> Res<Option<DownstreamTls>> {
+    let any = match socket(ts)? {
+        Socket::Plaintext => return Ok(None),
+        Socket::Tls(any) => any,
+    };
+    let ctx: pb::DownstreamTlsContext = unpack(any).at(".typed_config")?;
+    if ctx.require_sni.as_ref().is_some_and(|v| v.value) {
+        return bail("require_sni is not supported");
+    }
+    if ctx.ocsp_staple_policy == pb::downstream_tls_context::OcspStaplePolicy::MustStaple as i32 {
+        return bail("ocsp_staple_policy MUST_STAPLE is not supported");
+    }
+    let Some(common) = &ctx.common_tls_context else {
+        return bail("common_tls_context is required");
+    };
+    let c = common_context(common).at(".common_tls_context")?;
+    let Some(identity) = c.identity else {
+        return bail("an identity certificate provider instance is required for a TLS server")
+            .at(".common_tls_context");
+    };
+    let require_client_certificate = ctx
+        .require_client_certificate
+        .as_ref()
+        .is_some_and(|v| v.value);
+    if require_client_certificate && c.validation.ca_certificate.is_none() {
+        return bail(
+            "require_client_certificate needs a CA certificate provider instance to verify clients",
+        );
+    }
+    Ok(Some(DownstreamTls {
+        identity_certificate: identity,
+        validation: c.validation,
+        require_client_certificate,
+        alpn_protocols: common.alpn_protocols.clone(),
+    }))
+}
+
+struct Common {
+    identity: Option<CertificateProviderInstance>,
+    validation: CertificateValidation,
+}
+
+fn instance(instance_name: &str, certificate_name: &str) -> Res<CertificateProviderInstance> {
+    if instance_name.is_empty() {
+        return bail("instance_name is required");
+    }
+    Ok(CertificateProviderInstance {
+        instance_name: instance_name.to_owned(),
+        certificate_name: certificate_name.to_owned(),
+    })
+}
+
+fn common_context(c: &pb::CommonTlsContext) -> Res<Common> {
+    use pb::common_tls_context::ValidationContextType as V;
+    if !c.tls_certificates.is_empty() {
+        return bail(
+            "tls_certificates (inline certificates) are not supported; use a certificate provider instance",
+        );
+    }
+    if !c.tls_certificate_sds_secret_configs.is_empty() {
+        return bail(
+            "tls_certificate_sds_secret_configs (SDS) is not supported; use a certificate provider instance",
+        );
+    }
+    if c.tls_certificate_certificate_provider.is_some() {
+        return bail(
+            "tls_certificate_certificate_provider is not supported; use a certificate provider instance",
+        );
+    }
+    if c.custom_handshaker.is_some() {
+        return bail("custom_handshaker is not supported");
+    }
+    if c.custom_tls_certificate_selector.is_some() {
+        return bail("custom_tls_certificate_selector is not supported");
+    }
+    let identity = match (
+        &c.tls_certificate_provider_instance,
+        &c.tls_certificate_certificate_provider_instance,
+    ) {
+        (Some(p), _) => Some(
+            instance(&p.instance_name, &p.certificate_name)
+                .at(".tls_certificate_provider_instance")?,
+        ),
+        (None, Some(p)) => Some(
+            instance(&p.instance_name, &p.certificate_name)
+                .at(".tls_certificate_certificate_provider_instance")?,
+        ),
+        (None, None) => None,
+    };
+    let validation = match &c.validation_context_type {
+        None => CertificateValidation::default(),
+        Some(V::ValidationContext(v)) => validation_context(v, None).at(".validation_context")?,
+        Some(V::CombinedValidationContext(comb)) => {
+            if comb.validation_context_sds_secret_config.is_some() {
+                return bail("validation_context_sds_secret_config (SDS) is not supported")
+                    .at(".combined_validation_context");
+            }
+            if comb.validation_context_certificate_provider.is_some() {
+                return bail("validation_context_certificate_provider is not supported")
+                    .at(".combined_validation_context");
+            }
+            let ca = comb
+                .validation_context_certificate_provider_instance
+                .as_ref()
+                .map(|p| instance(&p.instance_name, &p.certificate_name))
+                .transpose()
+                .at(
+                    ".combined_validation_context.validation_context_certificate_provider_instance",
+                )?;
+            let default = comb.default_validation_context.clone().unwrap_or_default();
+            validation_context(&default, ca)
+                .at(".combined_validation_context.default_validation_context")?
+        }
+        Some(V::ValidationContextSdsSecretConfig(_)) => {
+            return bail("validation_context_sds_secret_config (SDS) is not supported");
+        }
+        Some(V::ValidationContextCertificateProvider(_)) => {
+            return bail("validation_context_certificate_provider is not supported");
+        }
+        Some(V::ValidationContextCertificateProviderInstance(p)) => CertificateValidation {
+            ca_certificate: Some(
+                instance(&p.instance_name, &p.certificate_name)
+                    .at(".validation_context_certificate_provider_instance")?,
+            ),
+            san_matchers: Vec::new(),
+        },
+    };
+    Ok(Common {
+        identity,
+        validation,
+    })
+}
+
+fn validation_context(
+    v: &pb::CertificateValidationContext,
+    ca_from_combined: Option<CertificateProviderInstance>,
+) -> Res<CertificateValidation> {
+    if v.trusted_ca.is_some() {
+        return bail(
+            "trusted_ca (inline or file CA) is not supported; use ca_certificate_provider_instance",
+        );
+    }
+    if v.watched_directory.is_some() {
+        return bail("watched_directory is not supported");
+    }
+    if v.system_root_certs.is_some() {
+        return bail("system_root_certs is not supported");
+    }
+    if !v.verify_certificate_spki.is_empty() {
+        return bail("verify_certificate_spki is not supported");
+    }
+    if !v.verify_certificate_hash.is_empty() {
+        return bail("verify_certificate_hash is not supported");
+    }
+    if v.require_signed_certificate_timestamp
+        .as_ref()
+        .is_some_and(|b| b.value)
+    {
+        return bail("require_signed_certificate_timestamp is not supported");
+    }
+    if v.crl.is_some() {
+        return bail("crl is not supported");
+    }
+    if v.allow_expired_certificate {
+        return bail("allow_expired_certificate is not supported");
+    }
+    if v.trust_chain_verification
+        == pb::certificate_validation_context::TrustChainVerification::AcceptUntrusted as i32
+    {
+        return bail("trust_chain_verification ACCEPT_UNTRUSTED is not supported");
+    }
+    if v.custom_validator_config.is_some() {
+        return bail("custom_validator_config is not supported");
+    }
+    let ca_certificate = match (&v.ca_certificate_provider_instance, ca_from_combined) {
+        (Some(p), _) => Some(
+            instance(&p.instance_name, &p.certificate_name)
+                .at(".ca_certificate_provider_instance")?,
+        ),
+        (None, ca) => ca,
+    };
+    let mut san_matchers = Vec::new();
+    for (i, m) in v.match_typed_subject_alt_names.iter().enumerate() {
+        san_matchers.push(typed_san(m).at_with(|| format!(".match_typed_subject_alt_names[{i}]"))?);
+    }
+    for (i, m) in v.match_subject_alt_names.iter().enumerate() {
+        san_matchers.push(SanMatcher {
+            san_type: SanType::Any,
+            matcher: string_matcher(m).at_with(|| format!(".match_subject_alt_names[{i}]"))?,
+        });
+    }
+    Ok(CertificateValidation {
+        ca_certificate,
+        san_matchers,
+    })
+}
+
+fn typed_san(m: &pb::SubjectAltNameMatcher) -> Res<SanMatcher> {
+    use pb::subject_alt_name_matcher::SanType as T;
+    let san_type = match T::try_from(m.san_type) {
+        Ok(T::Uri) => SanType::Uri,
+        Ok(T::Dns) => SanType::Dns,
+        Ok(T::Email) => SanType::Email,
+        Ok(T::IpAddress) => SanType::IpAddress,
+        Ok(T::OtherName) => return bail("san_type OTHER_NAME is not supported"),
+        Ok(T::Unspecified) | Err(_) => return bail("san_type is required"),
+    };
+    let Some(matcher) = &m.matcher else {
+        return bail("matcher is required");
+    };
+    Ok(SanMatcher {
+        san_type,
+        matcher: string_matcher(matcher).at(".matcher")?,
+    })
+}

@@ -79,7 +79,7 @@ fn retry<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
 }
 
 struct Spire {
-    _procs: Procs,
+    procs: Procs,
     agent_socket: PathBuf,
     dir: tempfile::TempDir,
 }
@@ -215,7 +215,7 @@ plugins {{
         .unwrap();
     procs.0.push(agent);
     Spire {
-        _procs: procs,
+        procs,
         agent_socket,
         dir,
     }
@@ -328,5 +328,43 @@ async fn spire_workload_api_svid_serves_mtls_and_rotates() {
         leaf, second.chain[0],
         "new connections must use the new SVID"
     );
+
+    // The agent goes away: the error is reported, the still-valid SVID stays in use.
+    let mut spire = spire;
+    let failures = store.stats().failures;
+    let agent = &mut spire.procs.0[1];
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(
+        common::wait_for(Duration::from_secs(10), || store.stats().failures
+            > failures)
+        .await,
+        "agent loss not reported"
+    );
+    let kept = store
+        .current()
+        .expect("still-valid SVID dropped when the agent went away");
+    assert!(kept.not_after >= second.not_after);
+    task.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn unreachable_workload_api_is_reported_and_retried_with_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("no-agent.sock");
+    let (store, task) =
+        IdentityStore::spawn(SpireSource::new(format!("unix://{}", socket.display())));
+    // Connection attempts at ~0, 1, 3, 7 s (backoff 1, 2, 4 s +-20%).
+    tokio::time::sleep(Duration::from_millis(7_500)).await;
+    let stats = store.stats();
+    assert!(
+        (3..=5).contains(&stats.failures),
+        "{} attempts in 7.5 s",
+        stats.failures
+    );
+    let err = stats.last_error.unwrap();
+    assert!(err.contains("no-agent.sock"), "{err}");
+    assert_eq!(store.status(), mesh_tls::IdentityStatus::Initializing);
+    assert!(store.current().is_none());
     task.abort();
 }

@@ -9,7 +9,8 @@
 //! local experiments and refuses to listen anywhere but loopback.
 //!
 //! The server's own TLS certificate is issued by the same CA for DNS/IP names like istiod's
-//! (`istiod.istio-system.svc`, `localhost`, `127.0.0.1`, `::1` by default).
+//! (`istiod.istio-system.svc`, `localhost`, `127.0.0.1`, `::1` by default), valid for a
+//! year and not rotated: this is a development CA.
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -408,7 +409,6 @@ fn peer_identity(
 /// What the server knows about a connection's peer; in every request's extensions.
 #[derive(Clone, Debug)]
 struct CaPeer {
-    #[allow(dead_code)]
     remote: SocketAddr,
     /// `Ok(Some(id))`: a verified client certificate; `Err`: a certificate we refuse.
     peer: Result<Option<SpiffeId>, String>,
@@ -547,6 +547,7 @@ impl ServiceInner {
                 "CSR asks for {other} but the caller authenticated as {authenticated}"
             )));
         }
+        let remote = request.extensions().get::<CaPeer>().map(|p| p.remote);
         let req = request.into_inner();
         let ttl = match u64::try_from(req.validity_duration) {
             Ok(0) | Err(_) => self.default_ttl,
@@ -559,7 +560,7 @@ impl ServiceInner {
                 TlsError::Decode { .. } => Status::invalid_argument(e.to_string()),
                 other => Status::internal(format!("signing failed: {other}")),
             })?;
-        tracing::info!(id = %authenticated, ?ttl, "issued workload certificate");
+        tracing::info!(id = %authenticated, ?ttl, ?remote, "issued workload certificate");
         Ok(tonic::Response::new(IstioCertificateResponse {
             cert_chain: chain,
         }))

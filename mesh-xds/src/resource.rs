@@ -3,13 +3,20 @@
 //!
 //! ```
 //! use envoy_types::pb::envoy::config::cluster::v3::{cluster, Cluster};
+//! use envoy_types::pb::envoy::config::core::v3::{config_source::ConfigSourceSpecifier, ConfigSource};
 //! use envoy_types::util::pack_any;
 //! use mesh_xds::resource::{decode, Resource, ResourceType};
 //!
 //! let cluster = Cluster {
 //!     name: "outbound|9080||reviews.default.svc.cluster.local".into(),
 //!     cluster_discovery_type: Some(cluster::ClusterDiscoveryType::Type(cluster::DiscoveryType::Eds as i32)),
-//!     eds_cluster_config: Some(cluster::EdsClusterConfig::default()),
+//!     eds_cluster_config: Some(cluster::EdsClusterConfig {
+//!         eds_config: Some(ConfigSource {
+//!             config_source_specifier: Some(ConfigSourceSpecifier::Ads(Default::default())),
+//!             ..Default::default()
+//!         }),
+//!         service_name: String::new(),
+//!     }),
 //!     ..Default::default()
 //! };
 //! let decoded = decode(ResourceType::Cluster, &pack_any(cluster)).unwrap();

@@ -20,7 +20,7 @@ use futures::future::BoxFuture;
 use rand::Rng;
 use tokio::time::Instant;
 
-use crate::{CertProvider, CertSource, Credentials, IdentityStore};
+use crate::{CertProvider, CertSource, Credentials, IdentityStore, TlsError};
 
 /// Timing of renewals and retries. The defaults are Istio's.
 #[derive(Debug, Clone)]
@@ -36,6 +36,9 @@ pub struct RotationConfig {
     pub max_backoff: Duration,
     /// Relative jitter applied to each retry delay (default 0.2: +-20%).
     pub backoff_jitter: f64,
+    /// A fetch that takes longer counts as a failure (default 60 s), so a hung CA cannot
+    /// stall renewal.
+    pub fetch_timeout: Duration,
 }
 
 impl Default for RotationConfig {
@@ -46,6 +49,7 @@ impl Default for RotationConfig {
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(150),
             backoff_jitter: 0.2,
+            fetch_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -128,7 +132,15 @@ impl<P: CertProvider> Rotation<P> {
         // When the installed certificate expires, on the Tokio clock.
         let mut expires_at: Option<Instant> = None;
         loop {
-            let next = match self.provider.fetch().await {
+            let fetched = tokio::time::timeout(cfg.fetch_timeout, self.provider.fetch())
+                .await
+                .unwrap_or_else(|_| {
+                    Err(TlsError::Ca(format!(
+                        "certificate request timed out after {:?}",
+                        cfg.fetch_timeout
+                    )))
+                });
+            let next = match fetched {
                 Ok(creds) => {
                     let (renew_in, valid_for) = schedule(&creds, cfg, SystemTime::now());
                     match store.publish(creds) {

@@ -19,6 +19,8 @@ enum Answer {
     /// Issue a certificate valid for this long (real time) from now.
     Issue(Duration),
     Fail,
+    /// Never answer.
+    Hang,
 }
 
 #[derive(Clone)]
@@ -63,6 +65,7 @@ impl CertProvider for FakeCa {
         let result = match answer {
             Answer::Issue(ttl) => Ok(self.ca.issue(&common::id("web"), ttl).unwrap()),
             Answer::Fail => Err(TlsError::Ca("fake CA is down".into())),
+            Answer::Hang => return Box::pin(std::future::pending()),
         };
         Box::pin(async move { result })
     }
@@ -167,4 +170,20 @@ async fn keeps_valid_cert_on_failure_fails_closed_at_expiry_and_recovers() {
     let renewed = store.current().expect("no recovery after the CA came back");
     assert_ne!(renewed.chain[0], first.chain[0]);
     assert!(matches!(store.status(), IdentityStatus::Available { .. }));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_request_times_out_and_is_retried() {
+    let fake = FakeCa::new(&[Answer::Hang, Answer::Issue(Duration::from_secs(3600))]);
+    let store = spawn(&fake);
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    assert_eq!(store.status(), IdentityStatus::Initializing);
+    // 60 s fetch timeout, then the first retry after ~1 s.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(matches!(store.status(), IdentityStatus::Available { .. }));
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2);
+    let gap = secs(calls[1] - calls[0]);
+    assert!((60.8..=61.2).contains(&gap), "retry after {gap} s");
+    assert_eq!(store.stats().failures, 1);
 }

@@ -10,16 +10,19 @@ mod common;
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::SpiffeId;
 use mesh_test_support::require_peer;
+use mesh_tls::IdentityStore;
+use mesh_tls::client::MeshConnector;
+use mesh_tls::config::{ClientSettings, ServerSettings};
+use mesh_tls::server::MeshAcceptor;
 use mesh_tls::source::SpireSource;
-use mesh_tls::verify::{PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, VerifyStats};
-use mesh_tls::{Credentials, IdentityStore};
-use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use mesh_tls::verify::PeerPolicy;
+use rustls::pki_types::CertificateDer;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const WORKLOAD_ID: &str = "spiffe://cluster.local/ns/default/sa/test";
 const SVID_TTL_SECS: u32 = 20;
@@ -221,50 +224,41 @@ plugins {{
     }
 }
 
-/// One mTLS handshake between a server and a client that both use `creds` (as any two
-/// workloads with this identity would). Returns (identity the server saw, leaf the client
-/// saw).
-async fn mtls_round_trip(creds: &Credentials) -> (SpiffeId, CertificateDer<'static>) {
-    let provider = mesh_tls::config::default_provider();
-    let td = creds.trust_domain();
-    let expect = PeerPolicy::identities([creds.id.clone()]);
-    let client_verifier =
-        SpiffeClientVerifier::new(&creds.roots, &td, &expect, &provider, VerifyStats::new())
-            .unwrap();
-    let server_config = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_client_cert_verifier(Arc::new(client_verifier))
-        .with_single_cert(creds.chain.clone(), creds.key.clone_key())
-        .unwrap();
-    let server_verifier =
-        SpiffeServerVerifier::new(&creds.roots, &td, &expect, &provider, VerifyStats::new())
-            .unwrap();
-    let client_config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(server_verifier))
-        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
-        .unwrap();
-
+/// One mTLS connection from a client to a server that both take their credentials from
+/// `store` (as two workloads with this identity would), through mesh-tls's acceptor and
+/// connector, with a byte echoed over it. Returns (identity the server saw, identity the
+/// client saw, leaf the server presented).
+async fn mtls_round_trip(store: &IdentityStore) -> (SpiffeId, SpiffeId, CertificateDer<'static>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let acceptor = MeshAcceptor::new(store.clone(), ServerSettings::default());
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
-        let tls = acceptor.accept(tcp).await.unwrap();
-        let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-        mesh_tls::svid::parse_leaf(&leaf).unwrap().id
+        let (mut tls, peer) = acceptor.accept(tcp).await.unwrap();
+        let mut byte = [0u8; 1];
+        tls.read_exact(&mut byte).await.unwrap();
+        tls.write_all(&byte).await.unwrap();
+        tls.flush().await.unwrap();
+        peer.id().clone()
     });
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config));
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let tls = connector
-        .connect(ServerName::try_from("workload.invalid").unwrap(), tcp)
-        .await
-        .unwrap();
-    let server_leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
-    (server.await.unwrap(), server_leaf)
+    let want = SpiffeId::new(WORKLOAD_ID).unwrap();
+    let connector = MeshConnector::new(
+        store.clone(),
+        ClientSettings {
+            peers: PeerPolicy::identities([want]),
+            ..Default::default()
+        },
+    );
+    let uri: http::Uri = format!("https://{addr}").parse().unwrap();
+    let stream = connector.connect(&uri).await.unwrap();
+    let client_saw = stream.peer().id().clone();
+    let mut tls = stream.into_inner();
+    let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    tls.write_all(b"x").await.unwrap();
+    let mut byte = [0u8; 1];
+    tls.read_exact(&mut byte).await.unwrap();
+    assert_eq!(&byte, b"x");
+    (server.await.unwrap(), client_saw, leaf)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,8 +296,9 @@ async fn spire_workload_api_svid_serves_mtls_and_rotates() {
     );
 
     // mTLS with the SPIRE-issued SVID, verified against SPIRE's bundle.
-    let (seen_by_server, leaf) = mtls_round_trip(&first).await;
+    let (seen_by_server, seen_by_client, leaf) = mtls_round_trip(&store).await;
     assert_eq!(seen_by_server, want);
+    assert_eq!(seen_by_client, want);
     assert_eq!(leaf, first.chain[0]);
 
     // The agent rotates at half life; the source publishes the new SVID.
@@ -322,8 +317,9 @@ async fn spire_workload_api_svid_serves_mtls_and_rotates() {
     let second = store.current().unwrap();
     assert_eq!(second.id, want);
     assert!(second.not_after > first.not_after);
-    let (seen_by_server, leaf) = mtls_round_trip(&second).await;
+    let (seen_by_server, seen_by_client, leaf) = mtls_round_trip(&store).await;
     assert_eq!(seen_by_server, want);
+    assert_eq!(seen_by_client, want);
     assert_eq!(
         leaf, second.chain[0],
         "new connections must use the new SVID"

@@ -1,1 +1,61 @@
-//! Placeholder: see the project's issues.
+//! Envoy-compatible request routing and load balancing over the mesh-core config model.
+//!
+//! Two pure-logic halves, both built once per config snapshot and read lock-free per request:
+//!
+//! - [`Router`]: picks the virtual host by authority, then the first matching route, and
+//!   returns a [`RouteDecision`]: the cluster (single, weighted or from a header), the path
+//!   and host rewrites, the header edits in Envoy's order, the mirror clusters, or a redirect
+//!   (with the `Location` built exactly as Envoy does) or a direct response. The route's
+//!   policies (timeout, retries, hash policies, fault overrides, stream limits) travel by
+//!   `Arc` in [`RoutePolicy`] for the later layers.
+//! - [`Balancer`]: one per cluster, over a `ClusterLoadAssignment` and an `LbPolicy`: round
+//!   robin (EDF-weighted), random, least request (power of two choices), ring hash and
+//!   Maglev, with priorities, the overprovisioning factor, locality weights, health, the
+//!   panic threshold and per-endpoint ejection flags.
+//!
+//! ```
+//! use mesh_core::model::*;
+//! use mesh_route::{Action, RequestView, Router};
+//!
+//! let config = RouteConfig {
+//!     name: "demo".into(),
+//!     virtual_hosts: vec![VirtualHost {
+//!         name: "reviews".into(),
+//!         domains: vec!["reviews".into(), "reviews:9080".into()],
+//!         routes: vec![Route {
+//!             name: "all".into(),
+//!             route_match: RouteMatch { path: PathMatch::Prefix("/".into()), ..Default::default() },
+//!             action: RouteAction::Forward(Box::new(ForwardAction {
+//!                 cluster: ClusterSpecifier::Cluster("outbound|9080||reviews".into()),
+//!                 ..Default::default()
+//!             })),
+//!             headers: HeaderOps::default(),
+//!             filter_overrides: Default::default(),
+//!         }],
+//!         ..Default::default()
+//!     }],
+//!     ..Default::default()
+//! };
+//! let router = Router::new(&config).unwrap();
+//! let headers = http::HeaderMap::new();
+//! let decision = router.route(&RequestView::new("reviews:9080", "/reviews/1", &headers)).unwrap();
+//! match &decision.action {
+//!     Action::Forward(f) => assert_eq!(&*f.cluster, "outbound|9080||reviews"),
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+
+pub mod error;
+pub mod hash;
+pub mod lb;
+pub mod request;
+pub mod router;
+
+pub use error::BuildError;
+pub use hash::{HashOutcome, request_hash};
+pub use lb::{ActiveRequest, Balancer, EndpointRef, PickContext};
+pub use request::RequestView;
+pub use router::{
+    Action, Forward, HeaderPlan, HostPortMode, HostRewriteDecision, RouteDecision, RoutePolicy,
+    Router, RouterOptions,
+};

@@ -1,0 +1,149 @@
+//! Per-endpoint shared state: the EDS data, an active-request counter (least request, and
+//! later circuit breaking) and an ejection flag (set by outlier detection).
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use mesh_core::model::{Endpoint, EndpointAddress, Locality};
+
+#[derive(Debug)]
+pub(crate) struct EndpointState {
+    pub(crate) endpoint: Endpoint,
+    pub(crate) locality: Arc<Locality>,
+    pub(crate) priority: u32,
+    /// The ring-hash / Maglev key: `ip:port` (or `host:port`), as Envoy's `address()->asString()`.
+    pub(crate) hash_key: String,
+    active: AtomicU64,
+    ejected: AtomicBool,
+}
+
+/// A shared handle on one endpoint of a cluster. Cloning is one atomic increment. The same
+/// handle survives EDS updates that keep the endpoint's address, with its counters and flags.
+#[derive(Clone)]
+pub struct EndpointRef(pub(crate) Arc<EndpointState>);
+
+impl EndpointRef {
+    pub(crate) fn new(endpoint: Endpoint, locality: Arc<Locality>, priority: u32) -> Self {
+        let hash_key = address_key(&endpoint.address);
+        Self(Arc::new(EndpointState {
+            endpoint,
+            locality,
+            priority,
+            hash_key,
+            active: AtomicU64::new(0),
+            ejected: AtomicBool::new(false),
+        }))
+    }
+
+    /// Carries the counters and the ejection flag of `old` over to a new description of the
+    /// same address.
+    pub(crate) fn renew(
+        old: &EndpointRef,
+        endpoint: Endpoint,
+        locality: Arc<Locality>,
+        priority: u32,
+    ) -> Self {
+        let new = Self::new(endpoint, locality, priority);
+        if old.0.endpoint == new.0.endpoint
+            && old.0.locality == new.0.locality
+            && old.0.priority == new.0.priority
+        {
+            return old.clone();
+        }
+        new.0.active.store(old.active_requests(), Ordering::Relaxed);
+        new.0.ejected.store(old.is_ejected(), Ordering::Relaxed);
+        new
+    }
+
+    /// The endpoint as EDS described it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.0.endpoint
+    }
+
+    /// Its address.
+    pub fn address(&self) -> &EndpointAddress {
+        &self.0.endpoint.address
+    }
+
+    /// Its locality.
+    pub fn locality(&self) -> &Locality {
+        &self.0.locality
+    }
+
+    /// Its priority (0 is highest).
+    pub fn priority(&self) -> u32 {
+        self.0.priority
+    }
+
+    /// The key hashed onto a ring or Maglev table (`ip:port`).
+    pub fn hash_key(&self) -> &str {
+        &self.0.hash_key
+    }
+
+    /// Requests in flight to this endpoint (those holding an [`ActiveRequest`]).
+    pub fn active_requests(&self) -> u64 {
+        self.0.active.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard is dropped.
+    pub fn start_request(&self) -> ActiveRequest {
+        self.0.active.fetch_add(1, Ordering::Relaxed);
+        ActiveRequest(self.clone())
+    }
+
+    /// Whether outlier detection ejected it.
+    pub fn is_ejected(&self) -> bool {
+        self.0.ejected.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn store_ejected(&self, ejected: bool) -> bool {
+        self.0.ejected.swap(ejected, Ordering::Relaxed)
+    }
+
+    /// Whether new requests may go to it: health HEALTHY or UNKNOWN, and not ejected.
+    pub fn is_healthy(&self) -> bool {
+        self.0.endpoint.health.is_usable() && !self.is_ejected()
+    }
+
+    /// Whether two handles are the same endpoint state.
+    pub fn ptr_eq(&self, other: &EndpointRef) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for EndpointRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EndpointRef")
+            .field("address", &self.0.hash_key)
+            .field("health", &self.0.endpoint.health)
+            .field("priority", &self.0.priority)
+            .field("active", &self.active_requests())
+            .field("ejected", &self.is_ejected())
+            .finish()
+    }
+}
+
+/// A request in flight to an endpoint; dropping it decrements the endpoint's counter.
+#[derive(Debug)]
+pub struct ActiveRequest(EndpointRef);
+
+impl ActiveRequest {
+    /// The endpoint.
+    pub fn endpoint(&self) -> &EndpointRef {
+        &self.0
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.0.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn address_key(a: &EndpointAddress) -> String {
+    match a {
+        EndpointAddress::Socket(s) => s.to_string(),
+        EndpointAddress::Dns { host, port } => format!("{host}:{port}"),
+    }
+}

@@ -1,0 +1,105 @@
+//! Route match conditions, compiled (Envoy's `RouteEntryImplBase::matchRoute` and the
+//! per-path-specifier `matches`).
+
+use mesh_core::model::{
+    Fraction, HeaderMatcher, PathMatch, QueryParameterMatcher, Regex, RouteMatch,
+};
+
+use crate::RequestView;
+
+#[derive(Debug)]
+pub(crate) enum PathCond {
+    Prefix(String),
+    Exact(String),
+    Regex(Regex),
+    SeparatedPrefix(String),
+}
+
+/// A route's compiled conditions.
+#[derive(Debug)]
+pub(crate) struct Conditions {
+    pub(crate) path: PathCond,
+    case_sensitive: bool,
+    headers: Vec<HeaderMatcher>,
+    query: Vec<QueryParameterMatcher>,
+    fraction: Option<Fraction>,
+    grpc: bool,
+}
+
+impl Conditions {
+    pub(crate) fn new(m: &RouteMatch) -> Self {
+        let path = match &m.path {
+            PathMatch::Prefix(p) => PathCond::Prefix(p.clone()),
+            PathMatch::Exact(p) => PathCond::Exact(p.clone()),
+            PathMatch::Regex(r) => PathCond::Regex(r.clone()),
+            PathMatch::PathSeparatedPrefix(p) => PathCond::SeparatedPrefix(p.clone()),
+        };
+        Self {
+            path,
+            case_sensitive: m.case_sensitive,
+            headers: m.headers.clone(),
+            query: m.query_parameters.clone(),
+            fraction: m.fraction,
+            grpc: m.grpc,
+        }
+    }
+
+    /// Whether the request matches; on a match returns the part of the path that a
+    /// `prefix_rewrite` replaces (Envoy's "matched path").
+    pub(crate) fn matches<'r>(&self, req: &RequestView<'r>, random: u64) -> Option<&'r str> {
+        let path = req.path_only();
+        let matched_len = match &self.path {
+            PathCond::Prefix(p) => starts_with(path, p, self.case_sensitive).then_some(p.len()),
+            PathCond::Exact(p) => eq(path, p, self.case_sensitive).then_some(p.len()),
+            PathCond::Regex(re) => re.is_match(path).then_some(path.len()),
+            PathCond::SeparatedPrefix(p) => (starts_with(path, p, self.case_sensitive)
+                && (path.len() == p.len() || path.as_bytes()[p.len()] == b'/'))
+                .then_some(p.len()),
+        }?;
+        // Everything else is checked as Envoy's matchRoute does, after the path.
+        if self.grpc && !req.is_grpc() {
+            return None;
+        }
+        for h in &self.headers {
+            if !h.matches(req.header(&h.name).as_deref()) {
+                return None;
+            }
+        }
+        for q in &self.query {
+            let value = req.query_param(&q.name)?;
+            if let Some(m) = &q.value
+                && !m.matches(value)
+            {
+                return None;
+            }
+        }
+        if let Some(f) = self.fraction
+            && !fraction_hit(f, random)
+        {
+            return None;
+        }
+        req.path.get(..matched_len)
+    }
+}
+
+/// Envoy's `evaluateFractionalPercent`: `random % denominator < numerator`.
+pub(crate) fn fraction_hit(f: Fraction, random: u64) -> bool {
+    if f.denominator == 0 {
+        return false;
+    }
+    random % u64::from(f.denominator) < u64::from(f.numerator)
+}
+
+fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
+    s.len() >= prefix.len()
+        && s.is_char_boundary(prefix.len())
+        && eq(&s[..prefix.len()], prefix, case_sensitive)
+}
+
+fn eq(a: &str, b: &str, case_sensitive: bool) -> bool {
+    if case_sensitive {
+        a == b
+    } else {
+        a.eq_ignore_ascii_case(b)
+    }
+}

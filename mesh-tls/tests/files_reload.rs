@@ -182,3 +182,45 @@ async fn load_errors_name_the_file() {
     let err = FileSource::dir(dir.path()).load().await.unwrap_err();
     assert!(err.to_string().contains("key.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn pkcs1_rsa_keys_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let status = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(d)
+            .stderr(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("openssl is needed to write an RSA key");
+        assert!(status.success(), "openssl {args:?}");
+    };
+    // PKCS#1 ("RSA PRIVATE KEY") and a CSR for it, signed by the dev CA.
+    openssl(&["genrsa", "-traditional", "-out", "rsa.key", "2048"]);
+    openssl(&[
+        "req", "-new", "-key", "rsa.key", "-subj", "/", "-out", "rsa.csr",
+    ]);
+    assert!(
+        std::fs::read_to_string(d.join("rsa.key"))
+            .unwrap()
+            .contains("BEGIN RSA PRIVATE KEY")
+    );
+    let ca = common::ca();
+    let csr = std::fs::read_to_string(d.join("rsa.csr")).unwrap();
+    let chain = ca
+        .sign_csr(&csr, &common::id("rsa"), Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(d.join("cert-chain.pem"), chain.concat()).unwrap();
+    std::fs::rename(d.join("rsa.key"), d.join("key.pem")).unwrap();
+    std::fs::write(d.join("root-cert.pem"), ca.root_pem()).unwrap();
+
+    let creds = FileSource::dir(d).load().await.unwrap();
+    assert_eq!(creds.id, common::id("rsa"));
+    assert!(matches!(
+        creds.key,
+        rustls_pki_types::PrivateKeyDer::Pkcs1(_)
+    ));
+    IdentityStore::from_credentials(creds).unwrap();
+}

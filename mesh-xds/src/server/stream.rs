@@ -1,0 +1,177 @@
+//! What SotW and delta streams share: the node, the snapshot in force, nonces, and the
+//! status registry entry (removed when the stream's task ends, however it ends).
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use tokio::sync::watch;
+
+use super::status::{NackRecord, TypeSync, now, type_name};
+use super::{SharedSnapshot, Versioned, XdsServer};
+
+/// Push order on a config change: clusters and endpoints before the listeners and routes
+/// that refer to them (make before break), then anything else.
+pub(crate) const PUSH_ORDER: [&str; 4] = [
+    "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+    "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+    "type.googleapis.com/envoy.config.listener.v3.Listener",
+    "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+];
+
+/// Type URLs sorted by [`PUSH_ORDER`].
+pub(crate) fn push_order<'a>(types: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let mut v: Vec<String> = types.cloned().collect();
+    v.sort_by_key(|t| {
+        (
+            PUSH_ORDER
+                .iter()
+                .position(|p| p == t)
+                .unwrap_or(PUSH_ORDER.len()),
+            t.clone(),
+        )
+    });
+    v
+}
+
+/// The wildcard resource name.
+pub(crate) const WILDCARD: &str = "*";
+
+pub(crate) struct StreamCtx<C> {
+    pub(crate) server: XdsServer<C>,
+    pub(crate) id: u64,
+    pub(crate) node: Option<Node>,
+    pub(crate) config: watch::Receiver<Versioned<C>>,
+    pub(crate) snapshot: Option<SharedSnapshot>,
+    next_nonce: u64,
+}
+
+impl<C> Drop for StreamCtx<C> {
+    fn drop(&mut self) {
+        self.server.inner.registry.remove(self.id);
+        if let Some(node) = &self.node {
+            tracing::debug!(stream = self.id, node = %node.id, "xDS stream ended");
+        }
+    }
+}
+
+impl<C: Send + Sync + 'static> StreamCtx<C> {
+    pub(crate) fn new(server: XdsServer<C>, id: u64) -> Self {
+        let config = server.inner.config.clone();
+        StreamCtx {
+            server,
+            id,
+            node: None,
+            config,
+            snapshot: None,
+            next_nonce: 0,
+        }
+    }
+
+    /// Takes the node from the stream's first request; later requests may omit it.
+    pub(crate) fn accept_node(&mut self, node: Option<&Node>) -> Result<(), tonic::Status> {
+        if self.node.is_some() {
+            return Ok(());
+        }
+        let Some(node) = node else {
+            return Err(tonic::Status::invalid_argument(
+                "the first request of an ADS stream must carry the node",
+            ));
+        };
+        let key = self.server.inner.generator.node_key(node);
+        self.server.inner.registry.update(self.id, |c| {
+            c.node_id = node.id.clone();
+            c.node_cluster = node.cluster.clone();
+            c.key = key;
+        });
+        tracing::debug!(stream = self.id, node = %node.id, "xDS stream started");
+        self.node = Some(node.clone());
+        Ok(())
+    }
+
+    /// Regenerates (or fetches from the cache) the snapshot for the current config.
+    /// Returns whether the snapshot changed. A failed generation keeps the old one.
+    pub(crate) async fn refresh(&mut self) -> bool {
+        let Some(node) = &self.node else {
+            return false;
+        };
+        let current = self.config.borrow_and_update().clone();
+        let Some(snapshot) = self.server.inner.snapshot(node, &current).await else {
+            return false;
+        };
+        self.server
+            .inner
+            .registry
+            .update(self.id, |c| c.generation = current.generation);
+        let changed = self
+            .snapshot
+            .as_ref()
+            .is_none_or(|old| !old.same_versions(&snapshot));
+        self.snapshot = Some(snapshot);
+        changed
+    }
+
+    pub(crate) fn nonce(&mut self) -> String {
+        self.next_nonce += 1;
+        self.next_nonce.to_string()
+    }
+
+    pub(crate) fn record_sent(
+        &self,
+        type_url: &str,
+        version: &str,
+        nonce: &str,
+        resources: usize,
+        wildcard: bool,
+        subscribed: Vec<String>,
+    ) {
+        self.server.inner.registry.update(self.id, |c| {
+            let t = c.types.entry(type_name(type_url)).or_default();
+            t.sent_version = version.to_owned();
+            t.sent_nonce = nonce.to_owned();
+            t.sent_resources = resources;
+            t.wildcard = wildcard;
+            t.subscribed = subscribed;
+        });
+    }
+
+    pub(crate) fn record_subscription(&self, type_url: &str, wildcard: bool, names: Vec<String>) {
+        self.server.inner.registry.update(self.id, |c| {
+            let t: &mut TypeSync = c.types.entry(type_name(type_url)).or_default();
+            t.wildcard = wildcard;
+            t.subscribed = names;
+        });
+    }
+
+    pub(crate) fn record_ack(&self, type_url: &str, version: &str, nonce: &str) {
+        self.server.inner.registry.update(self.id, |c| {
+            let t = c.types.entry(type_name(type_url)).or_default();
+            t.acked_version = version.to_owned();
+            t.acked_nonce = nonce.to_owned();
+            t.last_nack = None;
+        });
+    }
+
+    pub(crate) fn record_nack(&self, type_url: &str, version: &str, nonce: &str, reason: &str) {
+        let node_id = self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        tracing::warn!(
+            stream = self.id,
+            node = %node_id,
+            type_url,
+            nonce,
+            reason,
+            "xDS NACK"
+        );
+        self.server.inner.registry.update(self.id, |c| {
+            let t = c.types.entry(type_name(type_url)).or_default();
+            t.nacks += 1;
+            t.last_nack = Some(reason.to_owned());
+        });
+        self.server.inner.registry.nack(NackRecord {
+            at: now(),
+            client: self.id,
+            node_id,
+            type_url: type_url.to_owned(),
+            version: version.to_owned(),
+            nonce: nonce.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+}

@@ -35,6 +35,13 @@ fn k8s_publish(dir: &Path, version: &str, creds: &Credentials) {
     }
 }
 
+/// Replaces a file in one step (the content under test is what is broken, not the write).
+fn write_atomic(path: std::path::PathBuf, contents: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+}
+
 fn leaf_of(store: &IdentityStore) -> Option<Vec<u8>> {
     store.current().map(|c| c.chain[0].to_vec())
 }
@@ -78,7 +85,7 @@ async fn broken_writes_keep_the_old_identity() {
 
     // A key that belongs to another certificate: rejected, naming both files.
     let other = common::issue(&ca, "a", Duration::from_secs(3600));
-    std::fs::write(dir.path().join("key.pem"), common::key_pem(&other)).unwrap();
+    write_atomic(dir.path().join("key.pem"), common::key_pem(&other));
     assert!(common::wait_for(LIMIT, || store.stats().failures >= 1).await);
     let err = store.stats().last_error.unwrap();
     assert!(
@@ -91,11 +98,14 @@ async fn broken_writes_keep_the_old_identity() {
         Some(a.chain[0].to_vec()),
         "old identity lost"
     );
+    // Reported once, not on every poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().failures, 1);
 
     // A half-written chain: rejected, naming the file; the old identity stays.
-    std::fs::write(dir.path().join("key.pem"), common::key_pem(&a)).unwrap();
+    write_atomic(dir.path().join("key.pem"), common::key_pem(&a));
     let pem = common::chain_pem(&a);
-    std::fs::write(dir.path().join("cert-chain.pem"), &pem[..pem.len() / 2]).unwrap();
+    write_atomic(dir.path().join("cert-chain.pem"), &pem[..pem.len() / 2]);
     assert!(common::wait_for(LIMIT, || store.stats().failures >= 2).await);
     let err = store.stats().last_error.unwrap();
     assert!(err.contains("cert-chain.pem"), "{err}");
@@ -104,6 +114,9 @@ async fn broken_writes_keep_the_old_identity() {
         Some(a.chain[0].to_vec()),
         "old identity lost"
     );
+    // Reported once, not on every poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().failures, 2);
 
     // A missing file: the error names it.
     std::fs::remove_file(dir.path().join("root-cert.pem")).unwrap();
@@ -115,6 +128,9 @@ async fn broken_writes_keep_the_old_identity() {
         Some(a.chain[0].to_vec()),
         "old identity lost"
     );
+    // Reported once, not on every poll.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().failures, 3);
 
     // A complete, consistent set is installed again.
     let c = common::issue(&ca, "c", Duration::from_secs(3600));
@@ -126,8 +142,6 @@ async fn broken_writes_keep_the_old_identity() {
         .await,
         "good set after broken ones not picked up"
     );
-    // Each broken state was reported once, not on every poll.
-    assert_eq!(store.stats().failures, 3);
     task.abort();
 }
 

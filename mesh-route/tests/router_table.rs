@@ -252,6 +252,9 @@ fn path_matches() {
     }
 }
 
+/// Path, request headers, expected cluster.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn header_and_query_matches() {
     let with_headers = |hs: Vec<HeaderMatcher>, c: &str| {
@@ -302,7 +305,11 @@ fn header_and_query_matches() {
                 "range",
             ),
             with_headers(vec![hm("x-inv", s("exact", "no"), true)], "invert"),
-            with_headers(vec![hm("x-multi", s("exact", "a,b"), false)], "joined"),
+            with_headers(vec![hm("x-multi", s("exact", "b"), false)], "any-value"),
+            with_headers(
+                vec![hm("x-multi-inv", s("prefix", "adm"), true)],
+                "inverted-any",
+            ),
             with_headers(
                 vec![
                     hm(":method", s("exact", "GET"), false),
@@ -331,7 +338,7 @@ fn header_and_query_matches() {
         ],
     )]))
     .unwrap();
-    let cases: [(&str, &[(&str, &str)], &str); 22] = [
+    let cases: [Case<'_>; 25] = [
         ("/h", &[("x-exact", "a")], "exact"),
         ("/h", &[("x-exact", "ab")], "fallback"),
         ("/h", &[("x-prefix", "prefix")], "prefix"),
@@ -346,7 +353,19 @@ fn header_and_query_matches() {
         ("/h", &[("x-inv", "yes")], "invert"),
         ("/h", &[("x-inv", "no")], "fallback"),
         ("/h", &[], "fallback"),
-        ("/h", &[("x-multi", "a"), ("x-multi", "b")], "joined"),
+        // Several values (header lines): any value may satisfy the rule, as Envoy 1.40 does.
+        ("/h", &[("x-multi", "a"), ("x-multi", "b")], "any-value"),
+        ("/h", &[("x-multi", "a,b")], "fallback"),
+        (
+            "/h",
+            &[("x-multi-inv", "bob"), ("x-multi-inv", "admin")],
+            "fallback",
+        ),
+        (
+            "/h",
+            &[("x-multi-inv", "bob"), ("x-multi-inv", "carol")],
+            "inverted-any",
+        ),
         ("/h", &[("x-and", "1")], "method-and"),
         ("/q?exact=1", &[], "q-exact"),
         ("/q?a=2&exact=1&exact=2", &[], "q-exact"),

@@ -2,7 +2,7 @@
 //! per-path-specifier `matches`).
 
 use mesh_core::model::{
-    Fraction, HeaderMatcher, PathMatch, QueryParameterMatcher, Regex, RouteMatch,
+    Fraction, HeaderMatchRule, HeaderMatcher, PathMatch, QueryParameterMatcher, Regex, RouteMatch,
 };
 
 use crate::RequestView;
@@ -61,7 +61,7 @@ impl Conditions {
             return None;
         }
         for h in &self.headers {
-            if !h.matches(req.header(&h.name).as_deref()) {
+            if !header_matches(h, req) {
                 return None;
             }
         }
@@ -80,6 +80,28 @@ impl Conditions {
         }
         req.path.get(..matched_len)
     }
+}
+
+/// A header condition as Envoy 1.40 evaluates it on a request with several values of the
+/// header (one per header line): the rule holds if any single value satisfies it, and
+/// `invert_match` negates that. (The differential test against Envoy shows values are not
+/// joined with `,` for this.) Absent headers and presence rules follow the model's matcher.
+fn header_matches(h: &HeaderMatcher, req: &RequestView<'_>) -> bool {
+    if h.name.starts_with(':') || h.name == "host" || matches!(h.rule, HeaderMatchRule::Present(_))
+    {
+        return h.matches(req.header(&h.name).as_deref());
+    }
+    let mut values = req
+        .headers
+        .get_all(h.name.as_str())
+        .iter()
+        .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+        .peekable();
+    if values.peek().is_none() {
+        return h.matches(None);
+    }
+    // `matches` applies the inversion; undo it per value, then apply it once.
+    values.any(|v| h.matches(Some(v)) != h.invert_match) != h.invert_match
 }
 
 /// Envoy's `evaluateFractionalPercent`: `random % denominator < numerator`.

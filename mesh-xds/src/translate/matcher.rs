@@ -15,7 +15,10 @@ use super::{At, Invalid, Res, bail};
 
 /// Compiles a `safe_regex` for whole-input matching.
 pub fn regex_full(m: &pbm::RegexMatcher) -> Res<Regex> {
-    Regex::full(&m.regex).map_err(|e| regex_error(&m.regex, e))
+    Regex::full(&m.regex).map_err(|e| {
+        // Report the error against the pattern as written, not our anchored wrapper.
+        regex_error(&m.regex, Regex::search(&m.regex).err().unwrap_or(e))
+    })
 }
 
 /// Compiles a regex for searching (rewrites).

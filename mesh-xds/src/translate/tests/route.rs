@@ -984,3 +984,15 @@ fn empty_name_is_rejected_without_a_name() {
     assert_eq!(r.name, None);
     assert_eq!(r.reason, "route_config has an empty name");
 }
+
+#[test]
+fn regex_error_text_is_one_line_about_the_written_pattern() {
+    let got = rds_reason(with_match(rds::RouteMatch {
+        path_specifier: Some(rds::route_match::PathSpecifier::SafeRegex(regex("a("))),
+        ..Default::default()
+    }));
+    assert_eq!(
+        got,
+        "route_config 'r1' virtual_host[0] 'vh' route[0].match.safe_regex: regex \"a(\" does not compile: regex parse error: a( ^ error: unclosed group"
+    );
+}

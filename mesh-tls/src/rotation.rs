@@ -126,6 +126,14 @@ impl<P: CertProvider> Rotation<P> {
         Self { provider, config }
     }
 
+    /// Runs the rotation on the current Tokio runtime, publishing into `store`, until the
+    /// returned handle is aborted. Use this rather than [`IdentityStore::spawn`] when the
+    /// provider needs the store itself, e.g.
+    /// [`IstioCaClient::with_client_certificate`](crate::ca::IstioCaClient::with_client_certificate).
+    pub fn spawn(self, store: IdentityStore) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run_loop(store))
+    }
+
     async fn run_loop(self, store: IdentityStore) {
         let cfg = &self.config;
         let mut backoff = Backoff::new(cfg.min_backoff, cfg.max_backoff, cfg.backoff_jitter);

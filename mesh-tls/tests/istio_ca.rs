@@ -10,7 +10,7 @@ use mesh_core::SpiffeId;
 use mesh_tls::ca::{CaSigner, IstioCaClient, IstioCaServer, RunningCaServer};
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::rotation::Rotation;
-use mesh_tls::{CertProvider, CertSource, IdentityStore, TlsError};
+use mesh_tls::{CertProvider, IdentityStore, TlsError};
 
 const TOKEN: &str = "bootstrap-token-for-web";
 
@@ -228,8 +228,7 @@ async fn rotation_over_the_istio_ca_renews_short_lived_certificates() {
         .with_token_file(token_file(&dir, TOKEN))
         .with_client_certificate(store.clone())
         .with_ttl(Duration::from_secs(4));
-    let source: Box<Rotation<IstioCaClient>> = Box::new(Rotation::new(client));
-    let task = tokio::spawn(source.run(store.clone()));
+    let task = Rotation::new(client).spawn(store.clone());
 
     let first = tokio::time::timeout(Duration::from_secs(10), store.ready())
         .await

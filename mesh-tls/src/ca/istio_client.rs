@@ -46,8 +46,7 @@ use crate::{CertProvider, Credentials, IdentityStore, TlsError};
 ///     .with_token_file("/var/run/secrets/tokens/istio-token")
 ///     // renew with the current certificate once we have one
 ///     .with_client_certificate(store.clone());
-/// let source: Box<Rotation<IstioCaClient>> = Box::new(Rotation::new(client));
-/// tokio::spawn(mesh_tls::CertSource::run(source, store.clone()));
+/// let _task = Rotation::new(client).spawn(store.clone());
 /// store.ready().await;
 /// # }
 /// ```

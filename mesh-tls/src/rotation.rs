@@ -202,7 +202,10 @@ fn schedule(creds: &Credentials, cfg: &RotationConfig, now: SystemTime) -> (Dura
     } else {
         0.0
     };
-    (valid_for.mul_f64(at - jitter), valid_for)
+    // Never sooner than `min_backoff` (unless the certificate expires first): a CA that
+    // hands out nearly expired certificates must not be hammered in a tight loop.
+    let floor = cfg.min_backoff.min(valid_for);
+    (valid_for.mul_f64(at - jitter).max(floor), valid_for)
 }
 
 #[cfg(test)]
@@ -223,6 +226,45 @@ mod tests {
         }
         b.reset();
         assert_eq!(b.base(), Duration::from_secs(1));
+    }
+
+    fn creds_valid_for(ttl: Duration) -> Credentials {
+        let td = mesh_core::TrustDomain::new("cluster.local").unwrap();
+        let ca = crate::dev_ca::DevCa::new(td.clone()).unwrap();
+        let id = mesh_core::SpiffeId::istio(&td, "default", "web").unwrap();
+        let mut opts = crate::dev_ca::IssueOptions::new(&id, ttl);
+        opts.not_before = SystemTime::now();
+        ca.issue_with(opts).unwrap()
+    }
+
+    #[test]
+    fn schedule_renews_at_half_of_the_remaining_lifetime() {
+        let cfg = RotationConfig::default();
+        let creds = creds_valid_for(Duration::from_secs(1000));
+        let now = SystemTime::now();
+        for _ in 0..50 {
+            let (renew_in, valid_for) = schedule(&creds, &cfg, now);
+            assert!(valid_for > Duration::from_secs(998) && valid_for <= Duration::from_secs(1000));
+            let frac = renew_in.as_secs_f64() / valid_for.as_secs_f64();
+            assert!(
+                (0.4..=0.5).contains(&frac),
+                "renewal at {frac} of the lifetime"
+            );
+        }
+    }
+
+    #[test]
+    fn schedule_never_renews_in_a_tight_loop() {
+        let cfg = RotationConfig::default();
+        // 1.x s left: half of it would be < 1 s; renew after min_backoff instead.
+        let creds = creds_valid_for(Duration::from_secs(2));
+        let (renew_in, valid_for) = schedule(&creds, &cfg, SystemTime::now());
+        assert!(valid_for < Duration::from_secs(2));
+        assert_eq!(renew_in, Duration::from_secs(1).min(valid_for));
+        // Expired: renew_in and valid_for are zero (publish rejects it anyway).
+        let (renew_in, valid_for) =
+            schedule(&creds, &cfg, SystemTime::now() + Duration::from_secs(10));
+        assert_eq!((renew_in, valid_for), (Duration::ZERO, Duration::ZERO));
     }
 
     #[test]

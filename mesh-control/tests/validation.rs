@@ -463,6 +463,25 @@ fn all_errors_are_collected_across_files_and_resources() {
 }
 
 #[test]
+fn every_structural_error_of_a_document_is_reported() {
+    let got = errors_of(&vs(
+        "x",
+        "  - route:\n    - destination: { host: reviews, subset: v9 }\n    timeout: 10\n    \
+         retrys: { attempts: 2 }\n    fault: { abort: { httpStatus: \"503\" } }\n",
+    ));
+    assert_eq!(
+        got,
+        [
+            "VirtualService default/x: spec.http[0].timeout: invalid type: integer `10`, expected a duration with a unit, such as \"1s\" or \"100ms\"",
+            "VirtualService default/x: spec.http[0].fault.abort.httpStatus: invalid type: string \"503\", expected u32",
+            "VirtualService default/x: spec.http[0].retrys: unknown field (not in Istio's API: check the spelling)",
+            "VirtualService default/x: spec.http[0].fault.abort: httpStatus or grpcStatus is required",
+            "VirtualService default/x: spec.http[0].route[0].destination.subset: subset `v9` is not defined by a DestinationRule for `reviews.default.svc.cluster.local`",
+        ]
+    );
+}
+
+#[test]
 fn errors_name_file_and_line() {
     let files = [SourceFile {
         path: "dir/routes.yaml".into(),

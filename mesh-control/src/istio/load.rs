@@ -15,6 +15,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::api::{Kind, Metadata, Origin, Resource, ResourceKey, Spec};
@@ -35,7 +36,8 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// The result of parsing config files: resources, plus what was wrong or skipped.
 #[derive(Clone, Debug, Default)]
 pub struct Parsed {
-    /// Resources that parsed (not yet validated against each other).
+    /// Resources that parsed (not yet validated against each other). A resource with
+    /// structural errors is here too, without its bad fields, so later checks still see it.
     pub resources: Vec<Resource>,
     /// Documents that could not be parsed.
     pub errors: Vec<ConfigError>,
@@ -268,26 +270,35 @@ fn parse_document(value: Value, origin: &Origin, out: &mut Parsed) {
         ));
         return;
     }
-    let spec = match kind {
-        Kind::ServiceEntry => typed(spec_value).map(Spec::ServiceEntry),
-        Kind::WorkloadEntry => typed(spec_value).map(Spec::WorkloadEntry),
-        Kind::VirtualService => typed(spec_value).map(Spec::VirtualService),
-        Kind::DestinationRule => typed(spec_value).map(|dr| Spec::DestinationRule(Box::new(dr))),
-        Kind::PeerAuthentication => typed(spec_value).map(Spec::PeerAuthentication),
-        Kind::AuthorizationPolicy => typed(spec_value).map(Spec::AuthorizationPolicy),
+    let (spec, errors) = match kind {
+        Kind::ServiceEntry => spec_of(typed(spec_value), Spec::ServiceEntry),
+        Kind::WorkloadEntry => spec_of(typed(spec_value), Spec::WorkloadEntry),
+        Kind::VirtualService => spec_of(typed(spec_value), Spec::VirtualService),
+        Kind::DestinationRule => {
+            spec_of(typed(spec_value), |dr| Spec::DestinationRule(Box::new(dr)))
+        }
+        Kind::PeerAuthentication => spec_of(typed(spec_value), Spec::PeerAuthentication),
+        Kind::AuthorizationPolicy => spec_of(typed(spec_value), Spec::AuthorizationPolicy),
     };
-    match spec {
-        Ok(spec) => out.resources.push(Resource {
+    for (field, reason) in errors {
+        out.errors
+            .push(ConfigError::new(origin, Some(&key), field, reason));
+    }
+    if let Some(spec) = spec {
+        out.resources.push(Resource {
             api_version,
             metadata,
             spec,
             origin: origin.clone(),
-        }),
-        Err((field, reason)) => {
-            out.errors
-                .push(ConfigError::new(origin, Some(&key), field, reason))
-        }
+        });
     }
+}
+
+fn spec_of<T>(
+    (spec, errors): (Option<T>, Vec<(String, String)>),
+    wrap: impl FnOnce(T) -> Spec,
+) -> (Option<Spec>, Vec<(String, String)>) {
+    (spec.map(wrap), errors)
 }
 
 fn take_string(doc: &mut Mapping, key: &str) -> Option<String> {
@@ -297,9 +308,22 @@ fn take_string(doc: &mut Mapping, key: &str) -> Option<String> {
     }
 }
 
-/// Deserializes a spec, returning (field path, reason) on failure.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
-    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+/// Most structural errors reported for one document before giving up.
+const MAX_SPEC_ERRORS: usize = 32;
+
+/// Deserializes a spec, collecting every structural error (field path, reason).
+///
+/// serde stops at the first error; to report them all, the offending node is removed and
+/// the spec parsed again. The spec that finally parses (without the bad nodes) is returned
+/// too, so cross-resource checks still see the resource and don't report it as missing.
+fn typed<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<(String, String)>) {
+    let mut errors = Vec::new();
+    while errors.len() < MAX_SPEC_ERRORS {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return (Some(t), errors),
+            Err(e) => e,
+        };
+        let segments: Vec<Segment> = e.path().iter().cloned().collect();
         let path = e.path().to_string();
         let path = if path == "." {
             "spec".to_string()
@@ -308,14 +332,46 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, (String, String)> {
         };
         let inner = e.into_inner().to_string();
         // serde lists every expected field; the path already ends with the bad one.
-        if inner.starts_with("unknown field `") {
-            return (
-                path,
-                "unknown field (not in Istio's API: check the spelling)".to_string(),
-            );
+        let reason = if inner.starts_with("unknown field `") {
+            "unknown field (not in Istio's API: check the spelling)".to_string()
+        } else {
+            strip_location(&inner).to_string()
+        };
+        errors.push((path, reason));
+        if !remove_at(&mut value, &segments) {
+            break;
         }
-        (path, strip_location(&inner).to_string())
-    })
+    }
+    (None, errors)
+}
+
+/// Removes the node at `path`; false when there is nothing (more) to remove there.
+fn remove_at(value: &mut Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        node = match (seg, node) {
+            (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Segment::Seq { index }, Value::Sequence(s)) => match s.get_mut(*index) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Segment::Map { key }, Value::Mapping(m)) => m.remove(key.as_str()).is_some(),
+        (Segment::Seq { index }, Value::Sequence(s)) if *index < s.len() => {
+            s.remove(*index);
+            true
+        }
+        _ => false,
+    }
 }
 
 fn parse_metadata(value: Option<Value>) -> Result<Metadata, (String, String)> {

@@ -245,3 +245,43 @@ async fn rotation_over_the_istio_ca_renews_short_lived_certificates() {
     assert_eq!(store.stats().failures, 0, "{:?}", store.stats().last_error);
     task.abort();
 }
+
+#[tokio::test]
+async fn ca_parts_serve_on_a_caller_owned_grpc_server() {
+    let ca = Arc::new(common::ca());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let parts = IstioCaServer::new(ca)
+        .with_token(TOKEN, common::id("web"))
+        .into_parts(listener)
+        .unwrap();
+    let url = format!("https://{}", parts.local_addr);
+    let root = parts.root.clone();
+    // The caller's own tonic server (where xDS services would be added too).
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(parts.service)
+            .serve_with_incoming(parts.incoming),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = IdentityStore::new();
+    let client = IstioCaClient::new(url, common::id("web"), vec![root])
+        .with_server_name("localhost")
+        .with_token_file(token_file(&dir, TOKEN));
+    store.publish(client.fetch().await.unwrap()).unwrap();
+    // Renewal by client certificate alone: the token file may be gone by then.
+    let renewing = client
+        .clone()
+        .with_client_certificate(store.clone())
+        .with_token_file(dir.path().join("missing"));
+    let renewed = renewing.fetch().await.unwrap();
+    assert_eq!(renewed.id, common::id("web"));
+    // Without a certificate, the missing token file is an error naming it.
+    let err = client
+        .with_token_file(dir.path().join("missing"))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TlsError::Io { .. }), "{err:?}");
+    assert!(err.to_string().contains("missing"), "{err}");
+    server.abort();
+}

@@ -109,7 +109,9 @@ impl IstioCaClient {
     }
 
     /// Sends `authorization: Bearer <contents of path>` (trimmed), read at every call so a
-    /// rotated token is picked up.
+    /// rotated token is picked up. An unreadable file is an error, unless a client
+    /// certificate ([`with_client_certificate`](Self::with_client_certificate)) is
+    /// available to authenticate the call instead.
     pub fn with_token_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.token_file = Some(path.into());
         self
@@ -199,25 +201,35 @@ impl IstioCaClient {
         if let Ok(v) = MetadataValue::try_from(self.cluster_id.as_str()) {
             md.insert(CLUSTER_ID_HEADER, v);
         }
+        // Our current certificate, if renewal by client certificate is on and we have one.
+        let client_creds = self.client_cert.as_ref().and_then(IdentityStore::current);
         if let Some(path) = &self.token_file {
-            let token = tokio::fs::read_to_string(path)
-                .await
-                .map_err(|source| TlsError::Io {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-            let mut value =
-                MetadataValue::try_from(format!("Bearer {}", token.trim())).map_err(|_| {
-                    TlsError::decode(
-                        path.display().to_string(),
-                        "token is not a valid header value",
-                    )
-                })?;
-            value.set_sensitive(true);
-            md.insert("authorization", value);
+            match tokio::fs::read_to_string(path).await {
+                Ok(token) => {
+                    let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
+                        .map_err(|_| {
+                            TlsError::decode(
+                                path.display().to_string(),
+                                "token is not a valid header value",
+                            )
+                        })?;
+                    value.set_sensitive(true);
+                    md.insert("authorization", value);
+                }
+                // The certificate alone authenticates a renewal.
+                Err(e) if client_creds.is_some() => {
+                    tracing::debug!(path = %path.display(), error = %e, "no token; renewing with the client certificate");
+                }
+                Err(source) => {
+                    return Err(TlsError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    });
+                }
+            }
         }
 
-        let channel = self.connect().await?;
+        let channel = self.connect(client_creds).await?;
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready()
             .await
@@ -236,7 +248,10 @@ impl IstioCaClient {
         Ok(response.into_inner().cert_chain)
     }
 
-    async fn connect(&self) -> Result<tonic::transport::Channel, TlsError> {
+    async fn connect(
+        &self,
+        client_creds: Option<Arc<Credentials>>,
+    ) -> Result<tonic::transport::Channel, TlsError> {
         let uri: Uri = self
             .address
             .parse()
@@ -250,7 +265,7 @@ impl IstioCaClient {
         let name = self.server_name.clone().unwrap_or_else(|| host.clone());
         let server_name = ServerName::try_from(name.clone())
             .map_err(|e| TlsError::decode(format!("CA server name {name:?}"), e))?;
-        let tls = TlsConnector::from(Arc::new(self.tls_config()?));
+        let tls = TlsConnector::from(Arc::new(self.tls_config(client_creds)?));
         let connector = tower::service_fn(move |uri: Uri| {
             let tls = tls.clone();
             let server_name = server_name.clone();
@@ -279,7 +294,10 @@ impl IstioCaClient {
             })
     }
 
-    fn tls_config(&self) -> Result<rustls::ClientConfig, TlsError> {
+    fn tls_config(
+        &self,
+        client_creds: Option<Arc<Credentials>>,
+    ) -> Result<rustls::ClientConfig, TlsError> {
         let mut roots = rustls::RootCertStore::empty();
         for root in &self.ca_roots {
             roots.add(root.clone())?;
@@ -287,8 +305,7 @@ impl IstioCaClient {
         let builder = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots);
-        let current = self.client_cert.as_ref().and_then(IdentityStore::current);
-        let mut config = match current {
+        let mut config = match client_creds {
             Some(creds) => {
                 builder.with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?
             }

@@ -206,6 +206,39 @@ impl IstioCaServer {
 
     /// Serves on an already bound listener in a background task.
     pub fn serve(self, listener: TcpListener) -> Result<RunningCaServer, TlsError> {
+        let CaParts {
+            service,
+            incoming,
+            local_addr,
+            root,
+        } = self.into_parts(listener)?;
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let serve = tokio::spawn(async move {
+            let result = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = shutdown_rx.await;
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "Istio CA server stopped");
+            }
+        });
+        tracing::info!(%local_addr, "Istio CA server listening");
+        Ok(RunningCaServer {
+            local_addr,
+            root,
+            shutdown: Some(shutdown_tx),
+            tasks: vec![serve],
+        })
+    }
+
+    /// The pieces of [`serve`](Self::serve), for serving the CA next to other gRPC
+    /// services on one port, as istiod serves xDS and the CA on 15012: add
+    /// [`CaParts::service`] to your `tonic::transport::Server` and serve it with
+    /// `serve_with_incoming(parts.incoming)`. Other services can read the caller's
+    /// verified identity from the [`CaPeer`] in every request's extensions.
+    pub fn into_parts(self, listener: TcpListener) -> Result<CaParts, TlsError> {
         let local_addr = listener.local_addr().map_err(|source| TlsError::Io {
             path: "CA listener".into(),
             source,
@@ -225,27 +258,14 @@ impl IstioCaServer {
         };
         let (conn_tx, conn_rx) = mpsc::channel::<CaConnection>(64);
         let accept = tokio::spawn(accept_loop(listener, acceptor, conn_tx, trust_domain));
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let incoming = futures::stream::unfold(conn_rx, |mut rx| async move {
-            rx.recv().await.map(|c| (Ok::<_, Infallible>(c), rx))
-        });
-        let serve = tokio::spawn(async move {
-            let result = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = shutdown_rx.await;
-                })
-                .await;
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "Istio CA server stopped");
-            }
-        });
-        tracing::info!(%local_addr, "Istio CA server listening");
-        Ok(RunningCaServer {
+        Ok(CaParts {
+            service,
+            incoming: CaIncoming {
+                conns: conn_rx,
+                accept,
+            },
             local_addr,
             root,
-            shutdown: Some(shutdown_tx),
-            tasks: vec![accept, serve],
         })
     }
 
@@ -339,6 +359,46 @@ impl Drop for RunningCaServer {
     }
 }
 
+/// The CA's gRPC service and its TLS connections, from [`IstioCaServer::into_parts`].
+#[derive(Debug)]
+pub struct CaParts {
+    /// The `istio.v1.auth.IstioCertificateService` gRPC service.
+    pub service: IstioCaService,
+    /// TLS connections (client certificate optional) ready for
+    /// `tonic::transport::Server::serve_with_incoming`.
+    pub incoming: CaIncoming,
+    /// The bound address.
+    pub local_addr: SocketAddr,
+    /// The CA root that clients should trust.
+    pub root: CertificateDer<'static>,
+}
+
+/// A stream of TLS connections to the CA port; dropping it stops accepting.
+pub struct CaIncoming {
+    conns: mpsc::Receiver<CaConnection>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for CaIncoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaIncoming").finish_non_exhaustive()
+    }
+}
+
+impl futures::Stream for CaIncoming {
+    type Item = Result<CaConnection, Infallible>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.conns.poll_recv(cx).map(|c| c.map(Ok))
+    }
+}
+
+impl Drop for CaIncoming {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
 /// Handshakes run concurrently, so a slow or silent client cannot hold up others.
 async fn accept_loop(
     listener: TcpListener,
@@ -406,15 +466,30 @@ fn peer_identity(
     Ok(Some(svid.id))
 }
 
-/// What the server knows about a connection's peer; in every request's extensions.
+/// What the CA port knows about a connection's peer; in every request's extensions
+/// (`request.extensions().get::<CaPeer>()`).
 #[derive(Clone, Debug)]
-struct CaPeer {
+pub struct CaPeer {
     remote: SocketAddr,
     /// `Ok(Some(id))`: a verified client certificate; `Err`: a certificate we refuse.
     peer: Result<Option<SpiffeId>, String>,
 }
 
-struct CaConnection {
+impl CaPeer {
+    /// The client's address.
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The SPIFFE ID of the client's certificate, when it presented one that chains to the
+    /// CA and names an identity of the CA's trust domain.
+    pub fn identity(&self) -> Option<&SpiffeId> {
+        self.peer.as_ref().ok().and_then(Option::as_ref)
+    }
+}
+
+/// One TLS connection to the CA port (see [`CaIncoming`]).
+pub struct CaConnection {
     stream: TlsStream<TcpStream>,
     info: CaPeer,
 }
@@ -470,10 +545,18 @@ struct ServiceInner {
     max_ttl: Duration,
 }
 
-/// The gRPC service (hand-written; what tonic-build would generate).
+/// The `istio.v1.auth.IstioCertificateService` gRPC service, hand-written (what
+/// tonic-build would generate). It authenticates callers from the [`CaPeer`] that
+/// [`CaIncoming`] attaches to each connection, and from bearer tokens.
 #[derive(Clone)]
-struct IstioCaService {
+pub struct IstioCaService {
     inner: Arc<ServiceInner>,
+}
+
+impl std::fmt::Debug for IstioCaService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IstioCaService").finish_non_exhaustive()
+    }
 }
 
 impl NamedService for IstioCaService {

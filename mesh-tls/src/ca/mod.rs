@@ -11,4 +11,7 @@ pub mod istio_proto;
 pub mod istio_server;
 
 pub use istio_client::IstioCaClient;
-pub use istio_server::{CaSigner, IstioCaServer, RunningCaServer};
+pub use istio_server::{
+    CaConnection, CaIncoming, CaParts, CaPeer, CaSigner, IstioCaServer, IstioCaService,
+    RunningCaServer,
+};

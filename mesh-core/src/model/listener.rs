@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::fault::FaultConfig;
 use super::matcher::CidrRange;
+use super::rbac::RbacFilter;
 use super::route::RouteConfig;
 use super::tls::DownstreamTls;
 
@@ -71,40 +72,6 @@ pub enum HttpFilterConfig {
     Fault(FaultConfig),
     /// `envoy.filters.http.rbac`.
     Rbac(RbacFilter),
-}
-
-/// The RBAC HTTP filter, as far as it is modelled today.
-///
-/// The policy language (permissions and principals) is not modelled yet: a filter that
-/// carries rules is kept as [`RbacFilter::Unmodelled`] and **must be enforced fail-closed**
-/// (deny every request) until the inbound-policy work models it. A filter with no `rules`
-/// imposes nothing and is [`RbacFilter::NoRules`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RbacFilter {
-    /// No `rules`: every request passes.
-    NoRules,
-    /// `rules` with action ALLOW and no policies: every request is denied.
-    DenyAll,
-    /// `rules` with action DENY and no policies: every request passes.
-    AllowAll,
-    /// Policies we cannot evaluate yet: deny every request (fail closed).
-    Unmodelled {
-        /// The rules' action (`ALLOW`, `DENY` or `LOG`).
-        action: RbacAction,
-        /// The policy names, for diagnostics.
-        policy_names: Vec<String>,
-    },
-}
-
-/// An RBAC rule set's action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RbacAction {
-    /// Allow only what a policy matches.
-    Allow,
-    /// Deny what a policy matches.
-    Deny,
-    /// Only log.
-    Log,
 }
 
 /// A server listener (gRPC A36): address plus filter chains.

@@ -35,6 +35,7 @@ pub mod endpoint;
 pub mod fault;
 pub mod listener;
 pub mod matcher;
+pub mod rbac;
 pub mod route;
 pub mod tls;
 
@@ -43,5 +44,6 @@ pub use endpoint::*;
 pub use fault::*;
 pub use listener::*;
 pub use matcher::*;
+pub use rbac::*;
 pub use route::*;
 pub use tls::*;

@@ -6,14 +6,13 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
-use envoy_types::pb::envoy::config::rbac::v3 as rbac;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilterProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::model::{
     FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig, Listener,
-    ListenerKind, RbacAction, RbacFilter, RouteSource, ServerListener, SourceType,
+    ListenerKind, RouteSource, ServerListener, SourceType,
 };
 
 use super::matcher::cidrs;
@@ -379,7 +378,7 @@ fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
         }
         RBAC_TYPE => {
             let r: RbacFilterProto = unpack(any)?;
-            HttpFilterConfig::Rbac(rbac_filter(&r).at(".typed_config")?)
+            HttpFilterConfig::Rbac(super::rbac::rbac_filter(&r).at(".typed_config")?)
         }
         _ if f.is_optional => return Ok(None),
         t if TYPED_STRUCT_TYPES.contains(&t) => {
@@ -402,35 +401,4 @@ fn typed_struct_type(any: &Any) -> String {
     TypedStruct::decode(any.value.as_slice())
         .map(|t| t.type_url)
         .unwrap_or_default()
-}
-
-/// The RBAC filter. The policy language is not modelled yet, so any non-trivial rule set is
-/// kept as [`RbacFilter::Unmodelled`], which the server enforces fail-closed (deny all).
-fn rbac_filter(r: &RbacFilterProto) -> Res<RbacFilter> {
-    if r.matcher.is_some() {
-        return bail("matcher (RBAC matcher tree) is not supported");
-    }
-    let Some(rules) = &r.rules else {
-        return Ok(RbacFilter::NoRules);
-    };
-    let action = match rbac::rbac::Action::try_from(rules.action) {
-        Ok(rbac::rbac::Action::Allow) => RbacAction::Allow,
-        Ok(rbac::rbac::Action::Deny) => RbacAction::Deny,
-        Ok(rbac::rbac::Action::Log) => RbacAction::Log,
-        Err(_) => return bail(format!("rules.action {} is unknown", rules.action)),
-    };
-    Ok(match (action, rules.policies.is_empty()) {
-        (RbacAction::Allow, true) => RbacFilter::DenyAll,
-        (RbacAction::Deny | RbacAction::Log, true) | (RbacAction::Log, false) => {
-            RbacFilter::AllowAll
-        }
-        (action, false) => {
-            let mut policy_names: Vec<String> = rules.policies.keys().cloned().collect();
-            policy_names.sort();
-            RbacFilter::Unmodelled {
-                action,
-                policy_names,
-            }
-        }
-    })
 }

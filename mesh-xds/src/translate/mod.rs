@@ -14,6 +14,7 @@ pub mod endpoint;
 pub mod fault;
 pub mod listener;
 pub mod matcher;
+pub mod rbac;
 pub mod route;
 pub mod tls;
 

@@ -232,13 +232,28 @@ fn inbound_listener_with_mtls_and_rbac() {
         "ROOTCA"
     );
     let filters = &fc.http_connection_manager.http_filters;
-    // RBAC with policies is kept fail-closed until the policy language is modelled.
-    assert_eq!(
-        filters[1].config,
-        HttpFilterConfig::Rbac(RbacFilter::Unmodelled {
-            action: RbacAction::Allow,
-            policy_names: vec!["default-allow-client-0".into()]
-        })
+    // The Istio ALLOW policy admits only the client's SPIFFE ID over mTLS.
+    let HttpFilterConfig::Rbac(allow) = &filters[1].config else {
+        panic!("{:?}", filters[1])
+    };
+    let client = RbacRequest {
+        authenticated: true,
+        peer_names: vec!["spiffe://cluster.local/ns/default/sa/client"],
+        ..Default::default()
+    };
+    let other = RbacRequest {
+        authenticated: true,
+        peer_names: vec!["spiffe://cluster.local/ns/default/sa/other"],
+        ..Default::default()
+    };
+    assert!(allow.allows(&client));
+    assert!(!allow.allows(&other));
+    let HttpFilterConfig::Rbac(deny) = &filters[0].config else {
+        panic!()
+    };
+    assert!(
+        !deny.allows(&client),
+        "the DENY filter with the same policy refuses the client"
     );
     let RouteSource::Inline(rc) = &fc.http_connection_manager.route_source else {
         panic!()

@@ -259,6 +259,7 @@ fn server_listener_filter_chains_match_and_tls() {
 
 #[test]
 fn rbac_filter_states() {
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
     let rbac_filter = |rules: Option<rbac::Rbac>| {
         filter(
             "envoy.filters.http.rbac",
@@ -268,41 +269,7 @@ fn rbac_filter_states() {
             }),
         )
     };
-    let policies = |names: &[&str]| {
-        names
-            .iter()
-            .map(|n| (n.to_string(), rbac::Policy::default()))
-            .collect()
-    };
-    let cases = vec![
-        (None, RbacFilter::NoRules),
-        (
-            Some(rbac::Rbac {
-                action: rbac::rbac::Action::Allow as i32,
-                ..Default::default()
-            }),
-            RbacFilter::DenyAll,
-        ),
-        (
-            Some(rbac::Rbac {
-                action: rbac::rbac::Action::Deny as i32,
-                ..Default::default()
-            }),
-            RbacFilter::AllowAll,
-        ),
-        (
-            Some(rbac::Rbac {
-                action: rbac::rbac::Action::Allow as i32,
-                policies: policies(&["b", "a"]),
-                ..Default::default()
-            }),
-            RbacFilter::Unmodelled {
-                action: RbacAction::Allow,
-                policy_names: vec!["a".into(), "b".into()],
-            },
-        ),
-    ];
-    for (rules, want) in cases {
+    let decode_rbac = |rules: Option<rbac::Rbac>| {
         let l = listener(server(vec![server_chain(
             rds_hcm(vec![rbac_filter(rules), router()]),
             None,
@@ -310,11 +277,120 @@ fn rbac_filter_states() {
         let ListenerKind::Server(s) = &l.kind else {
             panic!()
         };
-        assert_eq!(
-            s.filter_chains[0].http_connection_manager.http_filters[0].config,
-            HttpFilterConfig::Rbac(want)
-        );
-    }
+        match &s.filter_chains[0].http_connection_manager.http_filters[0].config {
+            HttpFilterConfig::Rbac(r) => r.clone(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let allow = rbac::rbac::Action::Allow as i32;
+    let principal = |id: rbac::principal::Identifier| rbac::Principal {
+        identifier: Some(id),
+    };
+    let policy = |principals: Vec<rbac::Principal>| rbac::Policy {
+        permissions: vec![rbac::Permission {
+            rule: Some(rbac::permission::Rule::DestinationPort(8080)),
+        }],
+        principals,
+        ..Default::default()
+    };
+    assert_eq!(decode_rbac(None), RbacFilter::NoRules);
+    assert_eq!(
+        decode_rbac(Some(rbac::Rbac {
+            action: allow,
+            ..Default::default()
+        })),
+        RbacFilter::Rules(RbacRules {
+            action: RbacAction::Allow,
+            policies: vec![]
+        })
+    );
+    let src = principal(rbac::principal::Identifier::SourceIp(core::CidrRange {
+        address_prefix: "10.0.0.0".into(),
+        prefix_len: Some(UInt32Value { value: 8 }),
+    }));
+    let got = decode_rbac(Some(rbac::Rbac {
+        action: allow,
+        policies: [
+            ("b".to_string(), policy(vec![src.clone()])),
+            ("a".to_string(), policy(vec![src])),
+        ]
+        .into(),
+        ..Default::default()
+    }));
+    let RbacFilter::Rules(rules) = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        rules
+            .policies
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect::<Vec<_>>(),
+        vec!["a", "b"]
+    );
+    assert_eq!(
+        rules.policies[0].permissions,
+        vec![Permission::DestinationPort(8080)]
+    );
+    assert_eq!(
+        rules.policies[0].principals,
+        vec![Principal::DirectRemoteIp(
+            CidrRange::new("10.0.0.0".parse().unwrap(), 8).unwrap()
+        )]
+    );
+    // A JWT-claim rule (metadata) is valid but not evaluated: fail closed, do not NACK.
+    let jwt = decode_rbac(Some(rbac::Rbac {
+        action: allow,
+        policies: [(
+            "jwt".to_string(),
+            policy(vec![principal(rbac::principal::Identifier::Metadata(
+                Default::default(),
+            ))]),
+        )]
+        .into(),
+        ..Default::default()
+    }));
+    assert_eq!(
+        jwt,
+        RbacFilter::Unmodelled {
+            action: RbacAction::Allow,
+            policy_names: vec!["jwt".into()],
+            reason: "policy \"jwt\": metadata principal (e.g. JWT claims)".into()
+        }
+    );
+    assert!(!jwt.allows(&RbacRequest::default()));
+    // A malformed value is a rejection naming the path.
+    let bad = server(vec![server_chain(
+        rds_hcm(vec![
+            rbac_filter(Some(rbac::Rbac {
+                action: allow,
+                policies: [(
+                    "p".to_string(),
+                    policy(vec![principal(rbac::principal::Identifier::Authenticated(
+                        rbac::principal::Authenticated {
+                            principal_name: Some(m::StringMatcher {
+                                match_pattern: Some(m::string_matcher::MatchPattern::SafeRegex(
+                                    m::RegexMatcher {
+                                        regex: "(".into(),
+                                        ..Default::default()
+                                    },
+                                )),
+                                ignore_case: false,
+                            }),
+                        },
+                    ))]),
+                )]
+                .into(),
+                ..Default::default()
+            })),
+            router(),
+        ]),
+        None,
+    )]);
+    let got = lds_reason(bad);
+    assert!(got.starts_with(
+        "listener 'srv' filter_chains[0].filters[0] 'envoy.filters.network.http_connection_manager'.http_filters[0] 'envoy.filters.http.rbac'.typed_config rules.policies[\"p\"].principals[0].authenticated.principal_name.safe_regex: regex \"(\" does not compile"
+    ), "{got}");
 }
 
 #[test]

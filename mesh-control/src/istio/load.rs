@@ -10,7 +10,7 @@
 //! - an Istio kind outside the supported six (`Gateway`, `Sidecar`, `EnvoyFilter`, ...) is an
 //!   error: istiod would apply it, so ignoring it would change behaviour silently.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -110,6 +110,36 @@ pub fn parse_files(files: &[SourceFile]) -> Parsed {
         parse_file(f, &mut out);
     }
     out
+}
+
+/// Parsed files by path and contents, so a reload re-parses only the files that changed.
+#[derive(Debug, Default)]
+pub struct ParseCache {
+    files: HashMap<PathBuf, (String, Parsed)>,
+}
+
+impl ParseCache {
+    /// Parses `files`, reusing the result of the previous call for unchanged files.
+    pub fn parse(&mut self, files: &[SourceFile]) -> Parsed {
+        let mut out = Parsed::default();
+        let mut next = HashMap::with_capacity(files.len());
+        for f in files {
+            let parsed = match self.files.remove(&f.path) {
+                Some((text, parsed)) if text == f.text => parsed,
+                _ => {
+                    let mut parsed = Parsed::default();
+                    parse_file(f, &mut parsed);
+                    parsed
+                }
+            };
+            out.resources.extend(parsed.resources.iter().cloned());
+            out.errors.extend(parsed.errors.iter().cloned());
+            out.warnings.extend(parsed.warnings.iter().cloned());
+            next.insert(f.path.clone(), (f.text.clone(), parsed));
+        }
+        self.files = next;
+        out
+    }
 }
 
 /// Parses the documents of one file into `out`.
@@ -319,7 +349,7 @@ const MAX_SPEC_ERRORS: usize = 32;
 fn typed<T: DeserializeOwned>(mut value: Value) -> (Option<T>, Vec<(String, String)>) {
     let mut errors = Vec::new();
     while errors.len() < MAX_SPEC_ERRORS {
-        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        let e = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(t) => return (Some(t), errors),
             Err(e) => e,
         };
@@ -415,6 +445,32 @@ fn string_map(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_reparses_only_changed_files() {
+        let file = |path: &str, name: &str| SourceFile {
+            path: path.into(),
+            text: format!(
+                "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\n\
+                 metadata: {{ name: {name} }}\nspec: {{ address: 10.0.0.1 }}\n"
+            ),
+        };
+        let mut cache = ParseCache::default();
+        let first = [file("a.yaml", "a"), file("b.yaml", "b")];
+        let names = |p: &Parsed| -> Vec<String> {
+            p.resources
+                .iter()
+                .map(|r| r.metadata.name.clone())
+                .collect()
+        };
+        assert_eq!(names(&cache.parse(&first)), ["a", "b"]);
+        // b changes, c appears, a is gone: the result is the same as a fresh parse.
+        let second = [file("b.yaml", "b2"), file("c.yaml", "c")];
+        let cached = cache.parse(&second);
+        assert_eq!(names(&cached), ["b2", "c"]);
+        assert_eq!(cached.resources, parse_files(&second).resources);
+        assert_eq!(cache.files.len(), 2);
+    }
 
     #[test]
     fn splits_documents_with_lines() {

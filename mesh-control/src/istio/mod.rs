@@ -31,7 +31,7 @@ use std::path::Path;
 
 pub use api::{Kind, Origin, Resource, ResourceKey};
 pub use error::{ConfigError, ConfigErrors, ConfigWarning};
-pub use load::{DEFAULT_NAMESPACE, Parsed, SourceFile, parse_files, read_dir};
+pub use load::{DEFAULT_NAMESPACE, ParseCache, Parsed, SourceFile, parse_files, read_dir};
 pub use snapshot::{
     DOMAIN_SUFFIX, MeshConfig, Named, ROOT_NAMESPACE, Service, Workload, labels_match, qualify_host,
 };
@@ -52,7 +52,11 @@ pub struct LoadReport {
 impl LoadReport {
     /// Parses and validates in-memory files.
     pub fn from_files(files: &[SourceFile]) -> LoadReport {
-        let parsed = parse_files(files);
+        LoadReport::from_parsed(parse_files(files))
+    }
+
+    /// Validates parsed files.
+    pub fn from_parsed(parsed: Parsed) -> LoadReport {
         let mut errors = parsed.errors;
         errors.extend(validate(&parsed.resources));
         errors.sort_by(|a, b| a.origin.cmp(&b.origin));

@@ -5,7 +5,7 @@
 //! security resources, all with hosts qualified to FQDNs. It is only built from config that
 //! passed validation, so every reference in it resolves.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use super::api::{
@@ -101,6 +101,8 @@ pub struct Service {
     pub host: String,
     /// The `ServiceEntry` that defines it.
     pub defined_by: ResourceKey,
+    /// Where that `ServiceEntry` was read from.
+    pub origin: Origin,
     /// Namespace of the `ServiceEntry`.
     pub namespace: String,
     /// Namespaces that may see it (`*` for all).
@@ -135,18 +137,27 @@ impl Service {
     }
 }
 
+/// WorkloadEntries by (namespace, label key, label value).
+type LabelIndex<'a> = HashMap<(&'a str, &'a str, &'a str), Vec<(&'a Resource, &'a WorkloadEntry)>>;
+
 /// Builds the service registry from `ServiceEntry` and `WorkloadEntry` resources.
 ///
 /// Best effort on unvalidated input (the first definition of a host wins), so the validator
 /// can use it to check references.
 pub fn build_services(resources: &[Resource]) -> BTreeMap<String, Service> {
-    let workload_entries: Vec<(&Resource, &WorkloadEntry)> = resources
-        .iter()
-        .filter_map(|r| match &r.spec {
-            Spec::WorkloadEntry(we) => Some((r, we)),
-            _ => None,
-        })
-        .collect();
+    // WorkloadEntries indexed by (namespace, label key, label value), so a selector looks at
+    // the entries carrying one of its labels instead of every entry of the mesh.
+    let mut by_label: LabelIndex<'_> = HashMap::new();
+    for r in resources {
+        if let Spec::WorkloadEntry(we) = &r.spec {
+            for (k, v) in &we.labels {
+                by_label
+                    .entry((r.metadata.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push((r, we));
+            }
+        }
+    }
     let mut services = BTreeMap::new();
     for r in resources {
         let Spec::ServiceEntry(se) = &r.spec else {
@@ -163,13 +174,16 @@ pub fn build_services(resources: &[Resource]) -> BTreeMap<String, Service> {
                 entry: e.clone(),
             })
             .collect();
-        if let Some(sel) = &se.workload_selector {
+        // An empty selector selects nothing here (validation rejects it).
+        if let Some(sel) = &se.workload_selector
+            && let Some((k, v)) = sel.labels.iter().next()
+        {
+            let candidates = by_label.get(&(ns.as_str(), k.as_str(), v.as_str()));
             workloads.extend(
-                workload_entries
-                    .iter()
-                    .filter(|(wr, we)| {
-                        wr.metadata.namespace == *ns && labels_match(&we.labels, &sel.labels)
-                    })
+                candidates
+                    .into_iter()
+                    .flatten()
+                    .filter(|(_, we)| labels_match(&we.labels, &sel.labels))
                     .map(|(wr, we)| Workload {
                         name: format!("{}/{}", wr.metadata.namespace, wr.metadata.name),
                         namespace: wr.metadata.namespace.clone(),
@@ -182,6 +196,7 @@ pub fn build_services(resources: &[Resource]) -> BTreeMap<String, Service> {
             services.entry(host.clone()).or_insert_with(|| Service {
                 host,
                 defined_by: r.key(),
+                origin: r.origin.clone(),
                 namespace: ns.clone(),
                 export_to: se.export_to.clone(),
                 ports: se.ports.clone(),

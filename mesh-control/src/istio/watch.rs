@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::error::{ConfigError, ConfigErrors, ConfigWarning};
-use super::load::{SourceFile, read_dir};
+use super::load::{ParseCache, SourceFile, read_dir};
 use super::{LoadReport, MeshConfig, Origin};
 
 /// How the watcher polls.
@@ -65,7 +65,7 @@ impl ConfigWatcher {
     ) -> Result<ConfigWatcher, crate::Error> {
         let dir = dir.into();
         let contents = read(&dir).await?;
-        let report = report_of(&contents);
+        let (cache, contents, report) = report_of(ParseCache::default(), contents).await;
         let warnings = report.warnings.clone();
         let config = report.into_config(&dir)?;
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
@@ -74,7 +74,7 @@ impl ConfigWatcher {
             warnings,
             ..WatchStatus::default()
         });
-        let task = tokio::spawn(poll(dir, options, contents, config_tx, status_tx));
+        let task = tokio::spawn(poll(dir, options, cache, contents, config_tx, status_tx));
         Ok(ConfigWatcher {
             config: config_rx,
             status: status_rx,
@@ -114,15 +114,34 @@ async fn read(dir: &Path) -> Result<Contents, crate::Error> {
     })
 }
 
-fn report_of((files, read_errors): &Contents) -> LoadReport {
-    let mut report = LoadReport::from_files(files);
-    report.errors.extend(read_errors.iter().cloned());
-    report
+/// Parses (only the changed files) and validates, off the async threads: a large mesh takes
+/// a few hundred milliseconds.
+async fn report_of(cache: ParseCache, contents: Contents) -> (ParseCache, Contents, LoadReport) {
+    let task = tokio::task::spawn_blocking(move || {
+        let mut cache = cache;
+        let mut report = LoadReport::from_parsed(cache.parse(&contents.0));
+        report.errors.extend(contents.1.iter().cloned());
+        (cache, contents, report)
+    });
+    match task.await {
+        Ok(done) => done,
+        // Only on a bug or at runtime shutdown: report it and start afresh on the next poll.
+        Err(e) => {
+            let origin = Origin::default();
+            let error = ConfigError::new(&origin, None, "", format!("config load failed: {e}"));
+            let report = LoadReport {
+                errors: vec![error],
+                ..LoadReport::default()
+            };
+            (ParseCache::default(), (Vec::new(), Vec::new()), report)
+        }
+    }
 }
 
 async fn poll(
     dir: PathBuf,
     options: WatchOptions,
+    mut cache: ParseCache,
     mut last: Contents,
     config_tx: watch::Sender<Arc<MeshConfig>>,
     status_tx: watch::Sender<WatchStatus>,
@@ -158,7 +177,8 @@ async fn poll(
             continue;
         }
         pending = None;
-        let report = report_of(&contents);
+        let (c, contents, report) = report_of(cache, contents).await;
+        cache = c;
         last = contents;
         let warnings = report.warnings.clone();
         match report.into_config(&dir) {

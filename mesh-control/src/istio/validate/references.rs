@@ -11,7 +11,7 @@ pub(crate) fn check(resources: &[Resource], out: &mut Vec<ConfigError>) {
     duplicates(resources, out);
     let services = build_services(resources);
     hosts_defined_once(resources, out);
-    duplicate_endpoints(resources, &services, out);
+    duplicate_endpoints(&services, out);
 
     // Subsets defined per host, and which rule owns each host.
     let mut subsets: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
@@ -231,24 +231,17 @@ fn hosts_defined_once(resources: &[Resource], out: &mut Vec<ConfigError>) {
 
 /// Two workloads of one service answering on the same address and port are a config
 /// mistake (typically a copy-paste of a local WorkloadEntry on 127.0.0.1).
-fn duplicate_endpoints(
-    resources: &[Resource],
-    services: &BTreeMap<String, Service>,
-    out: &mut Vec<ConfigError>,
-) {
+fn duplicate_endpoints(services: &BTreeMap<String, Service>, out: &mut Vec<ConfigError>) {
     let mut reported = BTreeSet::new();
     for svc in services.values() {
-        let Some(owner) = resources.iter().find(|r| r.key() == svc.defined_by) else {
-            continue;
-        };
         for port in &svc.ports {
-            let mut seen: BTreeMap<(String, u32), &str> = BTreeMap::new();
+            let mut seen: BTreeMap<(&str, u32), &str> = BTreeMap::new();
             for w in &svc.workloads {
-                let ep = (w.entry.address.clone(), w.port_for(port));
+                let ep = (w.entry.address.as_str(), w.port_for(port));
                 if let Some(first) = seen.get(&ep) {
-                    if reported.insert((svc.defined_by.clone(), ep.clone())) {
+                    if reported.insert((svc.defined_by.clone(), ep.0.to_string(), ep.1)) {
                         out.push(ConfigError::new(
-                            &owner.origin,
+                            &svc.origin,
                             Some(&svc.defined_by),
                             format!("spec.ports[name={}]", port.name),
                             format!(

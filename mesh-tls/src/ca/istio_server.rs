@@ -1,6 +1,6 @@
 //! [`IstioCaServer`]: a CA served over `istio.v1.auth.IstioCertificateService`, like
 //! istiod's Citadel on port 15012. By default it signs with the in-process
-//! [`DevCa`](crate::dev_ca::DevCa); any [`CaSigner`] can take its place.
+//! [`DevCa`]; any [`CaSigner`] can take its place.
 //!
 //! Every caller is authenticated, by a client certificate chained to the CA (identity: its
 //! SPIFFE ID) or by a bootstrap bearer token mapped to an identity (compared in constant

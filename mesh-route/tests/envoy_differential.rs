@@ -11,27 +11,33 @@ use std::time::Duration;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::bootstrap::v3::{Bootstrap, bootstrap::StaticResources};
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
-use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, DataSource, HeaderValue, HeaderValueOption, SocketAddress, address, data_source,
+    header_value_option, socket_address,
+};
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::{Filter, FilterChain, Listener, filter};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, QueryParameterMatcher, Route, RouteAction, RouteConfiguration, RouteMatch,
-    VirtualHost, header_matcher, query_parameter_matcher, route, route_action, route_match,
+    DirectResponseAction, HeaderMatcher, QueryParameterMatcher, RedirectAction, Route, RouteAction,
+    RouteConfiguration, RouteMatch, VirtualHost, header_matcher, query_parameter_matcher,
+    redirect_action, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as RouterFilter;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
-use envoy_types::pb::envoy::r#type::matcher::v3::{RegexMatcher, StringMatcher, string_matcher};
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher,
+};
 use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_route::{Action, HostPortMode, RequestView, Router, RouterOptions};
+use mesh_route::{Action, HostPortMode, HostRewriteDecision, RequestView, Router, RouterOptions};
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -233,9 +239,210 @@ fn route_config() -> RouteConfiguration {
     );
     RouteConfiguration {
         name: "differential".into(),
-        virtual_hosts: vec![api, suffix, canary, internal, fallback],
+        virtual_hosts: vec![api, suffix, canary, internal, rewrites(), fallback],
+        request_headers_to_add: vec![hv(
+            "x-t-append",
+            "config",
+            header_value_option::HeaderAppendAction::AppendIfExistsOrAdd,
+        )],
         ..Default::default()
     }
+}
+
+fn hv(
+    key: &str,
+    value: &str,
+    action: header_value_option::HeaderAppendAction,
+) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.into(),
+            value: value.into(),
+            ..Default::default()
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+fn forward(m: RouteMatch, cluster: &str, edit: impl FnOnce(&mut RouteAction)) -> Route {
+    let mut a = RouteAction {
+        cluster_specifier: Some(route_action::ClusterSpecifier::Cluster(cluster.into())),
+        ..Default::default()
+    };
+    edit(&mut a);
+    Route {
+        r#match: Some(m),
+        action: Some(route::Action::Route(a)),
+        ..Default::default()
+    }
+}
+
+fn redirect(p: &str, r: RedirectAction) -> Route {
+    Route {
+        r#match: Some(prefix(p)),
+        action: Some(route::Action::Redirect(r)),
+        ..Default::default()
+    }
+}
+
+fn regex_sub(pattern: &str, substitution: &str) -> RegexMatchAndSubstitute {
+    RegexMatchAndSubstitute {
+        pattern: Some(RegexMatcher {
+            regex: pattern.into(),
+            ..Default::default()
+        }),
+        substitution: substitution.into(),
+    }
+}
+
+/// Rewrites, host rewrites, redirects, a direct response, header edits at three levels and
+/// `cluster_header`: the backend echoes what it received, so paths, hosts and headers are
+/// compared too, and redirects by their `Location`.
+fn rewrites() -> VirtualHost {
+    use header_value_option::HeaderAppendAction as A;
+    use redirect_action::PathRewriteSpecifier as PR;
+    use redirect_action::RedirectResponseCode as Code;
+    use route_action::HostRewriteSpecifier as H;
+    let mut hdr = forward(prefix("/hdr"), "c-hdrs", |_| {});
+    hdr.request_headers_to_add = vec![
+        hv("x-t-level", "route", A::OverwriteIfExistsOrAdd),
+        hv("x-t-append", "route", A::AppendIfExistsOrAdd),
+        hv("x-t-only-if", "route", A::OverwriteIfExists),
+    ];
+    hdr.request_headers_to_remove = vec!["x-t-secret".into()];
+    hdr.response_headers_to_add = vec![hv("x-t-resp", "route", A::AppendIfExistsOrAdd)];
+    let routes = vec![
+        forward(prefix("/old/"), "c-rw", |a| {
+            a.prefix_rewrite = "/new/".into();
+            a.host_rewrite_specifier = Some(H::HostRewriteLiteral("backend.internal".into()));
+        }),
+        forward(
+            RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::SafeRegex(RegexMatcher {
+                    regex: "/re/[^/]+/.*".into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            },
+            "c-rw",
+            |a| {
+                a.regex_rewrite = Some(regex_sub("^/re/([^/]+)/(.*)$", "/\\2/by/\\1"));
+                a.host_rewrite_specifier = Some(H::HostRewriteHeader("x-host".into()));
+            },
+        ),
+        forward(
+            RouteMatch {
+                path_specifier: Some(route_match::PathSpecifier::Path("/exact-rw".into())),
+                ..Default::default()
+            },
+            "c-rw",
+            |a| a.prefix_rewrite = "/other".into(),
+        ),
+        forward(
+            RouteMatch {
+                case_sensitive: Some(BoolValue { value: false }),
+                ..prefix("/CASE/")
+            },
+            "c-rw",
+            |a| {
+                a.prefix_rewrite = "/lower/".into();
+            },
+        ),
+        redirect(
+            "/redir/https",
+            RedirectAction {
+                scheme_rewrite_specifier: Some(
+                    redirect_action::SchemeRewriteSpecifier::HttpsRedirect(true),
+                ),
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/host",
+            RedirectAction {
+                host_redirect: "new.example.com".into(),
+                response_code: Code::Found as i32,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/port",
+            RedirectAction {
+                port_redirect: 8443,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/path",
+            RedirectAction {
+                path_rewrite_specifier: Some(PR::PathRedirect("/new".into())),
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/pq",
+            RedirectAction {
+                path_rewrite_specifier: Some(PR::PathRedirect("/new?x=1".into())),
+                strip_query: true,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/strip",
+            RedirectAction {
+                strip_query: true,
+                response_code: Code::TemporaryRedirect as i32,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/old/",
+            RedirectAction {
+                path_rewrite_specifier: Some(PR::PrefixRewrite("/redir/new/".into())),
+                response_code: Code::PermanentRedirect as i32,
+                ..Default::default()
+            },
+        ),
+        redirect(
+            "/redir/v1/",
+            RedirectAction {
+                path_rewrite_specifier: Some(PR::RegexRewrite(regex_sub(
+                    "^/redir/v1/(.*)$",
+                    "/v2/\\1",
+                ))),
+                response_code: Code::SeeOther as i32,
+                ..Default::default()
+            },
+        ),
+        Route {
+            r#match: Some(prefix("/direct")),
+            action: Some(route::Action::DirectResponse(DirectResponseAction {
+                status: 202,
+                body: Some(DataSource {
+                    specifier: Some(data_source::Specifier::InlineString("hello".into())),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        hdr,
+        forward(prefix("/ch"), "", |a| {
+            a.cluster_specifier = Some(route_action::ClusterSpecifier::ClusterHeader(
+                "x-cluster".into(),
+            ));
+        }),
+        route_to(prefix("/"), "c-rw"),
+    ];
+    let mut v = vhost("rewrites", &["rw.example.com"], routes);
+    v.request_headers_to_add = vec![
+        hv("x-t-level", "vhost", A::OverwriteIfExistsOrAdd),
+        hv("x-t-append", "vhost", A::AppendIfExistsOrAdd),
+        hv("x-t-absent", "vhost", A::AddIfAbsent),
+    ];
+    v.response_headers_to_add = vec![hv("x-t-resp", "vhost", A::OverwriteIfExistsOrAdd)];
+    v
 }
 
 fn clusters(rc: &RouteConfiguration) -> Vec<String> {
@@ -245,7 +452,9 @@ fn clusters(rc: &RouteConfiguration) -> Vec<String> {
         .flat_map(|v| &v.routes)
         .filter_map(|r| match &r.action {
             Some(route::Action::Route(a)) => match &a.cluster_specifier {
-                Some(route_action::ClusterSpecifier::Cluster(c)) => Some(c.clone()),
+                Some(route_action::ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
+                    Some(c.clone())
+                }
                 _ => None,
             },
             _ => None,
@@ -363,10 +572,21 @@ async fn start_backends(names: &[String]) -> Vec<(String, u16)> {
                 };
                 let body = body.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |_req: hyper::Request<Incoming>| {
-                        let body = body.clone();
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                        let echo = format!(
+                            "{}|{}|{}|{}",
+                            String::from_utf8_lossy(&body),
+                            req.uri().path_and_query().map_or("", |p| p.as_str()),
+                            req.headers()
+                                .get("host")
+                                .and_then(|h| h.to_str().ok())
+                                .unwrap_or(""),
+                            test_headers(req.headers()),
+                        );
                         async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                                Bytes::from(echo),
+                            )))
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -378,6 +598,29 @@ async fn start_backends(names: &[String]) -> Vec<(String, u16)> {
         out.push((name.clone(), port));
     }
     out
+}
+
+/// The `x-t-*` headers, sorted by name, values in order: `name=v1,v2;...`.
+fn test_headers(h: &http::HeaderMap) -> String {
+    let mut names: Vec<&str> = h
+        .keys()
+        .map(|k| k.as_str())
+        .filter(|k| k.starts_with("x-t-"))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+        .iter()
+        .map(|n| {
+            let vs: Vec<&str> = h
+                .get_all(*n)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?"))
+                .collect();
+            format!("{n}={}", vs.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 struct Generated {
@@ -401,6 +644,10 @@ fn generate(rng: &mut StdRng) -> Generated {
         "INTERNAL.x",
         "other.org",
         "example.com",
+        "rw.example.com",
+        "rw.example.com:80",
+        "RW.example.com:8443",
+        "rw.example.com",
     ];
     const PATHS: &[&str] = &[
         "/exact",
@@ -446,11 +693,42 @@ fn generate(rng: &mut StdRng) -> Generated {
         ("x-user", &["admin", "adm", "bob"]),
         ("x-tier", &["a-gold", "gold-a", "xbetax", "v1", "v12", "V2"]),
         ("x-debug", &["1", ""]),
+        ("x-t-secret", &["s"]),
+        ("x-t-absent", &["client"]),
+        ("x-t-level", &["client"]),
+        ("x-host", &["from-header", ""]),
+        ("x-cluster", &["c-rw", "c-exact", "nope"]),
+    ];
+    const RW_PATHS: &[&str] = &[
+        "/old/a",
+        "/old/",
+        "/re/alice/photos/1",
+        "/re/x",
+        "/exact-rw",
+        "/case/A",
+        "/Case/b",
+        "/redir/https/a",
+        "/redir/host/x",
+        "/redir/port/x",
+        "/redir/path/x",
+        "/redir/pq",
+        "/redir/strip/x",
+        "/redir/old/deep",
+        "/redir/v1/users",
+        "/direct",
+        "/hdr",
+        "/ch",
+        "/zzz",
     ];
     let authority = AUTHORITIES[rng.random_range(0..AUTHORITIES.len())].to_owned();
+    let paths = if authority.to_ascii_lowercase().starts_with("rw.") {
+        RW_PATHS
+    } else {
+        PATHS
+    };
     let path = format!(
         "{}{}",
-        PATHS[rng.random_range(0..PATHS.len())],
+        paths[rng.random_range(0..paths.len())],
         QUERIES[rng.random_range(0..QUERIES.len())]
     );
     let mut headers = Vec::new();
@@ -532,8 +810,9 @@ async fn same_cluster_as_envoy() {
         async move {
             let resp = client.request(req).await?;
             let status = resp.status();
+            let headers = resp.headers().clone();
             let body = resp.into_body().collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, body))
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((status, headers, body))
         }
     };
     // Wait for Envoy to listen.
@@ -544,7 +823,7 @@ async fn same_cluster_as_envoy() {
     };
     let mut ready = false;
     for _ in 0..100 {
-        if let Ok((s, _)) = send(&probe).await
+        if let Ok((s, _, _)) = send(&probe).await
             && s == 200
         {
             ready = true;
@@ -559,12 +838,20 @@ async fn same_cluster_as_envoy() {
     let mut per_cluster = std::collections::BTreeMap::<String, usize>::new();
     for _ in 0..REQUESTS {
         let g = generate(&mut rng);
-        let (status, body) = send(&g).await.expect("request through envoy");
-        let envoy = if status == 404 && body.is_empty() {
-            "404".to_owned()
-        } else {
-            assert_eq!(status, 200, "{} {} {:?}", g.authority, g.path, g.headers);
-            String::from_utf8_lossy(&body).into_owned()
+        let (status, resp_headers, body) = send(&g).await.expect("request through envoy");
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let envoy = match status.as_u16() {
+            404 if body.is_empty() => "404".to_owned(),
+            503 => "503".to_owned(),
+            s @ 300..=399 => format!(
+                "{s} {}",
+                resp_headers
+                    .get("location")
+                    .and_then(|l| l.to_str().ok())
+                    .unwrap_or("")
+            ),
+            200 => format!("{body}|resp={}", test_headers(&resp_headers)),
+            s => format!("direct {s} {body}"),
         };
         let mut hm = http::HeaderMap::new();
         for (k, v) in &g.headers {
@@ -574,11 +861,34 @@ async fn same_cluster_as_envoy() {
         {
             None => "404".to_owned(),
             Some(d) => match d.action {
-                Action::Forward(f) => f.cluster.to_string(),
-                other => format!("{other:?}"),
+                Action::Forward(f) if !names.iter().any(|n| **n == *f.cluster) => "503".to_owned(),
+                Action::Forward(f) => {
+                    let mut upstream = hm.clone();
+                    d.headers.apply_request(&mut upstream);
+                    let mut response = http::HeaderMap::new();
+                    d.headers.apply_response(&mut response);
+                    let host = match &f.host {
+                        Some(HostRewriteDecision::Set(h)) => h.clone(),
+                        _ => g.authority.clone(),
+                    };
+                    format!(
+                        "{}|{}|{host}|{}|resp={}",
+                        f.cluster,
+                        f.path.as_deref().unwrap_or(&g.path),
+                        test_headers(&upstream),
+                        test_headers(&response)
+                    )
+                }
+                Action::Redirect { status, location } => format!("{status} {location}"),
+                Action::DirectResponse { status, body } => format!(
+                    "direct {status} {}",
+                    String::from_utf8_lossy(body.as_deref().unwrap_or_default())
+                ),
+                Action::NonForwarding => "local".to_owned(),
             },
         };
-        *per_cluster.entry(envoy.clone()).or_default() += 1;
+        let envoy_cluster = envoy.split(['|', ' ']).next().unwrap_or("").to_owned();
+        *per_cluster.entry(envoy_cluster).or_default() += 1;
         if envoy != ours {
             mismatches.push(format!(
                 "{} {} {:?}: envoy {envoy}, ours {ours}",
@@ -599,7 +909,11 @@ async fn same_cluster_as_envoy() {
             .join("\n")
     );
     // The generator must exercise every route and the no-route case.
-    for name in names.iter().chain(std::iter::once(&"404".to_owned())) {
+    for name in names
+        .iter()
+        .map(String::as_str)
+        .chain(["404", "503", "301", "302", "303", "307", "308", "direct"])
+    {
         assert!(
             per_cluster.contains_key(name),
             "never routed to {name}: {per_cluster:?}"

@@ -46,8 +46,13 @@ impl Conditions {
 
     /// Whether the request matches; on a match returns the part of the path that a
     /// `prefix_rewrite` replaces (Envoy's "matched path").
-    pub(crate) fn matches<'r>(&self, req: &RequestView<'r>, random: u64) -> Option<&'r str> {
-        let path = req.path_only();
+    /// `path` is `req.path_only()`, computed once per request by the caller.
+    pub(crate) fn matches<'r>(
+        &self,
+        req: &RequestView<'r>,
+        path: &str,
+        random: u64,
+    ) -> Option<&'r str> {
         let matched_len = match &self.path {
             PathCond::Prefix(p) => starts_with(path, p, self.case_sensitive).then_some(p.len()),
             PathCond::Exact(p) => eq(path, p, self.case_sensitive).then_some(p.len()),
@@ -85,7 +90,8 @@ impl Conditions {
 /// A header condition as Envoy 1.40 evaluates it on a request with several values of the
 /// header (one per header line): the rule holds if any single value satisfies it, and
 /// `invert_match` negates that. (The differential test against Envoy shows values are not
-/// joined with `,` for this.) Absent headers and presence rules follow the model's matcher.
+/// joined with `,` for this.) An absent header fails a value rule, inverted or not, unless
+/// `treat_missing_header_as_empty`.
 fn header_matches(h: &HeaderMatcher, req: &RequestView<'_>) -> bool {
     if h.name.starts_with(':') || h.name == "host" || matches!(h.rule, HeaderMatchRule::Present(_))
     {
@@ -98,7 +104,9 @@ fn header_matches(h: &HeaderMatcher, req: &RequestView<'_>) -> bool {
         .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
         .peekable();
     if values.peek().is_none() {
-        return h.matches(None);
+        // Envoy's `HeaderDataBaseImpl::matchesHeaders`: an absent header fails a value rule
+        // even when inverted (checked against Envoy 1.40 by the differential test).
+        return h.treat_missing_header_as_empty && h.matches(Some(""));
     }
     // `matches` applies the inversion; undo it per value, then apply it once.
     values.any(|v| h.matches(Some(v)) != h.invert_match) != h.invert_match
@@ -113,9 +121,12 @@ pub(crate) fn fraction_hit(f: Fraction, random: u64) -> bool {
 }
 
 fn starts_with(s: &str, prefix: &str, case_sensitive: bool) -> bool {
-    s.len() >= prefix.len()
-        && s.is_char_boundary(prefix.len())
-        && eq(&s[..prefix.len()], prefix, case_sensitive)
+    let (s, p) = (s.as_bytes(), prefix.as_bytes());
+    if case_sensitive {
+        s.starts_with(p)
+    } else {
+        s.len() >= p.len() && s[..p.len()].eq_ignore_ascii_case(p)
+    }
 }
 
 fn eq(a: &str, b: &str, case_sensitive: bool) -> bool {

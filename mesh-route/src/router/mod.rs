@@ -245,10 +245,11 @@ impl Router {
             .index
             .find(req.authority, self.inner.options.host_port_mode)?;
         let vhost = &self.inner.vhosts[vi];
+        let path = req.path_only();
         let (route, matched) = vhost
             .routes
             .iter()
-            .find_map(|r| r.conditions.matches(req, random).map(|m| (r, m)))?;
+            .find_map(|r| r.conditions.matches(req, path, random).map(|m| (r, m)))?;
         let (action, headers) = match &route.action {
             CompiledAction::Forward(f) => forward(f, req, matched, random),
             CompiledAction::Redirect(r, h) => (

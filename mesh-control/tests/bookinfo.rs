@@ -125,3 +125,50 @@ fn snapshot_has_services_workloads_routes_and_policies() {
         ["cluster.local/ns/default/sa/productpage"]
     );
 }
+
+#[test]
+fn a_new_snapshot_shares_what_did_not_change() {
+    use std::sync::Arc;
+
+    use mesh_control::istio::{SourceFile, read_dir};
+
+    let (files, _) = read_dir(&bookinfo_dir()).unwrap();
+    let (old, _) = MeshConfig::from_files(&files).unwrap();
+    let edited: Vec<SourceFile> = files
+        .into_iter()
+        .map(|mut f| {
+            f.text = f
+                .text
+                .replace("weight: 90", "weight: 80")
+                .replace("weight: 10", "weight: 20");
+            f
+        })
+        .collect();
+    let (mut new, _) = MeshConfig::from_files(&edited).unwrap();
+    new.share_unchanged(&old);
+
+    for (host, svc) in &new.services {
+        assert!(Arc::ptr_eq(svc, &old.services[host]), "{host}");
+    }
+    let same: Vec<(&str, bool)> = new
+        .virtual_services
+        .iter()
+        .zip(&old.virtual_services)
+        .map(|(n, o)| (n.name.as_str(), Arc::ptr_eq(n, o)))
+        .collect();
+    assert_eq!(
+        same,
+        [
+            ("details", true),
+            ("productpage", true),
+            ("ratings", true),
+            ("reviews", false),
+        ]
+    );
+    assert!(
+        new.destination_rules
+            .iter()
+            .zip(&old.destination_rules)
+            .all(|(n, o)| Arc::ptr_eq(n, o))
+    );
+}

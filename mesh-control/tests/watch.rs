@@ -60,7 +60,8 @@ async fn publishes_valid_edits_and_rejects_broken_ones() {
     let watcher = ConfigWatcher::start(dir.path(), options).await.unwrap();
     let mut config = watcher.config();
     let mut status = watcher.status();
-    assert_eq!(split_of(&config.borrow_and_update()), [90, 10]);
+    let first = config.borrow_and_update().clone();
+    assert_eq!(split_of(&first), [90, 10]);
     assert_eq!(status.borrow().generation, 1);
 
     // A valid edit is published.
@@ -73,8 +74,12 @@ async fn publishes_valid_edits_and_rejects_broken_ones() {
         .await
         .expect("no new config")
         .unwrap();
-    assert_eq!(split_of(&config.borrow_and_update()), [70, 30]);
+    let second = config.borrow_and_update().clone();
+    assert_eq!(split_of(&second), [70, 30]);
     next_status(&mut status, |s| s.generation == 2).await;
+    // Only the edited route is new; the services are shared with the first snapshot.
+    let reviews = &second.services[REVIEWS];
+    assert!(std::sync::Arc::ptr_eq(reviews, &first.services[REVIEWS]));
 
     // A broken edit is rejected with the precise message; the last valid config stays.
     edit(dir.path(), "routing.yaml", &[("weight: 30", "weight: 40")]);

@@ -211,6 +211,21 @@ pub fn build_services(resources: &[Resource]) -> BTreeMap<String, Service> {
     services
 }
 
+/// Both lists are sorted by namespace/name.
+fn share_named<T: PartialEq>(new: &mut [Arc<Named<T>>], old: &[Arc<Named<T>>]) {
+    for item in new {
+        let found = old.binary_search_by(|o| {
+            (o.namespace.as_str(), o.name.as_str())
+                .cmp(&(item.namespace.as_str(), item.name.as_str()))
+        });
+        if let Ok(i) = found
+            && old[i] == *item
+        {
+            *item = old[i].clone();
+        }
+    }
+}
+
 fn named<T>(r: &Resource, spec: T) -> Arc<Named<T>> {
     Arc::new(Named {
         name: r.metadata.name.clone(),
@@ -301,6 +316,28 @@ impl MeshConfig {
             }
         }
         config
+    }
+
+    /// Reuses the `Arc`s of `previous` for every piece that did not change, so consumers
+    /// (the xDS generators) can skip unchanged services and rules with `Arc::ptr_eq`.
+    pub fn share_unchanged(&mut self, previous: &MeshConfig) {
+        for (host, svc) in &mut self.services {
+            if let Some(old) = previous.services.get(host)
+                && old == svc
+            {
+                *svc = old.clone();
+            }
+        }
+        share_named(&mut self.virtual_services, &previous.virtual_services);
+        share_named(&mut self.destination_rules, &previous.destination_rules);
+        share_named(
+            &mut self.peer_authentications,
+            &previous.peer_authentications,
+        );
+        share_named(
+            &mut self.authorization_policies,
+            &previous.authorization_policies,
+        );
     }
 
     /// The virtual service for a host, if any.

@@ -182,12 +182,13 @@ async fn poll(
         last = contents;
         let warnings = report.warnings.clone();
         match report.into_config(&dir) {
-            Ok(config) => {
+            Ok(mut config) => {
                 tracing::info!(dir = %dir.display(), "config reloaded");
                 config_tx.send_if_modified(|current| {
                     if **current == config {
                         false
                     } else {
+                        config.share_unchanged(current);
                         *current = Arc::new(config);
                         true
                     }

@@ -137,15 +137,14 @@ impl Resource {
     }
 
     /// What this resource makes the client subscribe to next: listener -> its RDS route
-    /// config names (client listener, or every server filter chain); route config -> every
+    /// config names (client listener, or every server filter chain), or the clusters of an
+    /// inline route config; route config -> every
     /// cluster name its routes reference (incl. weighted and mirror clusters); cluster (EDS) ->
     /// its EDS service name (or cluster name); aggregate cluster -> its clusters. Sorted and
     /// deduplicated.
     pub fn dependencies(&self) -> Vec<(ResourceType, String)> {
         let mut deps: Vec<(ResourceType, String)> = match self {
-            Self::Listener(l) => listener_route_names(l)
-                .map(|n| (ResourceType::RouteConfiguration, n.to_owned()))
-                .collect(),
+            Self::Listener(l) => listener_dependencies(l),
             Self::RouteConfiguration(r) => route_cluster_names(r)
                 .map(|n| (ResourceType::Cluster, n.to_owned()))
                 .collect(),
@@ -170,7 +169,7 @@ impl Resource {
     }
 }
 
-fn listener_route_names(l: &model::Listener) -> impl Iterator<Item = &str> {
+fn listener_dependencies(l: &model::Listener) -> Vec<(ResourceType, String)> {
     let hcms: Vec<&model::HttpConnectionManager> = match &l.kind {
         model::ListenerKind::Client(hcm) => vec![hcm],
         model::ListenerKind::Server(s) => s
@@ -180,10 +179,19 @@ fn listener_route_names(l: &model::Listener) -> impl Iterator<Item = &str> {
             .map(|fc| &fc.http_connection_manager)
             .collect(),
     };
-    hcms.into_iter().filter_map(|h| match &h.route_source {
-        model::RouteSource::Rds(name) => Some(name.as_str()),
-        model::RouteSource::Inline(_) => None,
-    })
+    let mut deps = Vec::new();
+    for h in hcms {
+        match &h.route_source {
+            model::RouteSource::Rds(name) => {
+                deps.push((ResourceType::RouteConfiguration, name.clone()))
+            }
+            // An inline route table names its clusters directly.
+            model::RouteSource::Inline(rc) => {
+                deps.extend(route_cluster_names(rc).map(|n| (ResourceType::Cluster, n.to_owned())))
+            }
+        }
+    }
+    deps
 }
 
 fn route_cluster_names(r: &model::RouteConfig) -> impl Iterator<Item = &str> {

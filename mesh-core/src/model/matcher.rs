@@ -225,8 +225,9 @@ pub struct HeaderMatcher {
 }
 
 impl HeaderMatcher {
-    /// Matches against the header's value (`None` when absent; multiple values are expected
-    /// joined with `,` as Envoy does).
+    /// Matches against the header's value (`None` when absent). An absent header fails every
+    /// value rule even when inverted (as Envoy 1.40 does; mesh-route's differential test
+    /// checks it), unless `treat_missing_header_as_empty`.
     pub fn matches(&self, value: Option<&str>) -> bool {
         let value = match value {
             None if self.treat_missing_header_as_empty => Some(""),

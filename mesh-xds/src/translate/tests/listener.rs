@@ -140,7 +140,7 @@ fn optional_unknown_filters_are_skipped_and_typed_struct_is_named() {
 }
 
 #[test]
-fn inline_route_config_has_no_rds_dependency() {
+fn inline_route_config_depends_on_its_clusters() {
     let mut h = rds_hcm(vec![router()]);
     h.route_specifier = Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
         rds::RouteConfiguration {
@@ -148,6 +148,19 @@ fn inline_route_config_has_no_rds_dependency() {
             virtual_hosts: vec![rds::VirtualHost {
                 name: "v".into(),
                 domains: vec!["*".into()],
+                routes: vec![rds::Route {
+                    r#match: Some(rds::RouteMatch {
+                        path_specifier: Some(rds::route_match::PathSpecifier::Prefix("/".into())),
+                        ..Default::default()
+                    }),
+                    action: Some(rds::route::Action::Route(rds::RouteAction {
+                        cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(
+                            "backend".into(),
+                        )),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
             ..Default::default()
@@ -158,7 +171,10 @@ fn inline_route_config_has_no_rds_dependency() {
         panic!()
     };
     assert_eq!(rc.name, "inline");
-    assert!(Resource::Listener(l).dependencies().is_empty());
+    assert_eq!(
+        Resource::Listener(l).dependencies(),
+        vec![(ResourceType::Cluster, "backend".into())]
+    );
 }
 
 fn downstream_tls(require_client: bool) -> core::TransportSocket {

@@ -325,6 +325,23 @@ fn each_rule_reports_its_error() {
             vec!["VirtualService default/x: spec.http[0].corsPolicy: not supported by this data plane (see docs/istio-config.md for the subset)"],
         ),
         (
+            "newer Istio fields outside the subset",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: { name: ratings, namespace: default }\nspec:\n  host: ratings\n  trafficPolicy:\n    \
+             loadBalancer: { zoneAwareLbSetting: { enabled: true } }\n    \
+             outlierDetection: { outlierDetectionHttpErrorCodes: [500] }\n"
+                .into(),
+            vec![
+                "DestinationRule default/ratings: spec.trafficPolicy.loadBalancer.zoneAwareLbSetting: not supported by this data plane (see docs/istio-config.md for the subset)",
+                "DestinationRule default/ratings: spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes: not supported by this data plane (see docs/istio-config.md for the subset)",
+            ],
+        ),
+        (
+            "retry settings with retries disabled",
+            vs("x", "  - route:\n    - destination: { host: reviews }\n    retries: { attempts: 0, retryOn: 5xx }\n"),
+            vec!["VirtualService default/x: spec.http[0].retries.attempts: perTryTimeout or retryOn set while attempts is 0 (retries disabled)"],
+        ),
+        (
             "unknown field (typo)",
             vs("x", "  - route:\n    - destination: { host: reviews }\n    retrys: { attempts: 2 }\n"),
             vec!["VirtualService default/x: spec.http[0].retrys: unknown field (not in Istio's API: check the spelling)"],

@@ -91,6 +91,9 @@ pub struct LoadBalancerSettings {
     /// Not supported.
     #[serde(default)]
     pub warmup: Option<Unsupported>,
+    /// Not supported.
+    #[serde(default)]
+    pub zone_aware_lb_setting: Option<Unsupported>,
 }
 
 /// `LoadBalancerSettings.SimpleLB`.
@@ -152,6 +155,9 @@ pub struct HttpCookie {
     /// Lifetime of a generated cookie.
     #[serde(default)]
     pub ttl: Option<ProtoDuration>,
+    /// Not supported.
+    #[serde(default)]
+    pub attributes: Option<Unsupported>,
 }
 
 /// `ConsistentHashLB.RingHash`.
@@ -275,6 +281,9 @@ pub struct HttpSettings {
     /// Maximum concurrent streams per HTTP/2 connection.
     #[serde(default)]
     pub max_concurrent_streams: Option<i32>,
+    /// Not supported.
+    #[serde(default)]
+    pub http2_keep_alive: Option<Unsupported>,
 }
 
 /// `ConnectionPoolSettings.HTTPSettings.H2UpgradePolicy`.
@@ -321,6 +330,9 @@ pub struct OutlierDetection {
     /// Below this share of healthy workloads, ejection stops.
     #[serde(default)]
     pub min_health_percent: Option<i32>,
+    /// Not supported.
+    #[serde(default)]
+    pub outlier_detection_http_error_codes: Option<Unsupported>,
 }
 
 /// `ClientTLSSettings`.

@@ -160,6 +160,12 @@ pub struct Source {
     /// Not supported (use `notPrincipals`).
     #[serde(default)]
     pub not_service_accounts: Option<Unsupported>,
+    /// Not supported (use `principals`).
+    #[serde(default)]
+    pub trust_domains: Option<Unsupported>,
+    /// Not supported (use `notPrincipals`).
+    #[serde(default)]
+    pub not_trust_domains: Option<Unsupported>,
 }
 
 /// `Operation`: what is called.

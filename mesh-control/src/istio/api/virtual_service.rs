@@ -193,6 +193,9 @@ pub struct HttpRedirect {
     /// 301 (default), 302, 303, 307 or 308.
     #[serde(default)]
     pub redirect_code: Option<u32>,
+    /// Not supported (use `uri`).
+    #[serde(default)]
+    pub prefix_rewrite: Option<Unsupported>,
 }
 
 /// `HTTPRedirect.RedirectPortSelection`.

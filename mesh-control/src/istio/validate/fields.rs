@@ -214,6 +214,10 @@ fn traffic_policy(f: &str, tp: &TrafficPolicy, errs: &mut Errs<'_>) {
 fn load_balancer(f: &str, lb: &LoadBalancerSettings, errs: &mut Errs<'_>) {
     errs.unsupported(&format!("{f}.warmupDurationSecs"), &lb.warmup_duration_secs);
     errs.unsupported(&format!("{f}.warmup"), &lb.warmup);
+    errs.unsupported(
+        &format!("{f}.zoneAwareLbSetting"),
+        &lb.zone_aware_lb_setting,
+    );
     if lb.simple.is_some() && lb.consistent_hash.is_some() {
         errs.push(f, "simple and consistentHash are mutually exclusive");
     }
@@ -246,6 +250,7 @@ fn load_balancer(f: &str, lb: &LoadBalancerSettings, errs: &mut Errs<'_>) {
                 errs.push(format!("{f}.httpCookie.name"), "cookie name is required");
             }
             check_duration(&format!("{f}.httpCookie.ttl"), &c.ttl, errs);
+            errs.unsupported(&format!("{f}.httpCookie.attributes"), &c.attributes);
         }
         if ch.ring_hash.is_some() && ch.maglev.is_some() {
             errs.push(&f, "ringHash and maglev are mutually exclusive");
@@ -328,11 +333,16 @@ fn connection_pool(f: &str, cp: &ConnectionPoolSettings, errs: &mut Errs<'_>) {
         non_negative(&g("maxRetries"), h.max_retries, errs);
         non_negative(&g("maxConcurrentStreams"), h.max_concurrent_streams, errs);
         check_duration(&g("idleTimeout"), &h.idle_timeout, errs);
+        errs.unsupported(&g("http2KeepAlive"), &h.http2_keep_alive);
     }
 }
 
 fn outlier_detection(f: &str, od: &OutlierDetection, errs: &mut Errs<'_>) {
     errs.unsupported(&format!("{f}.consecutiveErrors"), &od.consecutive_errors);
+    errs.unsupported(
+        &format!("{f}.outlierDetectionHttpErrorCodes"),
+        &od.outlier_detection_http_error_codes,
+    );
     check_duration(&format!("{f}.interval"), &od.interval, errs);
     check_duration(
         &format!("{f}.baseEjectionTime"),

@@ -95,6 +95,7 @@ fn http_route(f: &str, r: &HttpRoute, errs: &mut Errs<'_>) {
         _ => {}
     }
     if let Some(rd) = &r.redirect {
+        errs.unsupported(&format!("{f}.redirect.prefixRewrite"), &rd.prefix_rewrite);
         redirect(&format!("{f}.redirect"), rd, errs);
         if r.rewrite.is_some() {
             errs.push(
@@ -284,6 +285,12 @@ fn retries(f: &str, r: &HttpRetry, errs: &mut Errs<'_>) {
     errs.unsupported(&format!("{f}.backoff"), &r.backoff);
     if r.attempts < 0 {
         errs.push(format!("{f}.attempts"), "attempts must not be negative");
+    }
+    if r.attempts == 0 && (r.per_try_timeout.is_some() || r.retry_on.is_some()) {
+        errs.push(
+            format!("{f}.attempts"),
+            "perTryTimeout or retryOn set while attempts is 0 (retries disabled)",
+        );
     }
     check_duration(&format!("{f}.perTryTimeout"), &r.per_try_timeout, errs);
     if let Some(on) = &r.retry_on {

@@ -136,6 +136,8 @@ fn source(f: &str, s: &Source, errs: &mut Errs<'_>) {
     errs.unsupported(&format!("{f}.notRemoteIpBlocks"), &s.not_remote_ip_blocks);
     errs.unsupported(&format!("{f}.serviceAccounts"), &s.service_accounts);
     errs.unsupported(&format!("{f}.notServiceAccounts"), &s.not_service_accounts);
+    errs.unsupported(&format!("{f}.trustDomains"), &s.trust_domains);
+    errs.unsupported(&format!("{f}.notTrustDomains"), &s.not_trust_domains);
     let lists = [
         &s.principals,
         &s.not_principals,
@@ -149,7 +151,9 @@ fn source(f: &str, s: &Source, errs: &mut Errs<'_>) {
         || s.remote_ip_blocks.is_some()
         || s.not_remote_ip_blocks.is_some()
         || s.service_accounts.is_some()
-        || s.not_service_accounts.is_some();
+        || s.not_service_accounts.is_some()
+        || s.trust_domains.is_some()
+        || s.not_trust_domains.is_some();
     if lists.iter().all(|l| l.is_empty()) && !any_unsupported {
         errs.push(f, "a source must set at least one field");
     }

@@ -100,6 +100,11 @@ impl VerifyStats {
         Rule::ALL.iter().map(|r| (*r, self.rejected(*r))).collect()
     }
 
+    /// Counts a rejection decided outside the verifiers (e.g. no client certificate).
+    pub(crate) fn record_rejection(&self, rule: Rule) {
+        self.rejected[rule as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn record(&self, result: &Result<SpiffeId, SvidError>) {
         match result {
             Ok(_) => self.accepted.fetch_add(1, Ordering::Relaxed),

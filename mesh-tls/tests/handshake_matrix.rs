@@ -221,10 +221,14 @@ async fn client_without_certificate_is_refused() {
     let (tcp, _) = listener.accept().await.unwrap();
     let err = acceptor.accept(tcp).await.expect_err("must be refused");
     assert!(
-        err.to_string().contains("CertificateRequired")
-            || err.to_string().contains("no certificate"),
+        matches!(&err, TlsError::Rejected(e) if e.rule() == Rule::NoCertificate),
         "{err}"
     );
+    assert_eq!(
+        err.to_string(),
+        "certificate rejected: no certificate presented"
+    );
+    assert_eq!(acceptor.stats().rejected(Rule::NoCertificate), 1);
     client.await.unwrap();
 }
 

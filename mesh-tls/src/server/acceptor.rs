@@ -5,6 +5,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
 use crate::config::{ServerConfigs, ServerSettings};
+use crate::svid::{Rule, SvidError};
 use crate::verify::{VerifyStats, handshake_error};
 use crate::{IdentityStore, PeerIdentity, TlsError};
 
@@ -58,7 +59,14 @@ impl MeshAcceptor {
         let stream = tokio::time::timeout(timeout, TlsAcceptor::from(config).accept(io))
             .await
             .map_err(|_| TlsError::Handshake(format!("timed out after {timeout:?}")))?
-            .map_err(handshake_error)?;
+            .map_err(|e| match handshake_error(e) {
+                // rustls refuses a client without a certificate before our verifier runs.
+                TlsError::Rustls(rustls::Error::NoCertificatesPresented) => {
+                    self.stats().record_rejection(Rule::NoCertificate);
+                    TlsError::Rejected(SvidError::NoCertificate)
+                }
+                other => other,
+            })?;
         let peer = PeerIdentity::of_connection(stream.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("client presented no certificate".into()))?;
         Ok((stream, peer))

@@ -42,7 +42,11 @@ pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
 pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
     let discovery = discovery(c)?;
     reject_unsupported(c)?;
-    let lb_policy = lb_policy(c, &discovery)?;
+    // A typed load_balancing_policy takes precedence over lb_policy (Envoy, gRPC A52).
+    let (lb_policy, typed_locality_weighted) = match &c.load_balancing_policy {
+        Some(p) => super::lb_policy::typed_policy(p).at("load_balancing_policy")?,
+        None => (lb_policy(c, &discovery)?, false),
+    };
     let connect_timeout = match opt_duration(c.connect_timeout.as_ref()).at("connect_timeout")? {
         None => Duration::from_secs(5),
         Some(d) if d.is_zero() => return bail("connect_timeout must be greater than 0"),
@@ -56,7 +60,12 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
         name: c.name.clone(),
         discovery,
         lb_policy,
-        common_lb: common_lb_config(c.common_lb_config.as_ref()).at("common_lb_config")?,
+        common_lb: {
+            let mut common =
+                common_lb_config(c.common_lb_config.as_ref()).at("common_lb_config")?;
+            common.locality_weighted |= typed_locality_weighted;
+            common
+        },
         connect_timeout,
         circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()).at("circuit_breakers")?,
         outlier_detection: c
@@ -182,11 +191,6 @@ fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
 fn lb_policy(c: &pb::Cluster, discovery: &Discovery) -> Res<LbPolicy> {
     use pb::cluster::LbConfig as C;
     use pb::cluster::LbPolicy as P;
-    if c.load_balancing_policy.is_some() {
-        return bail(
-            "load_balancing_policy (typed LB policy extensions) is not supported; use lb_policy",
-        );
-    }
     let policy = match P::try_from(c.lb_policy) {
         Ok(P::RoundRobin) => LbPolicy::RoundRobin,
         Ok(P::Random) => LbPolicy::Random,
@@ -274,7 +278,8 @@ fn lb_policy(c: &pb::Cluster, discovery: &Discovery) -> Res<LbPolicy> {
     }
 }
 
-fn is_prime(n: u64) -> bool {
+/// Whether `n` is prime (Maglev table sizes must be).
+pub(crate) fn is_prime(n: u64) -> bool {
     if n < 2 {
         return false;
     }

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod fault;
+pub mod lb_policy;
 pub mod listener;
 pub mod matcher;
 pub mod rbac;

@@ -551,7 +551,7 @@ fn rejections() {
         ),
         (
             lbp,
-            "cluster 'c': load_balancing_policy (typed LB policy extensions) is not supported; use lb_policy",
+            "cluster 'c' load_balancing_policy: no supported policy among []",
         ),
         (
             dns_two,
@@ -568,4 +568,71 @@ fn rejections() {
     for (c, want) in cases {
         assert_eq!(cds_reason(c), want);
     }
+}
+
+#[test]
+fn typed_load_balancing_policies() {
+    use envoy_types::pb::envoy::config::core::v3::TypedExtensionConfig;
+    use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
+    use envoy_types::pb::google::protobuf::{Any, UInt64Value};
+    let policy = |any: Any| cds::load_balancing_policy::Policy {
+        typed_extension_config: Some(TypedExtensionConfig {
+            name: "p".into(),
+            typed_config: Some(any),
+        }),
+    };
+    let lbp_of = |anys: Vec<Any>| cds::LoadBalancingPolicy {
+        policies: anys.into_iter().map(policy).collect(),
+    };
+    // Unknown types are skipped; wrr_locality weights localities around its child.
+    let mut c = eds_cluster("c");
+    c.lb_policy = cds::cluster::LbPolicy::Maglev as i32; // ignored: the typed policy wins
+    c.load_balancing_policy = Some(lbp_of(vec![
+        pack_any(
+            lbp::client_side_weighted_round_robin::v3::ClientSideWeightedRoundRobin::default(),
+        ),
+        pack_any(lbp::wrr_locality::v3::WrrLocality {
+            endpoint_picking_policy: Some(lbp_of(vec![pack_any(lbp::ring_hash::v3::RingHash {
+                minimum_ring_size: Some(UInt64Value { value: 100 }),
+                ..Default::default()
+            })])),
+        }),
+    ]));
+    let got = cluster(c);
+    assert_eq!(
+        got.lb_policy,
+        LbPolicy::RingHash {
+            min_ring_size: 100,
+            max_ring_size: 8 * 1024 * 1024,
+            hash_function: HashFunction::XxHash
+        }
+    );
+    assert!(got.common_lb.locality_weighted);
+    let mut c = eds_cluster("c");
+    c.load_balancing_policy = Some(lbp_of(vec![pack_any(
+        lbp::least_request::v3::LeastRequest {
+            choice_count: u32v(3),
+            ..Default::default()
+        },
+    )]));
+    let got = cluster(c);
+    assert_eq!(got.lb_policy, LbPolicy::LeastRequest { choice_count: 3 });
+    assert!(!got.common_lb.locality_weighted);
+    let mut c = eds_cluster("c");
+    c.load_balancing_policy = Some(lbp_of(vec![pack_any(
+        lbp::pick_first::v3::PickFirst::default(),
+    )]));
+    assert_eq!(
+        cds_reason(c),
+        "cluster 'c' load_balancing_policy: no supported policy among [\"envoy.extensions.load_balancing_policies.pick_first.v3.PickFirst\"]"
+    );
+    let mut c = eds_cluster("c");
+    c.load_balancing_policy = Some(lbp_of(vec![pack_any(lbp::maglev::v3::Maglev {
+        table_size: Some(UInt64Value { value: 10 }),
+        ..Default::default()
+    })]));
+    assert_eq!(
+        cds_reason(c),
+        "cluster 'c' load_balancing_policy.policies[0]: table_size 10 must be a prime no larger than 5000011"
+    );
 }

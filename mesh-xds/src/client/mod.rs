@@ -22,6 +22,7 @@ mod ads;
 mod backoff;
 pub mod channel;
 mod delta;
+mod from_bootstrap;
 mod sotw;
 mod state;
 mod status;
@@ -39,6 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
 pub use backoff::BackoffConfig;
+pub use from_bootstrap::{DELTA_FEATURE, channel_from_bootstrap};
 pub use status::{ClientStatus, ResourceState, ResourceStatus};
 pub use subscription::listener_name_for_target;
 
@@ -71,6 +73,9 @@ pub struct XdsClientConfig {
     /// A requested resource not received within this time (while connected) is
     /// DOES_NOT_EXIST. Default 15 s, as in Envoy and gRPC.
     pub resource_timeout: Duration,
+    /// gRPC A53 (`ignore_resource_deletion` server feature): a listener or cluster that a
+    /// SotW response omits keeps being served (logged) instead of being deleted.
+    pub ignore_resource_deletion: bool,
     /// Reconnect pacing.
     pub backoff: BackoffConfig,
     /// A file holding a bearer token, re-read for every stream and sent as
@@ -88,6 +93,7 @@ impl Default for XdsClientConfig {
             wildcard_listeners: false,
             wildcard_clusters: false,
             resource_timeout: Duration::from_secs(15),
+            ignore_resource_deletion: false,
             backoff: BackoffConfig::default(),
             token_file: None,
             max_message_size: 64 << 20,
@@ -114,6 +120,12 @@ pub enum XdsClientError {
         /// The URI given.
         uri: String,
         /// Why.
+        reason: String,
+    },
+    /// The bootstrap cannot be turned into a client or channel.
+    #[error("xDS bootstrap: {reason}")]
+    InvalidBootstrap {
+        /// The rule broken.
         reason: String,
     },
     /// The client's task has stopped (the runtime is shutting down).
@@ -213,12 +225,13 @@ impl XdsClient {
     /// # Panics
     /// Outside a Tokio runtime.
     pub fn new(config: XdsClientConfig, channel: Channel) -> Self {
-        let state = State::new(
+        let mut state = State::new(
             ModelCodec,
             config.wildcard_listeners,
             config.wildcard_clusters,
             config.resource_timeout,
         );
+        state.set_ignore_resource_deletion(config.ignore_resource_deletion);
         let (commands_tx, commands) = mpsc::channel(ads::COMMAND_QUEUE);
         let (snapshot_tx, snapshot) = watch::channel(state.snapshot().clone());
         let (ready_tx, ready) = watch::channel(false);

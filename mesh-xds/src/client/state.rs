@@ -186,6 +186,8 @@ pub(crate) struct State<C: Codec> {
     /// Listener names asked for by `subscribe_target`.
     targets: BTreeSet<Arc<str>>,
     resource_timeout: Duration,
+    /// gRPC A53: SotW LDS/CDS omission does not delete a resource that has a value.
+    ignore_resource_deletion: bool,
     timers: BTreeMap<(Instant, u64), (ResourceType, Arc<str>)>,
     timer_seq: u64,
     connected: bool,
@@ -212,6 +214,7 @@ impl<C: Codec> State<C> {
             ],
             targets: BTreeSet::new(),
             resource_timeout,
+            ignore_resource_deletion: false,
             timers: BTreeMap::new(),
             timer_seq: 0,
             connected: false,
@@ -219,6 +222,12 @@ impl<C: Codec> State<C> {
             changes: Vec::new(),
             structure_changed: false,
         }
+    }
+
+    /// gRPC A53 `ignore_resource_deletion`: keep serving LDS/CDS resources that a SotW
+    /// response omits (only resources never received become DOES_NOT_EXIST).
+    pub(crate) fn set_ignore_resource_deletion(&mut self, ignore: bool) {
+        self.ignore_resource_deletion = ignore;
     }
 
     fn ty(&self, ty: ResourceType) -> &TypeState<C::Value> {
@@ -541,15 +550,17 @@ impl<C: Codec> State<C> {
             ts.by_hash.retain(|h, _| live.contains(h));
         }
         if full_state && !nameless_rejection {
-            gone.extend(
-                ts.entries
-                    .iter()
-                    .filter(|(n, e)| {
-                        !seen.contains(*n)
-                            && (e.value.is_some() || e.state != ResourceState::DoesNotExist)
-                    })
-                    .map(|(n, _)| n.clone()),
-            );
+            let ignore = self.ignore_resource_deletion;
+            for (name, e) in &ts.entries {
+                if seen.contains(name) {
+                    continue;
+                }
+                if e.value.is_some() && ignore {
+                    tracing::warn!(%ty, %name, "omitted by the server; kept (ignore_resource_deletion)");
+                } else if e.value.is_some() || e.state != ResourceState::DoesNotExist {
+                    gone.push(name.clone());
+                }
+            }
         }
         for name in gone {
             let wildcard = ts.wildcard;

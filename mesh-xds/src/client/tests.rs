@@ -679,3 +679,21 @@ async fn delta_wildcard_subscribes_star_and_name_mismatch_is_rejected() {
             .any(|r| r.type_url == R.type_url() && r.resource_names_subscribe == names(&["ra"]))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn ignore_resource_deletion_keeps_omitted_resources() {
+    let now = Instant::now();
+    let mut s = state();
+    s.set_ignore_resource_deletion(true);
+    let mut sent = false;
+    sotw_chain(&mut s, &mut sent, now);
+    // A CDS response omits c2 while rc1 still names it.
+    sotw::apply(&mut s, &sotw_response(C, "2", "c2", &["c1;E:c1"]), now);
+    publish(&mut s);
+    assert!(has(&s, C, "c2").is_some(), "kept despite the omission");
+    assert_eq!(s.status().get(C, "c2").unwrap().state, ResourceState::Acked);
+    // Delta's explicit removal still removes.
+    delta::apply(&mut s, &delta_response(C, "d", &[], &["c2"]), now);
+    publish(&mut s);
+    assert!(has(&s, C, "c2").is_none());
+}

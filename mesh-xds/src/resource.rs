@@ -256,7 +256,13 @@ pub fn decode(ty: ResourceType, raw: &Any) -> Result<Resource, Rejection> {
                 reason: "nested envoy.service.discovery.v3.Resource".into(),
             });
         }
-        return decode(ty, &inner);
+        // A resource that cannot even be decoded is still named by its wrapper.
+        return decode(ty, &inner).map_err(|mut r| {
+            if r.name.is_none() {
+                r.name = name;
+            }
+            r
+        });
     }
     if raw.type_url != ty.type_url() {
         return Err(Rejection {

@@ -125,3 +125,30 @@ pub struct Endpoint {
     /// Istio's `tlsMode` label from `filter_metadata["envoy.transport_socket_match"]`.
     pub tls_mode: TlsMode,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full state holds 100,000 endpoints; keep each one small (the budget is
+    /// 0.5 KB per endpoint for the whole client state).
+    #[test]
+    fn endpoint_stays_small() {
+        let size = std::mem::size_of::<Endpoint>();
+        assert!(size <= 64, "Endpoint grew to {size} bytes");
+    }
+
+    #[test]
+    fn usable_health() {
+        assert!(HealthStatus::Unknown.is_usable());
+        assert!(HealthStatus::Healthy.is_usable());
+        for h in [
+            HealthStatus::Unhealthy,
+            HealthStatus::Draining,
+            HealthStatus::Timeout,
+            HealthStatus::Degraded,
+        ] {
+            assert!(!h.is_usable(), "{h:?}");
+        }
+    }
+}

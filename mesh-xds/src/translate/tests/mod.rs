@@ -170,3 +170,18 @@ fn rejection_display_names_the_resource() {
     };
     assert_eq!(r.to_string(), "\"c1\": cluster 'c1' connect_timeout: bad");
 }
+
+#[test]
+fn undecodable_wrapped_resource_keeps_the_wrapper_name() {
+    use envoy_types::pb::envoy::service::discovery::v3::Resource as Wrapper;
+    let any = pack_any(Wrapper {
+        name: "l1".into(),
+        resource: Some(Any {
+            type_url: ResourceType::Listener.type_url().into(),
+            value: vec![0xff, 0xff],
+        }),
+        ..Default::default()
+    });
+    let r = decode(ResourceType::Listener, &any).unwrap_err();
+    assert_eq!(r.name.as_deref(), Some("l1"));
+}

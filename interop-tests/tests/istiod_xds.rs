@@ -392,3 +392,92 @@ async fn identity_mismatch_between_node_and_token_is_refused() {
         s.istiod.log_tail(40)
     );
 }
+
+#[tokio::test]
+async fn istiod_restart_keeps_the_last_config_then_resyncs() {
+    let Some(mut s) = setup().await else { return };
+    let token = s.work.path().join("productpage.jwt");
+    std::fs::write(
+        &token,
+        s.issuer
+            .token("default", "productpage", Duration::from_secs(3600))
+            .unwrap(),
+    )
+    .unwrap();
+    let channel = channel::tls(
+        &s.istiod.secure_url(),
+        tls_config(s.istiod.ca_root(), None),
+        Some(ISTIOD_SERVER_NAME),
+    )
+    .unwrap();
+    let node = proxyless_node("productpage-v1", "default", "productpage", "productpage");
+    let client = XdsClient::new(
+        config(node, Protocol::StateOfTheWorld, Some(token)),
+        channel,
+    );
+    client
+        .subscribe_target(&format!("xds:///{REVIEWS}:9080"))
+        .await
+        .unwrap();
+    let versions_before = ready_and_all_acked(&client, &s.istiod).await.type_versions;
+    let before = client.snapshot();
+
+    // istiod dies: the stream breaks, the last config stays.
+    s.istiod.kill().await;
+    let disconnected = tokio::time::timeout(WAIT, async {
+        loop {
+            if !client.status().await.unwrap().connected {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(disconnected.is_ok(), "the client never saw istiod go away");
+    assert_reviews_model(&client.snapshot());
+
+    // istiod comes back on the same ports, CA and config: the client reconnects and gets
+    // (and ACKs) the same config again.
+    // istiod's versions are `<RFC 3339 time, seconds>/<push>`: let the clock move on so the
+    // restarted istiod's versions differ and a resend is visible.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    s.istiod.restart().await.unwrap_or_else(|e| panic!("{e}"));
+    let reconnected = tokio::time::timeout(WAIT, async {
+        loop {
+            let status = client.status().await.unwrap();
+            if status.connected
+                && status
+                    .resources
+                    .iter()
+                    .all(|r| r.state == ResourceState::Acked)
+                // istiod's push versions are new after a restart: every type was resent.
+                && status.type_versions.len() == 4
+                && status
+                    .type_versions
+                    .iter()
+                    .all(|v| !versions_before.contains(v))
+            {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    let status = match reconnected {
+        Ok(status) => status,
+        Err(_) => panic!(
+            "no resync after the restart; versions before {versions_before:?}, now {:#?}\n\
+             istiod log:\n{}",
+            client.status().await.unwrap(),
+            s.istiod.log_tail(10)
+        ),
+    };
+    assert!(status.resources.len() >= 4, "{status:#?}");
+    eprintln!(
+        "versions before {versions_before:?}, after {:?}",
+        status.type_versions
+    );
+    let after = client.snapshot();
+    assert_reviews_model(&after);
+    assert_eq!(before.clusters.len(), after.clusters.len());
+}

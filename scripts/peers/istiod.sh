@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# NOTE from the istio-config engineer: I deleted this file by mistake at 14:13 UTC while
-# removing my own early script of the same name, and moved interop/istiod to interop/istio
-# for a minute (moved back at 14:14, go.mod/go.sum restored to the pilot-discovery-only
-# version). This is a re-creation from interop/istiod/README.md: please compare it with your
-# version and replace it. Sorry.
+# Builds istiod (pilot-discovery) from the Go module proxy into the peers dir. The version is
+# pinned in interop/istiod/go.mod (istio.io/istio v0.0.0-20260827124520-eed52ebb66ad, the
+# Istio 1.31.0 commit, as a `tool` directive) and every dependency in go.sum; the istio module
+# needs Go >= 1.26.0.
 #
-# Builds istiod (pilot-discovery, pinned in interop/istiod/go.mod) with interop/istiod/patches
-# applied to a copy of the pinned istio module (a generated go.work replaces istio.io/istio
-# with the copy; the Go module cache is never modified). Prints `export MESH_ISTIOD_BIN=...`.
+# interop/istiod/patches/*.patch are applied to a copy of the pinned istio module, which a
+# generated go.work substitutes for it (Go refuses -overlay for module-cache files, and the
+# cache must stay pristine): this istio version panics when it runs without Kubernetes
+# (--registries=); see interop/istiod/README.md.
+#
+# Idempotent: the binary lives in a directory named after go.mod, go.sum and the patches, so
+# it is rebuilt only when one of them changes; the Go build cache makes a rebuild quick.
+# Prints the environment line that points tests at it.
 set -euo pipefail
 PEERS="${MESH_PEERS_DIR:?}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -16,7 +20,8 @@ HASH="$(cat "$SRC/go.mod" "$SRC/go.sum" "$SRC"/patches/*.patch | sha256sum | cut
 OUT="$PEERS/istiod-$HASH"
 BIN="$OUT/pilot-discovery"
 if [ ! -x "$BIN" ]; then
-  command -v go >/dev/null || { echo "istiod needs Go >= 1.26 on PATH" >&2; exit 1; }
+  command -v go >/dev/null || { echo "istiod.sh: Go >= 1.26 is required to build istiod" >&2; exit 1; }
+  start=$(date +%s)
   WORK="$OUT/src"
   rm -rf "$WORK"
   mkdir -p "$WORK"
@@ -31,5 +36,6 @@ if [ ! -x "$BIN" ]; then
     "$(sed -n 's/^go //p' "$SRC/go.mod")" > "$WORK/go.work"
   (cd "$WORK" && go build -trimpath -o "$BIN.tmp" istio.io/istio/pilot/cmd/pilot-discovery >&2)
   mv "$BIN.tmp" "$BIN"
+  echo "istiod.sh: built pilot-discovery in $(( $(date +%s) - start ))s" >&2
 fi
 echo "export MESH_ISTIOD_BIN=$BIN"

@@ -159,3 +159,47 @@ impl<'a> RequestView<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_parts_reads_uri_then_host() {
+        let (absolute, _) = http::Request::get("https://api.example.com:8443/a/b?x=1")
+            .header("host", "ignored")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let v = RequestView::from_parts(&absolute);
+        assert_eq!(v.authority, "api.example.com:8443");
+        assert_eq!(v.scheme, "https");
+        assert_eq!(v.path, "/a/b?x=1");
+        let (origin, _) = http::Request::post("/p")
+            .header("host", "svc:80")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let v = RequestView::from_parts(&origin);
+        assert_eq!((v.authority, v.scheme, v.method, v.path), ("svc:80", "http", "POST", "/p"));
+    }
+
+    #[test]
+    fn query_and_headers() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", "1".parse().unwrap());
+        h.append("x-a", "2".parse().unwrap());
+        h.insert("content-type", "application/grpc;charset=utf-8".parse().unwrap());
+        let v = RequestView::new("h", "/p?a=1&flag&a=2&b=%41", &h);
+        assert_eq!(v.path_only(), "/p");
+        assert_eq!(v.query_param("a"), Some("1"), "first value wins");
+        assert_eq!(v.query_param("flag"), Some(""));
+        assert_eq!(v.query_param("b"), Some("%41"), "undecoded, as Envoy");
+        assert_eq!(v.query_param("c"), None);
+        assert_eq!(v.header("x-a").as_deref(), Some("1,2"));
+        assert_eq!(v.header(":authority").as_deref(), Some("h"));
+        assert_eq!(v.header("x-none"), None);
+        assert!(v.is_grpc());
+        assert_eq!(RequestView::new("h", "/", &h).query(), None);
+    }
+}

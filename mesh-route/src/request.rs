@@ -181,7 +181,10 @@ mod tests {
             .unwrap()
             .into_parts();
         let v = RequestView::from_parts(&origin);
-        assert_eq!((v.authority, v.scheme, v.method, v.path), ("svc:80", "http", "POST", "/p"));
+        assert_eq!(
+            (v.authority, v.scheme, v.method, v.path),
+            ("svc:80", "http", "POST", "/p")
+        );
     }
 
     #[test]
@@ -189,7 +192,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-a", "1".parse().unwrap());
         h.append("x-a", "2".parse().unwrap());
-        h.insert("content-type", "application/grpc;charset=utf-8".parse().unwrap());
+        h.insert(
+            "content-type",
+            "application/grpc;charset=utf-8".parse().unwrap(),
+        );
         let v = RequestView::new("h", "/p?a=1&flag&a=2&b=%41", &h);
         assert_eq!(v.path_only(), "/p");
         assert_eq!(v.query_param("a"), Some("1"), "first value wins");

@@ -438,6 +438,32 @@ async fn restart_mid_stream(protocol: Protocol) {
     wait_for(&client, "update after restart", |s| ports(s, C1) == [8009]).await;
 }
 
+async fn stream_cut_cache_kept(protocol: Protocol) {
+    let Some((mut server, client)) = start(protocol).await else {
+        return;
+    };
+    // The server stops serving (open streams are cut) but keeps its cache, then serves
+    // again on the same port: the client resumes and takes updates made while it was away.
+    server.cmd(json!({"cmd": "stop"})).await;
+    server
+        .set(snapshot("2", &[(C1, &["127.0.0.1:8011"])]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ports(&client.snapshot(), C1), [8001, 8002], "fail-static");
+    server.cmd(json!({"cmd": "start"})).await;
+    wait_for(&client, "the update made while disconnected", |s| {
+        ports(s, C1) == [8011]
+    })
+    .await;
+    let streams: std::collections::HashSet<i64> = server
+        .requests()
+        .await
+        .iter()
+        .filter_map(|r| r["stream"].as_i64())
+        .collect();
+    assert!(streams.len() >= 2, "a second stream: {streams:?}");
+}
+
 async fn down_longer_than_backoff(protocol: Protocol) {
     let Some((server, client)) = start(protocol).await else {
         return;
@@ -482,5 +508,6 @@ both_protocols!(
     removal,
     nack,
     restart_mid_stream,
+    stream_cut_cache_kept,
     down_longer_than_backoff,
 );

@@ -440,6 +440,17 @@ impl Bootstrap {
         }
     }
 
+    /// A client config carrying this bootstrap's node and the first server's token file; the
+    /// other settings keep their defaults. Build the channel from
+    /// [`XdsServer::channel_credentials`] of `xds_servers[0]`.
+    pub fn xds_client_config(&self) -> crate::client::XdsClientConfig {
+        crate::client::XdsClientConfig {
+            node: self.node_proto(),
+            token_file: self.token_file(),
+            ..Default::default()
+        }
+    }
+
     /// The server listener name for `addr` (`ip:port`), from the template.
     pub fn server_listener_name(&self, addr: &std::net::SocketAddr) -> Option<String> {
         self.server_listener_resource_name_template
@@ -821,6 +832,9 @@ mod tests {
             b.token_file(),
             Some(PathBuf::from("/var/run/secrets/tokens/istio-token"))
         );
+        let cfg = b.xds_client_config();
+        assert_eq!(cfg.node.id, b.node.id);
+        assert_eq!(cfg.token_file, b.token_file());
         let fw = b.certificate_providers["default"].file_watcher().unwrap();
         assert_eq!(
             fw.certificate_file,

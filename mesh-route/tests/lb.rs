@@ -416,3 +416,45 @@ fn ejected_endpoints_are_skipped() {
         );
     }
 }
+
+/// Ejected endpoints count as unhealthy for priority loads and panic, as in Envoy.
+#[test]
+fn ejection_shifts_priority_load() {
+    let b = lb(
+        LbPolicy::RoundRobin,
+        vec![
+            locality("a", 0, None, healthy(0..10)),
+            locality("b", 1, None, healthy(100..110)),
+        ],
+    );
+    assert_eq!(b.priority_load().load, vec![100, 0]);
+    let eps = b.endpoints();
+    for e in &eps[..5] {
+        b.set_ejected(e, true);
+    }
+    // 5 of 10 healthy at P0: 5 * 140 / 10 = 70.
+    assert_eq!(b.priority_load().load, vec![70, 30]);
+    for e in &eps[..5] {
+        b.set_ejected(e, false);
+    }
+    assert_eq!(b.priority_load().load, vec![100, 0]);
+}
+
+#[test]
+fn static_cluster_endpoints() {
+    let cluster = Cluster {
+        name: "static".into(),
+        discovery: Discovery::Static(cla(vec![locality("z", 0, None, healthy(0..2))])),
+        lb_policy: LbPolicy::Random,
+        common_lb: CommonLbConfig::default(),
+        connect_timeout: std::time::Duration::from_secs(1),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        tls: None,
+        http_protocol: Default::default(),
+    };
+    let b = Balancer::for_cluster(&cluster, None).unwrap();
+    assert_eq!(b.name(), "static");
+    assert_eq!(b.endpoints().len(), 2);
+    assert!(b.pick(&PickContext::new()).is_some());
+}

@@ -38,6 +38,13 @@ pub struct SanMatcher {
     pub matcher: StringMatcher,
 }
 
+impl SanMatcher {
+    /// Whether this matcher accepts a SAN of type `san_type` with `value`.
+    pub fn matches(&self, san_type: SanType, value: &str) -> bool {
+        (self.san_type == SanType::Any || self.san_type == san_type) && self.matcher.matches(value)
+    }
+}
+
 /// How the peer's certificate is validated.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CertificateValidation {
@@ -46,6 +53,34 @@ pub struct CertificateValidation {
     pub ca_certificate: Option<CertificateProviderInstance>,
     /// Expected SANs; empty accepts any SAN from a trusted chain.
     pub san_matchers: Vec<SanMatcher>,
+}
+
+impl CertificateValidation {
+    /// Whether the peer's SANs (type and value; `SanType::Any` is not a SAN type here) satisfy
+    /// the matchers: any matcher accepting any SAN, or no matchers at all.
+    ///
+    /// ```
+    /// use mesh_core::model::{CertificateValidation, SanMatcher, SanType, StringMatcher};
+    /// let v = CertificateValidation {
+    ///     ca_certificate: None,
+    ///     san_matchers: vec![SanMatcher {
+    ///         san_type: SanType::Uri,
+    ///         matcher: StringMatcher::Exact {
+    ///             value: "spiffe://cluster.local/ns/default/sa/reviews".into(),
+    ///             ignore_case: false,
+    ///         },
+    ///     }],
+    /// };
+    /// assert!(v.accepts_sans(&[(SanType::Uri, "spiffe://cluster.local/ns/default/sa/reviews")]));
+    /// assert!(!v.accepts_sans(&[(SanType::Dns, "spiffe://cluster.local/ns/default/sa/reviews")]));
+    /// ```
+    pub fn accepts_sans(&self, sans: &[(SanType, &str)]) -> bool {
+        self.san_matchers.is_empty()
+            || self
+                .san_matchers
+                .iter()
+                .any(|m| sans.iter().any(|(t, v)| m.matches(*t, v)))
+    }
 }
 
 /// Client-side (upstream) TLS for a cluster.

@@ -119,7 +119,12 @@ fn snapshot(version: &str, clusters: &[(&str, &[&str])]) -> Value {
 }
 
 fn client(server: &GoServer, protocol: Protocol) -> XdsClient {
+    client_with(server, protocol, false)
+}
+
+fn client_with(server: &GoServer, protocol: Protocol, wildcard_clusters: bool) -> XdsClient {
     let config = XdsClientConfig {
+        wildcard_clusters,
         node: Node {
             id: "sidecar~127.0.0.1~reviews-v1.default~default.svc.cluster.local".into(),
             ..Default::default()
@@ -464,6 +469,47 @@ async fn stream_cut_cache_kept(protocol: Protocol) {
     assert!(streams.len() >= 2, "a second stream: {streams:?}");
 }
 
+async fn wildcard_clusters(protocol: Protocol) {
+    let Some(bin) = mesh_test_support::peer("MESH_XDS_GO_SERVER_BIN") else {
+        return;
+    };
+    let mut server = GoServer::start(&bin, 0).await;
+    let mut snap = snapshot("1", &[(C1, &["127.0.0.1:8001"]), (C2, &["127.0.0.1:8002"])]);
+    snap["listeners"] = json!([]);
+    snap["routes"] = json!([]);
+    server.set(snap).await;
+    // No target: every cluster (and through them their endpoints) is watched.
+    let client = client_with(&server, protocol, true);
+    tokio::time::timeout(WAIT, client.ready())
+        .await
+        .expect("ready in time")
+        .expect("client running");
+    wait_for(&client, "both clusters and their endpoints", |s| {
+        ports(s, C1) == [8001] && ports(s, C2) == [8002] && s.listeners.is_empty()
+    })
+    .await;
+    let requests = server.requests().await;
+    let cds = requests
+        .iter()
+        .find(|r| r["type_url"] == "type.googleapis.com/envoy.config.cluster.v3.Cluster")
+        .expect("a CDS request");
+    let expected = if protocol == Protocol::Delta {
+        json!(["*"])
+    } else {
+        json!(null)
+    };
+    assert_eq!(cds["names"], expected, "{cds}");
+    // A cluster removed on the server leaves, with its endpoints.
+    server
+        .set(json!({"version": "2", "clusters": [{"name": C1}],
+                    "endpoints": [{"cluster": C1, "addrs": ["127.0.0.1:8001"]}]}))
+        .await;
+    wait_for(&client, "C2 gone", |s| {
+        !s.clusters.contains_key(C2) && !s.endpoints.contains_key(C2) && ports(s, C1) == [8001]
+    })
+    .await;
+}
+
 async fn down_longer_than_backoff(protocol: Protocol) {
     let Some((server, client)) = start(protocol).await else {
         return;
@@ -509,5 +555,6 @@ both_protocols!(
     nack,
     restart_mid_stream,
     stream_cut_cache_kept,
+    wildcard_clusters,
     down_longer_than_backoff,
 );

@@ -150,7 +150,19 @@ async fn ready_and_all_acked(client: &XdsClient, istiod: &Istiod) -> ClientStatu
             istiod.log_tail(40)
         );
     }
-    let status = client.status().await.unwrap();
+    // Ready means every type had a first answer; resources subscribed later (the endpoints
+    // of a second target's clusters) may still be on their way.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut status = client.status().await.unwrap();
+    while status
+        .resources
+        .iter()
+        .any(|r| r.state == ResourceState::Requested)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = client.status().await.unwrap();
+    }
     let bad: Vec<String> = status
         .resources
         .iter()

@@ -541,12 +541,13 @@ fn bootstrap(rc: &RouteConfiguration, listen: u16, backends: &[(String, u16)]) -
 }
 
 /// Kills Envoy when the test ends, however it ends.
-struct EnvoyGuard(Child);
+struct EnvoyGuard(Child, std::path::PathBuf);
 
 impl Drop for EnvoyGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_dir_all(&self.1);
     }
 }
 
@@ -794,7 +795,7 @@ async fn same_cluster_as_envoy() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start envoy");
-    let _guard = EnvoyGuard(child);
+    let _guard = EnvoyGuard(child, dir.clone());
 
     let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http();

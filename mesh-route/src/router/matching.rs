@@ -93,9 +93,12 @@ impl Conditions {
 /// joined with `,` for this.) An absent header fails a value rule, inverted or not, unless
 /// `treat_missing_header_as_empty`.
 fn header_matches(h: &HeaderMatcher, req: &RequestView<'_>) -> bool {
-    if h.name.starts_with(':') || h.name == "host" || matches!(h.rule, HeaderMatchRule::Present(_))
-    {
+    if h.name.starts_with(':') || h.name == "host" {
         return h.matches(req.header(&h.name).as_deref());
+    }
+    if matches!(h.rule, HeaderMatchRule::Present(_)) {
+        // Presence only: no need to look at (or join) the values.
+        return h.matches(req.headers.contains_key(h.name.as_str()).then_some(""));
     }
     let mut values = req
         .headers

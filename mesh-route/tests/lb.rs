@@ -458,3 +458,29 @@ fn static_cluster_endpoints() {
     assert_eq!(b.endpoints().len(), 2);
     assert!(b.pick(&PickContext::new()).is_some());
 }
+
+/// A request started before an EDS update that changes the endpoint (here its weight) is
+/// counted down on the same counter the new handle reads.
+#[test]
+fn in_flight_requests_survive_endpoint_changes() {
+    let b = lb(
+        LbPolicy::LeastRequest { choice_count: 2 },
+        vec![locality("z", 0, None, healthy(0..2))],
+    );
+    let old = b.endpoints()[0].clone();
+    let guard = old.start_request();
+    let mut eps = healthy(0..2);
+    eps[0].weight = 5;
+    b.update(cla(vec![locality("z", 0, None, eps)]));
+    let new = b.endpoints()[0].clone();
+    assert!(
+        !new.ptr_eq(&old),
+        "a changed endpoint gets a new description"
+    );
+    assert_eq!(new.endpoint().weight, 5);
+    assert_eq!(new.active_requests(), 1);
+    drop(guard);
+    assert_eq!(new.active_requests(), 0);
+    b.set_ejected(&new, true);
+    assert!(old.is_ejected(), "one flag per address");
+}

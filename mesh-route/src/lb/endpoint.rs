@@ -14,6 +14,13 @@ pub(crate) struct EndpointState {
     pub(crate) priority: u32,
     /// The ring-hash / Maglev key: `ip:port` (or `host:port`), as Envoy's `address()->asString()`.
     pub(crate) hash_key: String,
+    /// Shared with the handles of the same address from earlier EDS updates, so requests
+    /// started before an update are counted down on the same counter.
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
     active: AtomicU64,
     ejected: AtomicBool,
 }
@@ -31,8 +38,7 @@ impl EndpointRef {
             locality,
             priority,
             hash_key,
-            active: AtomicU64::new(0),
-            ejected: AtomicBool::new(false),
+            counters: Arc::default(),
         }))
     }
 
@@ -44,16 +50,16 @@ impl EndpointRef {
         locality: Arc<Locality>,
         priority: u32,
     ) -> Self {
-        let new = Self::new(endpoint, locality, priority);
-        if old.0.endpoint == new.0.endpoint
-            && old.0.locality == new.0.locality
-            && old.0.priority == new.0.priority
-        {
+        if old.0.endpoint == endpoint && old.0.locality == locality && old.0.priority == priority {
             return old.clone();
         }
-        new.0.active.store(old.active_requests(), Ordering::Relaxed);
-        new.0.ejected.store(old.is_ejected(), Ordering::Relaxed);
-        new
+        Self(Arc::new(EndpointState {
+            hash_key: address_key(&endpoint.address),
+            endpoint,
+            locality,
+            priority,
+            counters: old.0.counters.clone(),
+        }))
     }
 
     /// The endpoint as EDS described it.
@@ -83,22 +89,22 @@ impl EndpointRef {
 
     /// Requests in flight to this endpoint (those holding an [`ActiveRequest`]).
     pub fn active_requests(&self) -> u64 {
-        self.0.active.load(Ordering::Relaxed)
+        self.0.counters.active.load(Ordering::Relaxed)
     }
 
     /// Counts a request in flight until the returned guard is dropped.
     pub fn start_request(&self) -> ActiveRequest {
-        self.0.active.fetch_add(1, Ordering::Relaxed);
+        self.0.counters.active.fetch_add(1, Ordering::Relaxed);
         ActiveRequest(self.clone())
     }
 
     /// Whether outlier detection ejected it.
     pub fn is_ejected(&self) -> bool {
-        self.0.ejected.load(Ordering::Relaxed)
+        self.0.counters.ejected.load(Ordering::Relaxed)
     }
 
     pub(crate) fn store_ejected(&self, ejected: bool) -> bool {
-        self.0.ejected.swap(ejected, Ordering::Relaxed)
+        self.0.counters.ejected.swap(ejected, Ordering::Relaxed)
     }
 
     /// Whether new requests may go to it: health HEALTHY or UNKNOWN, and not ejected.
@@ -137,7 +143,7 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.0.0.active.fetch_sub(1, Ordering::Relaxed);
+        self.0.0.counters.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

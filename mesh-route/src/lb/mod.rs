@@ -219,14 +219,18 @@ impl Pool {
                     return None;
                 }
                 let mut found = None;
-                for _ in 0..order.len().min(n.max(1) * 2) {
+                for _ in 0..order.len().min(n * 2) {
                     let i = order[next.fetch_add(1, Ordering::Relaxed) % order.len()] as usize;
                     if ok(i) {
                         found = Some(i);
                         break;
                     }
                 }
-                found?
+                // A heavy ejected endpoint can fill the window; any other will do then.
+                match found {
+                    Some(i) => i,
+                    None => (0..n).find(|&i| ok(i))?,
+                }
             }
             Picker::Random => {
                 let first = (draws.next() % n as u64) as usize;

@@ -45,9 +45,12 @@
 //! }
 //! ```
 
+pub mod client;
+pub mod cluster;
 pub mod error;
 pub mod hash;
 pub mod lb;
+pub mod pool;
 pub mod request;
 pub mod router;
 

@@ -1,0 +1,64 @@
+use std::time::Duration;
+
+use super::*;
+
+#[test]
+fn listener_name_is_host_and_port() {
+    let req = Request::get("http://reviews:9080/x").body(()).unwrap();
+    assert_eq!(listener_name(&req).as_deref(), Some("reviews:9080"));
+    let req = Request::get("http://reviews/x").body(()).unwrap();
+    assert_eq!(listener_name(&req).as_deref(), Some("reviews:80"));
+    let req = Request::get("/x")
+        .header("host", "ratings:9080")
+        .body(())
+        .unwrap();
+    assert_eq!(listener_name(&req).as_deref(), Some("ratings:9080"));
+    let req = Request::get("/x").body(()).unwrap();
+    assert_eq!(listener_name(&req), None);
+}
+
+#[test]
+fn route_timeout_defaults_and_zero_disables() {
+    let d = Duration::from_secs(15);
+    let mut p = RoutePolicy::default();
+    assert_eq!(route_timeout(&p, d), Some(d));
+    p.timeout = Some(Duration::ZERO);
+    assert_eq!(route_timeout(&p, d), None);
+    p.timeout = Some(Duration::from_secs(2));
+    assert_eq!(route_timeout(&p, d), Some(Duration::from_secs(2)));
+}
+
+#[test]
+fn upstream_uri_targets_the_endpoint_with_the_path() {
+    let u = upstream_uri("127.0.0.1:19082", "/reviews/1?x=1").unwrap();
+    assert_eq!(u.to_string(), "http://127.0.0.1:19082/reviews/1?x=1");
+    assert!(upstream_uri("127.0.0.1:19082", "no slash").is_err());
+}
+
+#[test]
+fn expected_peers_from_san_matchers() {
+    use mesh_core::model::{SanMatcher, SanType, StringMatcher, UpstreamTls};
+    let exact = |v: &str| SanMatcher {
+        san_type: SanType::Uri,
+        matcher: StringMatcher::Exact {
+            value: v.into(),
+            ignore_case: false,
+        },
+    };
+    let mut tls = UpstreamTls::default();
+    tls.validation.san_matchers = vec![exact("spiffe://cluster.local/ns/default/sa/reviews")];
+    let p = crate::cluster::expected_peers(&tls).unwrap();
+    assert_eq!(p.identities.len(), 1);
+    // A matcher we cannot express fails closed, naming the matcher.
+    tls.validation.san_matchers = vec![SanMatcher {
+        san_type: SanType::Uri,
+        matcher: StringMatcher::Prefix {
+            value: "spiffe://cluster.local/".into(),
+            ignore_case: false,
+        },
+    }];
+    let e = crate::cluster::expected_peers(&tls).unwrap_err();
+    assert!(e.contains("not supported"), "{e}");
+    tls.validation.san_matchers = vec![exact("not-a-spiffe-id")];
+    assert!(crate::cluster::expected_peers(&tls).is_err());
+}

@@ -1,0 +1,172 @@
+//! Per-cluster state built from an xDS snapshot: the load balancer over the cluster's
+//! endpoints and the connection pool with the cluster's TLS expectations.
+//!
+//! A [`ClusterSet`] is rebuilt when the snapshot changes; an unchanged cluster keeps its
+//! state (balancer and live connections), a cluster whose endpoints alone changed keeps its
+//! pool and updates its balancer in place, and a removed cluster's state is dropped, which
+//! closes its idle connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mesh_core::SpiffeId;
+use mesh_core::model::{Cluster, ClusterLoadAssignment, SanType, StringMatcher, UpstreamTls};
+use mesh_tls::IdentityStore;
+use mesh_tls::verify::PeerPolicy;
+use mesh_xds::client::XdsSnapshot;
+
+use crate::lb::Balancer;
+use crate::pool::UpstreamPool;
+
+/// One cluster, ready to serve requests.
+#[derive(Debug)]
+pub struct ClusterState {
+    cluster: Arc<Cluster>,
+    endpoints: Option<Arc<ClusterLoadAssignment>>,
+    balancer: Arc<Balancer>,
+    pool: Result<UpstreamPool, String>,
+}
+
+impl ClusterState {
+    /// Builds the state of `cluster` with `endpoints` (EDS) and our `identity`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        endpoints: Option<Arc<ClusterLoadAssignment>>,
+        identity: &IdentityStore,
+    ) -> Result<Self, String> {
+        let balancer = Arc::new(
+            Balancer::for_cluster(&cluster, endpoints.clone())
+                .map_err(|e| format!("cluster {}: {e}", cluster.name))?,
+        );
+        let pool = match &cluster.tls {
+            Some(tls) => expected_peers(tls).map(|p| UpstreamPool::new(&cluster, identity, p)),
+            None => Ok(UpstreamPool::new(&cluster, identity, PeerPolicy::default())),
+        }
+        .map_err(|e| format!("cluster {}: {e}", cluster.name));
+        Ok(Self {
+            cluster,
+            endpoints,
+            balancer,
+            pool,
+        })
+    }
+
+    /// The cluster resource.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The load balancer.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// The connection pool, or why the cluster cannot be used (e.g. an unsupported SAN
+    /// matcher: we fail closed rather than accept any server).
+    pub fn pool(&self) -> Result<&UpstreamPool, &str> {
+        self.pool.as_ref().map_err(String::as_str)
+    }
+}
+
+/// The server identities a cluster's TLS context accepts: exact URI (or any-type) SAN
+/// matchers are SPIFFE IDs; no matcher accepts any identity of our trust domain.
+pub fn expected_peers(tls: &UpstreamTls) -> Result<PeerPolicy, String> {
+    let mut ids = Vec::new();
+    for m in &tls.validation.san_matchers {
+        match (&m.san_type, &m.matcher) {
+            (
+                SanType::Uri | SanType::Any,
+                StringMatcher::Exact {
+                    value,
+                    ignore_case: false,
+                },
+            ) => ids.push(
+                SpiffeId::new(value)
+                    .map_err(|e| format!("SAN matcher {value:?} is not a SPIFFE ID: {e}"))?,
+            ),
+            (ty, matcher) => {
+                return Err(format!(
+                    "SAN matcher {ty:?} {matcher:?} is not supported: only exact SPIFFE ID (URI SAN) matchers are"
+                ));
+            }
+        }
+    }
+    Ok(PeerPolicy::identities(ids))
+}
+
+/// Every cluster of a snapshot with its state.
+#[derive(Debug, Default)]
+pub struct ClusterSet {
+    clusters: HashMap<Arc<str>, Arc<ClusterState>>,
+    errors: HashMap<Arc<str>, String>,
+}
+
+impl ClusterSet {
+    /// Builds the clusters of `snapshot`, reusing the states of `previous` whose cluster
+    /// resource did not change.
+    pub fn build(snapshot: &XdsSnapshot, previous: &ClusterSet, identity: &IdentityStore) -> Self {
+        let mut out = ClusterSet::default();
+        for (name, cluster) in snapshot.clusters.iter() {
+            let eds = cluster
+                .discovery
+                .eds_name(&cluster.name)
+                .and_then(|n| snapshot.endpoints.get(n).cloned());
+            if let Some(old) = previous.clusters.get(name)
+                && Arc::ptr_eq(&old.cluster, cluster)
+            {
+                let same_endpoints = match (&old.endpoints, &eds) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (None, None) => true,
+                    _ => false,
+                };
+                if same_endpoints {
+                    out.clusters.insert(name.clone(), old.clone());
+                    continue;
+                }
+                if let Some(eds) = &eds {
+                    // Same cluster, new endpoints: keep the pool and the balancer's
+                    // per-endpoint state (active requests, ejections).
+                    old.balancer.update(eds.clone());
+                    let state = ClusterState {
+                        cluster: old.cluster.clone(),
+                        endpoints: Some(eds.clone()),
+                        balancer: old.balancer.clone(),
+                        pool: old.pool.clone(),
+                    };
+                    out.clusters.insert(name.clone(), Arc::new(state));
+                    continue;
+                }
+            }
+            match ClusterState::new(cluster.clone(), eds, identity) {
+                Ok(state) => {
+                    out.clusters.insert(name.clone(), Arc::new(state));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cluster unusable");
+                    out.errors.insert(name.clone(), e);
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of a cluster.
+    pub fn get(&self, name: &str) -> Option<&Arc<ClusterState>> {
+        self.clusters.get(name)
+    }
+
+    /// Why a cluster of the snapshot has no state.
+    pub fn error(&self, name: &str) -> Option<&str> {
+        self.errors.get(name).map(String::as_str)
+    }
+
+    /// Number of usable clusters.
+    pub fn len(&self) -> usize {
+        self.clusters.len()
+    }
+
+    /// Whether there is no usable cluster.
+    pub fn is_empty(&self) -> bool {
+        self.clusters.is_empty()
+    }
+}

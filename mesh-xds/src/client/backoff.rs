@@ -50,14 +50,20 @@ impl Backoff {
     /// The delay before the next attempt; advances the sequence.
     pub(crate) fn next_delay(&mut self) -> Duration {
         let base = self.next.min(self.config.max);
+        // Odd settings (NaN, huge values) degrade to something sane rather than panic.
         let grown = base.as_secs_f64() * self.config.multiplier.max(1.0);
-        self.next = Duration::from_secs_f64(grown.min(self.config.max.as_secs_f64()));
-        let jitter = self.config.jitter.clamp(0.0, 1.0);
+        self.next = Duration::try_from_secs_f64(grown.min(self.config.max.as_secs_f64()))
+            .unwrap_or(self.config.max);
+        let jitter = if self.config.jitter.is_finite() {
+            self.config.jitter.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         if jitter == 0.0 {
             return base;
         }
         let factor = rand::rng().random_range((1.0 - jitter)..=1.0);
-        base.mul_f64(factor)
+        Duration::try_from_secs_f64(base.as_secs_f64() * factor).unwrap_or(base)
     }
 
     /// Restart from the initial delay.
@@ -86,6 +92,28 @@ mod tests {
         assert_eq!(got, [100, 200, 400, 800, 1000, 1000]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn odd_settings_do_not_panic() {
+        let mut b = Backoff::new(BackoffConfig {
+            initial: Duration::from_secs(1),
+            max: Duration::MAX,
+            multiplier: f64::NAN,
+            jitter: f64::NAN,
+        });
+        for _ in 0..100 {
+            let _ = b.next_delay();
+        }
+        let mut b = Backoff::new(BackoffConfig {
+            multiplier: 1e300,
+            max: Duration::MAX,
+            jitter: 5.0,
+            ..BackoffConfig::default()
+        });
+        for _ in 0..5 {
+            let _ = b.next_delay();
+        }
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! The supported subset of Istio's API is documented in `docs/istio-config.md`.
 
+pub mod generate;
 pub mod istio;
+pub mod server;
 
 use std::path::PathBuf;
 

@@ -2,17 +2,31 @@
 //!
 //! ```text
 //! control-plane validate DIR          check an Istio config directory; exit 1 on errors
-//! control-plane serve --config-dir DIR   (not implemented yet: the xDS server comes later)
+//! control-plane serve --config-dir DIR [options]   serve xDS, the CA and debug endpoints
 //! ```
+
+mod serve;
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use mesh_control::istio::{Kind, LoadReport, MeshConfig};
 
-const USAGE: &str = "usage:
+pub(crate) const USAGE: &str = "usage:
   control-plane validate DIR            check an Istio config directory (exit 1 on errors)
-  control-plane serve --config-dir DIR  serve xDS from a config directory (not implemented yet)";
+  control-plane serve --config-dir DIR [options]
+      serve xDS (SotW + delta ADS), the Istio CA and debug endpoints from a watched
+      config directory; Ctrl-C stops. Options:
+        --xds-addr ADDR            ADS, plaintext gRPC (default 127.0.0.1:15010)
+        --ca-addr ADDR|off         Istio CA, TLS gRPC (default 127.0.0.1:15012)
+        --debug-addr ADDR|off      /debug/syncz, /debug/configz, ... (default 127.0.0.1:15014)
+        --ca-dir DIR               sign with the CA in DIR (ROOT_CA_DIR layout); created if empty
+        --out-dir DIR              write root-cert.pem there for data planes
+        --ca-token-file FILE       bootstrap bearer token accepted by the CA ...
+        --ca-token-identity ID     ... as proof of this SPIFFE ID (default ns/default/sa/default)
+        --ca-no-client-certs       do not accept client certificates as CA authentication
+        --ca-open                  sign unauthenticated CSRs (refused off loopback)
+        --trust-domain TD          default cluster.local";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -23,10 +37,7 @@ fn main() -> ExitCode {
         .as_slice()
     {
         ["validate", dir] => validate(Path::new(dir)),
-        ["serve", "--config-dir", _dir] => {
-            eprintln!("control-plane: `serve` is not implemented yet (the xDS server comes later)");
-            ExitCode::from(2)
-        }
+        ["serve", rest @ ..] => serve::run(rest),
         ["help" | "--help" | "-h"] => {
             println!("{USAGE}");
             ExitCode::SUCCESS

@@ -79,7 +79,16 @@ fn validate_rejects_a_broken_copy_with_every_error() {
 fn usage_errors_exit_2() {
     assert_eq!(run(&[]).0, 2);
     assert_eq!(run(&["validate", "/nonexistent/dir"]).0, 2);
-    let (code, _, stderr) = run(&["serve", "--config-dir", "x"]);
+    let (code, _, stderr) = run(&["serve"]);
     assert_eq!(code, 2);
-    assert!(stderr.contains("not implemented yet"), "{stderr}");
+    assert!(stderr.contains("--config-dir DIR is required"), "{stderr}");
+    let (code, _, stderr) = run(&["serve", "--config-dir", "x", "--xds-addr", "nope"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("--xds-addr nope: not an address"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["serve", "--config-dir", "/nonexistent/dir"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read config directory"), "{stderr}");
 }

@@ -238,6 +238,12 @@ impl<C: Send + Sync + 'static> XdsServer<C> {
             .await
     }
 
+    /// Stops following the config and ends every stream (clients see their streams
+    /// close); new streams are refused with `UNAVAILABLE`. For shutdown.
+    pub fn close(&self) {
+        self.inner.forwarder.abort();
+    }
+
     /// The generation of the config being served (1 for the first).
     pub fn generation(&self) -> u64 {
         self.inner.config.borrow().generation
@@ -342,6 +348,7 @@ impl<C: Send + Sync + 'static> AggregatedDiscoveryService for AdsService<C> {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        self.check_open()?;
         let peer = request.remote_addr();
         let (tx, rx) = tokio::sync::mpsc::channel(self.server.inner.options.stream_queue);
         let stream = self.start(peer, StreamKind::Sotw);
@@ -353,6 +360,7 @@ impl<C: Send + Sync + 'static> AggregatedDiscoveryService for AdsService<C> {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        self.check_open()?;
         let peer = request.remote_addr();
         let (tx, rx) = tokio::sync::mpsc::channel(self.server.inner.options.stream_queue);
         let stream = self.start(peer, StreamKind::Delta);
@@ -362,6 +370,13 @@ impl<C: Send + Sync + 'static> AggregatedDiscoveryService for AdsService<C> {
 }
 
 impl<C: Send + Sync + 'static> AdsService<C> {
+    fn check_open(&self) -> Result<(), Status> {
+        if self.server.inner.forwarder.is_finished() {
+            return Err(Status::unavailable("the xDS server is shutting down"));
+        }
+        Ok(())
+    }
+
     fn start(&self, peer: Option<SocketAddr>, kind: StreamKind) -> stream::StreamCtx<C> {
         let id = self.server.next_stream_id();
         self.server.inner.registry.insert(ClientSync {

@@ -1,0 +1,315 @@
+//! Clusters of every service port: `outbound|<port>||<fqdn>` and one per DestinationRule
+//! subset, with the rule's (subset-merged) traffic policy: load balancer, connection pool
+//! as circuit breakers, outlier detection, and TLS.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as cds;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::r#type::v3::Percent;
+use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::util::pack_any;
+
+use super::names::cluster_name;
+use super::{GeneratorOptions, pb};
+use crate::istio::api::{ServicePort, SimpleLb, Subset, TlsMode, TrafficPolicy};
+use crate::istio::{MeshConfig, Service};
+
+/// How clusters get their certificates.
+#[derive(Clone, Debug)]
+pub(crate) enum TlsFlavor {
+    /// gRPC's certificate provider instance `default` (certificate `default`, CA `ROOTCA`).
+    CertificateProvider,
+    /// Files on the data plane's disk (Envoy without an agent).
+    Files {
+        chain: PathBuf,
+        key: PathBuf,
+        root: PathBuf,
+    },
+}
+
+/// One cluster to build: a service port, optionally a subset.
+pub(crate) struct ClusterSpec<'a> {
+    pub(crate) svc: &'a Service,
+    pub(crate) port: &'a ServicePort,
+    pub(crate) subset: Option<&'a Subset>,
+    pub(crate) name: String,
+}
+
+/// Every cluster of the config.
+pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
+    let mut out = Vec::new();
+    for svc in config.services.values() {
+        let dr = config.destination_rule_for(&svc.host);
+        for port in &svc.ports {
+            out.push(ClusterSpec {
+                svc,
+                port,
+                subset: None,
+                name: cluster_name(port.number, "", &svc.host),
+            });
+            for subset in dr.iter().flat_map(|dr| dr.spec.subsets.iter()) {
+                out.push(ClusterSpec {
+                    svc,
+                    port,
+                    subset: Some(subset),
+                    name: cluster_name(port.number, &subset.name, &svc.host),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The DestinationRule's policy with the subset's settings taking precedence, field by
+/// field, as in Istio.
+fn merged_policy(config: &MeshConfig, spec: &ClusterSpec<'_>) -> TrafficPolicy {
+    let top = config
+        .destination_rule_for(&spec.svc.host)
+        .and_then(|dr| dr.spec.traffic_policy.clone())
+        .unwrap_or_default();
+    let Some(sub) = spec.subset.and_then(|s| s.traffic_policy.as_ref()) else {
+        return top;
+    };
+    TrafficPolicy {
+        load_balancer: sub.load_balancer.clone().or(top.load_balancer),
+        connection_pool: sub.connection_pool.clone().or(top.connection_pool),
+        outlier_detection: sub.outlier_detection.clone().or(top.outlier_detection),
+        tls: sub.tls.clone().or(top.tls),
+        ..top
+    }
+}
+
+/// The SPIFFE IDs the service's workloads may present (sorted, deduplicated).
+pub(crate) fn service_identities(svc: &Service, trust_domain: &str) -> Vec<String> {
+    let mut ids: Vec<String> = svc
+        .workloads
+        .iter()
+        .map(|w| format!("spiffe://{trust_domain}/{}", w.identity_path()))
+        .chain(svc.subject_alt_names.iter().cloned())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+pub(crate) fn cluster(
+    config: &MeshConfig,
+    spec: &ClusterSpec<'_>,
+    options: &GeneratorOptions,
+    flavor: &TlsFlavor,
+) -> cds::Cluster {
+    let policy = merged_policy(config, spec);
+    let pool = policy.connection_pool.as_ref();
+    let connect_timeout = pool
+        .and_then(|p| p.tcp.as_ref())
+        .and_then(|t| t.connect_timeout.as_ref())
+        .and_then(|d| d.get())
+        .unwrap_or(options.connect_timeout);
+    let mut c = cds::Cluster {
+        name: spec.name.clone(),
+        alt_stat_name: spec.name.clone(),
+        connect_timeout: Some(pb::duration(connect_timeout)),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            eds_config: pb::ads(),
+            service_name: spec.name.clone(),
+        }),
+        ..Default::default()
+    };
+    load_balancer(&mut c, &policy);
+    circuit_breakers(&mut c, &policy);
+    outlier_detection(&mut c, &policy);
+    if let Some(t) = &policy.tls
+        && matches!(t.mode, TlsMode::IstioMutual)
+    {
+        let sans = service_identities(spec.svc, &options.trust_domain);
+        let sni = format!(
+            "outbound_.{}_.{}_.{}",
+            spec.port.number,
+            spec.subset.map(|s| s.name.as_str()).unwrap_or(""),
+            spec.svc.host
+        );
+        let sni = t.sni.clone().unwrap_or(sni);
+        c.transport_socket = Some(core::TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack_any(
+                tls::UpstreamTlsContext {
+                    common_tls_context: Some(common_tls(flavor, &sans)),
+                    sni,
+                    ..Default::default()
+                },
+            ))),
+        });
+    }
+    c
+}
+
+fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
+    use cds::cluster::LbPolicy;
+    let Some(lb) = &policy.load_balancer else {
+        return;
+    };
+    if let Some(ch) = &lb.consistent_hash {
+        c.lb_policy = LbPolicy::RingHash as i32;
+        let min = ch
+            .ring_hash
+            .as_ref()
+            .and_then(|r| r.minimum_ring_size)
+            .unwrap_or(1024);
+        c.lb_config = Some(cds::cluster::LbConfig::RingHashLbConfig(
+            cds::cluster::RingHashLbConfig {
+                minimum_ring_size: Some(UInt64Value { value: min }),
+                ..Default::default()
+            },
+        ));
+        return;
+    }
+    c.lb_policy = match lb.simple {
+        Some(SimpleLb::LeastConn | SimpleLb::LeastRequest) => LbPolicy::LeastRequest,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        _ => LbPolicy::RoundRobin,
+    } as i32;
+}
+
+fn circuit_breakers(c: &mut cds::Cluster, policy: &TrafficPolicy) {
+    let Some(pool) = &policy.connection_pool else {
+        return;
+    };
+    let tcp = pool.tcp.as_ref();
+    let http = pool.http.as_ref();
+    let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).and_then(pb::u32v);
+    let t = cds::circuit_breakers::Thresholds {
+        max_connections: positive(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: positive(http.and_then(|h| h.http2_max_requests)),
+        max_retries: positive(http.and_then(|h| h.max_retries)),
+        ..Default::default()
+    };
+    if t != cds::circuit_breakers::Thresholds::default() {
+        c.circuit_breakers = Some(cds::CircuitBreakers {
+            thresholds: vec![t],
+            ..Default::default()
+        });
+    }
+}
+
+fn outlier_detection(c: &mut cds::Cluster, policy: &TrafficPolicy) {
+    let Some(od) = &policy.outlier_detection else {
+        return;
+    };
+    let dur = |d: &Option<crate::istio::api::ProtoDuration>, default: Duration| {
+        Some(pb::duration(
+            d.as_ref().and_then(|d| d.get()).unwrap_or(default),
+        ))
+    };
+    let mut out = cds::OutlierDetection {
+        interval: dur(&od.interval, Duration::from_secs(10)),
+        base_ejection_time: dur(&od.base_ejection_time, Duration::from_secs(30)),
+        max_ejection_percent: pb::u32v(
+            od.max_ejection_percent
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(10),
+        ),
+        // Istio: 5xx detection only when asked; gateway errors on by default.
+        enforcing_consecutive_5xx: pb::u32v(0),
+        ..Default::default()
+    };
+    if let Some(n) = od.consecutive_5xx_errors {
+        out.consecutive_5xx = pb::u32v(n);
+        out.enforcing_consecutive_5xx = pb::u32v(if n > 0 { 100 } else { 0 });
+    }
+    if let Some(n) = od.consecutive_gateway_errors {
+        out.consecutive_gateway_failure = pb::u32v(n);
+        out.enforcing_consecutive_gateway_failure = pb::u32v(if n > 0 { 100 } else { 0 });
+    }
+    if let Some(split) = od.split_external_local_origin_errors {
+        out.split_external_local_origin_errors = split;
+    }
+    if let Some(n) = od.consecutive_local_origin_failures {
+        out.consecutive_local_origin_failure = pb::u32v(n);
+    }
+    c.outlier_detection = Some(out);
+    if let Some(min) = od.min_health_percent.filter(|m| *m >= 0) {
+        c.common_lb_config = Some(cds::cluster::CommonLbConfig {
+            healthy_panic_threshold: Some(Percent {
+                value: f64::from(min),
+            }),
+            ..Default::default()
+        });
+    }
+}
+
+// grpcgen emits the deprecated certificate-provider-instance fields, which every gRPC
+// release reads; we mirror it.
+#[allow(deprecated)]
+fn common_tls(flavor: &TlsFlavor, sans: &[String]) -> tls::CommonTlsContext {
+    match flavor {
+        TlsFlavor::CertificateProvider => {
+            use tls::common_tls_context::{
+                CertificateProviderInstance, CombinedCertificateValidationContext,
+                ValidationContextType,
+            };
+            tls::CommonTlsContext {
+                tls_certificate_certificate_provider_instance: Some(CertificateProviderInstance {
+                    instance_name: "default".into(),
+                    certificate_name: "default".into(),
+                }),
+                validation_context_type: Some(ValidationContextType::CombinedValidationContext(
+                    CombinedCertificateValidationContext {
+                        validation_context_certificate_provider_instance: Some(
+                            CertificateProviderInstance {
+                                instance_name: "default".into(),
+                                certificate_name: "ROOTCA".into(),
+                            },
+                        ),
+                        default_validation_context: Some(tls::CertificateValidationContext {
+                            match_subject_alt_names: sans.iter().map(|s| pb::exact(s)).collect(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                )),
+                ..Default::default()
+            }
+        }
+        TlsFlavor::Files { chain, key, root } => {
+            let file = |p: &PathBuf| {
+                Some(core::DataSource {
+                    specifier: Some(core::data_source::Specifier::Filename(
+                        p.display().to_string(),
+                    )),
+                    ..Default::default()
+                })
+            };
+            tls::CommonTlsContext {
+                tls_certificates: vec![tls::TlsCertificate {
+                    certificate_chain: file(chain),
+                    private_key: file(key),
+                    ..Default::default()
+                }],
+                validation_context_type: Some(
+                    tls::common_tls_context::ValidationContextType::ValidationContext(
+                        tls::CertificateValidationContext {
+                            trusted_ca: file(root),
+                            match_typed_subject_alt_names: sans
+                                .iter()
+                                .map(|s| tls::SubjectAltNameMatcher {
+                                    san_type: tls::subject_alt_name_matcher::SanType::Uri as i32,
+                                    matcher: Some(pb::exact(s)),
+                                    ..Default::default()
+                                })
+                                .collect(),
+                            ..Default::default()
+                        },
+                    ),
+                ),
+                ..Default::default()
+            }
+        }
+    }
+}

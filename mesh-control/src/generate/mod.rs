@@ -1,0 +1,129 @@
+//! xDS generators: a validated [`MeshConfig`] becomes Envoy resources, as istiod's
+//! generators do (`pilot/pkg/networking/grpcgen` for proxyless clients, the sidecar
+//! generator for Envoy).
+//!
+//! [`MeshGenerator`] picks the generator per node from its metadata, like istiod:
+//! `GENERATOR: grpc` gets the proxyless resources (our library and gRPC's xDS clients),
+//! anything else the Envoy resources.
+//!
+//! Names follow Istio, so clients and tooling written for istiod work unchanged:
+//! - client listeners `<fqdn>:<port>` (ApiListener + HttpConnectionManager -> RDS of the
+//!   same name), server listeners `xds.istio.io/grpc/lds/inbound/<ip>:<port>`;
+//! - clusters `outbound|<port>|<subset>|<fqdn>`, EDS with the same service name;
+//! - TLS (`ISTIO_MUTUAL`): certificate provider instance `default` (certificate `default`,
+//!   CA `ROOTCA`) and SAN matchers carrying the workloads' SPIFFE IDs.
+//!
+//! For Envoy, which has no certificate provider for Istio's agent without istio-agent,
+//! clusters carry inline `tls_certificates` and `trusted_ca` file names, which the Envoy
+//! node names in its metadata (see [`EnvoyNodeMeta`]): the simplest setup that works with a
+//! stock Envoy.
+
+mod cluster;
+mod endpoint;
+mod envoy;
+mod grpc;
+mod listener;
+mod names;
+mod pb;
+mod route;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::value::Kind;
+use mesh_xds::server::{GenerateError, Generator, Resources};
+
+use crate::istio::MeshConfig;
+
+pub use envoy::EnvoyNodeMeta;
+pub use names::{cluster_name, inbound_listener_name, parse_cluster_name};
+
+/// Generator settings shared by every kind of node.
+#[derive(Clone, Debug)]
+pub struct GeneratorOptions {
+    /// The trust domain of the workloads' SPIFFE IDs (default `cluster.local`).
+    pub trust_domain: String,
+    /// Connect timeout of clusters when the DestinationRule sets none (default 10 s).
+    pub connect_timeout: std::time::Duration,
+}
+
+impl Default for GeneratorOptions {
+    fn default() -> Self {
+        GeneratorOptions {
+            trust_domain: "cluster.local".into(),
+            connect_timeout: std::time::Duration::from_secs(10),
+        }
+    }
+}
+
+/// Which generator serves a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Proxyless (`GENERATOR: grpc`).
+    Proxyless,
+    /// Envoy (anything else).
+    Envoy,
+}
+
+impl NodeKind {
+    /// Reads the node's `GENERATOR` metadata.
+    pub fn of(node: &Node) -> NodeKind {
+        if node_meta(node, "GENERATOR").as_deref() == Some("grpc") {
+            NodeKind::Proxyless
+        } else {
+            NodeKind::Envoy
+        }
+    }
+}
+
+/// A string field of the node's metadata.
+pub fn node_meta(node: &Node, key: &str) -> Option<String> {
+    let value = node.metadata.as_ref()?.fields.get(key)?;
+    match &value.kind {
+        Some(Kind::StringValue(s)) => Some(s.clone()),
+        Some(Kind::NumberValue(n)) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Istio's generators for [`MeshConfig`]: proxyless or Envoy, per node.
+#[derive(Clone, Debug, Default)]
+pub struct MeshGenerator {
+    options: GeneratorOptions,
+}
+
+impl MeshGenerator {
+    /// A generator with these settings.
+    pub fn new(options: GeneratorOptions) -> Self {
+        MeshGenerator { options }
+    }
+
+    /// The proxyless resources (every client and server listener, route, cluster and
+    /// endpoint set): what a `GENERATOR: grpc` node is served.
+    pub fn proxyless(&self, config: &MeshConfig) -> Resources {
+        grpc::generate(config, &self.options)
+    }
+
+    /// The resources for an Envoy node with this metadata.
+    pub fn envoy(&self, config: &MeshConfig, meta: &EnvoyNodeMeta) -> Resources {
+        envoy::generate(config, &self.options, meta)
+    }
+}
+
+impl Generator<MeshConfig> for MeshGenerator {
+    fn node_key(&self, node: &Node) -> String {
+        match NodeKind::of(node) {
+            // Proxyless resources do not depend on the node: one snapshot for all.
+            NodeKind::Proxyless => "grpc".into(),
+            NodeKind::Envoy => EnvoyNodeMeta::from_node(node).key(),
+        }
+    }
+
+    fn generate(&self, node: &Node, config: &MeshConfig) -> Result<Resources, GenerateError> {
+        Ok(match NodeKind::of(node) {
+            NodeKind::Proxyless => self.proxyless(config),
+            NodeKind::Envoy => self.envoy(config, &EnvoyNodeMeta::from_node(node)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,52 @@
+//! Istio's resource names.
+
+/// `outbound|<port>|<subset>|<fqdn>` (subset empty for the whole service).
+///
+/// ```
+/// use mesh_control::generate::cluster_name;
+/// assert_eq!(cluster_name(9080, "v1", "reviews.default.svc.cluster.local"),
+///            "outbound|9080|v1|reviews.default.svc.cluster.local");
+/// ```
+pub fn cluster_name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// The parts of an outbound cluster name: port, subset, host.
+pub fn parse_cluster_name(name: &str) -> Option<(u32, &str, &str)> {
+    let mut parts = name.splitn(4, '|');
+    if parts.next()? != "outbound" {
+        return None;
+    }
+    let port = parts.next()?.parse().ok()?;
+    Some((port, parts.next()?, parts.next()?))
+}
+
+/// The listener a proxyless gRPC server asks for: `xds.istio.io/grpc/lds/inbound/<ip>:<port>`.
+pub fn inbound_listener_name(ip: &str, port: u32) -> String {
+    if ip.contains(':') {
+        format!("xds.istio.io/grpc/lds/inbound/[{ip}]:{port}")
+    } else {
+        format!("xds.istio.io/grpc/lds/inbound/{ip}:{port}")
+    }
+}
+
+/// `<fqdn>:<port>`: the client listener and route configuration of a service port.
+pub(crate) fn host_port(host: &str, port: u32) -> String {
+    format!("{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let n = cluster_name(80, "", "a.b");
+        assert_eq!(parse_cluster_name(&n), Some((80, "", "a.b")));
+        assert_eq!(parse_cluster_name("inbound|80||a"), None);
+        assert_eq!(
+            inbound_listener_name("::1", 80),
+            "xds.istio.io/grpc/lds/inbound/[::1]:80"
+        );
+    }
+}

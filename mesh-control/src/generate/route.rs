@@ -1,0 +1,453 @@
+//! Routes of a service port from its VirtualService (Istio's `BuildHTTPRoutesForVirtualService`
+//! in miniature): one Envoy route per match, weighted splits to subset clusters, redirects,
+//! rewrites, timeouts, retries, fault injection, mirroring and header operations.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::config::route::v3 as rds;
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3 as common_fault;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+use envoy_types::pb::google::protobuf::{Any, BoolValue};
+use envoy_types::util::pack_any;
+
+use super::names::cluster_name;
+use super::pb;
+use crate::istio::MeshConfig;
+use crate::istio::api::{
+    Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute,
+    ServicePort,
+};
+use crate::istio::{Service, duration};
+
+/// Name of the fault filter, and key of its per-route config.
+pub(crate) const FAULT_FILTER: &str = "envoy.filters.http.fault";
+
+/// Istio's default retry policy for routes without `retries`.
+const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+const GRPC_STATUS: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The virtual host of one service port, answering to `domains`.
+pub(crate) fn virtual_host(
+    config: &MeshConfig,
+    svc: &Service,
+    port: &ServicePort,
+    domains: Vec<String>,
+) -> rds::VirtualHost {
+    rds::VirtualHost {
+        name: super::names::host_port(&svc.host, port.number),
+        domains,
+        routes: routes(config, svc, port),
+        include_request_attempt_count: true,
+        ..Default::default()
+    }
+}
+
+/// The routes of a service port: its VirtualService's, else one default route.
+pub(crate) fn routes(config: &MeshConfig, svc: &Service, port: &ServicePort) -> Vec<rds::Route> {
+    let Some(vs) = config.virtual_service_for(&svc.host) else {
+        return vec![default_route(svc, port)];
+    };
+    let mut out = Vec::new();
+    for http in &vs.spec.http {
+        if http.matches.is_empty() {
+            out.push(route(config, http, None, svc, port));
+            continue;
+        }
+        for m in &http.matches {
+            if m.port.is_some_and(|p| p != port.number) {
+                continue;
+            }
+            // Source-dependent matches need the caller's labels: proxyless snapshots are
+            // shared by every node, so such a match never applies (documented).
+            if !m.source_labels.is_empty() || m.source_namespace.is_some() {
+                continue;
+            }
+            out.push(route(config, http, Some(m), svc, port));
+        }
+    }
+    out
+}
+
+fn default_route(svc: &Service, port: &ServicePort) -> rds::Route {
+    rds::Route {
+        name: "default".into(),
+        r#match: Some(prefix_match("/")),
+        action: Some(rds::route::Action::Route(rds::RouteAction {
+            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster_name(
+                port.number,
+                "",
+                &svc.host,
+            ))),
+            timeout: Some(pb::duration(std::time::Duration::ZERO)),
+            retry_policy: Some(retry_policy(&HttpRetry {
+                attempts: 2,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn prefix_match(prefix: &str) -> rds::RouteMatch {
+    rds::RouteMatch {
+        path_specifier: Some(rds::route_match::PathSpecifier::Prefix(prefix.into())),
+        ..Default::default()
+    }
+}
+
+fn route(
+    config: &MeshConfig,
+    http: &HttpRoute,
+    m: Option<&HttpMatchRequest>,
+    svc: &Service,
+    port: &ServicePort,
+) -> rds::Route {
+    let name = match (http.name.as_str(), m.map(|m| m.name.as_str())) {
+        ("", Some(n)) | (n, None | Some("")) => n.to_owned(),
+        (r, Some(n)) => format!("{r}.{n}"),
+    };
+    let mut out = rds::Route {
+        name,
+        r#match: Some(m.map(route_match).unwrap_or_else(|| prefix_match("/"))),
+        ..Default::default()
+    };
+    if let Some(redirect) = &http.redirect {
+        let code = match redirect.redirect_code.unwrap_or(301) {
+            302 => rds::redirect_action::RedirectResponseCode::Found,
+            303 => rds::redirect_action::RedirectResponseCode::SeeOther,
+            307 => rds::redirect_action::RedirectResponseCode::TemporaryRedirect,
+            308 => rds::redirect_action::RedirectResponseCode::PermanentRedirect,
+            _ => rds::redirect_action::RedirectResponseCode::MovedPermanently,
+        };
+        out.action = Some(rds::route::Action::Redirect(rds::RedirectAction {
+            host_redirect: redirect.authority.clone().unwrap_or_default(),
+            port_redirect: redirect.port.unwrap_or(0),
+            response_code: code as i32,
+            scheme_rewrite_specifier: redirect
+                .scheme
+                .clone()
+                .map(rds::redirect_action::SchemeRewriteSpecifier::SchemeRedirect),
+            path_rewrite_specifier: redirect
+                .uri
+                .clone()
+                .map(rds::redirect_action::PathRewriteSpecifier::PathRedirect),
+            ..Default::default()
+        }));
+    } else {
+        out.action = Some(rds::route::Action::Route(route_action(
+            config, http, svc, port,
+        )));
+    }
+    if let Some(f) = &http.fault
+        && let Some(any) = fault_config(f)
+    {
+        out.typed_per_filter_config = HashMap::from([(FAULT_FILTER.to_owned(), any)]);
+    }
+    if let Some(h) = &http.headers {
+        if let Some(req) = &h.request {
+            let (add, remove) = header_ops(req);
+            out.request_headers_to_add = add;
+            out.request_headers_to_remove = remove;
+        }
+        if let Some(resp) = &h.response {
+            let (add, remove) = header_ops(resp);
+            out.response_headers_to_add = add;
+            out.response_headers_to_remove = remove;
+        }
+    }
+    out
+}
+
+fn header_ops(ops: &HeaderOperations) -> (Vec<core::HeaderValueOption>, Vec<String>) {
+    let value = |k: &String, v: &String, action: core::header_value_option::HeaderAppendAction| {
+        core::HeaderValueOption {
+            header: Some(core::HeaderValue {
+                key: k.clone(),
+                value: v.clone(),
+                ..Default::default()
+            }),
+            append_action: action as i32,
+            ..Default::default()
+        }
+    };
+    use core::header_value_option::HeaderAppendAction as A;
+    let add = ops
+        .set
+        .iter()
+        .map(|(k, v)| value(k, v, A::OverwriteIfExistsOrAdd))
+        .chain(
+            ops.add
+                .iter()
+                .map(|(k, v)| value(k, v, A::AppendIfExistsOrAdd)),
+        )
+        .collect();
+    (add, ops.remove.clone())
+}
+
+fn route_match(m: &HttpMatchRequest) -> rds::RouteMatch {
+    use rds::route_match::PathSpecifier;
+    let mut out = rds::RouteMatch {
+        path_specifier: Some(PathSpecifier::Prefix("/".into())),
+        ..Default::default()
+    };
+    if let Some(uri) = &m.uri {
+        use crate::istio::api::StringMatchKind as K;
+        out.path_specifier = match uri.kind() {
+            Some(K::Exact(p)) => Some(PathSpecifier::Path(p.into())),
+            Some(K::Prefix(p)) => Some(PathSpecifier::Prefix(p.into())),
+            Some(K::Regex(r)) => Some(PathSpecifier::SafeRegex(pb::regex(r))),
+            None => Some(PathSpecifier::Prefix("/".into())),
+        };
+        if m.ignore_uri_case {
+            out.case_sensitive = Some(BoolValue { value: false });
+        }
+    }
+    let pseudo = [
+        (":method", &m.method),
+        (":authority", &m.authority),
+        (":scheme", &m.scheme),
+    ];
+    for (name, sm) in pseudo {
+        if let Some(sm) = sm {
+            out.headers.push(header_matcher(name, sm, false));
+        }
+    }
+    for (name, sm) in &m.headers {
+        out.headers.push(header_matcher(name, sm, false));
+    }
+    for (name, sm) in &m.without_headers {
+        out.headers.push(header_matcher(name, sm, true));
+    }
+    for (name, sm) in &m.query_params {
+        use rds::query_parameter_matcher::QueryParameterMatchSpecifier as Q;
+        let spec = match pb::string_matcher(sm, false) {
+            Some(s) => Q::StringMatch(s),
+            None => Q::PresentMatch(true),
+        };
+        out.query_parameters.push(rds::QueryParameterMatcher {
+            name: name.clone(),
+            query_parameter_match_specifier: Some(spec),
+        });
+    }
+    out
+}
+
+fn header_matcher(
+    name: &str,
+    sm: &crate::istio::api::StringMatch,
+    invert: bool,
+) -> rds::HeaderMatcher {
+    use rds::header_matcher::HeaderMatchSpecifier as H;
+    // An empty match (`end-user: {}`) means "present", as in Istio.
+    let spec = match pb::string_matcher(sm, false) {
+        Some(s) => H::StringMatch(s),
+        None => H::PresentMatch(true),
+    };
+    rds::HeaderMatcher {
+        name: name.into(),
+        invert_match: invert,
+        header_match_specifier: Some(spec),
+        ..Default::default()
+    }
+}
+
+/// The cluster a destination names, with the port resolved as Istio does: the
+/// destination's port, else the route's own port for the same host, else the service's
+/// only port.
+fn destination_cluster(
+    config: &MeshConfig,
+    d: &Destination,
+    svc: &Service,
+    port: &ServicePort,
+) -> String {
+    let number = match &d.port {
+        Some(p) if p.number != 0 => p.number,
+        _ if d.host == svc.host => port.number,
+        _ => 0,
+    };
+    // Another host without an explicit port: its first port (validation requires a
+    // single-port service there).
+    let number = if number == 0 {
+        config
+            .services
+            .get(&d.host)
+            .and_then(|s| s.ports.first())
+            .map_or(port.number, |p| p.number)
+    } else {
+        number
+    };
+    cluster_name(number, &d.subset, &d.host)
+}
+
+fn route_action(
+    config: &MeshConfig,
+    http: &HttpRoute,
+    svc: &Service,
+    port: &ServicePort,
+) -> rds::RouteAction {
+    use rds::route_action::ClusterSpecifier;
+    let mut action = rds::RouteAction::default();
+    let dests = &http.route;
+    action.cluster_specifier = Some(match dests.as_slice() {
+        [] => ClusterSpecifier::Cluster(cluster_name(port.number, "", &svc.host)),
+        [only] => {
+            ClusterSpecifier::Cluster(destination_cluster(config, &only.destination, svc, port))
+        }
+        many => ClusterSpecifier::WeightedClusters(rds::WeightedCluster {
+            clusters: many
+                .iter()
+                .filter(|d| d.weight > 0)
+                .map(|d| rds::weighted_cluster::ClusterWeight {
+                    name: destination_cluster(config, &d.destination, svc, port),
+                    weight: pb::u32v(u32::try_from(d.weight).unwrap_or(0)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    });
+    let timeout = http
+        .timeout
+        .as_ref()
+        .and_then(|t| t.get())
+        .unwrap_or_default();
+    action.timeout = Some(pb::duration(timeout));
+    action.retry_policy = match &http.retries {
+        Some(r) if r.attempts == 0 => None,
+        Some(r) => Some(retry_policy(r)),
+        None => Some(retry_policy(&HttpRetry {
+            attempts: 2,
+            ..Default::default()
+        })),
+    };
+    if let Some(rw) = &http.rewrite {
+        if let Some(uri) = &rw.uri {
+            action.prefix_rewrite = uri.clone();
+        }
+        if let Some(a) = &rw.authority {
+            action.host_rewrite_specifier = Some(
+                rds::route_action::HostRewriteSpecifier::HostRewriteLiteral(a.clone()),
+            );
+        }
+        if let Some(re) = &rw.uri_regex_rewrite {
+            action.regex_rewrite = Some(
+                envoy_types::pb::envoy::r#type::matcher::v3::RegexMatchAndSubstitute {
+                    pattern: Some(pb::regex(&re.pattern)),
+                    substitution: re.rewrite.clone(),
+                },
+            );
+        }
+    }
+    if let Some(mirror) = &http.mirror {
+        let pct = http.mirror_percentage.map(|p| p.value).unwrap_or(100.0);
+        action.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+            cluster: destination_cluster(config, mirror, svc, port),
+            runtime_fraction: Some(core::RuntimeFractionalPercent {
+                default_value: pb::percent(pct),
+                runtime_key: String::new(),
+            }),
+            ..Default::default()
+        }];
+    }
+    action
+}
+
+/// Istio's translation of `retries`: numeric `retryOn` entries become retriable status
+/// codes; retries go to other hosts when there are any.
+fn retry_policy(r: &HttpRetry) -> rds::RetryPolicy {
+    let retry_on = r.retry_on.as_deref().unwrap_or(DEFAULT_RETRY_ON);
+    let mut on: Vec<String> = Vec::new();
+    let mut codes: Vec<u32> = Vec::new();
+    for part in retry_on.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match part.parse::<u32>() {
+            Ok(code) => codes.push(code),
+            Err(_) => on.push(part.to_owned()),
+        }
+    }
+    if r.retry_on.is_none() {
+        codes.push(503);
+    }
+    if !codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
+        on.push("retriable-status-codes".into());
+    }
+    rds::RetryPolicy {
+        retry_on: on.join(","),
+        num_retries: pb::u32v(u32::try_from(r.attempts).unwrap_or(0)),
+        per_try_timeout: r
+            .per_try_timeout
+            .as_ref()
+            .and_then(|d| d.get())
+            .map(pb::duration),
+        retry_host_predicate: vec![rds::retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(
+                rds::retry_policy::retry_host_predicate::ConfigType::TypedConfig(pack_any(
+                    PreviousHostsPredicate::default(),
+                )),
+            ),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retriable_status_codes: codes,
+        ..Default::default()
+    }
+}
+
+fn fault_config(f: &HttpFaultInjection) -> Option<Any> {
+    let mut out = fault::HttpFault::default();
+    if let Some(d) = &f.delay
+        && let Some(fixed) = d
+            .fixed_delay
+            .as_ref()
+            .and_then(|d| duration::parse(&d.0).ok())
+    {
+        out.delay = Some(common_fault::FaultDelay {
+            percentage: pb::percent(d.percentage.map(|p| p.value).unwrap_or(100.0)),
+            fault_delay_secifier: Some(common_fault::fault_delay::FaultDelaySecifier::FixedDelay(
+                pb::duration(fixed),
+            )),
+        });
+    }
+    if let Some(a) = &f.abort {
+        let error = if let Some(code) = a.http_status {
+            Some(fault::fault_abort::ErrorType::HttpStatus(code))
+        } else {
+            a.grpc_status.as_ref().and_then(|name| {
+                GRPC_STATUS
+                    .iter()
+                    .position(|s| s == name)
+                    .map(|i| fault::fault_abort::ErrorType::GrpcStatus(i as u32))
+            })
+        };
+        if let Some(error) = error {
+            out.abort = Some(fault::FaultAbort {
+                percentage: pb::percent(a.percentage.map(|p| p.value).unwrap_or(100.0)),
+                error_type: Some(error),
+                ..Default::default()
+            });
+        }
+    }
+    (out.delay.is_some() || out.abort.is_some()).then(|| pack_any(out))
+}

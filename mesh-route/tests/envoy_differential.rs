@@ -239,7 +239,15 @@ fn route_config() -> RouteConfiguration {
     );
     RouteConfiguration {
         name: "differential".into(),
-        virtual_hosts: vec![api, suffix, canary, internal, rewrites(), fallback],
+        virtual_hosts: vec![
+            api,
+            suffix,
+            canary,
+            internal,
+            rewrites(),
+            weighted(),
+            fallback,
+        ],
         request_headers_to_add: vec![hv(
             "x-t-append",
             "config",
@@ -445,19 +453,45 @@ fn rewrites() -> VirtualHost {
     v
 }
 
+/// Weights 10 / 0 / 30 (Envoy picks `random % 40` against the cumulative weights).
+const WEIGHTS: [(&str, u32); 3] = [("c-w-a", 10), ("c-w-b", 0), ("c-w-c", 30)];
+
+fn weighted() -> VirtualHost {
+    use envoy_types::pb::envoy::config::route::v3::{WeightedCluster, weighted_cluster};
+    use envoy_types::pb::google::protobuf::UInt32Value;
+    let split = WeightedCluster {
+        clusters: WEIGHTS
+            .iter()
+            .map(|(name, w)| weighted_cluster::ClusterWeight {
+                name: (*name).into(),
+                weight: Some(UInt32Value { value: *w }),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let route = forward(prefix("/"), "", |a| {
+        a.cluster_specifier = Some(route_action::ClusterSpecifier::WeightedClusters(split));
+    });
+    vhost("weighted", &["weighted.example.com"], vec![route])
+}
+
 fn clusters(rc: &RouteConfiguration) -> Vec<String> {
     let mut names: Vec<String> = rc
         .virtual_hosts
         .iter()
         .flat_map(|v| &v.routes)
-        .filter_map(|r| match &r.action {
+        .flat_map(|r| match &r.action {
             Some(route::Action::Route(a)) => match &a.cluster_specifier {
                 Some(route_action::ClusterSpecifier::Cluster(c)) if !c.is_empty() => {
-                    Some(c.clone())
+                    vec![c.clone()]
                 }
-                _ => None,
+                Some(route_action::ClusterSpecifier::WeightedClusters(w)) => {
+                    w.clusters.iter().map(|c| c.name.clone()).collect()
+                }
+                _ => vec![],
             },
-            _ => None,
+            _ => vec![],
         })
         .collect();
     names.sort();
@@ -909,10 +943,48 @@ async fn same_cluster_as_envoy() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+    // Weighted clusters are random in Envoy: compare the split statistically. 1,200
+    // requests: c-w-a expects 300 (sd 15), c-w-c 900; the zero-weight cluster none.
+    let mut envoy_split = std::collections::BTreeMap::<String, u32>::new();
+    let mut our_split = std::collections::BTreeMap::<String, u32>::new();
+    let empty = http::HeaderMap::new();
+    for i in 0..1_200u64 {
+        let g = Generated {
+            authority: "weighted.example.com".into(),
+            path: "/split".into(),
+            headers: vec![],
+        };
+        let (status, _, body) = send(&g).await.expect("request through envoy");
+        assert_eq!(status, 200);
+        let body = String::from_utf8_lossy(&body).into_owned();
+        let cluster = body.split('|').next().unwrap_or("").to_owned();
+        *envoy_split.entry(cluster).or_default() += 1;
+        let random = rng.random::<u64>() ^ i;
+        let ours = match router
+            .route_with_random(&RequestView::new(&g.authority, &g.path, &empty), random)
+            .map(|d| d.action)
+        {
+            Some(Action::Forward(f)) => f.cluster.to_string(),
+            other => format!("{other:?}"),
+        };
+        *our_split.entry(ours).or_default() += 1;
+    }
+    eprintln!("weighted split: envoy {envoy_split:?}, ours {our_split:?}");
+    for split in [&envoy_split, &our_split] {
+        let a = split.get("c-w-a").copied().unwrap_or(0);
+        let c = split.get("c-w-c").copied().unwrap_or(0);
+        assert!((240..=360).contains(&a), "{split:?}");
+        assert_eq!(
+            a + c,
+            1_200,
+            "the zero-weight cluster is never picked: {split:?}"
+        );
+    }
     // The generator must exercise every route and the no-route case.
     for name in names
         .iter()
         .map(String::as_str)
+        .filter(|n| !n.starts_with("c-w-"))
         .chain(["404", "503", "301", "302", "303", "307", "308", "direct"])
     {
         assert!(

@@ -66,7 +66,6 @@ pub enum BootstrapError {
 /// A bootstrap, as gRPC A27 (plus A29 certificate providers, A47 authorities and A97 call
 /// credentials) defines its JSON.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Bootstrap {
     /// Management servers, in order of preference (gRPC uses the first).
     pub xds_servers: Vec<XdsServer>,
@@ -90,7 +89,6 @@ pub struct Bootstrap {
 
 /// One management server.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct XdsServer {
     /// Target URI, e.g. `istiod.istio-system.svc:15012` or `unix:///etc/istio/XDS`.
     pub server_uri: String,
@@ -108,7 +106,6 @@ pub struct XdsServer {
 
 /// A `{"type": ..., "config": ...}` credentials entry.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CredsConfig {
     /// `insecure`, `tls`, `google_default`, `jwt_token_file`, ...
     #[serde(rename = "type")]
@@ -195,7 +192,6 @@ impl XdsServer {
 
 /// The `node` object.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// Node id (Istio: `sidecar~<ip>~<pod>.<ns>~<ns>.svc.cluster.local`).
     #[serde(default)]
@@ -213,7 +209,6 @@ pub struct NodeConfig {
 
 /// A node locality.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct LocalityConfig {
     /// Region.
     #[serde(default)]
@@ -228,7 +223,6 @@ pub struct LocalityConfig {
 
 /// A certificate-provider instance (gRPC A29).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CertificateProviderConfig {
     /// Plugin name; `file_watcher` is the one gRPC and Istio use.
     pub plugin_name: String,
@@ -239,7 +233,6 @@ pub struct CertificateProviderConfig {
 
 /// The `file_watcher` plugin's config.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FileWatcherConfig {
     /// Certificate chain (PEM), leaf first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,7 +296,6 @@ impl CertificateProviderConfig {
 
 /// An authority (gRPC A47).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Authority {
     /// Listener name template for this authority.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -706,7 +698,8 @@ mod tests {
         "id": "sidecar~10.0.0.1~foo.default~default.svc.cluster.local",
         "metadata": {"GENERATOR": "grpc", "NAMESPACE": "default", "INSTANCE_IPS": "10.0.0.1",
                      "LABELS": {"app": "foo"}, "ISTIO_VERSION": "1.28.0"},
-        "locality": {}
+        "locality": {},
+        "UserAgentVersionType": null
       },
       "certificate_providers": {
         "default": {"plugin_name": "file_watcher", "config": {
@@ -866,7 +859,7 @@ mod tests {
             ),
             (
                 r#"{"xds_servers": [{"server_uri": "a", "channel_creds": [{"typ": "insecure"}]}]}"#,
-                "invalid xDS bootstrap JSON at `xds_servers[0].channel_creds[0].typ`: unknown field `typ`, expected `type` or `config` at line 1 column 61",
+                "invalid xDS bootstrap JSON at `xds_servers[0].channel_creds[0]`: missing field `type` at line 1 column 74",
             ),
             (
                 r#"{"xds_servers": []}"#,

@@ -384,9 +384,12 @@ impl<C: Codec> State<C> {
     // ---- timers -----------------------------------------------------------------------
 
     fn arm_timer(&mut self, ty: ResourceType, name: Arc<str>, now: Instant) {
+        // A timeout too large to represent never expires.
+        let Some(at) = now.checked_add(self.resource_timeout) else {
+            return;
+        };
         self.timer_seq += 1;
-        self.timers
-            .insert((now + self.resource_timeout, self.timer_seq), (ty, name));
+        self.timers.insert((at, self.timer_seq), (ty, name));
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {

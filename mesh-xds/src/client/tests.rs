@@ -697,3 +697,11 @@ async fn ignore_resource_deletion_keeps_omitted_resources() {
     publish(&mut s);
     assert!(has(&s, C, "c2").is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_unrepresentable_timeout_never_expires() {
+    let mut s = State::new(Fake, false, false, Duration::MAX);
+    s.add_target("l1", Instant::now());
+    s.on_stream_start(Instant::now());
+    assert_eq!(s.next_deadline(), None);
+}

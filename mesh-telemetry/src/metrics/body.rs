@@ -1,0 +1,96 @@
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::Buf;
+use http_body::{Body, Frame, SizeHint};
+use pin_project::pin_project;
+
+use super::future::{Recording, grpc_status};
+
+/// A body that counts its bytes: request bodies add to a shared counter, response bodies
+/// carry the call's recording (finished when the body is dropped).
+#[pin_project]
+#[derive(Debug)]
+pub struct MeteredBody<B> {
+    #[pin]
+    inner: B,
+    counter: Option<Arc<AtomicU64>>,
+    recording: Option<Recording>,
+}
+
+impl<B: Body> MeteredBody<B> {
+    pub(crate) fn counting(inner: B, counter: Arc<AtomicU64>) -> Self {
+        Self {
+            inner,
+            counter: Some(counter),
+            recording: None,
+        }
+    }
+
+    pub(crate) fn recording(inner: B, mut recording: Recording) -> Self {
+        recording.ended = inner.is_end_stream();
+        Self {
+            inner,
+            counter: None,
+            recording: Some(recording),
+        }
+    }
+
+    /// The wrapped body.
+    pub fn into_inner(self) -> B {
+        self.inner
+    }
+}
+
+impl<B: Body> Body for MeteredBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let frame = ready!(inner.as_mut().poll_frame(cx));
+        match &frame {
+            Some(Ok(f)) => {
+                if let Some(data) = f.data_ref() {
+                    let n = data.remaining() as u64;
+                    if let Some(c) = this.counter {
+                        c.fetch_add(n, Ordering::Relaxed);
+                    }
+                    if let Some(r) = this.recording.as_mut() {
+                        r.response_bytes += n;
+                    }
+                } else if let (Some(t), Some(r)) = (f.trailers_ref(), this.recording.as_mut())
+                    && let Some(g) = grpc_status(t)
+                {
+                    r.grpc = Some(g);
+                }
+            }
+            Some(Err(_)) => {
+                if let Some(r) = this.recording.as_mut() {
+                    r.flags = "UPE";
+                }
+            }
+            None => {}
+        }
+        if let Some(r) = this.recording.as_mut()
+            && (frame.is_none() || inner.is_end_stream())
+        {
+            r.ended = true;
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

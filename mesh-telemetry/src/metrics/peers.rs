@@ -1,0 +1,231 @@
+//! Label resolution: the peer labels of a call are computed once per peer (and again when
+//! config changes), then the request path only looks up cached metric handles.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use arc_swap::ArcSwap;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
+
+use super::IstioMetrics;
+use super::labels::{
+    IstioLabels, PeerLabels, Protocol, Reporter, SecurityPolicy, ServiceInfo, WorkloadInfo,
+};
+
+/// Beyond this many distinct peers, new peers share one "unknown" series set, so a client
+/// sending arbitrary `Host` headers cannot grow memory without bound.
+const MAX_PEERS: usize = 1024;
+/// Beyond this many (protocol, code, grpc status, flags) combinations per peer, handles are
+/// looked up in the family without caching.
+const MAX_OUTCOMES: usize = 256;
+
+/// What the config knows about the workloads and services on the other side of calls.
+/// Replace it with [`PeerResolver::set_directory`] when config changes.
+#[derive(Clone, Debug, Default)]
+pub struct PeerDirectory {
+    /// Destination service host (FQDN, no port) -> its service labels and (when one
+    /// workload backs it) the workload labels. Used by the source reporter.
+    pub services: HashMap<String, (ServiceInfo, WorkloadInfo)>,
+    /// Peer principal (SPIFFE ID) -> workload labels. Used by the destination reporter
+    /// for callers, and by the source reporter if the server's identity is known.
+    pub workloads: HashMap<String, WorkloadInfo>,
+}
+
+type OutcomeKey = (Protocol, u16, Option<u16>, &'static str);
+
+/// The handles of one outcome of one peer pair.
+#[derive(Clone, Debug)]
+pub(crate) struct Handles {
+    pub(crate) requests: Counter,
+    pub(crate) duration: Histogram,
+    pub(crate) request_bytes: Histogram,
+    pub(crate) response_bytes: Histogram,
+}
+
+/// The resolved labels of one peer pair with its cached handles.
+#[derive(Debug)]
+pub(crate) struct PeerMetrics {
+    pub(crate) labels: Arc<PeerLabels>,
+    metrics: IstioMetrics,
+    outcomes: RwLock<HashMap<OutcomeKey, Handles>>,
+}
+
+impl PeerMetrics {
+    fn new(labels: PeerLabels, metrics: IstioMetrics) -> Self {
+        Self {
+            labels: Arc::new(labels),
+            metrics,
+            outcomes: RwLock::default(),
+        }
+    }
+
+    /// The handles for one outcome: a read lock and a small hash on the hot path.
+    pub(crate) fn handles(
+        &self,
+        protocol: Protocol,
+        code: u16,
+        grpc: Option<u16>,
+        flags: &'static str,
+    ) -> Handles {
+        let key = (protocol, code, grpc, flags);
+        if let Some(h) = self
+            .outcomes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return h.clone();
+        }
+        let labels = IstioLabels {
+            peer: self.labels.clone(),
+            protocol,
+            response_code: code,
+            grpc_status: grpc,
+            response_flags: flags,
+        };
+        let m = &self.metrics;
+        let h = Handles {
+            requests: m.requests.get_or_create_owned(&labels),
+            duration: m.duration.get_or_create_owned(&labels),
+            request_bytes: m.request_bytes.get_or_create_owned(&labels),
+            response_bytes: m.response_bytes.get_or_create_owned(&labels),
+        };
+        let mut outcomes = self.outcomes.write().unwrap_or_else(|p| p.into_inner());
+        if outcomes.len() < MAX_OUTCOMES {
+            outcomes.insert(key, h.clone());
+        }
+        h
+    }
+}
+
+/// Resolves the peer of each call to its label set, caching per peer key (the destination
+/// host for the source reporter, the caller's principal for the destination reporter).
+#[derive(Debug)]
+pub struct PeerResolver {
+    metrics: IstioMetrics,
+    reporter: Reporter,
+    local: WorkloadInfo,
+    local_service: ServiceInfo,
+    directory: ArcSwap<PeerDirectory>,
+    cache: RwLock<HashMap<Box<str>, Arc<PeerMetrics>>>,
+    overflow: Arc<PeerMetrics>,
+}
+
+impl PeerResolver {
+    pub(crate) fn new(
+        metrics: IstioMetrics,
+        reporter: Reporter,
+        local: WorkloadInfo,
+        local_service: ServiceInfo,
+    ) -> Self {
+        let overflow = PeerMetrics::new(
+            overflow_labels(reporter, &local, &local_service),
+            metrics.clone(),
+        );
+        Self {
+            metrics,
+            reporter,
+            local,
+            local_service,
+            directory: ArcSwap::from_pointee(PeerDirectory::default()),
+            cache: RwLock::default(),
+            overflow: Arc::new(overflow),
+        }
+    }
+
+    /// Replaces what is known about peers (call it when config changes); label sets are
+    /// re-resolved on the next call to each peer.
+    pub fn set_directory(&self, directory: PeerDirectory) {
+        self.directory.store(Arc::new(directory));
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// The reporter this resolver labels for.
+    pub fn reporter(&self) -> Reporter {
+        self.reporter
+    }
+
+    /// The peer metrics for `key`: the destination authority (source reporter) or the
+    /// caller's SPIFFE ID, empty without one (destination reporter).
+    pub(crate) fn resolve(&self, key: &str, mtls: bool) -> Arc<PeerMetrics> {
+        if let Some(p) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+        {
+            return p.clone();
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_PEERS {
+            return self.overflow.clone();
+        }
+        let labels = self.labels_for(key, mtls);
+        let peer = Arc::new(PeerMetrics::new(labels, self.metrics.clone()));
+        cache.insert(key.into(), peer.clone());
+        peer
+    }
+
+    fn labels_for(&self, key: &str, mtls: bool) -> PeerLabels {
+        let dir = self.directory.load();
+        match self.reporter {
+            Reporter::Source => {
+                let host = super::labels::strip_port(key);
+                let (service, destination) = dir
+                    .services
+                    .get(host)
+                    .cloned()
+                    .unwrap_or_else(|| (ServiceInfo::from_host(host), WorkloadInfo::default()));
+                PeerLabels {
+                    reporter: Reporter::Source,
+                    source: self.local.clone(),
+                    destination,
+                    service,
+                    security: SecurityPolicy::Unknown,
+                }
+            }
+            Reporter::Destination => {
+                let source = if key.is_empty() {
+                    WorkloadInfo::default()
+                } else {
+                    dir.workloads.get(key).cloned().unwrap_or_else(|| {
+                        key.parse()
+                            .map(|id| WorkloadInfo::from_spiffe(&id))
+                            .unwrap_or_default()
+                    })
+                };
+                PeerLabels {
+                    reporter: Reporter::Destination,
+                    source,
+                    destination: self.local.clone(),
+                    service: self.local_service.clone(),
+                    security: if mtls {
+                        SecurityPolicy::MutualTls
+                    } else {
+                        SecurityPolicy::None
+                    },
+                }
+            }
+        }
+    }
+}
+
+fn overflow_labels(reporter: Reporter, local: &WorkloadInfo, service: &ServiceInfo) -> PeerLabels {
+    match reporter {
+        Reporter::Source => PeerLabels {
+            reporter,
+            source: local.clone(),
+            ..PeerLabels::default()
+        },
+        Reporter::Destination => PeerLabels {
+            reporter,
+            destination: local.clone(),
+            service: service.clone(),
+            ..PeerLabels::default()
+        },
+    }
+}

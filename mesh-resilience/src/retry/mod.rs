@@ -1,0 +1,57 @@
+//! Retries with Envoy's semantics.
+//!
+//! [`RetryLayer`] wraps a service that sends one attempt (typically: load balancer pick +
+//! connection pool). For each request it resolves the retry policy (request extension
+//! `Arc<RetryPolicy>`, else the route policy's `retry_policy`, else the layer's static
+//! policy), then:
+//!
+//! - classifies each attempt with the shared [`classify`](crate::classify) classifier and
+//!   retries when the outcome matches `retry_on` ([`is_retriable`]): `5xx`,
+//!   `gateway-error`, `reset`, `connect-failure`, `retriable-4xx`, `refused-stream`,
+//!   `retriable-status-codes`, `retriable-headers`, `envoy-ratelimited`, and the gRPC
+//!   `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`;
+//! - makes at most `num_retries` retries, each attempt bounded by `per_try_timeout`,
+//!   waiting a fully jittered exponential [`Backoff`] between them;
+//! - asks the cluster's [`RetryBudget`] for a slot before each retry, so retries stay
+//!   within `max_retries` or `budget_percent` of active requests;
+//! - with `retry_previous_hosts`, puts the endpoints already tried into the next
+//!   attempt's extensions as [`PreviousHosts`](crate::policy::PreviousHosts) (read from
+//!   each attempt's [`UpstreamEndpoint`](crate::policy::UpstreamEndpoint));
+//! - replays the request body from a buffer of at most `buffer_cap` bytes
+//!   ([`ReplayBody`]); a longer body is sent once and not retried.
+//!
+//! ```
+//! use std::time::Duration;
+//! use mesh_core::model::{RetryOn, RetryPolicy};
+//! use mesh_resilience::retry::{RetryConfig, RetryLayer, ReplayBody};
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! let policy = RetryPolicy { retry_on: vec![RetryOn::Http5xx], num_retries: 2, ..Default::default() };
+//! let svc = ServiceBuilder::new()
+//!     .layer(RetryLayer::new(RetryConfig::default().policy(policy)))
+//!     .service_fn(|_req: http::Request<ReplayBody<String>>| async {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new("hi"))
+//!     });
+//! let resp = svc.oneshot(http::Request::new(String::from("body"))).await.unwrap();
+//! assert_eq!(resp.status(), 200);
+//! # }
+//! ```
+
+mod backoff;
+mod budget;
+mod condition;
+mod layer;
+mod replay;
+mod service;
+
+pub use backoff::Backoff;
+pub use budget::{RequestGuard, RetryBudget, RetryGuard};
+pub use condition::is_retriable;
+pub use layer::{RetryConfig, RetryLayer};
+pub use replay::{BodyTooLargeToReplay, ReplayBody};
+pub use service::{ResponseFuture, Retry};
+
+#[cfg(test)]
+#[allow(clippy::type_complexity)] // fake upstreams spell out their types
+mod tests;

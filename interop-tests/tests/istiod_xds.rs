@@ -49,12 +49,18 @@ struct Setup {
 }
 
 async fn setup() -> Option<Setup> {
+    setup_with(|_| bookinfo_dir()).await
+}
+
+/// Like [`setup`], with the config directory chosen by `config_dir(work dir)`.
+async fn setup_with(config_dir: impl FnOnce(&std::path::Path) -> PathBuf) -> Option<Setup> {
     let bin = mesh_test_support::peer("MESH_ISTIOD_BIN")?;
     let work = tempfile::tempdir().unwrap();
+    let config_dir = config_dir(work.path());
     let ca = DevCa::with_intermediate(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let issuer = TestIssuer::start().await.unwrap();
     let options = IstiodOptions {
-        config_dir: Some(bookinfo_dir()),
+        config_dir: Some(config_dir),
         jwt_rule: Some(issuer.jwt_rule()),
         env: Vec::new(),
     };
@@ -70,6 +76,11 @@ async fn setup() -> Option<Setup> {
 
 /// The node of an Istio proxyless gRPC workload (what istio-agent's grpc bootstrap sends).
 fn proxyless_node(name: &str, ns: &str, sa: &str, app: &str) -> Node {
+    proxyless_node_at("127.0.0.1", name, ns, sa, app)
+}
+
+/// [`proxyless_node`] for a workload at `ip`.
+fn proxyless_node_at(ip: &str, name: &str, ns: &str, sa: &str, app: &str) -> Node {
     fn s(v: &str) -> Value {
         Value {
             kind: Some(Kind::StringValue(v.to_owned())),
@@ -85,7 +96,7 @@ fn proxyless_node(name: &str, ns: &str, sa: &str, app: &str) -> Node {
         ("GENERATOR", s("grpc")),
         ("NAMESPACE", s(ns)),
         ("SERVICE_ACCOUNT", s(sa)),
-        ("INSTANCE_IPS", s("127.0.0.1")),
+        ("INSTANCE_IPS", s(ip)),
         ("CLUSTER_ID", s("Kubernetes")),
         ("ISTIO_VERSION", s("1.31.0")),
         ("WORKLOAD_NAME", s(name)),
@@ -97,7 +108,7 @@ fn proxyless_node(name: &str, ns: &str, sa: &str, app: &str) -> Node {
         ),
     ];
     Node {
-        id: format!("sidecar~127.0.0.1~{name}.{ns}~{ns}.svc.cluster.local"),
+        id: format!("sidecar~{ip}~{name}.{ns}~{ns}.svc.cluster.local"),
         metadata: Some(Struct {
             fields: fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         }),
@@ -492,4 +503,120 @@ async fn istiod_restart_keeps_the_last_config_then_resyncs() {
     let after = client.snapshot();
     assert_reviews_model(&after);
     assert_eq!(before.clusters.len(), after.clusters.len());
+}
+
+/// The server side: istiod's inbound listener for the reviews-v1 workload carries
+/// PeerAuthentication STRICT (client certificates required) and the `reviews-viewer`
+/// AuthorizationPolicy as RBAC, which our model evaluates.
+#[tokio::test]
+async fn inbound_listener_carries_strict_mtls_and_the_authorization_policy() {
+    use mesh_core::model::{HttpFilterConfig, RbacRequest};
+    // istiod tells workloads apart by IP: with every WorkloadEntry on 127.0.0.1 it picks any
+    // of them for the node (and its policies). Give each its own loopback address.
+    let Some(s) = setup_with(|work| {
+        let dir = work.join("bookinfo-distinct-ips");
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(bookinfo_dir()).unwrap() {
+            let path = entry.unwrap().path();
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if path.file_name().is_some_and(|n| n == "workloads.yaml") {
+                for (i, port) in (19080..=19085).enumerate() {
+                    let from = format!("address: 127.0.0.1\n  ports:\n    http: {port}");
+                    let to = format!("address: 127.0.0.{}\n  ports:\n    http: {port}", 11 + i);
+                    assert!(text.contains(&from), "workloads.yaml changed shape");
+                    text = text.replace(&from, &to);
+                }
+            }
+            std::fs::write(dir.join(path.file_name().unwrap()), text).unwrap();
+        }
+        dir
+    })
+    .await
+    else {
+        return;
+    };
+    let token = s.work.path().join("reviews.jwt");
+    std::fs::write(
+        &token,
+        s.issuer
+            .token("default", "reviews", Duration::from_secs(3600))
+            .unwrap(),
+    )
+    .unwrap();
+    let channel = channel::tls(
+        &s.istiod.secure_url(),
+        tls_config(s.istiod.ca_root(), None),
+        Some(ISTIOD_SERVER_NAME),
+    )
+    .unwrap();
+    let node = proxyless_node_at("127.0.0.13", "reviews-v1", "default", "reviews", "reviews");
+    let client = XdsClient::new(
+        config(node, Protocol::StateOfTheWorld, Some(token)),
+        channel,
+    );
+    let name = "xds.istio.io/grpc/lds/inbound/127.0.0.13:19082";
+    client.subscribe_target(name).await.unwrap();
+    ready_and_all_acked(&client, &s.istiod).await;
+    let snap = client.snapshot();
+    let listener = snap.listeners.get(name).expect("the inbound listener");
+    let ListenerKind::Server(server) = &listener.kind else {
+        panic!("want a server listener: {listener:#?}");
+    };
+    assert_eq!(server.address, "127.0.0.13:19082".parse().unwrap());
+    let chains: Vec<_> = server
+        .filter_chains
+        .iter()
+        .chain(server.default_filter_chain.iter())
+        .collect();
+    // STRICT: every chain that accepts connections requires a client certificate.
+    assert!(!chains.is_empty(), "{server:#?}");
+    for chain in &chains {
+        let tls = chain
+            .tls
+            .as_ref()
+            .unwrap_or_else(|| panic!("plaintext chain {} under STRICT", chain.name));
+        assert!(tls.require_client_certificate, "{}: {tls:?}", chain.name);
+    }
+    // reviews-viewer: productpage may GET /reviews/*; nobody else, nothing else.
+    let request = |principal: &'static str, method: &'static str, path: &'static str| RbacRequest {
+        headers: vec![
+            (":method", method),
+            (":path", path),
+            (":authority", REVIEWS),
+        ],
+        authenticated: true,
+        peer_names: vec![principal],
+        peer_ip: Some("127.0.0.1".parse().unwrap()),
+        remote_ip: Some("127.0.0.1".parse().unwrap()),
+        destination: Some(("127.0.0.1".parse().unwrap(), 19082)),
+        server_name: None,
+    };
+    let productpage = "spiffe://cluster.local/ns/default/sa/productpage";
+    let ratings = "spiffe://cluster.local/ns/default/sa/ratings";
+    for chain in &chains {
+        let rbac: Vec<_> = chain
+            .http_connection_manager
+            .http_filters
+            .iter()
+            .filter_map(|f| match &f.config {
+                HttpFilterConfig::Rbac(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(!rbac.is_empty(), "{}: no RBAC filter", chain.name);
+        let allows = |req: &RbacRequest<'_>| rbac.iter().all(|r| r.allows(req));
+        assert!(
+            allows(&request(productpage, "GET", "/reviews/1")),
+            "{rbac:#?}"
+        );
+        assert!(!allows(&request(ratings, "GET", "/reviews/1")), "{rbac:#?}");
+        assert!(
+            !allows(&request(productpage, "POST", "/reviews/1")),
+            "{rbac:#?}"
+        );
+        assert!(
+            !allows(&request(productpage, "GET", "/ratings/1")),
+            "{rbac:#?}"
+        );
+    }
 }

@@ -24,7 +24,7 @@
 //! See docs/resilience.md for the Envoy and Istio mapping.
 
 pub mod body;
-// pub mod circuit_breaker;
+pub mod circuit_breaker;
 pub mod classify;
 // pub mod fault;
 // pub mod outlier;

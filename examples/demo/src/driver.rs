@@ -1,0 +1,115 @@
+//! The load driver: open loop at a fixed rate to productpage, live table every second.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::options::DemoOptions;
+use crate::services::PRODUCTPAGE;
+use crate::stats::{Stats, Summary, percentile_ms, table};
+use crate::workload::Workload;
+
+/// Most requests in flight; beyond it the driver sheds (counted as errors with status 0).
+const MAX_IN_FLIGHT: usize = 512;
+
+async fn one(client: mesh_route::client::MeshClient, jason: bool, stats: Arc<Stats>) {
+    let mut req = http::Request::get(format!("http://{PRODUCTPAGE}/productpage"));
+    if jason {
+        req = req.header("end-user", "jason");
+    }
+    let Ok(req) = req.body(Empty::<Bytes>::new()) else {
+        return;
+    };
+    let start = Instant::now();
+    let Ok(resp) = client.oneshot(req).await;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+    let micros = start.elapsed().as_micros() as u64;
+    let parsed: Option<serde_json::Value> = body
+        .ok()
+        .filter(|_| status.is_success())
+        .and_then(|b| serde_json::from_slice(&b).ok());
+    match parsed
+        .as_ref()
+        .and_then(|v| v["reviews"]["version"].as_str())
+    {
+        Some(subset) => stats.request(if jason { "jason" } else { "split" }, subset, micros),
+        None => stats.error(status.as_u16()),
+    }
+}
+
+/// Drives load until the duration passes or `interrupt` completes.
+pub async fn drive(
+    opts: &DemoOptions,
+    driver: &Workload,
+    stats: &Arc<Stats>,
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Summary {
+    let start = Instant::now();
+    let deadline = opts.duration.map(|d| start + d);
+    let period = Duration::from_secs_f64(1.0 / f64::from(opts.rate));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut second = tokio::time::interval_at(
+        tokio::time::Instant::now() + Duration::from_secs(1),
+        Duration::from_secs(1),
+    );
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut interrupt = std::pin::pin!(interrupt);
+    let mut i: u64 = 0;
+    let mut last_total = 0u64;
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        tokio::select! {
+            () = &mut interrupt => break,
+            _ = tick.tick() => {
+                let jason = (i % 100) < u64::from(opts.jason_percent);
+                i += 1;
+                let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+                    stats.error(0);
+                    continue;
+                };
+                let (client, stats) = (driver.client.clone(), stats.clone());
+                tokio::spawn(async move {
+                    one(client, jason, stats).await;
+                    drop(permit);
+                });
+            }
+            _ = second.tick() => {
+                if !opts.quiet {
+                    let mut c = stats.take_window();
+                    let total: u64 = c.by_route.values().sum();
+                    println!(
+                        "t={:>4.1}s  {:>5} req/s  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  errors {}  retries {}\n{}",
+                        start.elapsed().as_secs_f64(),
+                        total - last_total,
+                        percentile_ms(&mut c.window, 50.0),
+                        percentile_ms(&mut c.window, 90.0),
+                        percentile_ms(&mut c.window, 99.0),
+                        c.errors.values().sum::<u64>(),
+                        c.retries,
+                        table(&c)
+                    );
+                    last_total = total;
+                }
+            }
+        }
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    // Let the requests in flight finish (bounded).
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        in_flight.acquire_many(MAX_IN_FLIGHT as u32),
+    )
+    .await;
+    Summary {
+        counts: stats.counts(),
+        seconds,
+    }
+}

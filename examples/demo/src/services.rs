@@ -1,0 +1,235 @@
+//! The Bookinfo services, as axum apps behind MeshAcceptor (mTLS, PeerIdentity).
+
+use std::sync::Arc;
+
+use axum::extract::{Extension, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::{Json, Router};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh_route::client::{MeshClient, Upstream};
+use mesh_tls::PeerIdentity;
+use mesh_tls::config::ServerSettings;
+use mesh_tls::server::{MeshAcceptor, serve_with_shutdown};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tower::ServiceExt;
+
+use crate::DemoError;
+use crate::stats::Stats;
+use crate::workload::Workload;
+
+/// productpage's address as clients see it.
+pub const PRODUCTPAGE: &str = "productpage.default.svc.cluster.local:9080";
+const REVIEWS: &str = "reviews.default.svc.cluster.local:9080";
+const RATINGS: &str = "ratings.default.svc.cluster.local:9080";
+const DETAILS: &str = "details.default.svc.cluster.local:9080";
+
+/// A workload of the config (`workloads.yaml`).
+pub struct Spec {
+    /// `app` label.
+    pub name: &'static str,
+    /// `version` label.
+    pub version: &'static str,
+    /// Service account.
+    pub account: &'static str,
+    /// Listening port.
+    pub port: u16,
+}
+
+/// The workloads of examples/config/bookinfo/workloads.yaml.
+pub const BOOKINFO: &[Spec] = &[
+    Spec {
+        name: "ratings",
+        version: "v1",
+        account: "ratings",
+        port: 19085,
+    },
+    Spec {
+        name: "reviews",
+        version: "v1",
+        account: "reviews",
+        port: 19082,
+    },
+    Spec {
+        name: "reviews",
+        version: "v2",
+        account: "reviews",
+        port: 19083,
+    },
+    Spec {
+        name: "reviews",
+        version: "v3",
+        account: "reviews",
+        port: 19084,
+    },
+    Spec {
+        name: "details",
+        version: "v1",
+        account: "details",
+        port: 19081,
+    },
+    Spec {
+        name: "productpage",
+        version: "v1",
+        account: "productpage",
+        port: 19080,
+    },
+];
+
+#[derive(Clone)]
+struct App {
+    id: String,
+    version: &'static str,
+    client: MeshClient,
+    stats: Arc<Stats>,
+}
+
+impl App {
+    fn saw(&self, peer: &PeerIdentity) {
+        self.stats.peer(&peer.to_string(), &self.id);
+    }
+
+    /// GET `http://{target}{path}` through the mesh, forwarding `end-user`.
+    async fn call(
+        &self,
+        target: &str,
+        path: &str,
+        end_user: Option<&http::HeaderValue>,
+    ) -> Result<(Value, Option<Upstream>, Option<PeerIdentity>), String> {
+        let mut req = http::Request::get(format!("http://{target}{path}"));
+        if let Some(u) = end_user {
+            req = req.header("end-user", u);
+        }
+        let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
+        let Ok(resp) = self.client.clone().oneshot(req).await;
+        let status = resp.status();
+        let upstream = resp.extensions().get::<Upstream>().cloned();
+        let peer = resp.extensions().get::<PeerIdentity>().cloned();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "{target}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        let v = serde_json::from_slice(&body).map_err(|e| format!("{target}: {e}"))?;
+        Ok((v, upstream, peer))
+    }
+}
+
+type Reply = Result<Json<Value>, (StatusCode, String)>;
+
+fn bad_gateway(e: String) -> (StatusCode, String) {
+    (StatusCode::BAD_GATEWAY, e)
+}
+
+async fn ratings(State(app): State<App>, Extension(peer): Extension<PeerIdentity>) -> Reply {
+    app.saw(&peer);
+    Ok(Json(json!({ "stars": 4, "ratings_version": app.version })))
+}
+
+async fn details(State(app): State<App>, Extension(peer): Extension<PeerIdentity>) -> Reply {
+    app.saw(&peer);
+    Ok(Json(
+        json!({ "author": "William Shakespeare", "year": 1595 }),
+    ))
+}
+
+async fn reviews(
+    State(app): State<App>,
+    Extension(peer): Extension<PeerIdentity>,
+    headers: HeaderMap,
+) -> Reply {
+    app.saw(&peer);
+    // v1 shows no stars; v2 and v3 ask ratings, as in Bookinfo.
+    let stars = if app.version == "v1" {
+        Value::Null
+    } else {
+        let (v, _, _) = app
+            .call(RATINGS, "/ratings/0", headers.get("end-user"))
+            .await
+            .map_err(bad_gateway)?;
+        v["stars"].clone()
+    };
+    Ok(Json(json!({ "version": app.version, "stars": stars })))
+}
+
+async fn productpage(
+    State(app): State<App>,
+    Extension(peer): Extension<PeerIdentity>,
+    headers: HeaderMap,
+) -> Reply {
+    app.saw(&peer);
+    let user = headers.get("end-user");
+    let (reviews, details) = tokio::join!(
+        app.call(REVIEWS, "/reviews/0", user),
+        app.call(DETAILS, "/details/0", user)
+    );
+    let (reviews, upstream, server) = reviews.map_err(bad_gateway)?;
+    let (details, _, _) = details.map_err(bad_gateway)?;
+    Ok(Json(json!({
+        "reviews": reviews,
+        "reviews_cluster": upstream.as_ref().map(|u| u.cluster.to_string()),
+        "reviews_route": upstream.as_ref().map(|u| u.route.to_string()),
+        "reviews_server": server.map(|p| p.to_string()),
+        "details": details,
+    })))
+}
+
+/// Binds the workload's port and serves its app over mTLS until `stop`.
+pub async fn serve(
+    spec: &Spec,
+    w: Workload,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<()>, DemoError> {
+    let app = App {
+        id: w.id.to_string(),
+        version: spec.version,
+        client: w.client,
+        stats,
+    };
+    let router = match spec.name {
+        "ratings" => Router::new().route("/ratings/{id}", get(ratings)),
+        "reviews" => Router::new().route("/reviews/{id}", get(reviews)),
+        "details" => Router::new().route("/details/{id}", get(details)),
+        _ => Router::new().route("/productpage", get(productpage)),
+    }
+    .with_state(app.clone());
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        DemoError(format!(
+            "{} {}: cannot listen on {addr}: {e}",
+            spec.name, spec.version
+        ))
+    })?;
+    // Resolve the targets this service calls before taking traffic.
+    let targets: &[&str] = match spec.name {
+        "productpage" => &[REVIEWS, DETAILS],
+        "reviews" if spec.version != "v1" => &[RATINGS],
+        _ => &[],
+    };
+    for t in targets {
+        app.client
+            .resolve(t)
+            .await
+            .map_err(|e| DemoError(format!("{} {}: {e}", spec.name, spec.version)))?;
+    }
+    let acceptor = MeshAcceptor::new(w.identity, ServerSettings::default());
+    Ok(tokio::spawn(async move {
+        let stopped = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        if let Err(e) = serve_with_shutdown(listener, acceptor, router, stopped).await {
+            tracing::warn!(error = %e, "server ended");
+        }
+    }))
+}

@@ -1,0 +1,191 @@
+//! What the driver and the services observed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Shared counters.
+#[derive(Default)]
+pub struct Stats {
+    inner: Mutex<Counts>,
+}
+
+/// The counters.
+#[derive(Clone, Debug, Default)]
+pub struct Counts {
+    /// Requests by (route, reviews subset): route is `jason` (header sent) or `split`.
+    pub by_route: BTreeMap<(String, String), u64>,
+    /// Calls by (client identity -> server identity) as the server saw them.
+    pub peers: BTreeMap<(String, String), u64>,
+    /// Failed requests (non-2xx or transport) by status.
+    pub errors: BTreeMap<u16, u64>,
+    /// Latencies (µs) of the current second.
+    pub window: Vec<u64>,
+    /// All latencies (µs).
+    pub all: Vec<u64>,
+    /// Retries done by the resilience layers (none yet).
+    pub retries: u64,
+}
+
+impl Stats {
+    /// New, shared.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Counts) -> R) -> R {
+        f(&mut self.inner.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// A server saw `client` call it as `server`.
+    pub fn peer(&self, client: &str, server: &str) {
+        self.with(|c| *c.peers.entry((client.into(), server.into())).or_default() += 1);
+    }
+
+    /// A productpage request finished.
+    pub fn request(&self, route: &str, subset: &str, micros: u64) {
+        self.with(|c| {
+            *c.by_route.entry((route.into(), subset.into())).or_default() += 1;
+            c.window.push(micros);
+            c.all.push(micros);
+        });
+    }
+
+    /// A request failed with `status` (0: transport).
+    pub fn error(&self, status: u16) {
+        self.with(|c| *c.errors.entry(status).or_default() += 1);
+    }
+
+    /// A copy of the counters, emptying the one-second window.
+    pub fn take_window(&self) -> Counts {
+        self.with(|c| {
+            let out = c.clone();
+            c.window.clear();
+            out
+        })
+    }
+
+    /// A copy of the counters.
+    pub fn counts(&self) -> Counts {
+        self.with(|c| c.clone())
+    }
+}
+
+/// p-th percentile (0..=100) of `v` (sorted in place), in ms.
+pub fn percentile_ms(v: &mut [u64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[i.min(v.len() - 1)] as f64 / 1000.0
+}
+
+/// The demo's result.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Everything counted.
+    pub counts: Counts,
+    /// Seconds driven.
+    pub seconds: f64,
+}
+
+impl Summary {
+    fn count(&self, route: &str, subset: &str) -> u64 {
+        self.counts
+            .by_route
+            .get(&(route.to_owned(), subset.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn total(&self, route: &str) -> u64 {
+        self.counts
+            .by_route
+            .iter()
+            .filter(|((r, _), _)| r == route)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Share of `split` requests that reached v3.
+    pub fn v3_share(&self) -> f64 {
+        let t = self.total("split");
+        if t == 0 {
+            0.0
+        } else {
+            self.count("split", "v3") as f64 / t as f64
+        }
+    }
+
+    /// The weighted split was observed: v1 and v3 both served `split` requests, v2 none, and
+    /// v3's share is near the configured 10% (within 7 points).
+    pub fn split_observed(&self) -> bool {
+        self.count("split", "v1") > 0
+            && self.count("split", "v3") > 0
+            && self.count("split", "v2") == 0
+            && (self.v3_share() - 0.10).abs() <= 0.07
+    }
+
+    /// The header route was observed: every `jason` request reached v2.
+    pub fn header_route_observed(&self) -> bool {
+        let t = self.total("jason");
+        t > 0 && self.count("jason", "v2") == t
+    }
+
+    /// Both routing rules observed.
+    pub fn passed(&self) -> bool {
+        self.split_observed() && self.header_route_observed()
+    }
+
+    /// The final report.
+    pub fn render(&self) -> String {
+        let mut all = self.counts.all.clone();
+        let n: u64 = self.counts.by_route.values().sum();
+        let errors: u64 = self.counts.errors.values().sum();
+        let mut s = format!(
+            "\n== summary: {n} requests in {:.1}s ({:.0} rps), {errors} errors {:?}, retries {}\n",
+            self.seconds,
+            n as f64 / self.seconds.max(0.001),
+            self.counts.errors,
+            self.counts.retries
+        );
+        s += &format!(
+            "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}\n",
+            percentile_ms(&mut all, 50.0),
+            percentile_ms(&mut all, 90.0),
+            percentile_ms(&mut all, 99.0)
+        );
+        s += &table(&self.counts);
+        s += &format!(
+            "split (no header): v3 share {:.1}% (configured 10%) -> {}\n",
+            self.v3_share() * 100.0,
+            if self.split_observed() {
+                "OK"
+            } else {
+                "NOT OBSERVED"
+            }
+        );
+        s += &format!(
+            "header route (end-user: jason -> v2): {}\n",
+            if self.header_route_observed() {
+                "OK"
+            } else {
+                "NOT OBSERVED"
+            }
+        );
+        s
+    }
+}
+
+/// Requests per route and subset, and identities seen.
+pub fn table(c: &Counts) -> String {
+    let mut s = String::from("  route   subset  requests\n");
+    for ((route, subset), n) in &c.by_route {
+        s += &format!("  {route:<7} {subset:<7} {n:>8}\n");
+    }
+    s += "  mTLS peers (client -> server as the server saw them):\n";
+    for ((client, server), n) in &c.peers {
+        s += &format!("    {client} -> {server}  {n}\n");
+    }
+    s
+}

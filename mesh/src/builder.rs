@@ -1,0 +1,142 @@
+//! [`MeshBuilder`]: identity source and xDS bootstrap.
+
+use mesh_core::SpiffeId;
+use mesh_route::client::{MeshClient, MeshClientConfig};
+use mesh_tls::config::ServerSettings;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::{CertSource, IdentityStore};
+use mesh_xds::bootstrap::Bootstrap;
+use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
+
+use crate::Mesh;
+
+/// Why a [`Mesh`] cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// No identity source was given.
+    #[error("no identity: call identity_source, identity_store or dev_ca")]
+    NoIdentity,
+    /// No xDS bootstrap or client was given.
+    #[error("no xDS config: call bootstrap, bootstrap_from_env or xds_client")]
+    NoXds,
+    /// The bootstrap is invalid.
+    #[error("xDS bootstrap: {0}")]
+    Bootstrap(String),
+    /// The identity could not be created.
+    #[error("identity: {0}")]
+    Identity(#[from] mesh_tls::TlsError),
+}
+
+enum Identity {
+    Store(IdentityStore),
+    Source(Box<dyn CertSource>),
+}
+
+enum Xds {
+    Bootstrap(Box<Bootstrap>),
+    Client(XdsClient),
+}
+
+/// Builds a [`Mesh`]: pick where the identity comes from and where xDS comes from.
+///
+/// Identity: [`MeshBuilder::identity_source`] takes any mesh-tls source (PEM files with
+/// `FileSource`, the Istio CA with `Rotation::new(IstioCaClient::..)`, SPIRE with
+/// `SpireSource`), [`MeshBuilder::dev_ca`] issues from an in-process dev CA, and
+/// [`MeshBuilder::identity_store`] shares a store you already have.
+#[derive(Default)]
+pub struct MeshBuilder {
+    identity: Option<Identity>,
+    xds: Option<Xds>,
+    client: MeshClientConfig,
+    server: ServerSettings,
+}
+
+impl std::fmt::Debug for MeshBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MeshBuilder")
+            .field("client", &self.client)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MeshBuilder {
+    /// Credentials from a source that keeps them current (files, Istio CA, SPIRE).
+    pub fn identity_source(mut self, source: impl CertSource) -> Self {
+        self.identity = Some(Identity::Source(Box::new(source)));
+        self
+    }
+
+    /// Credentials from an existing store.
+    pub fn identity_store(mut self, store: IdentityStore) -> Self {
+        self.identity = Some(Identity::Store(store));
+        self
+    }
+
+    /// Credentials for `id` issued now by an in-process dev CA (tests, demos), valid one
+    /// day.
+    pub fn dev_ca(self, ca: &DevCa, id: &SpiffeId) -> Result<Self, BuildError> {
+        let creds = ca.issue(id, std::time::Duration::from_secs(24 * 3600))?;
+        Ok(self.identity_store(IdentityStore::from_credentials(creds)?))
+    }
+
+    /// xDS from a gRPC A27 bootstrap (e.g. [`Bootstrap::istio_proxyless`]).
+    pub fn bootstrap(mut self, bootstrap: Bootstrap) -> Self {
+        self.xds = Some(Xds::Bootstrap(Box::new(bootstrap)));
+        self
+    }
+
+    /// xDS from `GRPC_XDS_BOOTSTRAP` / `GRPC_XDS_BOOTSTRAP_CONFIG`.
+    pub fn bootstrap_from_env(self) -> Result<Self, BuildError> {
+        let b = Bootstrap::from_env().map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+        Ok(self.bootstrap(b))
+    }
+
+    /// xDS from an existing client.
+    pub fn xds_client(mut self, client: XdsClient) -> Self {
+        self.xds = Some(Xds::Client(client));
+        self
+    }
+
+    /// MeshClient settings.
+    pub fn client_config(mut self, config: MeshClientConfig) -> Self {
+        self.client = config;
+        self
+    }
+
+    /// Server-side mTLS settings (accepted peers, ALPN).
+    pub fn server_settings(mut self, settings: ServerSettings) -> Self {
+        self.server = settings;
+        self
+    }
+
+    /// Starts the identity source and the xDS client (on the current Tokio runtime).
+    pub fn build(self) -> Result<Mesh, BuildError> {
+        let identity = match self.identity.ok_or(BuildError::NoIdentity)? {
+            Identity::Store(s) => s,
+            Identity::Source(src) => {
+                let store = IdentityStore::new();
+                tokio::spawn(src.run(store.clone()));
+                store
+            }
+        };
+        let xds = match self.xds.ok_or(BuildError::NoXds)? {
+            Xds::Client(c) => c,
+            Xds::Bootstrap(b) => {
+                let config = XdsClientConfig::from_bootstrap(&b)
+                    .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+                let channel = channel_from_bootstrap(&b, mesh_tls::config::default_provider())
+                    .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+                XdsClient::new(config, channel)
+            }
+        };
+        let client = MeshClient::new(xds.clone(), identity.clone(), self.client);
+        Ok(Mesh {
+            identity,
+            xds,
+            client,
+            server: self.server,
+        })
+    }
+}

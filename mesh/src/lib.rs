@@ -1,0 +1,108 @@
+#![doc = include_str!("../README.md")]
+
+mod builder;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use builder::{BuildError, MeshBuilder};
+pub use mesh_core as core;
+pub use mesh_route as route;
+pub use mesh_route::client::{MeshBody, MeshClient, MeshClientConfig, Upstream};
+pub use mesh_tls as tls;
+pub use mesh_tls::{IdentityStore, PeerIdentity};
+pub use mesh_xds as xds;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use mesh_tls::config::ServerSettings;
+use mesh_tls::server::MeshAcceptor;
+use mesh_xds::client::XdsClient;
+use tower::{BoxError, Service};
+
+/// A workload's mesh: its identity, its xDS client, its outbound [`MeshClient`] and the
+/// mTLS server side. Cheap to clone.
+#[derive(Clone)]
+pub struct Mesh {
+    identity: IdentityStore,
+    xds: XdsClient,
+    client: MeshClient,
+    server: ServerSettings,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("client", &self.client)
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mesh {
+    /// Starts building (see [`MeshBuilder`]).
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::default()
+    }
+
+    /// The outbound client: routes, balances and sends over mTLS per the xDS config.
+    pub fn client(&self) -> MeshClient {
+        self.client.clone()
+    }
+
+    /// The workload's credentials.
+    pub fn identity(&self) -> &IdentityStore {
+        &self.identity
+    }
+
+    /// The xDS client.
+    pub fn xds(&self) -> &XdsClient {
+        &self.xds
+    }
+
+    /// The mTLS acceptor for this workload (to serve tonic or custom accept loops; see
+    /// [`mesh_tls::server`]).
+    pub fn acceptor(&self) -> MeshAcceptor {
+        MeshAcceptor::new(self.identity.clone(), self.server.clone())
+    }
+
+    /// Serves `service` (an axum `Router`, a hyper service, any tower HTTP service with
+    /// your layers around it) over mTLS on `addr`. Each request carries the caller's
+    /// [`PeerIdentity`] in its extensions.
+    pub async fn serve<S, B>(&self, addr: SocketAddr, service: S) -> std::io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(addr, service, std::future::pending())
+            .await
+    }
+
+    /// Like [`Mesh::serve`], until `signal` completes.
+    pub async fn serve_with_shutdown<S, B>(
+        &self,
+        addr: SocketAddr,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> std::io::Result<()>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        mesh_tls::server::serve_with_shutdown(listener, self.acceptor(), service, signal).await
+    }
+}
+
+/// The repository README's snippet, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

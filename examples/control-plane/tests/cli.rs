@@ -92,3 +92,78 @@ fn usage_errors_exit_2() {
     assert_eq!(code, 1);
     assert!(stderr.contains("cannot read config directory"), "{stderr}");
 }
+
+#[test]
+fn serve_runs_until_ctrl_c_and_exits_cleanly() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["serve", "--config-dir"])
+        .arg(bookinfo())
+        .args(["--xds-addr", "127.0.0.1:0", "--ca-addr", "127.0.0.1:0"])
+        .args(["--debug-addr", "127.0.0.1:0", "--out-dir"])
+        .arg(out.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("serving xds=127.0.0.1:"), "{line}");
+    let debug = line.split("debug=").nth(1).unwrap().trim().to_string();
+    // The debug endpoint serves the loaded config; the root is written for data planes.
+    let mut s = std::net::TcpStream::connect(&debug).unwrap();
+    write!(
+        s,
+        "GET /debug/configz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(body.contains("reviews.default.svc.cluster.local"), "{body}");
+    let root = fs::read_to_string(out.path().join("root-cert.pem")).unwrap();
+    assert!(root.starts_with("-----BEGIN CERTIFICATE-----"));
+
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{status}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not exit on SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_refuses_an_open_ca_off_loopback() {
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config-dir",
+        bookinfo().to_str().unwrap(),
+        "--xds-addr",
+        "127.0.0.1:0",
+        "--debug-addr",
+        "off",
+        "--ca-addr",
+        "0.0.0.0:0",
+        "--ca-open",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "refusing to run an unauthenticated (open) CA signer on non-loopback address"
+        ),
+        "{stderr}"
+    );
+}

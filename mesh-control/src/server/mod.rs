@@ -132,6 +132,8 @@ pub struct ControlPlane {
     debug_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// Logs rejected edits until the watcher stops; aborted on shutdown.
+    logger: JoinHandle<()>,
 }
 
 impl std::fmt::Debug for ControlPlane {
@@ -229,7 +231,7 @@ impl ControlPlane {
             tasks.push(tokio::spawn(debug::serve(listener, state, stopped.clone())));
             tracing::info!(addr = ?debug_addr, "debug endpoints listening");
         }
-        tasks.push(tokio::spawn(log_rejections(watcher.status())));
+        let logger = tokio::spawn(log_rejections(watcher.status()));
         Ok(ControlPlane {
             xds,
             watcher,
@@ -239,6 +241,7 @@ impl ControlPlane {
             debug_addr,
             stop,
             tasks,
+            logger,
         })
     }
 
@@ -287,9 +290,9 @@ impl ControlPlane {
         let _ = self.stop.send(true);
         // Ends every ADS stream, so the gRPC server's graceful shutdown can complete.
         self.xds.close();
+        self.logger.abort();
         let tasks = std::mem::take(&mut self.tasks);
         for t in tasks {
-            // The rejection logger runs until the watcher stops: don't wait for it.
             if tokio::time::timeout(Duration::from_secs(2), t)
                 .await
                 .is_err()
@@ -302,6 +305,7 @@ impl ControlPlane {
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
+        self.logger.abort();
         for t in &self.tasks {
             t.abort();
         }

@@ -73,7 +73,11 @@ pub async fn mtls_backend(creds: Credentials, body: &'static str, flaky: bool) -
     let service = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| {
         let n = counter.fetch_add(1, Ordering::Relaxed);
         async move {
-            let status = if flaky && n.is_multiple_of(2) { 503 } else { 200 };
+            let status = if flaky && n.is_multiple_of(2) {
+                503
+            } else {
+                200
+            };
             Ok::<_, Infallible>(
                 http::Response::builder()
                     .status(status)

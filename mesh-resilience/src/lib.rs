@@ -27,7 +27,7 @@ pub mod body;
 pub mod circuit_breaker;
 pub mod classify;
 // pub mod fault;
-// pub mod outlier;
+pub mod outlier;
 pub mod policy;
 // pub mod rate_limit;
 pub mod retry;

@@ -10,6 +10,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use mesh_core::SpiffeId;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
+use mesh_telemetry::trace::{Propagation, TraceLayer};
 use mesh_tls::PeerIdentity;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
@@ -56,6 +57,17 @@ fn bench(c: &mut Criterion) {
     )
     .layer(tower::service_fn(app));
     g.bench_function("istio_metrics_destination", |b| b.iter(|| run(&mut dest)));
+    let mut all = tower::ServiceBuilder::new()
+        .layer(TraceLayer::server(Propagation::Both))
+        .layer(IstioMetricsLayer::destination(
+            &metrics,
+            WorkloadInfo::default(),
+            ServiceInfo::from_host("reviews.default.svc.cluster.local"),
+        ))
+        .service(tower::service_fn(app));
+    g.bench_function("trace_and_istio_metrics_destination", |b| {
+        b.iter(|| run(&mut all))
+    });
     g.finish();
 }
 

@@ -1,0 +1,150 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Request;
+use pin_project::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+use tracing::instrument::Instrumented;
+
+use super::{Propagation, TraceContext};
+
+tokio::task_local! {
+    static CURRENT: TraceContext;
+}
+
+/// The trace context of the request being served by this task (set by the server layer).
+pub fn current() -> Option<TraceContext> {
+    CURRENT.try_with(|c| *c).ok()
+}
+
+/// Which side of a call the layer is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// Extracts the caller's context from the request headers.
+    Server,
+    /// Injects a child of the current context into the request headers.
+    Client,
+}
+
+/// Opens a `tracing` span per request and propagates the trace context.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceLayer {
+    side: Side,
+    propagation: Propagation,
+}
+
+impl TraceLayer {
+    /// The server side.
+    pub fn server(propagation: Propagation) -> Self {
+        Self {
+            side: Side::Server,
+            propagation,
+        }
+    }
+
+    /// The client side.
+    pub fn client(propagation: Propagation) -> Self {
+        Self {
+            side: Side::Client,
+            propagation,
+        }
+    }
+}
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = TraceService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        TraceService {
+            inner,
+            layer: *self,
+        }
+    }
+}
+
+/// The service built by [`TraceLayer`].
+#[derive(Clone, Debug)]
+pub struct TraceService<S> {
+    inner: S,
+    layer: TraceLayer,
+}
+
+/// The future of [`TraceService`]: the inner future inside the span, with the context
+/// current for the task while it runs.
+#[pin_project]
+pub struct ResponseFuture<F: Future> {
+    #[pin]
+    inner: Instrumented<TaskLocalFuture<TraceContext, F>>,
+}
+
+impl<F: Future> Future for ResponseFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl<F: Future> std::fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("trace::ResponseFuture")
+    }
+}
+
+impl<S, B> Service<Request<B>> for TraceService<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let prop = self.layer.propagation;
+        let (ctx, kind) = match self.layer.side {
+            Side::Server => {
+                let ctx = TraceContext::extract(req.headers(), prop)
+                    .map(|caller| caller.child())
+                    .unwrap_or_else(TraceContext::new_root);
+                req.extensions_mut().insert(ctx);
+                (ctx, "server")
+            }
+            Side::Client => {
+                let parent = req
+                    .extensions()
+                    .get::<TraceContext>()
+                    .copied()
+                    .or_else(current);
+                let ctx = parent
+                    .map(|p| p.child())
+                    .unwrap_or_else(TraceContext::new_root);
+                ctx.inject(req.headers_mut(), prop);
+                (ctx, "client")
+            }
+        };
+        let span = tracing::info_span!(
+            "request",
+            otel.kind = kind,
+            trace_id = %ctx.trace_id_hex(),
+            span_id = %ctx.span_id_hex(),
+            parent_span_id = ctx.parent_span_id.map(|p| TraceContext { span_id: p, ..ctx }.span_id_hex()).unwrap_or_default(),
+            method = %req.method(),
+            uri = %req.uri(),
+        );
+        let fut = {
+            let _enter = span.enter();
+            self.inner.call(req)
+        };
+        ResponseFuture {
+            inner: CURRENT.scope(ctx, fut).instrument(span),
+        }
+    }
+}

@@ -26,10 +26,10 @@
 pub mod body;
 pub mod circuit_breaker;
 pub mod classify;
-// pub mod fault;
+pub mod fault;
 pub mod outlier;
 pub mod policy;
-// pub mod rate_limit;
+pub mod rate_limit;
 pub mod retry;
 pub mod timeout;
 

@@ -5,6 +5,7 @@
 //!
 //! See `docs/telemetry.md` for how to plug the layers into clients and servers.
 
+pub mod access_log;
 pub mod admin;
 pub mod metrics;
 pub mod trace;

@@ -50,7 +50,7 @@ async fn serve(b: Behaviour) -> SocketAddr {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
                         async move {
                             let status = match b {
-                                Behaviour::HalfUnavailable if n % 2 == 0 => 503,
+                                Behaviour::HalfUnavailable if n.is_multiple_of(2) => 503,
                                 Behaviour::AlwaysUnavailable => 503,
                                 Behaviour::Slow => {
                                     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -196,10 +196,11 @@ async fn retries_and_outlier_detection_keep_requests_succeeding() {
                 let req = Request::post("http://chaos/")
                     .body(Full::new(Bytes::from_static(b"ping")))
                     .unwrap();
-                if let Ok(resp) = svc.clone().oneshot(req).await {
-                    if resp.status() == 200 && resp.into_body().collect().await.is_ok() {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Ok(resp) = svc.clone().oneshot(req).await
+                    && resp.status() == 200
+                    && resp.into_body().collect().await.is_ok()
+                {
+                    ok.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }));

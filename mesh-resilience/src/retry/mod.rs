@@ -10,7 +10,8 @@
 //!   `gateway-error`, `reset`, `connect-failure`, `retriable-4xx`, `refused-stream`,
 //!   `retriable-status-codes`, `retriable-headers`, `envoy-ratelimited`, and the gRPC
 //!   `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`;
-//! - makes at most `num_retries` retries, each attempt bounded by `per_try_timeout`,
+//! - makes at most `num_retries` retries, each attempt bounded by `per_try_timeout`
+//!   (and by `per_try_idle_timeout` until the response headers),
 //!   waiting a fully jittered exponential [`Backoff`] between them;
 //! - asks the cluster's [`RetryBudget`] for a slot before each retry, so retries stay
 //!   within `max_retries` or `budget_percent` of active requests;

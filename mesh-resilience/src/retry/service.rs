@@ -102,8 +102,15 @@ where
                         svc.call(req).await.map_err(Into::into)
                     }
                 };
-                let result: Result<Response<RB>, BoxError> = match policy.per_try_timeout {
-                    Some(t) if !t.is_zero() => match tokio::time::timeout(t, call).await {
+                // per_try_idle_timeout bounds the wait for the first response bytes (the
+                // headers); gaps inside the response body are not covered yet.
+                let per_try = [policy.per_try_timeout, policy.per_try_idle_timeout]
+                    .into_iter()
+                    .flatten()
+                    .filter(|t| !t.is_zero())
+                    .min();
+                let result: Result<Response<RB>, BoxError> = match per_try {
+                    Some(t) => match tokio::time::timeout(t, call).await {
                         Ok(r) => r,
                         Err(_) => Err(TimedOut.into()),
                     },

@@ -367,3 +367,18 @@ async fn policy_from_request_extensions_wins() {
     let _ = svc.oneshot(Request::new(Full::new(Bytes::new()))).await;
     assert_eq!(seen.lock().unwrap().bodies.len(), 6, "no policy: no retry");
 }
+
+#[tokio::test(start_paused = true)]
+async fn per_try_idle_timeout_bounds_the_wait_for_headers() {
+    let mut p = policy(&[RetryOn::Http5xx], 1);
+    p.per_try_idle_timeout = Some(Duration::from_millis(40));
+    p.per_try_timeout = Some(Duration::from_millis(500));
+    let start = tokio::time::Instant::now();
+    let (r, seen) = run(p, vec![Step::Hang]).await;
+    assert_eq!(status(&r), 200);
+    assert_eq!(seen.bodies.len(), 2);
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "the idle timeout fired first"
+    );
+}

@@ -65,16 +65,19 @@ fn bench(c: &mut Criterion) {
         .layer(RetryLayer::new(RetryConfig::default().policy(policy)))
         .layer(CircuitBreakerLayer::new(breaker))
         .service(inner);
-    group.bench_function("rate limit + fault + timeout + retry + circuit breaker", |b| {
-        b.to_async(&rt).iter(|| {
-            let mut svc = stack.clone();
-            async move {
-                let req = Request::new(Full::new(Bytes::from_static(b"ping")));
-                let resp = svc.ready().await.unwrap().call(req).await.unwrap();
-                assert_eq!(resp.status(), 200);
-            }
-        })
-    });
+    group.bench_function(
+        "rate limit + fault + timeout + retry + circuit breaker",
+        |b| {
+            b.to_async(&rt).iter(|| {
+                let mut svc = stack.clone();
+                async move {
+                    let req = Request::new(Full::new(Bytes::from_static(b"ping")));
+                    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+                    assert_eq!(resp.status(), 200);
+                }
+            })
+        },
+    );
     group.finish();
 }
 

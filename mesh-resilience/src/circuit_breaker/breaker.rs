@@ -23,9 +23,12 @@ impl Gauge {
     }
 
     fn try_acquire(&self) -> bool {
-        let prev = self.current.fetch_add(1, Ordering::AcqRel);
-        if prev >= self.max {
-            self.current.fetch_sub(1, Ordering::AcqRel);
+        let admitted = self
+            .current
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            });
+        if admitted.is_err() {
             self.overflow.fetch_add(1, Ordering::Relaxed);
             return false;
         }

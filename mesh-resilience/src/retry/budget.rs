@@ -81,9 +81,13 @@ impl RetryBudget {
     /// Takes a retry slot, or counts an overflow and returns `None`.
     pub fn try_retry(self: &Arc<Self>) -> Option<RetryGuard> {
         let allowed = self.allowed();
-        let prev = self.active_retries.fetch_add(1, Ordering::AcqRel);
-        if prev >= allowed {
-            self.active_retries.fetch_sub(1, Ordering::AcqRel);
+        // compare-and-swap so that the gauge never reads above the limit, even briefly
+        let admitted = self
+            .active_retries
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < allowed).then_some(n + 1)
+            });
+        if admitted.is_err() {
             self.overflow.fetch_add(1, Ordering::Relaxed);
             return None;
         }

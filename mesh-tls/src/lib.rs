@@ -14,6 +14,7 @@ pub mod error;
 pub mod peer;
 pub mod rotation;
 pub mod server;
+pub mod sniff;
 pub mod source;
 pub mod store;
 pub mod svid;

@@ -14,8 +14,10 @@
 
 mod acceptor;
 mod incoming;
+mod permissive;
 mod serve;
 
 pub use acceptor::MeshAcceptor;
 pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream, peer_identity};
+pub use permissive::{ConnectionAddrs, PeerAuthMode, PeerAuthentication, serve_peer_auth};
 pub use serve::{serve, serve_with_shutdown};

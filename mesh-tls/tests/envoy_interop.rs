@@ -233,8 +233,13 @@ static_resources:
     let client = http_client(connector(&intruder, PeerPolicy::identities([envoy_id()])));
     let err = client.get(uri.clone()).await.unwrap_err();
     let msg = error_chain(&err);
+    // With TLS 1.3 the client finishes its side before Envoy checks the client certificate,
+    // so the refusal can also surface as a connection that closed before it was ready.
     assert!(
-        msg.contains("alert") || msg.contains("reset") || msg.contains("closed"),
+        msg.contains("alert")
+            || msg.contains("reset")
+            || msg.contains("closed")
+            || msg.contains("not ready"),
         "Envoy must refuse the handshake: {msg}"
     );
 

@@ -16,7 +16,7 @@
 //!
 //! ```no_run
 //! # async fn demo(xds: mesh_xds::client::XdsClient, identity: mesh_tls::IdentityStore)
-//! # -> Result<(), Box<dyn std::error::Error>> {
+//! # -> Result<(), tower::BoxError> {
 //! use http_body_util::{BodyExt, Empty};
 //! use mesh_route::client::{MeshClient, MeshClientConfig};
 //! use tower::ServiceExt;

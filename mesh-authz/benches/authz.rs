@@ -12,8 +12,9 @@ use mesh_core::model::{HeaderMatchRule, HeaderMatcher, Permission, RbacPolicy, S
 use mesh_tls::PeerIdentity;
 
 /// 100 ALLOW rules, each a method + path prefix + namespace/service-account principal; the
-/// request matches only the last one, so every rule is evaluated.
-fn hundred_rules() -> AuthzPolicies {
+/// request matches only the last one, so every rule is evaluated. With `wildcard` the
+/// principals are `client-<i>*` prefixes, which the caller index cannot use.
+fn hundred_rules(wildcard: bool) -> AuthzPolicies {
     let rules = (0..100).map(|i| {
         let name = format!("ns[default]-policy[p{i}]-rule[0]");
         AuthzPolicy::new(
@@ -37,7 +38,8 @@ fn hundred_rules() -> AuthzPolicies {
                     }),
                 ])],
                 principals: vec![principal::istio(&format!(
-                    "cluster.local/ns/default/sa/client-{i}"
+                    "cluster.local/ns/default/sa/client-{i}{}",
+                    if wildcard { "*" } else { "" }
                 ))],
             },
         )
@@ -58,7 +60,7 @@ fn hundred_rules() -> AuthzPolicies {
 }
 
 fn bench(c: &mut Criterion) {
-    let policies = hundred_rules();
+    let policies = hundred_rules(false);
     let mut req = Request::builder()
         .method("GET")
         .uri("/api/v99/items?page=2")
@@ -72,9 +74,36 @@ fn bench(c: &mut Criterion) {
         SpiffeId::new("spiffe://cluster.local/ns/default/sa/client-99").unwrap(),
     ));
     assert!(rbac_request(&req, |r| policies.evaluate(r).is_allowed()));
-    c.bench_function("authz 100 rules (match last)", |b| {
+    assert!(policies.check(&req).decision.is_allowed());
+    let mut group = c.benchmark_group("authz 100 rules (match last)");
+    // What the layer runs: the compiled matchers over a per-request view.
+    group.bench_function("compiled", |b| {
+        b.iter(|| policies.check(black_box(&req)).decision.is_allowed())
+    });
+    // mesh-core's reference evaluator over `rbac_request` (the layer's path before the
+    // matchers were compiled), kept to measure before/after in the same run.
+    group.bench_function("reference", |b| {
         b.iter(|| rbac_request(black_box(&req), |r| policies.evaluate(r).is_allowed()))
     });
+    // A caller that no exact principal names: the index yields no candidate.
+    let mut stranger = req.clone();
+    stranger.extensions_mut().insert(PeerIdentity(
+        SpiffeId::new("spiffe://cluster.local/ns/default/sa/stranger").unwrap(),
+    ));
+    assert!(!policies.check(&stranger).decision.is_allowed());
+    group.bench_function("compiled, denied caller", |b| {
+        b.iter(|| policies.check(black_box(&stranger)).decision.is_allowed())
+    });
+    // Prefix principals: no index, all 101 rules run through the compiled matchers.
+    let wildcards = hundred_rules(true);
+    assert!(wildcards.check(&req).decision.is_allowed());
+    group.bench_function("compiled, unindexed", |b| {
+        b.iter(|| wildcards.check(black_box(&req)).decision.is_allowed())
+    });
+    group.bench_function("reference, unindexed", |b| {
+        b.iter(|| rbac_request(black_box(&req), |r| wildcards.evaluate(r).is_allowed()))
+    });
+    group.finish();
 }
 
 criterion_group!(benches, bench);

@@ -36,6 +36,7 @@
 //! ```
 
 pub mod authz;
+mod compiled;
 mod deny;
 mod metrics;
 mod policy;
@@ -45,5 +46,5 @@ mod request;
 pub use authz::{Authz, AuthzLayer};
 pub use mesh_tls::server::ConnectionAddrs;
 pub use metrics::AuthzMetrics;
-pub use policy::{AuthzPolicies, AuthzPolicy, Decision, PolicyAction};
+pub use policy::{AuthzPolicies, AuthzPolicy, Decision, Evaluation, PolicyAction};
 pub use request::rbac_request;

@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use super::{AuthzBody, ResponseFuture};
 use crate::policy::Decision;
-use crate::{AuthzMetrics, AuthzPolicies, deny, rbac_request};
+use crate::{AuthzMetrics, AuthzPolicies, deny};
 
 /// Authorizes each request before the inner service sees it.
 #[derive(Clone, Debug)]
@@ -50,27 +50,25 @@ where
             self.metrics.allowed.inc();
             return ResponseFuture::inner(self.inner.call(req));
         }
-        let allowed = rbac_request(&req, |r| {
-            if let Some(shadow) = policies.evaluate_shadow(r) {
-                record_shadow(&self.metrics, shadow, &req);
-            }
-            if let Some(audit) = policies.audit_match(r) {
-                tracing::info!(policy = audit, path = path(&req), "RBAC: audit");
-            }
-            let decision = policies.evaluate(r);
-            if let Decision::Deny { policy } = decision {
-                // The caller's SPIFFE ID and the path without its query (which may hold
-                // tokens); never header values.
-                tracing::info!(
-                    policy = policy.unwrap_or("<no ALLOW policy matched>"),
-                    peer = r.peer_names.first().copied().unwrap_or("<plaintext>"),
-                    method = %req.method(),
-                    path = path(&req),
-                    "RBAC: access denied"
-                );
-            }
-            decision.is_allowed()
-        });
+        let eval = policies.check(&req);
+        if let Some(shadow) = eval.shadow {
+            record_shadow(&self.metrics, shadow, &req);
+        }
+        if let Some(audit) = eval.audit {
+            tracing::info!(policy = audit, path = path(&req), "RBAC: audit");
+        }
+        let allowed = eval.decision.is_allowed();
+        if let Decision::Deny { policy } = eval.decision {
+            // The caller's SPIFFE ID and the path without its query (which may hold
+            // tokens); never header values.
+            tracing::info!(
+                policy = policy.unwrap_or("<no ALLOW policy matched>"),
+                peer = peer(&req).unwrap_or("<plaintext>"),
+                method = %req.method(),
+                path = path(&req),
+                "RBAC: access denied"
+            );
+        }
         if allowed {
             self.metrics.allowed.inc();
             ResponseFuture::inner(self.inner.call(req))
@@ -99,4 +97,14 @@ fn record_shadow<B>(metrics: &AuthzMetrics, shadow: Decision<'_>, req: &Request<
 
 fn path<B>(req: &Request<B>) -> &str {
     req.uri().path()
+}
+
+fn peer<B>(req: &Request<B>) -> Option<&str> {
+    let ext = req.extensions();
+    ext.get::<mesh_tls::PeerIdentity>()
+        .or_else(|| {
+            ext.get::<mesh_tls::server::MeshConnectInfo>()
+                .map(|c| &c.peer)
+        })
+        .map(|p| p.id().as_str())
 }

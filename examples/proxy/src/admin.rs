@@ -1,0 +1,86 @@
+//! The admin port: mesh-telemetry's admin server over this proxy's registry, identity,
+//! xDS status and a config view.
+
+use std::sync::Arc;
+
+use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
+use mesh_telemetry::admin::{Admin, XdsStatusCache};
+use mesh_tls::IdentityStore;
+use mesh_xds::client::XdsClient;
+use prometheus_client::registry::Registry;
+use serde_json::{Value, json};
+
+/// The admin server for this proxy. `settings` is shown in `/config_dump`.
+pub(crate) fn admin(
+    registry: Arc<Registry>,
+    identity: IdentityStore,
+    xds: XdsClient,
+    xds_status: Arc<XdsStatusCache>,
+    settings: Value,
+) -> Admin {
+    Admin::new()
+        .with_registry(registry)
+        .with_identity(identity)
+        .with_xds(xds_status)
+        .with_config_dump(move || json!({ "proxy": settings, "xds": snapshot_json(&xds) }))
+}
+
+/// Listeners, routes and clusters with their endpoints, as the proxy sees them now.
+fn snapshot_json(xds: &XdsClient) -> Value {
+    let s = xds.snapshot();
+    let listeners: serde_json::Map<String, Value> = s
+        .listeners
+        .iter()
+        .map(|(name, l)| {
+            let v = match &l.kind {
+                ListenerKind::Client(hcm) => match &hcm.route_source {
+                    RouteSource::Rds(r) => json!({ "client": { "rds": r } }),
+                    RouteSource::Inline(r) => json!({ "client": { "inline_routes": r.name } }),
+                },
+                ListenerKind::Server(server) => json!({ "server": {
+                    "address": server.address.to_string(),
+                    "tls": server.filter_chains.iter().map(|c| c.tls.is_some()).collect::<Vec<_>>(),
+                }}),
+            };
+            (name.to_string(), v)
+        })
+        .collect();
+    let routes: serde_json::Map<String, Value> = s
+        .route_configs
+        .iter()
+        .map(|(name, rc)| {
+            let vhosts: Vec<Value> = rc
+                .virtual_hosts
+                .iter()
+                .map(|vh| json!({ "name": vh.name, "domains": vh.domains, "routes": vh.routes.len() }))
+                .collect();
+            (name.to_string(), json!(vhosts))
+        })
+        .collect();
+    let clusters: serde_json::Map<String, Value> = s
+        .clusters
+        .iter()
+        .map(|(name, c)| {
+            let endpoints: Vec<String> = c
+                .discovery
+                .eds_name(&c.name)
+                .and_then(|n| s.endpoints.get(n))
+                .map(|a| {
+                    a.localities
+                        .iter()
+                        .flat_map(|l| l.endpoints.iter())
+                        .map(|e| match &e.address {
+                            EndpointAddress::Socket(a) => a.to_string(),
+                            EndpointAddress::Dns { host, port } => format!("{host}:{port}"),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                name.to_string(),
+                json!({ "mtls": c.tls.is_some(), "endpoints": endpoints }),
+            )
+        })
+        .collect();
+    json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters })
+}

@@ -1,0 +1,203 @@
+//! The inbound port's policy from xDS: its server listener (`xds.istio.io/grpc/lds/inbound/
+//! <ip>:<port>`) gives the mTLS mode (TLS filter chains: STRICT) and the RBAC filters of
+//! its connection manager give the authorization policies.
+
+use std::sync::Arc;
+
+use mesh_authz::{AuthzPolicies, AuthzPolicy, PolicyAction};
+use mesh_core::model::{
+    HttpFilterConfig, ListenerKind, Permission, Principal, RbacAction, RbacFilter, RbacPolicy,
+    ServerListener,
+};
+use mesh_tls::server::PeerAuthMode;
+use mesh_xds::client::{XdsClient, XdsSnapshot};
+use tokio::sync::watch;
+
+use crate::options::MtlsMode;
+
+/// What the accept loop and the authorization layer read.
+#[derive(Clone, Debug)]
+pub(crate) struct InboundPolicy {
+    /// The mTLS mode of new connections.
+    pub(crate) mode: watch::Receiver<PeerAuthMode>,
+    /// The authorization policies of new requests.
+    pub(crate) authz: watch::Receiver<Arc<AuthzPolicies>>,
+}
+
+/// A fixed mode (`--mtls`) with no authorization policies.
+pub(crate) fn fixed(mode: MtlsMode) -> InboundPolicy {
+    let mode = match mode {
+        MtlsMode::Strict => PeerAuthMode::Strict,
+        MtlsMode::Permissive => PeerAuthMode::Permissive,
+        MtlsMode::Disable => PeerAuthMode::Disable,
+    };
+    InboundPolicy {
+        mode: watch::channel(mode).1,
+        authz: watch::channel(Arc::new(AuthzPolicies::default())).1,
+    }
+}
+
+/// Follows `listener` in `xds`: STRICT with no policies until the control plane answers
+/// (fail closed), then what the listener says; PERMISSIVE with no policies when the
+/// control plane has no such listener (Istio's default).
+pub(crate) async fn from_xds(xds: &XdsClient, listener: String) -> Result<InboundPolicy, String> {
+    xds.subscribe_target(&listener)
+        .await
+        .map_err(|e| format!("subscribing to {listener}: {e}"))?;
+    let (mode_tx, mode) = watch::channel(PeerAuthMode::Strict);
+    let (authz_tx, authz) = watch::channel(Arc::new(AuthzPolicies::default()));
+    let mut snapshots = xds.watch();
+    let xds = xds.clone();
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let snapshot: Arc<XdsSnapshot> = snapshots.borrow_and_update().clone();
+            if xds.is_ready() {
+                let now = derive(&snapshot, &listener);
+                if last.as_ref() != Some(&now) {
+                    tracing::info!(%listener, mode = ?now.0, "inbound policy");
+                    mode_tx.send_replace(now.0);
+                    authz_tx.send_replace(Arc::new(now.1.clone()));
+                    last = Some(now);
+                }
+            }
+            tokio::select! {
+                r = snapshots.changed() => if r.is_err() { return },
+                // Readiness can follow the last snapshot change.
+                _ = xds.ready(), if !xds.is_ready() => {}
+                _ = mode_tx.closed() => return,
+            }
+        }
+    });
+    Ok(InboundPolicy { mode, authz })
+}
+
+fn derive(s: &XdsSnapshot, listener: &str) -> (PeerAuthMode, AuthzPolicies) {
+    match s.listeners.get(listener).map(|l| &l.kind) {
+        Some(ListenerKind::Server(server)) => (mode_of(server), policies_of(server)),
+        _ => (PeerAuthMode::Permissive, AuthzPolicies::default()),
+    }
+}
+
+/// Every chain requires TLS: STRICT. Otherwise PERMISSIVE: we sniff, so mTLS clients keep
+/// their identity (DISABLE is not told apart from PERMISSIVE by the listener).
+fn mode_of(l: &ServerListener) -> PeerAuthMode {
+    let chains: Vec<_> = l
+        .filter_chains
+        .iter()
+        .chain(&l.default_filter_chain)
+        .collect();
+    if !chains.is_empty() && chains.iter().all(|c| c.tls.is_some()) {
+        PeerAuthMode::Strict
+    } else {
+        PeerAuthMode::Permissive
+    }
+}
+
+fn deny_all(name: &str) -> AuthzPolicy {
+    AuthzPolicy::new(
+        name,
+        PolicyAction::Deny,
+        RbacPolicy {
+            name: name.into(),
+            permissions: vec![Permission::Any],
+            principals: vec![Principal::Any],
+        },
+    )
+}
+
+/// The RBAC filters of the first chain, as policies in Istio's order (one DENY filter then
+/// one ALLOW filter, as Istio emits them). Unmodelled rules deny everything (fail closed).
+fn policies_of(l: &ServerListener) -> AuthzPolicies {
+    let Some(chain) = l.filter_chains.first().or(l.default_filter_chain.as_ref()) else {
+        return AuthzPolicies::default();
+    };
+    let mut out = Vec::new();
+    for f in &chain.http_connection_manager.http_filters {
+        let HttpFilterConfig::Rbac(rbac) = &f.config else {
+            continue;
+        };
+        match rbac {
+            RbacFilter::NoRules => {}
+            RbacFilter::Unmodelled { reason, .. } => {
+                tracing::warn!(filter = %f.name, %reason, "RBAC rules not understood: denying all");
+                out.push(deny_all(&f.name));
+            }
+            RbacFilter::Rules(rules) => {
+                let action = match rules.action {
+                    RbacAction::Allow => PolicyAction::Allow,
+                    RbacAction::Deny => PolicyAction::Deny,
+                    RbacAction::Log => PolicyAction::Audit,
+                };
+                // An ALLOW filter without policies allows nothing.
+                if action == PolicyAction::Allow && rules.policies.is_empty() {
+                    out.push(deny_all(&f.name));
+                }
+                out.extend(
+                    rules
+                        .policies
+                        .iter()
+                        .map(|p| AuthzPolicy::new(p.name.clone(), action, p.clone())),
+                );
+            }
+        }
+    }
+    AuthzPolicies::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::model::{
+        FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, RbacRules, RouteSource,
+    };
+
+    fn listener(tls: bool, filters: Vec<HttpFilterConfig>) -> ServerListener {
+        let hcm = HttpConnectionManager {
+            route_source: RouteSource::Rds("r".into()),
+            http_filters: filters
+                .into_iter()
+                .map(|config| HttpFilter {
+                    name: "envoy.filters.http.rbac".into(),
+                    config,
+                })
+                .collect(),
+            max_stream_duration: None,
+            idle_timeout: None,
+            xff_num_trusted_hops: 0,
+        };
+        ServerListener {
+            address: "127.0.0.1:1".parse().unwrap(),
+            filter_chains: vec![FilterChain {
+                name: "c".into(),
+                filter_chain_match: FilterChainMatch::default(),
+                tls: tls.then(Default::default),
+                http_connection_manager: hcm,
+            }],
+            default_filter_chain: None,
+        }
+    }
+
+    #[test]
+    fn tls_chains_mean_strict() {
+        assert_eq!(mode_of(&listener(true, vec![])), PeerAuthMode::Strict);
+        assert_eq!(mode_of(&listener(false, vec![])), PeerAuthMode::Permissive);
+    }
+
+    #[test]
+    fn rbac_filters_become_policies_failing_closed() {
+        let allow_none = HttpFilterConfig::Rbac(RbacFilter::Rules(RbacRules {
+            action: RbacAction::Allow,
+            policies: vec![],
+        }));
+        assert!(!policies_of(&listener(true, vec![allow_none])).is_empty());
+        let unmodelled = HttpFilterConfig::Rbac(RbacFilter::Unmodelled {
+            action: RbacAction::Allow,
+            policy_names: vec![],
+            reason: "metadata".into(),
+        });
+        assert!(!policies_of(&listener(true, vec![unmodelled])).is_empty());
+        let none = HttpFilterConfig::Rbac(RbacFilter::NoRules);
+        assert!(policies_of(&listener(true, vec![none])).is_empty());
+    }
+}

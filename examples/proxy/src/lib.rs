@@ -1,0 +1,252 @@
+//! `mesh-proxy`: a sidecar for programs that cannot link the mesh, built from the same
+//! layers the in-process mesh uses. See `docs/proxy.md`.
+//!
+//! ```text
+//! inbound  (mesh -> app):  mTLS | PERMISSIVE sniff -> Istio metrics (destination) -> RBAC -> app
+//! outbound (app -> mesh):  plain HTTP -> Istio metrics (source) -> MeshClient (xDS routes, mTLS h2)
+//! tcp      (passthrough):  LISTEN -> TARGET, istio_tcp_*
+//! admin:                   /stats/prometheus /config_dump /clusters /certs /ready /healthz
+//! ```
+//!
+//! [`start`] binds everything and returns a [`Running`] proxy; [`Running::drain`] stops
+//! accepting and waits for in-flight work.
+
+mod admin;
+mod drain;
+mod headers;
+mod identity;
+mod inbound;
+mod node;
+pub mod options;
+mod outbound;
+mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_authz::AuthzMetrics;
+use mesh_route::client::{MeshClient, MeshClientConfig};
+use mesh_telemetry::admin::XdsStatusCache;
+use mesh_telemetry::metrics::IstioMetrics;
+use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
+use mesh_tls::config::ServerSettings;
+use mesh_tls::server::MeshAcceptor;
+use mesh_xds::bootstrap::Bootstrap;
+use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use options::{ProxyOptions, USAGE, parse_args};
+
+/// Why the proxy cannot start.
+#[derive(Debug)]
+pub struct ProxyError(pub String);
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
+impl From<String> for ProxyError {
+    fn from(s: String) -> Self {
+        Self(s)
+    }
+}
+
+/// A started proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound inbound address.
+    pub inbound: Option<SocketAddr>,
+    /// The bound outbound address.
+    pub outbound: Option<SocketAddr>,
+    /// The bound admin address.
+    pub admin: Option<SocketAddr>,
+    /// The bound passthrough addresses.
+    pub tcp: Vec<SocketAddr>,
+    stop: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting on every listener, lets open connections finish (HTTP connections
+    /// are asked to close after their in-flight requests) for at most `timeout`, then stops
+    /// the admin port and background tasks. Returns whether everything finished in time.
+    pub async fn drain(self, timeout: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let all = futures_join(self.listeners);
+        let finished = tokio::time::timeout(timeout, all).await.is_ok();
+        for t in self.background {
+            t.abort();
+        }
+        finished
+    }
+}
+
+async fn futures_join(tasks: Vec<JoinHandle<()>>) {
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn bind(what: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ProxyError> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ProxyError(format!("{what}: cannot listen on {addr}: {e}")))?;
+    let bound = l
+        .local_addr()
+        .map_err(|e| ProxyError(format!("{what}: {e}")))?;
+    Ok((l, bound))
+}
+
+/// Starts the proxy on the current runtime: binds every listener (failing on the first
+/// that cannot bind), starts the identity source, the xDS client and the admin port,
+/// waits for the first certificate, then serves. `env_bootstrap` is the bootstrap from
+/// `GRPC_XDS_BOOTSTRAP`, used when the options name none.
+pub async fn start(
+    opts: ProxyOptions,
+    env_bootstrap: Option<Bootstrap>,
+) -> Result<Running, ProxyError> {
+    let bootstrap = node::bootstrap(&opts, env_bootstrap)?;
+    let inbound = match opts.inbound {
+        Some(a) => Some(bind("inbound", a).await?),
+        None => None,
+    };
+    let outbound = match opts.outbound {
+        Some(a) => Some(bind("outbound", a).await?),
+        None => None,
+    };
+    let admin_listener = match opts.admin {
+        Some(a) => Some(bind("admin", a).await?),
+        None => None,
+    };
+    let mut tcp = Vec::new();
+    for f in &opts.tcp {
+        tcp.push((bind("tcp", f.listen).await?, f.target));
+    }
+
+    let mut background = Vec::new();
+    let (store, identity_task) = identity::start(&opts, &bootstrap)?;
+    background.push(identity_task);
+
+    let xds_config = XdsClientConfig::from_bootstrap(&bootstrap)
+        .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+    let channel = channel_from_bootstrap(&bootstrap, mesh_tls::config::default_provider())
+        .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+    let xds = XdsClient::new(xds_config, channel);
+    let (xds_status, status_task) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(5));
+    background.push(status_task);
+
+    let acceptor = MeshAcceptor::new(store.clone(), ServerSettings::default());
+    let metrics = IstioMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let authz_metrics = {
+        let mesh = registry.sub_registry_with_prefix("mesh");
+        mesh.register_collector(Box::new(
+            IdentityCollector::new(store.clone()).with_verifier("server", acceptor.stats().clone()),
+        ));
+        mesh.register_collector(Box::new(XdsCollector::new(xds_status.clone())));
+        AuthzMetrics::register(mesh)
+    };
+    let registry = Arc::new(registry);
+    let settings = serde_json::json!({
+        "inbound": inbound.as_ref().map(|(_, a)| a.to_string()),
+        "app": opts.app.to_string(),
+        "outbound": outbound.as_ref().map(|(_, a)| a.to_string()),
+        "tcp": opts.tcp.iter().map(|f| format!("{}={}", f.listen, f.target)).collect::<Vec<_>>(),
+        "mtls": opts.mtls.map(|m| format!("{m:?}")),
+        "node": bootstrap.node.id,
+    });
+    let admin_addr = admin_listener.map(|(l, addr)| {
+        let a = admin::admin(
+            registry,
+            store.clone(),
+            xds.clone(),
+            xds_status.clone(),
+            settings,
+        );
+        background.push(tokio::spawn(async move {
+            if let Err(e) = a.serve(l).await {
+                tracing::warn!(error = %e, "admin server ended");
+            }
+        }));
+        addr
+    });
+
+    // Metric labels name us by our certificate, so wait for it.
+    tracing::info!("waiting for the workload certificate");
+    let creds = store.ready().await;
+    let local = node::workload_info(&bootstrap, &creds.id);
+    tracing::info!(id = %creds.id, workload = %local.workload, "identity ready");
+
+    let (stop, stop_rx) = watch::channel(false);
+    let mut listeners = Vec::new();
+    let inbound_addr = match inbound {
+        Some((listener, addr)) => {
+            let policy = match opts.mtls {
+                Some(mode) => inbound::policy::fixed(mode),
+                None => {
+                    let ip = node::instance_ip(&opts, Some(&bootstrap));
+                    let name = node::inbound_listener_name(&bootstrap, ip, addr.port());
+                    inbound::policy::from_xds(&xds, name).await?
+                }
+            };
+            let part = inbound::Inbound {
+                acceptor,
+                policy,
+                metrics: metrics.clone(),
+                service: node::local_service(&local),
+                local: local.clone(),
+                app: opts.app,
+                authz_metrics,
+            };
+            listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
+            Some(addr)
+        }
+        None => None,
+    };
+    let outbound_addr = match outbound {
+        Some((listener, addr)) => {
+            let client = MeshClient::new(xds.clone(), store.clone(), MeshClientConfig::default());
+            let part = outbound::Outbound {
+                client,
+                metrics: metrics.clone(),
+                local: local.clone(),
+            };
+            listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
+            Some(addr)
+        }
+        None => None,
+    };
+    let mut tcp_addrs = Vec::new();
+    for ((listener, addr), target) in tcp {
+        let part = tcp::Passthrough {
+            target,
+            metrics: metrics.clone(),
+            local: local.clone(),
+        };
+        listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
+        tcp_addrs.push(addr);
+    }
+    tracing::info!(
+        inbound = ?inbound_addr, outbound = ?outbound_addr, admin = ?admin_addr, tcp = ?tcp_addrs,
+        "proxy serving"
+    );
+    Ok(Running {
+        inbound: inbound_addr,
+        outbound: outbound_addr,
+        admin: admin_addr,
+        tcp: tcp_addrs,
+        stop,
+        listeners,
+        background,
+    })
+}

@@ -1,0 +1,99 @@
+//! `mesh-proxy`: flags -> [`mesh_proxy::start`], serve until SIGTERM or Ctrl-C, drain.
+
+use std::process::ExitCode;
+
+use mesh_xds::bootstrap::Bootstrap;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{}", mesh_proxy::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read_to_string(p).map_err(|e| format!("--config {}: {e}", p.display()))
+    };
+    let opts = match mesh_proxy::parse_args(&args, read) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mesh-proxy: {e}\n\n{}", mesh_proxy::USAGE);
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    // The environment is read here only: the bootstrap when no flag names one.
+    let env_bootstrap = if opts.bootstrap.is_none() && opts.node.xds.is_empty() {
+        match Bootstrap::from_env() {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("mesh-proxy: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = opts.workers {
+        runtime.worker_threads(n);
+    }
+    let runtime = match runtime.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mesh-proxy: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let drain_timeout = opts.drain_timeout;
+        let proxy = tokio::select! {
+            r = mesh_proxy::start(opts, env_bootstrap) => match r {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("mesh-proxy: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            s = stop_signal() => {
+                eprintln!("mesh-proxy: {s} before startup finished");
+                return ExitCode::FAILURE;
+            }
+        };
+        let signal = stop_signal().await;
+        tracing::info!(%signal, timeout = ?drain_timeout, "draining");
+        if proxy.drain(drain_timeout).await {
+            tracing::info!("drained");
+        } else {
+            tracing::warn!(timeout = ?drain_timeout, "drain timeout: closing open connections");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C), whichever comes first.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}

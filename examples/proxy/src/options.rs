@@ -1,0 +1,463 @@
+//! Settings: command-line flags over an optional YAML file whose keys are the flags'
+//! names (`--drain-timeout` is `drain_timeout`). All parsing and file reading of the proxy
+//! happens here and in `main.rs`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Usage text.
+pub const USAGE: &str = "usage: mesh-proxy [--config FILE] [flags]
+
+listeners
+  --inbound ADDR          mesh traffic to the local app (default 0.0.0.0:15006; off: none)
+  --app ADDR              the local app (default 127.0.0.1:8080)
+  --outbound ADDR         plain HTTP from the app, routed by xDS (default 127.0.0.1:15001; off)
+  --admin ADDR            admin: /stats/prometheus /config_dump /ready ... (default 127.0.0.1:15000; off)
+  --tcp LISTEN=TARGET     TCP passthrough, repeatable (e.g. 127.0.0.1:15432=10.0.0.5:5432)
+  --mtls MODE             inbound PeerAuthentication: strict | permissive | disable
+                          (default: from the xDS inbound listener; strict until it arrives)
+xDS (one of)
+  --bootstrap FILE        gRPC xDS bootstrap (A27 JSON); default $GRPC_XDS_BOOTSTRAP
+  --xds URI               the control plane (e.g. http://istiod.istio-system.svc:15010); the node
+                          is described by --name --namespace --service-account --label k=v
+                          [--ip IP] [--cluster-id ID]
+identity (one of)
+  --identity files:DIR    cert-chain.pem, key.pem, root-cert.pem in DIR (reloaded on change)
+  --identity istio-ca:URI the Istio CA (e.g. https://istiod.istio-system.svc:15012) with
+                          --ca-root FILE [--token FILE] [--ca-server-name NAME]
+runtime
+  --workers N             runtime worker threads (default: the number of CPUs)
+  --drain-timeout D       on SIGTERM/SIGINT: stop accepting, finish in-flight requests for at most D
+                          (default 5s)
+  --config FILE           YAML with the same keys (flags win)";
+
+/// Where the workload's certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// PEM files in the istio-agent layout.
+    Files(PathBuf),
+    /// The Istio CA at this URI.
+    IstioCa(String),
+}
+
+impl std::str::FromStr for IdentitySource {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(dir) = s.strip_prefix("files:") {
+            return Ok(Self::Files(dir.into()));
+        }
+        if let Some(uri) = s.strip_prefix("istio-ca:") {
+            return Ok(Self::IstioCa(uri.into()));
+        }
+        Err(format!(
+            "identity {s:?}: expected files:DIR or istio-ca:https://HOST:PORT"
+        ))
+    }
+}
+
+/// The inbound mTLS mode, when fixed by configuration rather than xDS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MtlsMode {
+    /// mTLS only.
+    Strict,
+    /// mTLS or plaintext (sniffed per connection).
+    Permissive,
+    /// Plaintext only.
+    Disable,
+}
+
+impl std::str::FromStr for MtlsMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "strict" => Ok(Self::Strict),
+            "permissive" => Ok(Self::Permissive),
+            "disable" => Ok(Self::Disable),
+            _ => Err(format!(
+                "mtls {s:?}: expected strict, permissive or disable"
+            )),
+        }
+    }
+}
+
+/// A TCP passthrough: connections to `listen` are piped to `target`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpForward {
+    /// Where to accept.
+    pub listen: SocketAddr,
+    /// Where to connect.
+    pub target: SocketAddr,
+}
+
+impl std::str::FromStr for TcpForward {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (l, t) = s
+            .split_once('=')
+            .ok_or_else(|| format!("tcp {s:?}: expected LISTEN=TARGET"))?;
+        Ok(Self {
+            listen: addr("tcp listen", l)?,
+            target: addr("tcp target", t)?,
+        })
+    }
+}
+
+/// The node of an Istio proxyless bootstrap built from flags.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// The control plane's URI.
+    pub xds: String,
+    /// Pod (workload instance) name.
+    pub name: String,
+    /// Namespace.
+    pub namespace: String,
+    /// Service account.
+    pub service_account: String,
+    /// Workload labels (`app`, `version`, ...).
+    pub labels: BTreeMap<String, String>,
+    /// The instance IP (default: the inbound address when specific, else 127.0.0.1).
+    pub ip: Option<std::net::IpAddr>,
+    /// `CLUSTER_ID`.
+    pub cluster_id: Option<String>,
+}
+
+/// Everything the proxy needs to start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxyOptions {
+    /// Inbound listener (`None`: no inbound).
+    pub inbound: Option<SocketAddr>,
+    /// The local app.
+    pub app: SocketAddr,
+    /// Outbound listener (`None`: no outbound).
+    pub outbound: Option<SocketAddr>,
+    /// Admin listener (`None`: no admin).
+    pub admin: Option<SocketAddr>,
+    /// TCP passthroughs.
+    pub tcp: Vec<TcpForward>,
+    /// Fixed inbound mTLS mode (`None`: from xDS).
+    pub mtls: Option<MtlsMode>,
+    /// A bootstrap file (`None`: the node flags, else `GRPC_XDS_BOOTSTRAP`).
+    pub bootstrap: Option<PathBuf>,
+    /// The node described by flags (when `xds` is set).
+    pub node: NodeOptions,
+    /// The identity source.
+    pub identity: Option<IdentitySource>,
+    /// The Istio CA's root certificate (PEM).
+    pub ca_root: Option<PathBuf>,
+    /// A bearer token file for the Istio CA.
+    pub token: Option<PathBuf>,
+    /// The Istio CA's TLS server name.
+    pub ca_server_name: String,
+    /// Runtime worker threads (`None`: one per CPU).
+    pub workers: Option<usize>,
+    /// How long in-flight work may take after a stop signal.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            inbound: Some(([0, 0, 0, 0], 15006).into()),
+            app: ([127, 0, 0, 1], 8080).into(),
+            outbound: Some(([127, 0, 0, 1], 15001).into()),
+            admin: Some(([127, 0, 0, 1], 15000).into()),
+            tcp: Vec::new(),
+            mtls: None,
+            bootstrap: None,
+            node: NodeOptions::default(),
+            identity: None,
+            ca_root: None,
+            token: None,
+            ca_server_name: "istiod.istio-system.svc".into(),
+            workers: None,
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The YAML file: the flags' names as keys, every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    inbound: Option<String>,
+    app: Option<String>,
+    outbound: Option<String>,
+    admin: Option<String>,
+    #[serde(default)]
+    tcp: Vec<String>,
+    mtls: Option<String>,
+    bootstrap: Option<PathBuf>,
+    xds: Option<String>,
+    name: Option<String>,
+    namespace: Option<String>,
+    service_account: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    ip: Option<String>,
+    cluster_id: Option<String>,
+    identity: Option<String>,
+    ca_root: Option<PathBuf>,
+    token: Option<PathBuf>,
+    ca_server_name: Option<String>,
+    workers: Option<usize>,
+    drain_timeout: Option<String>,
+}
+
+fn addr(what: &str, v: &str) -> Result<SocketAddr, String> {
+    v.parse()
+        .map_err(|_| format!("{what} {v:?}: not an address like 127.0.0.1:8080"))
+}
+
+fn optional_addr(what: &str, v: &str) -> Result<Option<SocketAddr>, String> {
+    if v == "off" {
+        Ok(None)
+    } else {
+        addr(what, v).map(Some)
+    }
+}
+
+/// Parses a duration such as `5s`, `500ms`, `1m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("duration {s:?}: expected a number with a unit (ms, s, m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("duration {s:?}: {e}"))
+}
+
+fn label(v: &str) -> Result<(String, String), String> {
+    v.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("label {v:?}: expected key=value"))
+}
+
+impl ProxyOptions {
+    /// Applies one setting by its flag name (without `--`, `-` or `_` alike).
+    fn set(&mut self, key: &str, v: &str) -> Result<(), String> {
+        match key.replace('_', "-").as_str() {
+            "inbound" => self.inbound = optional_addr("inbound", v)?,
+            "app" => self.app = addr("app", v)?,
+            "outbound" => self.outbound = optional_addr("outbound", v)?,
+            "admin" => self.admin = optional_addr("admin", v)?,
+            "tcp" => self.tcp.push(v.parse()?),
+            "mtls" => self.mtls = Some(v.parse()?),
+            "bootstrap" => self.bootstrap = Some(v.into()),
+            "xds" => self.node.xds = v.into(),
+            "name" => self.node.name = v.into(),
+            "namespace" => self.node.namespace = v.into(),
+            "service-account" => self.node.service_account = v.into(),
+            "label" => {
+                let (k, val) = label(v)?;
+                self.node.labels.insert(k, val);
+            }
+            "ip" => {
+                self.node.ip = Some(
+                    v.parse()
+                        .map_err(|_| format!("ip {v:?}: not an IP address"))?,
+                )
+            }
+            "cluster-id" => self.node.cluster_id = Some(v.into()),
+            "identity" => self.identity = Some(v.parse()?),
+            "ca-root" => self.ca_root = Some(v.into()),
+            "token" => self.token = Some(v.into()),
+            "ca-server-name" => self.ca_server_name = v.into(),
+            "workers" => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("workers {v:?}: not a number"))?;
+                if n == 0 {
+                    return Err("workers must be at least 1".into());
+                }
+                self.workers = Some(n);
+            }
+            "drain-timeout" => self.drain_timeout = parse_duration(v)?,
+            other => return Err(format!("unknown option --{other}")),
+        }
+        Ok(())
+    }
+
+    /// Applies a YAML config file's settings (see `docs/proxy.md`).
+    pub fn apply_yaml(&mut self, yaml: &str) -> Result<(), String> {
+        let f: FileOptions = serde_yaml_ng::from_str(yaml).map_err(|e| e.to_string())?;
+        let scalars = [
+            ("inbound", f.inbound),
+            ("app", f.app),
+            ("outbound", f.outbound),
+            ("admin", f.admin),
+            ("mtls", f.mtls),
+            ("xds", f.xds),
+            ("name", f.name),
+            ("namespace", f.namespace),
+            ("service-account", f.service_account),
+            ("ip", f.ip),
+            ("cluster-id", f.cluster_id),
+            ("identity", f.identity),
+            ("ca-server-name", f.ca_server_name),
+            ("drain-timeout", f.drain_timeout),
+            ("workers", f.workers.map(|w| w.to_string())),
+        ];
+        for (k, v) in scalars {
+            if let Some(v) = v {
+                self.set(k, &v)?;
+            }
+        }
+        for t in f.tcp {
+            self.set("tcp", &t)?;
+        }
+        self.node.labels.extend(f.labels);
+        if let Some(p) = f.bootstrap {
+            self.bootstrap = Some(p);
+        }
+        if let Some(p) = f.ca_root {
+            self.ca_root = Some(p);
+        }
+        if let Some(p) = f.token {
+            self.token = Some(p);
+        }
+        Ok(())
+    }
+
+    /// Checks that the settings fit together.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bootstrap.is_some() && !self.node.xds.is_empty() {
+            return Err("give either --bootstrap or --xds, not both".into());
+        }
+        if !self.node.xds.is_empty() {
+            for (flag, v) in [
+                ("--name", &self.node.name),
+                ("--namespace", &self.node.namespace),
+                ("--service-account", &self.node.service_account),
+            ] {
+                if v.is_empty() {
+                    return Err(format!("--xds needs {flag}"));
+                }
+            }
+        }
+        if matches!(self.identity, Some(IdentitySource::IstioCa(_))) && self.ca_root.is_none() {
+            return Err("--identity istio-ca:URI needs --ca-root FILE".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses the command line (without the program name). `read` loads `--config` files.
+pub fn parse_args(
+    args: &[String],
+    read: impl Fn(&std::path::Path) -> Result<String, String>,
+) -> Result<ProxyOptions, String> {
+    let mut o = ProxyOptions::default();
+    // The file first, so flags override it wherever they appear.
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == "--config" {
+            let path = it.next().ok_or("--config needs a value")?;
+            let text = read(std::path::Path::new(path))?;
+            o.apply_yaml(&text).map_err(|e| format!("{path}: {e}"))?;
+        }
+    }
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let Some(key) = a.strip_prefix("--") else {
+            return Err(format!("unexpected argument {a:?}"));
+        };
+        let (key, inline) = match key.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_owned())),
+            None => (key, None),
+        };
+        let value = match inline {
+            Some(v) => v,
+            None => it
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("--{key} needs a value"))?,
+        };
+        if key != "config" {
+            o.set(key, &value)?;
+        }
+    }
+    o.validate()?;
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    fn no_file(_: &std::path::Path) -> Result<String, String> {
+        Err("no file".into())
+    }
+
+    #[test]
+    fn flags_set_listeners_identity_and_node() {
+        let o = parse_args(
+            &args(
+                "--inbound 127.0.0.1:7000 --app 127.0.0.1:8000 --outbound off \
+                 --tcp 127.0.0.1:7001=127.0.0.1:5432 --xds http://127.0.0.1:15010 \
+                 --name web-0 --namespace default --service-account web --label app=web \
+                 --label version=v1 --identity files:/etc/certs --workers 2 --drain-timeout 500ms \
+                 --mtls STRICT",
+            ),
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(o.inbound, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(o.outbound, None);
+        assert_eq!(o.tcp[0].target, "127.0.0.1:5432".parse().unwrap());
+        assert_eq!(o.node.labels["version"], "v1");
+        assert_eq!(o.identity, Some(IdentitySource::Files("/etc/certs".into())));
+        assert_eq!(o.workers, Some(2));
+        assert_eq!(o.drain_timeout, Duration::from_millis(500));
+        assert_eq!(o.mtls, Some(MtlsMode::Strict));
+    }
+
+    #[test]
+    fn file_is_applied_and_flags_win() {
+        let yaml = "app: 127.0.0.1:9000\nadmin: 127.0.0.1:9901\nlabels: {app: api}\n\
+                    tcp: [\"127.0.0.1:1=127.0.0.1:2\"]\ndrain_timeout: 2s\n";
+        let o = parse_args(&args("--config proxy.yaml --app 127.0.0.1:9100"), |_| {
+            Ok(yaml.into())
+        })
+        .unwrap();
+        assert_eq!(o.app, "127.0.0.1:9100".parse().unwrap());
+        assert_eq!(o.admin, Some("127.0.0.1:9901".parse().unwrap()));
+        assert_eq!(o.node.labels["app"], "api");
+        assert_eq!(o.tcp.len(), 1);
+        assert_eq!(o.drain_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn bad_input_names_the_rule() {
+        let err = |s: &str| parse_args(&args(s), no_file).unwrap_err();
+        assert!(err("--app nowhere").contains("not an address"));
+        assert!(err("--bogus 1").contains("unknown option --bogus"));
+        assert!(err("--workers 0").contains("at least 1"));
+        assert!(err("--xds http://x:1").contains("--name"));
+        assert!(err("--identity istio-ca:https://x:1").contains("--ca-root"));
+        assert!(err("--identity vault:x").contains("files:DIR"));
+        assert!(err("--tcp 127.0.0.1:1").contains("LISTEN=TARGET"));
+        assert!(err("--mtls maybe").contains("strict"));
+        assert!(err("--app").contains("needs a value"));
+        let unknown_key = parse_args(&args("--config f"), |_| Ok("apps: 1\n".into())).unwrap_err();
+        assert!(unknown_key.contains("unknown field"), "{unknown_key}");
+    }
+}

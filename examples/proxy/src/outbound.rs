@@ -1,0 +1,54 @@
+//! The outbound listener: plain HTTP/1.1 or h2c from the local app, routed by xDS.
+//!
+//! ```text
+//! accept -> Istio metrics (reporter=source) -> MeshClient: route, balance, mTLS h2 upstream
+//! ```
+//!
+//! The app addresses a service as it would without the mesh (`http://reviews:9080/...`,
+//! through `http_proxy` or a `Host` header); the authority names the xDS listener.
+
+use http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use mesh_route::client::MeshClient;
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Layer, ServiceExt};
+
+use crate::drain::next_conn;
+use crate::headers::strip_hop_by_hop;
+
+/// The outbound side's parts.
+pub(crate) struct Outbound {
+    pub(crate) client: MeshClient,
+    pub(crate) metrics: IstioMetrics,
+    pub(crate) local: WorkloadInfo,
+}
+
+impl Outbound {
+    /// Accepts on `listener` until `stop`, then waits for open connections to finish.
+    pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
+        let client = self.client.map_request(|mut req: Request<_>| {
+            strip_hop_by_hop(req.headers_mut());
+            req
+        });
+        let service = IstioMetricsLayer::source(&self.metrics, self.local).layer(client);
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let graceful = GracefulShutdown::new();
+        while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {
+            let conn = builder
+                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()))
+                .into_owned();
+            let conn = graceful.watch(conn);
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%remote, error = %e, "outbound connection ended with an error");
+                }
+            });
+        }
+        graceful.shutdown().await;
+    }
+}

@@ -1,0 +1,502 @@
+//! The proxy in front of non-Rust apps (issue 9): the embedded control plane on a config
+//! with two services, Python apps behind `mesh-proxy` processes, and
+//!
+//! ```text
+//! test client -> web's outbound listener -> mTLS (h2) -> api v1|v2 inbound -> python app
+//! ```
+//!
+//! with the VirtualService's header route and weighted split observed, Istio metrics read
+//! from the admin ports, plaintext refused by a STRICT inbound, TCP passthrough counted,
+//! and SIGTERM draining in-flight requests.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mesh_control::server::{CaAuth, ControlPlane, ControlPlaneOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+const API: &str = "api.default.svc.cluster.local:8080";
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn local(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// python3 (`MESH_PYTHON_BIN` or the one on PATH): a peer like the others, required under
+/// scripts/test.
+fn python() -> Option<PathBuf> {
+    let bin = std::env::var_os("MESH_PYTHON_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| "python3".into());
+    let ok = std::process::Command::new(&bin)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(bin);
+    }
+    if std::env::var("MESH_REQUIRE_PEERS").is_ok_and(|v| v == "1") {
+        panic!("python3 is required for the proxy tests");
+    }
+    eprintln!("SKIPPED: python3 not found");
+    None
+}
+
+/// Two services: `web` (the caller) and `api` v1 + v2, all behind proxies, STRICT mTLS; the
+/// api route sends `x-canary: "true"` to v2 and splits the rest 75/25.
+fn write_config(dir: &Path, web_in: u16, api1_in: u16, api2_in: u16) {
+    let service = |name: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: {name}}}}}
+---
+"
+        )
+    };
+    let workload = |name: &str, app: &str, version: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {port}}}
+  labels: {{app: {app}, version: {version}}}
+  serviceAccount: {app}
+---
+"
+        )
+    };
+    let mut yaml = service("web") + &service("api");
+    yaml += &workload("web-v1", "web", "v1", web_in);
+    yaml += &workload("api-v1", "api", "v1", api1_in);
+    yaml += &workload("api-v2", "api", "v2", api2_in);
+    yaml += "apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api.default.svc.cluster.local
+  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  http:
+  - name: canary
+    match: [{headers: {x-canary: {exact: \"true\"}}}]
+    route: [{destination: {host: api.default.svc.cluster.local, subset: v2}}]
+  - name: split
+    route:
+    - {destination: {host: api.default.svc.cluster.local, subset: v1}, weight: 75}
+    - {destination: {host: api.default.svc.cluster.local, subset: v2}, weight: 25}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec: {mtls: {mode: STRICT}}
+";
+    std::fs::write(dir.join("mesh.yaml"), yaml).expect("write config");
+}
+
+struct Mesh {
+    _dir: tempfile::TempDir,
+    cp: ControlPlane,
+    root: PathBuf,
+    python: PathBuf,
+    children: Vec<Child>,
+}
+
+/// One sidecar's ports.
+#[derive(Clone, Copy)]
+struct Sidecar {
+    inbound: u16,
+    outbound: Option<u16>,
+    admin: u16,
+    app: u16,
+}
+
+impl Mesh {
+    async fn start(python: PathBuf, web_in: u16, api1_in: u16, api2_in: u16) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_config(dir.path(), web_in, api1_in, api2_in);
+        let cp = ControlPlane::start(ControlPlaneOptions {
+            config_dir: dir.path().into(),
+            xds_addr: local(0),
+            ca_addr: Some(local(0)),
+            debug_addr: None,
+            ca_auth: CaAuth {
+                open: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await
+        .expect("control plane");
+        let root = dir.path().join("root-cert.pem");
+        std::fs::write(&root, cp.root_pem()).expect("root");
+        Self {
+            _dir: dir,
+            cp,
+            root,
+            python,
+            children: Vec::new(),
+        }
+    }
+
+    fn app(&mut self, name: &str, port: u16) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/echo.py");
+        let child = Command::new(&self.python)
+            .args([script, name, &port.to_string()])
+            .kill_on_drop(true)
+            .spawn()
+            .expect("python app");
+        self.children.push(child);
+    }
+
+    /// Starts a proxy process; returns its index in `children`.
+    fn proxy(&mut self, s: Sidecar, app: &str, version: &str, extra: &[String]) -> usize {
+        let ca = self.cp.ca_addr().expect("CA");
+        let mut args: Vec<String> = vec![
+            "--inbound".into(),
+            local(s.inbound).to_string(),
+            "--app".into(),
+            local(s.app).to_string(),
+            "--outbound".into(),
+            s.outbound.map_or("off".into(), |p| local(p).to_string()),
+            "--admin".into(),
+            local(s.admin).to_string(),
+            "--xds".into(),
+            format!("http://{}", self.cp.xds_addr()),
+            "--name".into(),
+            format!("{app}-{version}-0"),
+            "--namespace".into(),
+            "default".into(),
+            "--service-account".into(),
+            app.into(),
+            "--label".into(),
+            format!("app={app}"),
+            "--label".into(),
+            format!("version={version}"),
+            "--identity".into(),
+            format!("istio-ca:https://{ca}"),
+            "--ca-root".into(),
+            self.root.display().to_string(),
+            "--workers".into(),
+            "1".into(),
+        ];
+        args.extend(extra.iter().cloned());
+        let child = Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("mesh-proxy");
+        self.children.push(child);
+        self.children.len() - 1
+    }
+}
+
+fn client() -> Client<HttpConnector, Empty<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// GET `path` from `addr` with `Host: host` and extra headers; (status, body).
+async fn get(
+    c: &Client<HttpConnector, Empty<Bytes>>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
+    let mut req = http::Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = c.request(req).await.map_err(|e| format!("{e:?}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+async fn wait_ready(c: &Client<HttpConnector, Empty<Bytes>>, admin: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match get(c, local(admin), "admin", "/ready", &[]).await {
+            Ok((200, _)) => return,
+            Ok((s, b)) => last = format!("{s} {b}"),
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what} not ready: {last}");
+}
+
+async fn wait_listening(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if tokio::net::TcpStream::connect(local(port)).await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} is not listening on {port}");
+}
+
+/// The value of the first series of `name` whose labels include every `k="v"` of `labels`.
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn stats(c: &Client<HttpConnector, Empty<Bytes>>, admin: u16) -> String {
+    let (status, body) = get(c, local(admin), "admin", "/stats/prometheus", &[])
+        .await
+        .expect("stats");
+    assert_eq!(status, 200);
+    body
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -TERM {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
+    let Some(python) = python() else { return };
+    let web = Sidecar {
+        inbound: free_port(),
+        outbound: Some(free_port()),
+        admin: free_port(),
+        app: free_port(),
+    };
+    let side = || Sidecar {
+        inbound: free_port(),
+        outbound: None,
+        admin: free_port(),
+        app: free_port(),
+    };
+    let (api1, api2) = (side(), side());
+    let tcp = free_port();
+    let mut mesh = Mesh::start(python, web.inbound, api1.inbound, api2.inbound).await;
+    mesh.app("web", web.app);
+    mesh.app("api-v1", api1.app);
+    mesh.app("api-v2", api2.app);
+    let tcp_flag = [
+        "--tcp".to_string(),
+        format!("{}={}", local(tcp), local(web.app)),
+        "--drain-timeout".into(),
+        "1s".into(),
+    ];
+    mesh.proxy(web, "web", "v1", &tcp_flag);
+    mesh.proxy(api1, "api", "v1", &[]);
+    let api2_proxy = mesh.proxy(api2, "api", "v2", &["--drain-timeout".into(), "5s".into()]);
+    let c = client();
+    for (s, what) in [(web, "web"), (api1, "api v1"), (api2, "api v2")] {
+        wait_listening(s.app, what).await;
+        wait_ready(&c, s.admin, what).await;
+    }
+    let out = local(web.outbound.expect("web outbound"));
+
+    // The header route: always v2, over mTLS with web's identity, the caller's authority kept.
+    for _ in 0..20 {
+        let (status, body) = get(&c, out, API, "/hello", &[("x-canary", "true")])
+            .await
+            .expect("canary request");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["name"], "api-v2", "{body}");
+        assert_eq!(v["host"], API);
+        let xfcc = v["xfcc"].as_str().unwrap_or_default();
+        assert!(
+            xfcc.contains("URI=spiffe://cluster.local/ns/default/sa/web")
+                && xfcc.contains("By=spiffe://cluster.local/ns/default/sa/api"),
+            "{xfcc}"
+        );
+    }
+    // The weighted split: 75/25 over 200 requests (binomial sd ~6 requests).
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for _ in 0..200 {
+        let (status, body) = get(&c, out, API, "/split", &[])
+            .await
+            .expect("split request");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        *seen
+            .entry(v["name"].as_str().unwrap_or("?").into())
+            .or_default() += 1;
+    }
+    let v1 = seen.get("api-v1").copied().unwrap_or(0);
+    let v2 = seen.get("api-v2").copied().unwrap_or(0);
+    assert_eq!(v1 + v2, 200, "{seen:?}");
+    assert!(
+        (120..=180).contains(&v1),
+        "75/25 split not observed: {seen:?}"
+    );
+
+    // An app using the proxy as its http_proxy sends the absolute form.
+    let mut s = tokio::net::TcpStream::connect(out).await.expect("connect");
+    s.write_all(
+        format!("GET http://{API}/abs HTTP/1.1\r\nhost: {API}\r\nconnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(raw.contains("\"path\": \"/abs\""), "{raw}");
+
+    // Plaintext to a STRICT inbound gets no HTTP answer: the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(local(api1.inbound))
+        .await
+        .expect("connect");
+    let _ = s
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: api\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1"),
+        "STRICT inbound answered plaintext: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
+
+    // TCP passthrough to web's app, counted in istio_tcp_*.
+    let mut s = tokio::net::TcpStream::connect(local(tcp))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /tcp HTTP/1.1\r\nhost: web\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.expect("read");
+    assert!(raw.contains("\"name\": \"web\""), "{raw}");
+
+    // Istio metrics from both reporters, with principals.
+    let sa = |s: &str| format!("spiffe://cluster.local/ns/default/sa/{s}");
+    let (web_sa, api_sa) = (sa("web"), sa("api"));
+    let web_stats = stats(&c, web.admin).await;
+    let source = metric(
+        &web_stats,
+        "istio_requests_total",
+        &[
+            ("reporter", "source"),
+            ("source_principal", &web_sa),
+            ("source_workload", "web-v1"),
+            ("destination_service", "api.default.svc.cluster.local"),
+            ("response_code", "200"),
+        ],
+    );
+    assert_eq!(source, Some(221.0), "source series:\n{web_stats}");
+    let opened = metric(
+        &web_stats,
+        "istio_tcp_connections_opened_total",
+        &[("source_principal", &web_sa)],
+    );
+    assert_eq!(opened, Some(1.0), "{web_stats}");
+    let mut by_version = 0.0;
+    for s in [api1, api2] {
+        let text = stats(&c, s.admin).await;
+        let n = metric(
+            &text,
+            "istio_requests_total",
+            &[
+                ("reporter", "destination"),
+                ("source_principal", &web_sa),
+                ("destination_principal", &api_sa),
+                ("destination_service", "api.default.svc.cluster.local"),
+                ("connection_security_policy", "mutual_tls"),
+                ("response_code", "200"),
+            ],
+        )
+        .unwrap_or_else(|| panic!("no destination series:\n{text}"));
+        by_version += n;
+    }
+    assert_eq!(by_version, 221.0);
+
+    // SIGTERM drains: a request in flight to api v2 completes, then the proxy exits and its
+    // port is closed.
+    let slow = {
+        let c = c.clone();
+        tokio::spawn(
+            async move { get(&c, out, API, "/slow?ms=1500", &[("x-canary", "true")]).await },
+        )
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sigterm(&mesh.children[api2_proxy]);
+    let (status, body) = slow.await.expect("join").expect("slow request");
+    assert_eq!(status, 200, "in-flight request cut by the drain: {body}");
+    let exit = tokio::time::timeout(Duration::from_secs(10), mesh.children[api2_proxy].wait())
+        .await
+        .expect("api v2 proxy exits after draining")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        tokio::net::TcpStream::connect(local(api2.inbound))
+            .await
+            .is_err(),
+        "the drained proxy still accepts"
+    );
+
+    // The drain timeout bounds the wait: a tunnel that outlives it is cut.
+    let mut s = tokio::net::TcpStream::connect(local(tcp))
+        .await
+        .expect("connect");
+    s.write_all(b"GET /slow?ms=20000 HTTP/1.1\r\nhost: web\r\n\r\n")
+        .await
+        .expect("write");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let web_proxy = 3; // children: 3 apps, then web's proxy
+    sigterm(&mesh.children[web_proxy]);
+    let exit = tokio::time::timeout(Duration::from_secs(10), mesh.children[web_proxy].wait())
+        .await
+        .expect("web proxy exits at its 1 s drain timeout, not after the 20 s request")
+        .expect("wait");
+    assert!(exit.success(), "{exit:?}");
+}

@@ -1,6 +1,5 @@
 //! Listener building blocks shared by the generators: HTTP filters and connection managers.
 
-use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
@@ -46,38 +45,6 @@ pub(crate) fn rds_hcm(stat_prefix: &str, route_name: &str) -> hcm::HttpConnectio
             hcm::Rds {
                 config_source: pb::ads(),
                 route_config_name: route_name.into(),
-            },
-        )),
-        ..Default::default()
-    }
-}
-
-/// The inbound connection manager of a proxyless server: every request goes to the app
-/// (`NonForwardingAction`).
-pub(crate) fn inbound_hcm(name: &str) -> hcm::HttpConnectionManager {
-    hcm::HttpConnectionManager {
-        stat_prefix: name.into(),
-        codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
-        http_filters: router_only(),
-        route_specifier: Some(hcm::http_connection_manager::RouteSpecifier::RouteConfig(
-            rds::RouteConfiguration {
-                name: name.into(),
-                virtual_hosts: vec![rds::VirtualHost {
-                    name: name.into(),
-                    domains: vec!["*".into()],
-                    routes: vec![rds::Route {
-                        r#match: Some(rds::RouteMatch {
-                            path_specifier: Some(rds::route_match::PathSpecifier::Prefix(
-                                "/".into(),
-                            )),
-                            ..Default::default()
-                        }),
-                        action: Some(rds::route::Action::NonForwardingAction(Default::default())),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }],
-                ..Default::default()
             },
         )),
         ..Default::default()

@@ -18,10 +18,12 @@
 //! node names in its metadata (see [`EnvoyNodeMeta`]): the simplest setup that works with a
 //! stock Envoy.
 
+mod authz;
 mod cluster;
 mod endpoint;
 mod envoy;
 mod grpc;
+mod inbound;
 mod listener;
 mod names;
 mod pb;
@@ -34,6 +36,7 @@ use mesh_xds::server::{GenerateError, Generator, Resources};
 use crate::istio::MeshConfig;
 
 pub use envoy::EnvoyNodeMeta;
+pub use inbound::InboundNode;
 pub use names::{cluster_name, inbound_listener_name, parse_cluster_name};
 
 /// Generator settings shared by every kind of node.
@@ -97,9 +100,22 @@ impl MeshGenerator {
     }
 
     /// The proxyless resources (every client and server listener, route, cluster and
-    /// endpoint set): what a `GENERATOR: grpc` node is served.
+    /// endpoint set), independent of any node: for tools and tests. With workloads sharing
+    /// an address and port, the first one's inbound listener is included.
     pub fn proxyless(&self, config: &MeshConfig) -> Resources {
-        grpc::generate(config, &self.options)
+        let mut out = grpc::generate(config, &self.options);
+        inbound::add_all(&mut out, config);
+        out
+    }
+
+    /// What a `GENERATOR: grpc` node is served: the client side of every service, and the
+    /// inbound listeners of the node's own workload (found by IP, then namespace, service
+    /// account, pod name and labels; see [`InboundNode`]), with its PeerAuthentication
+    /// and AuthorizationPolicies.
+    pub fn proxyless_for(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
+        let mut out = grpc::generate(config, &self.options);
+        inbound::add_for_node(&mut out, config, node);
+        out
     }
 
     /// The resources for an Envoy node with this metadata.
@@ -111,15 +127,16 @@ impl MeshGenerator {
 impl Generator<MeshConfig> for MeshGenerator {
     fn node_key(&self, node: &Node) -> String {
         match NodeKind::of(node) {
-            // Proxyless resources do not depend on the node: one snapshot for all.
-            NodeKind::Proxyless => "grpc".into(),
+            // The client side is the same for every proxyless node; the inbound listeners
+            // depend on what identifies the node's workload.
+            NodeKind::Proxyless => format!("grpc|{}", InboundNode::from_node(node).key()),
             NodeKind::Envoy => EnvoyNodeMeta::from_node(node).key(),
         }
     }
 
     fn generate(&self, node: &Node, config: &MeshConfig) -> Result<Resources, GenerateError> {
         Ok(match NodeKind::of(node) {
-            NodeKind::Proxyless => self.proxyless(config),
+            NodeKind::Proxyless => self.proxyless_for(config, &InboundNode::from_node(node)),
             NodeKind::Envoy => self.envoy(config, &EnvoyNodeMeta::from_node(node)),
         })
     }
@@ -127,3 +144,5 @@ impl Generator<MeshConfig> for MeshGenerator {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_inbound;

@@ -1,0 +1,297 @@
+//! Inbound listeners per node: the node's own workload on a shared address, the chains
+//! PeerAuthentication asks for, and the AuthorizationPolicies as RBAC filters that our
+//! client decodes and evaluates as Istio means them.
+
+use std::path::Path;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use mesh_core::model::{self, HttpFilterConfig, RbacRequest};
+use mesh_xds::resource::{Resource, ResourceType, decode};
+
+use super::*;
+use crate::istio::SourceFile;
+
+fn s(v: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(v.into())),
+    }
+}
+
+fn node(ip: &str, pod: &str, sa: &str, labels: &[(&str, &str)]) -> Node {
+    let labels = Struct {
+        fields: labels.iter().map(|(k, v)| ((*k).into(), s(v))).collect(),
+    };
+    Node {
+        id: format!("sidecar~{ip}~{pod}.default~default.svc.cluster.local"),
+        metadata: Some(Struct {
+            fields: [
+                ("GENERATOR".to_owned(), s("grpc")),
+                ("NAMESPACE".to_owned(), s("default")),
+                ("INSTANCE_IPS".to_owned(), s(ip)),
+                ("SERVICE_ACCOUNT".to_owned(), s(sa)),
+                (
+                    "LABELS".to_owned(),
+                    Value {
+                        kind: Some(Kind::StructValue(labels)),
+                    },
+                ),
+            ]
+            .into_iter()
+            .collect(),
+        }),
+        ..Default::default()
+    }
+}
+
+fn inbound(r: &mesh_xds::server::Resources) -> Vec<(String, model::ServerListener)> {
+    r.of_type(ResourceType::Listener.type_url())
+        .filter(|(n, _)| n.starts_with("xds.istio.io/grpc/lds/inbound/"))
+        .map(|(n, any)| {
+            let Resource::Listener(l) =
+                decode(ResourceType::Listener, any).unwrap_or_else(|e| panic!("{n}: {e}"))
+            else {
+                panic!("{n} is not a listener")
+            };
+            let model::ListenerKind::Server(s) = &l.kind else {
+                panic!("{n} is not a server listener")
+            };
+            (n.to_owned(), (**s).clone())
+        })
+        .collect()
+}
+
+fn bookinfo() -> MeshConfig {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/bookinfo");
+    MeshConfig::load_dir(dir).unwrap().0
+}
+
+fn rbac(chain: &model::FilterChain) -> Vec<(&str, &model::RbacFilter)> {
+    chain
+        .http_connection_manager
+        .http_filters
+        .iter()
+        .filter_map(|f| match &f.config {
+            HttpFilterConfig::Rbac(r) => Some((f.name.as_str(), r)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn req<'a>(who: Option<&'a str>, method: &'a str, path: &'a str) -> RbacRequest<'a> {
+    RbacRequest {
+        headers: vec![(":method", method), (":path", path)],
+        authenticated: who.is_some(),
+        peer_names: who.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn shared_address_resolves_to_the_nodes_own_workload() {
+    let config = bookinfo();
+    let g = MeshGenerator::default();
+    let n = node("127.0.0.1", "reviews-v1", "reviews", &[("app", "reviews")]);
+    let r = g.generate(&n, &config).unwrap();
+    let listeners = inbound(&r);
+    let names: Vec<&str> = listeners.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["xds.istio.io/grpc/lds/inbound/127.0.0.1:19082"]);
+    // Without a pod name, the service account narrows to the three reviews versions.
+    let n = node("127.0.0.1", "", "reviews", &[]);
+    let names: Vec<String> = inbound(&g.generate(&n, &config).unwrap())
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    // Different nodes, different keys: the server generates for each.
+    assert_ne!(
+        g.node_key(&node("127.0.0.1", "reviews-v1", "reviews", &[])),
+        g.node_key(&node("127.0.0.1", "ratings-v1", "ratings", &[]))
+    );
+}
+
+#[test]
+fn strict_listener_carries_the_authorization_policy() {
+    let config = bookinfo();
+    let n = node("127.0.0.1", "reviews-v1", "reviews", &[]);
+    let r = MeshGenerator::default().generate(&n, &config).unwrap();
+    let (_, l) = &inbound(&r)[0];
+    assert_eq!(l.address, "127.0.0.1:19082".parse().unwrap());
+    assert_eq!(l.filter_chains.len(), 1);
+    let chain = &l.filter_chains[0];
+    assert_eq!(chain.name, "inbound-mtls");
+    assert!(chain.tls.as_ref().unwrap().require_client_certificate);
+    let filters = rbac(chain);
+    assert_eq!(filters.len(), 1, "only an ALLOW policy selects reviews");
+    assert_eq!(filters[0].0, "envoy.filters.http.rbac");
+    let allows = |r: &RbacRequest<'_>| filters.iter().all(|(_, f)| f.allows(r));
+    let pp = "spiffe://cluster.local/ns/default/sa/productpage";
+    let ratings = "spiffe://cluster.local/ns/default/sa/ratings";
+    assert!(allows(&req(Some(pp), "GET", "/reviews/1")));
+    assert!(!allows(&req(Some(pp), "POST", "/reviews/1")));
+    assert!(!allows(&req(Some(pp), "GET", "/ratings/1")));
+    assert!(!allows(&req(Some(ratings), "GET", "/reviews/1")));
+    assert!(!allows(&req(None, "GET", "/reviews/1")));
+    let model::RbacFilter::Rules(rules) = filters[0].1 else {
+        panic!("{:?}", filters[0].1)
+    };
+    assert_eq!(rules.policies[0].name, "default-reviews-viewer-0");
+}
+
+const SVC: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: echo, namespace: default}
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.7, ports: {http: 18080}, serviceAccount: echo, labels: {app: echo}}]
+"#;
+
+fn echo_listener(extra: &str) -> model::ServerListener {
+    let files = [SourceFile {
+        path: "c.yaml".into(),
+        text: format!("{SVC}{extra}"),
+    }];
+    let (config, _) = MeshConfig::from_files(&files).unwrap();
+    let r = MeshGenerator::default()
+        .generate(&node("10.0.0.7", "echo", "echo", &[]), &config)
+        .unwrap();
+    let mut l = inbound(&r);
+    assert_eq!(l.len(), 1);
+    l.remove(0).1
+}
+
+#[test]
+fn permissive_sends_a_tls_and_a_plaintext_chain_and_disable_plaintext_only() {
+    let l = echo_listener("");
+    let chains: Vec<(&str, Option<&str>, bool)> = l
+        .filter_chains
+        .iter()
+        .map(|c| {
+            (
+                c.name.as_str(),
+                c.filter_chain_match.transport_protocol.as_deref(),
+                c.tls.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        chains,
+        [
+            ("inbound-mtls", Some("tls"), true),
+            ("inbound-plaintext", Some("raw_buffer"), false)
+        ]
+    );
+    assert!(
+        rbac(&l.filter_chains[0]).is_empty(),
+        "no policy, no RBAC filter"
+    );
+    let disable = echo_listener(
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d, namespace: default}\nspec: {mtls: {mode: DISABLE}}\n",
+    );
+    assert_eq!(disable.filter_chains.len(), 1);
+    assert!(disable.filter_chains[0].tls.is_none());
+    let port_strict = echo_listener(
+        "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: d, namespace: default}\nspec: {selector: {matchLabels: {app: echo}}, mtls: {mode: DISABLE}, portLevelMtls: {18080: {mode: STRICT}}}\n",
+    );
+    assert_eq!(port_strict.filter_chains.len(), 1);
+    assert!(port_strict.filter_chains[0].tls.is_some());
+}
+
+#[test]
+fn deny_then_allow_and_every_field() {
+    let l = echo_listener(
+        r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-admin, namespace: default}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin*"]}}]
+  - from: [{source: {notNamespaces: [default]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: allow, namespace: default}
+spec:
+  selector: {matchLabels: {app: echo}}
+  rules:
+  - from: [{source: {principals: ["cluster.local/ns/default/sa/*"], notPrincipals: ["*/sa/evil"]}}]
+    to: [{operation: {methods: [GET, HEAD], hosts: ["Echo.*"], notPaths: ["*.secret"]}}]
+    when: [{key: "request.headers[x-team]", values: [blue]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other-app, namespace: default}
+spec:
+  selector: {matchLabels: {app: other}}
+  rules: [{}]
+"#,
+    );
+    let filters = rbac(&l.filter_chains[0]);
+    let names: Vec<&str> = filters.iter().map(|(n, _)| *n).collect();
+    assert_eq!(
+        names,
+        ["envoy.filters.http.rbac.DENY", "envoy.filters.http.rbac"]
+    );
+    let allows = |r: &RbacRequest<'_>| filters.iter().all(|(_, f)| f.allows(r));
+    let good = "spiffe://cluster.local/ns/default/sa/web";
+    let base = |who: &'static str, method: &'static str, path: &'static str, host: &'static str| {
+        RbacRequest {
+            headers: vec![
+                (":method", method),
+                (":path", path),
+                (":authority", host),
+                ("x-team", "blue"),
+            ],
+            authenticated: true,
+            peer_names: vec![who],
+            ..Default::default()
+        }
+    };
+    assert!(allows(&base(good, "GET", "/x", "echo.default")));
+    assert!(
+        allows(&base(good, "HEAD", "/x", "ECHO.default")),
+        "hosts ignore case"
+    );
+    assert!(!allows(&base(good, "POST", "/x", "echo.default")));
+    assert!(!allows(&base(good, "GET", "/x", "other")));
+    assert!(!allows(&base(good, "GET", "/a.secret", "echo.default")));
+    assert!(
+        !allows(&base(good, "GET", "/admin/x", "echo.default")),
+        "DENY first"
+    );
+    assert!(!allows(&base(
+        "spiffe://cluster.local/ns/default/sa/evil",
+        "GET",
+        "/x",
+        "echo.default"
+    )));
+    assert!(!allows(&base(
+        "spiffe://cluster.local/ns/prod/sa/web",
+        "GET",
+        "/x",
+        "echo.default"
+    )));
+    let mut no_team = base(good, "GET", "/x", "echo.default");
+    no_team.headers.pop();
+    assert!(!allows(&no_team), "when: request.headers");
+}
+
+#[test]
+fn allow_policy_without_rules_allows_nothing() {
+    let l = echo_listener(
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-nothing, namespace: default}\nspec: {}\n",
+    );
+    let filters = rbac(&l.filter_chains[0]);
+    assert_eq!(filters.len(), 1);
+    assert!(!filters[0].1.allows(&req(
+        Some("spiffe://cluster.local/ns/default/sa/web"),
+        "GET",
+        "/"
+    )));
+}

@@ -8,4 +8,6 @@
 pub mod access_log;
 pub mod admin;
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod trace;

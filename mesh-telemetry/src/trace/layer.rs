@@ -109,36 +109,43 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let prop = self.layer.propagation;
-        let (ctx, kind) = match self.layer.side {
-            Side::Server => {
-                let ctx = TraceContext::extract(req.headers(), prop)
-                    .map(|caller| caller.child())
-                    .unwrap_or_else(TraceContext::new_root);
-                req.extensions_mut().insert(ctx);
-                (ctx, "server")
-            }
-            Side::Client => {
-                let parent = req
-                    .extensions()
-                    .get::<TraceContext>()
-                    .copied()
-                    .or_else(current);
-                let ctx = parent
-                    .map(|p| p.child())
-                    .unwrap_or_else(TraceContext::new_root);
-                ctx.inject(req.headers_mut(), prop);
-                (ctx, "client")
-            }
+        let kind = match self.layer.side {
+            Side::Server => "server",
+            Side::Client => "client",
         };
         let span = tracing::info_span!(
             "request",
             otel.kind = kind,
-            trace_id = %ctx.trace_id_hex(),
-            span_id = %ctx.span_id_hex(),
-            parent_span_id = ctx.parent_span_id.map(|p| TraceContext { span_id: p, ..ctx }.span_id_hex()).unwrap_or_default(),
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+            parent_span_id = tracing::field::Empty,
             method = %req.method(),
             uri = %req.uri(),
         );
+        let ctx = match self.layer.side {
+            Side::Server => {
+                let caller = TraceContext::extract(req.headers(), prop);
+                let ctx = server_context(&span, caller);
+                req.extensions_mut().insert(ctx);
+                ctx
+            }
+            Side::Client => {
+                let explicit = req.extensions().get::<TraceContext>().copied();
+                let ctx = client_context(&span, explicit);
+                ctx.inject(req.headers_mut(), prop);
+                ctx
+            }
+        };
+        if !span.is_disabled() {
+            span.record("trace_id", ctx.trace_id_hex());
+            span.record("span_id", ctx.span_id_hex());
+            if let Some(p) = ctx.parent_span_id {
+                span.record(
+                    "parent_span_id",
+                    TraceContext { span_id: p, ..ctx }.span_id_hex(),
+                );
+            }
+        }
         let fut = {
             let _enter = span.enter();
             self.inner.call(req)
@@ -147,4 +154,57 @@ where
             inner: CURRENT.scope(ctx, fut).instrument(span),
         }
     }
+}
+
+/// The server span's context: a child of the caller's span, or a new trace.
+#[cfg(not(feature = "otlp"))]
+fn server_context(_span: &tracing::Span, caller: Option<TraceContext>) -> TraceContext {
+    caller
+        .map(|c| c.child())
+        .unwrap_or_else(TraceContext::new_root)
+}
+
+/// The server span's context, from its OpenTelemetry span when one is exported.
+#[cfg(feature = "otlp")]
+fn server_context(span: &tracing::Span, caller: Option<TraceContext>) -> TraceContext {
+    if let Some(c) = &caller {
+        super::otel::set_parent(span, c, true);
+    }
+    super::otel::adopt(span, caller.map(|c| c.span_id)).unwrap_or_else(|| {
+        caller
+            .map(|c| c.child())
+            .unwrap_or_else(TraceContext::new_root)
+    })
+}
+
+/// The client span's context: a child of the explicit parent (request extensions), else
+/// of the span being served, else a new trace.
+#[cfg(not(feature = "otlp"))]
+fn client_context(_span: &tracing::Span, explicit: Option<TraceContext>) -> TraceContext {
+    explicit
+        .or_else(current)
+        .map(|p| p.child())
+        .unwrap_or_else(TraceContext::new_root)
+}
+
+/// The client span's context, from its OpenTelemetry span when one is exported. Without an
+/// explicit parent, the OpenTelemetry parent is the current `tracing` span (the server
+/// span, or an application span inside it).
+#[cfg(feature = "otlp")]
+fn client_context(span: &tracing::Span, explicit: Option<TraceContext>) -> TraceContext {
+    let otel_parent = super::otel::current_span_id();
+    let parent = explicit.or_else(current);
+    let link = explicit.or_else(|| parent.filter(|_| otel_parent.is_none()));
+    if let Some(p) = &link {
+        super::otel::set_parent(span, p, false);
+    }
+    let parent_id = match link {
+        Some(p) => Some(p.span_id),
+        None => otel_parent.or(parent.map(|p| p.span_id)),
+    };
+    super::otel::adopt(span, parent_id).unwrap_or_else(|| {
+        parent
+            .map(|p| p.child())
+            .unwrap_or_else(TraceContext::new_root)
+    })
 }

@@ -8,6 +8,8 @@
 //! forwards one trace id with correct parent links.
 
 mod layer;
+#[cfg(feature = "otlp")]
+mod otel;
 mod propagation;
 
 pub use layer::{Side, TraceLayer, TraceService, current};

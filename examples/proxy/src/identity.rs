@@ -1,7 +1,15 @@
 //! The workload certificate: PEM files (istio-agent layout, or the bootstrap's
-//! `file_watcher` provider) or the Istio CA, renewed at half life.
+//! `file_watcher` provider), the Istio CA, or a local CA directory; CA-issued
+//! certificates are renewed at half life.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use mesh_core::SpiffeId;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::{CertProvider, Credentials, TlsError};
 
 use mesh_tls::ca::IstioCaClient;
 use mesh_tls::rotation::Rotation;
@@ -45,12 +53,37 @@ pub(crate) fn start(
             let task = Rotation::new(client).spawn(store.clone());
             return Ok((store, task));
         }
+        Some(IdentitySource::CaDir(dir)) => {
+            let id = crate::node::spiffe_id(bootstrap)?;
+            let ca = DevCa::load(dir, id.trust_domain())
+                .map_err(|e| format!("--identity ca:{}: {e}", dir.display()))?;
+            Box::new(Rotation::new(LocalCa {
+                ca: Arc::new(ca),
+                id,
+            }))
+        }
         None => Box::new(from_bootstrap(bootstrap)?),
     };
     let store = IdentityStore::new();
     let task = tokio::spawn(source.run(store.clone()));
     Ok((store, task))
 }
+
+/// Issues our certificate with a CA key we hold (`--identity ca:DIR`).
+struct LocalCa {
+    ca: Arc<DevCa>,
+    id: SpiffeId,
+}
+
+impl CertProvider for LocalCa {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<Credentials, TlsError>> + Send + '_>> {
+        let issued = self.ca.issue(&self.id, LOCAL_TTL);
+        Box::pin(std::future::ready(issued))
+    }
+}
+
+/// Validity of locally issued certificates (renewed at half life).
+const LOCAL_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// The bootstrap's `default` file_watcher provider (what Istio's TLS contexts name).
 fn from_bootstrap(b: &Bootstrap) -> Result<FileSource, String> {

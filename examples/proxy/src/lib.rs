@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_authz::AuthzMetrics;
+use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_telemetry::admin::XdsStatusCache;
 use mesh_telemetry::metrics::IstioMetrics;
@@ -73,6 +74,7 @@ pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
+    control_plane: Option<ControlPlane>,
 }
 
 impl Running {
@@ -85,6 +87,9 @@ impl Running {
         let finished = tokio::time::timeout(timeout, all).await.is_ok();
         for t in self.background {
             t.abort();
+        }
+        if let Some(cp) = self.control_plane {
+            cp.shutdown().await;
         }
         finished
     }
@@ -114,7 +119,25 @@ pub async fn start(
     opts: ProxyOptions,
     env_bootstrap: Option<Bootstrap>,
 ) -> Result<Running, ProxyError> {
-    let bootstrap = node::bootstrap(&opts, env_bootstrap)?;
+    // Static mode: the mesh's Istio YAML, served by an embedded control plane.
+    let control_plane = match &opts.mesh_config {
+        Some(dir) => Some(
+            ControlPlane::start(ControlPlaneOptions {
+                config_dir: dir.clone(),
+                xds_addr: ([127, 0, 0, 1], 0).into(),
+                ca_addr: None,
+                debug_addr: None,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ProxyError(format!("--mesh-config {}: {e}", dir.display())))?,
+        ),
+        None => None,
+    };
+    let embedded = control_plane
+        .as_ref()
+        .map(|cp| format!("http://{}", cp.xds_addr()));
+    let bootstrap = node::bootstrap(&opts, env_bootstrap, embedded.as_deref())?;
     let inbound = match opts.inbound {
         Some(a) => Some(bind("inbound", a).await?),
         None => None,
@@ -164,6 +187,7 @@ pub async fn start(
         "tcp": opts.tcp.iter().map(|f| format!("{}={}", f.listen, f.target)).collect::<Vec<_>>(),
         "mtls": opts.mtls.map(|m| format!("{m:?}")),
         "node": bootstrap.node.id,
+        "mesh_config": opts.mesh_config.as_ref().map(|d| d.display().to_string()),
     });
     let admin_addr = admin_listener.map(|(l, addr)| {
         let a = admin::admin(
@@ -206,6 +230,7 @@ pub async fn start(
                 service: node::local_service(&local),
                 local: local.clone(),
                 app: opts.app,
+                app_protocol: opts.app_protocol,
                 authz_metrics,
             };
             listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
@@ -248,5 +273,6 @@ pub async fn start(
         stop,
         listeners,
         background,
+        control_plane,
     })
 }

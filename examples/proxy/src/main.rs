@@ -27,17 +27,18 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     // The environment is read here only: the bootstrap when no flag names one.
-    let env_bootstrap = if opts.bootstrap.is_none() && opts.node.xds.is_empty() {
-        match Bootstrap::from_env() {
-            Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("mesh-proxy: {e}");
-                return ExitCode::from(2);
+    let env_bootstrap =
+        if opts.bootstrap.is_none() && opts.node.xds.is_empty() && opts.mesh_config.is_none() {
+            match Bootstrap::from_env() {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    eprintln!("mesh-proxy: {e}");
+                    return ExitCode::from(2);
+                }
             }
-        }
-    } else {
-        None
-    };
+        } else {
+            None
+        };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = opts.workers {
         runtime.worker_threads(n);

@@ -10,13 +10,19 @@ use serde_json::Value;
 
 use crate::options::ProxyOptions;
 
-/// The bootstrap for `opts`: its file, else one built from the node flags, else `env`
-/// (what `main` found in `GRPC_XDS_BOOTSTRAP`).
-pub(crate) fn bootstrap(opts: &ProxyOptions, env: Option<Bootstrap>) -> Result<Bootstrap, String> {
+/// The bootstrap for `opts`: its file, else one built from the node flags for `--xds` or
+/// the `embedded` control plane's URI, else `env` (what `main` found in
+/// `GRPC_XDS_BOOTSTRAP`).
+pub(crate) fn bootstrap(
+    opts: &ProxyOptions,
+    env: Option<Bootstrap>,
+    embedded: Option<&str>,
+) -> Result<Bootstrap, String> {
     if let Some(path) = &opts.bootstrap {
         return Bootstrap::from_file(path).map_err(|e| format!("{}: {e}", path.display()));
     }
-    if !opts.node.xds.is_empty() {
+    let xds = embedded.unwrap_or(&opts.node.xds);
+    if !xds.is_empty() {
         let n = &opts.node;
         let node = IstioNode {
             ip: instance_ip(opts, None),
@@ -28,7 +34,7 @@ pub(crate) fn bootstrap(opts: &ProxyOptions, env: Option<Bootstrap>) -> Result<B
             workload_name: Some(workload_name(&n.name, &n.labels)),
             ..Default::default()
         };
-        return Ok(Bootstrap::istio_proxyless(node, &n.xds));
+        return Ok(Bootstrap::istio_proxyless(node, xds));
     }
     env.ok_or_else(|| {
         "no xDS configuration: give --bootstrap FILE, --xds URI with the node flags, \
@@ -145,7 +151,7 @@ mod tests {
     #[test]
     fn node_flags_give_istio_labels_and_identity() {
         let o = opts();
-        let b = bootstrap(&o, None).unwrap();
+        let b = bootstrap(&o, None, None).unwrap();
         let id = spiffe_id(&b).unwrap();
         assert_eq!(id.as_str(), "spiffe://cluster.local/ns/shop/sa/api");
         let w = workload_info(&b, &id);
@@ -164,7 +170,7 @@ mod tests {
 
     #[test]
     fn without_xds_config_the_error_says_what_to_give() {
-        let err = bootstrap(&ProxyOptions::default(), None).unwrap_err();
+        let err = bootstrap(&ProxyOptions::default(), None, None).unwrap_err();
         assert!(err.contains("--bootstrap"), "{err}");
     }
 }

@@ -20,15 +20,20 @@ listeners
   --tcp LISTEN=TARGET     TCP passthrough, repeatable (e.g. 127.0.0.1:15432=10.0.0.5:5432)
   --mtls MODE             inbound PeerAuthentication: strict | permissive | disable
                           (default: from the xDS inbound listener; strict until it arrives)
-xDS (one of)
+  --app-protocol P        http1 (default) or h2c (HTTP/2 without TLS, e.g. a gRPC app)
+config source (one of)
   --bootstrap FILE        gRPC xDS bootstrap (A27 JSON); default $GRPC_XDS_BOOTSTRAP
-  --xds URI               the control plane (e.g. http://istiod.istio-system.svc:15010); the node
-                          is described by --name --namespace --service-account --label k=v
-                          [--ip IP] [--cluster-id ID]
+  --xds URI               the control plane (e.g. http://istiod.istio-system.svc:15010)
+  --mesh-config DIR       static: Istio YAML in DIR, served by an embedded control plane in
+                          process (the directory is watched)
+  with --xds or --mesh-config, the node: --name POD --namespace NS --service-account SA
+                          [--label k=v]... [--ip IP] [--cluster-id ID]
 identity (one of)
   --identity files:DIR    cert-chain.pem, key.pem, root-cert.pem in DIR (reloaded on change)
   --identity istio-ca:URI the Istio CA (e.g. https://istiod.istio-system.svc:15012) with
                           --ca-root FILE [--token FILE] [--ca-server-name NAME]
+  --identity ca:DIR       sign our own certificate with the CA in DIR (Istio's ROOT_CA_DIR
+                          layout: ca-cert.pem, ca-key.pem, root-cert.pem); tests and demos
 runtime
   --workers N             runtime worker threads (default: the number of CPUs)
   --drain-timeout D       on SIGTERM/SIGINT: stop accepting, finish in-flight requests for at most D
@@ -42,6 +47,8 @@ pub enum IdentitySource {
     Files(PathBuf),
     /// The Istio CA at this URI.
     IstioCa(String),
+    /// A CA directory whose key signs our certificate locally.
+    CaDir(PathBuf),
 }
 
 impl std::str::FromStr for IdentitySource {
@@ -54,8 +61,11 @@ impl std::str::FromStr for IdentitySource {
         if let Some(uri) = s.strip_prefix("istio-ca:") {
             return Ok(Self::IstioCa(uri.into()));
         }
+        if let Some(dir) = s.strip_prefix("ca:") {
+            return Ok(Self::CaDir(dir.into()));
+        }
         Err(format!(
-            "identity {s:?}: expected files:DIR or istio-ca:https://HOST:PORT"
+            "identity {s:?}: expected files:DIR, istio-ca:https://HOST:PORT or ca:DIR"
         ))
     }
 }
@@ -82,6 +92,28 @@ impl std::str::FromStr for MtlsMode {
             _ => Err(format!(
                 "mtls {s:?}: expected strict, permissive or disable"
             )),
+        }
+    }
+}
+
+/// How the proxy talks to the local app.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (no TLS), for gRPC apps.
+    H2c,
+}
+
+impl std::str::FromStr for AppProtocol {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http1" => Ok(Self::Http1),
+            "h2c" => Ok(Self::H2c),
+            _ => Err(format!("app-protocol {s:?}: expected http1 or h2c")),
         }
     }
 }
@@ -135,6 +167,8 @@ pub struct ProxyOptions {
     pub inbound: Option<SocketAddr>,
     /// The local app.
     pub app: SocketAddr,
+    /// The local app's protocol.
+    pub app_protocol: AppProtocol,
     /// Outbound listener (`None`: no outbound).
     pub outbound: Option<SocketAddr>,
     /// Admin listener (`None`: no admin).
@@ -145,8 +179,10 @@ pub struct ProxyOptions {
     pub mtls: Option<MtlsMode>,
     /// A bootstrap file (`None`: the node flags, else `GRPC_XDS_BOOTSTRAP`).
     pub bootstrap: Option<PathBuf>,
-    /// The node described by flags (when `xds` is set).
+    /// The node described by flags (with `xds` or `mesh_config`).
     pub node: NodeOptions,
+    /// Static mode: Istio YAML served by an embedded control plane.
+    pub mesh_config: Option<PathBuf>,
     /// The identity source.
     pub identity: Option<IdentitySource>,
     /// The Istio CA's root certificate (PEM).
@@ -166,12 +202,14 @@ impl Default for ProxyOptions {
         Self {
             inbound: Some(([0, 0, 0, 0], 15006).into()),
             app: ([127, 0, 0, 1], 8080).into(),
+            app_protocol: AppProtocol::Http1,
             outbound: Some(([127, 0, 0, 1], 15001).into()),
             admin: Some(([127, 0, 0, 1], 15000).into()),
             tcp: Vec::new(),
             mtls: None,
             bootstrap: None,
             node: NodeOptions::default(),
+            mesh_config: None,
             identity: None,
             ca_root: None,
             token: None,
@@ -188,12 +226,14 @@ impl Default for ProxyOptions {
 struct FileOptions {
     inbound: Option<String>,
     app: Option<String>,
+    app_protocol: Option<String>,
     outbound: Option<String>,
     admin: Option<String>,
     #[serde(default)]
     tcp: Vec<String>,
     mtls: Option<String>,
     bootstrap: Option<PathBuf>,
+    mesh_config: Option<PathBuf>,
     xds: Option<String>,
     name: Option<String>,
     namespace: Option<String>,
@@ -253,6 +293,8 @@ impl ProxyOptions {
         match key.replace('_', "-").as_str() {
             "inbound" => self.inbound = optional_addr("inbound", v)?,
             "app" => self.app = addr("app", v)?,
+            "app-protocol" => self.app_protocol = v.parse()?,
+            "mesh-config" => self.mesh_config = Some(v.into()),
             "outbound" => self.outbound = optional_addr("outbound", v)?,
             "admin" => self.admin = optional_addr("admin", v)?,
             "tcp" => self.tcp.push(v.parse()?),
@@ -298,6 +340,7 @@ impl ProxyOptions {
         let scalars = [
             ("inbound", f.inbound),
             ("app", f.app),
+            ("app-protocol", f.app_protocol),
             ("outbound", f.outbound),
             ("admin", f.admin),
             ("mtls", f.mtls),
@@ -324,6 +367,9 @@ impl ProxyOptions {
         if let Some(p) = f.bootstrap {
             self.bootstrap = Some(p);
         }
+        if let Some(p) = f.mesh_config {
+            self.mesh_config = Some(p);
+        }
         if let Some(p) = f.ca_root {
             self.ca_root = Some(p);
         }
@@ -335,17 +381,27 @@ impl ProxyOptions {
 
     /// Checks that the settings fit together.
     pub fn validate(&self) -> Result<(), String> {
-        if self.bootstrap.is_some() && !self.node.xds.is_empty() {
-            return Err("give either --bootstrap or --xds, not both".into());
+        let sources = [
+            self.bootstrap.is_some(),
+            !self.node.xds.is_empty(),
+            self.mesh_config.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err("give one of --bootstrap, --xds and --mesh-config".into());
         }
-        if !self.node.xds.is_empty() {
-            for (flag, v) in [
+        let flag = if self.mesh_config.is_some() {
+            "--mesh-config"
+        } else {
+            "--xds"
+        };
+        if !self.node.xds.is_empty() || self.mesh_config.is_some() {
+            for (need, v) in [
                 ("--name", &self.node.name),
                 ("--namespace", &self.node.namespace),
                 ("--service-account", &self.node.service_account),
             ] {
                 if v.is_empty() {
-                    return Err(format!("--xds needs {flag}"));
+                    return Err(format!("{flag} needs {need}"));
                 }
             }
         }
@@ -454,6 +510,9 @@ mod tests {
         assert!(err("--xds http://x:1").contains("--name"));
         assert!(err("--identity istio-ca:https://x:1").contains("--ca-root"));
         assert!(err("--identity vault:x").contains("files:DIR"));
+        assert!(err("--mesh-config d --xds http://x:1").contains("one of"));
+        assert!(err("--mesh-config d").contains("--mesh-config needs --name"));
+        assert!(err("--app-protocol h3").contains("http1 or h2c"));
         assert!(err("--tcp 127.0.0.1:1").contains("LISTEN=TARGET"));
         assert!(err("--mtls maybe").contains("strict"));
         assert!(err("--app").contains("needs a value"));

@@ -178,48 +178,59 @@ impl Mesh {
         self.children.push(child);
     }
 
-    /// Starts a proxy process; returns its index in `children`.
+    /// Starts a proxy process getting xDS and its certificate from the control plane;
+    /// returns its index in `children`.
     fn proxy(&mut self, s: Sidecar, app: &str, version: &str, extra: &[String]) -> usize {
         let ca = self.cp.ca_addr().expect("CA");
-        let mut args: Vec<String> = vec![
-            "--inbound".into(),
-            local(s.inbound).to_string(),
-            "--app".into(),
-            local(s.app).to_string(),
-            "--outbound".into(),
-            s.outbound.map_or("off".into(), |p| local(p).to_string()),
-            "--admin".into(),
-            local(s.admin).to_string(),
+        let mut args = node_args(s, app, version);
+        args.extend([
             "--xds".into(),
             format!("http://{}", self.cp.xds_addr()),
-            "--name".into(),
-            format!("{app}-{version}-0"),
-            "--namespace".into(),
-            "default".into(),
-            "--service-account".into(),
-            app.into(),
-            "--label".into(),
-            format!("app={app}"),
-            "--label".into(),
-            format!("version={version}"),
             "--identity".into(),
             format!("istio-ca:https://{ca}"),
             "--ca-root".into(),
             self.root.display().to_string(),
-            "--workers".into(),
-            "1".into(),
-        ];
+        ]);
         args.extend(extra.iter().cloned());
-        let child = Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
-            .args(&args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("mesh-proxy");
-        self.children.push(child);
+        self.children.push(spawn_proxy(&args));
         self.children.len() - 1
     }
+}
+
+/// Listener and node flags of one sidecar.
+fn node_args(s: Sidecar, app: &str, version: &str) -> Vec<String> {
+    vec![
+        "--inbound".into(),
+        local(s.inbound).to_string(),
+        "--app".into(),
+        local(s.app).to_string(),
+        "--outbound".into(),
+        s.outbound.map_or("off".into(), |p| local(p).to_string()),
+        "--admin".into(),
+        local(s.admin).to_string(),
+        "--name".into(),
+        format!("{app}-{version}-0"),
+        "--namespace".into(),
+        "default".into(),
+        "--service-account".into(),
+        app.into(),
+        "--label".into(),
+        format!("app={app}"),
+        "--label".into(),
+        format!("version={version}"),
+        "--workers".into(),
+        "1".into(),
+    ]
+}
+
+fn spawn_proxy(args: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh-proxy")
 }
 
 fn client() -> Client<HttpConnector, Empty<Bytes>> {
@@ -499,4 +510,106 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         .expect("web proxy exits at its 1 s drain timeout, not after the 20 s request")
         .expect("wait");
     assert!(exit.success(), "{exit:?}");
+}
+
+/// Static mode: no control plane process. Each proxy serves the same Istio YAML from an
+/// embedded control plane and signs its own certificate with a shared CA directory; the
+/// api proxy takes its settings from a YAML file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_mesh_config_and_local_ca() {
+    let Some(python) = python() else { return };
+    let web = Sidecar {
+        inbound: free_port(),
+        outbound: Some(free_port()),
+        admin: free_port(),
+        app: free_port(),
+    };
+    let api2 = Sidecar {
+        inbound: free_port(),
+        outbound: None,
+        admin: free_port(),
+        app: free_port(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("mesh");
+    let ca = dir.path().join("ca");
+    std::fs::create_dir_all(&config).expect("mkdir");
+    std::fs::create_dir_all(&ca).expect("mkdir");
+    // api v1 is declared but not running: only the header route (to v2) is used.
+    write_config(&config, web.inbound, free_port(), api2.inbound);
+    let td = mesh_core::TrustDomain::new("cluster.local").expect("trust domain");
+    mesh_tls::dev_ca::DevCa::new(td)
+        .expect("CA")
+        .save(&ca)
+        .expect("save CA");
+    let mut children = Vec::new();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/apps/echo.py");
+    for (name, port) in [("web", web.app), ("api-v2", api2.app)] {
+        children.push(
+            Command::new(&python)
+                .args([script, name, &port.to_string()])
+                .kill_on_drop(true)
+                .spawn()
+                .expect("python app"),
+        );
+    }
+    let mut web_args = node_args(web, "web", "v1");
+    web_args.extend([
+        "--mesh-config".into(),
+        config.display().to_string(),
+        "--identity".into(),
+        format!("ca:{}", ca.display()),
+    ]);
+    children.push(spawn_proxy(&web_args));
+    let file = dir.path().join("api.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "inbound: {}\napp: {}\noutbound: \"off\"\nadmin: {}\nmesh_config: {}\n\
+             identity: ca:{}\nname: api-v2-0\nnamespace: default\nservice_account: api\n\
+             labels: {{app: api, version: v2}}\nworkers: 1\ndrain_timeout: 2s\n",
+            local(api2.inbound),
+            local(api2.app),
+            local(api2.admin),
+            config.display(),
+            ca.display()
+        ),
+    )
+    .expect("write proxy config");
+    children.push(spawn_proxy(&[
+        "--config".into(),
+        file.display().to_string(),
+    ]));
+    let c = client();
+    for (s, what) in [(web, "web"), (api2, "api v2")] {
+        wait_listening(s.app, what).await;
+        wait_ready(&c, s.admin, what).await;
+    }
+    let out = local(web.outbound.expect("outbound"));
+    for _ in 0..10 {
+        let (status, body) = get(&c, out, API, "/static", &[("x-canary", "true")])
+            .await
+            .expect("request");
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+        assert_eq!(v["name"], "api-v2");
+        assert!(
+            v["xfcc"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("URI=spiffe://cluster.local/ns/default/sa/web"),
+            "{body}"
+        );
+    }
+    let text = stats(&c, api2.admin).await;
+    let n = metric(
+        &text,
+        "istio_requests_total",
+        &[
+            ("reporter", "destination"),
+            ("destination_workload", "api-v2"),
+            ("connection_security_policy", "mutual_tls"),
+        ],
+    );
+    assert_eq!(n, Some(10.0), "{text}");
 }

@@ -1,4 +1,4 @@
-//! The last hop: requests to the local app over pooled plaintext HTTP/1.1.
+//! The last hop: requests to the local app over pooled plaintext HTTP/1.1 (or h2c).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use mesh_tls::PeerIdentity;
 use tower::BoxError;
 
 use crate::headers::{XFCC, strip_hop_by_hop};
+use crate::options::AppProtocol;
 
 /// What the app (or we, when it is unreachable) answers.
 pub(crate) type AppBody = Either<Incoming, Full<Bytes>>;
@@ -30,6 +31,7 @@ pub(crate) struct AppService<B> {
     authority: Authority,
     /// `By=<our SPIFFE ID>` of the XFCC header.
     by: std::sync::Arc<str>,
+    version: http::Version,
 }
 
 impl<B> AppService<B>
@@ -38,19 +40,27 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(app: SocketAddr, ours: &str) -> Self {
+    pub(crate) fn new(app: SocketAddr, protocol: AppProtocol, ours: &str) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .build(http);
+            .pool_timer(TokioTimer::new());
+        if protocol == AppProtocol::H2c {
+            builder.http2_only(true);
+        }
+        let client = builder.build(http);
         Self {
             client,
             // A socket address is always a valid authority.
             authority: Authority::try_from(app.to_string())
                 .unwrap_or_else(|_| Authority::from_static("127.0.0.1")),
             by: ours.into(),
+            version: match protocol {
+                AppProtocol::Http1 => http::Version::HTTP_11,
+                AppProtocol::H2c => http::Version::HTTP_2,
+            },
         }
     }
 }
@@ -62,6 +72,7 @@ impl<B> Clone for AppService<B> {
             client: self.client.clone(),
             authority: self.authority.clone(),
             by: self.by.clone(),
+            version: self.version,
         }
     }
 }
@@ -116,7 +127,7 @@ where
             Ok(u) => u,
             Err(e) => return Box::pin(async move { Ok(unavailable(&e.to_string())) }),
         };
-        parts.version = http::Version::HTTP_11;
+        parts.version = self.version;
         let fut = self.client.request(Request::from_parts(parts, body));
         Box::pin(async move {
             Ok(match fut.await {

@@ -40,13 +40,14 @@ pub(crate) struct Inbound {
     pub(crate) local: WorkloadInfo,
     pub(crate) service: ServiceInfo,
     pub(crate) app: SocketAddr,
+    pub(crate) app_protocol: crate::options::AppProtocol,
     pub(crate) authz_metrics: AuthzMetrics,
 }
 
 impl Inbound {
     /// Accepts on `listener` until `stop`, then waits for open connections to finish.
     pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let app = app::AppService::new(self.app, &self.local.principal);
+        let app = app::AppService::new(self.app, self.app_protocol, &self.local.principal);
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
         let service = metrics.layer(authz.layer(app));

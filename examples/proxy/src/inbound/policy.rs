@@ -149,7 +149,8 @@ fn policies_of(l: &ServerListener) -> AuthzPolicies {
 mod tests {
     use super::*;
     use mesh_core::model::{
-        FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, RbacRules, RouteSource,
+        FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, RbacRequest, RbacRules,
+        RouteSource, StringMatcher,
     };
 
     fn listener(tls: bool, filters: Vec<HttpFilterConfig>) -> ServerListener {
@@ -184,20 +185,62 @@ mod tests {
         assert_eq!(mode_of(&listener(false, vec![])), PeerAuthMode::Permissive);
     }
 
+    fn request(peer: &str) -> RbacRequest<'_> {
+        RbacRequest {
+            headers: vec![(":path", "/"), (":method", "GET")],
+            authenticated: true,
+            peer_names: vec![peer],
+            peer_ip: None,
+            remote_ip: None,
+            destination: None,
+            server_name: None,
+        }
+    }
+
+    fn allowed(filters: Vec<HttpFilterConfig>, peer: &str) -> bool {
+        policies_of(&listener(true, filters))
+            .evaluate(&request(peer))
+            .is_allowed()
+    }
+
     #[test]
     fn rbac_filters_become_policies_failing_closed() {
-        let allow_none = HttpFilterConfig::Rbac(RbacFilter::Rules(RbacRules {
-            action: RbacAction::Allow,
-            policies: vec![],
-        }));
-        assert!(!policies_of(&listener(true, vec![allow_none])).is_empty());
+        let web = "spiffe://cluster.local/ns/default/sa/web";
+        let other = "spiffe://cluster.local/ns/default/sa/other";
+        let only_web = RbacPolicy {
+            name: "allow-web".into(),
+            permissions: vec![Permission::Any],
+            principals: vec![Principal::Authenticated(Some(StringMatcher::Exact {
+                value: web.into(),
+                ignore_case: false,
+            }))],
+        };
+        let rules = |action, policies| {
+            HttpFilterConfig::Rbac(RbacFilter::Rules(RbacRules { action, policies }))
+        };
+        // ALLOW: only what a policy matches.
+        let allow = || rules(RbacAction::Allow, vec![only_web.clone()]);
+        assert!(allowed(vec![allow()], web));
+        assert!(!allowed(vec![allow()], other));
+        // DENY then ALLOW, as Istio emits them: DENY wins.
+        let deny = rules(RbacAction::Deny, vec![only_web.clone()]);
+        assert!(!allowed(vec![deny, allow()], web));
+        // LOG never decides.
+        assert!(allowed(
+            vec![rules(RbacAction::Log, vec![only_web.clone()])],
+            other
+        ));
+        // An ALLOW filter without policies and unmodelled rules allow nothing.
+        assert!(!allowed(vec![rules(RbacAction::Allow, vec![])], web));
         let unmodelled = HttpFilterConfig::Rbac(RbacFilter::Unmodelled {
             action: RbacAction::Allow,
             policy_names: vec![],
             reason: "metadata".into(),
         });
-        assert!(!policies_of(&listener(true, vec![unmodelled])).is_empty());
-        let none = HttpFilterConfig::Rbac(RbacFilter::NoRules);
-        assert!(policies_of(&listener(true, vec![none])).is_empty());
+        assert!(!allowed(vec![unmodelled], web));
+        assert!(allowed(
+            vec![HttpFilterConfig::Rbac(RbacFilter::NoRules)],
+            other
+        ));
     }
 }

@@ -182,7 +182,7 @@ pub async fn start(
     let registry = Arc::new(registry);
     let settings = serde_json::json!({
         "inbound": inbound.as_ref().map(|(_, a)| a.to_string()),
-        "app": opts.app.to_string(),
+        "app": inbound.as_ref().map(|_| opts.app.to_string()),
         "outbound": outbound.as_ref().map(|(_, a)| a.to_string()),
         "tcp": opts.tcp.iter().map(|f| format!("{}={}", f.listen, f.target)).collect::<Vec<_>>(),
         "mtls": opts.mtls.map(|m| format!("{m:?}")),

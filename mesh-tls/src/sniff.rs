@@ -80,6 +80,16 @@ pub struct Rewind<IO> {
 }
 
 impl<IO> Rewind<IO> {
+    /// `inner` with nothing to replay (a connection that was not sniffed).
+    pub fn unsniffed(inner: IO) -> Self {
+        Self {
+            prefix: [0; SNIFF_LEN],
+            start: 0,
+            end: 0,
+            inner,
+        }
+    }
+
     /// The inner stream (for socket addresses).
     pub fn get_ref(&self) -> &IO {
         &self.inner

@@ -6,167 +6,23 @@
 //!   SPIFFE ID as `PeerIdentity`; an impostor server and a server that does not accept
 //!   Envoy's identity both fail.
 
+mod envoy_support;
 mod mtls_support;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use envoy_support::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mesh_test_support::EnvoyProcess;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::svid::Rule;
 use mesh_tls::verify::PeerPolicy;
-use mesh_tls::{Credentials, IdentityStore, PeerIdentity, TlsError};
+use mesh_tls::{IdentityStore, PeerIdentity, TlsError};
 use mtls_support::*;
-
-/// A running Envoy, killed on drop.
-struct Envoy {
-    child: Child,
-    admin: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    /// Starts Envoy with `config` (YAML) and waits until its admin `/ready` says LIVE.
-    fn start(bin: &Path, dir: tempfile::TempDir, config: &str) -> Envoy {
-        let config_path = dir.path().join("envoy.yaml");
-        let admin_path = dir.path().join("admin-address");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&config_path)
-            .args([
-                "--concurrency",
-                "1",
-                "--use-dynamic-base-id",
-                "-l",
-                "warning",
-            ])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut envoy = Envoy {
-            child,
-            admin: "127.0.0.1:1".parse().unwrap(),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = envoy.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(envoy._dir.path().join("envoy.log"));
-                panic!("envoy exited with {status}: {}", log.unwrap_or_default());
-            }
-            if let Ok(addr) = std::fs::read_to_string(&admin_path)
-                && let Ok(addr) = addr.trim().parse()
-            {
-                envoy.admin = addr;
-                if admin_get(addr, "/ready").is_some_and(|b| b.contains("LIVE")) {
-                    return envoy;
-                }
-            }
-            assert!(Instant::now() < deadline, "envoy not ready after 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// A blocking HTTP/1.1 GET to the admin port; the body, if any.
-fn admin_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn pem_of(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der))
-}
-
-/// Writes Envoy's certificate chain, key and our root into `dir`; returns their paths.
-fn write_envoy_certs(dir: &Path, creds: &Credentials) -> (PathBuf, PathBuf, PathBuf) {
-    let chain = dir.join("envoy-chain.pem");
-    let key = dir.join("envoy-key.pem");
-    let root = dir.join("root-cert.pem");
-    std::fs::write(
-        &chain,
-        creds.chain.iter().map(|c| pem_of(c)).collect::<String>(),
-    )
-    .unwrap();
-    let rustls_pki_types::PrivateKeyDer::Pkcs8(k) = &creds.key else {
-        panic!("dev CA keys are PKCS#8")
-    };
-    std::fs::write(
-        &key,
-        pem::encode(&pem::Pem::new("PRIVATE KEY", k.secret_pkcs8_der())),
-    )
-    .unwrap();
-    std::fs::write(
-        &root,
-        creds.roots.iter().map(|c| pem_of(c)).collect::<String>(),
-    )
-    .unwrap();
-    (chain, key, root)
-}
-
-/// `common_tls_context` with Envoy's certificate and a URI SAN match for `peer`.
-fn tls_context(chain: &Path, key: &Path, root: &Path, peer: &str) -> String {
-    format!(
-        r#"
-          common_tls_context:
-            alpn_protocols: ["h2", "http/1.1"]
-            tls_certificates:
-            - certificate_chain: {{filename: "{chain}"}}
-              private_key: {{filename: "{key}"}}
-            validation_context:
-              trusted_ca: {{filename: "{root}"}}
-              match_typed_subject_alt_names:
-              - san_type: URI
-                matcher: {{exact: "{peer}"}}"#,
-        chain = chain.display(),
-        key = key.display(),
-        root = root.display(),
-    )
-}
-
-const ROUTER: &str = r#"
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}"#;
-
-fn envoy_id() -> mesh_core::SpiffeId {
-    id("envoy")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_client_to_envoy_listener_requiring_client_certs() {
@@ -207,7 +63,7 @@ static_resources:
 "#,
         tls = tls_context(&chain, &key, &root, id("app").as_str()),
     );
-    let _envoy = Envoy::start(&bin, dir, &config);
+    let _envoy = EnvoyProcess::start_live(&bin, dir.path(), &config);
     let uri: http::Uri = format!("http://127.0.0.1:{port}/").parse().unwrap();
 
     // Our client, identity sa/app, expecting sa/envoy: accepted both ways.
@@ -331,7 +187,7 @@ static_resources:
         c2 = cluster("impostor", impostor_addr),
         c3 = cluster("picky", picky_addr),
     );
-    let _envoy = Envoy::start(&bin, dir, &config);
+    let _envoy = EnvoyProcess::start_live(&bin, dir.path(), &config);
 
     let plain: Client<HttpConnector, Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();

@@ -40,3 +40,7 @@ macro_rules! require_peer {
         }
     };
 }
+
+mod envoy;
+
+pub use envoy::EnvoyProcess;

@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -90,74 +89,9 @@ pub async fn mtls_backend(creds: Credentials, body: &'static str, flaky: bool) -
     Backend { addr, hits }
 }
 
-/// A running Envoy, killed on drop.
-pub struct Envoy {
-    child: Child,
-    pub admin: SocketAddr,
-    pub dir: PathBuf,
-}
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Envoy {
-    /// Starts Envoy with `config` (YAML) and waits until its admin port answers.
-    pub fn start(bin: &Path, dir: &Path, config: &str) -> Envoy {
-        let config_path = dir.join("envoy.yaml");
-        let admin_path = dir.join("admin-address");
-        std::fs::write(&config_path, config).unwrap();
-        let log = std::fs::File::create(dir.join("envoy.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&config_path)
-            .args([
-                "--concurrency",
-                "1",
-                "--use-dynamic-base-id",
-                "-l",
-                "warning",
-            ])
-            .arg("--admin-address-path")
-            .arg(&admin_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut envoy = Envoy {
-            child,
-            admin: "127.0.0.1:1".parse().unwrap(),
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = envoy.child.try_wait().unwrap() {
-                panic!("envoy exited with {status}: {}", envoy.log());
-            }
-            if let Ok(addr) = std::fs::read_to_string(&admin_path)
-                && let Ok(addr) = addr.trim().parse()
-            {
-                envoy.admin = addr;
-                if admin_get(addr, "/ready").is_some() {
-                    return envoy;
-                }
-            }
-            assert!(Instant::now() < deadline, "envoy not up after 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
-    }
-
-    pub fn get(&self, path: &str) -> String {
-        admin_get(self.admin, path).unwrap_or_default()
-    }
-}
+/// A running Envoy, killed on drop (shared with mesh-tls's interop tests).
+#[allow(unused_imports)] // not every test binary starts an Envoy
+pub use mesh_test_support::EnvoyProcess as Envoy;
 
 /// A blocking HTTP/1.1 GET; the body, if any.
 pub fn admin_get(addr: SocketAddr, path: &str) -> Option<String> {

@@ -16,20 +16,15 @@ pub struct ConnectionAddrs {
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tower::{BoxError, Service, ServiceExt};
+use tokio::net::{TcpListener, TcpStream};
+use tower::{BoxError, Service};
 
 use super::MeshAcceptor;
-use crate::PeerIdentity;
-use crate::sniff::{Sniffed, sniff};
+use super::serve::{accept_loop, serve_conn};
+use crate::sniff::{Rewind, Sniffed, sniff};
 
 /// Istio's `PeerAuthentication` mTLS mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -54,6 +49,20 @@ pub struct PeerAuthentication {
 }
 
 impl PeerAuthentication {
+    /// `mode` on every port.
+    pub fn new(mode: PeerAuthMode) -> Self {
+        Self {
+            mode,
+            port_modes: HashMap::new(),
+        }
+    }
+
+    /// Overrides the mode of local port `port` (Istio's `portLevelMtls`).
+    pub fn with_port(mut self, port: u16, mode: PeerAuthMode) -> Self {
+        self.port_modes.insert(port, mode);
+        self
+    }
+
     /// The mode for local port `port`.
     pub fn mode_for(&self, port: u16) -> PeerAuthMode {
         self.port_modes.get(&port).copied().unwrap_or(self.mode)
@@ -61,7 +70,7 @@ impl PeerAuthentication {
 }
 
 /// Serves `service` on `listener` in the mode `peer_auth` gives the listener's port, until
-/// `signal` completes. mTLS requests carry [`PeerIdentity`]; every request carries
+/// `signal` completes. mTLS requests carry [`PeerIdentity`](crate::PeerIdentity); every request carries
 /// [`ConnectionAddrs`]. In PERMISSIVE mode the first bytes decide (see
 /// [`crate::sniff`]).
 pub async fn serve_peer_auth<S, B>(
@@ -79,58 +88,26 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let mut signal = std::pin::pin!(signal);
-    loop {
-        let (tcp, remote) = tokio::select! {
-            () = &mut signal => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let Ok(local) = tcp.local_addr() else {
-            continue;
-        };
-        let addrs = ConnectionAddrs { remote, local };
-        let mode = peer_auth.mode_for(local.port());
-        let acceptor = acceptor.clone();
-        let service = service.clone();
-        tokio::spawn(async move {
-            match mode {
-                PeerAuthMode::Disable => serve_conn(tcp, service, addrs, None).await,
-                PeerAuthMode::Strict => match acceptor.accept(tcp).await {
-                    Ok((tls, peer)) => serve_conn(tls, service, addrs, Some(peer)).await,
-                    Err(e) => {
-                        tracing::info!(%remote, error = %e, "STRICT: mTLS handshake rejected")
-                    }
-                },
-                PeerAuthMode::Permissive => match sniff(tcp).await {
-                    Ok((Sniffed::Plaintext, io)) => serve_conn(io, service, addrs, None).await,
-                    Ok((Sniffed::Tls, io)) => match acceptor.accept(io).await {
-                        Ok((tls, peer)) => serve_conn(tls, service, addrs, Some(peer)).await,
-                        Err(e) => tracing::info!(%remote, error = %e, "mTLS handshake rejected"),
-                    },
-                    Err(e) => {
-                        tracing::debug!(%remote, error = %e, "connection lost while sniffing")
-                    }
-                },
-            }
-        });
-    }
+    accept_loop(listener, signal, |tcp, addrs| {
+        let mode = peer_auth.mode_for(addrs.local.port());
+        tokio::spawn(serve_in_mode(
+            mode,
+            tcp,
+            addrs,
+            acceptor.clone(),
+            service.clone(),
+        ));
+    })
+    .await
 }
 
-async fn serve_conn<IO, S, B>(
-    io: IO,
-    service: S,
+async fn serve_in_mode<S, B>(
+    mode: PeerAuthMode,
+    tcp: TcpStream,
     addrs: ConnectionAddrs,
-    peer: Option<PeerIdentity>,
+    acceptor: MeshAcceptor,
+    service: S,
 ) where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -138,18 +115,21 @@ async fn serve_conn<IO, S, B>(
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    let service = service.map_request(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(addrs);
-        if let Some(peer) = &peer {
-            req.extensions_mut().insert(peer.clone());
-        }
-        req
-    });
-    let conn = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = conn
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
-        .await
-    {
-        tracing::debug!(remote = %addrs.remote, error = %e, "connection ended with an error");
+    let remote = addrs.remote;
+    let io = match mode {
+        PeerAuthMode::Disable => return serve_conn(tcp, service, addrs, None).await,
+        PeerAuthMode::Strict => Rewind::unsniffed(tcp),
+        PeerAuthMode::Permissive => match sniff(tcp).await {
+            Ok((Sniffed::Tls, io)) => io,
+            Ok((Sniffed::Plaintext, io)) => return serve_conn(io, service, addrs, None).await,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "connection lost while sniffing");
+                return;
+            }
+        },
+    };
+    match acceptor.accept(io).await {
+        Ok((tls, peer)) => serve_conn(tls, service, addrs, Some(peer)).await,
+        Err(e) => tracing::info!(%remote, ?mode, error = %e, "mTLS handshake rejected"),
     }
 }

@@ -1,0 +1,190 @@
+//! Case 3: the in-process mesh. A `MeshClient` (routes, clusters and endpoints from the
+//! embedded control plane over ADS, least-request LB, mTLS pool with the cluster's expected
+//! SPIFFE ID) with Istio source metrics, calling a mesh server (mesh-tls acceptor, SPIFFE
+//! verification, `PeerIdentity`, Istio destination metrics) in the same process. The
+//! VirtualService sets a route timeout and a retry policy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Empty};
+use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_route::client::{MeshClient, MeshClientConfig};
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
+use mesh_tls::IdentityStore;
+use mesh_tls::config::ServerSettings;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::server::{MeshAcceptor, serve_with_shutdown};
+use mesh_xds::bootstrap::{Bootstrap, IstioNode};
+use mesh_xds::client::{XdsClient, XdsClientConfig, channel};
+use tokio::net::TcpListener;
+use tower::{BoxError, Layer, ServiceExt};
+
+use super::lanes::{AbortOnDrop, ClientService, ServiceLane};
+use super::{Case, CaseId};
+use crate::loadgen::Lane;
+use crate::{Error, certs, payload};
+
+/// The service the client calls.
+pub const HOST: &str = "echo.bench.svc.cluster.local";
+/// The service port.
+pub const PORT: u16 = 8080;
+
+/// Case 3.
+pub struct InProcessMesh {
+    client: ClientService,
+    uri: http::Uri,
+    _cp: ControlPlane,
+    _config: tempfile::TempDir,
+    _server: AbortOnDrop,
+}
+
+/// The Istio config of the bench service with one workload listening on `port`.
+pub fn config(port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: bench}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: {PORT}, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: echo}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: echo-1, namespace: bench}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {port}}}
+  labels: {{app: echo, version: v1}}
+  serviceAccount: echo
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: bench}}
+spec:
+  host: {HOST}
+  trafficPolicy:
+    tls: {{mode: ISTIO_MUTUAL}}
+    loadBalancer: {{simple: LEAST_REQUEST}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: echo, namespace: bench}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - name: default
+    route: [{{destination: {{host: {HOST}}}}}]
+    timeout: 10s
+    retries: {{attempts: 2, perTryTimeout: 5s, retryOn: "5xx,reset,connect-failure"}}
+"#
+    )
+}
+
+fn workload(name: &str) -> WorkloadInfo {
+    WorkloadInfo {
+        workload: name.into(),
+        namespace: "bench".into(),
+        app: name.into(),
+        ..Default::default()
+    }
+}
+
+impl InProcessMesh {
+    /// Starts the embedded control plane (signing with the CA saved in `ca_dir`, the same
+    /// CA as `ca`), the mesh server and the mesh client, and waits until the client has
+    /// resolved the target.
+    pub async fn start(ca: &DevCa, ca_dir: &Path) -> Result<Self, Error> {
+        let port = super::lanes::free_port()?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("bench.yaml"), config(port))?;
+        let cp = ControlPlane::start(ControlPlaneOptions {
+            config_dir: dir.path().into(),
+            xds_addr: ([127, 0, 0, 1], 0).into(),
+            ca_addr: None,
+            debug_addr: None,
+            ca_dir: Some(ca_dir.into()),
+            watch_interval: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .await?;
+        let metrics = IstioMetrics::new();
+
+        // Server: mesh-tls acceptor (SPIFFE verification of the caller) + destination metrics.
+        let server_store = IdentityStore::from_credentials(certs::issue(ca, "echo")?)?;
+        let acceptor = MeshAcceptor::new(server_store, ServerSettings::default());
+        let app = IstioMetricsLayer::destination(
+            &metrics,
+            workload("echo"),
+            ServiceInfo::from_host(HOST),
+        )
+        .layer(tower::service_fn(payload::app));
+        let listener = TcpListener::bind(("127.0.0.1", port)).await?;
+        let server = tokio::spawn(async move {
+            let _ = serve_with_shutdown(listener, acceptor, app, std::future::pending()).await;
+        });
+
+        // Client: xDS from the control plane, mTLS identity from the same CA.
+        let node = IstioNode {
+            pod_name: "bench-client-0".into(),
+            namespace: "bench".into(),
+            service_account: "bench-client".into(),
+            labels: BTreeMap::from([("app".to_owned(), "bench-client".to_owned())]),
+            ..Default::default()
+        };
+        let uri = format!("http://{}", cp.xds_addr());
+        let bootstrap = Bootstrap::istio_proxyless(node, &uri);
+        let xds = XdsClient::new(
+            XdsClientConfig {
+                node: bootstrap.node_proto(),
+                ..Default::default()
+            },
+            channel::insecure(&uri)?,
+        );
+        let client_store = IdentityStore::from_credentials(certs::issue(ca, "bench-client")?)?;
+        let mesh_client = MeshClient::new(xds, client_store, MeshClientConfig::default());
+        mesh_client.resolve(&format!("{HOST}:{PORT}")).await?;
+        let client =
+            IstioMetricsLayer::source(&metrics, workload("bench-client")).layer(mesh_client);
+        let client = ServiceExt::<http::Request<Empty<Bytes>>>::map_response(client, |r| {
+            r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
+        });
+        let client = ClientService::new(client);
+        Ok(Self {
+            client,
+            uri: format!("http://{HOST}:{PORT}{}", payload::PATH).parse()?,
+            _cp: cp,
+            _config: dir,
+            _server: AbortOnDrop(server),
+        })
+    }
+}
+
+impl Case for InProcessMesh {
+    fn id(&self) -> CaseId {
+        CaseId::Mesh
+    }
+
+    fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Lane>, Error>> {
+        Box::pin(async move {
+            Ok(Box::new(ServiceLane::new(self.client.clone(), self.uri.clone())) as Box<dyn Lane>)
+        })
+    }
+
+    fn describe(&self) -> String {
+        "`MeshClient` (mesh-route, as of this commit: routing from xDS served by the \
+         embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, one HTTP/2 \
+         connection to the endpoint shared by all lanes) wrapped in `IstioMetricsLayer::source`, \
+         -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, `PeerIdentity`) -> \
+         `IstioMetricsLayer::destination` -> app. The VirtualService's retry policy (2 \
+         attempts) rides in the request; this MeshClient applies the route timeout itself and \
+         does not yet run the resilience layers"
+            .into()
+    }
+}

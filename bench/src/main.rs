@@ -1,0 +1,143 @@
+//! `mesh-bench`: runs the harness and writes the results (see `scripts/bench`).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mesh_bench::cases::CaseId;
+use mesh_bench::harness::{self, Options, Results};
+use mesh_bench::loadgen::Load;
+use mesh_bench::{Error, criterion, report, svg};
+
+const USAGE: &str = "usage: mesh-bench [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
+                  [--cases 1,2,3,4,5] [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
+                  [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
+                  [--criterion-dir target/criterion --criterion-since UNIX_SECS]
+                  [--from-json IN.json]   (only rewrite docs/svg from a saved run)
+Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN.";
+
+struct Args {
+    opts: Options,
+    json: Option<PathBuf>,
+    docs: Option<PathBuf>,
+    svg: Option<PathBuf>,
+    criterion_dir: Option<PathBuf>,
+    criterion_since: SystemTime,
+    from_json: Option<PathBuf>,
+}
+
+fn parse() -> Result<Args, Error> {
+    let mut a = Args {
+        opts: Options::full(),
+        json: None,
+        docs: None,
+        svg: None,
+        criterion_dir: None,
+        criterion_since: UNIX_EPOCH,
+        from_json: None,
+    };
+    a.opts.envoy_bin = std::env::var_os("MESH_ENVOY_BIN").map(PathBuf::from);
+    a.opts.proxy.bin = std::env::var_os("MESH_PROXY_BIN").map(PathBuf::from);
+    let mut it = std::env::args().skip(1);
+    let secs = |v: String| -> Result<Duration, Error> {
+        Ok(Duration::try_from_secs_f64(v.parse()?).map_err(|e| format!("{v}: {e}"))?)
+    };
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--quick" => {
+                let keep = (a.opts.envoy_bin.clone(), a.opts.proxy.clone());
+                a.opts = Options::quick();
+                (a.opts.envoy_bin, a.opts.proxy) = keep;
+            }
+            "--rounds" => a.opts.rounds = value()?.parse()?,
+            "--duration" => a.opts.duration = secs(value()?)?,
+            "--warmup" => a.opts.warmup = secs(value()?)?,
+            "--cases" => {
+                a.opts.cases = value()?
+                    .split(',')
+                    .map(|n| {
+                        n.trim()
+                            .parse()
+                            .ok()
+                            .and_then(CaseId::from_number)
+                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-5"))
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--loads" => {
+                a.opts.loads = value()?
+                    .split(',')
+                    .map(|l| match l.trim() {
+                        "seq" => Ok(Load::ALL[0]),
+                        "rate" => Ok(Load::ALL[1]),
+                        "sat" => Ok(Load::ALL[2]),
+                        other => Err(format!("--loads: {other:?} is not seq, rate or sat")),
+                    })
+                    .collect::<Result<_, _>>()?;
+            }
+            "--envoy" => a.opts.envoy_bin = Some(value()?.into()),
+            "--proxy" => a.opts.proxy.bin = Some(value()?.into()),
+            "--json" => a.json = Some(value()?.into()),
+            "--docs" => a.docs = Some(value()?.into()),
+            "--svg" => a.svg = Some(value()?.into()),
+            "--criterion-dir" => a.criterion_dir = Some(value()?.into()),
+            "--criterion-since" => {
+                a.criterion_since = UNIX_EPOCH + Duration::from_secs(value()?.parse()?);
+            }
+            "--from-json" => a.from_json = Some(value()?.into()),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    Ok(a)
+}
+
+fn write_outputs(a: &Args, results: &Results) -> Result<(), Error> {
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(results)?)?;
+    }
+    let rows = report::summarize(results);
+    if let Some(p) = &a.svg {
+        std::fs::write(p, svg::plot(&rows))?;
+    }
+    let estimates = match &a.criterion_dir {
+        Some(dir) => criterion::read(dir, a.criterion_since)?,
+        None => Vec::new(),
+    };
+    let link = a
+        .svg
+        .as_deref()
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned());
+    let section = report::markdown(results, &estimates, link.as_deref());
+    match &a.docs {
+        Some(p) => report::write_section(p, &section)?,
+        None => println!("{section}"),
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("mesh-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), Error> {
+    let args = parse()?;
+    let results = match &args.from_json {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(harness::run(&args.opts))?,
+    };
+    write_outputs(&args, &results)
+}

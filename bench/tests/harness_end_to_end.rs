@@ -1,0 +1,65 @@
+//! The harness end to end, briefly, on the in-process cases 1-3: every case starts, every
+//! load runs, and numbers come out (no timing assertions: speed is measured by
+//! `scripts/bench`, not by tests).
+
+use std::time::Duration;
+
+use mesh_bench::cases::CaseId;
+use mesh_bench::harness::{self, Options};
+use mesh_bench::loadgen::Load;
+use mesh_bench::{report, svg};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_run_of_cases_1_to_3_produces_numbers() {
+    let opts = Options {
+        rounds: 1,
+        duration: Duration::from_millis(100),
+        warmup: Duration::from_millis(20),
+        cases: vec![CaseId::HyperH1, CaseId::HyperMtls, CaseId::Mesh],
+        ..Options::quick()
+    };
+    let results = harness::run(&opts).await.unwrap();
+    for c in &results.cases {
+        assert!(
+            c.not_measured.is_none(),
+            "{:?}: {:?}",
+            c.case,
+            c.not_measured
+        );
+    }
+    assert_eq!(results.measurements.len(), 3 * Load::ALL.len());
+    for m in &results.measurements {
+        assert!(
+            m.ok > 0,
+            "{:?} at {}: no answer ({:?})",
+            m.case,
+            m.load,
+            m.first_error
+        );
+        assert_eq!(
+            m.errors, 0,
+            "{:?} at {}: {:?}",
+            m.case, m.load, m.first_error
+        );
+        assert!(m.p50_us > 0.0 && m.p99_us >= m.p50_us && m.rps > 0.0);
+        assert!(
+            m.cpu_us_per_req > 0.0,
+            "{:?} at {}: no CPU time counted",
+            m.case,
+            m.load
+        );
+        assert!(m.rss.is_empty(), "in-process cases have no proxy process");
+    }
+
+    let rows = report::summarize(&results);
+    assert_eq!(rows.len(), 9);
+    let md = report::markdown(&results, &[], Some("plot.svg"));
+    assert!(md.starts_with(report::BEGIN) && md.trim_end().ends_with(report::END));
+    assert!(md.contains("| 3. in-process mesh |"));
+    // Cases 4 and 5 were not asked for: their targets are reported as not measured.
+    assert!(md.contains(
+        "| #9 | proxy pair throughput at saturation / Envoy pair | — | >= 1.50x | not measured |"
+    ));
+    let plot = svg::plot(&rows);
+    assert!(plot.contains("2. hyper+rustls mTLS h2"));
+}

@@ -23,6 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Extensions;
+// Produced and read by mesh-route's endpoint service, so they live there.
+pub use mesh_route::client::extensions::{
+    EndpointError, PreviousHosts, UpstreamEndpoint, error_endpoint,
+};
 pub use mesh_route::router::RoutePolicy;
 
 /// Timeouts for one request (overrides the route policy's).
@@ -61,63 +65,6 @@ pub enum Priority {
     Default,
     /// HIGH.
     High,
-}
-
-/// The endpoint (`ip:port`) that served an attempt, in response extensions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct UpstreamEndpoint(pub Arc<str>);
-
-/// Endpoints already tried by earlier attempts of this request, in the request's
-/// extensions (Envoy's `previous_hosts` retry predicate). Only present when the retry
-/// policy sets `retry_previous_hosts`; a load balancer should re-pick (up to
-/// `host_selection_retry_max_attempts`) when its pick is in the list.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct PreviousHosts {
-    /// The endpoints, oldest first.
-    pub hosts: Vec<Arc<str>>,
-    /// How many re-picks the balancer may make to avoid them.
-    pub max_attempts: u32,
-}
-
-impl PreviousHosts {
-    /// Whether `endpoint` was already tried.
-    pub fn contains(&self, endpoint: &str) -> bool {
-        self.hosts.iter().any(|h| &**h == endpoint)
-    }
-}
-
-/// An error that knows which endpoint it came from (for outlier detection of local-origin
-/// failures such as connect failures and resets).
-#[derive(Debug)]
-pub struct EndpointError {
-    /// The endpoint.
-    pub endpoint: Arc<str>,
-    /// The failure.
-    pub source: tower::BoxError,
-}
-
-impl std::fmt::Display for EndpointError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "endpoint {}: {}", self.endpoint, self.source)
-    }
-}
-
-impl std::error::Error for EndpointError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.source)
-    }
-}
-
-/// Finds the endpoint named in an error's cause chain.
-pub fn error_endpoint(err: &(dyn std::error::Error + 'static)) -> Option<Arc<str>> {
-    let mut cur = Some(err);
-    while let Some(e) = cur {
-        if let Some(ee) = e.downcast_ref::<EndpointError>() {
-            return Some(ee.endpoint.clone());
-        }
-        cur = e.source();
-    }
-    None
 }
 
 /// The route policy in these extensions, if a router put one there.

@@ -1,14 +1,17 @@
 //! [`MeshBuilder`]: identity source and xDS bootstrap.
 
+use std::sync::Arc;
+
 use mesh_core::SpiffeId;
-use mesh_route::client::{MeshClient, MeshClientConfig};
+use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::{CertSource, IdentityStore};
 use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
 
-use crate::Mesh;
+use crate::{Mesh, ResilienceStack};
 
 /// Why a [`Mesh`] cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,9 @@ pub struct MeshBuilder {
     identity: Option<Identity>,
     xds: Option<Xds>,
     client: MeshClientConfig,
+    stack: Option<Arc<dyn ClusterStack>>,
+    metrics: Option<IstioMetrics>,
+    workload: WorkloadInfo,
     server: ServerSettings,
 }
 
@@ -105,6 +111,25 @@ impl MeshBuilder {
         self
     }
 
+    /// The layers around each cluster (default: [`ResilienceStack`]; pass
+    /// [`PlainStack`](mesh_route::client::PlainStack) for one attempt per request).
+    pub fn cluster_stack(mut self, stack: impl ClusterStack) -> Self {
+        self.stack = Some(Arc::new(stack));
+        self
+    }
+
+    /// The metric families to record into (default: new ones, see [`Mesh::metrics`]).
+    pub fn metrics(mut self, metrics: IstioMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// This workload's labels for Istio's metrics (`source_workload`, `source_app`, ...).
+    pub fn workload(mut self, workload: WorkloadInfo) -> Self {
+        self.workload = workload;
+        self
+    }
+
     /// Server-side mTLS settings (accepted peers, ALPN).
     pub fn server_settings(mut self, settings: ServerSettings) -> Self {
         self.server = settings;
@@ -131,11 +156,22 @@ impl MeshBuilder {
                 XdsClient::new(config, channel)
             }
         };
-        let client = MeshClient::new(xds.clone(), identity.clone(), self.client);
+        let stack = self
+            .stack
+            .unwrap_or_else(|| Arc::new(ResilienceStack::default()));
+        let mesh_client =
+            MeshClient::with_shared_stack(xds.clone(), identity.clone(), self.client, stack);
+        let metrics = self.metrics.unwrap_or_default();
+        let client = tower::Layer::layer(
+            &IstioMetricsLayer::source(&metrics, self.workload),
+            mesh_client.clone(),
+        );
         Ok(Mesh {
             identity,
             xds,
             client,
+            mesh_client,
+            metrics,
             server: self.server,
         })
     }

@@ -1,32 +1,39 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
+mod client;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 pub use builder::{BuildError, MeshBuilder};
+pub use client::{Client, ClusterResilience, ResilienceStack};
 pub use mesh_core as core;
+pub use mesh_resilience as resilience;
 pub use mesh_route as route;
 pub use mesh_route::client::{MeshBody, MeshClient, MeshClientConfig, Upstream};
+pub use mesh_telemetry as telemetry;
 pub use mesh_tls as tls;
 pub use mesh_tls::{IdentityStore, PeerIdentity};
 pub use mesh_xds as xds;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
+use mesh_telemetry::metrics::IstioMetrics;
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;
 use mesh_xds::client::XdsClient;
 use tower::{BoxError, Service};
 
-/// A workload's mesh: its identity, its xDS client, its outbound [`MeshClient`] and the
+/// A workload's mesh: its identity, its xDS client, its outbound [`Client`] and the
 /// mTLS server side. Cheap to clone.
 #[derive(Clone)]
 pub struct Mesh {
     identity: IdentityStore,
     xds: XdsClient,
-    client: MeshClient,
+    client: Client,
+    mesh_client: MeshClient,
+    metrics: IstioMetrics,
     server: ServerSettings,
 }
 
@@ -45,9 +52,30 @@ impl Mesh {
         MeshBuilder::default()
     }
 
-    /// The outbound client: routes, balances and sends over mTLS per the xDS config.
-    pub fn client(&self) -> MeshClient {
+    /// The outbound client: routes, balances and sends over mTLS per the xDS config, with
+    /// the cluster and route resilience settings applied (fault injection, timeouts,
+    /// retries, circuit breakers, outlier detection; see [`ResilienceStack`]) and Istio's
+    /// source-side request metrics recorded into [`Mesh::metrics`].
+    pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// Subscribes to `target` (`host:port`) and waits until its routes, clusters and
+    /// endpoints arrive (optional: the first request does the same; see
+    /// [`MeshClient::resolve`]).
+    pub async fn resolve(&self, target: &str) -> Result<(), mesh_route::client::MeshClientError> {
+        self.mesh_client.resolve(target).await
+    }
+
+    /// The same client without the metrics layer.
+    pub fn mesh_client(&self) -> MeshClient {
+        self.mesh_client.clone()
+    }
+
+    /// Istio's standard metric families the client records into; register them once in
+    /// your Prometheus registry (`metrics().register(&mut registry)`).
+    pub fn metrics(&self) -> &IstioMetrics {
+        &self.metrics
     }
 
     /// The workload's credentials.

@@ -15,7 +15,7 @@ use mesh::tls::config::ServerSettings;
 use mesh::tls::server::{MeshAcceptor, serve_with_shutdown};
 use mesh::xds::bootstrap::{Bootstrap, IstioNode};
 use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
-use mesh::{Mesh, MeshClient, PeerIdentity, Upstream};
+use mesh::{Mesh, PeerIdentity, Upstream};
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 use tower::ServiceExt;
 
@@ -149,17 +149,18 @@ async fn echo(
 }
 
 async fn get_echo(
-    client: &MeshClient,
+    client: &mesh::Client,
     canary: bool,
 ) -> (u16, String, Option<Upstream>, Option<PeerIdentity>) {
     let mut req = http::Request::get("http://echo.default.svc.cluster.local:8080/hello");
     if canary {
         req = req.header("x-canary", "1");
     }
-    let Ok(resp) = client
+    let resp = client
         .clone()
         .oneshot(req.body(Empty::<Bytes>::new()).unwrap())
-        .await;
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let up = resp.extensions().get::<Upstream>().cloned();
     let peer = resp.extensions().get::<PeerIdentity>().cloned();
@@ -180,11 +181,12 @@ async fn routes_to_subsets_over_mtls_with_identities_and_reuses_connections() {
     .await;
     let v1 = echo(&f.cp, "v1", 29181, "echo").await;
     let _v2 = echo(&f.cp, "v2", 29182, "echo").await;
-    let client = mesh(&f.cp, "caller").client();
-    client
+    let caller = mesh(&f.cp, "caller");
+    caller
         .resolve("echo.default.svc.cluster.local:8080")
         .await
         .unwrap();
+    let client = caller.client();
 
     let (status, body, up, peer) = get_echo(&client, false).await;
     assert_eq!(status, 200, "{body}");
@@ -225,11 +227,12 @@ async fn wrong_server_identity_is_refused() {
     )
     .await;
     let _v1 = echo(&f.cp, "v1", 29183, "intruder").await;
-    let client = mesh(&f.cp, "caller").client();
-    client
+    let caller = mesh(&f.cp, "caller");
+    caller
         .resolve("echo.default.svc.cluster.local:8080")
         .await
         .unwrap();
+    let client = caller.client();
     let (status, body, _, peer) = get_echo(&client, false).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("upstream connect error"), "{body}");
@@ -244,11 +247,12 @@ async fn endpoint_removal_moves_traffic() {
     let f = control_plane(&both).await;
     let _a = echo(&f.cp, "v1", 29184, "echo").await;
     let _b = echo(&f.cp, "v1", 29185, "echo").await;
-    let client = mesh(&f.cp, "caller").client();
-    client
+    let caller = mesh(&f.cp, "caller");
+    caller
         .resolve("echo.default.svc.cluster.local:8080")
         .await
         .unwrap();
+    let client = caller.client();
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..40 {
         let (s, _, up, _) = get_echo(&client, false).await;
@@ -263,7 +267,7 @@ async fn endpoint_removal_moves_traffic() {
         workload("echo-v1a", "v1", 29184, "echo") + &workload("echo-v2", "v2", 29187, "echo"),
     )
     .unwrap();
-    let mut snapshots = client.xds().watch();
+    let mut snapshots = caller.xds().watch();
     tokio::time::timeout(
         Duration::from_secs(10),
         snapshots.wait_for(|s| {

@@ -27,6 +27,11 @@ pub fn is_retriable(
             }
         }
         Classification::Response { status, grpc } => {
+            // Envoy never retries a response flagged as overloaded (a circuit breaker's
+            // overflow, ours or an upstream proxy's): retrying would feed the overload.
+            if headers.is_some_and(|h| h.contains_key("x-envoy-overloaded")) {
+                return false;
+            }
             let s = status.as_u16();
             if on(RetryOn::Http5xx) && status.is_server_error() {
                 return true;
@@ -62,5 +67,27 @@ pub fn is_retriable(
                 _ => false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overloaded_responses_are_not_retried() {
+        let policy = RetryPolicy {
+            retry_on: vec![RetryOn::Http5xx],
+            num_retries: 2,
+            ..Default::default()
+        };
+        let class = Classification::Response {
+            status: http::StatusCode::SERVICE_UNAVAILABLE,
+            grpc: None,
+        };
+        let mut h = HeaderMap::new();
+        assert!(is_retriable(&policy, &class, Some(&h)));
+        h.insert("x-envoy-overloaded", "true".parse().unwrap());
+        assert!(!is_retriable(&policy, &class, Some(&h)));
     }
 }

@@ -6,13 +6,18 @@
 //! picks a route; the route's cluster's [`Balancer`](crate::Balancer) picks an endpoint;
 //! the cluster's [`UpstreamPool`] sends the request over mTLS (the server must present one
 //! of the SPIFFE IDs of the cluster's SAN matchers) or plaintext when the cluster has no
-//! TLS context. Redirects, direct responses, rewrites and header edits are applied here.
-//! Failures become responses as Envoy sends them: no route 404, no cluster or no healthy
-//! endpoint 503 (`no healthy upstream`), connection failures 503, route timeout 504.
+//! TLS context. Redirects, direct responses, rewrites, header edits and request mirroring
+//! are applied here. Failures become responses as Envoy sends them: no route 404, no
+//! cluster or no healthy endpoint 503 (`no healthy upstream`), connection failures 503,
+//! route timeout 504.
 //!
-//! The route's [`RoutePolicy`] (timeout, retry policy, hash policies, fault overrides) rides
-//! in the upstream request's extensions for resilience layers; until those exist the route
-//! timeout (Envoy's default 15 s when unset) is applied here to the response headers.
+//! Each cluster's requests go through a service its [`ClusterStack`] builds once around the
+//! cluster's [`EndpointService`] (LB pick + pool): [`MeshClient::with_stack`] takes the
+//! stack (the `mesh` facade's `ResilienceStack` adds fault injection, timeouts, retries,
+//! circuit breaking and outlier detection from the cluster and route config);
+//! [`MeshClient::new`] uses [`PlainStack`] (one attempt, route timeout applied here). The
+//! route's [`RoutePolicy`] (timeout, retry policy, hash policies, fault overrides) rides in
+//! the request's extensions as `Arc<RoutePolicy>` for those layers; see [`extensions`].
 //!
 //! ```no_run
 //! # async fn demo(xds: mesh_xds::client::XdsClient, identity: mesh_tls::IdentityStore)
@@ -31,8 +36,13 @@
 //! # Ok(()) }
 //! ```
 
+mod endpoint;
+pub mod extensions;
+mod mirror;
 mod respond;
+mod stack;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -47,17 +57,22 @@ use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
-use mesh_core::model::{EndpointAddress, ListenerKind, RouteConfig, RouteSource};
+use mesh_core::model::{ListenerKind, RouteConfig, RouteSource};
 use mesh_tls::IdentityStore;
 use mesh_xds::client::{XdsClient, XdsSnapshot};
 use tokio::sync::watch;
 use tower::BoxError;
 
 use crate::cluster::{ClusterSet, ClusterState};
-use crate::pool::{RequestBody, UpstreamPool};
-use crate::{Action, PickContext, RequestView, RoutePolicy, Router, request_hash};
+use crate::pool::RequestBody;
+#[allow(unused_imports)] // named in the module docs
+use crate::pool::UpstreamPool;
+use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, Router, request_hash};
 
+pub use endpoint::{EndpointFuture, EndpointService, NoHealthyUpstream};
+pub use extensions::{AutoHostRewrite, RequestHash, UpstreamEndpoint};
 pub use respond::{MeshBody, Upstream};
+pub use stack::{ClusterContext, ClusterService, ClusterStack, PlainStack};
 
 /// MeshClient settings.
 #[derive(Clone, Debug)]
@@ -116,6 +131,7 @@ struct Inner {
     identity: IdentityStore,
     config: MeshClientConfig,
     built: ArcSwap<Built>,
+    stack: Arc<dyn ClusterStack>,
     rebuild: Mutex<()>,
     /// Listener subscriptions we made and when.
     subscribed: Mutex<HashMap<String, Instant>>,
@@ -137,8 +153,29 @@ impl std::fmt::Debug for MeshClient {
 
 impl MeshClient {
     /// A client reading routes and clusters from `xds`, with our credentials from
-    /// `identity`.
+    /// `identity`; one attempt per request ([`PlainStack`]).
     pub fn new(xds: XdsClient, identity: IdentityStore, config: MeshClientConfig) -> Self {
+        Self::with_stack(xds, identity, config, PlainStack)
+    }
+
+    /// Like [`MeshClient::new`], with `stack` building each cluster's layers around its
+    /// [`EndpointService`].
+    pub fn with_stack(
+        xds: XdsClient,
+        identity: IdentityStore,
+        config: MeshClientConfig,
+        stack: impl ClusterStack,
+    ) -> Self {
+        Self::with_shared_stack(xds, identity, config, Arc::new(stack))
+    }
+
+    /// Like [`MeshClient::with_stack`], with a stack already behind an `Arc`.
+    pub fn with_shared_stack(
+        xds: XdsClient,
+        identity: IdentityStore,
+        config: MeshClientConfig,
+        stack: Arc<dyn ClusterStack>,
+    ) -> Self {
         let snapshots = xds.watch();
         Self {
             inner: Arc::new(Inner {
@@ -147,6 +184,7 @@ impl MeshClient {
                 identity,
                 config,
                 built: ArcSwap::from_pointee(Built::default()),
+                stack,
                 rebuild: Mutex::new(()),
                 subscribed: Mutex::new(HashMap::new()),
             }),
@@ -242,18 +280,24 @@ impl MeshClient {
         if Arc::ptr_eq(&built.snapshot, &snapshot) {
             return built;
         }
-        let next = Arc::new(build(snapshot, &built, &self.inner.identity));
+        let next = Arc::new(build(
+            snapshot,
+            &built,
+            &self.inner.identity,
+            &*self.inner.stack,
+        ));
         self.inner.built.store(next.clone());
         next
     }
 
     /// Routes and sends one request; every failure is a response.
     async fn send(self, req: Request<RequestBody>) -> Response<MeshBody> {
-        let Some(listener) = listener_name(&req) else {
+        let (mut parts, body) = req.into_parts();
+        let Some(listener) = listener_name(&parts.uri, &parts.headers) else {
             return respond::local(400, "request has no authority");
         };
         let mut built = self.current();
-        if !built.routers.contains_key(listener.as_str()) {
+        if !built.routers.contains_key(&*listener) {
             let timeout = self.inner.config.resolve_timeout;
             if tokio::time::timeout(timeout, self.wait_listener(&listener))
                 .await
@@ -263,10 +307,9 @@ impl MeshClient {
             }
             built = self.current();
         }
-        let Some(router) = built.routers.get(listener.as_str()).cloned() else {
+        let Some(router) = built.routers.get(&*listener).cloned() else {
             return respond::local(503, &format!("no route configuration for {listener}"));
         };
-        let (parts, body) = req.into_parts();
         let view = RequestView::from_parts(&parts);
         let Some(decision) = router.route(&view) else {
             return respond::local(404, "");
@@ -288,63 +331,67 @@ impl MeshClient {
             }
             Action::NonForwarding => return respond::local(404, ""),
         };
-        let policy = forward.policy.clone();
+        let policy = &forward.policy;
         let hash = request_hash(&policy.hash_policies, &view, None).hash;
-        let cluster_name = forward.cluster.clone();
-        let state = match self.cluster(&built, &listener, &cluster_name).await {
-            Ok(s) => s,
-            Err(resp) => return resp,
-        };
-        let pool = match state.pool() {
-            Ok(p) => p.clone(),
-            Err(e) => return respond::local(503, e),
-        };
-        let Some(endpoint) = state.balancer().pick(&PickContext::new().hash(hash)) else {
-            return respond::local(503, "no healthy upstream");
-        };
-        let active = endpoint.start_request();
-        let authority = match &forward.host {
-            Some(crate::HostRewriteDecision::Set(h)) => h.clone(),
-            Some(crate::HostRewriteDecision::FromEndpoint) => endpoint
-                .endpoint()
-                .hostname
-                .as_deref()
-                .map(str::to_owned)
-                .unwrap_or_else(|| view.authority.to_owned()),
-            None => view.authority.to_owned(),
-        };
-        let path = forward.path.clone().unwrap_or_else(|| view.path.to_owned());
-        let endpoint_authority = match endpoint.address() {
-            EndpointAddress::Socket(a) => a.to_string(),
-            EndpointAddress::Dns { host, port } => format!("{host}:{port}"),
-        };
-        let upstream = Upstream {
-            virtual_host: decision.virtual_host.clone(),
-            route: decision.route_name.clone(),
-            cluster: cluster_name.clone(),
-            endpoint: endpoint_authority.clone().into(),
-        };
-        let mut parts = parts;
-        parts.uri = match upstream_uri(&endpoint_authority, &path) {
+        let uri = match upstream_uri(&parts.uri, view.authority, forward) {
             Ok(u) => u,
             Err(e) => return respond::local(400, &e),
         };
+        let state = match self.cluster(&built, &listener, &forward.cluster).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        let mut svc = match state.service() {
+            Ok(s) => s.clone(),
+            Err(e) => return respond::local(503, e),
+        };
+        parts.uri = uri;
+        // The URI's authority is the upstream's `Host` / `:authority`.
+        parts.headers.remove(http::header::HOST);
         decision.headers.apply_request(&mut parts.headers);
-        if let Ok(v) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(http::header::HOST, v);
-        }
         parts.extensions.insert(policy.clone());
-        parts.extensions.insert(upstream.clone());
+        if let Some(h) = hash {
+            parts.extensions.insert(RequestHash(h));
+        }
+        if let Some(HostRewriteDecision::FromEndpoint) = forward.host {
+            parts.extensions.insert(AutoHostRewrite);
+        }
+        let timeout = route_timeout(policy, self.inner.config.default_timeout);
+        let body = if forward.mirrors.is_empty() {
+            body
+        } else {
+            let shadows = forward
+                .mirrors
+                .iter()
+                .filter_map(|c| built.clusters.get(c)?.service().ok().cloned())
+                .collect();
+            mirror::mirror(&parts, body, shadows, timeout)
+        };
         let req = Request::from_parts(parts, body);
-        let timeout = route_timeout(&policy, self.inner.config.default_timeout);
-        let resp = send_with_timeout(&pool, req, timeout).await;
-        drop(active);
-        let mut resp = match resp {
-            Ok(r) => r.map(|b| b.map_err(BoxError::from).boxed_unsync()),
-            Err(resp) => resp,
+        let fut = tower::Service::call(&mut svc, req);
+        let result = match timeout.filter(|_| !self.inner.stack.applies_timeouts()) {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => return respond::local(504, "upstream request timeout"),
+            },
+            None => fut.await,
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => error_response(&*e),
         };
         decision.headers.apply_response(resp.headers_mut());
-        resp.extensions_mut().insert(upstream);
+        let endpoint = resp
+            .extensions()
+            .get::<UpstreamEndpoint>()
+            .map(|e| e.0.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        resp.extensions_mut().insert(Upstream {
+            virtual_host: decision.virtual_host.clone(),
+            route: decision.route_name.clone(),
+            cluster: forward.cluster.clone(),
+            endpoint,
+        });
         resp
     }
 
@@ -389,36 +436,29 @@ impl MeshClient {
     }
 }
 
-/// Sends on the pool within the route timeout; failures become Envoy's local replies.
-async fn send_with_timeout(
-    pool: &UpstreamPool,
-    req: Request<RequestBody>,
-    timeout: Option<Duration>,
-) -> Result<Response<hyper::body::Incoming>, Response<MeshBody>> {
-    let fut = pool.send(req);
-    let result = match timeout {
-        Some(t) => match tokio::time::timeout(t, fut).await {
-            Ok(r) => r,
-            Err(_) => return Err(respond::local(504, "upstream request timeout")),
-        },
-        None => fut.await,
-    };
-    result.map_err(|e| {
-        let reason = if e.is_connect() {
-            "connection failure"
-        } else {
-            "connection termination"
-        };
-        let detail = std::error::Error::source(&e).map(ToString::to_string);
-        tracing::debug!(error = %e, ?detail, "upstream request failed");
-        respond::local(
-            503,
-            &format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: {reason}{}",
-                detail.map(|d| format!(", transport failure reason: {d}")).unwrap_or_default()
-            ),
-        )
-    })
+/// A failed attempt as Envoy answers it: 503 with the reset reason, or `no healthy
+/// upstream`.
+fn error_response(e: &(dyn std::error::Error + 'static)) -> Response<MeshBody> {
+    let mut reason = "connection termination";
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<NoHealthyUpstream>() {
+            return respond::local(503, "no healthy upstream");
+        }
+        if let Some(h) = err.downcast_ref::<hyper_util::client::legacy::Error>()
+            && h.is_connect()
+        {
+            reason = "connection failure";
+        }
+        cur = err.source();
+    }
+    tracing::debug!(error = %e, "upstream request failed");
+    respond::local(
+        503,
+        &format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {reason}, transport failure reason: {e}"
+        ),
+    )
 }
 
 /// The route timeout: the route's, Envoy's default when unset, none when zero.
@@ -430,36 +470,48 @@ fn route_timeout(policy: &RoutePolicy, default: Duration) -> Option<Duration> {
     }
 }
 
-fn upstream_uri(endpoint: &str, path: &str) -> Result<Uri, String> {
-    let authority: Authority = endpoint
-        .parse()
-        .map_err(|e| format!("endpoint address {endpoint:?}: {e}"))?;
-    let pq: PathAndQuery = path
-        .parse()
-        .map_err(|e| format!("rewritten path {path:?}: {e}"))?;
+/// The upstream URI: `http://authority/path`, with the route's host and path rewrites.
+/// Its authority is what the server sees; the endpoint is picked later.
+fn upstream_uri(uri: &Uri, authority: &str, forward: &crate::Forward) -> Result<Uri, String> {
+    let authority = match (&forward.host, uri.authority()) {
+        (Some(HostRewriteDecision::Set(h)), _) => h
+            .parse::<Authority>()
+            .map_err(|e| format!("rewritten host {h:?}: {e}"))?,
+        (_, Some(a)) => a.clone(),
+        (_, None) => authority
+            .parse::<Authority>()
+            .map_err(|e| format!("authority {authority:?}: {e}"))?,
+    };
+    let path = match &forward.path {
+        Some(p) => p
+            .parse::<PathAndQuery>()
+            .map_err(|e| format!("rewritten path {p:?}: {e}"))?,
+        None => uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
     Uri::builder()
         .scheme(Scheme::HTTP)
         .authority(authority)
-        .path_and_query(pq)
+        .path_and_query(path)
         .build()
         .map_err(|e| e.to_string())
 }
 
 /// `host:port` of the request (URI authority, else `Host`), port 80 when absent.
-fn listener_name<B>(req: &Request<B>) -> Option<String> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_owned(),
-        None => req
-            .headers()
-            .get(http::header::HOST)?
-            .to_str()
-            .ok()?
-            .to_owned(),
-    };
-    let authority: Authority = authority.parse().ok()?;
+fn listener_name<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<Cow<'a, str>> {
+    if let Some(a) = uri.authority() {
+        return Some(match a.port_u16() {
+            Some(_) => Cow::Borrowed(a.as_str()),
+            None => Cow::Owned(format!("{}:80", a.host())),
+        });
+    }
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let authority: Authority = host.parse().ok()?;
     Some(match authority.port_u16() {
-        Some(_) => authority.as_str().to_owned(),
-        None => format!("{}:80", authority.host()),
+        Some(_) => Cow::Borrowed(host),
+        None => Cow::Owned(format!("{}:80", authority.host())),
     })
 }
 
@@ -475,7 +527,12 @@ fn route_config_of(s: &XdsSnapshot, listener: &str) -> Option<Arc<RouteConfig>> 
     }
 }
 
-fn build(snapshot: Arc<XdsSnapshot>, previous: &Built, identity: &IdentityStore) -> Built {
+fn build(
+    snapshot: Arc<XdsSnapshot>,
+    previous: &Built,
+    identity: &IdentityStore,
+    stack: &dyn ClusterStack,
+) -> Built {
     let mut routers = HashMap::new();
     let mut by_config = HashMap::new();
     for name in snapshot.listeners.keys() {
@@ -499,7 +556,7 @@ fn build(snapshot: Arc<XdsSnapshot>, previous: &Built, identity: &IdentityStore)
         by_config.insert(name.clone(), (rc.clone(), router.clone()));
         routers.insert(name.clone(), router);
     }
-    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity);
+    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, stack);
     Built {
         snapshot,
         routers,

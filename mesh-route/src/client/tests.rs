@@ -5,16 +5,25 @@ use super::*;
 #[test]
 fn listener_name_is_host_and_port() {
     let req = Request::get("http://reviews:9080/x").body(()).unwrap();
-    assert_eq!(listener_name(&req).as_deref(), Some("reviews:9080"));
+    assert_eq!(
+        listener_name(req.uri(), req.headers()).as_deref(),
+        Some("reviews:9080")
+    );
     let req = Request::get("http://reviews/x").body(()).unwrap();
-    assert_eq!(listener_name(&req).as_deref(), Some("reviews:80"));
+    assert_eq!(
+        listener_name(req.uri(), req.headers()).as_deref(),
+        Some("reviews:80")
+    );
     let req = Request::get("/x")
         .header("host", "ratings:9080")
         .body(())
         .unwrap();
-    assert_eq!(listener_name(&req).as_deref(), Some("ratings:9080"));
+    assert_eq!(
+        listener_name(req.uri(), req.headers()).as_deref(),
+        Some("ratings:9080")
+    );
     let req = Request::get("/x").body(()).unwrap();
-    assert_eq!(listener_name(&req), None);
+    assert_eq!(listener_name(req.uri(), req.headers()), None);
 }
 
 #[test]
@@ -29,10 +38,25 @@ fn route_timeout_defaults_and_zero_disables() {
 }
 
 #[test]
-fn upstream_uri_targets_the_endpoint_with_the_path() {
-    let u = upstream_uri("127.0.0.1:19082", "/reviews/1?x=1").unwrap();
-    assert_eq!(u.to_string(), "http://127.0.0.1:19082/reviews/1?x=1");
-    assert!(upstream_uri("127.0.0.1:19082", "no slash").is_err());
+fn upstream_uri_keeps_the_authority_and_applies_rewrites() {
+    let forward = |host: Option<HostRewriteDecision>, path: Option<&str>| crate::Forward {
+        cluster: "c".into(),
+        path: path.map(str::to_owned),
+        host,
+        mirrors: vec![],
+        policy: Arc::default(),
+    };
+    let uri: Uri = "http://reviews:9080/reviews/1?x=1".parse().unwrap();
+    let u = upstream_uri(&uri, "reviews:9080", &forward(None, None)).unwrap();
+    assert_eq!(u.to_string(), "http://reviews:9080/reviews/1?x=1");
+    // Origin-form request: the authority comes from Host.
+    let origin: Uri = "/a".parse().unwrap();
+    let u = upstream_uri(&origin, "ratings:9080", &forward(None, None)).unwrap();
+    assert_eq!(u.to_string(), "http://ratings:9080/a");
+    let set = Some(HostRewriteDecision::Set("new.host".into()));
+    let u = upstream_uri(&uri, "reviews:9080", &forward(set, Some("/v2/1"))).unwrap();
+    assert_eq!(u.to_string(), "http://new.host/v2/1");
+    assert!(upstream_uri(&uri, "reviews:9080", &forward(None, Some("no slash"))).is_err());
 }
 
 #[test]

@@ -2,9 +2,10 @@
 //! endpoints and the connection pool with the cluster's TLS expectations.
 //!
 //! A [`ClusterSet`] is rebuilt when the snapshot changes; an unchanged cluster keeps its
-//! state (balancer and live connections), a cluster whose endpoints alone changed keeps its
-//! pool and updates its balancer in place, and a removed cluster's state is dropped, which
-//! closes its idle connections.
+//! state (balancer, live connections and the service its [`ClusterStack`] built), a
+//! cluster whose endpoints alone changed keeps its pool and service and updates its
+//! balancer in place, and a removed cluster's state is dropped, which closes its idle
+//! connections.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,24 +16,37 @@ use mesh_tls::IdentityStore;
 use mesh_tls::verify::PeerPolicy;
 use mesh_xds::client::XdsSnapshot;
 
+use crate::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
 use crate::lb::Balancer;
 use crate::pool::UpstreamPool;
 
 /// One cluster, ready to serve requests.
-#[derive(Debug)]
 pub struct ClusterState {
     cluster: Arc<Cluster>,
     endpoints: Option<Arc<ClusterLoadAssignment>>,
     balancer: Arc<Balancer>,
     pool: Result<UpstreamPool, String>,
+    service: Option<ClusterService>,
+}
+
+impl std::fmt::Debug for ClusterState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterState")
+            .field("cluster", &self.cluster.name)
+            .field("balancer", &self.balancer)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterState {
-    /// Builds the state of `cluster` with `endpoints` (EDS) and our `identity`.
+    /// Builds the state of `cluster` with `endpoints` (EDS) and our `identity`, and its
+    /// service with `stack`.
     pub fn new(
         cluster: Arc<Cluster>,
         endpoints: Option<Arc<ClusterLoadAssignment>>,
         identity: &IdentityStore,
+        stack: &dyn ClusterStack,
     ) -> Result<Self, String> {
         let balancer = Arc::new(
             Balancer::for_cluster(&cluster, endpoints.clone())
@@ -43,12 +57,29 @@ impl ClusterState {
             None => Ok(UpstreamPool::new(&cluster, identity, PeerPolicy::default())),
         }
         .map_err(|e| format!("cluster {}: {e}", cluster.name));
+        let service = pool.as_ref().ok().map(|pool| {
+            let cx = ClusterContext {
+                cluster: cluster.clone(),
+                balancer: balancer.clone(),
+            };
+            stack.build(&cx, EndpointService::new(balancer.clone(), pool.clone()))
+        });
         Ok(Self {
             cluster,
             endpoints,
             balancer,
             pool,
+            service,
         })
+    }
+
+    /// The service requests to this cluster go through (its stack around the endpoint
+    /// service), or why the cluster cannot be used.
+    pub fn service(&self) -> Result<&ClusterService, &str> {
+        match &self.service {
+            Some(s) => Ok(s),
+            None => Err(self.pool().err().unwrap_or("cluster has no service")),
+        }
     }
 
     /// The cluster resource.
@@ -104,7 +135,12 @@ pub struct ClusterSet {
 impl ClusterSet {
     /// Builds the clusters of `snapshot`, reusing the states of `previous` whose cluster
     /// resource did not change.
-    pub fn build(snapshot: &XdsSnapshot, previous: &ClusterSet, identity: &IdentityStore) -> Self {
+    pub fn build(
+        snapshot: &XdsSnapshot,
+        previous: &ClusterSet,
+        identity: &IdentityStore,
+        stack: &dyn ClusterStack,
+    ) -> Self {
         let mut out = ClusterSet::default();
         for (name, cluster) in snapshot.clusters.iter() {
             let eds = cluster
@@ -112,10 +148,10 @@ impl ClusterSet {
                 .eds_name(&cluster.name)
                 .and_then(|n| snapshot.endpoints.get(n).cloned());
             if let Some(old) = previous.clusters.get(name)
-                && Arc::ptr_eq(&old.cluster, cluster)
+                && (Arc::ptr_eq(&old.cluster, cluster) || *old.cluster == **cluster)
             {
                 let same_endpoints = match (&old.endpoints, &eds) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
                     (None, None) => true,
                     _ => false,
                 };
@@ -127,17 +163,22 @@ impl ClusterSet {
                     // Same cluster, new endpoints: keep the pool and the balancer's
                     // per-endpoint state (active requests, ejections).
                     old.balancer.update(eds.clone());
+                    if let Ok(pool) = &old.pool {
+                        let live = old.balancer.endpoints();
+                        pool.retain(|k| live.iter().any(|e| e.hash_key() == k));
+                    }
                     let state = ClusterState {
                         cluster: old.cluster.clone(),
                         endpoints: Some(eds.clone()),
                         balancer: old.balancer.clone(),
                         pool: old.pool.clone(),
+                        service: old.service.clone(),
                     };
                     out.clusters.insert(name.clone(), Arc::new(state));
                     continue;
                 }
             }
-            match ClusterState::new(cluster.clone(), eds, identity) {
+            match ClusterState::new(cluster.clone(), eds, identity, stack) {
                 Ok(state) => {
                     out.clusters.insert(name.clone(), Arc::new(state));
                 }

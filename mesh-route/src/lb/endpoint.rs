@@ -13,7 +13,7 @@ pub(crate) struct EndpointState {
     pub(crate) locality: Arc<Locality>,
     pub(crate) priority: u32,
     /// The ring-hash / Maglev key: `ip:port` (or `host:port`), as Envoy's `address()->asString()`.
-    pub(crate) hash_key: String,
+    pub(crate) hash_key: Arc<str>,
     /// Shared with the handles of the same address from earlier EDS updates, so requests
     /// started before an update are counted down on the same counter.
     counters: Arc<Counters>,
@@ -87,6 +87,11 @@ impl EndpointRef {
         &self.0.hash_key
     }
 
+    /// The same `ip:port` key, shared (no allocation to name the endpoint in extensions).
+    pub fn key(&self) -> &Arc<str> {
+        &self.0.hash_key
+    }
+
     /// Requests in flight to this endpoint (those holding an [`ActiveRequest`]).
     pub fn active_requests(&self) -> u64 {
         self.0.counters.active.load(Ordering::Relaxed)
@@ -147,9 +152,9 @@ impl Drop for ActiveRequest {
     }
 }
 
-pub(crate) fn address_key(a: &EndpointAddress) -> String {
+pub(crate) fn address_key(a: &EndpointAddress) -> Arc<str> {
     match a {
-        EndpointAddress::Socket(s) => s.to_string(),
-        EndpointAddress::Dns { host, port } => format!("{host}:{port}"),
+        EndpointAddress::Socket(s) => s.to_string().into(),
+        EndpointAddress::Dns { host, port } => format!("{host}:{port}").into(),
     }
 }

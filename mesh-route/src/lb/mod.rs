@@ -392,10 +392,10 @@ impl Balancer {
     pub fn update(&self, assignment: Arc<ClusterLoadAssignment>) {
         let _w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let old = self.plan.load();
-        let reuse: HashMap<(u32, String), EndpointRef> = old
+        let reuse: HashMap<(u32, Arc<str>), EndpointRef> = old
             .endpoints
             .iter()
-            .map(|e| ((e.priority(), e.hash_key().to_owned()), e.clone()))
+            .map(|e| ((e.priority(), e.key().clone()), e.clone()))
             .collect();
         self.plan.store(Arc::new(build(
             &self.policy,
@@ -494,7 +494,7 @@ fn build(
     policy: &LbPolicy,
     common: &CommonLbConfig,
     assignment: Arc<ClusterLoadAssignment>,
-    reuse: &HashMap<(u32, String), EndpointRef>,
+    reuse: &HashMap<(u32, Arc<str>), EndpointRef>,
 ) -> Plan {
     let mut endpoints = Vec::with_capacity(assignment.endpoint_count());
     let mut by_priority: std::collections::BTreeMap<u32, Vec<LocalityHosts>> = Default::default();

@@ -5,11 +5,16 @@
 //!   listener on 127.0.0.1, and JWT authentication against [`jwt::TestIssuer`].
 //! - [`jwt`]: an OIDC-style token issuer for tests: RS256 tokens with Kubernetes
 //!   service-account claims, and the JWKS served over local HTTP for istiod to fetch.
+//! - [`workload`]: a workload built on the library as an Istio proxyless workload: its
+//!   certificate from the control plane's CA, its xDS, a MeshClient, and an mTLS server
+//!   enforcing the RBAC of its xDS inbound listener.
 //!
-//! The tests live in `tests/` (`istiod_ca.rs`, `istiod_xds.rs`); see docs/istio.md.
+//! The tests live in `tests/` (`istiod_ca.rs`, `istiod_xds.rs`, `istiod_mesh.rs`); the
+//! config they run is `interop/istio/config`; see docs/istio.md.
 
 pub mod istiod;
 pub mod jwt;
+pub mod workload;
 
 /// Harness failures (a peer that does not start, a bad fixture), with what went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +37,7 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
+    pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Self {
         let what = what.into();
         move |source| Self::Io { what, source }
     }

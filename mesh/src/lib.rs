@@ -2,6 +2,7 @@
 
 mod builder;
 mod client;
+pub mod inbound;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,0 +1,183 @@
+//! xDS-configured servers (gRPC A36, Istio's proxyless server side): the server subscribes
+//! to its inbound listener, `xds.istio.io/grpc/lds/inbound/<ip>:<port>` from istiod or the
+//! embedded control plane, and serves as it says:
+//!
+//! - **not serving until the listener arrives**: connections are accepted and closed
+//!   (A36's NOT_SERVING) until a usable listener for this address is known, and again if
+//!   it is removed;
+//! - **per connection, a filter chain** in Envoy's match order ([`chain`]); when a chain
+//!   matches on `transport_protocol` (Istio PERMISSIVE: `tls` and `raw_buffer`) the first
+//!   bytes are sniffed for a TLS ClientHello ([`mesh_tls::sniff`]);
+//! - **the chain's transport socket**: mTLS with the workload's SPIFFE identity (clients
+//!   must present a certificate; the caller's [`PeerIdentity`](mesh_tls::PeerIdentity)
+//!   goes into request extensions) or plaintext;
+//! - **the chain's RBAC filters** as an [`AuthzLayer`] ([`policy`]): `403` /
+//!   `PERMISSION_DENIED` for denied requests. An update that only changes policies is
+//!   applied to open connections through a watch, without a restart;
+//! - **draining**: when the chains themselves change (match or TLS), new connections use
+//!   the new chains and old ones are shut down gracefully (HTTP/2 GOAWAY, HTTP/1.1 close
+//!   after the current response), forcibly after [`InboundServer::drain_timeout`].
+//!
+//! ```no_run
+//! # async fn run(
+//! #     xds: mesh::xds::client::XdsClient,
+//! #     identity: mesh::IdentityStore,
+//! #     bootstrap: mesh::xds::bootstrap::Bootstrap,
+//! # ) -> Result<(), mesh::inbound::InboundError> {
+//! use axum::{Router, routing::get};
+//! use mesh::inbound::InboundServer;
+//!
+//! let app = Router::new().route("/", get(|| async { "hello\n" }));
+//! // The pod IP: the listener name is built from it (`.../inbound/10.0.0.7:8080`).
+//! let addr = "10.0.0.7:8080".parse().unwrap();
+//! InboundServer::from_bootstrap(xds, identity, &bootstrap, addr)?
+//!     .serve(app)
+//!     .await
+//! # }
+//! ```
+//!
+//! What is not applied from the listener: the inline route table (every request goes to
+//! the application, as Istio's `NonForwardingAction` route says), per-route filter
+//! overrides, and the connection manager's timeouts.
+
+pub mod chain;
+pub mod policy;
+mod serve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mesh_authz::AuthzMetrics;
+use mesh_core::model::Listener;
+use mesh_tls::IdentityStore;
+use mesh_tls::config::ServerSettings;
+use mesh_xds::bootstrap::Bootstrap;
+use mesh_xds::client::XdsClient;
+use tokio::sync::watch;
+
+pub use mesh_authz::AuthzLayer;
+
+/// Whether the server is serving, and with which listener.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServingStatus {
+    /// Connections are accepted and closed; the reason says why.
+    NotServing(String),
+    /// Serving with this listener.
+    Serving(Arc<Listener>),
+}
+
+impl ServingStatus {
+    /// Whether connections are served.
+    pub fn is_serving(&self) -> bool {
+        matches!(self, Self::Serving(_))
+    }
+}
+
+/// Errors of [`InboundServer`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum InboundError {
+    /// The bootstrap has no `server_listener_resource_name_template`.
+    #[error("the xDS bootstrap has no server_listener_resource_name_template")]
+    NoListenerTemplate,
+    /// The listener name is not a valid xDS resource name.
+    #[error(transparent)]
+    Xds(#[from] mesh_xds::client::XdsClientError),
+    /// Binding the address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A server configured by its inbound xDS listener. See the [module docs](self).
+pub struct InboundServer {
+    xds: XdsClient,
+    identity: IdentityStore,
+    addr: SocketAddr,
+    listener_name: String,
+    settings: ServerSettings,
+    drain_timeout: Duration,
+    metrics: AuthzMetrics,
+    status: watch::Sender<ServingStatus>,
+}
+
+impl std::fmt::Debug for InboundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InboundServer")
+            .field("addr", &self.addr)
+            .field("listener_name", &self.listener_name)
+            .field("drain_timeout", &self.drain_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl InboundServer {
+    /// A server on `addr` that asks for the listener `listener_name`.
+    pub fn new(
+        xds: XdsClient,
+        identity: IdentityStore,
+        addr: SocketAddr,
+        listener_name: impl Into<String>,
+    ) -> Self {
+        let (status, _) =
+            watch::channel(ServingStatus::NotServing("waiting for the listener".into()));
+        Self {
+            xds,
+            identity,
+            addr,
+            listener_name: listener_name.into(),
+            settings: ServerSettings::default(),
+            drain_timeout: Duration::from_secs(10),
+            metrics: AuthzMetrics::default(),
+            status,
+        }
+    }
+
+    /// A server on `addr` whose listener name comes from the bootstrap's
+    /// `server_listener_resource_name_template` (`%s` replaced by `addr`).
+    pub fn from_bootstrap(
+        xds: XdsClient,
+        identity: IdentityStore,
+        bootstrap: &Bootstrap,
+        addr: SocketAddr,
+    ) -> Result<Self, InboundError> {
+        let name = bootstrap
+            .server_listener_name(&addr)
+            .ok_or(InboundError::NoListenerTemplate)?;
+        Ok(Self::new(xds, identity, addr, name))
+    }
+
+    /// TLS settings (handshake timeout, ALPN) for mTLS chains.
+    pub fn server_settings(mut self, settings: ServerSettings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// How long old connections may finish their requests after the listener changes or
+    /// the server shuts down (default 10 s).
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Counts authorization decisions into `metrics` (see [`AuthzMetrics::register`]).
+    pub fn authz_metrics(mut self, metrics: AuthzMetrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The listener name this server subscribes to.
+    pub fn listener_name(&self) -> &str {
+        &self.listener_name
+    }
+
+    /// Watches the serving status (for health checks, and to wait until serving).
+    pub fn status(&self) -> watch::Receiver<ServingStatus> {
+        self.status.subscribe()
+    }
+}

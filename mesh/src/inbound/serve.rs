@@ -1,0 +1,378 @@
+//! The accept loop: listener updates, per-connection chain choice, and draining.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use mesh_authz::{AuthzLayer, AuthzMetrics, AuthzPolicies, ConnectionAddrs};
+use mesh_core::model::DownstreamTls;
+use mesh_core::model::{FilterChain, FilterChainMatch, Listener, ListenerKind, ServerListener};
+use mesh_tls::PeerIdentity;
+use mesh_tls::server::MeshAcceptor;
+use mesh_tls::sniff::{Rewind, Sniffed, sniff};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use super::chain::{self, ConnectionInfo};
+use super::policy::authz_policies;
+use super::{InboundError, InboundServer, ServingStatus};
+
+/// The parts of a listener that connections are bound to; a change here drains them.
+type Shape = Vec<(String, FilterChainMatch, Option<DownstreamTls>)>;
+
+/// One version of the chains: connections accepted under it keep it until drained.
+struct Generation {
+    listener: ServerListener,
+    sniff: bool,
+    /// Per chain (then the default chain), the policies of its RBAC filters.
+    policies: Vec<watch::Receiver<Arc<AuthzPolicies>>>,
+    /// Set to `true` to drain this generation's connections.
+    drain: watch::Sender<bool>,
+}
+
+/// What the accept loop holds: the current generation and the senders of its policies.
+struct Current {
+    generation: Arc<Generation>,
+    shape: Shape,
+    policy_senders: Vec<watch::Sender<Arc<AuthzPolicies>>>,
+}
+
+fn chains(l: &ServerListener) -> impl Iterator<Item = &FilterChain> {
+    l.filter_chains
+        .iter()
+        .chain(l.default_filter_chain.as_ref())
+}
+
+fn shape(l: &ServerListener) -> Shape {
+    chains(l)
+        .map(|c| (c.name.clone(), c.filter_chain_match.clone(), c.tls.clone()))
+        .collect()
+}
+
+impl InboundServer {
+    /// Serves `service` (an axum `Router`, a tonic server, any tower HTTP service) as the
+    /// inbound listener says, until the process ends.
+    pub async fn serve<S, B>(self, service: S) -> Result<(), InboundError>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.serve_with_shutdown(service, std::future::pending())
+            .await
+    }
+
+    /// Like [`InboundServer::serve`], until `signal` completes: then it stops accepting
+    /// and drains open connections (at most the drain timeout).
+    pub async fn serve_with_shutdown<S, B>(
+        self,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), InboundError>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let tcp = TcpListener::bind(self.addr)
+            .await
+            .map_err(|source| InboundError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let bound = tcp.local_addr().unwrap_or(self.addr);
+        self.xds.subscribe_target(&self.listener_name).await?;
+        let acceptor = MeshAcceptor::new(self.identity.clone(), self.settings.clone());
+        let mut snapshots = self.xds.watch();
+        snapshots.mark_changed();
+        let mut current: Option<Current> = None;
+        let mut last_listener: Option<Arc<Listener>> = None;
+        // Each connection task holds a clone; all are gone once every connection ended.
+        let (alive, mut all_closed) = mpsc::channel::<()>(1);
+        let mut signal = std::pin::pin!(signal);
+        loop {
+            tokio::select! {
+                () = &mut signal => break,
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        tracing::warn!(listener = %self.listener_name, "the xDS client stopped; keeping the last listener");
+                        // Keep serving what we have; never poll a closed watch again.
+                        snapshots = watch::channel(Arc::default()).1;
+                        continue;
+                    }
+                    let snap = snapshots.borrow_and_update().clone();
+                    let listener = snap.listeners.get(self.listener_name.as_str()).cloned();
+                    if listener.as_ref().map(Arc::as_ptr) == last_listener.as_ref().map(Arc::as_ptr) {
+                        continue;
+                    }
+                    last_listener = listener.clone();
+                    self.update(&mut current, listener, bound, &self.metrics);
+                }
+                accepted = tcp.accept() => {
+                    let (stream, remote) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Some(cur) = &current else {
+                        // NOT_SERVING: accept and close.
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let conn = Connection {
+                        generation: cur.generation.clone(),
+                        acceptor: acceptor.clone(),
+                        metrics: self.metrics.clone(),
+                        drain_timeout: self.drain_timeout,
+                        handshake_timeout: self.settings.handshake_timeout,
+                        _alive: alive.clone(),
+                    };
+                    tokio::spawn(conn.run(stream, remote, service.clone()));
+                }
+            }
+        }
+        // Shutdown: stop accepting, drain, wait.
+        drop(tcp);
+        if let Some(cur) = current.take() {
+            cur.generation.drain.send_replace(true);
+        }
+        self.status
+            .send_replace(ServingStatus::NotServing("shut down".into()));
+        drop(alive);
+        let _ = tokio::time::timeout(
+            self.drain_timeout + Duration::from_secs(1),
+            all_closed.recv(),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Applies a new version of the listener (or its removal).
+    fn update(
+        &self,
+        current: &mut Option<Current>,
+        listener: Option<Arc<Listener>>,
+        bound: SocketAddr,
+        _metrics: &AuthzMetrics,
+    ) {
+        let server = match listener.as_deref().map(|l| &l.kind) {
+            None => {
+                // Removed (or not yet received): stop serving and drain.
+                if let Some(cur) = current.take() {
+                    tracing::warn!(listener = %self.listener_name, "listener removed: not serving");
+                    cur.generation.drain.send_replace(true);
+                }
+                self.status.send_replace(ServingStatus::NotServing(format!(
+                    "listener {} does not exist",
+                    self.listener_name
+                )));
+                return;
+            }
+            Some(ListenerKind::Client(_)) => {
+                Err("is a client (API) listener, not a server listener".to_owned())
+            }
+            Some(ListenerKind::Server(s)) => check(s, bound).map(|()| s.as_ref()),
+        };
+        let server = match server {
+            Ok(s) => s,
+            Err(reason) => {
+                // Like a NACK: keep what we serve with, if anything.
+                tracing::error!(listener = %self.listener_name, %reason, "unusable listener");
+                if current.is_none() {
+                    self.status.send_replace(ServingStatus::NotServing(format!(
+                        "listener {} {reason}",
+                        self.listener_name
+                    )));
+                }
+                return;
+            }
+        };
+        let new_shape = shape(server);
+        let policies: Vec<Arc<AuthzPolicies>> = chains(server)
+            .map(|c| Arc::new(authz_policies(&c.http_connection_manager)))
+            .collect();
+        if let Some(cur) = current
+            && cur.shape == new_shape
+        {
+            // Same chains: new policies reach open connections on their next request.
+            for (tx, p) in cur.policy_senders.iter().zip(policies) {
+                tx.send_if_modified(|old| {
+                    let changed = **old != *p;
+                    if changed {
+                        *old = p.clone();
+                    }
+                    changed
+                });
+            }
+            if let Some(l) = listener {
+                self.status.send_replace(ServingStatus::Serving(l));
+            }
+            tracing::info!(listener = %self.listener_name, "authorization policies updated");
+            return;
+        }
+        let (policy_senders, receivers): (Vec<_>, Vec<_>) =
+            policies.into_iter().map(watch::channel).unzip();
+        let generation = Arc::new(Generation {
+            sniff: chain::needs_sniff(server),
+            listener: server.clone(),
+            policies: receivers,
+            drain: watch::channel(false).0,
+        });
+        if let Some(old) = current.replace(Current {
+            generation,
+            shape: new_shape,
+            policy_senders,
+        }) {
+            tracing::info!(listener = %self.listener_name, "filter chains changed: draining old connections");
+            old.generation.drain.send_replace(true);
+        } else {
+            tracing::info!(listener = %self.listener_name, %bound, "serving");
+        }
+        if let Some(l) = listener {
+            self.status.send_replace(ServingStatus::Serving(l));
+        }
+    }
+}
+
+/// The listener must be for the address we listen on and use only what we can honour.
+fn check(s: &ServerListener, bound: SocketAddr) -> Result<(), String> {
+    let ip_ok = s.address.ip() == bound.ip() || bound.ip().is_unspecified();
+    if !ip_ok || s.address.port() != bound.port() {
+        return Err(format!(
+            "is for {}, but this server listens on {bound}",
+            s.address
+        ));
+    }
+    match chain::unsupported(s) {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    }
+}
+
+struct Connection {
+    generation: Arc<Generation>,
+    acceptor: MeshAcceptor,
+    metrics: AuthzMetrics,
+    drain_timeout: Duration,
+    handshake_timeout: Duration,
+    _alive: mpsc::Sender<()>,
+}
+
+impl Connection {
+    async fn run<S, B>(self, tcp: TcpStream, remote: SocketAddr, service: S)
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let Ok(local) = tcp.local_addr() else {
+            return;
+        };
+        let (tls, io) = if self.generation.sniff {
+            match tokio::time::timeout(self.handshake_timeout, sniff(tcp)).await {
+                Ok(Ok((kind, io))) => (Some(kind == Sniffed::Tls), io),
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "connection lost while sniffing");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "no bytes before the handshake timeout");
+                    return;
+                }
+            }
+        } else {
+            (None, Rewind::unsniffed(tcp))
+        };
+        let info = ConnectionInfo { local, remote, tls };
+        let listener = &self.generation.listener;
+        let index = match chain::select(listener, &info) {
+            Some(i) => i,
+            None if listener.default_filter_chain.is_some() => listener.filter_chains.len(),
+            None => {
+                tracing::info!(%remote, ?tls, "no filter chain matches the connection; closing");
+                return;
+            }
+        };
+        let Some(chain) = chains(listener).nth(index) else {
+            return;
+        };
+        let Some(policies) = self.generation.policies.get(index).cloned() else {
+            return;
+        };
+        let addrs = ConnectionAddrs { remote, local };
+        let authz = AuthzLayer::new(policies).with_metrics(self.metrics.clone());
+        if chain.tls.is_some() {
+            match self.acceptor.accept(io).await {
+                Ok((stream, peer)) => {
+                    self.serve(stream, authz.layer(service), addrs, Some(peer))
+                        .await
+                }
+                Err(e) => {
+                    tracing::info!(%remote, chain = %chain.name, error = %e, "mTLS handshake rejected")
+                }
+            }
+        } else {
+            self.serve(io, authz.layer(service), addrs, None).await
+        }
+    }
+
+    async fn serve<IO, S, B>(
+        &self,
+        io: IO,
+        service: S,
+        addrs: ConnectionAddrs,
+        peer: Option<PeerIdentity>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<BoxError>,
+    {
+        let service = service.map_request(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(addrs);
+            if let Some(peer) = &peer {
+                req.extensions_mut().insert(peer.clone());
+            }
+            req
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        let mut conn = std::pin::pin!(conn);
+        let mut drain = self.generation.drain.subscribe();
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(remote = %addrs.remote, error = %e, "connection ended with an error");
+                }
+            }
+            () = async { drop(drain.wait_for(|d| *d).await) } => {
+                conn.as_mut().graceful_shutdown();
+                if tokio::time::timeout(self.drain_timeout, conn).await.is_err() {
+                    tracing::info!(remote = %addrs.remote, "drain timeout: closing the connection");
+                }
+            }
+        }
+    }
+}

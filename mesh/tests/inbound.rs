@@ -1,0 +1,375 @@
+//! xDS-configured servers end to end: the embedded control plane reads Istio YAML from a
+//! directory, a real server built with `mesh::inbound` takes its inbound listener from it,
+//! and mTLS clients with identities from the control plane's CA call it. Editing the YAML
+//! changes who gets in, and whether plaintext is accepted, without restarting the server.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::Extension;
+use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use mesh::inbound::{InboundServer, ServingStatus};
+use mesh::tls::client::MeshConnector;
+use mesh::tls::config::ClientSettings;
+use mesh::xds::bootstrap::{Bootstrap, IstioNode};
+use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
+use mesh::{IdentityStore, PeerIdentity};
+use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use tokio::sync::watch;
+
+fn service_yaml(port: u16) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: web}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {port}}}
+  labels: {{app: web}}
+  serviceAccount: web
+"#
+    )
+}
+
+fn allow_only(sa: &str) -> String {
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: web-callers, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/default/sa/{sa}]
+"#
+    )
+}
+
+fn peer_auth(mode: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: default}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Fixture {
+    cp: ControlPlane,
+    dir: tempfile::TempDir,
+    addr: SocketAddr,
+    status: watch::Receiver<ServingStatus>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn identity(cp: &ControlPlane, sa: &str) -> IdentityStore {
+    let id = format!("spiffe://cluster.local/ns/default/sa/{sa}")
+        .parse()
+        .unwrap();
+    IdentityStore::from_credentials(cp.ca().issue(&id, Duration::from_secs(3600)).unwrap()).unwrap()
+}
+
+/// Starts the control plane on `security` and the `web` server; returns once it serves.
+async fn start(security: &str) -> Fixture {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("web.yaml"), service_yaml(port)).unwrap();
+    std::fs::write(dir.path().join("security.yaml"), security).unwrap();
+    let cp = ControlPlane::start(ControlPlaneOptions {
+        config_dir: dir.path().into(),
+        xds_addr: ([127, 0, 0, 1], 0).into(),
+        ca_addr: None,
+        debug_addr: None,
+        watch_interval: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let node = IstioNode {
+        ip: "127.0.0.1".parse().unwrap(),
+        pod_name: "web".into(),
+        namespace: "default".into(),
+        service_account: "web".into(),
+        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+        ..Default::default()
+    };
+    let uri = format!("http://{}", cp.xds_addr());
+    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
+    let xds = XdsClient::new(
+        XdsClientConfig {
+            node: bootstrap.node_proto(),
+            ..Default::default()
+        },
+        channel::insecure(&uri).unwrap(),
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = InboundServer::from_bootstrap(xds, identity(&cp, "web"), &bootstrap, addr)
+        .unwrap()
+        .drain_timeout(Duration::from_secs(2));
+    assert_eq!(
+        server.listener_name(),
+        format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
+    );
+    let mut status = server.status();
+    let app = axum::Router::new().route(
+        "/",
+        get(|peer: Option<Extension<PeerIdentity>>| async move {
+            match peer {
+                Some(Extension(p)) => format!("hello {p}"),
+                None => "hello plaintext".to_owned(),
+            }
+        }),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(server.serve_with_shutdown(app, async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        status.wait_for(ServingStatus::is_serving),
+    )
+    .await
+    .expect("the server serves once its listener arrives")
+    .unwrap();
+    Fixture {
+        cp,
+        dir,
+        addr,
+        status,
+        _stop: stop,
+    }
+}
+
+/// GET / over mTLS as `sa`: the status, or the error text if the connection failed.
+async fn mtls_get(f: &Fixture, sa: &str) -> Result<(u16, String), String> {
+    let connector = MeshConnector::new(identity(&f.cp, sa), ClientSettings::default());
+    let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+    let stream = connector.connect(&uri).await.map_err(|e| e.to_string())?;
+    http_get(TokioIo::new(stream.into_inner()), f.addr).await
+}
+
+async fn plaintext_get(f: &Fixture) -> Result<(u16, String), String> {
+    let tcp = tokio::net::TcpStream::connect(f.addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    http_get(TokioIo::new(tcp), f.addr).await
+}
+
+async fn http_get<IO>(io: TokioIo<IO>, addr: SocketAddr) -> Result<(u16, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), send.send_request(req))
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((
+        status,
+        String::from_utf8_lossy(&body.to_bytes()).into_owned(),
+    ))
+}
+
+/// Polls `check` until it holds (config edits reach the server asynchronously).
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..100 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test]
+async fn authorization_policy_from_yaml_is_enforced_and_edits_apply_live() {
+    let f = start(&format!(
+        "{}---\n{}",
+        peer_auth("STRICT"),
+        allow_only("productpage")
+    ))
+    .await;
+    let (code, body) = mtls_get(&f, "productpage").await.unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        body,
+        "hello spiffe://cluster.local/ns/default/sa/productpage"
+    );
+    let (code, body) = mtls_get(&f, "ratings").await.unwrap();
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+
+    // Keep a connection open across the edit: policy changes reach it, no drain needed.
+    let connector = MeshConnector::new(identity(&f.cp, "reviews"), ClientSettings::default());
+    let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+    let stream = connector.connect(&uri).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream.into_inner()))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = || {
+        http::Request::get("/")
+            .header("host", f.addr.to_string())
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    assert_eq!(kept.send_request(req()).await.unwrap().status(), 403);
+
+    std::fs::write(
+        f.dir.path().join("security.yaml"),
+        format!("{}---\n{}", peer_auth("STRICT"), allow_only("reviews")),
+    )
+    .unwrap();
+    eventually("reviews is allowed and productpage denied", || async {
+        mtls_get(&f, "reviews").await.map(|r| r.0) == Ok(200)
+            && mtls_get(&f, "productpage").await.map(|r| r.0) == Ok(403)
+    })
+    .await;
+    let resp = kept.send_request(req()).await.unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the open connection sees the new policy"
+    );
+    assert!(f.status.borrow().is_serving());
+    // STRICT: plaintext is not served.
+    assert!(plaintext_get(&f).await.is_err());
+}
+
+#[tokio::test]
+async fn peer_authentication_edit_from_permissive_to_strict_refuses_plaintext() {
+    let f = start(&peer_auth("PERMISSIVE")).await;
+    // PERMISSIVE: the same port serves plaintext and mTLS (the ClientHello is sniffed).
+    assert_eq!(
+        plaintext_get(&f).await,
+        Ok((200, "hello plaintext".to_owned()))
+    );
+    assert_eq!(
+        mtls_get(&f, "ratings").await,
+        Ok((
+            200,
+            "hello spiffe://cluster.local/ns/default/sa/ratings".to_owned()
+        ))
+    );
+    let ServingStatus::Serving(l) = f.status.borrow().clone() else {
+        panic!("not serving")
+    };
+    let mesh::core::model::ListenerKind::Server(s) = &l.kind else {
+        panic!("not a server listener")
+    };
+    assert_eq!(s.filter_chains.len(), 2, "tls and raw_buffer chains");
+
+    // An idle plaintext keep-alive connection, open across the change.
+    let tcp = tokio::net::TcpStream::connect(f.addr).await.unwrap();
+    let (mut kept, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get("/")
+        .header("host", f.addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    assert_eq!(kept.send_request(req).await.unwrap().status(), 200);
+
+    std::fs::write(f.dir.path().join("security.yaml"), peer_auth("STRICT")).unwrap();
+    // The chains changed: the old connection is drained (closed once idle).
+    tokio::time::timeout(Duration::from_secs(10), conn)
+        .await
+        .expect("the old plaintext connection is drained")
+        .unwrap()
+        .unwrap();
+    assert!(kept.is_closed());
+    eventually("plaintext is refused", || async {
+        plaintext_get(&f).await.is_err()
+    })
+    .await;
+    assert_eq!(mtls_get(&f, "ratings").await.map(|r| r.0), Ok(200));
+
+    // And back: plaintext is served again, no restart.
+    std::fs::write(f.dir.path().join("security.yaml"), peer_auth("PERMISSIVE")).unwrap();
+    eventually("plaintext is served again", || async {
+        plaintext_get(&f).await.map(|r| r.0) == Ok(200)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn not_serving_until_the_listener_exists() {
+    // A listener name nobody serves: connections are accepted and closed.
+    let f = start(&peer_auth("PERMISSIVE")).await;
+    let port = free_port();
+    let node = IstioNode {
+        ip: "127.0.0.1".parse().unwrap(),
+        pod_name: "ghost".into(),
+        namespace: "default".into(),
+        service_account: "ghost".into(),
+        ..Default::default()
+    };
+    let uri = format!("http://{}", f.cp.xds_addr());
+    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
+    let xds = XdsClient::new(
+        XdsClientConfig {
+            node: bootstrap.node_proto(),
+            resource_timeout: Duration::from_millis(500),
+            ..Default::default()
+        },
+        channel::insecure(&uri).unwrap(),
+    );
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server =
+        InboundServer::from_bootstrap(xds, identity(&f.cp, "ghost"), &bootstrap, addr).unwrap();
+    let status = server.status();
+    tokio::spawn(server.serve(axum::Router::new().route("/", get(|| async { "no" }))));
+    // The control plane has no such listener: the server keeps not serving.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        matches!(&*status.borrow(), ServingStatus::NotServing(r) if r.contains("waiting for")),
+        "{:?}",
+        *status.borrow()
+    );
+    let ghost = Fixture {
+        cp: f.cp,
+        dir: f.dir,
+        addr,
+        status,
+        _stop: f._stop,
+    };
+    assert!(plaintext_get(&ghost).await.is_err(), "not serving");
+}

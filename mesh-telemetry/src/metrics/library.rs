@@ -33,7 +33,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 pub type Sample = (Vec<(&'static str, String)>, f64);
 
 /// Encodes one family of samples.
-fn family(
+pub(crate) fn family(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,

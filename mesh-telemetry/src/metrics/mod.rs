@@ -21,6 +21,7 @@ pub mod library;
 mod peers;
 mod service;
 pub mod tcp;
+pub mod upstream;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

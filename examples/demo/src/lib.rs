@@ -14,9 +14,13 @@
 //! Every call is mTLS with SPIFFE identities checked on both sides. A load driver calls
 //! productpage, prints a live table every second and a summary at the end; an admin
 //! endpoint serves `/ready`, `/config_dump` and `/stats`.
+//!
+//! With `--control-plane istiod` ([`ControlPlaneKind::Istiod`]) the same workloads run
+//! under a real istiod instead: certificates from its CA, xDS from its proxyless generator.
 
 mod admin;
 mod driver;
+mod istiod;
 mod options;
 mod services;
 mod stats;
@@ -25,9 +29,7 @@ mod workload;
 use std::future::Future;
 use std::time::Duration;
 
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
-
-pub use options::{DemoOptions, USAGE, parse_args};
+pub use options::{ControlPlaneKind, DemoOptions, USAGE, parse_args};
 pub use stats::Summary;
 
 /// Why the demo could not run.
@@ -48,31 +50,23 @@ pub async fn run(
     opts: DemoOptions,
     interrupt: impl Future<Output = ()>,
 ) -> Result<Summary, DemoError> {
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        config_dir: opts.config_dir.clone(),
-        xds_addr: ([127, 0, 0, 1], 0).into(),
-        ca_addr: None,
-        debug_addr: None,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| DemoError(format!("control plane: {e}")))?;
-    let xds_uri = format!("http://{}", cp.xds_addr());
+    let cp = istiod::Plane::start(&opts).await?;
     if !opts.quiet {
-        println!(
-            "control plane: xDS on {xds_uri}, config {}, CA in process (trust domain cluster.local)",
-            opts.config_dir.display()
-        );
+        println!("{}", cp.describe(&opts));
     }
     let stats = stats::Stats::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for spec in services::BOOKINFO {
-        let w = workload::Workload::start(&cp, &xds_uri, spec.name, spec.account, spec.version)
+        let w = cp
+            .workload(spec.name, spec.account, spec.version)
+            .await
             .map_err(|e| DemoError(format!("{}: {e}", spec.name)))?;
         tasks.push(services::serve(spec, w, stats.clone(), stop_rx.clone()).await?);
     }
-    let driver = workload::Workload::start(&cp, &xds_uri, "loadgen", "loadgen", "v1")
+    let driver = cp
+        .workload("loadgen", "loadgen", "v1")
+        .await
         .map_err(|e| DemoError(format!("loadgen: {e}")))?;
     driver
         .client

@@ -7,13 +7,30 @@ use std::time::Duration;
 /// Usage text.
 pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-percent 20] \
 [--admin 127.0.0.1:15000] [--config examples/config/bookinfo] [--quiet]
+       [--control-plane embedded|istiod] [--istiod-bin PATH]
 
   --duration D       stop after D (e.g. 10s, 500ms, 2m); default: until Ctrl-C
   --rate N           requests per second sent to productpage (default 100)
   --jason-percent P  share of requests carrying `end-user: jason` (default 20)
   --admin ADDR       admin endpoint (default 127.0.0.1:15000; port 0 picks one)
   --config DIR       Istio config directory (default: the repository's examples/config/bookinfo)
-  --quiet            no live table, only the summary";
+  --quiet            no live table, only the summary
+  --control-plane CP embedded (default): our control plane in process (xDS + CA);
+                     istiod: a real istiod (pilot-discovery) started on the same config,
+                     its CA and its xDS over TLS, workloads authenticated with JWTs
+  --istiod-bin PATH  pilot-discovery for --control-plane istiod (default: $MESH_ISTIOD_BIN;
+                     build it with scripts/peers/istiod.sh)";
+
+/// Which control plane the workloads talk to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ControlPlaneKind {
+    /// mesh-control in process: xDS (plaintext) and its CA.
+    #[default]
+    Embedded,
+    /// A real istiod started as a child process: its CA and xDS over TLS (see
+    /// docs/istio.md).
+    Istiod,
+}
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -30,6 +47,10 @@ pub struct DemoOptions {
     pub config_dir: PathBuf,
     /// No live table.
     pub quiet: bool,
+    /// The control plane.
+    pub control_plane: ControlPlaneKind,
+    /// The istiod binary (`None`: `$MESH_ISTIOD_BIN`).
+    pub istiod_bin: Option<PathBuf>,
 }
 
 impl Default for DemoOptions {
@@ -41,6 +62,8 @@ impl Default for DemoOptions {
             admin_addr: ([127, 0, 0, 1], 15000).into(),
             config_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bookinfo")),
             quiet: false,
+            control_plane: ControlPlaneKind::Embedded,
+            istiod_bin: None,
         }
     }
 }
@@ -97,6 +120,18 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoO
             "--admin" => o.admin_addr = value()?.parse().map_err(|e| format!("--admin: {e}"))?,
             "--config" => o.config_dir = PathBuf::from(value()?),
             "--quiet" => o.quiet = true,
+            "--control-plane" => {
+                o.control_plane = match value()?.as_str() {
+                    "embedded" => ControlPlaneKind::Embedded,
+                    "istiod" => ControlPlaneKind::Istiod,
+                    other => {
+                        return Err(format!(
+                            "--control-plane {other:?}: expected embedded or istiod"
+                        ));
+                    }
+                }
+            }
+            "--istiod-bin" => o.istiod_bin = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -119,5 +154,13 @@ mod tests {
         assert_eq!(o.duration, Some(Duration::from_secs(3)));
         assert_eq!(o.rate, 50);
         assert!(parse_args(["--bogus".into()]).is_err());
+        assert_eq!(o.control_plane, ControlPlaneKind::Embedded);
+        let o = parse_args(["--control-plane=istiod".into(), "--istiod-bin=/x/pd".into()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(o.control_plane, ControlPlaneKind::Istiod);
+        assert_eq!(o.istiod_bin, Some(PathBuf::from("/x/pd")));
+        let e = parse_args(["--control-plane".into(), "consul".into()]).unwrap_err();
+        assert!(e.contains("expected embedded or istiod"), "{e}");
     }
 }

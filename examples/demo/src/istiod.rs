@@ -1,0 +1,176 @@
+//! The control plane the demo's workloads talk to: ours in process (`embedded`), or a real
+//! istiod (`--control-plane istiod`).
+//!
+//! In istiod mode the demo starts `pilot-discovery discovery` on the same config directory
+//! without Kubernetes (the interop harness `mesh_interop_tests::istiod`: a plugged-in CA in
+//! `ROOT_CA_DIR`, every port on 127.0.0.1, `JWT_RULE` trusting a local token issuer), and
+//! every workload bootstraps as an Istio proxyless workload: a service-account JWT, its
+//! certificate from istiod's CA over TLS (renewed at half life), xDS over TLS with the node
+//! of `Bootstrap::istio_proxyless` (`GENERATOR: grpc`). docs/istio.md explains each step and
+//! what changes in a real Kubernetes mesh.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_core::TrustDomain;
+use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
+use mesh_interop_tests::jwt::TestIssuer;
+use mesh_interop_tests::workload::{self as proxyless, ControlPlaneAccess, WorkloadSpec};
+use mesh_tls::dev_ca::DevCa;
+
+use crate::DemoError;
+use crate::options::{ControlPlaneKind, DemoOptions};
+use crate::workload::Workload;
+
+/// How long istiod's workload certificates live (renewed at half life).
+const CERT_TTL: Duration = Duration::from_secs(3600);
+
+/// A running control plane.
+pub(crate) enum Plane {
+    /// mesh-control in process.
+    Embedded {
+        /// The control plane.
+        cp: Box<ControlPlane>,
+        /// Its xDS address.
+        xds_uri: String,
+    },
+    /// istiod as a child process (killed on drop).
+    Istiod(Box<IstiodPlane>),
+}
+
+/// istiod, the token issuer it trusts, and the proxyless workloads' mesh parts (their
+/// certificate renewal runs as long as they are held).
+pub(crate) struct IstiodPlane {
+    istiod: Istiod,
+    access: ControlPlaneAccess,
+    held: Mutex<Vec<proxyless::Workload>>,
+    _issuer: Arc<TestIssuer>,
+    _work: tempfile::TempDir,
+}
+
+impl Plane {
+    /// Starts the control plane `opts` asks for.
+    pub(crate) async fn start(opts: &DemoOptions) -> Result<Plane, DemoError> {
+        match opts.control_plane {
+            ControlPlaneKind::Embedded => {
+                let cp = ControlPlane::start(ControlPlaneOptions {
+                    config_dir: opts.config_dir.clone(),
+                    xds_addr: ([127, 0, 0, 1], 0).into(),
+                    ca_addr: None,
+                    debug_addr: None,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| DemoError(format!("control plane: {e}")))?;
+                let xds_uri = format!("http://{}", cp.xds_addr());
+                Ok(Plane::Embedded {
+                    cp: Box::new(cp),
+                    xds_uri,
+                })
+            }
+            ControlPlaneKind::Istiod => Ok(Plane::Istiod(Box::new(start_istiod(opts).await?))),
+        }
+    }
+
+    /// One line saying what runs where.
+    pub(crate) fn describe(&self, opts: &DemoOptions) -> String {
+        match self {
+            Plane::Embedded { xds_uri, .. } => format!(
+                "control plane: xDS on {xds_uri}, config {}, CA in process (trust domain cluster.local)",
+                opts.config_dir.display()
+            ),
+            Plane::Istiod(p) => format!(
+                "control plane: istiod, CA and xDS on {} (TLS, JWT auth), debug on http://{}/debug/syncz, config {}",
+                p.istiod.secure_url(),
+                p.istiod.addrs().http,
+                opts.config_dir.display()
+            ),
+        }
+    }
+
+    /// A workload's identity, xDS client and MeshClient, from this control plane.
+    pub(crate) async fn workload(
+        &self,
+        name: &str,
+        account: &str,
+        version: &str,
+    ) -> Result<Workload, String> {
+        match self {
+            Plane::Embedded { cp, xds_uri } => Workload::start(cp, xds_uri, name, account, version),
+            Plane::Istiod(p) => {
+                // Every Bookinfo process listens on 127.0.0.1: the node's IP.
+                let spec = WorkloadSpec::new(name, version, account, [127, 0, 0, 1]);
+                let w = proxyless::Workload::start(&p.access, spec)
+                    .await
+                    .map_err(|e| format!("{e}\nistiod log:\n{}", p.istiod.log_tail(20)))?;
+                let out = Workload {
+                    id: w.id.clone(),
+                    identity: w.identity.clone(),
+                    client: w.client.clone(),
+                };
+                p.held
+                    .lock()
+                    .map_err(|_| "workload list poisoned".to_owned())?
+                    .push(w);
+                Ok(out)
+            }
+        }
+    }
+
+    /// Stops the control plane.
+    pub(crate) async fn shutdown(self) {
+        match self {
+            Plane::Embedded { cp, .. } => cp.shutdown().await,
+            Plane::Istiod(mut p) => p.istiod.kill().await,
+        }
+    }
+}
+
+async fn start_istiod(opts: &DemoOptions) -> Result<IstiodPlane, DemoError> {
+    // The binary reads its environment here, not the library crates.
+    let bin = opts
+        .istiod_bin
+        .clone()
+        .or_else(|| std::env::var_os("MESH_ISTIOD_BIN").map(PathBuf::from))
+        .ok_or_else(|| {
+            DemoError(
+                "--control-plane istiod needs --istiod-bin or MESH_ISTIOD_BIN \
+                 (build it: eval \"$(MESH_PEERS_DIR=$PWD/.cache/peers bash scripts/peers/istiod.sh)\")"
+                    .into(),
+            )
+        })?;
+    let work = tempfile::tempdir().map_err(|e| DemoError(format!("work directory: {e}")))?;
+    let td = TrustDomain::new("cluster.local").map_err(|e| DemoError(e.to_string()))?;
+    let ca = DevCa::with_intermediate(td).map_err(|e| DemoError(format!("istiod CA: {e}")))?;
+    let issuer = Arc::new(
+        TestIssuer::start()
+            .await
+            .map_err(|e| DemoError(format!("token issuer: {e}")))?,
+    );
+    let options = IstiodOptions {
+        config_dir: Some(opts.config_dir.clone()),
+        jwt_rule: Some(issuer.jwt_rule()),
+        env: Vec::new(),
+    };
+    let istiod = Istiod::start(&bin, work.path(), &ca, options)
+        .await
+        .map_err(|e| DemoError(format!("istiod ({}): {e}", bin.display())))?;
+    let access = ControlPlaneAccess {
+        ca_url: istiod.secure_url(),
+        root: istiod.ca_root(),
+        server_name: Some(ISTIOD_SERVER_NAME.into()),
+        xds_url: istiod.secure_url(),
+        tokens: Some(issuer.clone()),
+        token_dir: work.path().into(),
+        cert_ttl: CERT_TTL,
+    };
+    Ok(IstiodPlane {
+        istiod,
+        access,
+        held: Mutex::new(Vec::new()),
+        _issuer: issuer,
+        _work: work,
+    })
+}

@@ -11,6 +11,9 @@
 //!   namespaces, ipBlocks, then the `when` conditions on the source); each field is an OR
 //!   of its values, its `not*` twin a NOT of an OR.
 //!
+//! Dry-run policies (`istio.io/dry-run: "true"`) go into `shadow_rules`, as istiod does
+//! for Envoy sidecars (its grpcgen ignores the annotation and enforces them).
+//!
 //! One difference, on purpose: an ALLOW policy without rules (Istio's "allow nothing")
 //! yields an ALLOW filter with no policies, which denies every request as Envoy does;
 //! istiod's grpcgen drops the empty filter and so allows everything.
@@ -56,37 +59,68 @@ pub(crate) fn selected<'a>(
         .collect()
 }
 
+/// Istio's annotation marking a policy as a dry run.
+const DRY_RUN: &str = "istio.io/dry-run";
+
+fn dry_run(p: &Named<AuthorizationPolicy>) -> bool {
+    p.annotations
+        .get(DRY_RUN)
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
 /// The RBAC filters for these policies (DENY first, then ALLOW), to put before the router.
+/// Dry-run policies (`istio.io/dry-run: "true"`) go into the filters' `shadow_rules`,
+/// as for Envoy sidecars: evaluated for stats at most, never enforced.
 pub(crate) fn rbac_filters(policies: &[&Named<AuthorizationPolicy>]) -> Vec<hcm::HttpFilter> {
-    let of = |action: Action| -> Vec<&Named<AuthorizationPolicy>> {
+    let of = |action: Action, shadow: bool| -> Vec<&Named<AuthorizationPolicy>> {
         policies
             .iter()
             .copied()
-            .filter(|p| p.spec.action == action)
+            .filter(|p| p.spec.action == action && dry_run(p) == shadow)
             .collect()
     };
-    let (deny, allow) = (of(Action::Deny), of(Action::Allow));
     let mut out = Vec::new();
-    let deny_rules = rules(rbac::rbac::Action::Deny, &deny);
-    if !deny_rules.policies.is_empty() {
-        out.push(filter(RBAC_DENY_FILTER, deny_rules));
-    }
-    if !allow.is_empty() {
-        // Kept even without policies: an ALLOW policy with no rule allows nothing.
-        out.push(filter(
-            RBAC_FILTER,
-            rules(rbac::rbac::Action::Allow, &allow),
-        ));
+    for (action, name, pb_action) in [
+        (Action::Deny, RBAC_DENY_FILTER, rbac::rbac::Action::Deny),
+        (Action::Allow, RBAC_FILTER, rbac::rbac::Action::Allow),
+    ] {
+        let (enforced, shadow) = (of(action, false), of(action, true));
+        let enforced = match action {
+            // Kept even without policies: an ALLOW policy with no rule allows nothing.
+            Action::Allow => (!enforced.is_empty()).then(|| rules(pb_action, &enforced)),
+            _ => Some(rules(pb_action, &enforced)).filter(|r| !r.policies.is_empty()),
+        };
+        let shadow = Some(rules(pb_action, &shadow)).filter(|r| !r.policies.is_empty());
+        if enforced.is_none() && shadow.is_none() {
+            continue;
+        }
+        let prefix = match action {
+            Action::Deny => "istio_dry_run_deny_",
+            _ => "istio_dry_run_allow_",
+        };
+        out.push(filter(name, enforced, shadow, prefix));
     }
     out
 }
 
-fn filter(name: &str, rules: rbac::Rbac) -> hcm::HttpFilter {
+fn filter(
+    name: &str,
+    rules: Option<rbac::Rbac>,
+    shadow_rules: Option<rbac::Rbac>,
+    shadow_prefix: &str,
+) -> hcm::HttpFilter {
+    let shadow_rules_stat_prefix = if shadow_rules.is_some() {
+        shadow_prefix.to_owned()
+    } else {
+        String::new()
+    };
     hcm::HttpFilter {
         name: name.into(),
         config_type: Some(hcm::http_filter::ConfigType::TypedConfig(pack_any(
             RbacFilter {
-                rules: Some(rules),
+                rules,
+                shadow_rules,
+                shadow_rules_stat_prefix,
                 ..Default::default()
             },
         ))),

@@ -295,3 +295,19 @@ fn allow_policy_without_rules_allows_nothing() {
         "/"
     )));
 }
+
+#[test]
+fn dry_run_policies_are_shadow_rules_only() {
+    let l = echo_listener(
+        "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-all, namespace: default, annotations: {istio.io/dry-run: \"true\"}}\nspec: {action: DENY, rules: [{}]}\n",
+    );
+    let filters = rbac(&l.filter_chains[0]);
+    assert_eq!(filters.len(), 1);
+    assert_eq!(filters[0].0, "envoy.filters.http.rbac.DENY");
+    assert_eq!(
+        *filters[0].1,
+        model::RbacFilter::NoRules,
+        "nothing enforced"
+    );
+    assert!(filters[0].1.allows(&req(None, "GET", "/")));
+}

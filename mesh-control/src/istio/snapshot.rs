@@ -45,6 +45,8 @@ pub struct Named<T> {
     pub namespace: String,
     /// Where it was read from.
     pub origin: Origin,
+    /// `metadata.annotations` (e.g. `istio.io/dry-run`).
+    pub annotations: BTreeMap<String, String>,
     /// The spec, with short hosts qualified to FQDNs.
     pub spec: T,
 }
@@ -231,6 +233,7 @@ fn named<T>(r: &Resource, spec: T) -> Arc<Named<T>> {
         name: r.metadata.name.clone(),
         namespace: r.metadata.namespace.clone(),
         origin: r.origin.clone(),
+        annotations: r.metadata.annotations.clone(),
         spec,
     })
 }

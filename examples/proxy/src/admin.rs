@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
 use mesh_telemetry::admin::{Admin, XdsStatusCache};
+use mesh_telemetry::metrics::library::XdsStatusSource;
 use mesh_tls::IdentityStore;
-use mesh_xds::client::XdsClient;
+use mesh_xds::client::{ClientStatus, XdsClient};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -21,8 +22,25 @@ pub(crate) fn admin(
     Admin::new()
         .with_registry(registry)
         .with_identity(identity)
-        .with_xds(xds_status)
+        .with_xds(Arc::new(SidecarXdsStatus(xds_status)))
         .with_config_dump(move || json!({ "proxy": settings, "xds": snapshot_json(&xds) }))
+}
+
+/// The xDS status for `/ready` and `/config_dump`, counting a client that has subscribed
+/// to nothing yet as ready: an outbound-only sidecar subscribes on its first request, and
+/// must not stay unready until then.
+struct SidecarXdsStatus(Arc<XdsStatusCache>);
+
+impl XdsStatusSource for SidecarXdsStatus {
+    fn client_status(&self) -> Option<Arc<ClientStatus>> {
+        let s = self.0.client_status()?;
+        if s.ready || !s.resources.is_empty() {
+            return Some(s);
+        }
+        let mut idle = (*s).clone();
+        idle.ready = true;
+        Some(Arc::new(idle))
+    }
 }
 
 /// Listeners, routes and clusters with their endpoints, as the proxy sees them now.

@@ -5,9 +5,9 @@
 //! test client -> web's outbound listener -> mTLS (h2) -> api v1|v2 inbound -> python app
 //! ```
 //!
-//! with the VirtualService's header route and weighted split observed, Istio metrics read
-//! from the admin ports, plaintext refused by a STRICT inbound, TCP passthrough counted,
-//! and SIGTERM draining in-flight requests.
+//! with the VirtualService's header route and weighted split observed, AuthorizationPolicy
+//! enforced, Istio metrics read from the admin ports, plaintext refused by a STRICT inbound,
+//! TCP passthrough counted, and SIGTERM draining in-flight requests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -56,7 +56,8 @@ fn python() -> Option<PathBuf> {
 }
 
 /// Two services: `web` (the caller) and `api` v1 + v2, all behind proxies, STRICT mTLS; the
-/// api route sends `x-canary: "true"` to v2 and splits the rest 75/25.
+/// api route sends `x-canary: "true"` to v2 and splits the rest 75/25; api takes calls from
+/// web only, and nobody may call its `/admin*` paths.
 fn write_config(dir: &Path, web_in: u16, api1_in: u16, api2_in: u16) {
     let service = |name: &str| {
         format!(
@@ -119,6 +120,22 @@ apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata: {name: default, namespace: default}
 spec: {mtls: {mode: STRICT}}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: api-no-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: api-from-web, namespace: default}
+spec:
+  selector: {matchLabels: {app: api}}
+  action: ALLOW
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/web]}}]}]
 ";
     std::fs::write(dir.join("mesh.yaml"), yaml).expect("write config");
 }
@@ -403,6 +420,12 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.contains("\"path\": \"/abs\""), "{raw}");
 
+    // Authorization from the control plane's RBAC: the DENY policy wins over the ALLOW one.
+    let (status, body) = get(&c, out, API, "/admin/users", &[("x-canary", "true")])
+        .await
+        .expect("admin request");
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+
     // Plaintext to a STRICT inbound gets no HTTP answer: the connection is closed.
     let mut s = tokio::net::TcpStream::connect(local(api1.inbound))
         .await
@@ -445,6 +468,12 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         ],
     );
     assert_eq!(source, Some(221.0), "source series:\n{web_stats}");
+    let source_denied = metric(
+        &web_stats,
+        "istio_requests_total",
+        &[("reporter", "source"), ("response_code", "403")],
+    );
+    assert_eq!(source_denied, Some(1.0), "{web_stats}");
     let opened = metric(
         &web_stats,
         "istio_tcp_connections_opened_total",
@@ -470,6 +499,13 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         by_version += n;
     }
     assert_eq!(by_version, 221.0);
+    let api2_stats = stats(&c, api2.admin).await;
+    let denied = metric(
+        &api2_stats,
+        "istio_requests_total",
+        &[("reporter", "destination"), ("response_code", "403")],
+    );
+    assert_eq!(denied, Some(1.0), "denials are counted:\n{api2_stats}");
 
     // SIGTERM drains: a request in flight to api v2 completes, then the proxy exits and its
     // port is closed.
@@ -514,7 +550,8 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
 
 /// Static mode: no control plane process. Each proxy serves the same Istio YAML from an
 /// embedded control plane and signs its own certificate with a shared CA directory; the
-/// api proxy takes its settings from a YAML file.
+/// api proxy takes its settings from a YAML file. A caller that the ALLOW policy does not
+/// name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_mesh_config_and_local_ca() {
     let Some(python) = python() else { return };
@@ -580,7 +617,25 @@ async fn static_mesh_config_and_local_ca() {
         "--config".into(),
         file.display().to_string(),
     ]));
+    // A caller the api's ALLOW policy does not name.
+    let other = Sidecar {
+        inbound: 0,
+        outbound: Some(free_port()),
+        admin: free_port(),
+        app: 0,
+    };
+    let mut other_args = node_args(other, "other", "v1");
+    other_args.extend([
+        "--inbound".into(),
+        "off".into(),
+        "--mesh-config".into(),
+        config.display().to_string(),
+        "--identity".into(),
+        format!("ca:{}", ca.display()),
+    ]);
+    children.push(spawn_proxy(&other_args));
     let c = client();
+    wait_ready(&c, other.admin, "other").await;
     for (s, what) in [(web, "web"), (api2, "api v2")] {
         wait_listening(s.app, what).await;
         wait_ready(&c, s.admin, what).await;
@@ -601,6 +656,11 @@ async fn static_mesh_config_and_local_ca() {
             "{body}"
         );
     }
+    let other_out = local(other.outbound.expect("outbound"));
+    let (status, body) = get(&c, other_out, API, "/static", &[("x-canary", "true")])
+        .await
+        .expect("request");
+    assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
     let text = stats(&c, api2.admin).await;
     let n = metric(
         &text,
@@ -608,7 +668,9 @@ async fn static_mesh_config_and_local_ca() {
         &[
             ("reporter", "destination"),
             ("destination_workload", "api-v2"),
+            ("source_principal", "spiffe://cluster.local/ns/default/sa/web"),
             ("connection_security_policy", "mutual_tls"),
+            ("response_code", "200"),
         ],
     );
     assert_eq!(n, Some(10.0), "{text}");

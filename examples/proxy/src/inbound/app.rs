@@ -20,17 +20,28 @@ use tower::BoxError;
 use crate::headers::{XFCC, strip_hop_by_hop};
 use crate::options::AppProtocol;
 
+/// The `x-forwarded-client-cert` value of a connection's mTLS caller, built once per
+/// connection (see [`xfcc`]).
+#[derive(Clone, Debug)]
+pub(crate) struct Xfcc(pub(crate) HeaderValue);
+
+/// `By=<us>;URI=<caller>`, as Envoy's `SANITIZE_SET` with the URI SAN.
+pub(crate) fn xfcc(ours: &str, peer: &PeerIdentity) -> Option<Xfcc> {
+    HeaderValue::from_str(&format!("By={ours};URI={}", peer.0))
+        .ok()
+        .map(Xfcc)
+}
+
 /// What the app (or we, when it is unreachable) answers.
 pub(crate) type AppBody = Either<Incoming, Full<Bytes>>;
 
 /// Sends each request to the app at a fixed address, keeping the caller's authority in
-/// `host` and its verified identity in `x-forwarded-client-cert`.
+/// `host` and its verified identity ([`Xfcc`] in the extensions) in
+/// `x-forwarded-client-cert`.
 #[derive(Debug)]
 pub(crate) struct AppService<B> {
     client: Client<HttpConnector, B>,
     authority: Authority,
-    /// `By=<our SPIFFE ID>` of the XFCC header.
-    by: std::sync::Arc<str>,
     version: http::Version,
 }
 
@@ -40,7 +51,7 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    pub(crate) fn new(app: SocketAddr, protocol: AppProtocol, ours: &str) -> Self {
+    pub(crate) fn new(app: SocketAddr, protocol: AppProtocol) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         let mut builder = Client::builder(TokioExecutor::new());
@@ -56,7 +67,6 @@ where
             // A socket address is always a valid authority.
             authority: Authority::try_from(app.to_string())
                 .unwrap_or_else(|_| Authority::from_static("127.0.0.1")),
-            by: ours.into(),
             version: match protocol {
                 AppProtocol::Http1 => http::Version::HTTP_11,
                 AppProtocol::H2c => http::Version::HTTP_2,
@@ -71,7 +81,6 @@ impl<B> Clone for AppService<B> {
         Self {
             client: self.client.clone(),
             authority: self.authority.clone(),
-            by: self.by.clone(),
             version: self.version,
         }
     }
@@ -112,10 +121,8 @@ where
         }
         // Only we say who the caller is.
         parts.headers.remove(XFCC);
-        if let Some(peer) = parts.extensions.get::<PeerIdentity>()
-            && let Ok(v) = HeaderValue::from_str(&format!("By={};URI={}", self.by, peer.0))
-        {
-            parts.headers.insert(XFCC, v);
+        if let Some(Xfcc(v)) = parts.extensions.get::<Xfcc>() {
+            parts.headers.insert(XFCC, v.clone());
         }
         let mut uri = parts.uri.into_parts();
         uri.scheme = Some(Scheme::HTTP);

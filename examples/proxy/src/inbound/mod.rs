@@ -12,6 +12,7 @@ mod app;
 pub(crate) mod policy;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http::Request;
 use hyper::body::Incoming;
@@ -47,7 +48,8 @@ pub(crate) struct Inbound {
 impl Inbound {
     /// Accepts on `listener` until `stop`, then waits for open connections to finish.
     pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let app = app::AppService::new(self.app, self.app_protocol, &self.local.principal);
+        let ours: Arc<str> = self.local.principal.as_str().into();
+        let app = app::AppService::new(self.app, self.app_protocol);
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
         let service = metrics.layer(authz.layer(app));
@@ -61,6 +63,7 @@ impl Inbound {
             let mode = *self.policy.mode.borrow();
             let acceptor = self.acceptor.clone();
             let conn = Conn {
+                ours: ours.clone(),
                 service: service.clone(),
                 builder: builder.clone(),
                 watcher: graceful.watcher(),
@@ -92,6 +95,8 @@ impl Inbound {
 
 /// One accepted connection, before its transport is known.
 struct Conn<S> {
+    /// Our SPIFFE ID, for `x-forwarded-client-cert`.
+    ours: Arc<str>,
     service: S,
     builder: auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -112,10 +117,15 @@ where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let addrs = self.addrs;
+        let xfcc = peer.as_ref().and_then(|p| app::xfcc(&self.ours, p));
         let service = self.service.map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(addrs);
+            let ext = req.extensions_mut();
+            ext.insert(addrs);
             if let Some(peer) = &peer {
-                req.extensions_mut().insert(peer.clone());
+                ext.insert(peer.clone());
+            }
+            if let Some(xfcc) = &xfcc {
+                ext.insert(xfcc.clone());
             }
             req
         });

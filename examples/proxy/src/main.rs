@@ -39,10 +39,17 @@ fn main() -> ExitCode {
         } else {
             None
         };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = opts.workers {
-        runtime.worker_threads(n);
-    }
+    // One worker: a single-threaded runtime (no cross-thread wakeups, like Envoy's
+    // --concurrency 1); more: a work-stealing pool of that many threads.
+    let mut runtime = match opts.workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match runtime.enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -35,7 +35,8 @@ identity (one of)
   --identity ca:DIR       sign our own certificate with the CA in DIR (Istio's ROOT_CA_DIR
                           layout: ca-cert.pem, ca-key.pem, root-cert.pem); tests and demos
 runtime
-  --workers N             runtime worker threads (default: the number of CPUs)
+  --workers N             runtime worker threads (default: the number of CPUs; 1 runs
+                          everything on one thread)
   --drain-timeout D       on SIGTERM/SIGINT: stop accepting, finish in-flight requests for at most D
                           (default 5s)
   --config FILE           YAML with the same keys (flags win)";

@@ -668,7 +668,10 @@ async fn static_mesh_config_and_local_ca() {
         &[
             ("reporter", "destination"),
             ("destination_workload", "api-v2"),
-            ("source_principal", "spiffe://cluster.local/ns/default/sa/web"),
+            (
+                "source_principal",
+                "spiffe://cluster.local/ns/default/sa/web",
+            ),
             ("connection_security_policy", "mutual_tls"),
             ("response_code", "200"),
         ],

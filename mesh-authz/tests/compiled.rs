@@ -254,3 +254,43 @@ fn header_names_in_policies_are_case_insensitive() {
     assert!(policies.check(&with).decision.is_allowed());
     assert!(!policies.check(&without).decision.is_allowed());
 }
+
+/// More distinct header names than the per-request cache has slots: the names past the
+/// cache are looked up directly, with the same answers (repeated values joined).
+#[test]
+fn many_header_names_beyond_the_cache() {
+    let header = |i: usize| {
+        Permission::Header(HeaderMatcher {
+            name: format!("x-h{i}"),
+            rule: HeaderMatchRule::String(StringMatcher::Exact {
+                value: format!("v{i},w{i}"),
+                ignore_case: false,
+            }),
+            invert_match: false,
+            treat_missing_header_as_empty: false,
+        })
+    };
+    let policies = AuthzPolicies::new([AuthzPolicy::new(
+        "many",
+        PolicyAction::Allow,
+        RbacPolicy {
+            name: "many".into(),
+            permissions: vec![Permission::Or((0..40).map(header).collect())],
+            principals: vec![Principal::Any],
+        },
+    )]);
+    for i in [0, 15, 16, 39] {
+        let req = Request::get("/")
+            .header(format!("x-h{i}"), format!("v{i}"))
+            .header(format!("x-h{i}"), format!("w{i}"))
+            .body(())
+            .unwrap();
+        assert!(policies.check(&req).decision.is_allowed(), "x-h{i}");
+        let single = Request::get("/")
+            .header(format!("x-h{i}"), format!("v{i}"))
+            .body(())
+            .unwrap();
+        assert!(!policies.check(&single).decision.is_allowed(), "x-h{i}");
+        rbac_request(&req, |r| assert!(policies.evaluate(r).is_allowed()));
+    }
+}

@@ -6,7 +6,8 @@
 //! ```
 //!
 //! Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
-//! reports them.
+//! reports them. The accept loop is ours rather than `mesh_tls::server::serve_peer_auth`
+//! because the mode follows xDS per connection and connections must drain on shutdown.
 
 mod app;
 pub(crate) mod policy;

@@ -10,40 +10,38 @@
 //!   `GENERATOR: grpc`, `NAMESPACE`, `SERVICE_ACCOUNT`, `INSTANCE_IPS`, `LABELS`), over TLS
 //!   with the token, or plaintext;
 //! - **outbound**: a [`MeshClient`] routing by the xDS config over mTLS;
-//! - **inbound** (when it has a port): an mTLS server on its own address whose authorization
-//!   comes from its xDS server listener `xds.istio.io/grpc/lds/inbound/<ip>:<port>`: the
-//!   listener's RBAC filters (Istio's AuthorizationPolicies, as the control plane compiled
-//!   them) are enforced by mesh-authz's [`AuthzLayer`] and follow every config push.
+//! - **inbound** (when it has a port): [`mesh::inbound::InboundServer`] on its own address,
+//!   configured by its xDS server listener `xds.istio.io/grpc/lds/inbound/<ip>:<port>`:
+//!   mTLS as PeerAuthentication says, and the listener's RBAC filters (Istio's
+//!   AuthorizationPolicies as the control plane compiled them) enforced per request.
 //!
 //! The app behind the server answers `"<app>-<version>"`, after calling its downstream (if
 //! any) with the caller's `end-user` header: `"frontend-v1 -> reviews-v2 -> ratings-v1"`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use mesh_authz::{AuthzLayer, AuthzPolicies, AuthzPolicy, PolicyAction};
+use mesh::inbound::{InboundServer, ServingStatus};
 use mesh_core::SpiffeId;
-use mesh_core::model::{HttpFilterConfig, ListenerKind, RbacAction, RbacFilter, RbacPolicy};
+use mesh_core::model::{HttpFilterConfig, ListenerKind, RbacFilter};
 use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::ca::IstioCaClient;
-use mesh_tls::config::ServerSettings;
 use mesh_tls::rotation::Rotation;
-use mesh_tls::server::MeshAcceptor;
+use mesh_tls::server::ConnectionAddrs;
 use mesh_tls::{CertSource, IdentityStore, PeerIdentity};
 use mesh_xds::bootstrap::{Bootstrap, ISTIO_SERVER_LISTENER_PREFIX, IstioNode};
-use mesh_xds::client::{BackoffConfig, XdsClient, XdsClientConfig, XdsSnapshot, channel};
+use mesh_xds::client::{BackoffConfig, XdsClient, XdsClientConfig, channel};
 use rustls::pki_types::CertificateDer;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 use crate::HarnessError;
 use crate::jwt::TestIssuer;
@@ -166,10 +164,9 @@ pub struct Workload {
     pub xds: XdsClient,
     /// Its outbound client.
     pub client: MeshClient,
-    /// The server's mTLS acceptor (handshake counters), when it serves.
-    pub acceptor: Option<MeshAcceptor>,
     /// Requests its app answered (authorized ones).
     pub served: Arc<AtomicU64>,
+    connections: Arc<Mutex<HashSet<SocketAddr>>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -288,8 +285,8 @@ impl Workload {
             identity,
             xds,
             client,
-            acceptor: None,
             served: Arc::new(AtomicU64::new(0)),
+            connections: Arc::default(),
             tasks,
             spec,
         };
@@ -299,73 +296,80 @@ impl Workload {
         Ok(workload)
     }
 
-    /// Subscribes to the inbound listener, waits for it, then serves on `ip:port` with its
-    /// RBAC enforced.
+    /// Serves on `ip:port` with [`InboundServer`] and waits until its inbound listener has
+    /// arrived (the server is NOT_SERVING before).
     async fn serve(&mut self) -> Result<(), HarnessError> {
         let (Some(port), Some(listener_name)) = (self.spec.port, self.spec.inbound_listener())
         else {
             return Ok(());
         };
-        self.xds
-            .subscribe_target(&listener_name)
-            .await
-            .map_err(|e| HarnessError::NotReady(format!("subscribing {listener_name}: {e}")))?;
-        let mut snapshots = self.xds.watch();
-        let first = tokio::time::timeout(
-            READY_TIMEOUT,
-            snapshots.wait_for(|s| s.listeners.contains_key(listener_name.as_str())),
-        )
-        .await
-        .map_err(|_| {
-            HarnessError::NotReady(format!(
-                "{}: inbound listener {listener_name} not received within {READY_TIMEOUT:?}",
-                self.spec.name()
-            ))
-        })?
-        .map_err(|_| HarnessError::NotReady("the xDS client stopped".into()))?
-        .clone();
-        let mut current = inbound_policies(&first, &listener_name);
-        let (tx, rx) = watch::channel(Arc::new(AuthzPolicies::new(current.clone())));
-        let name = listener_name.clone();
-        self.tasks.push(tokio::spawn(async move {
-            while snapshots.changed().await.is_ok() {
-                let snap = snapshots.borrow_and_update().clone();
-                let policies = inbound_policies(&snap, &name);
-                if policies != current {
-                    current = policies;
-                    let _ = tx.send(Arc::new(AuthzPolicies::new(current.clone())));
-                }
-            }
-        }));
-
         let addr = SocketAddr::new(self.spec.ip, port);
-        let tcp = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(HarnessError::io(format!("binding {addr}")))?;
-        let acceptor = MeshAcceptor::new(self.identity.clone(), ServerSettings::default());
-        self.acceptor = Some(acceptor.clone());
+        let server = InboundServer::new(
+            self.xds.clone(),
+            self.identity.clone(),
+            addr,
+            listener_name.clone(),
+        )
+        .drain_timeout(Duration::from_secs(1));
+        let mut status = server.status();
         let app = App {
             name: self.spec.name(),
             downstream: self.spec.downstream.clone(),
             client: self.client.clone(),
             served: self.served.clone(),
+            connections: self.connections.clone(),
         };
-        let service = AuthzLayer::new(rx).layer(tower::service_fn(move |req| {
+        let service = tower::service_fn(move |req| {
             let app = app.clone();
             async move { Ok::<_, Infallible>(app.handle(req).await) }
-        }));
+        });
+        let name = self.spec.name();
         self.tasks.push(tokio::spawn(async move {
-            let _ = mesh_tls::server::serve(tcp, acceptor, service).await;
+            if let Err(e) = server.serve(service).await {
+                tracing::error!(workload = %name, error = %e, "inbound server stopped");
+            }
         }));
+        let serving = tokio::time::timeout(READY_TIMEOUT, async {
+            status.wait_for(ServingStatus::is_serving).await.is_ok()
+        })
+        .await;
+        if serving != Ok(true) {
+            return Err(HarnessError::NotReady(format!(
+                "{}: not serving within {READY_TIMEOUT:?} ({:?})",
+                self.spec.name(),
+                *status.borrow()
+            )));
+        }
         Ok(())
     }
 
-    /// The authorization policies the server enforces now (from its inbound listener).
-    pub fn inbound_policies(&self) -> Vec<AuthzPolicy> {
-        match self.spec.inbound_listener() {
-            Some(name) => inbound_policies(&self.xds.snapshot(), &name),
-            None => Vec::new(),
-        }
+    /// The names of the RBAC policies of the inbound listener (`ns[..]-policy[..]-rule[..]`
+    /// as istiod names them), DENY and ALLOW filters together.
+    pub fn inbound_policy_names(&self) -> Vec<String> {
+        let Some(name) = self.spec.inbound_listener() else {
+            return Vec::new();
+        };
+        let snap = self.xds.snapshot();
+        let Some(ListenerKind::Server(server)) = snap.listeners.get(name.as_str()).map(|l| &l.kind)
+        else {
+            return Vec::new();
+        };
+        server
+            .filter_chains
+            .iter()
+            .chain(server.default_filter_chain.iter())
+            .flat_map(|c| &c.http_connection_manager.http_filters)
+            .filter_map(|f| match &f.config {
+                HttpFilterConfig::Rbac(RbacFilter::Rules(rules)) => Some(rules),
+                _ => None,
+            })
+            .flat_map(|r| r.policies.iter().map(|p| p.name.clone()))
+            .collect()
+    }
+
+    /// Distinct client connections the server has answered requests on.
+    pub fn connections_seen(&self) -> usize {
+        self.connections.lock().map(|c| c.len()).unwrap_or_default()
     }
 
     /// Whether every filter chain of the inbound listener requires a client certificate
@@ -429,11 +433,18 @@ struct App {
     downstream: Option<String>,
     client: MeshClient,
     served: Arc<AtomicU64>,
+    connections: Arc<Mutex<HashSet<SocketAddr>>>,
 }
 
 impl App {
     async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>> {
         self.served.fetch_add(1, Ordering::Relaxed);
+        if let (Some(addrs), Ok(mut seen)) = (
+            req.extensions().get::<ConnectionAddrs>(),
+            self.connections.lock(),
+        ) {
+            seen.insert(addrs.remote);
+        }
         let caller = req
             .extensions()
             .get::<PeerIdentity>()
@@ -468,77 +479,6 @@ impl App {
             ),
         }
     }
-}
-
-/// The policies of the listener `name` in `snap`, for mesh-authz to enforce.
-///
-/// Istio compiles a workload's AuthorizationPolicies into up to two RBAC filters in series,
-/// DENY then ALLOW (`grpcgen`); mesh-authz applies the same order to one list. A listener
-/// we cannot represent exactly (absent, several ALLOW filters, rules we cannot evaluate)
-/// denies everything: fail closed.
-pub fn inbound_policies(snap: &XdsSnapshot, name: &str) -> Vec<AuthzPolicy> {
-    let Some(ListenerKind::Server(server)) = snap.listeners.get(name).map(|l| &l.kind) else {
-        return deny_all("no inbound listener");
-    };
-    // Our servers are mTLS only: the chain that matters is the one with TLS.
-    let Some(chain) = server
-        .filter_chains
-        .iter()
-        .chain(server.default_filter_chain.iter())
-        .find(|c| c.tls.is_some())
-    else {
-        return deny_all("no mTLS filter chain");
-    };
-    let mut out = Vec::new();
-    let mut allow_filters = 0;
-    for filter in &chain.http_connection_manager.http_filters {
-        let HttpFilterConfig::Rbac(rbac) = &filter.config else {
-            continue;
-        };
-        match rbac {
-            RbacFilter::NoRules => {}
-            RbacFilter::Unmodelled { reason, .. } => {
-                return deny_all(&format!("RBAC not evaluable: {reason}"));
-            }
-            RbacFilter::Rules(rules) => {
-                let action = match rules.action {
-                    RbacAction::Allow => {
-                        allow_filters += 1;
-                        if rules.policies.is_empty() {
-                            // An ALLOW filter without policies allows nothing.
-                            return deny_all("empty ALLOW filter");
-                        }
-                        PolicyAction::Allow
-                    }
-                    RbacAction::Deny => PolicyAction::Deny,
-                    RbacAction::Log => PolicyAction::Audit,
-                };
-                out.extend(
-                    rules
-                        .policies
-                        .iter()
-                        .map(|p| AuthzPolicy::new(p.name.clone(), action, p.clone())),
-                );
-            }
-        }
-    }
-    if allow_filters > 1 {
-        return deny_all("several ALLOW filters in series");
-    }
-    out
-}
-
-/// One ALLOW policy that matches nothing.
-fn deny_all(why: &str) -> Vec<AuthzPolicy> {
-    vec![AuthzPolicy::new(
-        format!("deny-all ({why})"),
-        PolicyAction::Allow,
-        RbacPolicy {
-            name: why.into(),
-            permissions: Vec::new(),
-            principals: Vec::new(),
-        },
-    )]
 }
 
 fn tls_roots(root: CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>, HarnessError> {

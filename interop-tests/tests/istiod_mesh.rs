@@ -11,7 +11,7 @@
 //! from the control plane's CA (istiod: over its TLS port, authenticated with a
 //! service-account JWT, renewals with the certificate), xDS with `GENERATOR: grpc` (istiod:
 //! over TLS with the token), MeshClient for calls, and an mTLS server enforcing the RBAC of
-//! its xDS inbound listener.
+//! its xDS inbound listener (`mesh::inbound::InboundServer`).
 //!
 //! The servers listen on fixed addresses from the config, so the tests of this file run one
 //! at a time (`SERIAL`).
@@ -231,7 +231,7 @@ struct Observed {
     split: BTreeMap<String, u32>,
 }
 
-const SPLIT_REQUESTS: u32 = 300;
+const SPLIT_REQUESTS: u32 = 400;
 const JASON_REQUESTS: u32 = 30;
 const V1_CHAIN: &str = "frontend-v1 -> reviews-v1";
 const V2_CHAIN: &str = "frontend-v1 -> reviews-v2 -> ratings-v1";
@@ -374,9 +374,9 @@ fn assert_config_behaviour(o: &Observed, plane: &str) {
     );
     let keys: Vec<&str> = o.split.keys().map(String::as_str).collect();
     assert_eq!(keys, vec![V1_CHAIN, V3_CHAIN], "{plane}: split targets");
-    // 70/30: the binomial sd at n = 300 is 2.6 points; 8 points is 3 sd.
+    // 70/30: the binomial sd at n = 400 is 2.3 points; 10 points is over 4 sd.
     let share = v1_share(o);
-    assert!((0.62..=0.78).contains(&share), "{plane}: v1 share {share}");
+    assert!((0.60..=0.80).contains(&share), "{plane}: v1 share {share}");
 }
 
 /// STRICT: the inbound listener of every server requires client certificates, and a
@@ -422,13 +422,7 @@ async fn workloads_serve_and_call_each_other_under_istiod() {
     assert_config_behaviour(&observed, "istiod");
     assert_strict(&mesh, "istiod").await;
     // The policies came from istiod's inbound listeners (RBAC), per workload.
-    let names = |w: &str| -> Vec<String> {
-        mesh.server(w)
-            .inbound_policies()
-            .into_iter()
-            .map(|p| p.name)
-            .collect()
-    };
+    let names = |w: &str| mesh.server(w).inbound_policy_names();
     assert!(
         names("reviews-v2")
             .iter()
@@ -468,7 +462,8 @@ async fn embedded_control_plane_behaves_like_istiod_on_the_same_config() {
     assert_eq!(with_istiod.authz, with_ours.authz);
     assert_eq!(with_istiod.jason, with_ours.jason);
     let (a, b) = (v1_share(&with_istiod), v1_share(&with_ours));
-    assert!((a - b).abs() <= 0.12, "v1 share: istiod {a}, embedded {b}");
+    // The sd of the difference is 3.2 points; 14 points is over 4 sd.
+    assert!((a - b).abs() <= 0.14, "v1 share: istiod {a}, embedded {b}");
 }
 
 /// Requests sent in a loop until stopped: successes, failures (with the last error).
@@ -548,14 +543,8 @@ async fn certificate_rotation_from_istiod_under_traffic_fails_no_request() {
     };
     let mesh = Mesh::start(&env).await;
     let generations: Vec<u64> = mesh.all().map(|w| w.identity.stats().rotations).collect();
-    let handshakes = |m: &Mesh| {
-        m.server("frontend-v1")
-            .acceptor
-            .as_ref()
-            .unwrap()
-            .stats()
-            .accepted()
-    };
+    // Connections (each one a handshake with the certificates of that moment).
+    let handshakes = |m: &Mesh| m.server("frontend-v1").connections_seen();
     let handshakes_before = handshakes(&mesh);
     let traffic = Arc::new(Traffic::default());
     let task = traffic.start(&mesh.loadgen);

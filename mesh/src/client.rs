@@ -1,0 +1,137 @@
+//! The composed outbound client: [`MeshClient`] with Envoy's resilience layers around every
+//! cluster ([`ResilienceStack`]) and Istio's client-side metrics around it all.
+//!
+//! Per request, outermost first:
+//!
+//! ```text
+//! IstioMetricsLayer::source            istio_requests_total{reporter="source",...}
+//!  └ MeshClient                        route by authority, pick the cluster, header edits,
+//!                                      mirroring; Arc<RoutePolicy> into extensions
+//!     └ per cluster (built once, kept while the cluster resource is unchanged):
+//!        FaultLayer                    route's fault override (Istio VirtualService fault)
+//!         └ TimeoutLayer               route timeout, idle timeout, grpc-timeout -> 504
+//!            └ RetryLayer              route's retry policy, cluster's retry budget
+//!               └ CircuitBreakerLayer  cluster's thresholds, 503 x-envoy-overloaded
+//!                  └ OutlierLayer      cluster's outlier_detection -> balancer ejections
+//!                     └ EndpointService LB pick (avoiding previous hosts) -> mTLS pool
+//! ```
+//!
+//! Each layer is also usable alone in a `tower::ServiceBuilder` (see mesh-resilience and
+//! mesh-telemetry); this module only wires them to the xDS config.
+
+use std::sync::Arc;
+
+use http_body_util::BodyExt;
+use mesh_resilience::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use mesh_resilience::fault::FaultLayer;
+use mesh_resilience::outlier::{OutlierDetector, OutlierLayer};
+use mesh_resilience::policy::Priority;
+use mesh_resilience::retry::{RetryConfig, RetryLayer};
+use mesh_resilience::timeout::TimeoutLayer;
+use mesh_route::client::MeshClient;
+use mesh_route::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
+use mesh_route::pool::RequestBody;
+use mesh_telemetry::metrics::IstioMetricsService;
+use tower::util::BoxCloneSyncService;
+use tower::{BoxError, ServiceBuilder, ServiceExt};
+
+/// What [`Mesh::client`](crate::Mesh::client) returns: [`MeshClient`] behind Istio's
+/// source-side request metrics. A `tower::Service` for `http::Request<B>` (any body), and
+/// a tonic channel.
+pub type Client = IstioMetricsService<MeshClient>;
+
+/// Per-cluster state of a [`ResilienceStack`], for inspection (tests, admin pages).
+#[derive(Clone, Debug)]
+pub struct ClusterResilience {
+    /// The cluster's circuit breaker (counters, overflow stats, retry budget).
+    pub breaker: Arc<CircuitBreaker>,
+    /// Its outlier detector, when the cluster configures outlier detection.
+    pub outlier: Option<Arc<OutlierDetector>>,
+}
+
+type Observer = Arc<dyn Fn(&str, ClusterResilience) + Send + Sync>;
+
+/// Envoy's resilience layers around each cluster, configured from the cluster resource
+/// (circuit breakers, outlier detection) and the route policy each request carries
+/// (fault, timeouts, retries). See the [module docs](self) for the order.
+#[derive(Clone)]
+pub struct ResilienceStack {
+    buffer_cap: usize,
+    observer: Option<Observer>,
+}
+
+impl Default for ResilienceStack {
+    fn default() -> Self {
+        Self {
+            buffer_cap: RetryConfig::default().buffer_cap,
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ResilienceStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResilienceStack")
+            .field("buffer_cap", &self.buffer_cap)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+impl ResilienceStack {
+    /// The default stack (64 KiB retry replay buffer).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bytes of request body kept for retries; a longer body is sent once.
+    pub fn retry_buffer_cap(mut self, bytes: usize) -> Self {
+        self.buffer_cap = bytes;
+        self
+    }
+
+    /// Calls `observer` with each cluster's name and state when its stack is built.
+    pub fn observe(
+        mut self,
+        observer: impl Fn(&str, ClusterResilience) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+}
+
+impl ClusterStack for ResilienceStack {
+    fn build(&self, cx: &ClusterContext, endpoints: EndpointService) -> ClusterService {
+        let cluster = &cx.cluster;
+        let breaker = CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers);
+        let outlier = cluster.outlier_detection.map(|cfg| {
+            let detector = OutlierDetector::new(cx.balancer.clone(), cfg);
+            // The sweep task ends by itself once the detector (the cluster) is dropped.
+            drop(detector.spawn());
+            detector
+        });
+        if let Some(observe) = &self.observer {
+            observe(
+                &cluster.name,
+                ClusterResilience {
+                    breaker: breaker.clone(),
+                    outlier: outlier.clone(),
+                },
+            );
+        }
+        let retry = RetryConfig::default()
+            .budget(breaker.retry_budget(Priority::Default))
+            .buffer_cap(self.buffer_cap);
+        let svc = ServiceBuilder::new()
+            .layer(FaultLayer::new(None))
+            .layer(TimeoutLayer::default())
+            .layer(RetryLayer::new(retry))
+            .layer(CircuitBreakerLayer::new(breaker))
+            .option_layer(outlier.map(OutlierLayer::new))
+            .service(endpoints);
+        let svc = ServiceExt::<http::Request<RequestBody>>::map_response(svc, |r| {
+            r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
+        });
+        BoxCloneSyncService::new(svc)
+    }
+}

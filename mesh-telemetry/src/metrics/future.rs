@@ -129,6 +129,12 @@ where
         };
         match result {
             Ok(resp) => {
+                // Source reporter: the server's verified identity names the destination.
+                if let Some(id) = resp.extensions().get::<mesh_tls::PeerIdentity>()
+                    && let Some(p) = rec.peer.for_server(id.0.as_str())
+                {
+                    rec.peer = p;
+                }
                 rec.code = resp.status().as_u16();
                 rec.grpc = grpc_status(resp.headers());
                 if let Some(f) = resp.extensions().get::<ResponseFlags>() {

@@ -14,6 +14,7 @@
 //! ```
 
 mod body;
+pub mod directory;
 mod future;
 mod labels;
 mod layer;

@@ -19,10 +19,14 @@ const MAX_PEERS: usize = 1024;
 /// Beyond this many (protocol, code, grpc status, flags) combinations per peer, handles are
 /// looked up in the family without caching.
 const MAX_OUTCOMES: usize = 256;
+/// Beyond this many distinct server identities behind one destination host, responses from
+/// further servers keep the host's labels.
+const MAX_SERVERS: usize = 64;
 
 /// What the config knows about the workloads and services on the other side of calls.
-/// Replace it with [`PeerResolver::set_directory`] when config changes.
-#[derive(Clone, Debug, Default)]
+/// Replace it with [`PeerResolver::set_directory`] when config changes; build it with
+/// [`DirectoryBuilder`](super::directory::DirectoryBuilder).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerDirectory {
     /// Destination service host (FQDN, no port) -> its service labels and (when one
     /// workload backs it) the workload labels. Used by the source reporter.
@@ -49,15 +53,58 @@ pub(crate) struct PeerMetrics {
     pub(crate) labels: Arc<PeerLabels>,
     metrics: IstioMetrics,
     outcomes: RwLock<HashMap<OutcomeKey, Handles>>,
+    /// The directory the labels were resolved with (to resolve the server of a response).
+    directory: Arc<PeerDirectory>,
+    /// Source reporter: the same host served by a given server identity.
+    servers: RwLock<HashMap<Box<str>, Arc<PeerMetrics>>>,
 }
 
 impl PeerMetrics {
-    fn new(labels: PeerLabels, metrics: IstioMetrics) -> Self {
+    fn new(labels: PeerLabels, metrics: IstioMetrics, directory: Arc<PeerDirectory>) -> Self {
         Self {
             labels: Arc::new(labels),
             metrics,
             outcomes: RwLock::default(),
+            directory,
+            servers: RwLock::default(),
         }
+    }
+
+    /// Source reporter: these labels with the destination workload resolved from the
+    /// server's verified identity (`principal`), when it differs from what the host told.
+    pub(crate) fn for_server(&self, principal: &str) -> Option<Arc<PeerMetrics>> {
+        if self.labels.reporter != Reporter::Source
+            || self.labels.destination.principal == principal
+        {
+            return None;
+        }
+        if let Some(p) = self
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(principal)
+        {
+            return Some(p.clone());
+        }
+        let destination = match self.directory.workloads.get(principal) {
+            Some(w) => w.clone(),
+            None => WorkloadInfo::from_spiffe(&principal.parse().ok()?),
+        };
+        let labels = PeerLabels {
+            destination,
+            ..(*self.labels).clone()
+        };
+        let mut servers = self.servers.write().unwrap_or_else(|p| p.into_inner());
+        if servers.len() >= MAX_SERVERS {
+            return None;
+        }
+        let peer = Arc::new(PeerMetrics::new(
+            labels,
+            self.metrics.clone(),
+            self.directory.clone(),
+        ));
+        servers.insert(principal.into(), peer.clone());
+        Some(peer)
     }
 
     /// The handles for one outcome: a read lock and a small hash on the hot path.
@@ -122,6 +169,7 @@ impl PeerResolver {
         let overflow = PeerMetrics::new(
             overflow_labels(reporter, &local, &local_service),
             metrics.clone(),
+            Arc::default(),
         );
         Self {
             metrics,
@@ -164,14 +212,14 @@ impl PeerResolver {
         if cache.len() >= MAX_PEERS {
             return self.overflow.clone();
         }
-        let labels = self.labels_for(key, mtls);
-        let peer = Arc::new(PeerMetrics::new(labels, self.metrics.clone()));
+        let dir = self.directory.load_full();
+        let labels = self.labels_for(&dir, key, mtls);
+        let peer = Arc::new(PeerMetrics::new(labels, self.metrics.clone(), dir));
         cache.insert(key.into(), peer.clone());
         peer
     }
 
-    fn labels_for(&self, key: &str, mtls: bool) -> PeerLabels {
-        let dir = self.directory.load();
+    fn labels_for(&self, dir: &PeerDirectory, key: &str, mtls: bool) -> PeerLabels {
         match self.reporter {
             Reporter::Source => {
                 let host = super::labels::strip_port(key);

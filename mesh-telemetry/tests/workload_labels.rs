@@ -1,0 +1,160 @@
+//! source_workload / destination_workload labels on the in-process mesh: the client's
+//! directory follows xDS (service hosts and the SPIFFE IDs their clusters accept) plus what
+//! the application registers, the server's verified identity refines the destination per
+//! response, and the server resolves its caller from the caller's SPIFFE ID.
+
+mod support;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_xds};
+use mesh_telemetry::metrics::{
+    IstioMetrics, IstioMetricsLayer, MeteredBody, ServiceInfo, WorkloadInfo,
+};
+use prometheus_client::registry::Registry;
+use support::{Service, TestMesh, free_port, serve};
+use tower::{Layer, ServiceExt};
+
+fn info(name: &str) -> WorkloadInfo {
+    WorkloadInfo {
+        workload: format!("{name}-v1"),
+        namespace: "default".into(),
+        principal: format!("spiffe://cluster.local/ns/default/sa/{name}"),
+        app: name.into(),
+        version: "v1".into(),
+        canonical_service: name.into(),
+        canonical_revision: "v1".into(),
+        cluster: "Kubernetes".into(),
+    }
+}
+
+fn series<'a>(text: &'a str, name: &str, needles: &[&str]) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && needles.iter().all(|n| l.contains(n)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_labels_from_xds_directory_and_peer_identity() {
+    let svc = Service {
+        name: "echo",
+        port: free_port(),
+    };
+    let mesh = TestMesh::start(&[Service {
+        name: svc.name,
+        port: svc.port,
+    }])
+    .await;
+    let metrics = IstioMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+
+    // Server: knows its callers' workloads only from its directory.
+    let server = mesh.workload("echo");
+    let inbound =
+        IstioMetricsLayer::destination(&metrics, info("echo"), ServiceInfo::from_host(&svc.host()));
+    inbound
+        .resolver()
+        .set_directory(DirectoryBuilder::new().workload(info("caller")).build());
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
+    serve(&server.identity, svc.port, inbound.layer(app)).await;
+
+    // Client: its directory follows xDS; the application registered the echo workload.
+    let client = mesh.workload("caller");
+    client.client.resolve(&svc.target()).await.unwrap();
+    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
+    let base = DirectoryBuilder::new().workload(info("echo")).build();
+    let follow = follow_xds(outbound.resolver().clone(), &client.xds, base);
+    let mut settled = false;
+    for _ in 0..100 {
+        // The directory arrives asynchronously after the snapshot.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if !client.xds.snapshot().clusters.is_empty() {
+            settled = true;
+            break;
+        }
+    }
+    assert!(settled, "clusters arrived");
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let svc_client = outbound.layer(client.client.clone());
+    for _ in 0..3 {
+        let req = http::Request::get(format!("http://{}/", svc.target()))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = svc_client.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+    }
+    follow.abort();
+
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let source = series(
+        &text,
+        "istio_requests_total",
+        &["reporter=\"source\"", "response_code=\"200\""],
+    )
+    .unwrap_or_else(|| panic!("no source series in\n{text}"));
+    for want in [
+        "source_workload=\"caller-v1\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/caller\"",
+        "destination_workload=\"echo-v1\"",
+        "destination_workload_namespace=\"default\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/echo\"",
+        "destination_app=\"echo\"",
+        "destination_service=\"echo.default.svc.cluster.local\"",
+        "destination_service_name=\"echo\"",
+        "destination_service_namespace=\"default\"",
+    ] {
+        assert!(source.contains(want), "{want} missing in {source}");
+    }
+    assert!(source.ends_with(" 3"), "{source}");
+    let dest = series(
+        &text,
+        "istio_requests_total",
+        &["reporter=\"destination\"", "response_code=\"200\""],
+    )
+    .unwrap_or_else(|| panic!("no destination series in\n{text}"));
+    for want in [
+        "source_workload=\"caller-v1\"",
+        "source_workload_namespace=\"default\"",
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/caller\"",
+        "source_app=\"caller\"",
+        "destination_workload=\"echo-v1\"",
+        "connection_security_policy=\"mutual_tls\"",
+    ] {
+        assert!(dest.contains(want), "{want} missing in {dest}");
+    }
+}
+
+#[tokio::test]
+async fn the_server_identity_of_a_response_names_the_destination() {
+    use mesh_tls::PeerIdentity;
+    let metrics = IstioMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    // Nothing known about the host: only the response's verified identity tells.
+    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
+    let svc = outbound.layer(tower::service_fn(
+        |_req: http::Request<MeteredBody<Empty<Bytes>>>| async {
+            let mut resp = http::Response::new(Empty::<Bytes>::new());
+            resp.extensions_mut().insert(PeerIdentity(
+                "spiffe://cluster.local/ns/shop/sa/cart".parse().unwrap(),
+            ));
+            Ok::<_, tower::BoxError>(resp)
+        },
+    ));
+    let req = http::Request::get("http://cart.shop.svc.cluster.local:8080/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = svc.oneshot(req).await.unwrap();
+    resp.into_body().collect().await.unwrap();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let s = series(&text, "istio_requests_total", &["reporter=\"source\""]).unwrap();
+    assert!(
+        s.contains("destination_principal=\"spiffe://cluster.local/ns/shop/sa/cart\""),
+        "{s}"
+    );
+    assert!(s.contains("destination_workload_namespace=\"shop\""), "{s}");
+    assert!(s.contains("destination_workload=\"unknown\""), "{s}");
+}

@@ -373,3 +373,45 @@ async fn not_serving_until_the_listener_exists() {
     };
     assert!(plaintext_get(&ghost).await.is_err(), "not serving");
 }
+
+#[tokio::test]
+async fn grpc_callers_over_http2_get_permission_denied() {
+    let f = start(&format!(
+        "{}---\n{}",
+        peer_auth("STRICT"),
+        allow_only("productpage")
+    ))
+    .await;
+    let call = |sa: &'static str| {
+        let f = &f;
+        async move {
+            let connector = MeshConnector::new(identity(&f.cp, sa), ClientSettings::default());
+            let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+            let stream = connector.connect(&uri).await.unwrap();
+            assert!(stream.is_h2(), "ALPN picks HTTP/2");
+            let (mut send, conn) = hyper::client::conn::http2::handshake(
+                hyper_util::rt::TokioExecutor::new(),
+                TokioIo::new(stream.into_inner()),
+            )
+            .await
+            .unwrap();
+            tokio::spawn(conn);
+            let req = http::Request::post(format!("http://{}/", f.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.headers()
+                    .get("grpc-status")
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            )
+        }
+    };
+    // Denied: a trailers-only gRPC response, PERMISSION_DENIED (7).
+    assert_eq!(call("ratings").await, (200, Some("7".to_owned())));
+    // Allowed: the app's own answer (axum's POST on a GET route: 405, no grpc-status).
+    assert_eq!(call("productpage").await, (405, None));
+}

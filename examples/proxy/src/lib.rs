@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! inbound  (mesh -> app):  mTLS | PERMISSIVE sniff -> Istio metrics (destination) -> RBAC -> app
-//! outbound (app -> mesh):  plain HTTP -> Istio metrics (source) -> MeshClient (xDS routes, mTLS h2)
+//! outbound (app -> mesh):  plain HTTP -> mesh::Mesh::client (source metrics, xDS routes,
+//!                          resilience per cluster, mTLS h2)
 //! tcp      (passthrough):  LISTEN -> TARGET, istio_tcp_*
 //! admin:                   /stats/prometheus /config_dump /clusters /certs /ready /healthz
 //! ```
@@ -27,7 +28,6 @@ use std::time::Duration;
 
 use mesh_authz::AuthzMetrics;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
-use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_telemetry::admin::XdsStatusCache;
 use mesh_telemetry::metrics::IstioMetrics;
 use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
@@ -240,11 +240,15 @@ pub async fn start(
     };
     let outbound_addr = match outbound {
         Some((listener, addr)) => {
-            let client = MeshClient::new(xds.clone(), store.clone(), MeshClientConfig::default());
+            let mesh = mesh::Mesh::builder()
+                .identity_store(store.clone())
+                .xds_client(xds.clone())
+                .metrics(metrics.clone())
+                .workload(local.clone())
+                .build()
+                .map_err(|e| ProxyError(format!("outbound client: {e}")))?;
             let part = outbound::Outbound {
-                client,
-                metrics: metrics.clone(),
-                local: local.clone(),
+                client: mesh.client(),
             };
             listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
             Some(addr)

@@ -1,7 +1,9 @@
 //! The outbound listener: plain HTTP/1.1 or h2c from the local app, routed by xDS.
 //!
 //! ```text
-//! accept -> Istio metrics (reporter=source) -> MeshClient: route, balance, mTLS h2 upstream
+//! accept -> the facade's composed client (`mesh::Mesh::client`): Istio metrics
+//!   (reporter=source) -> MeshClient: route -> per cluster fault, timeout, retry, circuit
+//!   breaker, outlier detection -> balance -> mTLS h2 upstream
 //! ```
 //!
 //! The app addresses a service as it would without the mesh (`http://reviews:9080/...`,
@@ -12,30 +14,25 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use mesh_route::client::MeshClient;
-use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::{Layer, ServiceExt};
+use tower::ServiceExt;
 
 use crate::drain::next_conn;
 use crate::headers::strip_hop_by_hop;
 
 /// The outbound side's parts.
 pub(crate) struct Outbound {
-    pub(crate) client: MeshClient,
-    pub(crate) metrics: IstioMetrics,
-    pub(crate) local: WorkloadInfo,
+    pub(crate) client: mesh::Client,
 }
 
 impl Outbound {
     /// Accepts on `listener` until `stop`, then waits for open connections to finish.
     pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let client = self.client.map_request(|mut req: Request<_>| {
+        let service = self.client.map_request(|mut req: Request<_>| {
             strip_hop_by_hop(req.headers_mut());
             req
         });
-        let service = IstioMetricsLayer::source(&self.metrics, self.local).layer(client);
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {

@@ -29,6 +29,8 @@ mod names;
 mod pb;
 mod route;
 
+use std::sync::{Arc, Mutex};
+
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::value::Kind;
 use mesh_xds::server::{GenerateError, Generator, Resources};
@@ -91,12 +93,47 @@ pub fn node_meta(node: &Node, key: &str) -> Option<String> {
 #[derive(Clone, Debug, Default)]
 pub struct MeshGenerator {
     options: GeneratorOptions,
+    /// The proxyless client side of the last config, shared by every proxyless node.
+    outbound: Arc<Mutex<Option<(MeshConfig, Resources)>>>,
+}
+
+/// Whether two configs hold the very same `Arc`s (so the same content: the cache keeps
+/// its config alive, so an address cannot be reused while compared).
+fn same_arcs(a: &MeshConfig, b: &MeshConfig) -> bool {
+    fn lists<T>(a: &[Arc<T>], b: &[Arc<T>]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
+    }
+    a.services.len() == b.services.len()
+        && a.services
+            .iter()
+            .zip(&b.services)
+            .all(|((ka, va), (kb, vb))| ka == kb && Arc::ptr_eq(va, vb))
+        && lists(&a.virtual_services, &b.virtual_services)
+        && lists(&a.destination_rules, &b.destination_rules)
+        && lists(&a.peer_authentications, &b.peer_authentications)
+        && lists(&a.authorization_policies, &b.authorization_policies)
 }
 
 impl MeshGenerator {
     /// A generator with these settings.
     pub fn new(options: GeneratorOptions) -> Self {
-        MeshGenerator { options }
+        MeshGenerator {
+            options,
+            outbound: Arc::default(),
+        }
+    }
+
+    /// The proxyless client side for `config`, generated once per config version.
+    fn outbound(&self, config: &MeshConfig) -> Resources {
+        let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, resources)) = cache.as_ref()
+            && same_arcs(cached, config)
+        {
+            return resources.clone();
+        }
+        let resources = grpc::generate(config, &self.options);
+        *cache = Some((config.clone(), resources.clone()));
+        resources
     }
 
     /// The proxyless resources (every client and server listener, route, cluster and
@@ -113,7 +150,7 @@ impl MeshGenerator {
     /// account, pod name and labels; see [`InboundNode`]), with its PeerAuthentication
     /// and AuthorizationPolicies.
     pub fn proxyless_for(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
-        let mut out = grpc::generate(config, &self.options);
+        let mut out = self.outbound(config);
         inbound::add_for_node(&mut out, config, node);
         out
     }

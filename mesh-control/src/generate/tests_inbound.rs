@@ -311,3 +311,36 @@ fn dry_run_policies_are_shadow_rules_only() {
     );
     assert!(filters[0].1.allows(&req(None, "GET", "/")));
 }
+
+#[test]
+fn the_shared_client_side_follows_config_changes() {
+    let g = MeshGenerator::default();
+    let n = node("10.0.0.7", "echo", "echo", &[]);
+    let names = |config: &MeshConfig| -> Vec<String> {
+        g.generate(&n, config)
+            .unwrap()
+            .of_type(ResourceType::Listener.type_url())
+            .map(|(n, _)| n.to_owned())
+            .collect()
+    };
+    let files = |text: &str| {
+        MeshConfig::from_files(&[SourceFile {
+            path: "c.yaml".into(),
+            text: text.into(),
+        }])
+        .unwrap()
+        .0
+    };
+    let a = files(SVC);
+    let first = names(&a);
+    assert!(first.contains(&"echo.default.svc.cluster.local:8080".to_owned()));
+    assert_eq!(
+        names(&a.clone()),
+        first,
+        "same Arcs: the cached client side"
+    );
+    let b = files(&SVC.replace("echo.default", "other.default"));
+    let second = names(&b);
+    assert!(second.contains(&"other.default.svc.cluster.local:8080".to_owned()));
+    assert!(!second.contains(&"echo.default.svc.cluster.local:8080".to_owned()));
+}

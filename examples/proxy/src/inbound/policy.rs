@@ -1,14 +1,12 @@
 //! The inbound port's policy from xDS: its server listener (`xds.istio.io/grpc/lds/inbound/
 //! <ip>:<port>`) gives the mTLS mode (TLS filter chains: STRICT) and the RBAC filters of
-//! its connection manager give the authorization policies.
+//! its connection manager give the authorization policies (mapped by
+//! `mesh::inbound::policy`).
 
 use std::sync::Arc;
 
-use mesh_authz::{AuthzPolicies, AuthzPolicy, PolicyAction};
-use mesh_core::model::{
-    HttpFilterConfig, ListenerKind, Permission, Principal, RbacAction, RbacFilter, RbacPolicy,
-    ServerListener,
-};
+use mesh_authz::AuthzPolicies;
+use mesh_core::model::{ListenerKind, ServerListener};
 use mesh_tls::server::PeerAuthMode;
 use mesh_xds::client::{XdsClient, XdsSnapshot};
 use tokio::sync::watch;
@@ -79,6 +77,16 @@ fn derive(s: &XdsSnapshot, listener: &str) -> (PeerAuthMode, AuthzPolicies) {
     }
 }
 
+/// The RBAC filters of the first chain (Istio gives every chain the same ones), through the
+/// facade's mapping (DENY, then ALLOW; unmodelled rules deny all).
+fn policies_of(l: &ServerListener) -> AuthzPolicies {
+    l.filter_chains
+        .first()
+        .or(l.default_filter_chain.as_ref())
+        .map(|c| mesh::inbound::policy::authz_policies(&c.http_connection_manager))
+        .unwrap_or_default()
+}
+
 /// Every chain requires TLS: STRICT. Otherwise PERMISSIVE: we sniff, so mTLS clients keep
 /// their identity (DISABLE is not told apart from PERMISSIVE by the listener).
 fn mode_of(l: &ServerListener) -> PeerAuthMode {
@@ -94,62 +102,12 @@ fn mode_of(l: &ServerListener) -> PeerAuthMode {
     }
 }
 
-fn deny_all(name: &str) -> AuthzPolicy {
-    AuthzPolicy::new(
-        name,
-        PolicyAction::Deny,
-        RbacPolicy {
-            name: name.into(),
-            permissions: vec![Permission::Any],
-            principals: vec![Principal::Any],
-        },
-    )
-}
-
-/// The RBAC filters of the first chain, as policies in Istio's order (one DENY filter then
-/// one ALLOW filter, as Istio emits them). Unmodelled rules deny everything (fail closed).
-fn policies_of(l: &ServerListener) -> AuthzPolicies {
-    let Some(chain) = l.filter_chains.first().or(l.default_filter_chain.as_ref()) else {
-        return AuthzPolicies::default();
-    };
-    let mut out = Vec::new();
-    for f in &chain.http_connection_manager.http_filters {
-        let HttpFilterConfig::Rbac(rbac) = &f.config else {
-            continue;
-        };
-        match rbac {
-            RbacFilter::NoRules => {}
-            RbacFilter::Unmodelled { reason, .. } => {
-                tracing::warn!(filter = %f.name, %reason, "RBAC rules not understood: denying all");
-                out.push(deny_all(&f.name));
-            }
-            RbacFilter::Rules(rules) => {
-                let action = match rules.action {
-                    RbacAction::Allow => PolicyAction::Allow,
-                    RbacAction::Deny => PolicyAction::Deny,
-                    RbacAction::Log => PolicyAction::Audit,
-                };
-                // An ALLOW filter without policies allows nothing.
-                if action == PolicyAction::Allow && rules.policies.is_empty() {
-                    out.push(deny_all(&f.name));
-                }
-                out.extend(
-                    rules
-                        .policies
-                        .iter()
-                        .map(|p| AuthzPolicy::new(p.name.clone(), action, p.clone())),
-                );
-            }
-        }
-    }
-    AuthzPolicies::new(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use mesh_core::model::{
-        FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, RbacRequest, RbacRules,
+        FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig,
+        Permission, Principal, RbacAction, RbacFilter, RbacPolicy, RbacRequest, RbacRules,
         RouteSource, StringMatcher,
     };
 

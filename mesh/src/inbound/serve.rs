@@ -59,7 +59,7 @@ fn shape(l: &ServerListener) -> Shape {
 }
 
 impl InboundServer {
-    /// Serves `service` (an axum `Router`, a tonic server, any tower HTTP service) as the
+    /// Serves `service` (an axum `Router`, tonic `Routes`, any tower HTTP service) as the
     /// inbound listener says, until the process ends.
     pub async fn serve<S, B>(self, service: S) -> Result<(), InboundError>
     where

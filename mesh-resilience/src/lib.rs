@@ -20,6 +20,8 @@
 //!
 //! Policies are given statically to a layer's constructor or per request in request
 //! extensions (see [`policy`]), where a router (MeshClient) puts the route's policy.
+//! [`ResilienceStack`] wires all of them to the xDS config around each cluster of a
+//! `MeshClient` ([`stack`]).
 //!
 //! See docs/resilience.md for the Envoy and Istio mapping.
 
@@ -31,7 +33,9 @@ pub mod outlier;
 pub mod policy;
 pub mod rate_limit;
 pub mod retry;
+pub mod stack;
 pub mod timeout;
 
 pub use body::LocalBody;
 pub use classify::{Classification, Classify, FailureClassifier};
+pub use stack::{ClusterResilience, ResilienceStack};

@@ -1,10 +1,12 @@
-//! The composed outbound client: [`MeshClient`] with Envoy's resilience layers around every
-//! cluster ([`ResilienceStack`]) and Istio's client-side metrics around it all.
+//! [`ResilienceStack`]: this crate's layers wired to the xDS config, as a mesh-route
+//! [`ClusterStack`], so that `MeshClient::with_stack(.., ResilienceStack::new())` behaves
+//! as Envoy does with the cluster's and route's resilience settings and no extra code.
+//! The `mesh` facade uses it by default and adds Istio's source metrics outside.
 //!
 //! Per request, outermost first:
 //!
 //! ```text
-//! IstioMetricsLayer::source            istio_requests_total{reporter="source",...}
+//! (IstioMetricsLayer::source           mesh facade: istio_requests_total{reporter="source"})
 //!  └ MeshClient                        route by authority, pick the cluster, header edits,
 //!                                      mirroring; Arc<RoutePolicy> into extensions
 //!     └ per cluster (built once, kept while the cluster resource is unchanged):
@@ -16,29 +18,32 @@
 //!                     └ EndpointService LB pick (avoiding previous hosts) -> mTLS pool
 //! ```
 //!
-//! Each layer is also usable alone in a `tower::ServiceBuilder` (see mesh-resilience and
-//! mesh-telemetry); this module only wires them to the xDS config.
+//! Each layer is also usable alone in a `tower::ServiceBuilder`; this module only wires
+//! them to the xDS config.
+//!
+//! ```no_run
+//! # fn demo(xds: mesh_xds::client::XdsClient, identity: mesh_tls::IdentityStore) {
+//! use mesh_resilience::stack::ResilienceStack;
+//! use mesh_route::client::{MeshClient, MeshClientConfig};
+//!
+//! let client = MeshClient::with_stack(xds, identity, MeshClientConfig::default(), ResilienceStack::new());
+//! # }
+//! ```
 
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use mesh_resilience::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-use mesh_resilience::fault::FaultLayer;
-use mesh_resilience::outlier::{OutlierDetector, OutlierLayer};
-use mesh_resilience::policy::Priority;
-use mesh_resilience::retry::{RetryConfig, RetryLayer};
-use mesh_resilience::timeout::TimeoutLayer;
-use mesh_route::client::MeshClient;
 use mesh_route::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
 use mesh_route::pool::RequestBody;
-use mesh_telemetry::metrics::IstioMetricsService;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-/// What [`Mesh::client`](crate::Mesh::client) returns: [`MeshClient`] behind Istio's
-/// source-side request metrics. A `tower::Service` for `http::Request<B>` (any body), and
-/// a tonic channel.
-pub type Client = IstioMetricsService<MeshClient>;
+use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use crate::fault::FaultLayer;
+use crate::outlier::{OutlierDetector, OutlierLayer};
+use crate::policy::Priority;
+use crate::retry::{RetryConfig, RetryLayer};
+use crate::timeout::TimeoutLayer;
 
 /// Per-cluster state of a [`ResilienceStack`], for inspection (tests, admin pages).
 #[derive(Clone, Debug)]

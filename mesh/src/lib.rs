@@ -1,16 +1,15 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
-mod client;
 pub mod inbound;
 
 use std::future::Future;
 use std::net::SocketAddr;
 
 pub use builder::{BuildError, MeshBuilder};
-pub use client::{Client, ClusterResilience, ResilienceStack};
 pub use mesh_core as core;
 pub use mesh_resilience as resilience;
+pub use mesh_resilience::stack::{ClusterResilience, ResilienceStack};
 pub use mesh_route as route;
 pub use mesh_route::client::{MeshBody, MeshClient, MeshClientConfig, Upstream};
 pub use mesh_telemetry as telemetry;
@@ -25,6 +24,11 @@ use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;
 use mesh_xds::client::XdsClient;
 use tower::{BoxError, Service};
+
+/// What [`Mesh::client`] returns: [`MeshClient`] (routing, load balancing, mTLS pools, and
+/// per cluster the [`ResilienceStack`]) behind Istio's source-side request metrics. A
+/// `tower::Service` for `http::Request<B>` (any body) and a tonic channel.
+pub type Client = mesh_telemetry::metrics::IstioMetricsService<MeshClient>;
 
 /// A workload's mesh: its identity, its xDS client, its outbound [`Client`] and the
 /// mTLS server side. Cheap to clone.

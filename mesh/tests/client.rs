@@ -70,8 +70,12 @@ struct Fixture {
 }
 
 async fn control_plane(workloads: &str) -> Fixture {
+    control_plane_with(SERVICES, workloads).await
+}
+
+async fn control_plane_with(services: &str, workloads: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("services.yaml"), SERVICES).unwrap();
+    std::fs::write(dir.path().join("services.yaml"), services).unwrap();
     std::fs::write(dir.path().join("workloads.yaml"), workloads).unwrap();
     let cp = ControlPlane::start(ControlPlaneOptions {
         config_dir: dir.path().into(),
@@ -123,11 +127,24 @@ async fn echo(
     let stats = acceptor.stats().clone();
     let handshakes = Arc::new(AtomicU64::new(0));
     let h = handshakes.clone();
-    let app =
-        axum::Router::new().route(
+    let app = axum::Router::new()
+        .route(
             "/{*path}",
             get(move |Extension(peer): Extension<PeerIdentity>| async move {
                 format!("{version} {peer}")
+            }),
+        )
+        // What the server saw: protocol, :authority (URI authority) and Host.
+        .route(
+            "/authority",
+            get(|req: http::Request<axum::body::Body>| async move {
+                let host = req.headers().get("host").and_then(|h| h.to_str().ok());
+                format!(
+                    "{:?} {} {}",
+                    req.version(),
+                    req.uri().authority().map_or("-", |a| a.as_str()),
+                    host.unwrap_or("-")
+                )
             }),
         );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
@@ -285,4 +302,50 @@ async fn endpoint_removal_moves_traffic() {
         assert_eq!(s, 200);
         assert_eq!(&*up.unwrap().endpoint, "127.0.0.1:29184");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_carries_the_request_authority_over_one_reused_connection() {
+    // An HTTP2 port: Istio's cluster talks HTTP/2 upstream (ALPN h2 over mTLS).
+    let services = SERVICES.replace("protocol: HTTP}", "protocol: HTTP2}");
+    let f = control_plane_with(
+        &services,
+        &(workload("echo-v1", "v1", 29188, "echo") + &workload("echo-v2", "v2", 29189, "echo")),
+    )
+    .await;
+    let v1 = echo(&f.cp, "v1", 29188, "echo").await;
+    let caller = mesh(&f.cp, "caller");
+    caller
+        .resolve("echo.default.svc.cluster.local:8080")
+        .await
+        .unwrap();
+    let client = caller.client();
+    let get = |client: mesh::Client| async move {
+        let req = http::Request::get("http://echo.default.svc.cluster.local:8080/authority")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = client.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    };
+    // HTTP/2 (ALPN): :authority is what the caller asked for, not the endpoint's address,
+    // and no Host header travels next to it.
+    assert_eq!(
+        get(client.clone()).await,
+        "HTTP/2.0 echo.default.svc.cluster.local:8080 -"
+    );
+    for _ in 0..20 {
+        get(client.clone()).await;
+    }
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        set.spawn(get(client.clone()));
+    }
+    while let Some(r) = set.join_next().await {
+        assert!(r.unwrap().starts_with("HTTP/2.0 "));
+    }
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    // 71 requests, sequential then concurrent: one connection (one handshake) to v1.
+    assert_eq!(v1.load(Ordering::Relaxed), 1, "handshakes to v1");
 }

@@ -1,10 +1,13 @@
-//! One workload: its identity from the mesh CA, its xDS client and its MeshClient.
+//! One workload: its identity from the mesh CA, its xDS client and its MeshClient, with
+//! the resilience layers (retries, timeouts, circuit breakers, outlier detection, fault
+//! injection) the VirtualServices and DestinationRules configure.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mesh_control::server::ControlPlane;
 use mesh_core::SpiffeId;
+use mesh_resilience::ResilienceStack;
 use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::IdentityStore;
 use mesh_xds::bootstrap::{Bootstrap, IstioNode};
@@ -16,7 +19,7 @@ pub struct Workload {
     pub id: SpiffeId,
     /// Its credentials.
     pub identity: IdentityStore,
-    /// Its outbound client.
+    /// Its outbound client (with [`ResilienceStack`] around every cluster).
     pub client: MeshClient,
 }
 
@@ -55,7 +58,12 @@ impl Workload {
             config,
             channel::insecure(xds_uri).map_err(|e| e.to_string())?,
         );
-        let client = MeshClient::new(xds, identity.clone(), MeshClientConfig::default());
+        let client = MeshClient::with_stack(
+            xds,
+            identity.clone(),
+            MeshClientConfig::default(),
+            ResilienceStack::new(),
+        );
         Ok(Self {
             id,
             identity,

@@ -72,6 +72,15 @@ impl Str {
         }
     }
 
+    /// A rough evaluation cost, to evaluate cheap matchers first.
+    fn cost(&self) -> u32 {
+        match self {
+            Self::Regex(_) => 16,
+            Self::ContainsNoCase(_) | Self::Contains(_) => 4,
+            _ => 2,
+        }
+    }
+
     /// The exact, case-sensitive value, if that is what this matcher is.
     fn exact(&self) -> Option<&str> {
         match self {
@@ -124,6 +133,19 @@ impl Header {
             invert: h.invert_match,
             missing_as_empty: h.treat_missing_header_as_empty,
         }
+    }
+
+    fn cost(&self) -> u32 {
+        let lookup = match self.target {
+            HeaderRef::Slot(..) | HeaderRef::Uncached(_) => 4,
+            _ => 0,
+        };
+        lookup
+            + match &self.rule {
+                Rule::Str(m) => m.cost(),
+                Rule::Range(..) => 4,
+                Rule::Present(_) => 1,
+            }
     }
 
     /// Same result as [`HeaderMatcher::matches`] on the view's header.
@@ -203,8 +225,11 @@ pub(crate) enum Perm {
 
 impl Perm {
     pub(crate) fn compile(p: &Permission, names: &mut Names) -> Self {
+        // Matchers are pure, so And/Or children can run cheapest first.
         let all = |v: &[Permission], names: &mut Names| -> Box<[Perm]> {
-            v.iter().map(|p| Self::compile(p, names)).collect()
+            let mut all: Vec<Perm> = v.iter().map(|p| Self::compile(p, names)).collect();
+            all.sort_by_key(Perm::cost);
+            all.into()
         };
         match p {
             Permission::Any => Self::Any,
@@ -219,6 +244,18 @@ impl Perm {
                 Self::DestinationPortRange(*start, *end)
             }
             Permission::RequestedServerName(m) => Self::ServerName(Str::compile(m)),
+        }
+    }
+
+    /// A rough evaluation cost, to evaluate cheap matchers first.
+    pub(crate) fn cost(&self) -> u32 {
+        match self {
+            Self::Any => 0,
+            Self::And(v) | Self::Or(v) => v.iter().map(Self::cost).sum(),
+            Self::Not(p) => p.cost(),
+            Self::Header(h) => h.cost(),
+            Self::UrlPath(m) | Self::ServerName(m) => m.cost(),
+            Self::DestinationIp(_) | Self::DestinationPort(_) | Self::DestinationPortRange(..) => 1,
         }
     }
 
@@ -258,7 +295,9 @@ pub(crate) enum Princ {
 impl Princ {
     pub(crate) fn compile(p: &Principal, names: &mut Names) -> Self {
         let all = |v: &[Principal], names: &mut Names| -> Box<[Princ]> {
-            v.iter().map(|p| Self::compile(p, names)).collect()
+            let mut all: Vec<Princ> = v.iter().map(|p| Self::compile(p, names)).collect();
+            all.sort_by_key(Princ::cost);
+            all.into()
         };
         match p {
             Principal::Any => Self::Any,
@@ -271,6 +310,18 @@ impl Princ {
             Principal::RemoteIp(c) => Self::RemoteIp(*c),
             Principal::Header(h) => Self::Header(Header::compile(h, names)),
             Principal::UrlPath(m) => Self::UrlPath(Str::compile(m)),
+        }
+    }
+
+    /// A rough evaluation cost, to evaluate cheap matchers first.
+    pub(crate) fn cost(&self) -> u32 {
+        match self {
+            Self::Any => 0,
+            Self::And(v) | Self::Or(v) => v.iter().map(Self::cost).sum(),
+            Self::Not(p) => p.cost(),
+            Self::Authenticated | Self::DirectRemoteIp(_) | Self::RemoteIp(_) => 1,
+            Self::Peer(m) | Self::UrlPath(m) => m.cost(),
+            Self::Header(h) => h.cost(),
         }
     }
 

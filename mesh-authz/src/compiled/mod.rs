@@ -21,14 +21,34 @@ use crate::AuthzPolicy;
 struct Compiled {
     permissions: Box<[Perm]>,
     principals: Box<[Princ]>,
+    /// Whether the principals are the cheaper side (an exact or prefix SPIFFE ID against a
+    /// method and path), so they run first; permissions first otherwise (Istio's
+    /// namespaces are regexes).
+    principals_first: bool,
 }
 
 impl Compiled {
+    fn new(mut permissions: Vec<Perm>, mut principals: Vec<Princ>) -> Self {
+        // Pure matchers: the order changes the cost, never the result.
+        permissions.sort_by_key(Perm::cost);
+        principals.sort_by_key(Princ::cost);
+        let cost_perm: u32 = permissions.first().map_or(0, Perm::cost);
+        let cost_princ: u32 = principals.first().map_or(0, Princ::cost);
+        Self {
+            permissions: permissions.into(),
+            principals: principals.into(),
+            principals_first: cost_princ < cost_perm,
+        }
+    }
+
     fn matches(&self, view: &RequestView<'_>) -> bool {
-        // Permissions first, as Envoy does: they are usually cheap path and method checks,
-        // principals often regexes (Istio's namespaces).
-        self.permissions.iter().any(|p| p.matches(view))
-            && self.principals.iter().any(|p| p.matches(view))
+        let perm = || self.permissions.iter().any(|p| p.matches(view));
+        let princ = || self.principals.iter().any(|p| p.matches(view));
+        if self.principals_first {
+            princ() && perm()
+        } else {
+            perm() && princ()
+        }
     }
 }
 
@@ -49,20 +69,20 @@ pub(crate) struct PolicySet {
 impl PolicySet {
     pub(crate) fn push(&mut self, policy: AuthzPolicy, names: &mut Names) {
         let idx = self.policies.len();
-        let compiled = Compiled {
-            permissions: policy
+        let compiled = Compiled::new(
+            policy
                 .rbac
                 .permissions
                 .iter()
                 .map(|p| Perm::compile(p, names))
                 .collect(),
-            principals: policy
+            policy
                 .rbac
                 .principals
                 .iter()
                 .map(|p| Princ::compile(p, names))
                 .collect(),
-        };
+        );
         let mut peers = Vec::new();
         if compiled
             .principals

@@ -8,13 +8,14 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uphttp;
 use envoy_types::pb::envoy::r#type::v3::Percent;
 use envoy_types::pb::google::protobuf::UInt64Value;
 use envoy_types::util::pack_any;
 
 use super::names::cluster_name;
 use super::{GeneratorOptions, pb};
-use crate::istio::api::{ServicePort, SimpleLb, Subset, TlsMode, TrafficPolicy};
+use crate::istio::api::{H2UpgradePolicy, ServicePort, SimpleLb, Subset, TlsMode, TrafficPolicy};
 use crate::istio::{MeshConfig, Service};
 
 /// How clusters get their certificates.
@@ -124,6 +125,32 @@ pub(crate) fn cluster(
     load_balancer(&mut c, &policy);
     circuit_breakers(&mut c, &policy);
     outlier_detection(&mut c, &policy);
+    // Istio: HTTP2 and GRPC ports, and `h2UpgradePolicy: UPGRADE`, talk HTTP/2 upstream.
+    let upgrade = pool
+        .and_then(|p| p.http.as_ref())
+        .and_then(|h| h.h2_upgrade_policy)
+        == Some(H2UpgradePolicy::Upgrade);
+    let h2_port = matches!(
+        spec.port.protocol.to_ascii_uppercase().as_str(),
+        "HTTP2" | "GRPC" | "GRPC-WEB"
+    );
+    if upgrade || h2_port {
+        use uphttp::http_protocol_options::{
+            ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+        };
+        let opts = uphttp::HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
+                },
+            )),
+            ..Default::default()
+        };
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            pack_any(opts),
+        );
+    }
     if let Some(t) = &policy.tls
         && matches!(t.mode, TlsMode::IstioMutual)
     {

@@ -72,6 +72,13 @@ impl Body for Tee {
                 // A full channel means the shadow lags: drop it (its body then fails).
                 self.shadows
                     .retain(|s| copy().is_none_or(|c| s.tx.try_send(Ok(c)).is_ok()));
+                // hyper stops polling a body that says it has ended (e.g. after the last
+                // byte of a known length): end the shadows' bodies now.
+                if self.inner.is_end_stream() {
+                    for s in self.shadows.drain(..) {
+                        s.ended.store(true, Ordering::Release);
+                    }
+                }
             }
             Poll::Ready(Some(Err(_))) => {
                 for s in self.shadows.drain(..) {
@@ -102,6 +109,8 @@ impl Body for Tee {
 struct ShadowBody {
     rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
     ended: Arc<AtomicBool>,
+    /// The main body's, so that a known length is sent as `content-length`.
+    hint: SizeHint,
 }
 
 impl Body for ShadowBody {
@@ -118,6 +127,10 @@ impl Body for ShadowBody {
             }
             other => other,
         }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
     }
 }
 
@@ -137,6 +150,7 @@ pub(crate) fn mirror(
         return body;
     }
     let empty = body.is_end_stream();
+    let hint = body.size_hint();
     let mut tees = Vec::new();
     for svc in shadows {
         let shadow_body: RequestBody = if empty {
@@ -150,7 +164,12 @@ pub(crate) fn mirror(
                 tx,
                 ended: ended.clone(),
             });
-            ShadowBody { rx, ended }.boxed_unsync()
+            ShadowBody {
+                rx,
+                ended,
+                hint,
+            }
+            .boxed_unsync()
         };
         let mut req = Request::new(shadow_body);
         *req.method_mut() = parts.method.clone();

@@ -440,6 +440,7 @@ impl MeshClient {
 /// upstream`.
 fn error_response(e: &(dyn std::error::Error + 'static)) -> Response<MeshBody> {
     let mut reason = "connection termination";
+    let mut detail = String::new();
     let mut cur = Some(e);
     while let Some(err) = cur {
         if err.is::<NoHealthyUpstream>() {
@@ -450,13 +451,17 @@ fn error_response(e: &(dyn std::error::Error + 'static)) -> Response<MeshBody> {
         {
             reason = "connection failure";
         }
+        if !detail.is_empty() {
+            detail.push_str(": ");
+        }
+        detail.push_str(&err.to_string());
         cur = err.source();
     }
-    tracing::debug!(error = %e, "upstream request failed");
+    tracing::debug!(error = %detail, "upstream request failed");
     respond::local(
         503,
         &format!(
-            "upstream connect error or disconnect/reset before headers. reset reason: {reason}, transport failure reason: {e}"
+            "upstream connect error or disconnect/reset before headers. reset reason: {reason}, transport failure reason: {detail}"
         ),
     )
 }

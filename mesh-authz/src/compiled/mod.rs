@@ -45,10 +45,9 @@ impl Compiled {
         let perm = || self.permissions.iter().any(|p| p.matches(view));
         let princ = || self.principals.iter().any(|p| p.matches(view));
         if self.principals_first {
-            princ() && perm()
-        } else {
-            perm() && princ()
+            return princ() && perm();
         }
+        perm() && princ()
     }
 }
 

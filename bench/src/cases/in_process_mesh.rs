@@ -12,7 +12,6 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
-use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
@@ -148,11 +147,16 @@ impl InProcessMesh {
             channel::insecure(&uri)?,
         );
         let client_store = IdentityStore::from_credentials(certs::issue(ca, "bench-client")?)?;
-        let mesh_client = MeshClient::new(xds, client_store, MeshClientConfig::default());
-        mesh_client.resolve(&format!("{HOST}:{PORT}")).await?;
-        let client =
-            IstioMetricsLayer::source(&metrics, workload("bench-client")).layer(mesh_client);
-        let client = ServiceExt::<http::Request<Empty<Bytes>>>::map_response(client, |r| {
+        // The facade's composed client: MeshClient with the per-cluster resilience stack
+        // (timeouts, retries, circuit breaker, outlier detection) behind source metrics.
+        let mesh = mesh::Mesh::builder()
+            .identity_store(client_store)
+            .xds_client(xds)
+            .metrics(metrics.clone())
+            .workload(workload("bench-client"))
+            .build()?;
+        mesh.resolve(&format!("{HOST}:{PORT}")).await?;
+        let client = ServiceExt::<http::Request<Empty<Bytes>>>::map_response(mesh.client(), |r| {
             r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
         });
         let client = ClientService::new(client);
@@ -178,13 +182,13 @@ impl Case for InProcessMesh {
     }
 
     fn describe(&self) -> String {
-        "`MeshClient` (mesh-route, as of this commit: routing from xDS served by the \
-         embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, one HTTP/2 \
-         connection to the endpoint shared by all lanes) wrapped in `IstioMetricsLayer::source`, \
-         -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, `PeerIdentity`) -> \
-         `IstioMetricsLayer::destination` -> app. The VirtualService's retry policy (2 \
-         attempts) rides in the request; this MeshClient applies the route timeout itself and \
-         does not yet run the resilience layers"
+        "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
+         served by the embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, \
+         one HTTP/2 connection to the endpoint shared by all lanes) with the per-cluster \
+         `ResilienceStack` (route timeout 10 s, retry policy of 2 attempts on \
+         5xx/reset/connect-failure, circuit breaker, outlier detection) behind \
+         `IstioMetricsLayer::source` -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, \
+         `PeerIdentity`) -> `IstioMetricsLayer::destination` -> app"
             .into()
     }
 }

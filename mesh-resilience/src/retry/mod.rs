@@ -11,7 +11,9 @@
 //!   `retriable-status-codes`, `retriable-headers`, `envoy-ratelimited`, and the gRPC
 //!   `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`, `unavailable`;
 //! - makes at most `num_retries` retries, each attempt bounded by `per_try_timeout`
-//!   (and by `per_try_idle_timeout` until the response headers),
+//!   and by `per_try_idle_timeout` (until the response headers, and between the final
+//!   attempt's response body frames: the body then ends with a
+//!   [`TimedOut`](crate::timeout::TimedOut) error),
 //!   waiting a fully jittered exponential [`Backoff`] between them;
 //! - asks the cluster's [`RetryBudget`] for a slot before each retry, so retries stay
 //!   within `max_retries` or `budget_percent` of active requests;

@@ -12,11 +12,11 @@ use tower::{BoxError, Service, ServiceExt};
 use super::{Backoff, ReplayBody, RetryConfig, is_retriable};
 use crate::classify::{Classification, Classify};
 use crate::policy::{PreviousHosts, UpstreamEndpoint, error_endpoint, route_policy};
-use crate::timeout::TimedOut;
+use crate::timeout::{TimedOut, TimeoutBody};
 
 /// The response future of [`Retry`].
 pub type ResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<RB>, BoxError>> + Send + 'static>>;
+    Pin<Box<dyn Future<Output = Result<Response<TimeoutBody<RB>>, BoxError>> + Send + 'static>>;
 
 /// The service made by [`RetryLayer`](super::RetryLayer).
 #[derive(Clone, Debug)]
@@ -49,7 +49,7 @@ where
     B::Error: Into<BoxError>,
     RB: Send + 'static,
 {
-    type Response = Response<RB>;
+    type Response = Response<TimeoutBody<RB>>;
     type Error = BoxError;
     type Future = ResponseFuture<RB>;
 
@@ -65,12 +65,21 @@ where
         let mut first = std::mem::replace(&mut self.inner, clone);
         let Some(policy) = policy else {
             let fut = first.call(req.map(ReplayBody::direct));
-            return Box::pin(async move { fut.await.map_err(Into::into) });
+            return Box::pin(async move {
+                fut.await
+                    .map(|r| r.map(|b| TimeoutBody::new(b, None, None)))
+                    .map_err(Into::into)
+            });
         };
         let config = self.config.clone();
         let classifier = self.classifier.clone();
         let (parts, body) = req.into_parts();
         let body = ReplayBody::new(body, config.buffer_cap);
+        // per_try_idle_timeout also bounds every gap in the final attempt's response body.
+        let body_idle = policy.per_try_idle_timeout.filter(|t| !t.is_zero());
+        let done = move |r: Result<Response<RB>, BoxError>| {
+            r.map(|r| r.map(|b| TimeoutBody::new(b, body_idle, None)))
+        };
         Box::pin(async move {
             let _active = config.budget.start_request();
             let mut backoff = Backoff::new(&policy.back_off);
@@ -102,8 +111,8 @@ where
                         svc.call(req).await.map_err(Into::into)
                     }
                 };
-                // per_try_idle_timeout bounds the wait for the first response bytes (the
-                // headers); gaps inside the response body are not covered yet.
+                // per_try_idle_timeout bounds the wait for the response headers here, and
+                // the gaps in the body through `done`.
                 let per_try = [policy.per_try_timeout, policy.per_try_idle_timeout]
                     .into_iter()
                     .flatten()
@@ -128,13 +137,13 @@ where
                 };
                 let headers = result.as_ref().ok().map(|r| r.headers());
                 if attempt >= policy.num_retries || !is_retriable(&policy, &class, headers) {
-                    return result;
+                    return done(result);
                 }
                 let Some(spare) = spare.filter(|b| !b.is_capped()) else {
-                    return result; // the body went past the replay buffer
+                    return done(result); // the body went past the replay buffer
                 };
                 let Some(slot) = config.budget.try_retry() else {
-                    return result; // retry budget exhausted
+                    return done(result); // retry budget exhausted
                 };
                 if let Some(e) = endpoint {
                     tried.push(e);

@@ -90,7 +90,9 @@ fn policy(on: &[RetryOn], n: u32) -> RetryPolicy {
     }
 }
 
-async fn run(p: RetryPolicy, steps: Vec<Step>) -> (Result<Response<String>, BoxError>, Seen) {
+type Out = Result<Response<crate::timeout::TimeoutBody<String>>, BoxError>;
+
+async fn run(p: RetryPolicy, steps: Vec<Step>) -> (Out, Seen) {
     let (svc, seen) = upstream(steps);
     let svc = RetryLayer::new(RetryConfig::default().policy(p)).layer(svc);
     let r = svc
@@ -102,7 +104,7 @@ async fn run(p: RetryPolicy, steps: Vec<Step>) -> (Result<Response<String>, BoxE
 
 use tower_layer::Layer;
 
-fn status(r: &Result<Response<String>, BoxError>) -> u16 {
+fn status(r: &Out) -> u16 {
     r.as_ref().map(|r| r.status().as_u16()).unwrap_or(0)
 }
 
@@ -381,4 +383,30 @@ async fn per_try_idle_timeout_bounds_the_wait_for_headers() {
         start.elapsed() < Duration::from_millis(500),
         "the idle timeout fired first"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_try_idle_timeout_bounds_gaps_in_the_response_body() {
+    let mut p = policy(&[RetryOn::Http5xx], 1);
+    p.per_try_idle_timeout = Some(Duration::from_millis(40));
+    // Headers at once, then one chunk, then a body that stalls.
+    let svc = RetryLayer::new(RetryConfig::default().policy(p)).layer(tower::service_fn(
+        |_req: Request<ReplayBody<Full<Bytes>>>| async {
+            use futures::StreamExt;
+            let first = Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"first")));
+            let frames = futures::stream::iter(vec![first]).chain(futures::stream::pending());
+            Ok::<_, BoxError>(Response::new(StreamBody::new(frames)))
+        },
+    ));
+    let resp = svc
+        .oneshot(Request::new(Full::new(Bytes::new())))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert_eq!(first.into_data().unwrap(), "first");
+    let start = tokio::time::Instant::now();
+    let err = body.frame().await.unwrap().unwrap_err();
+    assert!(crate::timeout::is_timed_out(&*err), "{err}");
+    assert_eq!(start.elapsed(), Duration::from_millis(40));
 }

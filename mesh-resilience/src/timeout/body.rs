@@ -25,7 +25,7 @@ pub struct TimeoutBody<B> {
 }
 
 impl<B> TimeoutBody<B> {
-    pub(super) fn new(inner: B, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
+    pub(crate) fn new(inner: B, idle: Option<Duration>, deadline: Option<Instant>) -> Self {
         Self {
             inner,
             idle,

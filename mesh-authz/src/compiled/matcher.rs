@@ -54,9 +54,17 @@ impl Str {
     pub(crate) fn matches(&self, input: &str) -> bool {
         let b = input.as_bytes();
         match self {
-            Self::Exact(v) => input == &**v,
+            // SPIFFE IDs and paths share long prefixes (`spiffe://cluster.local/ns/...`):
+            // comparing the last byte first rejects most candidates without a memcmp.
+            Self::Exact(v) => {
+                b.len() == v.len() && b.last() == v.as_bytes().last() && input == &**v
+            }
             Self::ExactNoCase(v) => input.eq_ignore_ascii_case(v),
-            Self::Prefix(v) => b.starts_with(v.as_bytes()),
+            Self::Prefix(v) => {
+                b.len() >= v.len()
+                    && (v.is_empty() || b[v.len() - 1] == v.as_bytes()[v.len() - 1])
+                    && b.starts_with(v.as_bytes())
+            }
             Self::PrefixNoCase(v) => {
                 b.len() >= v.len() && b[..v.len()].eq_ignore_ascii_case(v.as_bytes())
             }

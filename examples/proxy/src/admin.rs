@@ -7,7 +7,7 @@ use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
 use mesh_telemetry::admin::{Admin, XdsStatusCache};
 use mesh_telemetry::metrics::library::XdsStatusSource;
 use mesh_tls::IdentityStore;
-use mesh_xds::client::{ClientStatus, XdsClient};
+use mesh_xds::client::{ClientStatus, XdsClient, XdsSnapshot};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -23,6 +23,10 @@ pub(crate) fn admin(
         .with_registry(registry)
         .with_identity(identity)
         .with_xds(Arc::new(SidecarXdsStatus(xds_status)))
+        .with_clusters({
+            let xds = xds.clone();
+            move || clusters_json(&xds.snapshot())
+        })
         .with_config_dump(move || json!({ "proxy": settings, "xds": snapshot_json(&xds) }))
 }
 
@@ -75,6 +79,11 @@ fn snapshot_json(xds: &XdsClient) -> Value {
             (name.to_string(), json!(vhosts))
         })
         .collect();
+    json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters_json(&s) })
+}
+
+/// Each cluster with whether it is mTLS and its endpoint addresses.
+fn clusters_json(s: &XdsSnapshot) -> Value {
     let clusters: serde_json::Map<String, Value> = s
         .clusters
         .iter()
@@ -100,5 +109,5 @@ fn snapshot_json(xds: &XdsClient) -> Value {
             )
         })
         .collect();
-    json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters })
+    Value::Object(clusters)
 }

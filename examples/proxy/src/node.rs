@@ -169,6 +169,30 @@ mod tests {
     }
 
     #[test]
+    fn a_bootstrap_file_names_the_node_and_its_inbound_listener() {
+        let mut w = opts();
+        w.node.ip = Some("10.1.2.3".parse().unwrap());
+        let written = bootstrap(&w, None, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bootstrap.json");
+        std::fs::write(&path, written.to_json()).unwrap();
+        let mut o = ProxyOptions::default();
+        o.bootstrap = Some(path);
+        o.inbound = Some("0.0.0.0:7000".parse().unwrap());
+        let b = bootstrap(&o, None, None).unwrap();
+        assert_eq!(b.node.id, written.node.id);
+        assert_eq!(
+            spiffe_id(&b).unwrap().as_str(),
+            "spiffe://cluster.local/ns/shop/sa/api"
+        );
+        // The instance IP comes from INSTANCE_IPS when the inbound address is a wildcard.
+        assert_eq!(instance_ip(&o, Some(&b)).to_string(), "10.1.2.3");
+        o.bootstrap = Some(dir.path().join("missing.json"));
+        let err = bootstrap(&o, None, None).unwrap_err();
+        assert!(err.contains("missing.json"), "{err}");
+    }
+
+    #[test]
     fn without_xds_config_the_error_says_what_to_give() {
         let err = bootstrap(&ProxyOptions::default(), None, None).unwrap_err();
         assert!(err.contains("--bootstrap"), "{err}");

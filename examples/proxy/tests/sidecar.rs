@@ -452,6 +452,28 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
     s.read_to_string(&mut raw).await.expect("read");
     assert!(raw.contains("\"name\": \"web\""), "{raw}");
 
+    // The admin port shows the routing state: api's subsets with their sidecars' addresses.
+    let (status, clusters) = get(&c, local(web.admin), "admin", "/clusters", &[])
+        .await
+        .expect("clusters");
+    assert_eq!(status, 200);
+    let clusters: serde_json::Value = serde_json::from_str(&clusters).expect("json");
+    let v2 = &clusters["outbound|8080|v2|api.default.svc.cluster.local"];
+    assert_eq!(v2["mtls"], true, "{clusters}");
+    assert_eq!(
+        v2["endpoints"][0],
+        local(api2.inbound).to_string(),
+        "{clusters}"
+    );
+    let (status, dump) = get(&c, local(web.admin), "admin", "/config_dump", &[])
+        .await
+        .expect("config_dump");
+    assert_eq!(status, 200);
+    assert!(
+        dump.contains("\"api.default.svc.cluster.local:8080\""),
+        "{dump}"
+    );
+
     // Istio metrics from both reporters, with principals.
     let sa = |s: &str| format!("spiffe://cluster.local/ns/default/sa/{s}");
     let (web_sa, api_sa) = (sa("web"), sa("api"));

@@ -163,7 +163,7 @@ impl MeshBuilder {
             MeshClient::with_shared_stack(xds.clone(), identity.clone(), self.client, stack);
         let metrics = self.metrics.unwrap_or_default();
         let client = tower::Layer::layer(
-            &IstioMetricsLayer::source(&metrics, self.workload),
+            &IstioMetricsLayer::source(&metrics, self.workload.clone()),
             mesh_client.clone(),
         );
         Ok(Mesh {
@@ -172,6 +172,7 @@ impl MeshBuilder {
             client,
             mesh_client,
             metrics,
+            workload: self.workload,
             server: self.server,
         })
     }

@@ -19,7 +19,7 @@ pub use mesh_xds as xds;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use mesh_telemetry::metrics::IstioMetrics;
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;
 use mesh_xds::client::XdsClient;
@@ -39,6 +39,7 @@ pub struct Mesh {
     client: Client,
     mesh_client: MeshClient,
     metrics: IstioMetrics,
+    workload: WorkloadInfo,
     server: ServerSettings,
 }
 
@@ -81,6 +82,28 @@ impl Mesh {
     /// your Prometheus registry (`metrics().register(&mut registry)`).
     pub fn metrics(&self) -> &IstioMetrics {
         &self.metrics
+    }
+
+    /// Istio's destination-side request metrics (`reporter="destination"`) for a server of
+    /// `service`, recorded into [`Mesh::metrics`]. Put it inside the mTLS server so that
+    /// the caller's [`PeerIdentity`] labels the series:
+    ///
+    /// ```no_run
+    /// # async fn run(mesh: mesh::Mesh, app: axum::Router) -> std::io::Result<()> {
+    /// use mesh::telemetry::metrics::ServiceInfo;
+    /// let service = ServiceInfo {
+    ///     host: "reviews.default.svc.cluster.local".into(),
+    ///     name: "reviews".into(),
+    ///     namespace: "default".into(),
+    /// };
+    /// let app = tower::ServiceBuilder::new()
+    ///     .layer(mesh.inbound_metrics(service))
+    ///     .service(app);
+    /// mesh.serve(([0, 0, 0, 0], 9080).into(), app).await
+    /// # }
+    /// ```
+    pub fn inbound_metrics(&self, service: ServiceInfo) -> IstioMetricsLayer {
+        IstioMetricsLayer::destination(&self.metrics, self.workload.clone(), service)
     }
 
     /// The workload's credentials.

@@ -176,9 +176,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bootstrap.json");
         std::fs::write(&path, written.to_json()).unwrap();
-        let mut o = ProxyOptions::default();
-        o.bootstrap = Some(path);
-        o.inbound = Some("0.0.0.0:7000".parse().unwrap());
+        let mut o = ProxyOptions {
+            bootstrap: Some(path),
+            inbound: Some("0.0.0.0:7000".parse().unwrap()),
+            ..Default::default()
+        };
         let b = bootstrap(&o, None, None).unwrap();
         assert_eq!(b.node.id, written.node.id);
         assert_eq!(

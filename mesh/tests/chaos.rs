@@ -403,3 +403,22 @@ async fn overload_answers_fast_503s_without_leaking_tasks() {
     }
     assert_eq!(tasks_after, tasks_before, "no task leak");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_fault_abort_is_injected() {
+    let addr = serve(Behaviour::Slow).await;
+    let f = Fixture::start(
+        &services(
+            "{loadBalancer: {simple: ROUND_ROBIN}}",
+            "{attempts: 0}\n    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}",
+        ),
+        &[addr],
+    )
+    .await;
+    let client = f.mesh.client();
+    for _ in 0..5 {
+        let resp = client.clone().oneshot(request()).await.unwrap();
+        assert_eq!(resp.status(), 418, "the route's fault aborts every request");
+        assert!(resp.extensions().get::<mesh::Upstream>().is_some());
+    }
+}

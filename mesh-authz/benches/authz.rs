@@ -11,9 +11,11 @@ use mesh_core::SpiffeId;
 use mesh_core::model::{HeaderMatchRule, HeaderMatcher, Permission, RbacPolicy, StringMatcher};
 use mesh_tls::PeerIdentity;
 
-/// 100 ALLOW rules, each a method + path prefix + namespace/service-account principal; the
-/// request matches only the last one, so every rule is evaluated. With `wildcard` the
-/// principals are `client-<i>*` prefixes, which the caller index cannot use.
+/// 1 DENY and 100 ALLOW rules, each a method + path prefix + service-account principal;
+/// the request matches only the last one, so the reference evaluator runs every rule. With
+/// exact principals the compiled set's caller index skips to the one rule naming the
+/// caller; with `wildcard` the principals are `client-<i>*` prefixes, which the index cannot
+/// use, so the compiled matchers run every rule too.
 fn hundred_rules(wildcard: bool) -> AuthzPolicies {
     let rules = (0..100).map(|i| {
         let name = format!("ns[default]-policy[p{i}]-rule[0]");

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use mesh_authz::AuthzMetrics;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_telemetry::access_log::{AccessLogConfig, AccessLogLayer};
 use mesh_telemetry::admin::XdsStatusCache;
 use mesh_telemetry::metrics::IstioMetrics;
 use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
@@ -186,6 +187,7 @@ pub async fn start(
         "outbound": outbound.as_ref().map(|(_, a)| a.to_string()),
         "tcp": opts.tcp.iter().map(|f| format!("{}={}", f.listen, f.target)).collect::<Vec<_>>(),
         "mtls": opts.mtls.map(|m| format!("{m:?}")),
+        "access_log": opts.access_log.map(|f| format!("{f:?}")),
         "node": bootstrap.node.id,
         "mesh_config": opts.mesh_config.as_ref().map(|d| d.display().to_string()),
     });
@@ -231,6 +233,7 @@ pub async fn start(
                 local: local.clone(),
                 app: opts.app,
                 app_protocol: opts.app_protocol,
+                access_log: access_log(&opts),
                 authz_metrics,
             };
             listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
@@ -249,6 +252,7 @@ pub async fn start(
                 .map_err(|e| ProxyError(format!("outbound client: {e}")))?;
             let part = outbound::Outbound {
                 client: mesh.client(),
+                access_log: access_log(&opts),
             };
             listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
             Some(addr)
@@ -278,5 +282,13 @@ pub async fn start(
         listeners,
         background,
         control_plane,
+    })
+}
+
+/// The access log layer: disabled unless `--access-log` names a format.
+fn access_log(opts: &ProxyOptions) -> AccessLogLayer {
+    AccessLogLayer::new(AccessLogConfig {
+        enabled: opts.access_log.is_some(),
+        format: opts.access_log.unwrap_or_default(),
     })
 }

@@ -18,6 +18,8 @@ listeners
   --outbound ADDR         plain HTTP from the app, routed by xDS (default 127.0.0.1:15001; off)
   --admin ADDR            admin: /stats/prometheus /config_dump /ready ... (default 127.0.0.1:15000; off)
   --tcp LISTEN=TARGET     TCP passthrough, repeatable (e.g. 127.0.0.1:15432=10.0.0.5:5432)
+  --access-log F          off (default), envoy (Envoy's default format) or json; lines go to
+                          stderr (log target access_log)
   --mtls MODE             inbound PeerAuthentication: strict | permissive | disable
                           (default: from the xDS inbound listener; strict until it arrives)
   --app-protocol P        http1 (default) or h2c (HTTP/2 without TLS, e.g. a gRPC app)
@@ -178,6 +180,8 @@ pub struct ProxyOptions {
     pub tcp: Vec<TcpForward>,
     /// Fixed inbound mTLS mode (`None`: from xDS).
     pub mtls: Option<MtlsMode>,
+    /// Access log format (`None`: no access log).
+    pub access_log: Option<mesh_telemetry::access_log::Format>,
     /// A bootstrap file (`None`: the node flags, else `GRPC_XDS_BOOTSTRAP`).
     pub bootstrap: Option<PathBuf>,
     /// The node described by flags (with `xds` or `mesh_config`).
@@ -208,6 +212,7 @@ impl Default for ProxyOptions {
             admin: Some(([127, 0, 0, 1], 15000).into()),
             tcp: Vec::new(),
             mtls: None,
+            access_log: None,
             bootstrap: None,
             node: NodeOptions::default(),
             mesh_config: None,
@@ -233,6 +238,7 @@ struct FileOptions {
     #[serde(default)]
     tcp: Vec<String>,
     mtls: Option<String>,
+    access_log: Option<String>,
     bootstrap: Option<PathBuf>,
     mesh_config: Option<PathBuf>,
     xds: Option<String>,
@@ -300,6 +306,15 @@ impl ProxyOptions {
             "admin" => self.admin = optional_addr("admin", v)?,
             "tcp" => self.tcp.push(v.parse()?),
             "mtls" => self.mtls = Some(v.parse()?),
+            "access-log" => {
+                use mesh_telemetry::access_log::Format;
+                self.access_log = match v {
+                    "off" => None,
+                    "envoy" => Some(Format::Envoy),
+                    "json" => Some(Format::Json),
+                    _ => return Err(format!("access-log {v:?}: expected off, envoy or json")),
+                }
+            }
             "bootstrap" => self.bootstrap = Some(v.into()),
             "xds" => self.node.xds = v.into(),
             "name" => self.node.name = v.into(),
@@ -345,6 +360,7 @@ impl ProxyOptions {
             ("outbound", f.outbound),
             ("admin", f.admin),
             ("mtls", f.mtls),
+            ("access-log", f.access_log),
             ("xds", f.xds),
             ("name", f.name),
             ("namespace", f.namespace),
@@ -472,7 +488,7 @@ mod tests {
                  --tcp 127.0.0.1:7001=127.0.0.1:5432 --xds http://127.0.0.1:15010 \
                  --name web-0 --namespace default --service-account web --label app=web \
                  --label version=v1 --identity files:/etc/certs --workers 2 --drain-timeout 500ms \
-                 --mtls STRICT",
+                 --mtls STRICT --access-log json",
             ),
             no_file,
         )
@@ -485,6 +501,7 @@ mod tests {
         assert_eq!(o.workers, Some(2));
         assert_eq!(o.drain_timeout, Duration::from_millis(500));
         assert_eq!(o.mtls, Some(MtlsMode::Strict));
+        assert_eq!(o.access_log, Some(mesh_telemetry::access_log::Format::Json));
     }
 
     #[test]
@@ -514,6 +531,7 @@ mod tests {
         assert!(err("--mesh-config d --xds http://x:1").contains("one of"));
         assert!(err("--mesh-config d").contains("--mesh-config needs --name"));
         assert!(err("--app-protocol h3").contains("http1 or h2c"));
+        assert!(err("--access-log xml").contains("off, envoy or json"));
         assert!(err("--tcp 127.0.0.1:1").contains("LISTEN=TARGET"));
         assert!(err("--mtls maybe").contains("strict"));
         assert!(err("--app").contains("needs a value"));

@@ -1,7 +1,7 @@
 //! The outbound listener: plain HTTP/1.1 or h2c from the local app, routed by xDS.
 //!
 //! ```text
-//! accept -> the facade's composed client (`mesh::Mesh::client`): Istio metrics
+//! accept -> access log (off by default) -> the facade's composed client (`mesh::Mesh::client`): Istio metrics
 //!   (reporter=source) -> MeshClient: route -> per cluster fault, timeout, retry, circuit
 //!   breaker, outlier detection -> balance -> mTLS h2 upstream
 //! ```
@@ -14,9 +14,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use mesh_telemetry::access_log::AccessLogLayer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use crate::drain::next_conn;
 use crate::headers::strip_hop_by_hop;
@@ -24,15 +25,18 @@ use crate::headers::strip_hop_by_hop;
 /// The outbound side's parts.
 pub(crate) struct Outbound {
     pub(crate) client: mesh::Client,
+    pub(crate) access_log: AccessLogLayer,
 }
 
 impl Outbound {
     /// Accepts on `listener` until `stop`, then waits for open connections to finish.
     pub(crate) async fn run(self, listener: TcpListener, mut stop: watch::Receiver<bool>) {
-        let service = self.client.map_request(|mut req: Request<_>| {
-            strip_hop_by_hop(req.headers_mut());
-            req
-        });
+        let service = self
+            .access_log
+            .layer(self.client.map_request(|mut req: Request<_>| {
+                strip_hop_by_hop(req.headers_mut());
+                req
+            }));
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {

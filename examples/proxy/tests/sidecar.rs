@@ -97,7 +97,9 @@ kind: DestinationRule
 metadata: {name: api, namespace: default}
 spec:
   host: api.default.svc.cluster.local
-  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}
+  trafficPolicy:
+    tls: {mode: ISTIO_MUTUAL}
+    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}
   subsets:
   - {name: v1, labels: {version: v1}}
   - {name: v2, labels: {version: v2}}
@@ -209,8 +211,15 @@ impl Mesh {
             self.root.display().to_string(),
         ]);
         args.extend(extra.iter().cloned());
-        self.children.push(spawn_proxy(&args));
+        let log = self._dir.path().join(format!("{app}-{version}.log"));
+        self.children.push(spawn_proxy_logged(&args, &log));
         self.children.len() - 1
+    }
+
+    /// A proxy's log so far.
+    fn log(&self, app: &str, version: &str) -> String {
+        std::fs::read_to_string(self._dir.path().join(format!("{app}-{version}.log")))
+            .unwrap_or_default()
     }
 }
 
@@ -245,6 +254,19 @@ fn spawn_proxy(args: &[String]) -> Child {
         .args(args)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("mesh-proxy")
+}
+
+/// Like [`spawn_proxy`], with the log (stderr) in `log`.
+fn spawn_proxy_logged(args: &[String], log: &Path) -> Child {
+    let file = std::fs::File::create(log).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_mesh-proxy"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(file)
         .kill_on_drop(true)
         .spawn()
         .expect("mesh-proxy")
@@ -362,7 +384,7 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         "1s".into(),
     ];
     mesh.proxy(web, "web", "v1", &tcp_flag);
-    mesh.proxy(api1, "api", "v1", &[]);
+    mesh.proxy(api1, "api", "v1", &["--access-log".into(), "json".into()]);
     let api2_proxy = mesh.proxy(api2, "api", "v2", &["--drain-timeout".into(), "5s".into()]);
     let c = client();
     for (s, what) in [(web, "web"), (api1, "api v1"), (api2, "api v2")] {
@@ -419,6 +441,14 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
     s.read_to_string(&mut raw).await.expect("read");
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
     assert!(raw.contains("\"path\": \"/abs\""), "{raw}");
+
+    // The DestinationRule's h2UpgradePolicy: the proxies talk HTTP/2 to each other (the
+    // access log of api v1's inbound shows the protocol it received).
+    let api1_log = mesh.log("api", "v1");
+    assert!(
+        api1_log.contains("\"protocol\":\"HTTP/2.0\"") && api1_log.contains("\"path\":\"/split\""),
+        "api v1 inbound did not log HTTP/2 requests:\n{api1_log}"
+    );
 
     // Authorization from the control plane's RBAC: the DENY policy wins over the ALLOW one.
     let (status, body) = get(&c, out, API, "/admin/users", &[("x-canary", "true")])

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! accept -> mTLS (STRICT) | sniff -> mTLS or plaintext (PERMISSIVE) | plaintext (DISABLE)
-//!   -> Istio metrics (reporter=destination) -> authorization (RBAC) -> the app
+//!   -> access log (off by default) -> Istio metrics (reporter=destination)
+//!   -> authorization (RBAC) -> the app
 //! ```
 //!
 //! Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
@@ -22,6 +23,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mesh_authz::{AuthzLayer, AuthzMetrics};
+use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::PeerIdentity;
 use mesh_tls::server::{ConnectionAddrs, MeshAcceptor, PeerAuthMode};
@@ -43,6 +45,7 @@ pub(crate) struct Inbound {
     pub(crate) service: ServiceInfo,
     pub(crate) app: SocketAddr,
     pub(crate) app_protocol: crate::options::AppProtocol,
+    pub(crate) access_log: AccessLogLayer,
     pub(crate) authz_metrics: AuthzMetrics,
 }
 
@@ -53,7 +56,7 @@ impl Inbound {
         let app = app::AppService::new(self.app, self.app_protocol);
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
-        let service = metrics.layer(authz.layer(app));
+        let service = self.access_log.layer(metrics.layer(authz.layer(app)));
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {

@@ -1,92 +1,52 @@
-//! The admin endpoint: `/ready`, `/config_dump` (the driver's current xDS snapshot) and
-//! `/stats`.
+//! The admin endpoint of the load driver's workload (mesh-telemetry's admin server):
+//! `/stats/prometheus` (Istio's standard metrics and the library's own), `/config_dump`
+//! (every xDS resource the workload holds, and the xDS client status), `/clusters`
+//! (endpoints with EDS health and outlier ejection), `/certs`, `/ready`, `/healthz`,
+//! `POST /logging?filter=`, plus the demo's own `/stats` (JSON counters); and CSDS on the
+//! admin gRPC port.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use mesh_core::model::{ListenerKind, RouteSource};
-use mesh_route::client::MeshClient;
+use envoy_types::pb::envoy::config::core::v3::Node;
+use mesh_core::model::EndpointAddress;
+use mesh_telemetry::admin::config_dump::snapshot_json;
+use mesh_telemetry::admin::csds::CsdsService;
+use mesh_telemetry::admin::{Admin, LogFilterFn, XdsStatusCache};
+use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
+use mesh_xds::client::XdsSnapshot;
+use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::DemoError;
+use crate::options::DemoOptions;
 use crate::stats::Stats;
+use crate::workload::Workload;
 
-#[derive(Clone)]
-struct Admin {
-    client: MeshClient,
-    stats: Arc<Stats>,
+static LOG_FILTER: OnceLock<LogFilterFn> = OnceLock::new();
+
+/// Lets `POST /logging?filter=` change the process's log filter through `f` (see
+/// [`mesh_telemetry::admin::reload_log_filter`]). Set once, before [`crate::run`].
+pub fn set_log_filter(f: LogFilterFn) {
+    let _ = LOG_FILTER.set(f);
 }
 
-async fn ready(State(a): State<Admin>) -> (StatusCode, &'static str) {
-    if a.client.xds().is_ready() {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
-    }
+/// Where the admin servers listen.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminAddrs {
+    /// HTTP admin endpoint.
+    pub http: SocketAddr,
+    /// Admin gRPC (CSDS).
+    pub grpc: SocketAddr,
 }
 
-async fn config_dump(State(a): State<Admin>) -> Json<Value> {
-    let s = a.client.xds().snapshot();
-    let mut listeners = serde_json::Map::new();
-    for (name, l) in s.listeners.iter() {
-        let v = match &l.kind {
-            ListenerKind::Client(hcm) => match &hcm.route_source {
-                RouteSource::Rds(r) => json!({ "rds": r }),
-                RouteSource::Inline(r) => json!({ "inline_routes": r.name }),
-            },
-            ListenerKind::Server(_) => json!({ "server": true }),
-        };
-        listeners.insert(name.to_string(), v);
-    }
-    let mut routes = serde_json::Map::new();
-    for (name, rc) in s.route_configs.iter() {
-        let vhosts: Vec<Value> = rc
-            .virtual_hosts
-            .iter()
-            .map(|vh| {
-                json!({
-                    "name": vh.name,
-                    "domains": vh.domains,
-                    "routes": vh.routes.iter().map(|r| format!("{}: {:?}", r.name, r.route_match.path)).collect::<Vec<_>>(),
-                })
-            })
-            .collect();
-        routes.insert(name.to_string(), json!(vhosts));
-    }
-    let mut clusters = serde_json::Map::new();
-    for (name, c) in s.clusters.iter() {
-        let eds = c
-            .discovery
-            .eds_name(&c.name)
-            .and_then(|n| s.endpoints.get(n));
-        let endpoints: Vec<String> = eds
-            .map(|a| {
-                a.localities
-                    .iter()
-                    .flat_map(|l| l.endpoints.iter())
-                    .map(|e| format!("{:?} {:?}", e.address, e.health))
-                    .collect()
-            })
-            .unwrap_or_default();
-        clusters.insert(
-            name.to_string(),
-            json!({
-                "lb_policy": format!("{:?}", c.lb_policy),
-                "tls": c.tls.as_ref().map(|t| format!("{:?}", t.validation.san_matchers)),
-                "endpoints": endpoints,
-            }),
-        );
-    }
-    Json(json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters }))
-}
-
-async fn stats(State(a): State<Admin>) -> Json<Value> {
-    let c = a.stats.counts();
+async fn demo_stats(State(stats): State<Arc<Stats>>) -> Json<Value> {
+    let c = stats.counts();
     Json(json!({
         "requests": c.by_route.iter().map(|((r, s), n)| json!({"route": r, "subset": s, "count": n})).collect::<Vec<_>>(),
         "peers": c.peers.iter().map(|((cl, sv), n)| json!({"client": cl, "server": sv, "count": n})).collect::<Vec<_>>(),
@@ -94,33 +54,152 @@ async fn stats(State(a): State<Admin>) -> Json<Value> {
     }))
 }
 
-/// Serves the admin endpoint until `stop`; returns its address.
+fn health_name(h: mesh_core::model::HealthStatus) -> &'static str {
+    use mesh_core::model::HealthStatus::*;
+    match h {
+        Unknown => "UNKNOWN",
+        Healthy => "HEALTHY",
+        Unhealthy => "UNHEALTHY",
+        Draining => "DRAINING",
+        Timeout => "TIMEOUT",
+        Degraded => "DEGRADED",
+    }
+}
+
+/// `/clusters`: the clusters whose live state is tracked (balancer, breaker, outlier
+/// detection), then every other cluster of the xDS config with its EDS endpoints and health
+/// (`failed_outlier_check` null: no live state to read).
+fn clusters(tracked: Value, snapshot: &XdsSnapshot) -> Value {
+    let mut statuses = tracked["cluster_statuses"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let known: Vec<String> = statuses
+        .iter()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    let mut names: Vec<_> = snapshot.clusters.keys().cloned().collect();
+    names.sort();
+    for name in names
+        .into_iter()
+        .filter(|n| !known.iter().any(|k| **k == **n))
+    {
+        let Some(c) = snapshot.clusters.get(&name) else {
+            continue;
+        };
+        let cla = c
+            .discovery
+            .eds_name(&c.name)
+            .and_then(|n| snapshot.endpoints.get(n));
+        let hosts: Vec<Value> = cla
+            .iter()
+            .flat_map(|a| a.localities.iter())
+            .flat_map(|l| l.endpoints.iter().map(move |e| (l, e)))
+            .map(|(l, e)| {
+                let (address, port) = match &e.address {
+                    EndpointAddress::Socket(s) => (s.ip().to_string(), s.port()),
+                    EndpointAddress::Dns { host, port } => (host.to_string(), *port),
+                };
+                json!({
+                    "address": {"socket_address": {"address": address, "port_value": port}},
+                    "health_status": {
+                        "eds_health_status": health_name(e.health),
+                        "failed_outlier_check": null,
+                    },
+                    "weight": e.weight,
+                    "priority": l.priority,
+                })
+            })
+            .collect();
+        statuses.push(json!({ "name": &*name, "host_statuses": hosts }));
+    }
+    json!({ "cluster_statuses": statuses })
+}
+
+/// Starts the admin HTTP and gRPC servers for `driver` until `stop`.
 pub async fn serve(
-    addr: SocketAddr,
-    client: MeshClient,
-    stats_: Arc<Stats>,
-    mut stop: watch::Receiver<bool>,
-) -> Result<SocketAddr, DemoError> {
+    opts: &DemoOptions,
+    driver: &Workload,
+    stats: Arc<Stats>,
+    stop: watch::Receiver<bool>,
+) -> Result<AdminAddrs, DemoError> {
+    let xds = driver.client.xds().clone();
+    let (cache, refresh) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(1));
+
+    let mut registry = Registry::default();
+    let telemetry = stats.telemetry().clone();
+    telemetry.metrics.register(&mut registry);
+    {
+        let mesh = registry.sub_registry_with_prefix("mesh");
+        mesh.register_collector(Box::new(IdentityCollector::new(driver.identity.clone())));
+        mesh.register_collector(Box::new(XdsCollector::new(cache.clone())));
+    }
+    telemetry.upstream.register(&mut registry);
+
+    let dump_xds = xds.clone();
+    let upstream = telemetry.upstream.clone();
+    let mut admin = Admin::new()
+        .with_registry(Arc::new(registry))
+        .with_identity(driver.identity.clone())
+        .with_xds(cache.clone())
+        .with_config_dump(move || snapshot_json(&dump_xds.snapshot()))
+        .with_clusters(move || clusters(upstream.clusters_json(), &xds.snapshot()));
+    if let Some(f) = LOG_FILTER.get() {
+        admin = admin.with_log_filter(f.clone());
+    }
+    let admin = Arc::new(admin);
     let app = Router::new()
-        .route("/ready", get(ready))
-        .route("/config_dump", get(config_dump))
-        .route("/stats", get(stats))
-        .with_state(Admin {
-            client,
-            stats: stats_,
+        .route("/stats", get(demo_stats))
+        .with_state(stats)
+        .fallback(move |req: Request| {
+            let admin = admin.clone();
+            async move { admin.handle(&req) }
         });
-    let listener = tokio::net::TcpListener::bind(addr)
+
+    let listener = tokio::net::TcpListener::bind(opts.admin_addr)
         .await
-        .map_err(|e| DemoError(format!("admin: cannot listen on {addr}: {e}")))?;
-    let local = listener
+        .map_err(|e| DemoError(format!("admin: cannot listen on {}: {e}", opts.admin_addr)))?;
+    let http = listener
         .local_addr()
         .map_err(|e| DemoError(format!("admin: {e}")))?;
+    let grpc_listener = tokio::net::TcpListener::bind(opts.admin_grpc_addr)
+        .await
+        .map_err(|e| {
+            DemoError(format!(
+                "admin gRPC: cannot listen on {}: {e}",
+                opts.admin_grpc_addr
+            ))
+        })?;
+    let grpc = grpc_listener
+        .local_addr()
+        .map_err(|e| DemoError(format!("admin gRPC: {e}")))?;
+
+    let stopped = |mut stop: watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let http_stop = stopped(stop.clone());
     tokio::spawn(async move {
         let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
+            .with_graceful_shutdown(http_stop)
             .await;
     });
-    Ok(local)
+    let node = Node {
+        id: format!(
+            "sidecar~{}~loadgen-v1.default~default.svc.cluster.local",
+            http.ip()
+        ),
+        cluster: "loadgen.default".into(),
+        ..Default::default()
+    };
+    let csds = CsdsService::new(cache, Some(node)).into_server();
+    let grpc_stop = stopped(stop);
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        let _ = tonic::transport::Server::builder()
+            .add_service(csds)
+            .serve_with_incoming_shutdown(incoming, grpc_stop)
+            .await;
+        refresh.abort();
+    });
+    Ok(AdminAddrs { http, grpc })
 }

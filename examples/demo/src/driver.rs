@@ -1,22 +1,48 @@
 //! The load driver: open loop at a fixed rate to productpage, live table every second.
+//! Its client records Istio's source-side metrics and starts a trace per request.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use mesh_route::client::MeshClient;
+use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_xds};
+use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService};
+use mesh_telemetry::trace::{Propagation, TraceLayer, TraceService};
 use tokio::sync::Semaphore;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use crate::options::DemoOptions;
-use crate::services::PRODUCTPAGE;
-use crate::stats::{Stats, Summary, percentile_ms, table};
+use crate::services::{BOOKINFO, PRODUCTPAGE};
+use crate::stats::{Stats, Summary, percentile_ms, table, workload_info};
 use crate::workload::Workload;
 
 /// Most requests in flight; beyond it the driver sheds (counted as errors with status 0).
 const MAX_IN_FLIGHT: usize = 512;
 
-async fn one(client: mesh_route::client::MeshClient, jason: bool, stats: Arc<Stats>) {
+/// The driver's client: a trace per request, Istio's metrics, then the mesh.
+type Client = TraceService<IstioMetricsService<MeshClient>>;
+
+/// Wraps the driver's MeshClient; its metrics labels follow xDS and know Bookinfo's
+/// workloads (until the returned task is aborted).
+fn client(driver: &Workload, stats: &Stats) -> (Client, tokio::task::JoinHandle<()>) {
+    let metrics = IstioMetricsLayer::source(
+        &stats.telemetry().metrics,
+        workload_info("loadgen", "loadgen", "v1"),
+    );
+    let base = BOOKINFO
+        .iter()
+        .fold(DirectoryBuilder::new(), |d, s| {
+            d.workload(workload_info(s.name, s.account, s.version))
+        })
+        .build();
+    let follow = follow_xds(metrics.resolver().clone(), driver.client.xds(), base);
+    let client = TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.client.clone()));
+    (client, follow)
+}
+
+async fn one(client: Client, jason: bool, stats: Arc<Stats>) {
     let mut req = http::Request::get(format!("http://{PRODUCTPAGE}/productpage"));
     if jason {
         req = req.header("end-user", "jason");
@@ -25,7 +51,13 @@ async fn one(client: mesh_route::client::MeshClient, jason: bool, stats: Arc<Sta
         return;
     };
     let start = Instant::now();
-    let Ok(resp) = client.oneshot(req).await;
+    let resp = match client.oneshot(req).await {
+        Ok(r) => r,
+        Err(_) => {
+            stats.error(0);
+            return;
+        }
+    };
     let status = resp.status();
     let body = resp.into_body().collect().await.map(|b| b.to_bytes());
     let micros = start.elapsed().as_micros() as u64;
@@ -61,6 +93,7 @@ pub async fn drive(
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut interrupt = std::pin::pin!(interrupt);
     let mut i: u64 = 0;
+    let (client, follow) = client(driver, stats);
     let mut last_total = 0u64;
     loop {
         if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -75,7 +108,7 @@ pub async fn drive(
                     stats.error(0);
                     continue;
                 };
-                let (client, stats) = (driver.client.clone(), stats.clone());
+                let (client, stats) = (client.clone(), stats.clone());
                 tokio::spawn(async move {
                     one(client, jason, stats).await;
                     drop(permit);
@@ -102,6 +135,7 @@ pub async fn drive(
         }
     }
     let seconds = start.elapsed().as_secs_f64();
+    follow.abort();
     // Let the requests in flight finish (bounded).
     let _ = tokio::time::timeout(
         Duration::from_secs(5),

@@ -29,6 +29,7 @@ mod workload;
 use std::future::Future;
 use std::time::Duration;
 
+pub use admin::{AdminAddrs, set_log_filter};
 pub use options::{ControlPlaneKind, DemoOptions, USAGE, parse_args};
 pub use stats::Summary;
 
@@ -73,16 +74,13 @@ pub async fn run(
         .resolve(services::PRODUCTPAGE)
         .await
         .map_err(|e| DemoError(format!("loadgen: {e}")))?;
-    let admin = admin::serve(
-        opts.admin_addr,
-        driver.client.clone(),
-        stats.clone(),
-        stop_rx.clone(),
-    )
-    .await?;
+    let admin = admin::serve(&opts, &driver, stats.clone(), stop_rx.clone()).await?;
     if !opts.quiet {
         println!(
-            "admin on http://{admin}/ (ready, config_dump, stats); driving {} rps for {}",
+            "admin on http://{}/ (stats/prometheus, config_dump, clusters, certs, ready, healthz, \
+             logging, stats), CSDS on {}; driving {} rps for {}",
+            admin.http,
+            admin.grpc,
             opts.rate,
             opts.duration
                 .map(|d| format!("{d:?}"))

@@ -7,12 +7,14 @@ use std::time::Duration;
 /// Usage text.
 pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-percent 20] \
 [--admin 127.0.0.1:15000] [--config examples/config/bookinfo] [--quiet]
-       [--control-plane embedded|istiod] [--istiod-bin PATH]
+       [--control-plane embedded|istiod] [--istiod-bin PATH] [--admin-grpc ADDR] [--otlp URL]
 
   --duration D       stop after D (e.g. 10s, 500ms, 2m); default: until Ctrl-C
   --rate N           requests per second sent to productpage (default 100)
   --jason-percent P  share of requests carrying `end-user: jason` (default 20)
   --admin ADDR       admin endpoint (default 127.0.0.1:15000; port 0 picks one)
+  --admin-grpc ADDR  admin gRPC port serving CSDS (default 127.0.0.1:15009; port 0 picks one)
+  --otlp URL         export request spans over OTLP/gRPC to URL (e.g. http://127.0.0.1:4317)
   --config DIR       Istio config directory (default: the repository's examples/config/bookinfo)
   --quiet            no live table, only the summary
   --control-plane CP embedded (default): our control plane in process (xDS + CA);
@@ -43,6 +45,10 @@ pub struct DemoOptions {
     pub jason_percent: u32,
     /// Admin endpoint address.
     pub admin_addr: SocketAddr,
+    /// Admin gRPC address (CSDS).
+    pub admin_grpc_addr: SocketAddr,
+    /// OTLP/gRPC collector to export request spans to.
+    pub otlp: Option<String>,
     /// The Istio config directory.
     pub config_dir: PathBuf,
     /// No live table.
@@ -60,6 +66,8 @@ impl Default for DemoOptions {
             rate: 100,
             jason_percent: 20,
             admin_addr: ([127, 0, 0, 1], 15000).into(),
+            admin_grpc_addr: ([127, 0, 0, 1], 15009).into(),
+            otlp: None,
             config_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/bookinfo")),
             quiet: false,
             control_plane: ControlPlaneKind::Embedded,
@@ -118,6 +126,10 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoO
                     .ok_or("--jason-percent must be 0..=100")?
             }
             "--admin" => o.admin_addr = value()?.parse().map_err(|e| format!("--admin: {e}"))?,
+            "--admin-grpc" => {
+                o.admin_grpc_addr = value()?.parse().map_err(|e| format!("--admin-grpc: {e}"))?
+            }
+            "--otlp" => o.otlp = Some(value()?),
             "--config" => o.config_dir = PathBuf::from(value()?),
             "--quiet" => o.quiet = true,
             "--control-plane" => {

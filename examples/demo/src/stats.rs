@@ -1,12 +1,40 @@
-//! What the driver and the services observed.
+//! What the driver and the services observed, and the telemetry the admin endpoint shows.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+
+use mesh_telemetry::metrics::upstream::UpstreamMetrics;
+use mesh_telemetry::metrics::{IstioMetrics, WorkloadInfo};
 
 /// Shared counters.
 #[derive(Default)]
 pub struct Stats {
     inner: Mutex<Counts>,
+    telemetry: Telemetry,
+}
+
+/// The metric families the admin endpoint exports (`/stats/prometheus`).
+#[derive(Clone, Debug, Default)]
+pub struct Telemetry {
+    /// Istio's standard metrics, recorded by the load driver (`reporter="source"`).
+    pub metrics: IstioMetrics,
+    /// Per-cluster upstream state (retries, breakers, ejections) of clusters registered
+    /// with [`UpstreamMetrics::track`].
+    pub upstream: UpstreamMetrics,
+}
+
+/// Istio's labels of a Bookinfo workload (as Istio would report it on Kubernetes).
+pub fn workload_info(name: &str, account: &str, version: &str) -> WorkloadInfo {
+    WorkloadInfo {
+        workload: format!("{name}-{version}"),
+        namespace: "default".into(),
+        principal: format!("spiffe://cluster.local/ns/default/sa/{account}"),
+        app: name.into(),
+        version: version.into(),
+        canonical_service: name.into(),
+        canonical_revision: version.into(),
+        cluster: "Kubernetes".into(),
+    }
 }
 
 /// The counters.
@@ -30,6 +58,11 @@ impl Stats {
     /// New, shared.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
+    }
+
+    /// The metric families.
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
     }
 
     fn with<R>(&self, f: impl FnOnce(&mut Counts) -> R) -> R {

@@ -19,7 +19,9 @@
 //! # }
 //! ```
 
+pub mod config_dump;
 pub mod csds;
+pub mod debug_json;
 mod handlers;
 mod xds_status;
 

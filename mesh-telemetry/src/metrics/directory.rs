@@ -180,17 +180,26 @@ fn istio_cluster_host(name: &str) -> Option<&str> {
 }
 
 /// Keeps `resolver`'s directory in step with `xds`: `base` (what the application knows)
-/// plus what each new snapshot tells ([`DirectoryBuilder::xds`]). The label cache is
-/// cleared only when the directory actually changed. Ends when the xDS client stops; abort
-/// the handle to stop earlier.
+/// plus what each new snapshot tells ([`DirectoryBuilder::xds`]), starting with the
+/// current snapshot before it returns. The label cache is cleared only when the directory
+/// actually changed. Ends when the xDS client stops; abort the handle to stop earlier.
 pub fn follow_xds(
     resolver: Arc<PeerResolver>,
     xds: &XdsClient,
     base: PeerDirectory,
 ) -> tokio::task::JoinHandle<()> {
     let mut snapshots = xds.watch();
+    // The first directory is in place before this returns: no request is labelled
+    // without what the application registered.
+    let first = DirectoryBuilder { dir: base.clone() }
+        .xds(&snapshots.borrow_and_update())
+        .build();
+    resolver.set_directory(first.clone());
     tokio::spawn(async move {
-        let mut last: Option<PeerDirectory> = None;
+        let mut last = Some(first);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             let dir = DirectoryBuilder { dir: base.clone() }

@@ -18,6 +18,8 @@ use mesh_core::TrustDomain;
 use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
 use mesh_interop_tests::jwt::TestIssuer;
 use mesh_interop_tests::workload::{self as proxyless, ControlPlaneAccess, WorkloadSpec};
+use mesh_resilience::ResilienceStack;
+use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::dev_ca::DevCa;
 
 use crate::DemoError;
@@ -105,10 +107,18 @@ impl Plane {
                 let w = proxyless::Workload::start(&p.access, spec)
                     .await
                     .map_err(|e| format!("{e}\nistiod log:\n{}", p.istiod.log_tail(20)))?;
+                // The same client stack as the embedded mode's workloads (resilience layers
+                // configured by the VirtualServices and DestinationRules).
+                let client = MeshClient::with_stack(
+                    w.xds.clone(),
+                    w.identity.clone(),
+                    MeshClientConfig::default(),
+                    ResilienceStack::new(),
+                );
                 let out = Workload {
                     id: w.id.clone(),
                     identity: w.identity.clone(),
-                    client: w.client.clone(),
+                    client,
                 };
                 p.held
                     .lock()

@@ -164,12 +164,7 @@ pub(crate) fn mirror(
                 tx,
                 ended: ended.clone(),
             });
-            ShadowBody {
-                rx,
-                ended,
-                hint,
-            }
-            .boxed_unsync()
+            ShadowBody { rx, ended, hint }.boxed_unsync()
         };
         let mut req = Request::new(shadow_body);
         *req.method_mut() = parts.method.clone();

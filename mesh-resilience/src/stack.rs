@@ -33,6 +33,7 @@
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
+use mesh_route::Balancer;
 use mesh_route::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
 use mesh_route::pool::RequestBody;
 use tower::util::BoxCloneSyncService;
@@ -48,6 +49,9 @@ use crate::timeout::TimeoutLayer;
 /// Per-cluster state of a [`ResilienceStack`], for inspection (tests, admin pages).
 #[derive(Clone, Debug)]
 pub struct ClusterResilience {
+    /// The cluster's load balancer: its endpoints, their EDS health, outlier ejections and
+    /// requests in flight.
+    pub balancer: Arc<Balancer>,
     /// The cluster's circuit breaker (counters, overflow stats, retry budget).
     pub breaker: Arc<CircuitBreaker>,
     /// Its outlier detector, when the cluster configures outlier detection.
@@ -119,6 +123,7 @@ impl ClusterStack for ResilienceStack {
             observe(
                 &cluster.name,
                 ClusterResilience {
+                    balancer: cx.balancer.clone(),
                     breaker: breaker.clone(),
                     outlier: outlier.clone(),
                 },

@@ -38,6 +38,7 @@ use mesh_core::model::{EndpointAddress, HealthStatus};
 use mesh_resilience::circuit_breaker::{BreakerStats, CircuitBreaker};
 use mesh_resilience::outlier::OutlierDetector;
 use mesh_resilience::policy::Priority;
+use mesh_resilience::stack::ClusterResilience;
 use mesh_route::Balancer;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -85,6 +86,21 @@ impl fmt::Debug for ClusterSources {
             .field("outlier", &self.outlier.is_some())
             .field("pool", &self.pool.is_some())
             .finish()
+    }
+}
+
+/// A [`ResilienceStack`](mesh_resilience::ResilienceStack) cluster's balancer, breaker
+/// and outlier detector (no pool counters: mesh-route's pool keeps none yet), so that
+/// `ResilienceStack::new().observe(move |name, r| upstream.track(name, r.into()))` feeds
+/// every cluster the stack builds.
+impl From<ClusterResilience> for ClusterSources {
+    fn from(r: ClusterResilience) -> Self {
+        Self {
+            balancer: Some(r.balancer),
+            breaker: Some(r.breaker),
+            outlier: r.outlier,
+            pool: None,
+        }
     }
 }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use mesh_core::SpiffeId;
 use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
+use mesh_telemetry::metrics::upstream::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;
@@ -54,6 +55,7 @@ pub struct MeshBuilder {
     client: MeshClientConfig,
     stack: Option<Arc<dyn ClusterStack>>,
     metrics: Option<IstioMetrics>,
+    upstream: Option<UpstreamMetrics>,
     workload: WorkloadInfo,
     server: ServerSettings,
 }
@@ -111,8 +113,11 @@ impl MeshBuilder {
         self
     }
 
-    /// The layers around each cluster (default: [`ResilienceStack`]; pass
-    /// [`PlainStack`](mesh_route::client::PlainStack) for one attempt per request).
+    /// The layers around each cluster (default: [`ResilienceStack`], feeding
+    /// [`Mesh::upstream_metrics`]; pass [`PlainStack`](mesh_route::client::PlainStack) for
+    /// one attempt per request). A stack given here is not observed: to export its
+    /// clusters, give it `ResilienceStack::observe(move |name, r| u.track(name, r.into()))`
+    /// with `u` the set passed to [`MeshBuilder::upstream_metrics`].
     pub fn cluster_stack(mut self, stack: impl ClusterStack) -> Self {
         self.stack = Some(Arc::new(stack));
         self
@@ -121,6 +126,13 @@ impl MeshBuilder {
     /// The metric families to record into (default: new ones, see [`Mesh::metrics`]).
     pub fn metrics(mut self, metrics: IstioMetrics) -> Self {
         self.metrics = Some(metrics);
+        self
+    }
+
+    /// The per-cluster upstream state to export (default: a new set, see
+    /// [`Mesh::upstream_metrics`]).
+    pub fn upstream_metrics(mut self, upstream: UpstreamMetrics) -> Self {
+        self.upstream = Some(upstream);
         self
     }
 
@@ -156,9 +168,11 @@ impl MeshBuilder {
                 XdsClient::new(config, channel)
             }
         };
-        let stack = self
-            .stack
-            .unwrap_or_else(|| Arc::new(ResilienceStack::default()));
+        let upstream = self.upstream.unwrap_or_default();
+        let stack = self.stack.unwrap_or_else(|| {
+            let u = upstream.clone();
+            Arc::new(ResilienceStack::new().observe(move |name, r| u.track(name, r.into())))
+        });
         let mesh_client =
             MeshClient::with_shared_stack(xds.clone(), identity.clone(), self.client, stack);
         let metrics = self.metrics.unwrap_or_default();
@@ -172,6 +186,7 @@ impl MeshBuilder {
             client,
             mesh_client,
             metrics,
+            upstream,
             workload: self.workload,
             server: self.server,
         })

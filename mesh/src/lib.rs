@@ -19,10 +19,12 @@ pub use mesh_xds as xds;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
+use mesh_telemetry::metrics::upstream::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;
 use mesh_xds::client::XdsClient;
+use prometheus_client::registry::Registry;
 use tower::{BoxError, Service};
 
 /// What [`Mesh::client`] returns: [`MeshClient`] (routing, load balancing, mTLS pools, and
@@ -39,6 +41,7 @@ pub struct Mesh {
     client: Client,
     mesh_client: MeshClient,
     metrics: IstioMetrics,
+    upstream: UpstreamMetrics,
     workload: WorkloadInfo,
     server: ServerSettings,
 }
@@ -82,6 +85,24 @@ impl Mesh {
     /// your Prometheus registry (`metrics().register(&mut registry)`).
     pub fn metrics(&self) -> &IstioMetrics {
         &self.metrics
+    }
+
+    /// The client's per-cluster upstream state (`mesh_cluster_*` families and Envoy's
+    /// `/clusters` JSON with [`UpstreamMetrics::clusters_json`]): membership, EDS health,
+    /// outlier ejections, requests in flight, retries and circuit-breaker overflows of
+    /// every cluster the default [`ResilienceStack`] has built. No connection-pool
+    /// counters (`upstream_cx_*`): mesh-route's pool keeps none yet.
+    pub fn upstream_metrics(&self) -> &UpstreamMetrics {
+        &self.upstream
+    }
+
+    /// Registers this mesh's metrics in `registry`: Istio's standard metrics
+    /// ([`Mesh::metrics`], `istio_*`) and the upstream state
+    /// ([`Mesh::upstream_metrics`], `mesh_cluster_*`). Once per registry; meshes sharing
+    /// one [`IstioMetrics`] register it once and each [`UpstreamMetrics`] on its own.
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        self.metrics.register(registry);
+        self.upstream.register(registry);
     }
 
     /// Istio's destination-side request metrics (`reporter="destination"`) for a server of

@@ -142,7 +142,17 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// The mesh with a ResilienceStack whose clusters the test reads.
     async fn start(services: &str, addrs: &[SocketAddr]) -> Self {
+        Self::build(services, addrs, true).await
+    }
+
+    /// The mesh with the facade's default stack (feeding `Mesh::upstream_metrics`).
+    async fn start_default(services: &str, addrs: &[SocketAddr]) -> Self {
+        Self::build(services, addrs, false).await
+    }
+
+    async fn build(services: &str, addrs: &[SocketAddr], observe: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("services.yaml"), services).unwrap();
         std::fs::write(dir.path().join("workloads.yaml"), workloads(addrs)).unwrap();
@@ -176,7 +186,7 @@ impl Fixture {
         let stack = ResilienceStack::new().observe(move |name, state| {
             seen.lock().unwrap().insert(name.to_owned(), state);
         });
-        let mesh = Mesh::builder()
+        let builder = Mesh::builder()
             .dev_ca(
                 cp.ca(),
                 &"spiffe://cluster.local/ns/default/sa/caller"
@@ -184,10 +194,13 @@ impl Fixture {
                     .unwrap(),
             )
             .unwrap()
-            .xds_client(xds)
-            .cluster_stack(stack)
-            .build()
-            .unwrap();
+            .xds_client(xds);
+        let builder = if observe {
+            builder.cluster_stack(stack)
+        } else {
+            builder
+        };
+        let mesh = builder.build().unwrap();
         mesh.resolve(&format!("{HOST}:8080")).await.unwrap();
         Self {
             _cp: cp,
@@ -268,6 +281,92 @@ async fn retries_and_outlier_detection_keep_requests_succeeding() {
         let up = resp.extensions().get::<mesh::Upstream>().unwrap();
         assert_eq!(&*up.endpoint, slow.to_string());
     }
+}
+
+/// The value of the series `series` (name and labels) in the exposition `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no series {series} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_metrics_show_membership_health_ejections_and_retries() {
+    let bad = serve(Behaviour::AlwaysUnavailable).await;
+    let good = serve(Behaviour::Slow).await;
+    let f = Fixture::start_default(
+        &services(
+            "{loadBalancer: {simple: ROUND_ROBIN}, connectionPool: {http: {maxRetries: 1000}}, \
+             outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 60s, \
+             maxEjectionPercent: 100, minHealthPercent: 0}}",
+            "{attempts: 3, retryOn: 5xx}",
+        ),
+        &[bad, good],
+    )
+    .await;
+    let client = f.mesh.client();
+    for _ in 0..30 {
+        let resp = client.clone().oneshot(request()).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let _ = resp.into_body().collect().await;
+    }
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    f.mesh.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let c = format!("{{cluster_name=\"{CLUSTER}\"}}");
+    assert_eq!(
+        sample(&text, &format!("mesh_cluster_membership_total{c}")),
+        2.0
+    );
+    // The 503 endpoint is ejected: one endpoint takes new requests.
+    assert_eq!(
+        sample(&text, &format!("mesh_cluster_membership_healthy{c}")),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("mesh_cluster_outlier_detection_ejections_active{c}")
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("mesh_cluster_outlier_detection_ejections_enforced_total{c}")
+        ),
+        1.0
+    );
+    let retries = sample(&text, &format!("mesh_cluster_upstream_rq_retry_total{c}"));
+    assert!(retries >= 1.0, "{retries} retries");
+    assert!(
+        text.contains("istio_requests_total{reporter=\"source\""),
+        "{text}"
+    );
+    // No pool counters: mesh-route's pool keeps none.
+    assert!(!text.contains("mesh_cluster_upstream_cx_active"), "{text}");
+
+    let json = f.mesh.upstream_metrics().clusters_json();
+    let cluster = json["cluster_statuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == CLUSTER)
+        .unwrap_or_else(|| panic!("{CLUSTER} missing: {json}"));
+    let host = |addr: SocketAddr| {
+        cluster["host_statuses"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["address"]["socket_address"]["port_value"] == addr.port())
+            .unwrap_or_else(|| panic!("{addr} missing: {cluster}"))
+            .clone()
+    };
+    assert_eq!(host(bad)["health_status"]["failed_outlier_check"], true);
+    assert_eq!(host(good)["health_status"]["failed_outlier_check"], false);
+    assert_eq!(host(good)["healthy"], true);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

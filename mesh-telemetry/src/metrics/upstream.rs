@@ -139,10 +139,16 @@ impl Tracked {
     }
 }
 
+/// A tracked cluster: the workload whose client holds it (see
+/// [`UpstreamMetrics::for_workload`]) and its name.
+type Key = (Option<Arc<str>>, String);
+
 /// The clusters whose upstream state is exported. Cheap to clone (clones share the set).
 #[derive(Clone, Default)]
 pub struct UpstreamMetrics {
-    clusters: Arc<RwLock<BTreeMap<String, Tracked>>>,
+    clusters: Arc<RwLock<BTreeMap<Key, Tracked>>>,
+    /// The `workload` label of the clusters tracked through this handle.
+    workload: Option<Arc<str>>,
 }
 
 impl fmt::Debug for UpstreamMetrics {
@@ -189,6 +195,17 @@ impl UpstreamMetrics {
             .register_collector(Box::new(self.clone()));
     }
 
+    /// A handle on the same set whose clusters carry the label `workload="<workload>"`
+    /// (and a `"workload"` key in [`UpstreamMetrics::clusters_json`]), for several clients
+    /// of one process exporting through one registry: two workloads calling the same
+    /// cluster are two series, not one overwriting the other. Register the set once.
+    pub fn for_workload(&self, workload: &str) -> Self {
+        Self {
+            clusters: self.clusters.clone(),
+            workload: Some(workload.into()),
+        }
+    }
+
     /// Starts (or, for a rebuilt cluster, restarts) exporting `cluster` from `sources`.
     /// Counters of a rebuilt cluster start again from zero, which Prometheus reads as a
     /// counter reset.
@@ -202,18 +219,22 @@ impl UpstreamMetrics {
         let mut clusters = self.clusters.write().unwrap_or_else(|p| p.into_inner());
         // Forget clusters whose state is gone, so the set tracks the config.
         clusters.retain(|_, t| t.live().is_some());
-        clusters.insert(cluster.to_owned(), tracked);
+        clusters.insert(self.key(cluster), tracked);
     }
 
-    /// Stops exporting `cluster`.
+    /// Stops exporting `cluster` (of this handle's workload).
     pub fn forget(&self, cluster: &str) {
         self.clusters
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(cluster);
+            .remove(&self.key(cluster));
     }
 
-    fn live(&self) -> Vec<(String, Live)> {
+    fn key(&self, cluster: &str) -> Key {
+        (self.workload.clone(), cluster.to_owned())
+    }
+
+    fn live(&self) -> Vec<(Key, Live)> {
         self.clusters
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -222,13 +243,20 @@ impl UpstreamMetrics {
             .collect()
     }
 
-    /// Envoy's `/clusters?format=json` view: every tracked cluster with its endpoints, their
-    /// EDS health, outlier ejection state and active requests, and the breaker's counters.
+    /// Envoy's `/clusters?format=json` view: every tracked cluster of the set with its
+    /// endpoints, their EDS health, outlier ejection state and active requests, and the
+    /// breaker's counters.
     pub fn clusters_json(&self) -> Value {
         let statuses: Vec<Value> = self
             .live()
             .into_iter()
-            .map(|(name, l)| cluster_json(&name, &l))
+            .map(|((workload, name), l)| {
+                let mut v = cluster_json(&name, &l);
+                if let Some(w) = workload {
+                    v["workload"] = json!(&*w);
+                }
+                v
+            })
             .collect();
         json!({ "cluster_statuses": statuses })
     }
@@ -339,8 +367,14 @@ struct Families {
 }
 
 impl Families {
-    fn add(&mut self, name: &str, l: &Live) {
-        let c = || vec![("cluster_name", name.to_owned())];
+    fn add(&mut self, (workload, name): &Key, l: &Live) {
+        let c = || {
+            let mut labels = vec![("cluster_name", name.clone())];
+            if let Some(w) = workload {
+                labels.push(("workload", w.to_string()));
+            }
+            labels
+        };
         if let Some(b) = &l.balancer {
             let eps = b.endpoints();
             self.membership_total.push((c(), eps.len() as f64));
@@ -406,8 +440,8 @@ impl Families {
 impl Collector for UpstreamMetrics {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> fmt::Result {
         let mut f = Families::default();
-        for (name, l) in self.live() {
-            f.add(&name, &l);
+        for (key, l) in self.live() {
+            f.add(&key, &l);
         }
         use MetricType::{Counter, Gauge};
         let families: [(&str, &str, MetricType, &[Sample]); 15] = [
@@ -686,6 +720,36 @@ mod tests {
             j["cluster_statuses"][0]["circuit_breakers"]["default"]["requests_overflow"],
             2
         );
+
+        // A second workload's client of the same cluster is a series of its own.
+        let other = CircuitBreaker::new("c", &CircuitBreakers::default());
+        m.for_workload("reviews-v2").track(
+            "outbound|80||c",
+            ClusterSources {
+                breaker: Some(other.clone()),
+                ..Default::default()
+            },
+        );
+        let t = scrape(&m);
+        assert_eq!(
+            value(
+                &t,
+                &format!("mesh_cluster_upstream_rq_pending_overflow_total{c}")
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &t,
+                "mesh_cluster_upstream_rq_pending_overflow_total{cluster_name=\"outbound|80||c\",workload=\"reviews-v2\"}"
+            ),
+            0.0
+        );
+        let j = m.clusters_json();
+        assert_eq!(j["cluster_statuses"][1]["workload"], "reviews-v2", "{j}");
+        assert!(j["cluster_statuses"][0].get("workload").is_none(), "{j}");
+        m.for_workload("reviews-v2").forget("outbound|80||c");
+        drop(other);
 
         // The cluster leaves the config: its state is dropped, and so are its series.
         drop((b, breaker, outlier, _slot, _r, budget));

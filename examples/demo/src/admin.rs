@@ -1,9 +1,10 @@
 //! The admin endpoint of the load driver's workload (mesh-telemetry's admin server):
-//! `/stats/prometheus` (Istio's standard metrics and the library's own), `/config_dump`
-//! (every xDS resource the workload holds, and the xDS client status), `/clusters`
-//! (endpoints with EDS health and outlier ejection), `/certs`, `/ready`, `/healthz`,
-//! `POST /logging?filter=`, plus the demo's own `/stats` (JSON counters); and CSDS on the
-//! admin gRPC port.
+//! `/stats/prometheus` (Istio's standard metrics of every workload in the process, both
+//! reporters; the library's own; `mesh_cluster_*` of every workload's clusters),
+//! `/config_dump` (every xDS resource the driver holds, and the xDS client status),
+//! `/clusters` (every workload's clusters: endpoints with EDS health and outlier
+//! ejection), `/certs`, `/ready`, `/healthz`, `POST /logging?filter=`, plus the demo's own
+//! `/stats` (JSON counters); and CSDS on the admin gRPC port.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +30,9 @@ use crate::stats::Stats;
 use crate::workload::Workload;
 
 static LOG_FILTER: OnceLock<LogFilterFn> = OnceLock::new();
+
+/// The driver's workload name (its clusters' `workload` in `/clusters`).
+const DRIVER: &str = "loadgen-v1";
 
 /// Lets `POST /logging?filter=` change the process's log filter through `f` (see
 /// [`mesh_telemetry::admin::reload_log_filter`]). Set once, before [`crate::run`].
@@ -66,16 +70,18 @@ fn health_name(h: mesh_core::model::HealthStatus) -> &'static str {
     }
 }
 
-/// `/clusters`: the clusters whose live state is tracked (balancer, breaker, outlier
-/// detection), then every other cluster of the xDS config with its EDS endpoints and health
-/// (`failed_outlier_check` null: no live state to read).
-fn clusters(tracked: Value, snapshot: &XdsSnapshot) -> Value {
+/// `/clusters`: every workload's clusters whose live state is tracked (balancer, breaker,
+/// outlier detection; `"workload"` names the client), then every other cluster of the
+/// driver's (`workload`) xDS config with its EDS endpoints and health
+/// (`failed_outlier_check` null: no live state to read yet).
+fn clusters(tracked: Value, workload: &str, snapshot: &XdsSnapshot) -> Value {
     let mut statuses = tracked["cluster_statuses"]
         .as_array()
         .cloned()
         .unwrap_or_default();
     let known: Vec<String> = statuses
         .iter()
+        .filter(|c| c["workload"] == workload)
         .filter_map(|c| c["name"].as_str().map(str::to_owned))
         .collect();
     let mut names: Vec<_> = snapshot.clusters.keys().cloned().collect();
@@ -111,7 +117,7 @@ fn clusters(tracked: Value, snapshot: &XdsSnapshot) -> Value {
                 })
             })
             .collect();
-        statuses.push(json!({ "name": &*name, "host_statuses": hosts }));
+        statuses.push(json!({ "name": &*name, "workload": workload, "host_statuses": hosts }));
     }
     json!({ "cluster_statuses": statuses })
 }
@@ -123,7 +129,7 @@ pub async fn serve(
     stats: Arc<Stats>,
     stop: watch::Receiver<bool>,
 ) -> Result<AdminAddrs, DemoError> {
-    let xds = driver.client.xds().clone();
+    let xds = driver.mesh.xds().clone();
     let (cache, refresh) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(1));
 
     let mut registry = Registry::default();
@@ -131,7 +137,9 @@ pub async fn serve(
     telemetry.metrics.register(&mut registry);
     {
         let mesh = registry.sub_registry_with_prefix("mesh");
-        mesh.register_collector(Box::new(IdentityCollector::new(driver.identity.clone())));
+        mesh.register_collector(Box::new(IdentityCollector::new(
+            driver.mesh.identity().clone(),
+        )));
         mesh.register_collector(Box::new(XdsCollector::new(cache.clone())));
     }
     telemetry.upstream.register(&mut registry);
@@ -140,10 +148,10 @@ pub async fn serve(
     let upstream = telemetry.upstream.clone();
     let mut admin = Admin::new()
         .with_registry(Arc::new(registry))
-        .with_identity(driver.identity.clone())
+        .with_identity(driver.mesh.identity().clone())
         .with_xds(cache.clone())
         .with_config_dump(move || snapshot_json(&dump_xds.snapshot()))
-        .with_clusters(move || clusters(upstream.clusters_json(), &xds.snapshot()));
+        .with_clusters(move || clusters(upstream.clusters_json(), DRIVER, &xds.snapshot()));
     if let Some(f) = LOG_FILTER.get() {
         admin = admin.with_log_filter(f.clone());
     }

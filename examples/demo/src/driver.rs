@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_route::client::MeshClient;
-use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_xds};
+use mesh_telemetry::metrics::directory::follow_xds;
 use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService};
 use mesh_telemetry::trace::{Propagation, TraceLayer, TraceService};
 use tokio::sync::Semaphore;
 use tower::{Layer, ServiceExt};
 
 use crate::options::DemoOptions;
-use crate::services::{BOOKINFO, PRODUCTPAGE};
-use crate::stats::{Stats, Summary, percentile_ms, table, workload_info};
+use crate::services::PRODUCTPAGE;
+use crate::stats::{Stats, Summary, directory, percentile_ms, table, workload_info};
 use crate::workload::Workload;
 
 /// Most requests in flight; beyond it the driver sheds (counted as errors with status 0).
@@ -31,14 +31,9 @@ fn client(driver: &Workload, stats: &Stats) -> (Client, tokio::task::JoinHandle<
         &stats.telemetry().metrics,
         workload_info("loadgen", "loadgen", "v1"),
     );
-    let base = BOOKINFO
-        .iter()
-        .fold(DirectoryBuilder::new(), |d, s| {
-            d.workload(workload_info(s.name, s.account, s.version))
-        })
-        .build();
-    let follow = follow_xds(metrics.resolver().clone(), driver.client.xds(), base);
-    let client = TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.client.clone()));
+    let follow = follow_xds(metrics.resolver().clone(), driver.mesh.xds(), directory());
+    let client =
+        TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.mesh.mesh_client()));
     (client, follow)
 }
 

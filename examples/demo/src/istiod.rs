@@ -18,12 +18,11 @@ use mesh_core::TrustDomain;
 use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
 use mesh_interop_tests::jwt::TestIssuer;
 use mesh_interop_tests::workload::{self as proxyless, ControlPlaneAccess, WorkloadSpec};
-use mesh_resilience::ResilienceStack;
-use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::dev_ca::DevCa;
 
 use crate::DemoError;
 use crate::options::{ControlPlaneKind, DemoOptions};
+use crate::stats::Telemetry;
 use crate::workload::Workload;
 
 /// How long istiod's workload certificates live (renewed at half life).
@@ -92,34 +91,33 @@ impl Plane {
         }
     }
 
-    /// A workload's identity, xDS client and MeshClient, from this control plane.
+    /// A workload's identity, xDS client and mesh, from this control plane, recording into
+    /// `telemetry`.
     pub(crate) async fn workload(
         &self,
         name: &str,
         account: &str,
         version: &str,
+        telemetry: &Telemetry,
     ) -> Result<Workload, String> {
+        let who = (name, account, version);
         match self {
-            Plane::Embedded { cp, xds_uri } => Workload::start(cp, xds_uri, name, account, version),
+            Plane::Embedded { cp, xds_uri } => Workload::start(cp, xds_uri, who, telemetry),
             Plane::Istiod(p) => {
                 // Every Bookinfo process listens on 127.0.0.1: the node's IP.
                 let spec = WorkloadSpec::new(name, version, account, [127, 0, 0, 1]);
                 let w = proxyless::Workload::start(&p.access, spec)
                     .await
                     .map_err(|e| format!("{e}\nistiod log:\n{}", p.istiod.log_tail(20)))?;
-                // The same client stack as the embedded mode's workloads (resilience layers
-                // configured by the VirtualServices and DestinationRules).
-                let client = MeshClient::with_stack(
-                    w.xds.clone(),
+                // The same mesh as the embedded mode's workloads (resilience layers
+                // configured by the VirtualServices and DestinationRules, telemetry).
+                let out = Workload::new(
+                    w.id.clone(),
                     w.identity.clone(),
-                    MeshClientConfig::default(),
-                    ResilienceStack::new(),
-                );
-                let out = Workload {
-                    id: w.id.clone(),
-                    identity: w.identity.clone(),
-                    client,
-                };
+                    w.xds.clone(),
+                    who,
+                    telemetry,
+                )?;
                 p.held
                     .lock()
                     .map_err(|_| "workload list poisoned".to_owned())?

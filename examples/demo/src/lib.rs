@@ -60,17 +60,17 @@ pub async fn run(
     let mut tasks = Vec::new();
     for spec in services::BOOKINFO {
         let w = cp
-            .workload(spec.name, spec.account, spec.version)
+            .workload(spec.name, spec.account, spec.version, stats.telemetry())
             .await
             .map_err(|e| DemoError(format!("{}: {e}", spec.name)))?;
         tasks.push(services::serve(spec, w, stats.clone(), stop_rx.clone()).await?);
     }
     let driver = cp
-        .workload("loadgen", "loadgen", "v1")
+        .workload("loadgen", "loadgen", "v1", stats.telemetry())
         .await
         .map_err(|e| DemoError(format!("loadgen: {e}")))?;
     driver
-        .client
+        .mesh
         .resolve(services::PRODUCTPAGE)
         .await
         .map_err(|e| DemoError(format!("loadgen: {e}")))?;

@@ -1,4 +1,5 @@
-//! The Bookinfo services, as axum apps behind MeshAcceptor (mTLS, PeerIdentity).
+//! The Bookinfo services, as axum apps behind MeshAcceptor (mTLS, PeerIdentity), each
+//! with Istio's destination-side metrics (`reporter="destination"`).
 
 use std::sync::Arc;
 
@@ -9,16 +10,16 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_route::client::{MeshClient, Upstream};
+use mesh_telemetry::metrics::ServiceInfo;
 use mesh_tls::PeerIdentity;
-use mesh_tls::config::ServerSettings;
-use mesh_tls::server::{MeshAcceptor, serve_with_shutdown};
+use mesh_tls::server::serve_with_shutdown;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 use crate::DemoError;
-use crate::stats::Stats;
+use crate::stats::{Stats, directory};
 use crate::workload::Workload;
 
 /// productpage's address as clients see it.
@@ -194,7 +195,7 @@ pub async fn serve(
     let app = App {
         id: w.id.to_string(),
         version: spec.version,
-        client: w.client,
+        client: w.mesh.mesh_client(),
         stats,
     };
     let router = match spec.name {
@@ -204,6 +205,14 @@ pub async fn serve(
         _ => Router::new().route("/productpage", get(productpage)),
     }
     .with_state(app.clone());
+    // Istio's destination-side metrics: this service's labels, the caller's from its
+    // verified SPIFFE ID (and its workload from the directory).
+    let metrics = w.mesh.inbound_metrics(ServiceInfo::from_host(&format!(
+        "{}.default.svc.cluster.local",
+        spec.name
+    )));
+    metrics.resolver().set_directory(directory());
+    let service = metrics.layer(router);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         DemoError(format!(
@@ -223,12 +232,12 @@ pub async fn serve(
             .await
             .map_err(|e| DemoError(format!("{} {}: {e}", spec.name, spec.version)))?;
     }
-    let acceptor = MeshAcceptor::new(w.identity, ServerSettings::default());
+    let acceptor = w.mesh.acceptor();
     Ok(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = serve_with_shutdown(listener, acceptor, router, stopped).await {
+        if let Err(e) = serve_with_shutdown(listener, acceptor, service, stopped).await {
             tracing::warn!(error = %e, "server ended");
         }
     }))

@@ -3,8 +3,11 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use mesh_telemetry::metrics::directory::DirectoryBuilder;
 use mesh_telemetry::metrics::upstream::UpstreamMetrics;
-use mesh_telemetry::metrics::{IstioMetrics, WorkloadInfo};
+use mesh_telemetry::metrics::{IstioMetrics, PeerDirectory, WorkloadInfo};
+
+use crate::services::BOOKINFO;
 
 /// Shared counters.
 #[derive(Default)]
@@ -16,10 +19,11 @@ pub struct Stats {
 /// The metric families the admin endpoint exports (`/stats/prometheus`).
 #[derive(Clone, Debug, Default)]
 pub struct Telemetry {
-    /// Istio's standard metrics, recorded by the load driver (`reporter="source"`).
+    /// Istio's standard metrics, recorded by the load driver (`reporter="source"`) and by
+    /// every Bookinfo server (`reporter="destination"`).
     pub metrics: IstioMetrics,
-    /// Per-cluster upstream state (retries, breakers, ejections) of clusters registered
-    /// with [`UpstreamMetrics::track`].
+    /// Per-cluster upstream state (membership, EDS health, ejections, retries, breaker
+    /// overflows) of every workload's clusters, labelled by workload.
     pub upstream: UpstreamMetrics,
 }
 
@@ -35,6 +39,18 @@ pub fn workload_info(name: &str, account: &str, version: &str) -> WorkloadInfo {
         canonical_revision: version.into(),
         cluster: "Kubernetes".into(),
     }
+}
+
+/// Bookinfo's workloads and the load driver by principal, for the workload labels of the
+/// other side (`destination_*` on the driver, `source_*` on the servers).
+pub fn directory() -> PeerDirectory {
+    BOOKINFO
+        .iter()
+        .fold(DirectoryBuilder::new(), |d, s| {
+            d.workload(workload_info(s.name, s.account, s.version))
+        })
+        .workload(workload_info("loadgen", "loadgen", "v1"))
+        .build()
 }
 
 /// The counters.

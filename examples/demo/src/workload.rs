@@ -1,37 +1,60 @@
-//! One workload: its identity from the mesh CA, its xDS client and its MeshClient, with
-//! the resilience layers (retries, timeouts, circuit breakers, outlier detection, fault
-//! injection) the VirtualServices and DestinationRules configure.
+//! One workload: its identity from the mesh CA, its xDS client, and its [`Mesh`] (the
+//! facade): a MeshClient with the resilience layers (retries, timeouts, circuit breakers,
+//! outlier detection, fault injection) the VirtualServices and DestinationRules configure,
+//! whose clusters feed the process's upstream metrics, and the destination-side Istio
+//! metrics for its server.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use mesh::Mesh;
 use mesh_control::server::ControlPlane;
 use mesh_core::SpiffeId;
-use mesh_resilience::ResilienceStack;
-use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::IdentityStore;
 use mesh_xds::bootstrap::{Bootstrap, IstioNode};
 use mesh_xds::client::{XdsClient, XdsClientConfig, channel};
+
+use crate::stats::{Telemetry, workload_info};
 
 /// A running workload's mesh side.
 pub struct Workload {
     /// Its SPIFFE ID.
     pub id: SpiffeId,
-    /// Its credentials.
-    pub identity: IdentityStore,
-    /// Its outbound client (with [`ResilienceStack`] around every cluster).
-    pub client: MeshClient,
+    /// Its mesh: credentials, xDS client, outbound client (the default `ResilienceStack`
+    /// around every cluster), Istio metrics recorded into the process's [`Telemetry`].
+    pub mesh: Mesh,
 }
 
 impl Workload {
+    /// The workload `name`-`version` with these credentials and this xDS client: its
+    /// Istio metrics go to `telemetry.metrics`, its clusters' state to `telemetry.upstream`
+    /// (labelled `workload="<name>-<version>"`).
+    pub fn new(
+        id: SpiffeId,
+        identity: IdentityStore,
+        xds: XdsClient,
+        (name, account, version): (&str, &str, &str),
+        telemetry: &Telemetry,
+    ) -> Result<Self, String> {
+        let info = workload_info(name, account, version);
+        let mesh = Mesh::builder()
+            .identity_store(identity)
+            .xds_client(xds)
+            .metrics(telemetry.metrics.clone())
+            .upstream_metrics(telemetry.upstream.for_workload(&info.workload))
+            .workload(info)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { id, mesh })
+    }
+
     /// Creates the identity (signed by the control plane's CA, in process) and connects an
     /// xDS client as an Istio proxyless node (`GENERATOR: grpc`).
     pub fn start(
         cp: &ControlPlane,
         xds_uri: &str,
-        name: &str,
-        account: &str,
-        version: &str,
+        (name, account, version): (&str, &str, &str),
+        telemetry: &Telemetry,
     ) -> Result<Self, String> {
         let node = IstioNode {
             pod_name: format!("{name}-{version}"),
@@ -58,16 +81,6 @@ impl Workload {
             config,
             channel::insecure(xds_uri).map_err(|e| e.to_string())?,
         );
-        let client = MeshClient::with_stack(
-            xds,
-            identity.clone(),
-            MeshClientConfig::default(),
-            ResilienceStack::new(),
-        );
-        Ok(Self {
-            id,
-            identity,
-            client,
-        })
+        Self::new(id, identity, xds, (name, account, version), telemetry)
     }
 }

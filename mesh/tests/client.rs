@@ -305,7 +305,7 @@ async fn endpoint_removal_moves_traffic() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h2_carries_the_request_authority_over_one_reused_connection() {
+async fn h2_carries_the_request_authority_over_reused_connections() {
     // An HTTP2 port: Istio's cluster talks HTTP/2 upstream (ALPN h2 over mTLS).
     let services = SERVICES.replace("protocol: HTTP}", "protocol: HTTP2}");
     let f = control_plane_with(
@@ -338,6 +338,8 @@ async fn h2_carries_the_request_authority_over_one_reused_connection() {
     for _ in 0..20 {
         get(client.clone()).await;
     }
+    // 21 sequential requests: one connection (one handshake) to v1.
+    assert_eq!(v1.load(Ordering::Relaxed), 1, "handshakes to v1");
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..50 {
         set.spawn(get(client.clone()));
@@ -346,6 +348,7 @@ async fn h2_carries_the_request_authority_over_one_reused_connection() {
         assert!(r.unwrap().starts_with("HTTP/2.0 "));
     }
     tokio::time::sleep(Duration::from_millis(30)).await;
-    // 71 requests, sequential then concurrent: one connection (one handshake) to v1.
-    assert_eq!(v1.load(Ordering::Relaxed), 1, "handshakes to v1");
+    // 50 concurrent ones: at most one connection per worker thread (the pool's default).
+    let n = v1.load(Ordering::Relaxed);
+    assert!((1..=2).contains(&n), "{n} handshakes to v1");
 }

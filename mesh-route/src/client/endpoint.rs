@@ -17,7 +17,7 @@ use super::extensions::{
     AutoHostRewrite, EndpointError, PreviousHosts, RequestHash, UpstreamEndpoint,
 };
 use crate::lb::{ActiveRequest, Balancer, EndpointRef, PickContext};
-use crate::pool::UpstreamPool;
+use crate::pool::{self, UpstreamPool};
 
 /// The cluster has no endpoint that may serve (Envoy's `no healthy upstream`, flag `UH`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -130,7 +130,7 @@ pub struct EndpointFuture {
 enum State {
     Failed(Option<BoxError>),
     Sending {
-        fut: hyper_util::client::legacy::ResponseFuture,
+        fut: pool::ResponseFuture,
         endpoint: Arc<str>,
         _active: ActiveRequest,
     },
@@ -146,7 +146,7 @@ impl Future for EndpointFuture {
     type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Every field is Unpin (the hyper-util future is boxed).
+        // Every field is Unpin (the pool's future is).
         let this = self.get_mut();
         match &mut this.state {
             State::Failed(e) => Poll::Ready(Err(e

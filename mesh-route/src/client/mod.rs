@@ -64,9 +64,9 @@ use tokio::sync::watch;
 use tower::BoxError;
 
 use crate::cluster::{ClusterSet, ClusterState};
-use crate::pool::RequestBody;
 #[allow(unused_imports)] // named in the module docs
 use crate::pool::UpstreamPool;
+use crate::pool::{PoolConfig, RequestBody};
 use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, Router, request_hash};
 
 pub use endpoint::{EndpointFuture, EndpointService, NoHealthyUpstream};
@@ -82,6 +82,9 @@ pub struct MeshClientConfig {
     pub resolve_timeout: Duration,
     /// The route timeout when the route sets none (Envoy's default, 15 s).
     pub default_timeout: Duration,
+    /// Connection pool settings: HTTP/2 connections per endpoint (default: one per
+    /// runtime worker thread, see [`crate::pool`]).
+    pub pool: PoolConfig,
 }
 
 impl Default for MeshClientConfig {
@@ -89,6 +92,7 @@ impl Default for MeshClientConfig {
         Self {
             resolve_timeout: Duration::from_secs(5),
             default_timeout: Duration::from_secs(15),
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -284,6 +288,7 @@ impl MeshClient {
             snapshot,
             &built,
             &self.inner.identity,
+            self.inner.config.pool,
             &*self.inner.stack,
         ));
         self.inner.built.store(next.clone());
@@ -536,6 +541,7 @@ fn build(
     snapshot: Arc<XdsSnapshot>,
     previous: &Built,
     identity: &IdentityStore,
+    pool: PoolConfig,
     stack: &dyn ClusterStack,
 ) -> Built {
     let mut routers = HashMap::new();
@@ -561,7 +567,7 @@ fn build(
         by_config.insert(name.clone(), (rc.clone(), router.clone()));
         routers.insert(name.clone(), router);
     }
-    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, stack);
+    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, pool, stack);
     Built {
         snapshot,
         routers,

@@ -18,7 +18,7 @@ use mesh_xds::client::XdsSnapshot;
 
 use crate::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
 use crate::lb::Balancer;
-use crate::pool::UpstreamPool;
+use crate::pool::{PoolConfig, UpstreamPool};
 
 /// One cluster, ready to serve requests.
 pub struct ClusterState {
@@ -40,23 +40,26 @@ impl std::fmt::Debug for ClusterState {
 }
 
 impl ClusterState {
-    /// Builds the state of `cluster` with `endpoints` (EDS) and our `identity`, and its
-    /// service with `stack`.
+    /// Builds the state of `cluster` with `endpoints` (EDS), our `identity` and the pool
+    /// settings `pool`, and its service with `stack`.
     pub fn new(
         cluster: Arc<Cluster>,
         endpoints: Option<Arc<ClusterLoadAssignment>>,
         identity: &IdentityStore,
+        pool: PoolConfig,
         stack: &dyn ClusterStack,
     ) -> Result<Self, String> {
         let balancer = Arc::new(
             Balancer::for_cluster(&cluster, endpoints.clone())
                 .map_err(|e| format!("cluster {}: {e}", cluster.name))?,
         );
-        let pool = match &cluster.tls {
-            Some(tls) => expected_peers(tls).map(|p| UpstreamPool::new(&cluster, identity, p)),
-            None => Ok(UpstreamPool::new(&cluster, identity, PeerPolicy::default())),
-        }
-        .map_err(|e| format!("cluster {}: {e}", cluster.name));
+        let peers = match &cluster.tls {
+            Some(tls) => expected_peers(tls),
+            None => Ok(PeerPolicy::default()),
+        };
+        let pool = peers
+            .map(|p| UpstreamPool::with_config(&cluster, identity, p, pool))
+            .map_err(|e| format!("cluster {}: {e}", cluster.name));
         let service = pool.as_ref().ok().map(|pool| {
             let cx = ClusterContext {
                 cluster: cluster.clone(),
@@ -139,6 +142,7 @@ impl ClusterSet {
         snapshot: &XdsSnapshot,
         previous: &ClusterSet,
         identity: &IdentityStore,
+        pool: PoolConfig,
         stack: &dyn ClusterStack,
     ) -> Self {
         let mut out = ClusterSet::default();
@@ -178,7 +182,7 @@ impl ClusterSet {
                     continue;
                 }
             }
-            match ClusterState::new(cluster.clone(), eds, identity, stack) {
+            match ClusterState::new(cluster.clone(), eds, identity, pool, stack) {
                 Ok(state) => {
                     out.clusters.insert(name.clone(), Arc::new(state));
                 }

@@ -1,26 +1,55 @@
 //! Connection pools towards one cluster's endpoints, over hyper.
 //!
-//! One [`UpstreamPool`] per cluster holds one hyper-util pooled client per endpoint, whose
+//! One [`UpstreamPool`] per cluster holds, per endpoint, hyper-util pooled clients whose
 //! connector always dials that endpoint whatever the request's URI says. So the request
 //! keeps its own authority in the URI: HTTP/1.1 sends it as `Host`, HTTP/2 as `:authority`
 //! (as Envoy does: the upstream sees the authority the caller asked for, after any host
-//! rewrite, never the endpoint's address). HTTP/1.1 connections are kept alive and reused
-//! one request at a time; an HTTP/2 connection (negotiated by ALPN, or prior knowledge for
-//! HTTP/2 clusters) carries many streams, one connection per endpoint. Idle connections
-//! close after the cluster's idle timeout (Envoy's default, 1 h, when the cluster sets none).
+//! rewrite, never the endpoint's address).
+//!
+//! - **HTTP/1.1** (and clusters that negotiate the protocol by ALPN): one client per
+//!   endpoint; its connections are kept alive and reused one request at a time, a new one
+//!   opened when every idle one is taken.
+//! - **HTTP/2 clusters** (prior knowledge, or ALPN `h2` only): a small set of connections
+//!   per endpoint, each carrying many streams. A request goes to the connection with the
+//!   fewest streams in flight; it opens another connection instead when that one is busy
+//!   and either
+//!   - the endpoint has fewer than [`PoolConfig::http2_connections`] connections and every
+//!     one carries at least one stream (default: the runtime's worker threads; Envoy keeps
+//!     one connection pool per worker thread, so an Envoy with N workers holds N
+//!     connections to a busy endpoint, and one connection is served by one task on each
+//!     side, so a single connection cannot use more than one core), or
+//!   - the cluster sets HTTP/2 `max_concurrent_streams` and every connection carries that
+//!     many streams (as Envoy's HTTP/2 pool does), up to the cluster's circuit-breaker
+//!     `max_connections` per endpoint.
+//!
+//!   Beyond those limits streams share the least-loaded connection (hyper then holds
+//!   streams over the server's own `SETTINGS_MAX_CONCURRENT_STREAMS` until one ends). A
+//!   stream counts as in flight, as for the least-request balancer, until its response
+//!   headers arrive. Sequential requests all use the first connection. A connection that
+//!   breaks or closes is replaced by a new one to the same endpoint on its next request.
+//!
+//! Picking a connection reads an `ArcSwap`'d list and an atomic per connection; a lock is
+//! taken only to add an endpoint or a connection. Idle connections close after the
+//! cluster's idle timeout (Envoy's default, 1 h, when the cluster sets none), each
+//! connection of a set on its own.
 
 mod fixed;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::Uri;
+use http::{Response, Uri};
 use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::{Builder, Client, ResponseFuture};
+use hyper_util::client::legacy::{Builder, Client};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_core::model::{Cluster, EndpointAddress, UpstreamProtocol};
 use mesh_tls::IdentityStore;
@@ -37,6 +66,30 @@ pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
 /// Envoy's default idle timeout of upstream connections.
 const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 
+/// Settings of the connection pools, the same for every cluster (see the
+/// [module docs](self)); part of [`MeshClientConfig`](crate::client::MeshClientConfig).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// HTTP/2 connections per endpoint that concurrent requests spread over before they
+    /// share connections (a request that finds every connection busy opens another while
+    /// there are fewer). `None` (the default): the number of worker threads of the Tokio
+    /// runtime the pool is created on (1 on a current-thread runtime), as Envoy keeps one
+    /// pool per worker thread; the number of CPUs outside a runtime. `Some(1)`: one
+    /// connection per endpoint, unless the cluster's `max_concurrent_streams` asks for more.
+    pub http2_connections: Option<usize>,
+}
+
+impl PoolConfig {
+    fn http2_connections(&self) -> usize {
+        self.http2_connections
+            .unwrap_or_else(|| match tokio::runtime::Handle::try_current() {
+                Ok(rt) => rt.metrics().num_workers(),
+                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            })
+            .max(1)
+    }
+}
+
 /// The connector every endpoint's client starts from.
 #[derive(Clone, Debug)]
 enum Transport {
@@ -46,20 +99,123 @@ enum Transport {
     Plain(HttpConnector),
 }
 
-/// One endpoint's pooled client.
+/// One pooled hyper-util client.
 #[derive(Clone, Debug)]
 enum EndpointClient {
     Tls(Client<Fixed<MeshConnector>, RequestBody>),
     Plain(Client<Fixed<HttpConnector>, RequestBody>),
 }
 
+impl EndpointClient {
+    fn request(
+        &self,
+        req: http::Request<RequestBody>,
+    ) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Self::Tls(c) => c.request(req),
+            Self::Plain(c) => c.request(req),
+        }
+    }
+}
+
+/// When an HTTP/2 endpoint opens another connection.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    /// Connections opened as soon as every one carries a stream.
+    spread: usize,
+    /// Streams that fill a connection (the cluster's `max_concurrent_streams`).
+    max_streams: Option<usize>,
+    /// Connections opened at most.
+    max_connections: usize,
+}
+
+/// One HTTP/2 connection: a client whose pool holds a single multiplexed connection
+/// (`http2_only`), reconnecting when it breaks or idles out.
+#[derive(Debug)]
+struct H2Conn {
+    client: EndpointClient,
+    /// Streams sent and not yet answered with response headers.
+    streams: AtomicUsize,
+}
+
+/// The HTTP/2 connections of one endpoint.
+#[derive(Debug)]
+struct H2Set {
+    target: Uri,
+    limits: Limits,
+    /// Read lock-free per request; a new connection copies the list once.
+    conns: ArcSwap<Vec<Arc<H2Conn>>>,
+    grow: Mutex<()>,
+}
+
+impl H2Set {
+    /// The connection for the next stream, opening one if the limits say so.
+    fn pick(&self, shared: &Shared) -> Arc<H2Conn> {
+        if let Some(c) = choose(&self.conns.load(), self.limits) {
+            return c;
+        }
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        if let Some(c) = choose(&current, self.limits) {
+            return c;
+        }
+        let conn = Arc::new(H2Conn {
+            client: shared.client(self.target.clone()),
+            streams: AtomicUsize::new(0),
+        });
+        let mut next = Vec::with_capacity(current.len() + 1);
+        next.extend(current.iter().cloned());
+        next.push(conn.clone());
+        self.conns.store(Arc::new(next));
+        conn
+    }
+}
+
+/// The least-loaded connection (the first of equals), or `None` when another should be
+/// opened.
+fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
+    let (best, load) = conns
+        .iter()
+        .map(|c| (c, c.streams.load(Ordering::Relaxed)))
+        .min_by_key(|(_, load)| *load)?;
+    let open = conns.len();
+    let grow = load > 0
+        && (open < limits.spread
+            || (open < limits.max_connections && limits.max_streams.is_some_and(|m| load >= m)));
+    (!grow).then(|| best.clone())
+}
+
+/// One endpoint's clients.
+#[derive(Clone, Debug)]
+enum Endpoint {
+    /// One client for every connection (HTTP/1.1, ALPN-negotiated).
+    Single(Arc<EndpointClient>),
+    /// HTTP/2 connections (HTTP/2 clusters).
+    H2(Arc<H2Set>),
+}
+
 #[derive(Debug)]
 struct Shared {
     builder: Builder,
     transport: Transport,
+    /// `Some` for HTTP/2 clusters.
+    h2: Option<Limits>,
     /// Read lock-free per request; a new endpoint copies the map once.
-    clients: ArcSwap<HashMap<Arc<str>, EndpointClient>>,
+    endpoints: ArcSwap<HashMap<Arc<str>, Endpoint>>,
     writer: Mutex<()>,
+}
+
+impl Shared {
+    fn client(&self, target: Uri) -> EndpointClient {
+        match &self.transport {
+            Transport::Tls(c) => {
+                EndpointClient::Tls(self.builder.build(Fixed::new(c.clone(), target)))
+            }
+            Transport::Plain(c) => {
+                EndpointClient::Plain(self.builder.build(Fixed::new(c.clone(), target)))
+            }
+        }
+    }
 }
 
 /// Pooled connections to the endpoints of one cluster. Cheap to clone.
@@ -71,8 +227,18 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// A pool for `cluster`: mTLS from `identity` when the cluster has a TLS context (the
     /// server must present one of `expected` identities, or any of our trust domain when
-    /// `expected` is empty), plaintext otherwise.
+    /// `expected` is empty), plaintext otherwise; default [`PoolConfig`].
     pub fn new(cluster: &Cluster, identity: &IdentityStore, expected: PeerPolicy) -> Self {
+        Self::with_config(cluster, identity, expected, PoolConfig::default())
+    }
+
+    /// Like [`UpstreamPool::new`], with `config`.
+    pub fn with_config(
+        cluster: &Cluster,
+        identity: &IdentityStore,
+        expected: PeerPolicy,
+        config: PoolConfig,
+    ) -> Self {
         let proto = cluster.http_protocol.protocol;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
@@ -80,10 +246,20 @@ impl UpstreamPool {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE))
             .http2_keep_alive_interval(None);
+        let mut h2 = None;
         if proto == UpstreamProtocol::Http2 {
-            // Prior knowledge (plaintext) or ALPN h2 only (TLS): one multiplexed connection
-            // per endpoint, also when the first requests arrive together.
+            // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
+            // multiplexed connection, also when the first requests arrive together.
             builder.http2_only(true);
+            let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
+            h2 = Some(Limits {
+                spread: config.http2_connections().min(max_connections),
+                max_streams: cluster
+                    .http_protocol
+                    .max_concurrent_streams
+                    .map(|n| n.max(1) as usize),
+                max_connections,
+            });
         }
         let transport = match &cluster.tls {
             Some(tls) => {
@@ -106,7 +282,8 @@ impl UpstreamPool {
             shared: Arc::new(Shared {
                 builder,
                 transport,
-                clients: ArcSwap::default(),
+                h2,
+                endpoints: ArcSwap::default(),
                 writer: Mutex::new(()),
             }),
         }
@@ -126,46 +303,59 @@ impl UpstreamPool {
         address: &EndpointAddress,
         req: http::Request<RequestBody>,
     ) -> ResponseFuture {
-        let clients = self.shared.clients.load();
-        let client = match clients.get(endpoint) {
-            Some(c) => c.clone(),
+        let endpoints = self.shared.endpoints.load();
+        match endpoints.get(endpoint) {
+            Some(ep) => self.send_on(ep, req),
             None => {
-                drop(clients);
-                self.client_for(endpoint, address)
+                drop(endpoints);
+                self.send_on(&self.endpoint(endpoint, address), req)
             }
-        };
-        match client {
-            EndpointClient::Tls(c) => c.request(req),
-            EndpointClient::Plain(c) => c.request(req),
         }
     }
 
-    fn client_for(&self, endpoint: &Arc<str>, address: &EndpointAddress) -> EndpointClient {
+    fn send_on(&self, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
+        match ep {
+            Endpoint::H2(set) => {
+                let conn = set.pick(&self.shared);
+                conn.streams.fetch_add(1, Ordering::Relaxed);
+                ResponseFuture {
+                    inner: conn.client.request(req),
+                    stream: Some(Stream(conn)),
+                }
+            }
+            Endpoint::Single(c) => ResponseFuture {
+                inner: c.request(req),
+                stream: None,
+            },
+        }
+    }
+
+    fn endpoint(&self, endpoint: &Arc<str>, address: &EndpointAddress) -> Endpoint {
         let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.shared.clients.load_full();
-        if let Some(c) = current.get(endpoint) {
-            return c.clone();
+        let current = self.shared.endpoints.load_full();
+        if let Some(e) = current.get(endpoint) {
+            return e.clone();
         }
         let target = endpoint_uri(address);
-        let s = &self.shared;
-        let client = match &s.transport {
-            Transport::Tls(c) => {
-                EndpointClient::Tls(s.builder.build(Fixed::new(c.clone(), target)))
-            }
-            Transport::Plain(c) => {
-                EndpointClient::Plain(s.builder.build(Fixed::new(c.clone(), target)))
-            }
+        let ep = match self.shared.h2 {
+            Some(limits) => Endpoint::H2(Arc::new(H2Set {
+                target,
+                limits,
+                conns: ArcSwap::default(),
+                grow: Mutex::new(()),
+            })),
+            None => Endpoint::Single(Arc::new(self.shared.client(target))),
         };
         let mut next = HashMap::clone(&current);
-        next.insert(endpoint.clone(), client.clone());
-        self.shared.clients.store(Arc::new(next));
-        client
+        next.insert(endpoint.clone(), ep.clone());
+        self.shared.endpoints.store(Arc::new(next));
+        ep
     }
 
     /// Drops the clients (and so the idle connections) of endpoints not in `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.shared.clients.load_full();
+        let current = self.shared.endpoints.load_full();
         if current.keys().all(|k| keep(k)) {
             return;
         }
@@ -174,12 +364,42 @@ impl UpstreamPool {
             .filter(|(k, _)| keep(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        self.shared.clients.store(Arc::new(next));
+        self.shared.endpoints.store(Arc::new(next));
     }
 
     /// Endpoints with a client (connections open or idle).
     pub fn endpoints(&self) -> usize {
-        self.shared.clients.load().len()
+        self.shared.endpoints.load().len()
+    }
+}
+
+/// A stream in flight on an HTTP/2 connection, until its response headers arrive.
+#[derive(Debug)]
+struct Stream(Arc<H2Conn>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The response future of [`UpstreamPool::send`].
+#[derive(Debug)]
+pub struct ResponseFuture {
+    inner: hyper_util::client::legacy::ResponseFuture,
+    stream: Option<Stream>,
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Unpin: hyper-util boxes its future.
+        let out = Pin::new(&mut self.inner).poll(cx);
+        if out.is_ready() {
+            self.stream = None;
+        }
+        out
     }
 }
 

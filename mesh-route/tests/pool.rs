@@ -1,0 +1,245 @@
+//! `UpstreamPool` against a real local server: how many connections it opens to one
+//! endpoint for HTTP/2 and HTTP/1.1 clusters, under concurrent and sequential load, and that
+//! broken connections are replaced.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh_core::model::{
+    Cluster, ClusterLoadAssignment, CommonLbConfig, Discovery, EndpointAddress,
+    HttpProtocolOptions, LbPolicy, UpstreamProtocol,
+};
+use mesh_route::pool::{PoolConfig, UpstreamPool};
+use mesh_tls::IdentityStore;
+use mesh_tls::verify::PeerPolicy;
+use tokio::net::TcpListener;
+use tokio::task::AbortHandle;
+
+/// A local server counting the connections it accepts; every answer waits `delay`.
+struct Server {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(h2: bool, delay: Duration) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(Mutex::new(Vec::new()));
+        let (a, c) = (accepted.clone(), conns.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                a.fetch_add(1, Ordering::SeqCst);
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let io = TokioIo::new(tcp);
+                let conn = tokio::spawn(async move {
+                    let _ = if h2 {
+                        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, svc)
+                            .await
+                    } else {
+                        hyper::server::conn::http1::Builder::new()
+                            .serve_connection(io, svc)
+                            .await
+                    };
+                });
+                c.lock().unwrap().push(conn.abort_handle());
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            conns,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Drops every open connection (the client sees them break).
+    fn break_connections(&self) {
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.break_connections();
+    }
+}
+
+fn cluster(protocol: UpstreamProtocol, max_concurrent_streams: Option<u32>) -> Cluster {
+    let mut c = Cluster {
+        name: "test".into(),
+        discovery: Discovery::Static(Arc::new(ClusterLoadAssignment {
+            cluster_name: "test".into(),
+            ..Default::default()
+        })),
+        lb_policy: LbPolicy::RoundRobin,
+        common_lb: CommonLbConfig::default(),
+        connect_timeout: Duration::from_secs(5),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        tls: None,
+        http_protocol: HttpProtocolOptions {
+            protocol,
+            max_concurrent_streams,
+            ..Default::default()
+        },
+    };
+    c.circuit_breakers.default.max_connections = 1024;
+    c
+}
+
+fn pool(cluster: &Cluster, http2_connections: Option<usize>) -> UpstreamPool {
+    UpstreamPool::with_config(
+        cluster,
+        &IdentityStore::new(),
+        PeerPolicy::default(),
+        PoolConfig { http2_connections },
+    )
+}
+
+/// Sends `n` requests to the server's endpoint at once (each picks its connection when
+/// sent, before any answer) and checks every answer.
+async fn concurrent(pool: &UpstreamPool, server: &Server, n: usize) {
+    let key: Arc<str> = server.addr.to_string().into();
+    let address = EndpointAddress::Socket(server.addr);
+    let tasks: Vec<_> = (0..n)
+        .map(|_| tokio::spawn(pool.send(&key, &address, request())))
+        .collect();
+    for task in tasks {
+        let resp = task.await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+    }
+}
+
+async fn sequential(pool: &UpstreamPool, server: &Server, n: usize) {
+    for _ in 0..n {
+        concurrent(pool, server, 1).await;
+    }
+}
+
+fn request() -> http::Request<mesh_route::pool::RequestBody> {
+    http::Request::get("http://svc.test:80/x")
+        .body(Empty::<Bytes>::new().map_err(Into::into).boxed_unsync())
+        .unwrap()
+}
+
+const SLOW: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_opens_more_connections() {
+    let server = Server::start(true, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http2, Some(1));
+    let p = pool(&c, Some(1));
+    concurrent(&p, &server, 4).await;
+    assert_eq!(server.accepted(), 4, "one connection per stream");
+    // Reused afterwards, one stream each.
+    concurrent(&p, &server, 4).await;
+    assert_eq!(server.accepted(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connections_caps_the_connections() {
+    let server = Server::start(true, SLOW).await;
+    let mut c = cluster(UpstreamProtocol::Http2, Some(1));
+    c.circuit_breakers.default.max_connections = 3;
+    concurrent(&pool(&c, Some(1)), &server, 6).await;
+    assert_eq!(
+        server.accepted(),
+        3,
+        "streams share the connections at the cap"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streams_spread_over_http2_connections() {
+    let server = Server::start(true, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http2, None);
+    concurrent(&pool(&c, Some(3)), &server, 8).await;
+    assert_eq!(server.accepted(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn default_is_one_connection_per_worker_thread() {
+    let server = Server::start(true, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http2, None);
+    concurrent(&pool(&c, None), &server, 8).await;
+    assert_eq!(server.accepted(), 3);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn one_connection_on_a_current_thread_runtime() {
+    let server = Server::start(true, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http2, None);
+    concurrent(&pool(&c, None), &server, 8).await;
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_connection() {
+    let server = Server::start(true, Duration::ZERO).await;
+    let c = cluster(UpstreamProtocol::Http2, None);
+    sequential(&pool(&c, None), &server, 50).await;
+    assert_eq!(server.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_connections_are_replaced() {
+    let server = Server::start(true, Duration::ZERO).await;
+    let c = cluster(UpstreamProtocol::Http2, Some(1));
+    let p = pool(&c, Some(1));
+    concurrent(&p, &server, 1).await;
+    assert_eq!(server.accepted(), 1);
+    server.break_connections();
+    // Let the client see the connection end.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    concurrent(&p, &server, 1).await;
+    assert_eq!(
+        server.accepted(),
+        2,
+        "a new connection replaces the broken one"
+    );
+    // Every connection of a set is replaced the same way.
+    let slow = Server::start(true, SLOW).await;
+    concurrent(&p, &slow, 2).await;
+    assert_eq!(slow.accepted(), 2);
+    slow.break_connections();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    concurrent(&p, &slow, 2).await;
+    assert_eq!(slow.accepted(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_opens_a_connection_per_concurrent_request_and_reuses_them() {
+    let server = Server::start(false, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http1, None);
+    let p = pool(&c, None);
+    concurrent(&p, &server, 4).await;
+    assert_eq!(server.accepted(), 4);
+    sequential(&p, &server, 3).await;
+    concurrent(&p, &server, 4).await;
+    assert_eq!(server.accepted(), 4);
+}

@@ -33,6 +33,9 @@ pub struct Options {
     pub envoy_bin: Option<PathBuf>,
     /// The proxy binary (case 4).
     pub proxy: ProxyPairConfig,
+    /// HTTP/2 connections per endpoint of the in-process mesh's pool (case 3); `None`: the
+    /// pool's default (one per runtime worker thread).
+    pub mesh_h2_connections: Option<usize>,
 }
 
 impl Options {
@@ -46,6 +49,7 @@ impl Options {
             loads: Load::ALL.to_vec(),
             envoy_bin: None,
             proxy: ProxyPairConfig::default(),
+            mesh_h2_connections: None,
         }
     }
 
@@ -136,7 +140,7 @@ async fn start_case(
     Ok(match id {
         CaseId::HyperH1 => Arc::new(HyperH1::start().await?),
         CaseId::HyperMtls => Arc::new(HyperMtls::start(ca).await?),
-        CaseId::Mesh => Arc::new(InProcessMesh::start(ca, ca_dir).await?),
+        CaseId::Mesh => Arc::new(InProcessMesh::start(ca, ca_dir, opts.mesh_h2_connections).await?),
         CaseId::ProxyPair => Arc::new(ProxyPair::start(&opts.proxy, ca, ca_dir).await?),
         CaseId::EnvoyPair => {
             let bin = opts

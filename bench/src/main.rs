@@ -10,6 +10,7 @@ use mesh_bench::{Error, criterion, report, svg};
 
 const USAGE: &str = "usage: mesh-bench [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
                   [--cases 1,2,3,4,5] [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
+                  [--mesh-h2-connections N]  (case 3's pool; default one per worker thread)
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
                   [--from-json IN.json]   (only rewrite docs/svg from a saved run)
@@ -80,6 +81,7 @@ fn parse() -> Result<Args, Error> {
             }
             "--envoy" => a.opts.envoy_bin = Some(value()?.into()),
             "--proxy" => a.opts.proxy.bin = Some(value()?.into()),
+            "--mesh-h2-connections" => a.opts.mesh_h2_connections = Some(value()?.parse()?),
             "--json" => a.json = Some(value()?.into()),
             "--docs" => a.docs = Some(value()?.into()),
             "--svg" => a.svg = Some(value()?.into()),

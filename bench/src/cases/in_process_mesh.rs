@@ -11,7 +11,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Empty};
+use mesh::MeshClientConfig;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_route::pool::PoolConfig;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
@@ -98,8 +100,13 @@ fn workload(name: &str) -> WorkloadInfo {
 impl InProcessMesh {
     /// Starts the embedded control plane (signing with the CA saved in `ca_dir`, the same
     /// CA as `ca`), the mesh server and the mesh client, and waits until the client has
-    /// resolved the target.
-    pub async fn start(ca: &DevCa, ca_dir: &Path) -> Result<Self, Error> {
+    /// resolved the target. `h2_connections`: HTTP/2 connections per endpoint of the
+    /// client's pool (`None`: the pool's default).
+    pub async fn start(
+        ca: &DevCa,
+        ca_dir: &Path,
+        h2_connections: Option<usize>,
+    ) -> Result<Self, Error> {
         let port = super::lanes::free_port()?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("bench.yaml"), config(port))?;
@@ -154,6 +161,12 @@ impl InProcessMesh {
             .xds_client(xds)
             .metrics(metrics.clone())
             .workload(workload("bench-client"))
+            .client_config(MeshClientConfig {
+                pool: PoolConfig {
+                    http2_connections: h2_connections,
+                },
+                ..Default::default()
+            })
             .build()?;
         mesh.resolve(&format!("{HOST}:{PORT}")).await?;
         let client = ServiceExt::<http::Request<Empty<Bytes>>>::map_response(mesh.client(), |r| {
@@ -184,7 +197,8 @@ impl Case for InProcessMesh {
     fn describe(&self) -> String {
         "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
          served by the embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, \
-         one HTTP/2 connection to the endpoint shared by all lanes) with the per-cluster \
+         HTTP/2 connections to the endpoint shared by all lanes: one per runtime worker \
+         thread, the pool's default) with the per-cluster \
          `ResilienceStack` (route timeout 10 s, retry policy of 2 attempts on \
          5xx/reset/connect-failure, circuit breaker, outlier detection) behind \
          `IstioMetricsLayer::source` -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, \

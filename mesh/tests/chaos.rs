@@ -341,6 +341,7 @@ async fn upstream_metrics_show_membership_health_ejections_and_retries() {
     );
     let retries = sample(&text, &format!("mesh_cluster_upstream_rq_retry_total{c}"));
     assert!(retries >= 1.0, "{retries} retries");
+    assert_eq!(f.mesh.upstream_metrics().retries_total() as f64, retries);
     assert!(
         text.contains("istio_requests_total{reporter=\"source\""),
         "{text}"

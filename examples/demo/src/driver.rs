@@ -48,24 +48,27 @@ async fn one(client: Client, jason: bool, stats: Arc<Stats>) {
     let start = Instant::now();
     let resp = match client.oneshot(req).await {
         Ok(r) => r,
-        Err(_) => {
-            stats.error(0);
+        Err(e) => {
+            stats.error(0, &e.to_string());
             return;
         }
     };
     let status = resp.status();
-    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+    let body = match resp.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return stats.error(status.as_u16(), &format!("response body: {e}")),
+    };
     let micros = start.elapsed().as_micros() as u64;
-    let parsed: Option<serde_json::Value> = body
-        .ok()
-        .filter(|_| status.is_success())
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let parsed: Option<serde_json::Value> = status
+        .is_success()
+        .then(|| serde_json::from_slice(&body).ok())
+        .flatten();
     match parsed
         .as_ref()
         .and_then(|v| v["reviews"]["version"].as_str())
     {
         Some(subset) => stats.request(if jason { "jason" } else { "split" }, subset, micros),
-        None => stats.error(status.as_u16()),
+        None => stats.error(status.as_u16(), &String::from_utf8_lossy(&body)),
     }
 }
 
@@ -100,7 +103,7 @@ pub async fn drive(
                 let jason = (i % 100) < u64::from(opts.jason_percent);
                 i += 1;
                 let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-                    stats.error(0);
+                    stats.error(0, "shed by the driver: too many requests in flight");
                     continue;
                 };
                 let (client, stats) = (client.clone(), stats.clone());

@@ -9,6 +9,12 @@ use mesh_telemetry::metrics::{IstioMetrics, PeerDirectory, WorkloadInfo};
 
 use crate::services::BOOKINFO;
 
+/// How many distinct failure reasons the summary keeps.
+pub const ERROR_SAMPLES: usize = 5;
+
+/// Longest failure reason kept (bytes).
+const REASON_MAX: usize = 300;
+
 /// Shared counters.
 #[derive(Default)]
 pub struct Stats {
@@ -62,11 +68,14 @@ pub struct Counts {
     pub peers: BTreeMap<(String, String), u64>,
     /// Failed requests (non-2xx or transport) by status.
     pub errors: BTreeMap<u16, u64>,
+    /// Why the first failed requests failed (the error or the response body), at most
+    /// [`ERROR_SAMPLES`] distinct reasons.
+    pub error_samples: Vec<String>,
     /// Latencies (µs) of the current second.
     pub window: Vec<u64>,
     /// All latencies (µs).
     pub all: Vec<u64>,
-    /// Retries done by the resilience layers (none yet).
+    /// Retries sent by every workload's resilience layers.
     pub retries: u64,
 }
 
@@ -99,14 +108,27 @@ impl Stats {
         });
     }
 
-    /// A request failed with `status` (0: transport).
-    pub fn error(&self, status: u16) {
-        self.with(|c| *c.errors.entry(status).or_default() += 1);
+    /// A request failed with `status` (0: transport or shed) because of `reason`.
+    pub fn error(&self, status: u16, reason: &str) {
+        let mut reason = format!("{status}: {}", reason.trim());
+        if reason.len() > REASON_MAX {
+            let cut = (0..=REASON_MAX).rev().find(|&i| reason.is_char_boundary(i));
+            reason.truncate(cut.unwrap_or(0));
+            reason.push_str("...");
+        }
+        self.with(|c| {
+            *c.errors.entry(status).or_default() += 1;
+            if c.error_samples.len() < ERROR_SAMPLES && !c.error_samples.contains(&reason) {
+                c.error_samples.push(reason);
+            }
+        });
     }
 
     /// A copy of the counters, emptying the one-second window.
     pub fn take_window(&self) -> Counts {
+        let retries = self.telemetry.upstream.retries_total();
         self.with(|c| {
+            c.retries = retries;
             let out = c.clone();
             c.window.clear();
             out
@@ -115,7 +137,11 @@ impl Stats {
 
     /// A copy of the counters.
     pub fn counts(&self) -> Counts {
-        self.with(|c| c.clone())
+        let retries = self.telemetry.upstream.retries_total();
+        self.with(|c| {
+            c.retries = retries;
+            c.clone()
+        })
     }
 }
 
@@ -204,6 +230,9 @@ impl Summary {
             percentile_ms(&mut all, 90.0),
             percentile_ms(&mut all, 99.0)
         );
+        for reason in &self.counts.error_samples {
+            s += &format!("error: {reason}\n");
+        }
         s += &table(&self.counts);
         s += &format!(
             "split (no header): v3 share {:.1}% (configured 10%) -> {}\n",
@@ -237,4 +266,30 @@ pub fn table(c: &Counts) -> String {
         s += &format!("    {client} -> {server}  {n}\n");
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_reasons_are_kept_distinct_bounded_and_cut_on_a_char_boundary() {
+        let stats = Stats::new();
+        stats.error(502, "reviews: 504 upstream request timeout\n");
+        stats.error(502, "reviews: 504 upstream request timeout");
+        for i in 0..10 {
+            stats.error(503, &format!("reason {i}"));
+        }
+        stats.error(0, &"é".repeat(400));
+        let c = stats.counts();
+        assert_eq!(c.errors, BTreeMap::from([(0, 1), (502, 2), (503, 10)]));
+        assert_eq!(c.error_samples.len(), ERROR_SAMPLES);
+        assert_eq!(c.error_samples[0], "502: reviews: 504 upstream request timeout");
+        assert_eq!(c.error_samples[1], "503: reason 0");
+
+        let long = Stats::new();
+        long.error(0, &"é".repeat(400));
+        let kept = &long.counts().error_samples[0];
+        assert!(kept.len() <= REASON_MAX + 3 && kept.ends_with("..."), "{kept}");
+    }
 }

@@ -243,6 +243,16 @@ impl UpstreamMetrics {
             .collect()
     }
 
+    /// Retries sent so far by every live tracked cluster of the set (all workloads), as
+    /// their retry budgets counted them (`upstream_rq_retry` summed).
+    pub fn retries_total(&self) -> u64 {
+        self.live()
+            .iter()
+            .filter_map(|(_, l)| l.breaker.as_ref())
+            .map(|b| b.retry_budget(Priority::Default).retries_total())
+            .sum()
+    }
+
     /// Envoy's `/clusters?format=json` view: every tracked cluster of the set with its
     /// endpoints, their EDS health, outlier ejection state and active requests, and the
     /// breaker's counters.

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use http_body_util::BodyExt;
 use mesh_route::Balancer;
 use mesh_route::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
-use mesh_route::pool::RequestBody;
+use mesh_route::pool::{RequestBody, WeakPool};
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
@@ -56,6 +56,8 @@ pub struct ClusterResilience {
     pub breaker: Arc<CircuitBreaker>,
     /// Its outlier detector, when the cluster configures outlier detection.
     pub outlier: Option<Arc<OutlierDetector>>,
+    /// Reads its connection pool's counters (without keeping the pool alive).
+    pub pool: WeakPool,
 }
 
 type Observer = Arc<dyn Fn(&str, ClusterResilience) + Send + Sync>;
@@ -126,6 +128,7 @@ impl ClusterStack for ResilienceStack {
                     balancer: cx.balancer.clone(),
                     breaker: breaker.clone(),
                     outlier: outlier.clone(),
+                    pool: cx.pool.downgrade(),
                 },
             );
         }

@@ -243,3 +243,46 @@ async fn http1_opens_a_connection_per_concurrent_request_and_reuses_them() {
     concurrent(&p, &server, 4).await;
     assert_eq!(server.accepted(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counters_follow_connections_and_failed_attempts() {
+    use mesh_route::pool::PoolCounters;
+    let server = Server::start(true, SLOW).await;
+    let c = cluster(UpstreamProtocol::Http2, Some(1));
+    let p = pool(&c, Some(1));
+    let weak = p.downgrade();
+    assert_eq!(p.counters(), PoolCounters::default());
+    concurrent(&p, &server, 3).await;
+    let open = PoolCounters {
+        endpoints: 1,
+        connections_active: 3,
+        connections_total: 3,
+        connect_failures: 0,
+    };
+    assert_eq!(p.counters(), open);
+    assert_eq!(weak.counters(), Some(open));
+
+    server.break_connections();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        p.counters().connections_active,
+        0,
+        "closed connections are inactive"
+    );
+
+    // Nothing listens on `closed`: the attempt fails and is counted.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let key: Arc<str> = addr.to_string().into();
+    let err = p
+        .send(&key, &EndpointAddress::Socket(addr), request())
+        .await;
+    assert!(err.is_err());
+    let after = p.counters();
+    assert_eq!((after.endpoints, after.connections_total), (2, 3));
+    assert_eq!(after.connect_failures, 1);
+
+    drop(p);
+    assert_eq!(weak.counters(), None, "the handle does not keep the pool");
+}

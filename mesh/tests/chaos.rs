@@ -346,8 +346,27 @@ async fn upstream_metrics_show_membership_health_ejections_and_retries() {
         text.contains("istio_requests_total{reporter=\"source\""),
         "{text}"
     );
-    // No pool counters: mesh-route's pool keeps none.
-    assert!(!text.contains("mesh_cluster_upstream_cx_active"), "{text}");
+    // The pool's counters: both endpoints dialled once each (requests one at a time
+    // reuse the connections), no failed attempt.
+    assert_eq!(
+        sample(&text, &format!("mesh_cluster_pool_endpoints{c}")),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, &format!("mesh_cluster_upstream_cx_total{c}")),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, &format!("mesh_cluster_upstream_cx_active{c}")),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("mesh_cluster_upstream_cx_connect_fail_total{c}")
+        ),
+        0.0
+    );
 
     let json = f.mesh.upstream_metrics().clusters_json();
     let cluster = json["cluster_statuses"]

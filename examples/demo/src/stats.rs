@@ -284,12 +284,18 @@ mod tests {
         let c = stats.counts();
         assert_eq!(c.errors, BTreeMap::from([(0, 1), (502, 2), (503, 10)]));
         assert_eq!(c.error_samples.len(), ERROR_SAMPLES);
-        assert_eq!(c.error_samples[0], "502: reviews: 504 upstream request timeout");
+        assert_eq!(
+            c.error_samples[0],
+            "502: reviews: 504 upstream request timeout"
+        );
         assert_eq!(c.error_samples[1], "503: reason 0");
 
         let long = Stats::new();
         long.error(0, &"é".repeat(400));
         let kept = &long.counts().error_samples[0];
-        assert!(kept.len() <= REASON_MAX + 3 && kept.ends_with("..."), "{kept}");
+        assert!(
+            kept.len() <= REASON_MAX + 3 && kept.ends_with("..."),
+            "{kept}"
+        );
     }
 }

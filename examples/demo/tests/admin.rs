@@ -228,6 +228,10 @@ async fn check(http_addr: SocketAddr, grpc_addr: SocketAddr) {
             ),
             0.0
         );
+        // Its pool dialled the endpoint over mTLS and holds the connection.
+        assert!(value(&text, "mesh_cluster_upstream_cx_total{", &has) >= 1.0);
+        assert!(value(&text, "mesh_cluster_upstream_cx_active{", &has) >= 1.0);
+        assert_eq!(value(&text, "mesh_cluster_pool_endpoints{", &has), members);
         let unhealthy = [has[0], has[1], "health=\"UNHEALTHY\""];
         assert_eq!(value(&text, "mesh_cluster_endpoints{", &unhealthy), 0.0);
         value(&text, "mesh_cluster_upstream_rq_retry_total{", &has);

@@ -44,7 +44,7 @@ use tower::{BoxError, ServiceExt};
 
 use super::{EndpointService, MeshBody};
 use crate::lb::Balancer;
-use crate::pool::RequestBody;
+use crate::pool::{RequestBody, UpstreamPool};
 
 /// What MeshClient calls for a request routed to a cluster.
 pub type ClusterService = BoxCloneSyncService<Request<RequestBody>, Response<MeshBody>, BoxError>;
@@ -57,6 +57,8 @@ pub struct ClusterContext {
     pub cluster: Arc<Cluster>,
     /// Its load balancer (outlier detection ejects through it).
     pub balancer: Arc<Balancer>,
+    /// Its connection pool (for its counters).
+    pub pool: UpstreamPool,
 }
 
 /// Builds the service for one cluster around its [`EndpointService`].

@@ -64,6 +64,7 @@ impl ClusterState {
             let cx = ClusterContext {
                 cluster: cluster.clone(),
                 balancer: balancer.clone(),
+                pool: pool.clone(),
             };
             stack.build(&cx, EndpointService::new(balancer.clone(), pool.clone()))
         });

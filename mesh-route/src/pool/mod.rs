@@ -33,13 +33,14 @@
 //! cluster's idle timeout (Envoy's default, 1 h, when the cluster sets none), each
 //! connection of a set on its own.
 
+mod counted;
 mod fixed;
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -58,6 +59,8 @@ use mesh_tls::config::{ALPN_H2, ALPN_HTTP11, ClientSettings};
 use mesh_tls::verify::PeerPolicy;
 use tower::BoxError;
 
+use counted::Counters;
+pub use counted::{Counted, PoolCounters};
 use fixed::Fixed;
 
 /// The request body type every pool sends (any body is boxed into it).
@@ -203,17 +206,22 @@ struct Shared {
     /// Read lock-free per request; a new endpoint copies the map once.
     endpoints: ArcSwap<HashMap<Arc<str>, Endpoint>>,
     writer: Mutex<()>,
+    counters: Arc<Counters>,
 }
 
 impl Shared {
     fn client(&self, target: Uri) -> EndpointClient {
         match &self.transport {
-            Transport::Tls(c) => {
-                EndpointClient::Tls(self.builder.build(Fixed::new(c.clone(), target)))
-            }
-            Transport::Plain(c) => {
-                EndpointClient::Plain(self.builder.build(Fixed::new(c.clone(), target)))
-            }
+            Transport::Tls(c) => EndpointClient::Tls(self.builder.build(Fixed::new(
+                c.clone(),
+                target,
+                self.counters.clone(),
+            ))),
+            Transport::Plain(c) => EndpointClient::Plain(self.builder.build(Fixed::new(
+                c.clone(),
+                target,
+                self.counters.clone(),
+            ))),
         }
     }
 }
@@ -285,6 +293,7 @@ impl UpstreamPool {
                 h2,
                 endpoints: ArcSwap::default(),
                 writer: Mutex::new(()),
+                counters: Arc::default(),
             }),
         }
     }
@@ -370,6 +379,30 @@ impl UpstreamPool {
     /// Endpoints with a client (connections open or idle).
     pub fn endpoints(&self) -> usize {
         self.shared.endpoints.load().len()
+    }
+
+    /// The pool's connection counters (Envoy's `upstream_cx_*`) now.
+    pub fn counters(&self) -> PoolCounters {
+        self.shared.counters.snapshot(self.endpoints() as u64)
+    }
+
+    /// A handle that reads the counters without keeping the pool, and so its connections,
+    /// alive (for metrics that outlive a removed cluster).
+    pub fn downgrade(&self) -> WeakPool {
+        WeakPool(Arc::downgrade(&self.shared))
+    }
+}
+
+/// A pool's counters, readable while the pool exists. See [`UpstreamPool::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakPool(Weak<Shared>);
+
+impl WeakPool {
+    /// The counters now, or `None` once the pool is gone.
+    pub fn counters(&self) -> Option<PoolCounters> {
+        self.0
+            .upgrade()
+            .map(|shared| UpstreamPool { shared }.counters())
     }
 }
 

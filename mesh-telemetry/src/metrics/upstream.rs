@@ -40,6 +40,7 @@ use mesh_resilience::outlier::OutlierDetector;
 use mesh_resilience::policy::Priority;
 use mesh_resilience::stack::ClusterResilience;
 use mesh_route::Balancer;
+use mesh_route::pool::PoolCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
@@ -89,17 +90,31 @@ impl fmt::Debug for ClusterSources {
     }
 }
 
-/// A [`ResilienceStack`](mesh_resilience::ResilienceStack) cluster's balancer, breaker
-/// and outlier detector (no pool counters: mesh-route's pool keeps none yet), so that
+/// A [`ResilienceStack`](mesh_resilience::ResilienceStack) cluster's balancer, breaker,
+/// outlier detector and pool counters, so that
 /// `ResilienceStack::new().observe(move |name, r| upstream.track(name, r.into()))` feeds
 /// every cluster the stack builds.
 impl From<ClusterResilience> for ClusterSources {
     fn from(r: ClusterResilience) -> Self {
+        let pool = r.pool;
         Self {
             balancer: Some(r.balancer),
             breaker: Some(r.breaker),
             outlier: r.outlier,
-            pool: None,
+            pool: Some(Arc::new(move || {
+                pool.counters().map(PoolStats::from).unwrap_or_default()
+            })),
+        }
+    }
+}
+
+impl From<PoolCounters> for PoolStats {
+    fn from(c: PoolCounters) -> Self {
+        Self {
+            endpoints: Some(c.endpoints),
+            connections_active: Some(c.connections_active),
+            connections_total: Some(c.connections_total),
+            connect_failures: Some(c.connect_failures),
         }
     }
 }

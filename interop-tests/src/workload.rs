@@ -31,7 +31,7 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use mesh::inbound::{InboundServer, ServingStatus};
 use mesh_core::SpiffeId;
-use mesh_core::model::{HttpFilterConfig, ListenerKind, RbacFilter};
+use mesh_core::model::{HttpFilterConfig, ListenerKind, RbacFilter, RbacRuleSet};
 use mesh_route::client::{MeshClient, MeshClientConfig};
 use mesh_tls::ca::IstioCaClient;
 use mesh_tls::rotation::Rotation;
@@ -360,7 +360,10 @@ impl Workload {
             .chain(server.default_filter_chain.iter())
             .flat_map(|c| &c.http_connection_manager.http_filters)
             .filter_map(|f| match &f.config {
-                HttpFilterConfig::Rbac(RbacFilter::Rules(rules)) => Some(rules),
+                HttpFilterConfig::Rbac(RbacFilter {
+                    rules: RbacRuleSet::Rules(rules),
+                    ..
+                }) => Some(rules),
                 _ => None,
             })
             .flat_map(|r| r.policies.iter().map(|p| p.name.clone()))

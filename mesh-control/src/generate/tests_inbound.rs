@@ -132,9 +132,10 @@ fn strict_listener_carries_the_authorization_policy() {
     assert!(!allows(&req(Some(pp), "GET", "/ratings/1")));
     assert!(!allows(&req(Some(ratings), "GET", "/reviews/1")));
     assert!(!allows(&req(None, "GET", "/reviews/1")));
-    let model::RbacFilter::Rules(rules) = filters[0].1 else {
+    let model::RbacRuleSet::Rules(rules) = &filters[0].1.rules else {
         panic!("{:?}", filters[0].1)
     };
+    assert_eq!(filters[0].1.shadow_rules, model::RbacRuleSet::NoRules);
     assert_eq!(rules.policies[0].name, "default-reviews-viewer-0");
 }
 
@@ -304,12 +305,17 @@ fn dry_run_policies_are_shadow_rules_only() {
     let filters = rbac(&l.filter_chains[0]);
     assert_eq!(filters.len(), 1);
     assert_eq!(filters[0].0, "envoy.filters.http.rbac.DENY");
-    assert_eq!(
-        *filters[0].1,
-        model::RbacFilter::NoRules,
-        "nothing enforced"
-    );
-    assert!(filters[0].1.allows(&req(None, "GET", "/")));
+    let f = filters[0].1;
+    assert_eq!(f.rules, model::RbacRuleSet::NoRules, "nothing enforced");
+    assert!(f.allows(&req(None, "GET", "/")));
+    let model::RbacRuleSet::Rules(shadow) = &f.shadow_rules else {
+        panic!("{f:?}")
+    };
+    assert_eq!(shadow.action, model::RbacAction::Deny);
+    assert_eq!(shadow.policies.len(), 1);
+    assert_eq!(shadow.policies[0].name, "default-deny-all-0");
+    assert!(shadow.policies[0].matches(&req(None, "GET", "/")));
+    assert_eq!(f.shadow_rules_stat_prefix, "istio_dry_run_deny_");
 }
 
 #[test]

@@ -16,15 +16,48 @@ pub enum RbacAction {
     Log,
 }
 
-/// The RBAC HTTP filter's config.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RbacFilter {
-    /// No `rules`: every request passes.
+/// The RBAC HTTP filter's config (`envoy.extensions.filters.http.rbac.v3.RBAC`).
+///
+/// Only [`rules`](Self::rules) decide; [`shadow_rules`](Self::shadow_rules) (Istio's
+/// `istio.io/dry-run` policies) are evaluated for stats and logs and never change the
+/// decision, as in Envoy.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RbacFilter {
+    /// `rules`: enforced.
+    pub rules: RbacRuleSet,
+    /// `shadow_rules`: evaluated, never enforced.
+    pub shadow_rules: RbacRuleSet,
+    /// `shadow_rules_stat_prefix` (Istio: `istio_dry_run_allow_` / `istio_dry_run_deny_`).
+    pub shadow_rules_stat_prefix: String,
+}
+
+impl RbacFilter {
+    /// Whether the request may proceed: the enforced [`rules`](Self::rules) only.
+    pub fn allows(&self, req: &RbacRequest<'_>) -> bool {
+        self.rules.allows(req)
+    }
+}
+
+impl From<RbacRuleSet> for RbacFilter {
+    /// A filter with these enforced rules and no shadow rules.
+    fn from(rules: RbacRuleSet) -> Self {
+        Self {
+            rules,
+            ..Self::default()
+        }
+    }
+}
+
+/// One rule set of the RBAC filter (`rules` or `shadow_rules`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum RbacRuleSet {
+    /// Absent: every request passes.
+    #[default]
     NoRules,
     /// A rule set we evaluate.
     Rules(RbacRules),
     /// Rules using features we cannot evaluate (metadata matchers, CEL conditions, ...).
-    /// **Enforce as deny-all** (fail closed).
+    /// **Enforce as deny-all** (fail closed); as shadow rules, not evaluated.
     Unmodelled {
         /// The rules' action.
         action: RbacAction,
@@ -35,8 +68,8 @@ pub enum RbacFilter {
     },
 }
 
-impl RbacFilter {
-    /// Whether the request may proceed (fail-closed for [`RbacFilter::Unmodelled`]).
+impl RbacRuleSet {
+    /// Whether the request may proceed (fail-closed for [`RbacRuleSet::Unmodelled`]).
     pub fn allows(&self, req: &RbacRequest<'_>) -> bool {
         match self {
             Self::NoRules => true,
@@ -290,14 +323,23 @@ mod tests {
         };
         assert!(!deny.allows(&ok));
         assert!(deny.allows(&req("POST", "/api/x", "x")));
-        assert!(
-            !RbacFilter::Unmodelled {
-                action: RbacAction::Allow,
-                policy_names: vec![],
-                reason: String::new()
-            }
-            .allows(&ok)
-        );
+        let unmodelled = RbacRuleSet::Unmodelled {
+            action: RbacAction::Allow,
+            policy_names: vec![],
+            reason: String::new(),
+        };
+        assert!(!unmodelled.allows(&ok));
+        // Shadow rules never decide, even when they would deny everything.
+        let shadow_only = RbacFilter {
+            shadow_rules: unmodelled,
+            ..RbacFilter::default()
+        };
+        assert!(shadow_only.allows(&ok));
+        let shadow_deny = RbacFilter {
+            shadow_rules: RbacRuleSet::Rules(deny.clone()),
+            ..RbacFilter::from(RbacRuleSet::Rules(allow_reviews_get.clone()))
+        };
+        assert!(shadow_deny.allows(&ok));
         let empty_allow = RbacRules {
             action: RbacAction::Allow,
             policies: vec![],

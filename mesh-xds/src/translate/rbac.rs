@@ -3,13 +3,15 @@
 //! Malformed values (a regex that does not compile, a bad CIDR) are rejected. Features we do
 //! not evaluate (metadata, filter state, CEL conditions, custom matchers) do not reject the
 //! listener, since Istio sends them for JWT rules: the rule set becomes
-//! [`RbacFilter::Unmodelled`], which the server enforces as deny-all (fail closed).
+//! [`RbacRuleSet::Unmodelled`], which the server enforces as deny-all (fail closed).
+//! `shadow_rules` are translated the same way (a malformed shadow rule rejects too).
 
 use envoy_types::pb::envoy::config::rbac::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilterProto;
 use envoy_types::pb::envoy::r#type::matcher::v3::PathMatcher;
 use mesh_core::model::{
-    Permission, Principal, RbacAction, RbacFilter, RbacPolicy, RbacRules, StringMatcher,
+    Permission, Principal, RbacAction, RbacFilter, RbacPolicy, RbacRuleSet, RbacRules,
+    StringMatcher,
 };
 
 use super::matcher::{cidr, header_matcher, string_matcher};
@@ -34,20 +36,31 @@ fn unsupported<T>(what: &str) -> R<T> {
     Err(Fail::Unsupported(what.to_owned()))
 }
 
-/// Translates the RBAC filter config.
+/// Translates the RBAC filter config: `rules` and `shadow_rules` alike (shadow rules are
+/// carried for evaluation into stats and logs; they never change a decision).
 pub fn rbac_filter(r: &RbacFilterProto) -> Res<RbacFilter> {
     if r.matcher.is_some() {
         return bail("matcher (RBAC matcher tree) is not supported");
     }
-    // shadow_rules only emit stats and logs: no effect on requests.
-    let Some(rules) = &r.rules else {
-        return Ok(RbacFilter::NoRules);
+    if r.shadow_matcher.is_some() {
+        return bail("shadow_matcher (RBAC matcher tree) is not supported");
+    }
+    Ok(RbacFilter {
+        rules: rule_set(r.rules.as_ref()).at(".rules")?,
+        shadow_rules: rule_set(r.shadow_rules.as_ref()).at(".shadow_rules")?,
+        shadow_rules_stat_prefix: r.shadow_rules_stat_prefix.clone(),
+    })
+}
+
+fn rule_set(rules: Option<&pb::Rbac>) -> Res<RbacRuleSet> {
+    let Some(rules) = rules else {
+        return Ok(RbacRuleSet::NoRules);
     };
     let action = match pb::rbac::Action::try_from(rules.action) {
         Ok(pb::rbac::Action::Allow) => RbacAction::Allow,
         Ok(pb::rbac::Action::Deny) => RbacAction::Deny,
         Ok(pb::rbac::Action::Log) => RbacAction::Log,
-        Err(_) => return bail(format!("rules.action {} is unknown", rules.action)),
+        Err(_) => return bail(format!("action {} is unknown", rules.action)),
     };
     let mut names: Vec<&String> = rules.policies.keys().collect();
     names.sort();
@@ -56,9 +69,9 @@ pub fn rbac_filter(r: &RbacFilterProto) -> Res<RbacFilter> {
         let p = &rules.policies[*name];
         match policy(name, p) {
             Ok(p) => policies.push(p),
-            Err(Fail::Invalid(e)) => return Err(e.at(format!("rules.policies[{name:?}]"))),
+            Err(Fail::Invalid(e)) => return Err(e.at(format!(".policies[{name:?}]"))),
             Err(Fail::Unsupported(reason)) => {
-                return Ok(RbacFilter::Unmodelled {
+                return Ok(RbacRuleSet::Unmodelled {
                     action,
                     policy_names: names.iter().map(|n| (*n).clone()).collect(),
                     reason: format!("policy {name:?}: {reason}"),
@@ -66,7 +79,7 @@ pub fn rbac_filter(r: &RbacFilterProto) -> Res<RbacFilter> {
             }
         }
     }
-    Ok(RbacFilter::Rules(RbacRules { action, policies }))
+    Ok(RbacRuleSet::Rules(RbacRules { action, policies }))
 }
 
 fn policy(name: &str, p: &pb::Policy) -> R<RbacPolicy> {

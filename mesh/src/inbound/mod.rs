@@ -12,8 +12,10 @@
 //!   must present a certificate; the caller's [`PeerIdentity`](mesh_tls::PeerIdentity)
 //!   goes into request extensions) or plaintext;
 //! - **the chain's RBAC filters** as an [`AuthzLayer`] ([`policy`]): `403` /
-//!   `PERMISSION_DENIED` for denied requests. An update that only changes policies is
-//!   applied to open connections through a watch, without a restart;
+//!   `PERMISSION_DENIED` for denied requests. Their `shadow_rules` (Istio's dry-run
+//!   policies) are evaluated into [`AuthzMetrics`]' shadow counters and a log line, never
+//!   denying. An update that only changes policies is applied to open connections through
+//!   a watch, without a restart;
 //! - **draining**: when the chains themselves change (match or TLS), new connections use
 //!   the new chains and old ones are shut down gracefully (HTTP/2 GOAWAY, HTTP/1.1 close
 //!   after the current response), forcibly after [`InboundServer::drain_timeout`].
@@ -48,7 +50,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_authz::AuthzMetrics;
 use mesh_core::model::Listener;
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
@@ -56,7 +57,7 @@ use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::XdsClient;
 use tokio::sync::watch;
 
-pub use mesh_authz::AuthzLayer;
+pub use mesh_authz::{AuthzLayer, AuthzMetrics};
 
 /// Whether the server is serving, and with which listener.
 #[derive(Clone, Debug, PartialEq)]

@@ -107,8 +107,8 @@ mod tests {
     use super::*;
     use mesh_core::model::{
         FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig,
-        Permission, Principal, RbacAction, RbacFilter, RbacPolicy, RbacRequest, RbacRules,
-        RouteSource, StringMatcher,
+        Permission, Principal, RbacAction, RbacFilter, RbacPolicy, RbacRequest, RbacRuleSet,
+        RbacRules, RouteSource, StringMatcher,
     };
 
     fn listener(tls: bool, filters: Vec<HttpFilterConfig>) -> ServerListener {
@@ -174,7 +174,7 @@ mod tests {
             }))],
         };
         let rules = |action, policies| {
-            HttpFilterConfig::Rbac(RbacFilter::Rules(RbacRules { action, policies }))
+            HttpFilterConfig::Rbac(RbacRuleSet::Rules(RbacRules { action, policies }).into())
         };
         // ALLOW: only what a policy matches.
         let allow = || rules(RbacAction::Allow, vec![only_web.clone()]);
@@ -190,14 +190,17 @@ mod tests {
         ));
         // An ALLOW filter without policies and unmodelled rules allow nothing.
         assert!(!allowed(vec![rules(RbacAction::Allow, vec![])], web));
-        let unmodelled = HttpFilterConfig::Rbac(RbacFilter::Unmodelled {
-            action: RbacAction::Allow,
-            policy_names: vec![],
-            reason: "metadata".into(),
-        });
+        let unmodelled = HttpFilterConfig::Rbac(
+            RbacRuleSet::Unmodelled {
+                action: RbacAction::Allow,
+                policy_names: vec![],
+                reason: "metadata".into(),
+            }
+            .into(),
+        );
         assert!(!allowed(vec![unmodelled], web));
         assert!(allowed(
-            vec![HttpFilterConfig::Rbac(RbacFilter::NoRules)],
+            vec![HttpFilterConfig::Rbac(RbacFilter::default())],
             other
         ));
     }

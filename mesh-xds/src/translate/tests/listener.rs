@@ -273,30 +273,79 @@ fn server_listener_filter_chains_match_and_tls() {
     );
 }
 
+fn rbac_http_filter(config: rbac_http::Rbac) -> hcm::HttpFilter {
+    filter("envoy.filters.http.rbac", pack_any(config))
+}
+
+/// The model of one RBAC filter, decoded through a whole server listener.
+fn decode_rbac_filter(config: rbac_http::Rbac) -> RbacFilter {
+    let l = listener(server(vec![server_chain(
+        rds_hcm(vec![rbac_http_filter(config), router()]),
+        None,
+    )]));
+    let ListenerKind::Server(s) = &l.kind else {
+        panic!()
+    };
+    match &s.filter_chains[0].http_connection_manager.http_filters[0].config {
+        HttpFilterConfig::Rbac(r) => r.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// The rejection reason of a server listener with this RBAC filter.
+fn rbac_reason(config: rbac_http::Rbac) -> String {
+    lds_reason(server(vec![server_chain(
+        rds_hcm(vec![rbac_http_filter(config), router()]),
+        None,
+    )]))
+}
+
+/// An RBAC rule set with one policy `p` whose principal is a regex that does not compile.
+fn rbac_bad_regex(action: rbac::rbac::Action) -> rbac::Rbac {
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    let principal = rbac::Principal {
+        identifier: Some(rbac::principal::Identifier::Authenticated(
+            rbac::principal::Authenticated {
+                principal_name: Some(m::StringMatcher {
+                    match_pattern: Some(m::string_matcher::MatchPattern::SafeRegex(
+                        m::RegexMatcher {
+                            regex: "(".into(),
+                            ..Default::default()
+                        },
+                    )),
+                    ignore_case: false,
+                }),
+            },
+        )),
+    };
+    rbac::Rbac {
+        action: action as i32,
+        policies: [(
+            "p".to_string(),
+            rbac::Policy {
+                permissions: vec![rbac::Permission {
+                    rule: Some(rbac::permission::Rule::Any(true)),
+                }],
+                principals: vec![principal],
+                ..Default::default()
+            },
+        )]
+        .into(),
+        ..Default::default()
+    }
+}
+
+const RBAC_FILTER_PATH: &str = "listener 'srv' filter_chains[0].filters[0] 'envoy.filters.network.http_connection_manager'.http_filters[0] 'envoy.filters.http.rbac'.typed_config";
+
 #[test]
 fn rbac_filter_states() {
-    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
-    let rbac_filter = |rules: Option<rbac::Rbac>| {
-        filter(
-            "envoy.filters.http.rbac",
-            pack_any(rbac_http::Rbac {
-                rules,
-                ..Default::default()
-            }),
-        )
-    };
     let decode_rbac = |rules: Option<rbac::Rbac>| {
-        let l = listener(server(vec![server_chain(
-            rds_hcm(vec![rbac_filter(rules), router()]),
-            None,
-        )]));
-        let ListenerKind::Server(s) = &l.kind else {
-            panic!()
-        };
-        match &s.filter_chains[0].http_connection_manager.http_filters[0].config {
-            HttpFilterConfig::Rbac(r) => r.clone(),
-            other => panic!("{other:?}"),
-        }
+        let f = decode_rbac_filter(rbac_http::Rbac {
+            rules,
+            ..Default::default()
+        });
+        assert_eq!(f.shadow_rules, RbacRuleSet::NoRules);
+        f.rules
     };
     let allow = rbac::rbac::Action::Allow as i32;
     let principal = |id: rbac::principal::Identifier| rbac::Principal {
@@ -309,13 +358,13 @@ fn rbac_filter_states() {
         principals,
         ..Default::default()
     };
-    assert_eq!(decode_rbac(None), RbacFilter::NoRules);
+    assert_eq!(decode_rbac(None), RbacRuleSet::NoRules);
     assert_eq!(
         decode_rbac(Some(rbac::Rbac {
             action: allow,
             ..Default::default()
         })),
-        RbacFilter::Rules(RbacRules {
+        RbacRuleSet::Rules(RbacRules {
             action: RbacAction::Allow,
             policies: vec![]
         })
@@ -333,7 +382,7 @@ fn rbac_filter_states() {
         .into(),
         ..Default::default()
     }));
-    let RbacFilter::Rules(rules) = &got else {
+    let RbacRuleSet::Rules(rules) = &got else {
         panic!("{got:?}")
     };
     assert_eq!(
@@ -368,7 +417,7 @@ fn rbac_filter_states() {
     }));
     assert_eq!(
         jwt,
-        RbacFilter::Unmodelled {
+        RbacRuleSet::Unmodelled {
             action: RbacAction::Allow,
             policy_names: vec!["jwt".into()],
             reason: "policy \"jwt\": metadata principal (e.g. JWT claims)".into()
@@ -376,37 +425,146 @@ fn rbac_filter_states() {
     );
     assert!(!jwt.allows(&RbacRequest::default()));
     // A malformed value is a rejection naming the path.
-    let bad = server(vec![server_chain(
-        rds_hcm(vec![
-            rbac_filter(Some(rbac::Rbac {
-                action: allow,
-                policies: [(
-                    "p".to_string(),
-                    policy(vec![principal(rbac::principal::Identifier::Authenticated(
-                        rbac::principal::Authenticated {
-                            principal_name: Some(m::StringMatcher {
-                                match_pattern: Some(m::string_matcher::MatchPattern::SafeRegex(
-                                    m::RegexMatcher {
-                                        regex: "(".into(),
-                                        ..Default::default()
-                                    },
-                                )),
-                                ignore_case: false,
-                            }),
-                        },
-                    ))]),
-                )]
-                .into(),
-                ..Default::default()
-            })),
-            router(),
-        ]),
-        None,
-    )]);
-    let got = lds_reason(bad);
-    assert!(got.starts_with(
-        "listener 'srv' filter_chains[0].filters[0] 'envoy.filters.network.http_connection_manager'.http_filters[0] 'envoy.filters.http.rbac'.typed_config rules.policies[\"p\"].principals[0].authenticated.principal_name.safe_regex: regex \"(\" does not compile"
-    ), "{got}");
+    let got = rbac_reason(rbac_http::Rbac {
+        rules: Some(rbac_bad_regex(rbac::rbac::Action::Allow)),
+        ..Default::default()
+    });
+    assert!(
+        got.starts_with(&format!(
+            "{RBAC_FILTER_PATH}.rules.policies[\"p\"].principals[0].authenticated.principal_name.safe_regex: regex \"(\" does not compile"
+        )),
+        "{got}"
+    );
+    let got = rbac_reason(rbac_http::Rbac {
+        rules: Some(rbac::Rbac {
+            action: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        got,
+        format!("{RBAC_FILTER_PATH}.rules: action 7 is unknown")
+    );
+}
+
+#[test]
+fn rbac_shadow_rules() {
+    let deny = rbac::rbac::Action::Deny as i32;
+    let any_policy = rbac::Policy {
+        permissions: vec![rbac::Permission {
+            rule: Some(rbac::permission::Rule::Any(true)),
+        }],
+        principals: vec![rbac::Principal {
+            identifier: Some(rbac::principal::Identifier::Any(true)),
+        }],
+        ..Default::default()
+    };
+    let deny_all = RbacRules {
+        action: RbacAction::Deny,
+        policies: vec![RbacPolicy {
+            name: "default-deny-all-0".into(),
+            permissions: vec![Permission::Any],
+            principals: vec![Principal::Any],
+        }],
+    };
+    // Istio's dry-run DENY filter: shadow rules only, with the dry-run stat prefix.
+    let got = decode_rbac_filter(rbac_http::Rbac {
+        shadow_rules: Some(rbac::Rbac {
+            action: deny,
+            policies: [("default-deny-all-0".to_string(), any_policy.clone())].into(),
+            ..Default::default()
+        }),
+        shadow_rules_stat_prefix: "istio_dry_run_deny_".into(),
+        ..Default::default()
+    });
+    assert_eq!(
+        got,
+        RbacFilter {
+            rules: RbacRuleSet::NoRules,
+            shadow_rules: RbacRuleSet::Rules(deny_all.clone()),
+            shadow_rules_stat_prefix: "istio_dry_run_deny_".into(),
+        }
+    );
+    // Shadow rules never change the decision.
+    assert!(got.allows(&RbacRequest::default()));
+    // Enforced and shadow rules side by side are both kept.
+    let both = decode_rbac_filter(rbac_http::Rbac {
+        rules: Some(rbac::Rbac {
+            action: deny,
+            policies: [("default-deny-all-0".to_string(), any_policy.clone())].into(),
+            ..Default::default()
+        }),
+        shadow_rules: Some(rbac::Rbac {
+            action: rbac::rbac::Action::Allow as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(both.rules, RbacRuleSet::Rules(deny_all));
+    assert_eq!(
+        both.shadow_rules,
+        RbacRuleSet::Rules(RbacRules {
+            action: RbacAction::Allow,
+            policies: vec![]
+        })
+    );
+    assert!(!both.allows(&RbacRequest::default()));
+    // Unsupported features in shadow rules are valid: kept as unmodelled, not enforced.
+    let jwt = decode_rbac_filter(rbac_http::Rbac {
+        shadow_rules: Some(rbac::Rbac {
+            action: deny,
+            policies: [(
+                "jwt".to_string(),
+                rbac::Policy {
+                    condition: Some(Default::default()),
+                    ..any_policy
+                },
+            )]
+            .into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        jwt.shadow_rules,
+        RbacRuleSet::Unmodelled {
+            action: RbacAction::Deny,
+            policy_names: vec!["jwt".into()],
+            reason: "policy \"jwt\": CEL condition".into()
+        }
+    );
+    assert!(jwt.allows(&RbacRequest::default()));
+    // A malformed shadow rule rejects the listener, naming the path.
+    let got = rbac_reason(rbac_http::Rbac {
+        shadow_rules: Some(rbac_bad_regex(rbac::rbac::Action::Deny)),
+        ..Default::default()
+    });
+    assert!(
+        got.starts_with(&format!(
+            "{RBAC_FILTER_PATH}.shadow_rules.policies[\"p\"].principals[0].authenticated.principal_name.safe_regex: regex \"(\" does not compile"
+        )),
+        "{got}"
+    );
+    let got = rbac_reason(rbac_http::Rbac {
+        shadow_rules: Some(rbac::Rbac {
+            action: 7,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    assert_eq!(
+        got,
+        format!("{RBAC_FILTER_PATH}.shadow_rules: action 7 is unknown")
+    );
+    let got = rbac_reason(rbac_http::Rbac {
+        shadow_matcher: Some(Default::default()),
+        ..Default::default()
+    });
+    assert_eq!(
+        got,
+        format!("{RBAC_FILTER_PATH}: shadow_matcher (RBAC matcher tree) is not supported")
+    );
 }
 
 #[test]

@@ -12,7 +12,7 @@ use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use mesh::inbound::{InboundServer, ServingStatus};
+use mesh::inbound::{AuthzMetrics, InboundServer, ServingStatus};
 use mesh::tls::client::MeshConnector;
 use mesh::tls::config::ClientSettings;
 use mesh::xds::bootstrap::{Bootstrap, IstioNode};
@@ -61,6 +61,28 @@ spec:
     )
 }
 
+/// A DENY policy for calls from `sa`; `dry_run` adds Istio's `istio.io/dry-run` annotation.
+fn deny_caller(sa: &str, dry_run: bool) -> String {
+    let annotations = if dry_run {
+        ", annotations: {istio.io/dry-run: \"true\"}"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {{name: deny-{sa}, namespace: default{annotations}}}
+spec:
+  selector: {{matchLabels: {{app: web}}}}
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: [cluster.local/ns/default/sa/{sa}]
+"#
+    )
+}
+
 fn peer_auth(mode: &str) -> String {
     format!(
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: default}}\nspec: {{mtls: {{mode: {mode}}}}}\n"
@@ -80,6 +102,8 @@ struct Fixture {
     dir: tempfile::TempDir,
     addr: SocketAddr,
     status: watch::Receiver<ServingStatus>,
+    /// The server's authorization counters.
+    metrics: AuthzMetrics,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -124,9 +148,11 @@ async fn start(security: &str) -> Fixture {
         channel::insecure(&uri).unwrap(),
     );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let metrics = AuthzMetrics::default();
     let server = InboundServer::from_bootstrap(xds, identity(&cp, "web"), &bootstrap, addr)
         .unwrap()
-        .drain_timeout(Duration::from_secs(2));
+        .drain_timeout(Duration::from_secs(2))
+        .authz_metrics(metrics.clone());
     assert_eq!(
         server.listener_name(),
         format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
@@ -157,6 +183,7 @@ async fn start(security: &str) -> Fixture {
         dir,
         addr,
         status,
+        metrics,
         _stop: stop,
     }
 }
@@ -274,6 +301,75 @@ async fn authorization_policy_from_yaml_is_enforced_and_edits_apply_live() {
 }
 
 #[tokio::test]
+async fn dry_run_policy_is_counted_not_enforced_until_the_annotation_is_removed() {
+    let f = start(&format!(
+        "{}---\n{}",
+        peer_auth("STRICT"),
+        deny_caller("productpage", true)
+    ))
+    .await;
+    // The dry-run DENY reaches the server as shadow rules of its RBAC filter.
+    let ServingStatus::Serving(l) = f.status.borrow().clone() else {
+        panic!("not serving")
+    };
+    let mesh::core::model::ListenerKind::Server(s) = &l.kind else {
+        panic!("not a server listener")
+    };
+    let rbac: Vec<_> = s.filter_chains[0]
+        .http_connection_manager
+        .http_filters
+        .iter()
+        .filter_map(|f| match &f.config {
+            mesh::core::model::HttpFilterConfig::Rbac(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rbac.len(), 1, "{rbac:#?}");
+    assert_eq!(rbac[0].rules, mesh::core::model::RbacRuleSet::NoRules);
+    assert!(
+        matches!(&rbac[0].shadow_rules, mesh::core::model::RbacRuleSet::Rules(r) if r.policies.len() == 1),
+        "{rbac:#?}"
+    );
+    assert_eq!(rbac[0].shadow_rules_stat_prefix, "istio_dry_run_deny_");
+
+    // The matching caller is allowed, and counted as a shadow denial.
+    assert_eq!(f.metrics.shadow_denied(), 0);
+    let (code, body) = mtls_get(&f, "productpage").await.unwrap();
+    assert_eq!(code, 200, "a dry-run policy never denies: {body}");
+    assert_eq!(f.metrics.shadow_denied(), 1);
+    assert_eq!(f.metrics.shadow_allowed(), 0);
+    // Another caller: allowed, and a shadow allow.
+    assert_eq!(mtls_get(&f, "ratings").await.map(|r| r.0), Ok(200));
+    assert_eq!(f.metrics.shadow_denied(), 1);
+    assert_eq!(f.metrics.shadow_allowed(), 1);
+    assert_eq!((f.metrics.allowed(), f.metrics.denied()), (2, 0));
+
+    // Without the annotation the same policy is enforced, no restart.
+    std::fs::write(
+        f.dir.path().join("security.yaml"),
+        format!(
+            "{}---\n{}",
+            peer_auth("STRICT"),
+            deny_caller("productpage", false)
+        ),
+    )
+    .unwrap();
+    eventually("productpage is denied", || async {
+        mtls_get(&f, "productpage").await.map(|r| r.0) == Ok(403)
+    })
+    .await;
+    assert_eq!(mtls_get(&f, "ratings").await.map(|r| r.0), Ok(200));
+    // No dry-run policy is left: nothing more is counted as shadow.
+    let shadow = (f.metrics.shadow_allowed(), f.metrics.shadow_denied());
+    let (code, body) = mtls_get(&f, "productpage").await.unwrap();
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(
+        (f.metrics.shadow_allowed(), f.metrics.shadow_denied()),
+        shadow
+    );
+}
+
+#[tokio::test]
 async fn peer_authentication_edit_from_permissive_to_strict_refuses_plaintext() {
     let f = start(&peer_auth("PERMISSIVE")).await;
     // PERMISSIVE: the same port serves plaintext and mTLS (the ClientHello is sniffed).
@@ -369,6 +465,7 @@ async fn not_serving_until_the_listener_exists() {
         dir: f.dir,
         addr,
         status,
+        metrics: f.metrics,
         _stop: f._stop,
     };
     assert!(plaintext_get(&ghost).await.is_err(), "not serving");

@@ -197,8 +197,8 @@ impl Case for InProcessMesh {
     fn describe(&self) -> String {
         "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
          served by the embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, \
-         HTTP/2 connections to the endpoint shared by all lanes: one per runtime worker \
-         thread, the pool's default) with the per-cluster \
+         HTTP/1.1 as Istio without `h2UpgradePolicy`: keep-alive connections shared by all \
+         lanes, one per request in flight) with the per-cluster \
          `ResilienceStack` (route timeout 10 s, retry policy of 2 attempts on \
          5xx/reset/connect-failure, circuit breaker, outlier detection) behind \
          `IstioMetricsLayer::source` -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, \

@@ -9,12 +9,12 @@ use mesh_core::TrustDomain;
 use mesh_tls::dev_ca::DevCa;
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::cases::{
     Case, CaseId, EnvoyPair, HyperH1, HyperMtls, InProcessMesh, ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
+use crate::{Error, allocs};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -240,8 +240,16 @@ async fn measure(
     let procs = case.processes();
     let pids: Vec<u32> = procs.iter().map(|(_, p)| *p).collect();
     let meter = CpuMeter::start(&pids)?;
+    let allocs_before = allocs::count();
     let (sample, lanes) = loadgen::run(lanes, load, opts.duration).await;
     let (own, others) = meter.stop()?;
+    if let (Some(a), Some(b)) = (allocs_before, allocs::count()) {
+        eprintln!(
+            "{}: {:.1} allocations per request",
+            case.id().label(),
+            (b - a) as f64 / sample.ok.max(1) as f64
+        );
+    }
     drop(lanes);
     let rss = procs
         .iter()

@@ -9,6 +9,7 @@
 //! involved and reads the proxies' resident memory; [`report`] turns rounds of runs into
 //! medians, ratios, a markdown table and an SVG plot.
 
+pub mod allocs;
 pub mod cases;
 pub mod certs;
 pub mod criterion;

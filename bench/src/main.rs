@@ -126,6 +126,8 @@ fn write_outputs(a: &Args, results: &Results) -> Result<(), Error> {
 }
 
 fn main() {
+    #[cfg(feature = "dhat-heap")]
+    let _sites = mesh_bench::allocs::profile_sites();
     if let Err(e) = real_main() {
         eprintln!("mesh-bench: {e}");
         std::process::exit(1);

@@ -42,9 +42,19 @@ impl Server {
                     continue;
                 };
                 a.fetch_add(1, Ordering::SeqCst);
-                let svc = hyper::service::service_fn(move |_req| async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<_>| async move {
                     tokio::time::sleep(delay).await;
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                    // What arrived: the request target and Host (HTTP/1.1) or :authority.
+                    let host = req.headers().get(http::header::HOST).cloned();
+                    let authority = req.uri().authority().map(|a| a.to_string());
+                    let target = req.uri().to_string();
+                    let mut resp = http::Response::new(Full::new(Bytes::from_static(b"ok")));
+                    let h = resp.headers_mut();
+                    h.insert("x-target", target.parse().unwrap());
+                    if let Some(v) = host.or_else(|| authority.and_then(|a| a.parse().ok())) {
+                        h.insert("x-host", v);
+                    }
+                    Ok::<_, Infallible>(resp)
                 });
                 let io = TokioIo::new(tcp);
                 let conn = tokio::spawn(async move {
@@ -108,6 +118,11 @@ fn cluster(protocol: UpstreamProtocol, max_concurrent_streams: Option<u32>) -> C
         },
     };
     c.circuit_breakers.default.max_connections = 1024;
+    c
+}
+
+fn with_idle_timeout(mut c: Cluster, idle: Duration) -> Cluster {
+    c.http_protocol.idle_timeout = Some(idle);
     c
 }
 
@@ -285,4 +300,85 @@ async fn counters_follow_connections_and_failed_attempts() {
 
     drop(p);
     assert_eq!(weak.counters(), None, "the handle does not keep the pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_sends_origin_form_with_the_authority_as_host() {
+    let server = Server::start(false, Duration::ZERO).await;
+    let p = pool(&cluster(UpstreamProtocol::Http1, None), None);
+    let key: Arc<str> = server.addr.to_string().into();
+    let resp = p
+        .send(&key, &EndpointAddress::Socket(server.addr), request())
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-target"], "/x");
+    assert_eq!(
+        resp.headers()["x-host"],
+        "svc.test:80",
+        "the authority the caller asked for, not the endpoint's address"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_replaces_connections_the_server_closed() {
+    let server = Server::start(false, Duration::ZERO).await;
+    let p = pool(&cluster(UpstreamProtocol::Http1, None), None);
+    concurrent(&p, &server, 2).await;
+    assert_eq!(server.accepted(), 2);
+    server.break_connections();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    concurrent(&p, &server, 2).await;
+    assert_eq!(
+        server.accepted(),
+        4,
+        "new connections replace the closed ones"
+    );
+    assert_eq!(p.counters().connections_active, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_closes_connections_idle_for_the_idle_timeout() {
+    let server = Server::start(false, Duration::ZERO).await;
+    let c = with_idle_timeout(
+        cluster(UpstreamProtocol::Http1, None),
+        Duration::from_millis(300),
+    );
+    let p = pool(&c, None);
+    concurrent(&p, &server, 3).await;
+    assert_eq!(p.counters().connections_active, 3);
+    // Still in use within the timeout: kept.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    sequential(&p, &server, 1).await;
+    assert_eq!(server.accepted(), 3);
+    // Sweeps run every 75 ms: idle 300 ms is closed by about 400 ms.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        p.counters().connections_active,
+        0,
+        "idle connections closed"
+    );
+    sequential(&p, &server, 1).await;
+    assert_eq!(
+        server.accepted(),
+        4,
+        "a new connection after the idle close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_connect_failures_are_connect_errors() {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let p = pool(&cluster(UpstreamProtocol::Http1, None), None);
+    let key: Arc<str> = addr.to_string().into();
+    let err = p
+        .send(&key, &EndpointAddress::Socket(addr), request())
+        .await
+        .unwrap_err();
+    assert!(
+        err.is::<mesh_route::pool::ConnectError>(),
+        "a connect error, got {err}"
+    );
+    assert_eq!(p.counters().connect_failures, 1);
 }

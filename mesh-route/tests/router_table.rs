@@ -837,7 +837,7 @@ fn policies_and_mirrors() {
     assert_eq!(f("/m", 50).mirrors.len(), 1);
     assert_eq!(m.policy.timeout, None, "timeout 0 disables it");
     assert_eq!(
-        m.policy.retry_policy.as_ref(),
+        m.policy.retry_policy.as_deref(),
         Some(&retry),
         "inherited from the vhost"
     );

@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
-use http_body_util::{BodyExt, Empty};
 use mesh::MeshClientConfig;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 use mesh_route::pool::PoolConfig;
@@ -22,9 +20,9 @@ use mesh_tls::server::{MeshAcceptor, serve_with_shutdown};
 use mesh_xds::bootstrap::{Bootstrap, IstioNode};
 use mesh_xds::client::{XdsClient, XdsClientConfig, channel};
 use tokio::net::TcpListener;
-use tower::{BoxError, Layer, ServiceExt};
+use tower::Layer;
 
-use super::lanes::{AbortOnDrop, ClientService, ServiceLane};
+use super::lanes::{AbortOnDrop, ServiceLane};
 use super::{Case, CaseId};
 use crate::loadgen::Lane;
 use crate::{Error, certs, payload};
@@ -36,7 +34,7 @@ pub const PORT: u16 = 8080;
 
 /// Case 3.
 pub struct InProcessMesh {
-    client: ClientService,
+    client: mesh::Client,
     uri: http::Uri,
     _cp: ControlPlane,
     _config: tempfile::TempDir,
@@ -169,10 +167,7 @@ impl InProcessMesh {
             })
             .build()?;
         mesh.resolve(&format!("{HOST}:{PORT}")).await?;
-        let client = ServiceExt::<http::Request<Empty<Bytes>>>::map_response(mesh.client(), |r| {
-            r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
-        });
-        let client = ClientService::new(client);
+        let client = mesh.client();
         Ok(Self {
             client,
             uri: format!("http://{HOST}:{PORT}{}", payload::PATH).parse()?,

@@ -7,8 +7,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceExt};
+use tower::{BoxError, Service, ServiceExt};
 
 use crate::Error;
 use crate::loadgen::Lane;
@@ -95,34 +94,37 @@ impl Lane for H2Lane {
     }
 }
 
-/// The response body of a boxed client service.
-pub type ServiceBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
-
-/// A client as a type-erased tower service.
-pub type ClientService =
-    BoxCloneSyncService<Request<Empty<Bytes>>, http::Response<ServiceBody>, BoxError>;
-
 /// A caller of a shared client service (the mesh client): its pool decides connections.
-pub struct ServiceLane {
-    svc: ClientService,
+/// Each lane holds its own clone of the service and calls it as an application would
+/// (`ready`, then `call`), without type erasure, as the hyper lanes call hyper.
+pub struct ServiceLane<S> {
+    svc: S,
     uri: http::Uri,
 }
 
-impl ServiceLane {
+impl<S> ServiceLane<S> {
     /// A lane calling `svc` for `uri`.
-    pub fn new(svc: ClientService, uri: http::Uri) -> Self {
+    pub fn new(svc: S, uri: http::Uri) -> Self {
         Self { svc, uri }
     }
 }
 
-impl Lane for ServiceLane {
+impl<S, B> Lane for ServiceLane<S>
+where
+    S: Service<Request<Empty<Bytes>>, Response = http::Response<B>> + Send,
+    S::Future: Send,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<BoxError>,
+{
     fn send(&mut self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let req = Request::get(self.uri.clone()).body(Empty::new())?;
-            let resp = self.svc.clone().oneshot(req).await?;
+            let svc = self.svc.ready().await.map_err(Into::into)?;
+            let resp = svc.call(req).await.map_err(Into::into)?;
             let status = resp.status();
-            let body = resp.into_body().collect().await?.to_bytes();
-            payload::check(status, body.len())
+            let body = resp.into_body().collect().await.map_err(Into::into)?;
+            payload::check(status, body.to_bytes().len())
         })
     }
 }

@@ -203,7 +203,7 @@ pub fn error_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     let mut cur = Some(err);
     let mut connect_stage = false;
     while let Some(e) = cur {
-        if e.is::<ConnectFailed>() {
+        if e.is::<ConnectFailed>() || e.is::<mesh_route::pool::ConnectError>() {
             connect_stage = true;
         } else if e.is::<tokio::time::error::Elapsed>() || e.is::<crate::timeout::TimedOut>() {
             return if connect_stage {

@@ -34,7 +34,7 @@ fn resolve_policy(
         return Some(p.clone());
     }
     if let Some(rp) = route_policy(req_ext) {
-        return rp.retry_policy.clone().map(Arc::new);
+        return rp.retry_policy.clone();
     }
     fallback.clone()
 }

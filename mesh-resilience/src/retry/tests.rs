@@ -345,7 +345,7 @@ async fn policy_from_request_extensions_wins() {
     let svc = RetryLayer::new(RetryConfig::default()).layer(svc); // no static policy
     let mut req = Request::new(Full::new(Bytes::new()));
     req.extensions_mut().insert(Arc::new(RoutePolicy {
-        retry_policy: Some(policy(&[RetryOn::Http5xx], 1)),
+        retry_policy: Some(Arc::new(policy(&[RetryOn::Http5xx], 1))),
         ..Default::default()
     }));
     let r = svc.clone().oneshot(req).await;

@@ -163,7 +163,7 @@ impl Future for EndpointFuture {
                 Poll::Ready(Err(e)) => {
                     let err = EndpointError {
                         endpoint: endpoint.clone(),
-                        source: Box::new(e),
+                        source: e,
                     };
                     this.state = State::Failed(None);
                     Poll::Ready(Err(Box::new(err)))

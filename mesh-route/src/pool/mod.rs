@@ -6,9 +6,12 @@
 //! (as Envoy does: the upstream sees the authority the caller asked for, after any host
 //! rewrite, never the endpoint's address).
 //!
-//! - **HTTP/1.1** (and clusters that negotiate the protocol by ALPN): one client per
-//!   endpoint; its connections are kept alive and reused one request at a time, a new one
-//!   opened when every idle one is taken.
+//! - **HTTP/1.1 clusters**: per endpoint, keep-alive connections on hyper's
+//!   `client::conn::http1`, each carrying one request at a time; a request takes a ready
+//!   one or opens another (see `http1.rs`).
+//! - **Clusters that negotiate the protocol by ALPN** (TLS with `h2` and `http/1.1`
+//!   offered, or the downstream's protocol): one hyper-util pooled client per endpoint,
+//!   which multiplexes when `h2` was negotiated.
 //! - **HTTP/2 clusters** (prior knowledge, or ALPN `h2` only): a small set of connections
 //!   per endpoint, each carrying many streams. A request goes to the connection with the
 //!   fewest streams in flight; it opens another connection instead when that one is busy
@@ -35,6 +38,7 @@
 
 mod counted;
 mod fixed;
+mod http1;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -62,6 +66,7 @@ use tower::BoxError;
 use counted::Counters;
 pub use counted::{Counted, PoolCounters};
 use fixed::Fixed;
+use http1::H1Set;
 
 /// The request body type every pool sends (any body is boxed into it).
 pub type RequestBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -191,7 +196,9 @@ fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
 /// One endpoint's clients.
 #[derive(Clone, Debug)]
 enum Endpoint {
-    /// One client for every connection (HTTP/1.1, ALPN-negotiated).
+    /// HTTP/1.1 connections (HTTP/1.1 clusters).
+    H1(Arc<H1Set>),
+    /// One client for every connection (ALPN-negotiated).
     Single(Arc<EndpointClient>),
     /// HTTP/2 connections (HTTP/2 clusters).
     H2(Arc<H2Set>),
@@ -203,6 +210,11 @@ struct Shared {
     transport: Transport,
     /// `Some` for HTTP/2 clusters.
     h2: Option<Limits>,
+    /// HTTP/1.1 on hyper's connection API (HTTP/1.1 clusters, and plaintext `Auto`).
+    h1: bool,
+    idle_timeout: Duration,
+    /// Whether the idle-connection sweep task runs.
+    sweeping: std::sync::atomic::AtomicBool,
     /// Read lock-free per request; a new endpoint copies the map once.
     endpoints: ArcSwap<HashMap<Arc<str>, Endpoint>>,
     writer: Mutex<()>,
@@ -210,6 +222,46 @@ struct Shared {
 }
 
 impl Shared {
+    /// The dialer of one endpoint's HTTP/1.1 connections.
+    fn dial_h1(&self, target: Uri) -> http1::Dial {
+        match &self.transport {
+            Transport::Tls(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move || Box::pin(http1::dial(connect.clone())))
+            }
+            Transport::Plain(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move || Box::pin(http1::dial(connect.clone())))
+            }
+        }
+    }
+
+    /// Starts, once per pool, the task that closes HTTP/1.1 connections idle for longer
+    /// than the idle timeout (a quarter of it between sweeps); it ends with the pool.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(50));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(shared) = pool.upgrade() else { return };
+                let now = std::time::Instant::now();
+                for ep in shared.endpoints.load().values() {
+                    if let Endpoint::H1(set) = ep {
+                        set.sweep(shared.idle_timeout, now);
+                    }
+                }
+            }
+        });
+    }
+
     fn client(&self, target: Uri) -> EndpointClient {
         match &self.transport {
             Transport::Tls(c) => EndpointClient::Tls(self.builder.build(Fixed::new(
@@ -248,12 +300,15 @@ impl UpstreamPool {
         config: PoolConfig,
     ) -> Self {
         let proto = cluster.http_protocol.protocol;
+        let idle_timeout = cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE);
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE))
+            .pool_idle_timeout(idle_timeout)
             .http2_keep_alive_interval(None);
+        let h1 = proto == UpstreamProtocol::Http1
+            || (proto == UpstreamProtocol::Auto && cluster.tls.is_none());
         let mut h2 = None;
         if proto == UpstreamProtocol::Http2 {
             // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
@@ -291,6 +346,9 @@ impl UpstreamPool {
                 builder,
                 transport,
                 h2,
+                h1,
+                idle_timeout,
+                sweeping: Default::default(),
                 endpoints: ArcSwap::default(),
                 writer: Mutex::new(()),
                 counters: Arc::default(),
@@ -324,16 +382,23 @@ impl UpstreamPool {
 
     fn send_on(&self, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
         match ep {
+            Endpoint::H1(set) => {
+                let set = set.clone();
+                ResponseFuture {
+                    inner: Inner::H1(Box::pin(async move { set.send(req).await })),
+                    stream: None,
+                }
+            }
             Endpoint::H2(set) => {
                 let conn = set.pick(&self.shared);
                 conn.streams.fetch_add(1, Ordering::Relaxed);
                 ResponseFuture {
-                    inner: conn.client.request(req),
+                    inner: Inner::Legacy(conn.client.request(req)),
                     stream: Some(Stream(conn)),
                 }
             }
             Endpoint::Single(c) => ResponseFuture {
-                inner: c.request(req),
+                inner: Inner::Legacy(c.request(req)),
                 stream: None,
             },
         }
@@ -353,6 +418,10 @@ impl UpstreamPool {
                 conns: ArcSwap::default(),
                 grow: Mutex::new(()),
             })),
+            None if self.shared.h1 => {
+                self.shared.start_sweeping();
+                Endpoint::H1(Arc::new(H1Set::new(self.shared.dial_h1(target))))
+            }
             None => Endpoint::Single(Arc::new(self.shared.client(target))),
         };
         let mut next = HashMap::clone(&current);
@@ -416,25 +485,48 @@ impl Drop for Stream {
     }
 }
 
-/// The response future of [`UpstreamPool::send`].
-#[derive(Debug)]
+/// The response future of [`UpstreamPool::send`]. A failed connection attempt is a
+/// [`ConnectError`] (or hyper-util's error with `is_connect()` on ALPN-negotiated
+/// clusters).
 pub struct ResponseFuture {
-    inner: hyper_util::client::legacy::ResponseFuture,
+    inner: Inner,
     stream: Option<Stream>,
 }
 
+type BoxedResponse = Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
+
+enum Inner {
+    H1(BoxedResponse),
+    Legacy(hyper_util::client::legacy::ResponseFuture),
+}
+
+impl std::fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, hyper_util::client::legacy::Error>;
+    type Output = Result<Response<Incoming>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Unpin: hyper-util boxes its future.
-        let out = Pin::new(&mut self.inner).poll(cx);
+        // Unpin: both kinds are boxed.
+        let out = match &mut self.inner {
+            Inner::H1(f) => f.as_mut().poll(cx),
+            Inner::Legacy(f) => Pin::new(f).poll(cx).map_err(Into::into),
+        };
         if out.is_ready() {
             self.stream = None;
         }
         out
     }
 }
+
+/// A connection to the endpoint could not be made (TCP connect, TLS handshake, the server's
+/// identity, or the HTTP/1.1 handshake): nothing was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connect error: {0}")]
+pub struct ConnectError(#[source] pub BoxError);
 
 /// The URI the connector dials for an endpoint.
 fn endpoint_uri(address: &EndpointAddress) -> Uri {

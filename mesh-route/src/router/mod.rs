@@ -43,8 +43,9 @@ pub struct RoutePolicy {
     pub timeout: Option<Duration>,
     /// Stream idle timeout.
     pub idle_timeout: Option<Duration>,
-    /// The route's retry policy, or the virtual host's.
-    pub retry_policy: Option<RetryPolicy>,
+    /// The route's retry policy, or the virtual host's (shared: the retry layer takes it
+    /// per request).
+    pub retry_policy: Option<Arc<RetryPolicy>>,
     /// Hash policies for ring hash and Maglev (see [`crate::request_hash`]).
     pub hash_policies: Vec<HashPolicy>,
     /// Per-filter overrides: weighted cluster over route over virtual host.
@@ -390,7 +391,11 @@ fn compile_forward(
             Some(d) => Some(d),
         },
         idle_timeout: fwd.idle_timeout,
-        retry_policy: fwd.retry_policy.clone().or_else(|| vh.retry_policy.clone()),
+        retry_policy: fwd
+            .retry_policy
+            .clone()
+            .or_else(|| vh.retry_policy.clone())
+            .map(Arc::new),
         hash_policies: fwd.hash_policies.clone(),
         filter_overrides: overrides,
         max_stream_duration: fwd.max_stream_duration.clone(),

@@ -1,0 +1,213 @@
+//! The HTTP/1.1 connections of one endpoint, on hyper's `client::conn::http1`.
+//!
+//! A request takes a connection that is ready (its previous response fully read), or dials a
+//! new one when none is; the connection goes back to the idle list as soon as the response
+//! headers arrive and becomes ready again once the dispatcher has finished that response's
+//! body. So no task is spawned per request (hyper-util's pool spawns one to wait for that
+//! moment), and the endpoint is already chosen by the balancer, so there is no pool key to
+//! hash.
+//!
+//! A kept-alive connection that the server closed just before we used it hands the request
+//! back unsent; it is then sent on another connection (as hyper-util's pool does). Idle
+//! connections close after the cluster's idle timeout, checked by a sweep task per pool.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use http::header::HOST;
+use http::uri::Parts;
+use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{Builder, SendRequest};
+use hyper::rt::{Read, Write};
+use tower::{BoxError, ServiceExt};
+
+use super::{ConnectError, RequestBody};
+
+/// A boxed connection attempt: the pool's connector for this endpoint, then the HTTP/1.1
+/// handshake.
+pub(super) type Dial =
+    Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Sender, BoxError>> + Send>> + Send + Sync>;
+
+/// The sending half of one connection.
+pub(super) type Sender = SendRequest<RequestBody>;
+
+struct Idle {
+    sender: Sender,
+    since: Instant,
+}
+
+/// One endpoint's HTTP/1.1 connections.
+pub(super) struct H1Set {
+    dial: Dial,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl std::fmt::Debug for H1Set {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H1Set").finish_non_exhaustive()
+    }
+}
+
+impl H1Set {
+    pub(super) fn new(dial: Dial) -> Self {
+        Self {
+            dial,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Sends `req` (absolute URI: its authority becomes `Host` when the request has none).
+    pub(super) async fn send(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        prepare(&mut req)?;
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(s) => (s, true),
+                None => ((self.dial)().await?, false),
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.checkin(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Closed by the server while idle, before taking the request.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// A ready connection, dropping closed ones on the way.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(i) = idle
+            .iter()
+            .position(|c| c.sender.is_ready() || c.sender.is_closed())
+        {
+            let c = idle.swap_remove(i);
+            if c.sender.is_ready() {
+                return Some(c.sender);
+            }
+        }
+        None
+    }
+
+    /// Back to the idle list once the response headers are in: ready again when hyper has
+    /// finished the body (a connection whose body is dropped unread closes instead).
+    fn checkin(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.push(Idle { sender, since });
+    }
+
+    /// Closes connections idle for longer than `timeout`, and forgets closed ones.
+    pub(super) fn sweep(&self, timeout: Duration, now: Instant) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| {
+            let expired = c.sender.is_ready() && now - c.since >= timeout;
+            !c.sender.is_closed() && !expired
+        });
+    }
+}
+
+/// Dials with `connect`, handshakes HTTP/1.1 and drives the connection on a task.
+pub(super) async fn dial<C, IO>(connect: C) -> Result<Sender, BoxError>
+where
+    C: tower::Service<Uri, Response = IO>,
+    C::Error: Into<BoxError>,
+    IO: Read + Write + Unpin + Send + 'static,
+{
+    // The connector is fixed to the endpoint: the URI is not used.
+    let io = connect
+        .oneshot(Uri::default())
+        .await
+        .map_err(|e| ConnectError(e.into()))?;
+    let (sender, conn) = Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| ConnectError(e.into()))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// The request as HTTP/1.1 sends it: `Host` from the authority unless set, the target in
+/// origin form (authority form for CONNECT), version 1.1 unless it is 1.0.
+fn prepare(req: &mut Request<RequestBody>) -> Result<(), BoxError> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return Err("upstream request without an authority".into());
+    };
+    if !req.headers().contains_key(HOST) {
+        req.headers_mut()
+            .insert(HOST, HeaderValue::from_str(authority.as_str())?);
+    }
+    let mut parts = Parts::default();
+    if req.method() == Method::CONNECT {
+        parts.authority = Some(authority);
+    } else {
+        parts.path_and_query = req.uri().path_and_query().cloned();
+        if parts.path_and_query.is_none() {
+            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+    }
+    *req.uri_mut() = Uri::from_parts(parts)?;
+    if req.version() != Version::HTTP_10 {
+        *req.version_mut() = Version::HTTP_11;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty};
+
+    fn req(method: Method, uri: &str) -> Request<RequestBody> {
+        let mut r = Request::new(Empty::new().map_err(|e| match e {}).boxed_unsync());
+        *r.method_mut() = method;
+        *r.uri_mut() = uri.parse().unwrap();
+        r
+    }
+
+    #[test]
+    fn origin_form_with_host_from_the_authority() {
+        let mut r = req(Method::GET, "http://reviews:9080/api/v1?x=1");
+        *r.version_mut() = Version::HTTP_2;
+        prepare(&mut r).unwrap();
+        assert_eq!(r.uri(), "/api/v1?x=1");
+        assert_eq!(r.headers()[HOST], "reviews:9080");
+        assert_eq!(r.version(), Version::HTTP_11);
+    }
+
+    #[test]
+    fn an_existing_host_is_kept_and_connect_keeps_the_authority() {
+        let mut r = req(Method::GET, "http://10.0.0.1:80");
+        r.headers_mut()
+            .insert(HOST, HeaderValue::from_static("example.com"));
+        prepare(&mut r).unwrap();
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()[HOST], "example.com");
+
+        let mut r = req(Method::CONNECT, "http://db:5432");
+        prepare(&mut r).unwrap();
+        assert_eq!(r.uri().to_string(), "db:5432");
+    }
+
+    #[test]
+    fn a_relative_uri_is_an_error() {
+        assert!(prepare(&mut req(Method::GET, "/x")).is_err());
+    }
+}

@@ -89,9 +89,10 @@ impl Mesh {
 
     /// The client's per-cluster upstream state (`mesh_cluster_*` families and Envoy's
     /// `/clusters` JSON with [`UpstreamMetrics::clusters_json`]): membership, EDS health,
-    /// outlier ejections, requests in flight, retries and circuit-breaker overflows of
-    /// every cluster the default [`ResilienceStack`] has built. No connection-pool
-    /// counters (`upstream_cx_*`): mesh-route's pool keeps none yet.
+    /// outlier ejections, requests in flight, retries, circuit-breaker overflows and
+    /// connection-pool counters (`upstream_cx_total`, `upstream_cx_active`,
+    /// `upstream_cx_connect_fail`) of every cluster the default [`ResilienceStack`] has
+    /// built.
     pub fn upstream_metrics(&self) -> &UpstreamMetrics {
         &self.upstream
     }

@@ -191,13 +191,15 @@ impl Case for InProcessMesh {
 
     fn describe(&self) -> String {
         "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
-         served by the embedded control plane, least-request LB, hyper pool over mesh-tls mTLS, \
-         HTTP/1.1 as Istio without `h2UpgradePolicy`: keep-alive connections shared by all \
-         lanes, one per request in flight) with the per-cluster \
+         served by the embedded control plane, least-request LB, mesh-route's pool over \
+         mesh-tls mTLS, HTTP/1.1 as Istio without `h2UpgradePolicy`: keep-alive \
+         `hyper::client::conn::http1` connections shared by all lanes, one per request in \
+         flight) with the per-cluster \
          `ResilienceStack` (route timeout 10 s, retry policy of 2 attempts on \
          5xx/reset/connect-failure, circuit breaker, outlier detection) behind \
          `IstioMetricsLayer::source` -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, \
-         `PeerIdentity`) -> `IstioMetricsLayer::destination` -> app"
+         `PeerIdentity`) -> `IstioMetricsLayer::destination` -> app; each lane holds a clone \
+         of the client and calls it (`ready`, `call`)"
             .into()
     }
 }

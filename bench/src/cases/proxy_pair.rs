@@ -183,7 +183,8 @@ impl Case for ProxyPair {
     fn describe(&self) -> String {
         "hyper HTTP/1.1 client -> client `mesh-proxy` (`--workers 1`; outbound listener, \
          `MeshClient` routing from the embedded control plane with the same Istio config as \
-         case 3) -> mTLS HTTP/2 -> server `mesh-proxy` (`--workers 1`; STRICT inbound, \
+         case 3, so HTTP/1.1 upstream as in Istio without `h2UpgradePolicy`) -> mTLS \
+         HTTP/1.1 -> server `mesh-proxy` (`--workers 1`; STRICT inbound, \
          authorization, Istio metrics) -> HTTP/1.1 -> the hyper app in the harness process; \
          identities from PEM files issued by the same dev CA"
             .into()

@@ -1,7 +1,7 @@
 //! Connection pools towards one cluster's endpoints, over hyper.
 //!
-//! One [`UpstreamPool`] per cluster holds, per endpoint, hyper-util pooled clients whose
-//! connector always dials that endpoint whatever the request's URI says. So the request
+//! One [`UpstreamPool`] per cluster holds, per endpoint, connections whose connector
+//! always dials that endpoint whatever the request's URI says. So the request
 //! keeps its own authority in the URI: HTTP/1.1 sends it as `Host`, HTTP/2 as `:authority`
 //! (as Envoy does: the upstream sees the authority the caller asked for, after any host
 //! rewrite, never the endpoint's address).
@@ -31,8 +31,9 @@
 //!   headers arrive. Sequential requests all use the first connection. A connection that
 //!   breaks or closes is replaced by a new one to the same endpoint on its next request.
 //!
-//! Picking a connection reads an `ArcSwap`'d list and an atomic per connection; a lock is
-//! taken only to add an endpoint or a connection. Idle connections close after the
+//! Picking an HTTP/2 connection reads an `ArcSwap`'d list and an atomic per connection; a
+//! lock is taken only to add an endpoint or a connection (HTTP/1.1 holds a short lock on
+//! its endpoint's idle list per request). Idle connections close after the
 //! cluster's idle timeout (Envoy's default, 1 h, when the cluster sets none), each
 //! connection of a set on its own.
 

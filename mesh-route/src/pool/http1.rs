@@ -7,13 +7,21 @@
 //! moment), and the endpoint is already chosen by the balancer, so there is no pool key to
 //! hash.
 //!
+//! The caller can see the end of a response body a few microseconds before hyper's
+//! dispatcher has made the connection ready again, so a request that finds no ready
+//! connection but one finishing its response waits for that one, and dials a new
+//! connection only if it is still busy after [`DIAL_GRACE`]; whichever is ready first is
+//! used (a dial already under way then completes into the idle list, as in hyper-util's
+//! pool). Sequential requests therefore reuse one connection.
+//!
 //! A kept-alive connection that the server closed just before we used it hands the request
 //! back unsent; it is then sent on another connection (as hyper-util's pool does). Idle
 //! connections close after the cluster's idle timeout, checked by a sweep task per pool.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::HOST;
@@ -33,6 +41,18 @@ pub(super) type Dial =
 
 /// The sending half of one connection.
 pub(super) type Sender = SendRequest<RequestBody>;
+
+/// How long a request waits for a connection that is finishing its previous response
+/// before it dials another.
+pub(super) const DIAL_GRACE: Duration = Duration::from_millis(1);
+
+/// What the idle list has for a request.
+enum Checkout {
+    Ready(Sender),
+    /// Open, still finishing a response (taken out of the list).
+    Busy(Sender),
+    Empty,
+}
 
 struct Idle {
     sender: Sender,
@@ -61,15 +81,12 @@ impl H1Set {
 
     /// Sends `req` (absolute URI: its authority becomes `Host` when the request has none).
     pub(super) async fn send(
-        &self,
+        self: Arc<Self>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, BoxError> {
         prepare(&mut req)?;
         loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(s) => (s, true),
-                None => ((self.dial)().await?, false),
-            };
+            let (mut sender, reused) = self.acquire().await?;
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     self.checkin(sender);
@@ -84,19 +101,59 @@ impl H1Set {
         }
     }
 
-    /// A ready connection, dropping closed ones on the way.
-    fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(i) = idle
-            .iter()
-            .position(|c| c.sender.is_ready() || c.sender.is_closed())
-        {
-            let c = idle.swap_remove(i);
-            if c.sender.is_ready() {
-                return Some(c.sender);
+    /// A connection for one request, and whether it was used before.
+    async fn acquire(self: &Arc<Self>) -> Result<(Sender, bool), BoxError> {
+        let mut busy = match self.checkout() {
+            Checkout::Ready(s) => return Ok((s, true)),
+            Checkout::Busy(s) => s,
+            Checkout::Empty => return Ok(((self.dial)().await?, false)),
+        };
+        let started = Arc::new(AtomicBool::new(false));
+        let mut dial = {
+            let (set, started) = (self.clone(), started.clone());
+            Box::pin(async move {
+                tokio::time::sleep(DIAL_GRACE).await;
+                started.store(true, Ordering::Relaxed);
+                (set.dial)().await
+            })
+        };
+        tokio::select! {
+            biased;
+            ready = busy.ready() => {
+                if ready.is_ok() {
+                    if started.load(Ordering::Relaxed) {
+                        // Keep the socket: the new connection joins the idle list.
+                        let set = self.clone();
+                        tokio::spawn(async move {
+                            if let Ok(s) = dial.await {
+                                set.checkin(s);
+                            }
+                        });
+                    }
+                    return Ok((busy, true));
+                }
+                Ok((dial.await?, false))
+            }
+            dialed = &mut dial => {
+                self.checkin(busy);
+                Ok((dialed?, false))
             }
         }
-        None
+    }
+
+    /// A ready connection, else one still finishing a response, dropping closed ones on
+    /// the way.
+    fn checkout(&self) -> Checkout {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|c| !c.sender.is_closed());
+        if let Some(i) = idle.iter().position(|c| c.sender.is_ready()) {
+            return Checkout::Ready(idle.swap_remove(i).sender);
+        }
+        match idle.is_empty() {
+            // The oldest is the likeliest to be done.
+            false => Checkout::Busy(idle.remove(0).sender),
+            true => Checkout::Empty,
+        }
     }
 
     /// Back to the idle list once the response headers are in: ready again when hyper has

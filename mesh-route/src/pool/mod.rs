@@ -386,7 +386,7 @@ impl UpstreamPool {
             Endpoint::H1(set) => {
                 let set = set.clone();
                 ResponseFuture {
-                    inner: Inner::H1(Box::pin(async move { set.send(req).await })),
+                    inner: Inner::H1(Box::pin(set.send(req))),
                     stream: None,
                 }
             }

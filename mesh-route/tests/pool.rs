@@ -162,6 +162,12 @@ fn request() -> http::Request<mesh_route::pool::RequestBody> {
         .unwrap()
 }
 
+/// A local address nothing listens on.
+async fn unused_addr() -> SocketAddr {
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    closed.local_addr().unwrap()
+}
+
 const SLOW: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,10 +291,8 @@ async fn counters_follow_connections_and_failed_attempts() {
         "closed connections are inactive"
     );
 
-    // Nothing listens on `closed`: the attempt fails and is counted.
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    // Nothing listens there: the attempt fails and is counted.
+    let addr = unused_addr().await;
     let key: Arc<str> = addr.to_string().into();
     let err = p
         .send(&key, &EndpointAddress::Socket(addr), request())
@@ -367,9 +371,7 @@ async fn http1_closes_connections_idle_for_the_idle_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http1_connect_failures_are_connect_errors() {
-    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = closed.local_addr().unwrap();
-    drop(closed);
+    let addr = unused_addr().await;
     let p = pool(&cluster(UpstreamProtocol::Http1, None), None);
     let key: Arc<str> = addr.to_string().into();
     let err = p

@@ -30,6 +30,7 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper::rt::{Read, Write};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use tower::{BoxError, ServiceExt};
 
 use super::{ConnectError, RequestBody};
@@ -39,8 +40,22 @@ use super::{ConnectError, RequestBody};
 pub(super) type Dial =
     Box<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Sender, BoxError>> + Send>> + Send + Sync>;
 
-/// The sending half of one connection.
-pub(super) type Sender = SendRequest<RequestBody>;
+/// The sending half of one connection, and what the connector said about it (over mTLS
+/// the server's `PeerIdentity`, copied into every response as hyper-util's pool does).
+pub(super) struct Sender {
+    tx: SendRequest<RequestBody>,
+    info: Connected,
+}
+
+impl Sender {
+    fn is_ready(&self) -> bool {
+        self.tx.is_ready()
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
 
 /// How long a request waits for a connection that is finishing its previous response
 /// before it dials another.
@@ -87,8 +102,9 @@ impl H1Set {
         prepare(&mut req)?;
         loop {
             let (mut sender, reused) = self.acquire().await?;
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
+            match sender.tx.try_send_request(req).await {
+                Ok(mut resp) => {
+                    sender.info.get_extras(resp.extensions_mut());
                     self.checkin(sender);
                     return Ok(resp);
                 }
@@ -119,7 +135,7 @@ impl H1Set {
         };
         tokio::select! {
             biased;
-            ready = busy.ready() => {
+            ready = busy.tx.ready() => {
                 if ready.is_ok() {
                     if started.load(Ordering::Relaxed) {
                         // Keep the socket: the new connection joins the idle list.
@@ -182,14 +198,15 @@ pub(super) async fn dial<C, IO>(connect: C) -> Result<Sender, BoxError>
 where
     C: tower::Service<Uri, Response = IO>,
     C::Error: Into<BoxError>,
-    IO: Read + Write + Unpin + Send + 'static,
+    IO: Read + Write + Connection + Unpin + Send + 'static,
 {
     // The connector is fixed to the endpoint: the URI is not used.
     let io = connect
         .oneshot(Uri::default())
         .await
         .map_err(|e| ConnectError(e.into()))?;
-    let (sender, conn) = Builder::new()
+    let info = io.connected();
+    let (tx, conn) = Builder::new()
         .handshake(io)
         .await
         .map_err(|e| ConnectError(e.into()))?;
@@ -198,7 +215,7 @@ where
             tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
         }
     });
-    Ok(sender)
+    Ok(Sender { tx, info })
 }
 
 /// The request as HTTP/1.1 sends it: `Host` from the authority unless set, the target in

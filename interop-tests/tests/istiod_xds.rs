@@ -26,8 +26,8 @@ use mesh_tls::ca::IstioCaClient;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::{CertProvider, Credentials};
 use mesh_xds::client::{
-    BackoffConfig, ClientStatus, Protocol, ResourceState, XdsClient, XdsClientConfig, XdsSnapshot,
-    channel,
+    BackoffConfig, ClientStatus, ConfigSnapshot, Protocol, ResourceState, XdsClient,
+    XdsClientConfig, channel,
 };
 use mesh_xds::resource::ResourceType;
 
@@ -194,7 +194,7 @@ async fn ready_and_all_acked(client: &XdsClient, istiod: &Istiod) -> ClientStatu
 
 /// The Bookinfo reviews route, clusters and endpoints as istiod's proxyless generator
 /// builds them.
-fn assert_reviews_model(snap: &XdsSnapshot) {
+fn assert_reviews_model(snap: &ConfigSnapshot) {
     let listener = snap
         .listeners
         .get(&*format!("{REVIEWS}:9080"))

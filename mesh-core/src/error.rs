@@ -45,3 +45,34 @@ pub enum Error {
     #[error(transparent)]
     Identity(#[from] IdentityError),
 }
+
+/// A boxed error, as tower and hyper use it.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connection to an upstream endpoint could not be made (TCP connect, TLS handshake, the
+/// server's identity, or the HTTP handshake): nothing was sent, so the request is safe to
+/// retry and the failure is local-origin (Envoy's `connect-failure`).
+#[derive(Debug, thiserror::Error)]
+#[error("upstream connect error: {0}")]
+pub struct ConnectError(#[source] pub BoxError);
+
+/// The first error of type `E` in `err`'s cause chain (`err` itself included).
+///
+/// ```
+/// use mesh_core::error::{ConnectError, find_cause};
+/// let err = ConnectError("refused".into());
+/// let wrapped: Box<dyn std::error::Error + Send + Sync> = Box::new(err);
+/// assert!(find_cause::<ConnectError>(&*wrapped).is_some());
+/// ```
+pub fn find_cause<'a, E: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(found) = e.downcast_ref::<E>() {
+            return Some(found);
+        }
+        cur = e.source();
+    }
+    None
+}

@@ -1,8 +1,17 @@
-//! Core types shared by every crate of the mesh: SPIFFE identities and errors.
+//! Core types shared by every crate of the mesh, and the seams between them.
 //!
-//! This crate has no protobuf, TLS or I/O in its public API, so routing and policy can be
-//! tested with plain structs and every config source (xDS, the embedded control plane,
-//! static files) produces the same model.
+//! - [`identity`]: SPIFFE IDs and trust domains.
+//! - [`model`]: the protocol-free config model (listeners, routes, clusters, endpoints,
+//!   RBAC), what the xDS translation and the embedded control plane produce.
+//! - [`config`]: the config seam: [`ConfigSnapshot`](config::ConfigSnapshot) and the
+//!   [`ConfigSource`](config::ConfigSource) trait every source implements.
+//! - [`extensions`]: what layers pass each other in request and response extensions
+//!   (route policy, peer identity, connection addresses, the endpoint that answered).
+//! - [`hosts`]: the trait through which outlier detection ejects hosts from a balancer.
+//! - [`error`]: identity errors, the shared connect error and a cause-chain search.
+//!
+//! This crate has no protobuf, TLS or network I/O, so layers and routing can be tested with
+//! plain structs and every config source produces the same model.
 //!
 //! ```
 //! use mesh_core::SpiffeId;
@@ -13,9 +22,12 @@
 //! assert_eq!(id.istio_service_account(), Some("reviews"));
 //! ```
 
+pub mod config;
 pub mod error;
+pub mod extensions;
+pub mod hosts;
 pub mod identity;
 pub mod model;
 
-pub use error::{Error, IdentityError};
+pub use error::{BoxError, ConnectError, Error, IdentityError};
 pub use identity::{SpiffeId, TrustDomain};

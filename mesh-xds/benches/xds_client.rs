@@ -34,7 +34,7 @@ use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 use futures::Stream;
 use mesh_core::model::EndpointAddress;
-use mesh_xds::client::{Protocol, XdsClient, XdsClientConfig, XdsSnapshot, channel};
+use mesh_xds::client::{ConfigSnapshot, Protocol, XdsClient, XdsClientConfig, channel};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -157,11 +157,11 @@ fn rss() -> u64 {
     pages * 4096
 }
 
-fn endpoint_count(s: &XdsSnapshot) -> usize {
+fn endpoint_count(s: &ConfigSnapshot) -> usize {
     s.endpoints.values().map(|c| c.endpoint_count()).sum()
 }
 
-async fn wait_until(client: &XdsClient, cond: impl Fn(&XdsSnapshot) -> bool) {
+async fn wait_until(client: &XdsClient, cond: impl Fn(&ConfigSnapshot) -> bool) {
     let mut rx = client.watch();
     loop {
         if cond(&rx.borrow_and_update()) {

@@ -13,7 +13,7 @@ use std::time::Duration;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_core::model::EndpointAddress;
 use mesh_xds::client::{
-    BackoffConfig, Protocol, ResourceState, XdsClient, XdsClientConfig, XdsSnapshot, channel,
+    BackoffConfig, ConfigSnapshot, Protocol, ResourceState, XdsClient, XdsClientConfig, channel,
 };
 use mesh_xds::resource::ResourceType;
 use serde_json::{Value, json};
@@ -144,7 +144,7 @@ fn client_with(server: &GoServer, protocol: Protocol, wildcard_clusters: bool) -
 }
 
 /// Waits until the snapshot satisfies `cond`.
-async fn wait_for(client: &XdsClient, what: &str, cond: impl Fn(&XdsSnapshot) -> bool) {
+async fn wait_for(client: &XdsClient, what: &str, cond: impl Fn(&ConfigSnapshot) -> bool) {
     let mut rx = client.watch();
     let ok = tokio::time::timeout(WAIT, async {
         loop {
@@ -164,7 +164,7 @@ async fn wait_for(client: &XdsClient, what: &str, cond: impl Fn(&XdsSnapshot) ->
     );
 }
 
-fn ports(s: &XdsSnapshot, cluster: &str) -> Vec<u16> {
+fn ports(s: &ConfigSnapshot, cluster: &str) -> Vec<u16> {
     let mut out: Vec<u16> = s
         .endpoints
         .get(cluster)
@@ -183,7 +183,7 @@ fn ports(s: &XdsSnapshot, cluster: &str) -> Vec<u16> {
     out
 }
 
-fn full_chain(s: &XdsSnapshot, cluster: &str) -> bool {
+fn full_chain(s: &ConfigSnapshot, cluster: &str) -> bool {
     s.listeners.contains_key(LISTENER)
         && s.route_configs.contains_key("reviews-routes")
         && s.clusters.contains_key(cluster)

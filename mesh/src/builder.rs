@@ -173,8 +173,12 @@ impl MeshBuilder {
             let u = upstream.clone();
             Arc::new(ResilienceStack::new().observe(move |name, r| u.track(name, r.into())))
         });
-        let mesh_client =
-            MeshClient::with_shared_stack(xds.clone(), identity.clone(), self.client, stack);
+        let mesh_client = MeshClient::with_shared_stack(
+            Arc::new(xds.clone()),
+            identity.clone(),
+            self.client,
+            stack,
+        );
         let metrics = self.metrics.unwrap_or_default();
         let client = tower::Layer::layer(
             &IstioMetricsLayer::source(&metrics, self.workload.clone()),

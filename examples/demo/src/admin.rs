@@ -19,7 +19,7 @@ use mesh_telemetry::admin::config_dump::snapshot_json;
 use mesh_telemetry::admin::csds::CsdsService;
 use mesh_telemetry::admin::{Admin, LogFilterFn, XdsStatusCache};
 use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
-use mesh_xds::client::XdsSnapshot;
+use mesh_xds::client::ConfigSnapshot;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -74,7 +74,7 @@ fn health_name(h: mesh_core::model::HealthStatus) -> &'static str {
 /// outlier detection; `"workload"` names the client), then every other cluster of the
 /// driver's (`workload`) xDS config with its EDS endpoints and health
 /// (`failed_outlier_check` null: no live state to read yet).
-fn clusters(tracked: Value, workload: &str, snapshot: &XdsSnapshot) -> Value {
+fn clusters(tracked: Value, workload: &str, snapshot: &ConfigSnapshot) -> Value {
     let mut statuses = tracked["cluster_statuses"]
         .as_array()
         .cloned()

@@ -7,7 +7,7 @@ use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
 use mesh_telemetry::admin::{Admin, XdsStatusCache};
 use mesh_telemetry::metrics::library::XdsStatusSource;
 use mesh_tls::IdentityStore;
-use mesh_xds::client::{ClientStatus, XdsClient, XdsSnapshot};
+use mesh_xds::client::{ClientStatus, ConfigSnapshot, XdsClient};
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -83,7 +83,7 @@ fn snapshot_json(xds: &XdsClient) -> Value {
 }
 
 /// Each cluster with whether it is mTLS and its endpoint addresses.
-fn clusters_json(s: &XdsSnapshot) -> Value {
+fn clusters_json(s: &ConfigSnapshot) -> Value {
     let clusters: serde_json::Map<String, Value> = s
         .clusters
         .iter()

@@ -11,10 +11,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
+use mesh_core::config::ConfigSnapshot;
 use mesh_core::model::{Cluster, ClusterLoadAssignment, SanType, StringMatcher, UpstreamTls};
 use mesh_tls::IdentityStore;
 use mesh_tls::verify::PeerPolicy;
-use mesh_xds::client::XdsSnapshot;
 
 use crate::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
 use crate::lb::Balancer;
@@ -140,7 +140,7 @@ impl ClusterSet {
     /// Builds the clusters of `snapshot`, reusing the states of `previous` whose cluster
     /// resource did not change.
     pub fn build(
-        snapshot: &XdsSnapshot,
+        snapshot: &ConfigSnapshot,
         previous: &ClusterSet,
         identity: &IdentityStore,
         pool: PoolConfig,

@@ -523,11 +523,7 @@ impl Future for ResponseFuture {
     }
 }
 
-/// A connection to the endpoint could not be made (TCP connect, TLS handshake, the server's
-/// identity, or the HTTP/1.1 handshake): nothing was sent.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream connect error: {0}")]
-pub struct ConnectError(#[source] pub BoxError);
+pub use mesh_core::ConnectError;
 
 /// The URI the connector dials for an endpoint.
 fn endpoint_uri(address: &EndpointAddress) -> Uri {

@@ -13,9 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderName;
 use mesh_core::model::{
-    ClusterSpecifier, FilterOverride, FilterOverrides, ForwardAction, Fraction, HashPolicy,
-    HeaderOps, HostRewrite, MaxStreamDuration, Redirect, RegexRewrite, RetryPolicy, Route,
-    RouteAction, RouteConfig, VirtualHost,
+    ClusterSpecifier, ForwardAction, Fraction, HeaderOps, HostRewrite, Redirect, RegexRewrite,
+    Route, RouteAction, RouteConfig, VirtualHost,
 };
 
 pub use headers::HeaderPlan;
@@ -35,34 +34,7 @@ pub struct RouterOptions {
     pub host_port_mode: HostPortMode,
 }
 
-/// The per-route policies that later layers (timeouts, retries, hashing, faults) read. One
-/// `Arc` per route (and per weighted cluster), built with the router.
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct RoutePolicy {
-    /// Overall request timeout; `None`: no timeout (Envoy's 15 s default is already applied).
-    pub timeout: Option<Duration>,
-    /// Stream idle timeout.
-    pub idle_timeout: Option<Duration>,
-    /// The route's retry policy, or the virtual host's (shared: the retry layer takes it
-    /// per request).
-    pub retry_policy: Option<Arc<RetryPolicy>>,
-    /// Hash policies for ring hash and Maglev (see [`crate::request_hash`]).
-    pub hash_policies: Vec<HashPolicy>,
-    /// Per-filter overrides: weighted cluster over route over virtual host.
-    pub filter_overrides: FilterOverrides,
-    /// Stream duration limits and `grpc-timeout` handling.
-    pub max_stream_duration: MaxStreamDuration,
-}
-
-impl RoutePolicy {
-    /// The fault filter's override for this route, if any (`None` also when disabled).
-    pub fn fault(&self, filter_name: &str) -> Option<&mesh_core::model::FaultConfig> {
-        match self.filter_overrides.get(filter_name) {
-            Some(FilterOverride::Fault(f)) => Some(f),
-            _ => None,
-        }
-    }
-}
+pub use mesh_core::extensions::RoutePolicy;
 
 /// How the authority is rewritten before forwarding.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,6 +1,6 @@
 //! The full current xDS config of a client as JSON, for `/config_dump`.
 
-use mesh_xds::client::XdsSnapshot;
+use mesh_xds::client::ConfigSnapshot;
 use serde_json::{Map, Value, json};
 
 use super::debug_json::to_json;
@@ -17,7 +17,7 @@ fn section<'a, T: std::fmt::Debug + 'a>(
 /// Every resource of `snapshot` (listeners, route configurations, clusters, endpoints) as
 /// the client holds it after translation, keyed by resource name: a `/config_dump` source
 /// for [`Admin::with_config_dump`](super::Admin::with_config_dump).
-pub fn snapshot_json(snapshot: &XdsSnapshot) -> Value {
+pub fn snapshot_json(snapshot: &ConfigSnapshot) -> Value {
     json!({
         "listeners": section(snapshot.listeners.iter()),
         "route_configs": section(snapshot.route_configs.iter()),

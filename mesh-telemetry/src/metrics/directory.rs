@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use mesh_core::SpiffeId;
 use mesh_core::model::{SanType, StringMatcher};
-use mesh_xds::client::{XdsClient, XdsSnapshot};
+use mesh_xds::client::{ConfigSnapshot, XdsClient};
 
 use super::labels::{ServiceInfo, UNKNOWN, WorkloadInfo};
 use super::peers::{PeerDirectory, PeerResolver};
@@ -111,7 +111,7 @@ impl DirectoryBuilder {
     /// name the SPIFFE IDs allowed to serve it. When one principal serves a service, the
     /// service's `destination_principal` and `destination_workload_namespace` are known
     /// before any response. Entries already registered win.
-    pub fn xds(mut self, snapshot: &XdsSnapshot) -> Self {
+    pub fn xds(mut self, snapshot: &ConfigSnapshot) -> Self {
         let mut found: HashMap<String, Option<String>> = HashMap::new();
         for (name, cluster) in snapshot.clusters.iter() {
             let Some(host) = istio_cluster_host(name) else {

@@ -11,7 +11,7 @@ use tokio_rustls::TlsConnector;
 use super::MeshClientStream;
 use crate::config::{ClientConfigs, ClientSettings};
 use crate::verify::{VerifyStats, handshake_error};
-use crate::{IdentityStore, PeerIdentity, TlsError};
+use crate::{IdentityStore, TlsError};
 
 /// Connects to `host:port` of a URI over mTLS. Cheap to clone.
 ///
@@ -95,7 +95,7 @@ impl MeshConnector {
         let tls = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| TlsError::Handshake(format!("connect to {host}:{port} timed out")))??;
-        let peer = PeerIdentity::of_connection(tls.get_ref().1)
+        let peer = crate::peer::peer_of_connection(tls.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("server presented no certificate".into()))?;
         Ok(MeshClientStream::new(tls, peer))
     }

@@ -67,7 +67,7 @@ impl MeshAcceptor {
                 }
                 other => other,
             })?;
-        let peer = PeerIdentity::of_connection(stream.get_ref().1)
+        let peer = crate::peer::peer_of_connection(stream.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("client presented no certificate".into()))?;
         Ok((stream, peer))
     }

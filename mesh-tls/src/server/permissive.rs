@@ -2,17 +2,7 @@
 //! plaintext, decided by sniffing the first bytes for a TLS ClientHello), DISABLE
 //! (plaintext only).
 
-use std::net::SocketAddr;
-
-/// The connection's addresses, in every request's extensions (plaintext or mTLS) so that
-/// authorization can match source IPs and destination ports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnectionAddrs {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// Our address.
-    pub local: SocketAddr,
-}
+pub use mesh_core::extensions::ConnectionAddrs;
 
 use std::collections::HashMap;
 use std::future::Future;

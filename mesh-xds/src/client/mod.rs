@@ -28,14 +28,12 @@ mod state;
 mod status;
 mod subscription;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
-use mesh_core::model;
 use tokio::sync::{mpsc, oneshot, watch};
 use tonic::transport::Channel;
 
@@ -133,29 +131,14 @@ pub enum XdsClientError {
     Stopped,
 }
 
-/// Resources by name. Lookups take `&str`.
-pub type ResourceMap<T> = HashMap<Arc<str>, Arc<T>>;
+pub use mesh_core::config::{ConfigSnapshot, ResourceMap};
 
-/// The validated config the client holds, immutable. A new snapshot shares every map and
-/// every resource that did not change with the previous one.
-#[derive(Clone, Debug, Default)]
-pub struct XdsSnapshot {
-    /// LDS resources by listener name.
-    pub listeners: Arc<ResourceMap<model::Listener>>,
-    /// RDS resources by route config name.
-    pub route_configs: Arc<ResourceMap<model::RouteConfig>>,
-    /// CDS resources by cluster name.
-    pub clusters: Arc<ResourceMap<model::Cluster>>,
-    /// EDS resources by cluster (or EDS service) name.
-    pub endpoints: Arc<ResourceMap<model::ClusterLoadAssignment>>,
-}
-
-/// Decodes through [`resource::decode`] (the real translation) into [`XdsSnapshot`]s.
+/// Decodes through [`resource::decode`] (the real translation) into [`ConfigSnapshot`]s.
 struct ModelCodec;
 
 impl Codec for ModelCodec {
     type Value = Resource;
-    type Snapshot = XdsSnapshot;
+    type Snapshot = ConfigSnapshot;
 
     fn decode(&self, ty: ResourceType, raw: &Any) -> Result<Decoded<Resource>, Rejection> {
         let value = resource::decode(ty, raw)?;
@@ -168,7 +151,7 @@ impl Codec for ModelCodec {
 
     fn publish(
         &self,
-        snapshot: &mut XdsSnapshot,
+        snapshot: &mut ConfigSnapshot,
         ty: ResourceType,
         name: &Arc<str>,
         value: Option<&Resource>,
@@ -204,7 +187,7 @@ impl Codec for ModelCodec {
 #[derive(Clone, Debug)]
 pub struct XdsClient {
     commands: mpsc::Sender<Command>,
-    snapshot: watch::Receiver<Arc<XdsSnapshot>>,
+    snapshot: watch::Receiver<Arc<ConfigSnapshot>>,
     ready: watch::Receiver<bool>,
 }
 
@@ -267,12 +250,12 @@ impl XdsClient {
 
     /// The current snapshot (last good config: kept while disconnected and while updates
     /// are NACKed).
-    pub fn snapshot(&self) -> Arc<XdsSnapshot> {
+    pub fn snapshot(&self) -> Arc<ConfigSnapshot> {
         self.snapshot.borrow().clone()
     }
 
     /// A receiver of every new snapshot.
-    pub fn watch(&self) -> watch::Receiver<Arc<XdsSnapshot>> {
+    pub fn watch(&self) -> watch::Receiver<Arc<ConfigSnapshot>> {
         self.snapshot.clone()
     }
 
@@ -304,6 +287,32 @@ impl XdsClient {
             .send(cmd)
             .await
             .map_err(|_| XdsClientError::Stopped)
+    }
+}
+
+/// The xDS client is a config source: consumers (the mesh client, inbound servers,
+/// telemetry) read its snapshots and demand targets without knowing it speaks xDS.
+impl mesh_core::config::ConfigSource for XdsClient {
+    fn snapshots(&self) -> watch::Receiver<Arc<ConfigSnapshot>> {
+        self.snapshot.clone()
+    }
+
+    fn demand(&self, listener: &str) {
+        let Ok(name) = listener_name_for_target(listener) else {
+            tracing::debug!(listener, "not an xDS target; not subscribing");
+            return;
+        };
+        // Non-blocking: when the command queue is full, a task waits for room.
+        if let Err(mpsc::error::TrySendError::Full(cmd)) =
+            self.commands.try_send(Command::AddTarget(name.to_owned()))
+        {
+            let commands = self.commands.clone();
+            tokio::spawn(async move { commands.send(cmd).await });
+        }
+    }
+
+    fn readiness(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
     }
 }
 

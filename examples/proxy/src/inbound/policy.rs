@@ -8,7 +8,7 @@ use std::sync::Arc;
 use mesh_authz::AuthzPolicies;
 use mesh_core::model::{ListenerKind, ServerListener};
 use mesh_tls::server::PeerAuthMode;
-use mesh_xds::client::{XdsClient, XdsSnapshot};
+use mesh_xds::client::{ConfigSnapshot, XdsClient};
 use tokio::sync::watch;
 
 use crate::options::MtlsMode;
@@ -49,7 +49,7 @@ pub(crate) async fn from_xds(xds: &XdsClient, listener: String) -> Result<Inboun
     tokio::spawn(async move {
         let mut last = None;
         loop {
-            let snapshot: Arc<XdsSnapshot> = snapshots.borrow_and_update().clone();
+            let snapshot: Arc<ConfigSnapshot> = snapshots.borrow_and_update().clone();
             if xds.is_ready() {
                 let now = derive(&snapshot, &listener);
                 if last.as_ref() != Some(&now) {
@@ -70,7 +70,7 @@ pub(crate) async fn from_xds(xds: &XdsClient, listener: String) -> Result<Inboun
     Ok(InboundPolicy { mode, authz })
 }
 
-fn derive(s: &XdsSnapshot, listener: &str) -> (PeerAuthMode, AuthzPolicies) {
+fn derive(s: &ConfigSnapshot, listener: &str) -> (PeerAuthMode, AuthzPolicies) {
     match s.listeners.get(listener).map(|l| &l.kind) {
         Some(ListenerKind::Server(server)) => (mode_of(server), policies_of(server)),
         _ => (PeerAuthMode::Permissive, AuthzPolicies::default()),

@@ -1,0 +1,151 @@
+//! Types that travel in request, response and error extensions between independent
+//! layers: a router puts the route's policy in, a retry layer and an endpoint picker read
+//! it; a server puts the peer's identity in, authorization reads it. They live here, below
+//! every layer crate, so that no layer depends on another to understand them.
+//!
+//! | type | where | set by | read by |
+//! |---|---|---|---|
+//! | [`PeerIdentity`] | request | mTLS servers | authorization, telemetry, the app |
+//! | [`ConnectionAddrs`] | request | servers | authorization, telemetry |
+//! | `Arc<`[`RoutePolicy`]`>` | request | router (MeshClient) | timeout, retry, fault layers |
+//! | [`RequestHash`] | request | router (route hash policies) | endpoint picker (ring hash, Maglev) |
+//! | [`AutoHostRewrite`] | request | router (`auto_host_rewrite`) | endpoint picker |
+//! | [`PreviousHosts`] | request | retry layer | endpoint picker (re-picks) |
+//! | [`UpstreamEndpoint`] | response | endpoint picker | outlier detection, retry, telemetry |
+//! | [`EndpointError`] | error | endpoint picker | outlier detection, retry |
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::SpiffeId;
+use crate::error::BoxError;
+use crate::model::{
+    FaultConfig, FilterOverride, FilterOverrides, HashPolicy, MaxStreamDuration, RetryPolicy,
+};
+
+/// The peer's SPIFFE ID, verified during the mTLS handshake.
+///
+/// Servers insert it into every request's extensions, so axum handlers take it with
+/// `Extension<PeerIdentity>` and hyper/tower services read
+/// `req.extensions().get::<PeerIdentity>()`.
+///
+/// ```
+/// use mesh_core::SpiffeId;
+/// use mesh_core::extensions::PeerIdentity;
+/// let peer = PeerIdentity(SpiffeId::new("spiffe://cluster.local/ns/default/sa/web").unwrap());
+/// assert_eq!(peer.to_string(), "spiffe://cluster.local/ns/default/sa/web");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PeerIdentity(pub SpiffeId);
+
+impl PeerIdentity {
+    /// The SPIFFE ID.
+    pub fn id(&self) -> &SpiffeId {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PeerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The connection's addresses, in every request's extensions (plaintext or mTLS) so that
+/// authorization can match source IPs and destination ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnectionAddrs {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// Our address.
+    pub local: SocketAddr,
+}
+
+/// The per-route policies that later layers (timeouts, retries, hashing, faults) read. One
+/// `Arc` per route (and per weighted cluster), built with the router.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct RoutePolicy {
+    /// Overall request timeout; `None`: no timeout (Envoy's 15 s default is already applied).
+    pub timeout: Option<Duration>,
+    /// Stream idle timeout.
+    pub idle_timeout: Option<Duration>,
+    /// The route's retry policy, or the virtual host's (shared: the retry layer takes it
+    /// per request).
+    pub retry_policy: Option<Arc<RetryPolicy>>,
+    /// Hash policies for ring hash and Maglev.
+    pub hash_policies: Vec<HashPolicy>,
+    /// Per-filter overrides: weighted cluster over route over virtual host.
+    pub filter_overrides: FilterOverrides,
+    /// Stream duration limits and `grpc-timeout` handling.
+    pub max_stream_duration: MaxStreamDuration,
+}
+
+impl RoutePolicy {
+    /// The fault filter's override for this route, if any (`None` also when disabled).
+    pub fn fault(&self, filter_name: &str) -> Option<&FaultConfig> {
+        match self.filter_overrides.get(filter_name) {
+            Some(FilterOverride::Fault(f)) => Some(f),
+            _ => None,
+        }
+    }
+}
+
+/// The endpoint (`ip:port`) that served an attempt, in response extensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct UpstreamEndpoint(pub Arc<str>);
+
+/// Endpoints already tried by earlier attempts of this request, in the request's
+/// extensions (Envoy's `previous_hosts` retry predicate). Only present when the retry
+/// policy sets `retry_previous_hosts`; a load balancer re-picks (up to
+/// `host_selection_retry_max_attempts`) when its pick is in the list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PreviousHosts {
+    /// The endpoints, oldest first.
+    pub hosts: Vec<Arc<str>>,
+    /// How many re-picks the balancer may make to avoid them.
+    pub max_attempts: u32,
+}
+
+impl PreviousHosts {
+    /// Whether `endpoint` was already tried.
+    pub fn contains(&self, endpoint: &str) -> bool {
+        self.hosts.iter().any(|h| &**h == endpoint)
+    }
+}
+
+/// An error that knows which endpoint it came from (for outlier detection of local-origin
+/// failures such as connect failures and resets).
+#[derive(Debug)]
+pub struct EndpointError {
+    /// The endpoint.
+    pub endpoint: Arc<str>,
+    /// The failure.
+    pub source: BoxError,
+}
+
+impl std::fmt::Display for EndpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "endpoint {}: {}", self.endpoint, self.source)
+    }
+}
+
+impl std::error::Error for EndpointError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Finds the endpoint named in an error's cause chain.
+pub fn error_endpoint(err: &(dyn std::error::Error + 'static)) -> Option<Arc<str>> {
+    crate::error::find_cause::<EndpointError>(err).map(|e| e.endpoint.clone())
+}
+
+/// The request's hash from the route's hash policies, for ring hash and Maglev.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestHash(pub u64);
+
+/// Marks a request whose `:authority` becomes the picked endpoint's hostname
+/// (`auto_host_rewrite`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AutoHostRewrite;

@@ -1,0 +1,98 @@
+//! What the client derives from a config snapshot (a router per client listener, the
+//! clusters' balancers, pools and services), and the task that rebuilds it when the
+//! source publishes a new snapshot, so that requests only ever load the latest build.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use mesh_core::config::ConfigSnapshot;
+use mesh_core::model::RouteConfig;
+use mesh_tls::IdentityStore;
+use tokio::sync::{oneshot, watch};
+
+use super::{ClusterStack, Inner};
+use crate::Router;
+use crate::cluster::ClusterSet;
+use crate::pool::PoolConfig;
+
+/// Routers and clusters of one snapshot.
+#[derive(Default)]
+pub(super) struct Built {
+    pub(super) snapshot: Arc<ConfigSnapshot>,
+    /// Router per listener name (client listeners whose routes are present).
+    pub(super) routers: HashMap<Arc<str>, Arc<Router>>,
+    /// Routers by listener with the route config they were built from, to share the ones
+    /// whose config did not change.
+    by_config: HashMap<Arc<str>, (Arc<RouteConfig>, Arc<Router>)>,
+    pub(super) clusters: ClusterSet,
+}
+
+/// Builds from `snapshot`, reusing what `previous` built from unchanged resources.
+pub(super) fn build(
+    snapshot: Arc<ConfigSnapshot>,
+    previous: &Built,
+    identity: &IdentityStore,
+    pool: PoolConfig,
+    stack: &dyn ClusterStack,
+) -> Built {
+    let mut routers = HashMap::new();
+    let mut by_config = HashMap::new();
+    for name in snapshot.listeners.keys() {
+        let Some(rc) = snapshot.route_config_of(name) else {
+            continue;
+        };
+        let reused = previous
+            .by_config
+            .get(name)
+            .filter(|(old, _)| Arc::ptr_eq(old, &rc) || **old == *rc);
+        let router = match reused {
+            Some((_, r)) => Arc::clone(r),
+            None => match Router::new(&rc) {
+                Ok(r) => Arc::new(r),
+                Err(e) => {
+                    tracing::warn!(listener = %name, error = %e, "route configuration unusable");
+                    continue;
+                }
+            },
+        };
+        by_config.insert(name.clone(), (rc.clone(), router.clone()));
+        routers.insert(name.clone(), router);
+    }
+    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, pool, stack);
+    Built {
+        snapshot,
+        routers,
+        by_config,
+        clusters,
+    }
+}
+
+/// Rebuilds on every new snapshot until the client is dropped (`stop` fires) or the source
+/// closes. The build is published with one atomic store, then announced on `applied`.
+pub(super) async fn rebuild_on_change(
+    inner: Weak<Inner>,
+    mut snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
+    mut stop: oneshot::Receiver<()>,
+) {
+    loop {
+        tokio::select! {
+            changed = snapshots.changed() => if changed.is_err() { return },
+            _ = &mut stop => return,
+        }
+        let snapshot = snapshots.borrow_and_update().clone();
+        let Some(inner) = inner.upgrade() else { return };
+        let previous = inner.built.load_full();
+        if Arc::ptr_eq(&previous.snapshot, &snapshot) {
+            continue;
+        }
+        let next = build(
+            snapshot.clone(),
+            &previous,
+            &inner.identity,
+            inner.config.pool,
+            &*inner.stack,
+        );
+        inner.built.store(Arc::new(next));
+        inner.applied.send_replace(snapshot);
+    }
+}

@@ -1,0 +1,251 @@
+//! One request through the client: route, pick the cluster, rewrite, send, and turn every
+//! failure into the response Envoy would send.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+
+use super::built::Built;
+use super::{
+    AutoHostRewrite, MeshBody, MeshClient, NoHealthyUpstream, RequestHash, Upstream,
+    UpstreamEndpoint, mirror, respond,
+};
+use crate::cluster::ClusterState;
+use crate::pool::RequestBody;
+use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, request_hash};
+
+impl MeshClient {
+    /// Routes and sends one request; every failure is a response.
+    pub(super) async fn send(self, req: Request<RequestBody>) -> Response<MeshBody> {
+        let (mut parts, body) = req.into_parts();
+        let Some(listener) = listener_name(&parts.uri, &parts.headers) else {
+            return respond::local(400, "request has no authority");
+        };
+        let mut built = self.current();
+        if !built.routers.contains_key(&*listener) {
+            let timeout = self.inner.config.resolve_timeout;
+            if tokio::time::timeout(timeout, self.wait_listener(&listener))
+                .await
+                .is_err()
+            {
+                return respond::local(503, &format!("no route configuration for {listener}"));
+            }
+            built = self.current();
+        }
+        let Some(router) = built.routers.get(&*listener).cloned() else {
+            return respond::local(503, &format!("no route configuration for {listener}"));
+        };
+        let view = RequestView::from_parts(&parts);
+        let Some(decision) = router.route(&view) else {
+            return respond::local(404, "");
+        };
+        let forward = match &decision.action {
+            Action::Forward(f) => f,
+            Action::Redirect { status, location } => {
+                let mut resp = respond::local(*status, "");
+                if let Ok(v) = HeaderValue::from_str(location) {
+                    resp.headers_mut().insert(http::header::LOCATION, v);
+                }
+                decision.headers.apply_response(resp.headers_mut());
+                return resp;
+            }
+            Action::DirectResponse { status, body } => {
+                let mut resp = respond::bytes(*status, body.clone().unwrap_or_default());
+                decision.headers.apply_response(resp.headers_mut());
+                return resp;
+            }
+            Action::NonForwarding => return respond::local(404, ""),
+        };
+        let policy = &forward.policy;
+        let hash = request_hash(&policy.hash_policies, &view, None).hash;
+        let uri = match upstream_uri(&parts.uri, view.authority, forward) {
+            Ok(u) => u,
+            Err(e) => return respond::local(400, &e),
+        };
+        let state = match self.cluster(&built, &listener, &forward.cluster).await {
+            Ok(s) => s,
+            Err(resp) => return resp,
+        };
+        let mut svc = match state.service() {
+            Ok(s) => s.clone(),
+            Err(e) => return respond::local(503, e),
+        };
+        parts.uri = uri;
+        // The URI's authority is the upstream's `Host` / `:authority`.
+        parts.headers.remove(http::header::HOST);
+        decision.headers.apply_request(&mut parts.headers);
+        parts.extensions.insert(policy.clone());
+        if let Some(h) = hash {
+            parts.extensions.insert(RequestHash(h));
+        }
+        if let Some(HostRewriteDecision::FromEndpoint) = forward.host {
+            parts.extensions.insert(AutoHostRewrite);
+        }
+        let timeout = route_timeout(policy, self.inner.config.default_timeout);
+        let body = if forward.mirrors.is_empty() {
+            body
+        } else {
+            let shadows = forward
+                .mirrors
+                .iter()
+                .filter_map(|c| built.clusters.get(c)?.service().ok().cloned())
+                .collect();
+            mirror::mirror(&parts, body, shadows, timeout)
+        };
+        let req = Request::from_parts(parts, body);
+        let fut = tower::Service::call(&mut svc, req);
+        let result = match timeout.filter(|_| !self.inner.stack.applies_timeouts()) {
+            Some(t) => match tokio::time::timeout(t, fut).await {
+                Ok(r) => r,
+                Err(_) => return respond::local(504, "upstream request timeout"),
+            },
+            None => fut.await,
+        };
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) => error_response(&*e),
+        };
+        decision.headers.apply_response(resp.headers_mut());
+        let endpoint = resp
+            .extensions()
+            .get::<UpstreamEndpoint>()
+            .map(|e| e.0.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        resp.extensions_mut().insert(Upstream {
+            virtual_host: decision.virtual_host.clone(),
+            route: decision.route_name.clone(),
+            cluster: forward.cluster.clone(),
+            endpoint,
+        });
+        resp
+    }
+
+    /// The state of `name`, waiting for it (and its endpoints) while the listener is new.
+    async fn cluster(
+        &self,
+        built: &Arc<Built>,
+        listener: &str,
+        name: &str,
+    ) -> Result<Arc<ClusterState>, Response<MeshBody>> {
+        let ready = |b: &Built| {
+            b.clusters.get(name).cloned().filter(|s| {
+                s.cluster().discovery.eds_name(name).is_none()
+                    || b.snapshot
+                        .endpoints
+                        .contains_key(s.cluster().discovery.eds_name(name).unwrap_or(name))
+            })
+        };
+        if let Some(s) = ready(built) {
+            return Ok(s);
+        }
+        if self.warming(listener) {
+            let mut applied = self.inner.applied.subscribe();
+            let deadline = self.inner.config.resolve_timeout;
+            let _ = tokio::time::timeout(
+                deadline,
+                applied.wait_for(|_| ready(&self.current()).is_some()),
+            )
+            .await;
+        }
+        let built = self.current();
+        if let Some(s) = built.clusters.get(name) {
+            return Ok(s.clone());
+        }
+        match built.clusters.error(name) {
+            Some(e) => Err(respond::local(503, e)),
+            None => Err(respond::local(503, "no healthy upstream")),
+        }
+    }
+}
+
+/// A failed attempt as Envoy answers it: 503 with the reset reason, or `no healthy
+/// upstream`.
+fn error_response(e: &(dyn std::error::Error + 'static)) -> Response<MeshBody> {
+    let mut reason = "connection termination";
+    let mut detail = String::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<NoHealthyUpstream>() {
+            return respond::local(503, "no healthy upstream");
+        }
+        let connect = err.is::<crate::pool::ConnectError>()
+            || err
+                .downcast_ref::<hyper_util::client::legacy::Error>()
+                .is_some_and(|h| h.is_connect());
+        if connect {
+            reason = "connection failure";
+        }
+        if !detail.is_empty() {
+            detail.push_str(": ");
+        }
+        detail.push_str(&err.to_string());
+        cur = err.source();
+    }
+    tracing::debug!(error = %detail, "upstream request failed");
+    respond::local(
+        503,
+        &format!(
+            "upstream connect error or disconnect/reset before headers. reset reason: {reason}, transport failure reason: {detail}"
+        ),
+    )
+}
+
+/// The route timeout: the route's, Envoy's default when unset, none when zero.
+fn route_timeout(policy: &RoutePolicy, default: Duration) -> Option<Duration> {
+    match policy.timeout {
+        Some(t) if t.is_zero() => None,
+        Some(t) => Some(t),
+        None => Some(default),
+    }
+}
+
+/// The upstream URI: `http://authority/path`, with the route's host and path rewrites.
+/// Its authority is what the server sees; the endpoint is picked later.
+fn upstream_uri(uri: &Uri, authority: &str, forward: &crate::Forward) -> Result<Uri, String> {
+    let authority = match (&forward.host, uri.authority()) {
+        (Some(HostRewriteDecision::Set(h)), _) => h
+            .parse::<Authority>()
+            .map_err(|e| format!("rewritten host {h:?}: {e}"))?,
+        (_, Some(a)) => a.clone(),
+        (_, None) => authority
+            .parse::<Authority>()
+            .map_err(|e| format!("authority {authority:?}: {e}"))?,
+    };
+    let path = match &forward.path {
+        Some(p) => p
+            .parse::<PathAndQuery>()
+            .map_err(|e| format!("rewritten path {p:?}: {e}"))?,
+        None => uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    };
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// `host:port` of the request (URI authority, else `Host`), port 80 when absent.
+fn listener_name<'a>(uri: &'a Uri, headers: &'a http::HeaderMap) -> Option<Cow<'a, str>> {
+    if let Some(a) = uri.authority() {
+        return Some(match a.port_u16() {
+            Some(_) => Cow::Borrowed(a.as_str()),
+            None => Cow::Owned(format!("{}:80", a.host())),
+        });
+    }
+    let host = headers.get(http::header::HOST)?.to_str().ok()?;
+    let authority: Authority = host.parse().ok()?;
+    Some(match authority.port_u16() {
+        Some(_) => Cow::Borrowed(host),
+        None => Cow::Owned(format!("{}:80", authority.host())),
+    })
+}
+
+#[cfg(test)]
+mod tests;

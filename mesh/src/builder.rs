@@ -1,5 +1,6 @@
 //! [`MeshBuilder`]: identity source and xDS bootstrap.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
@@ -12,7 +13,8 @@ use mesh_tls::{CertSource, IdentityStore};
 use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
 
-use crate::{Mesh, ResilienceStack};
+use crate::inbound::{AuthzMetrics, ISTIO_LISTENER_TEMPLATE};
+use crate::{InboundSettings, Mesh, ResilienceStack};
 
 /// Why a [`Mesh`] cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +60,8 @@ pub struct MeshBuilder {
     upstream: Option<UpstreamMetrics>,
     workload: WorkloadInfo,
     server: ServerSettings,
+    pod_ip: Option<IpAddr>,
+    authz: Option<AuthzMetrics>,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -148,6 +152,20 @@ impl MeshBuilder {
         self
     }
 
+    /// The workload's own IP, which names the inbound listener of servers on unspecified
+    /// addresses (`0.0.0.0:port`); default: the bootstrap node's `INSTANCE_IPS`.
+    pub fn pod_ip(mut self, ip: IpAddr) -> Self {
+        self.pod_ip = Some(ip);
+        self
+    }
+
+    /// Counts the authorization decisions of [`Mesh::serve`]'s servers into `metrics`
+    /// (from [`AuthzMetrics::register`]); default: counters nobody exports.
+    pub fn authz_metrics(mut self, metrics: AuthzMetrics) -> Self {
+        self.authz = Some(metrics);
+        self
+    }
+
     /// Starts the identity source and the xDS client (on the current Tokio runtime).
     pub fn build(self) -> Result<Mesh, BuildError> {
         let identity = match self.identity.ok_or(BuildError::NoIdentity)? {
@@ -158,9 +176,18 @@ impl MeshBuilder {
                 store
             }
         };
+        let mut inbound = InboundSettings {
+            template: ISTIO_LISTENER_TEMPLATE.to_owned(),
+            pod_ip: self.pod_ip,
+            authz: self.authz.unwrap_or_default(),
+        };
         let xds = match self.xds.ok_or(BuildError::NoXds)? {
             Xds::Client(c) => c,
             Xds::Bootstrap(b) => {
+                if let Some(t) = &b.server_listener_resource_name_template {
+                    inbound.template = t.clone();
+                }
+                inbound.pod_ip = inbound.pod_ip.or_else(|| instance_ip(&b));
                 let config = XdsClientConfig::from_bootstrap(&b)
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
                 let channel = channel_from_bootstrap(&b, mesh_tls::config::default_provider())
@@ -193,6 +220,13 @@ impl MeshBuilder {
             upstream,
             workload: self.workload,
             server: self.server,
+            inbound,
         })
     }
+}
+
+/// The first of the bootstrap node's `INSTANCE_IPS`.
+fn instance_ip(b: &Bootstrap) -> Option<IpAddr> {
+    let ips = b.node.metadata.get("INSTANCE_IPS")?.as_str()?;
+    ips.split(',').next()?.trim().parse().ok()
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 pub use builder::{BuildError, MeshBuilder};
+pub use inbound::{InboundError, InboundServer};
 pub use mesh_core as core;
 pub use mesh_resilience as resilience;
 pub use mesh_resilience::stack::{ClusterResilience, ResilienceStack};
@@ -22,7 +23,7 @@ use hyper::body::{Body, Incoming};
 use mesh_telemetry::metrics::upstream::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
-use mesh_tls::server::MeshAcceptor;
+use mesh_tls::server::{MeshAcceptor, PeerAuthMode, PeerAuthentication};
 use mesh_xds::client::XdsClient;
 use prometheus_client::registry::Registry;
 use tower::{BoxError, Service};
@@ -44,6 +45,7 @@ pub struct Mesh {
     upstream: UpstreamMetrics,
     workload: WorkloadInfo,
     server: ServerSettings,
+    inbound: InboundSettings,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -144,26 +146,84 @@ impl Mesh {
         MeshAcceptor::new(self.identity.clone(), self.server.clone())
     }
 
+    /// The authorization counters of the servers [`Mesh::serve`] starts (register them
+    /// with [`AuthzMetrics::register`](inbound::AuthzMetrics::register) and pass them to
+    /// [`MeshBuilder::authz_metrics`] to export them).
+    pub fn authz_metrics(&self) -> &inbound::AuthzMetrics {
+        &self.inbound.authz
+    }
+
+    /// The server [`Mesh::serve`] runs on `addr`, to tune it (drain timeout) or watch its
+    /// [`status`](inbound::InboundServer::status) before serving. Its inbound listener is
+    /// named from the bootstrap's template and the workload's IP (`addr`'s IP, or the pod
+    /// IP when `addr` is unspecified).
+    pub fn inbound_server(&self, addr: SocketAddr) -> Result<InboundServer, InboundError> {
+        let ip = match addr.ip() {
+            ip if !ip.is_unspecified() => ip,
+            _ => self
+                .inbound
+                .pod_ip
+                .ok_or(InboundError::UnknownPodIp { addr })?,
+        };
+        let name = inbound::listener_name(&self.inbound.template, SocketAddr::new(ip, addr.port()));
+        Ok(InboundServer::new(
+            self.mesh_client.source().clone(),
+            self.identity.clone(),
+            addr,
+            name,
+        )
+        .server_settings(self.server.clone())
+        .authz_metrics(self.inbound.authz.clone()))
+    }
+
     /// Serves `service` (an axum `Router`, a hyper service, any tower HTTP service with
-    /// your layers around it) over mTLS on `addr`. Each request carries the caller's
-    /// [`PeerIdentity`] in its extensions.
-    pub async fn serve<S, B>(&self, addr: SocketAddr, service: S) -> std::io::Result<()>
+    /// your layers around it) on `addr` as the control plane says: the PeerAuthentication
+    /// mode (STRICT, PERMISSIVE or DISABLE, per port) and the AuthorizationPolicies of the
+    /// workload's inbound listener, updated without a restart. Until the listener arrives
+    /// (and whenever it is removed) connections are closed: it fails closed. mTLS requests
+    /// carry the caller's [`PeerIdentity`] in their extensions. See [`mesh::inbound`](inbound).
+    ///
+    /// To serve mTLS with a fixed mode whatever the control plane says, use
+    /// [`Mesh::serve_fixed`].
+    pub async fn serve<S, B>(&self, addr: SocketAddr, service: S) -> Result<(), InboundError>
     where
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         self.serve_with_shutdown(addr, service, std::future::pending())
             .await
     }
 
-    /// Like [`Mesh::serve`], until `signal` completes.
+    /// Like [`Mesh::serve`], until `signal` completes: then it stops accepting and drains
+    /// open connections (HTTP/2 GOAWAY, HTTP/1.1 close after the current response).
     pub async fn serve_with_shutdown<S, B>(
         &self,
         addr: SocketAddr,
+        service: S,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), InboundError>
+    where
+        S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<BoxError>,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.inbound_server(addr)?
+            .serve_with_shutdown(service, signal)
+            .await
+    }
+
+    /// Serves `service` on `addr` in a fixed PeerAuthentication `mode`, ignoring the control
+    /// plane's (no authorization policies are applied), until `signal` completes. For
+    /// workloads without an inbound listener in their control plane, and tests.
+    pub async fn serve_fixed<S, B>(
+        &self,
+        addr: SocketAddr,
+        mode: PeerAuthMode,
         service: S,
         signal: impl Future<Output = ()>,
     ) -> std::io::Result<()>
@@ -176,8 +236,21 @@ impl Mesh {
         B::Error: Into<BoxError>,
     {
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        mesh_tls::server::serve_with_shutdown(listener, self.acceptor(), service, signal).await
+        let peer_auth = PeerAuthentication::new(mode);
+        mesh_tls::server::serve_peer_auth(listener, self.acceptor(), peer_auth, service, signal)
+            .await
     }
+}
+
+/// How [`Mesh::serve`] names and counts its servers.
+#[derive(Clone, Debug)]
+pub(crate) struct InboundSettings {
+    /// The server listener name template.
+    pub(crate) template: String,
+    /// The workload's IP, for servers on unspecified addresses.
+    pub(crate) pod_ip: Option<std::net::IpAddr>,
+    /// Authorization counters of every server.
+    pub(crate) authz: inbound::AuthzMetrics,
 }
 
 /// The repository README's snippet, compiled as a doctest.

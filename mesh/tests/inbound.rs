@@ -17,7 +17,7 @@ use mesh::tls::client::MeshConnector;
 use mesh::tls::config::ClientSettings;
 use mesh::xds::bootstrap::{Bootstrap, IstioNode};
 use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
-use mesh::{IdentityStore, PeerIdentity};
+use mesh::{IdentityStore, Mesh, PeerIdentity};
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 use tokio::sync::watch;
 
@@ -114,8 +114,21 @@ fn identity(cp: &ControlPlane, sa: &str) -> IdentityStore {
     IdentityStore::from_credentials(cp.ca().issue(&id, Duration::from_secs(3600)).unwrap()).unwrap()
 }
 
+/// How the `web` server is started.
+#[derive(Clone, Copy, PartialEq)]
+enum Server {
+    /// `InboundServer::from_bootstrap` on 127.0.0.1.
+    Inbound,
+    /// `Mesh::serve_with_shutdown` on 0.0.0.0, the listener named from the pod IP.
+    MeshServe,
+}
+
 /// Starts the control plane on `security` and the `web` server; returns once it serves.
 async fn start(security: &str) -> Fixture {
+    start_with(security, Server::Inbound).await
+}
+
+async fn start_with(security: &str, how: Server) -> Fixture {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("web.yaml"), service_yaml(port)).unwrap();
@@ -149,15 +162,6 @@ async fn start(security: &str) -> Fixture {
     );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics = AuthzMetrics::default();
-    let server = InboundServer::from_bootstrap(xds, identity(&cp, "web"), &bootstrap, addr)
-        .unwrap()
-        .drain_timeout(Duration::from_secs(2))
-        .authz_metrics(metrics.clone());
-    assert_eq!(
-        server.listener_name(),
-        format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
-    );
-    let mut status = server.status();
     let app = axum::Router::new().route(
         "/",
         get(|peer: Option<Extension<PeerIdentity>>| async move {
@@ -168,16 +172,52 @@ async fn start(security: &str) -> Fixture {
         }),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(server.serve_with_shutdown(app, async {
+    let stopped = async {
         let _ = stopped.await;
-    }));
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        status.wait_for(ServingStatus::is_serving),
-    )
-    .await
-    .expect("the server serves once its listener arrives")
-    .unwrap();
+    };
+    let status = match how {
+        Server::Inbound => {
+            let server = InboundServer::from_bootstrap(xds, identity(&cp, "web"), &bootstrap, addr)
+                .unwrap()
+                .drain_timeout(Duration::from_secs(2))
+                .authz_metrics(metrics.clone());
+            assert_eq!(
+                server.listener_name(),
+                format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
+            );
+            let mut status = server.status();
+            tokio::spawn(server.serve_with_shutdown(app, stopped));
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                status.wait_for(ServingStatus::is_serving),
+            )
+            .await
+            .expect("the server serves once its listener arrives")
+            .unwrap();
+            status
+        }
+        Server::MeshServe => {
+            drop(xds);
+            let mesh = Mesh::builder()
+                .identity_store(identity(&cp, "web"))
+                .bootstrap(bootstrap)
+                .authz_metrics(metrics.clone())
+                .build()
+                .unwrap();
+            let any: SocketAddr = ([0, 0, 0, 0], port).into();
+            tokio::spawn(async move { mesh.serve_with_shutdown(any, app, stopped).await });
+            // Serving once a mesh caller gets an answer (allowed or denied).
+            let probe = identity(&cp, "probe");
+            eventually("Mesh::serve serves", || async {
+                probe_get(&probe, addr).await.is_ok()
+            })
+            .await;
+            let (_, status) = watch::channel(ServingStatus::NotServing(
+                "Mesh::serve: the test has no status".into(),
+            ));
+            status
+        }
+    };
     Fixture {
         cp,
         dir,
@@ -190,10 +230,14 @@ async fn start(security: &str) -> Fixture {
 
 /// GET / over mTLS as `sa`: the status, or the error text if the connection failed.
 async fn mtls_get(f: &Fixture, sa: &str) -> Result<(u16, String), String> {
-    let connector = MeshConnector::new(identity(&f.cp, sa), ClientSettings::default());
-    let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+    probe_get(&identity(&f.cp, sa), f.addr).await
+}
+
+async fn probe_get(id: &IdentityStore, addr: SocketAddr) -> Result<(u16, String), String> {
+    let connector = MeshConnector::new(id.clone(), ClientSettings::default());
+    let uri: http::Uri = format!("https://{addr}/").parse().unwrap();
     let stream = connector.connect(&uri).await.map_err(|e| e.to_string())?;
-    http_get(TokioIo::new(stream.into_inner()), f.addr).await
+    http_get(TokioIo::new(stream.into_inner()), addr).await
 }
 
 async fn plaintext_get(f: &Fixture) -> Result<(u16, String), String> {
@@ -511,4 +555,92 @@ async fn grpc_callers_over_http2_get_permission_denied() {
     assert_eq!(call("ratings").await, (200, Some("7".to_owned())));
     // Allowed: the app's own answer (axum's POST on a GET route: 405, no grpc-status).
     assert_eq!(call("productpage").await, (405, None));
+}
+
+/// `Mesh::serve` is the control-plane-configured server: the PeerAuthentication mode and
+/// the AuthorizationPolicies come from the embedded control plane's directory, and edits
+/// apply without a restart.
+#[tokio::test]
+async fn mesh_serve_follows_peer_authentication_and_authorization_edits() {
+    let f = start_with(
+        &format!("{}---\n{}", peer_auth("STRICT"), allow_only("productpage")),
+        Server::MeshServe,
+    )
+    .await;
+    assert_eq!(mtls_get(&f, "productpage").await.map(|r| r.0), Ok(200));
+    let denied = f.metrics.denied();
+    assert_eq!(
+        mtls_get(&f, "ratings").await,
+        Ok((403, "RBAC: access denied".into()))
+    );
+    assert_eq!(
+        f.metrics.denied(),
+        denied + 1,
+        "counted in the builder's metrics"
+    );
+    assert!(plaintext_get(&f).await.is_err(), "STRICT refuses plaintext");
+
+    std::fs::write(
+        f.dir.path().join("security.yaml"),
+        format!("{}---\n{}", peer_auth("PERMISSIVE"), allow_only("ratings")),
+    )
+    .unwrap();
+    eventually(
+        "ratings allowed, productpage denied, plaintext served",
+        || async {
+            mtls_get(&f, "ratings").await.map(|r| r.0) == Ok(200)
+            && mtls_get(&f, "productpage").await.map(|r| r.0) == Ok(403)
+            // PERMISSIVE serves plaintext; the policy still wants a principal.
+            && plaintext_get(&f).await.map(|r| r.0) == Ok(403)
+        },
+    )
+    .await;
+
+    std::fs::write(f.dir.path().join("security.yaml"), peer_auth("PERMISSIVE")).unwrap();
+    eventually("no policy: plaintext allowed", || async {
+        plaintext_get(&f).await == Ok((200, "hello plaintext".into()))
+    })
+    .await;
+}
+
+/// Until the control plane answers, `Mesh::serve` accepts and closes every connection:
+/// no caller, mTLS or plaintext, reaches the app.
+#[tokio::test]
+async fn mesh_serve_fails_closed_until_the_control_plane_answers() {
+    let ca = mesh::tls::dev_ca::DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let id = |sa: &str| {
+        let id = format!("spiffe://cluster.local/ns/default/sa/{sa}")
+            .parse()
+            .unwrap();
+        IdentityStore::from_credentials(ca.issue(&id, Duration::from_secs(3600)).unwrap()).unwrap()
+    };
+    // An xDS server that never answers: a port nobody listens on.
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let node = IstioNode {
+        ip: "127.0.0.1".parse().unwrap(),
+        pod_name: "web".into(),
+        namespace: "default".into(),
+        service_account: "web".into(),
+        ..Default::default()
+    };
+    let mesh = Mesh::builder()
+        .identity_store(id("web"))
+        .bootstrap(Bootstrap::istio_proxyless(node, &dead))
+        .build()
+        .unwrap();
+    let port = free_port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let server = mesh.inbound_server(addr).unwrap();
+    assert_eq!(
+        server.listener_name(),
+        format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
+    );
+    let app = axum::Router::new().route("/", get(|| async { "reached the app" }));
+    tokio::spawn(async move { mesh.serve(addr, app).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mtls = probe_get(&id("productpage"), addr).await;
+    assert!(mtls.is_err(), "mTLS caller refused: {mtls:?}");
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let plain = http_get(TokioIo::new(tcp), addr).await;
+    assert!(plain.is_err(), "plaintext caller refused: {plain:?}");
 }

@@ -13,11 +13,13 @@
 //! [`PeerIdentity`]: crate::PeerIdentity
 
 mod acceptor;
+mod conn;
 mod incoming;
 mod permissive;
 mod serve;
 
 pub use acceptor::MeshAcceptor;
+pub use conn::{Drain, accept_loop, serve_connection};
 pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream, peer_identity};
 pub use permissive::{ConnectionAddrs, PeerAuthMode, PeerAuthentication, serve_peer_auth};
 pub use serve::{serve, serve_with_shutdown};

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::{BoxError, Service};
 
 use super::MeshAcceptor;
-use super::serve::{accept_loop, serve_conn};
+use super::conn::{Drain, accept_loop, serve_connection};
 use crate::sniff::{Rewind, Sniffed, sniff};
 
 /// Istio's `PeerAuthentication` mTLS mode.
@@ -107,11 +107,15 @@ async fn serve_in_mode<S, B>(
 {
     let remote = addrs.remote;
     let io = match mode {
-        PeerAuthMode::Disable => return serve_conn(tcp, service, addrs, None).await,
+        PeerAuthMode::Disable => {
+            return serve_connection(tcp, service, addrs, None, Drain::never()).await;
+        }
         PeerAuthMode::Strict => Rewind::unsniffed(tcp),
         PeerAuthMode::Permissive => match sniff(tcp).await {
             Ok((Sniffed::Tls, io)) => io,
-            Ok((Sniffed::Plaintext, io)) => return serve_conn(io, service, addrs, None).await,
+            Ok((Sniffed::Plaintext, io)) => {
+                return serve_connection(io, service, addrs, None, Drain::never()).await;
+            }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "connection lost while sniffing");
                 return;
@@ -119,7 +123,7 @@ async fn serve_in_mode<S, B>(
         },
     };
     match acceptor.accept(io).await {
-        Ok((tls, peer)) => serve_conn(tls, service, addrs, Some(peer)).await,
+        Ok((tls, peer)) => serve_connection(tls, service, addrs, Some(peer), Drain::never()).await,
         Err(e) => tracing::info!(%remote, ?mode, error = %e, "mTLS handshake rejected"),
     }
 }

@@ -22,7 +22,7 @@
 //!
 //! ```no_run
 //! # async fn run(
-//! #     xds: mesh::xds::client::XdsClient,
+//! #     xds: mesh::xds::client::XdsClient, // or any mesh::core::config::ConfigSource
 //! #     identity: mesh::IdentityStore,
 //! #     bootstrap: mesh::xds::bootstrap::Bootstrap,
 //! # ) -> Result<(), mesh::inbound::InboundError> {
@@ -50,11 +50,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_core::config::ConfigSource;
 use mesh_core::model::Listener;
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
 use mesh_xds::bootstrap::Bootstrap;
-use mesh_xds::client::XdsClient;
 use tokio::sync::watch;
 
 pub use mesh_authz::{AuthzLayer, AuthzMetrics};
@@ -75,6 +75,15 @@ impl ServingStatus {
     }
 }
 
+/// Istio's server listener name template (what Istio's agent writes into the proxyless
+/// bootstrap): `%s` is the server's `ip:port`.
+pub const ISTIO_LISTENER_TEMPLATE: &str = "xds.istio.io/grpc/lds/inbound/%s";
+
+/// The listener name of a server on `addr` from a bootstrap template.
+pub fn listener_name(template: &str, addr: SocketAddr) -> String {
+    template.replace("%s", &addr.to_string())
+}
+
 /// Errors of [`InboundServer`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -82,6 +91,16 @@ pub enum InboundError {
     /// The bootstrap has no `server_listener_resource_name_template`.
     #[error("the xDS bootstrap has no server_listener_resource_name_template")]
     NoListenerTemplate,
+    /// The server listens on every address, and the workload's own IP (which names its
+    /// inbound listener) is unknown: set it in the bootstrap's node metadata
+    /// (`INSTANCE_IPS`) or with `MeshBuilder::pod_ip`, or listen on a specific address.
+    #[error(
+        "cannot name the inbound listener of {addr}: the workload's IP is unknown (set INSTANCE_IPS in the bootstrap node metadata or MeshBuilder::pod_ip)"
+    )]
+    UnknownPodIp {
+        /// The address listened on.
+        addr: SocketAddr,
+    },
     /// The listener name is not a valid xDS resource name.
     #[error(transparent)]
     Xds(#[from] mesh_xds::client::XdsClientError),
@@ -97,7 +116,7 @@ pub enum InboundError {
 
 /// A server configured by its inbound xDS listener. See the [module docs](self).
 pub struct InboundServer {
-    xds: XdsClient,
+    source: Arc<dyn ConfigSource>,
     identity: IdentityStore,
     addr: SocketAddr,
     listener_name: String,
@@ -118,9 +137,10 @@ impl std::fmt::Debug for InboundServer {
 }
 
 impl InboundServer {
-    /// A server on `addr` that asks for the listener `listener_name`.
+    /// A server on `addr` that asks `source` (the xDS client, the embedded control plane
+    /// in-process, a static config) for the listener `listener_name`.
     pub fn new(
-        xds: XdsClient,
+        source: impl ConfigSource,
         identity: IdentityStore,
         addr: SocketAddr,
         listener_name: impl Into<String>,
@@ -128,7 +148,7 @@ impl InboundServer {
         let (status, _) =
             watch::channel(ServingStatus::NotServing("waiting for the listener".into()));
         Self {
-            xds,
+            source: Arc::new(source),
             identity,
             addr,
             listener_name: listener_name.into(),
@@ -142,7 +162,7 @@ impl InboundServer {
     /// A server on `addr` whose listener name comes from the bootstrap's
     /// `server_listener_resource_name_template` (`%s` replaced by `addr`).
     pub fn from_bootstrap(
-        xds: XdsClient,
+        source: impl ConfigSource,
         identity: IdentityStore,
         bootstrap: &Bootstrap,
         addr: SocketAddr,
@@ -150,7 +170,7 @@ impl InboundServer {
         let name = bootstrap
             .server_listener_name(&addr)
             .ok_or(InboundError::NoListenerTemplate)?;
-        Ok(Self::new(xds, identity, addr, name))
+        Ok(Self::new(source, identity, addr, name))
     }
 
     /// TLS settings (handshake timeout, ALPN) for mTLS chains.

@@ -8,19 +8,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::service::TowerToHyperService;
 use mesh_authz::{AuthzLayer, AuthzMetrics, AuthzPolicies, ConnectionAddrs};
 use mesh_core::model::DownstreamTls;
 use mesh_core::model::{FilterChain, FilterChainMatch, Listener, ListenerKind, ServerListener};
 use mesh_tls::PeerIdentity;
-use mesh_tls::server::MeshAcceptor;
+use mesh_tls::server::{Drain, MeshAcceptor, serve_connection};
 use mesh_tls::sniff::{Rewind, Sniffed, sniff};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tower::{BoxError, Layer, Service};
 
 use super::chain::{self, ConnectionInfo};
 use super::policy::authz_policies;
@@ -94,9 +91,9 @@ impl InboundServer {
                 source,
             })?;
         let bound = tcp.local_addr().unwrap_or(self.addr);
-        self.xds.subscribe_target(&self.listener_name).await?;
+        self.source.demand(&self.listener_name);
         let acceptor = MeshAcceptor::new(self.identity.clone(), self.settings.clone());
-        let mut snapshots = self.xds.watch();
+        let mut snapshots = self.source.snapshots();
         snapshots.mark_changed();
         let mut current: Option<Current> = None;
         let mut last_listener: Option<Arc<Listener>> = None;
@@ -108,7 +105,7 @@ impl InboundServer {
                 () = &mut signal => break,
                 changed = snapshots.changed() => {
                     if changed.is_err() {
-                        tracing::warn!(listener = %self.listener_name, "the xDS client stopped; keeping the last listener");
+                        tracing::warn!(listener = %self.listener_name, "the config source stopped; keeping the last listener");
                         // Keep serving what we have; never poll a closed watch again.
                         snapshots = watch::channel(Arc::default()).1;
                         continue;
@@ -350,29 +347,11 @@ impl Connection {
         B::Data: Send,
         B::Error: Into<BoxError>,
     {
-        let service = service.map_request(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(addrs);
-            if let Some(peer) = &peer {
-                req.extensions_mut().insert(peer.clone());
-            }
-            req
-        });
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-        let mut conn = std::pin::pin!(conn);
         let mut drain = self.generation.drain.subscribe();
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(remote = %addrs.remote, error = %e, "connection ended with an error");
-                }
-            }
-            () = async { drop(drain.wait_for(|d| *d).await) } => {
-                conn.as_mut().graceful_shutdown();
-                if tokio::time::timeout(self.drain_timeout, conn).await.is_err() {
-                    tracing::info!(remote = %addrs.remote, "drain timeout: closing the connection");
-                }
-            }
-        }
+        let drain = Drain {
+            signal: async move { drop(drain.wait_for(|d| *d).await) },
+            timeout: self.drain_timeout,
+        };
+        serve_connection(io, service, addrs, peer, drain).await
     }
 }

@@ -113,7 +113,7 @@ impl Mesh {
     /// the caller's [`PeerIdentity`] labels the series:
     ///
     /// ```no_run
-    /// # async fn run(mesh: mesh::Mesh, app: axum::Router) -> std::io::Result<()> {
+    /// # async fn run(mesh: mesh::Mesh, app: axum::Router) -> Result<(), mesh::InboundError> {
     /// use mesh::telemetry::metrics::ServiceInfo;
     /// let service = ServiceInfo {
     ///     host: "reviews.default.svc.cluster.local".into(),

@@ -1,0 +1,447 @@
+//! `MeshClient` configured by hand-made snapshots through a `StaticSource`: no control plane,
+//! no gRPC. Real local servers (plaintext hyper, or mTLS with identities from a dev CA)
+//! answer with their name and the client connection's port, so each test sees where a
+//! request went and on which connection.
+
+use std::collections::{BTreeMap, HashSet};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::TokioIo;
+use mesh_core::config::{ConfigSnapshot, StaticSource};
+use mesh_core::extensions::ConnectionAddrs;
+use mesh_core::model::*;
+use mesh_route::client::{MeshClient, MeshClientConfig};
+use mesh_tls::IdentityStore;
+use mesh_tls::config::ServerSettings;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::server::MeshAcceptor;
+use tower::ServiceExt;
+
+const LISTENER: &str = "web.test:80";
+
+/// A local server answering `<name> <client port>`.
+struct Backend {
+    addr: SocketAddr,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+fn answer(
+    name: &'static str,
+) -> impl Fn(
+    http::Request<hyper::body::Incoming>,
+) -> std::future::Ready<Result<http::Response<Full<Bytes>>, Infallible>>
++ Clone {
+    move |req| {
+        let port = req
+            .extensions()
+            .get::<ConnectionAddrs>()
+            .map_or(0, |a| a.remote.port());
+        let body = Bytes::from(format!("{name} {port}"));
+        std::future::ready(Ok(http::Response::new(Full::new(body))))
+    }
+}
+
+impl Backend {
+    /// Plaintext HTTP/1.1.
+    async fn plain(name: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, remote)) = listener.accept().await else {
+                    continue;
+                };
+                let addrs = ConnectionAddrs {
+                    remote,
+                    local: addr,
+                };
+                let answer = answer(name);
+                let svc = hyper::service::service_fn(move |mut req: http::Request<_>| {
+                    req.extensions_mut().insert(addrs);
+                    answer(req)
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), svc),
+                );
+            }
+        });
+        Self { addr, _task: task }
+    }
+
+    /// mTLS as `identity`.
+    async fn mtls(name: &'static str, identity: IdentityStore) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = MeshAcceptor::new(identity, ServerSettings::default());
+        let svc = tower::service_fn(answer(name));
+        let task = tokio::spawn(async move {
+            let _ = mesh_tls::server::serve(listener, acceptor, svc).await;
+        });
+        Self { addr, _task: task }
+    }
+}
+
+fn identity(ca: &DevCa, sa: &str) -> IdentityStore {
+    let id = format!("spiffe://cluster.local/ns/default/sa/{sa}")
+        .parse()
+        .unwrap();
+    IdentityStore::from_credentials(ca.issue(&id, Duration::from_secs(3600)).unwrap()).unwrap()
+}
+
+fn route(
+    name: &str,
+    prefix: &str,
+    headers: Vec<HeaderMatcher>,
+    cluster: ClusterSpecifier,
+) -> Route {
+    Route {
+        name: name.into(),
+        route_match: RouteMatch {
+            path: PathMatch::Prefix(prefix.into()),
+            headers,
+            ..Default::default()
+        },
+        action: RouteAction::Forward(Box::new(ForwardAction {
+            cluster,
+            ..Default::default()
+        })),
+        headers: HeaderOps::default(),
+        filter_overrides: Default::default(),
+    }
+}
+
+fn cluster(name: &str, lb: LbPolicy, expected_server: Option<&str>) -> Cluster {
+    Cluster {
+        name: name.into(),
+        discovery: Discovery::Eds { service_name: None },
+        lb_policy: lb,
+        common_lb: CommonLbConfig::default(),
+        connect_timeout: Duration::from_secs(2),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        tls: expected_server.map(|sa| UpstreamTls {
+            validation: CertificateValidation {
+                ca_certificate: Some(CertificateProviderInstance::default()),
+                san_matchers: vec![SanMatcher {
+                    san_type: SanType::Uri,
+                    matcher: StringMatcher::Exact {
+                        value: format!("spiffe://cluster.local/ns/default/sa/{sa}"),
+                        ignore_case: false,
+                    },
+                }],
+            },
+            identity_certificate: Some(CertificateProviderInstance::default()),
+            ..Default::default()
+        }),
+        http_protocol: HttpProtocolOptions::default(),
+    }
+}
+
+fn endpoints(cluster: &str, addrs: &[SocketAddr]) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: cluster.into(),
+        localities: vec![LocalityEndpoints {
+            locality: Arc::new(Locality::default()),
+            priority: 0,
+            load_balancing_weight: None,
+            endpoints: addrs
+                .iter()
+                .map(|a| Endpoint {
+                    address: EndpointAddress::Socket(*a),
+                    health: HealthStatus::Healthy,
+                    weight: 1,
+                    hostname: None,
+                    tls_mode: TlsMode::default(),
+                })
+                .collect(),
+        }],
+        ..Default::default()
+    }
+}
+
+/// A snapshot with the client listener `web.test:80`, its inline routes, and the clusters
+/// with their endpoints.
+fn snapshot(routes: Vec<Route>, clusters: Vec<(Cluster, Vec<SocketAddr>)>) -> ConfigSnapshot {
+    let routes = RouteConfig {
+        name: "web".into(),
+        virtual_hosts: vec![VirtualHost {
+            name: "web".into(),
+            domains: vec!["web.test".into(), LISTENER.into()],
+            routes,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let mut s = ConfigSnapshot::default();
+    s.insert_listener(Listener {
+        name: LISTENER.into(),
+        kind: ListenerKind::Client(HttpConnectionManager {
+            route_source: RouteSource::Inline(Arc::new(routes)),
+            http_filters: vec![],
+            max_stream_duration: None,
+            idle_timeout: None,
+            xff_num_trusted_hops: 0,
+        }),
+    });
+    for (c, addrs) in clusters {
+        s.insert_endpoints(endpoints(&c.name, &addrs));
+        s.insert_cluster(c);
+    }
+    s
+}
+
+/// GET `path` with `headers`: the status and body.
+async fn get(client: &MeshClient, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
+    let mut req = http::Request::get(format!("http://{LISTENER}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client
+        .clone()
+        .oneshot(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+fn name(body: &str) -> &str {
+    body.split(' ').next().unwrap_or("")
+}
+
+fn user_is(value: &str) -> HeaderMatcher {
+    HeaderMatcher {
+        name: "x-user".into(),
+        rule: HeaderMatchRule::String(StringMatcher::Exact {
+            value: value.into(),
+            ignore_case: false,
+        }),
+        invert_match: false,
+        treat_missing_header_as_empty: false,
+    }
+}
+
+fn weighted(split: &[(&str, u32)]) -> ClusterSpecifier {
+    ClusterSpecifier::Weighted(
+        split
+            .iter()
+            .map(|(n, w)| WeightedCluster {
+                name: (*n).into(),
+                weight: *w,
+                headers: HeaderOps::default(),
+                filter_overrides: Default::default(),
+            })
+            .collect(),
+    )
+}
+
+#[tokio::test]
+async fn routes_by_header_and_splits_by_weight() {
+    let (v1, v2) = (Backend::plain("v1").await, Backend::plain("v2").await);
+    let source = StaticSource::new(snapshot(
+        vec![
+            route(
+                "jason",
+                "/",
+                vec![user_is("jason")],
+                ClusterSpecifier::Cluster("v2".into()),
+            ),
+            route(
+                "split",
+                "/split",
+                vec![],
+                weighted(&[("v1", 75), ("v2", 25)]),
+            ),
+            route(
+                "default",
+                "/",
+                vec![],
+                ClusterSpecifier::Cluster("v1".into()),
+            ),
+        ],
+        vec![
+            (cluster("v1", LbPolicy::RoundRobin, None), vec![v1.addr]),
+            (cluster("v2", LbPolicy::RoundRobin, None), vec![v2.addr]),
+        ],
+    ));
+    let client = MeshClient::new(source, IdentityStore::new(), MeshClientConfig::default());
+    let (code, body) = get(&client, "/reviews", &[]).await;
+    assert_eq!((code, name(&body)), (200, "v1"));
+    let (code, body) = get(&client, "/reviews", &[("x-user", "jason")]).await;
+    assert_eq!((code, name(&body)), (200, "v2"));
+    let mut v2_share = 0;
+    for _ in 0..800 {
+        let (code, body) = get(&client, "/split", &[]).await;
+        assert_eq!(code, 200);
+        v2_share += usize::from(name(&body) == "v2");
+    }
+    assert!(
+        (150..250).contains(&v2_share),
+        "v2 got {v2_share} of 800, expected ~200"
+    );
+    // A path no route matches: Envoy's 404.
+    let client_without_default = MeshClient::new(
+        StaticSource::new(snapshot(
+            vec![route(
+                "only",
+                "/only",
+                vec![],
+                ClusterSpecifier::Cluster("v1".into()),
+            )],
+            vec![(cluster("v1", LbPolicy::RoundRobin, None), vec![v1.addr])],
+        )),
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+    );
+    assert_eq!(get(&client_without_default, "/other", &[]).await.0, 404);
+}
+
+#[tokio::test]
+async fn round_robin_spreads_evenly_over_endpoints() {
+    let backends = [
+        Backend::plain("a").await,
+        Backend::plain("b").await,
+        Backend::plain("c").await,
+    ];
+    let addrs: Vec<_> = backends.iter().map(|b| b.addr).collect();
+    let source = StaticSource::new(snapshot(
+        vec![route(
+            "all",
+            "/",
+            vec![],
+            ClusterSpecifier::Cluster("web".into()),
+        )],
+        vec![(cluster("web", LbPolicy::RoundRobin, None), addrs)],
+    ));
+    let client = MeshClient::new(source, IdentityStore::new(), MeshClientConfig::default());
+    let mut counts = BTreeMap::new();
+    for _ in 0..30 {
+        let (code, body) = get(&client, "/", &[]).await;
+        assert_eq!(code, 200);
+        *counts.entry(name(&body).to_owned()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([("a".into(), 10), ("b".into(), 10), ("c".into(), 10)])
+    );
+}
+
+#[tokio::test]
+async fn mtls_reuses_one_connection_and_checks_the_server_identity() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let reviews = Backend::mtls("reviews", identity(&ca, "reviews")).await;
+    let source = StaticSource::new(snapshot(
+        vec![
+            route(
+                "wrong",
+                "/wrong",
+                vec![],
+                ClusterSpecifier::Cluster("expects-ratings".into()),
+            ),
+            route(
+                "all",
+                "/",
+                vec![],
+                ClusterSpecifier::Cluster("reviews".into()),
+            ),
+        ],
+        vec![
+            (
+                cluster("reviews", LbPolicy::RoundRobin, Some("reviews")),
+                vec![reviews.addr],
+            ),
+            // The same server, but the cluster expects another identity.
+            (
+                cluster("expects-ratings", LbPolicy::RoundRobin, Some("ratings")),
+                vec![reviews.addr],
+            ),
+        ],
+    ));
+    let client = MeshClient::new(
+        source,
+        identity(&ca, "productpage"),
+        MeshClientConfig::default(),
+    );
+    let mut ports = HashSet::new();
+    for _ in 0..20 {
+        let (code, body) = get(&client, "/", &[]).await;
+        assert_eq!((code, name(&body)), (200, "reviews"), "{body}");
+        ports.insert(body.split(' ').nth(1).unwrap().to_owned());
+    }
+    assert_eq!(
+        ports.len(),
+        1,
+        "sequential requests share one pooled connection: {ports:?}"
+    );
+    let (code, body) = get(&client, "/wrong", &[]).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("connection failure"), "{body}");
+    assert!(
+        body.contains("ratings"),
+        "the error names the expected identity: {body}"
+    );
+}
+
+#[tokio::test]
+async fn endpoint_change_under_traffic_loses_no_request() {
+    let (old, new) = (Backend::plain("old").await, Backend::plain("new").await);
+    let source = StaticSource::new(snapshot(
+        vec![route(
+            "all",
+            "/",
+            vec![],
+            ClusterSpecifier::Cluster("web".into()),
+        )],
+        vec![(cluster("web", LbPolicy::RoundRobin, None), vec![old.addr])],
+    ));
+    let client = MeshClient::new(
+        source.clone(),
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, seen_new) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (client, stop, sent, seen_new) =
+            (client.clone(), stop.clone(), sent.clone(), seen_new.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (code, body) = get(&client, "/", &[]).await;
+                assert_eq!(code, 200, "{body}");
+                sent.fetch_add(1, Ordering::Relaxed);
+                if name(&body) == "new" {
+                    seen_new.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(seen_new.load(Ordering::Relaxed), 0);
+    source.update(|s| {
+        s.insert_endpoints(endpoints("web", &[new.addr]));
+    });
+    client.caught_up().await;
+    let at_switch = sent.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.expect("no request failed during the change");
+    }
+    // Once caught up, only in-flight requests may still have gone to the old endpoint.
+    let (code, body) = get(&client, "/", &[]).await;
+    assert_eq!((code, name(&body)), (200, "new"));
+    assert!(
+        sent.load(Ordering::Relaxed) > at_switch,
+        "traffic went on after the change"
+    );
+    assert!(seen_new.load(Ordering::Relaxed) > 0);
+}

@@ -3,8 +3,7 @@
 
 use http::Request;
 use mesh_core::model::RbacRequest;
-use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, MeshConnectInfo};
+use mesh_core::extensions::{ConnectionAddrs, MeshConnectInfo, PeerIdentity};
 
 /// Builds the [`RbacRequest`] for `req` and hands it to `f`.
 ///

@@ -72,6 +72,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Features (off by default, both on in the mesh): `hyper-util` lets the classifier see
+//! hyper-util's legacy client errors (a reset or timeout while connecting then counts as a
+//! connect failure, not a reset or timeout: enable it with that client), `h2` lets it see
+//! HTTP/2 stream errors (`REFUSED_STREAM` for `refused-stream` retries, resets, GOAWAY).
+//! Without them those errors are classified by their causes (`std::io::Error`s,
+//! `hyper::Error`).
+//!
 //! # In the mesh
 //!
 //! `mesh_route::client::ResilienceStack` (mesh-route's `client/resilience.rs`, where

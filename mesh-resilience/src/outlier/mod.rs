@@ -28,55 +28,76 @@
 //! in the error's [`EndpointError`](crate::policy::EndpointError). Per-endpoint state is
 //! exposed by [`OutlierDetector::endpoints`].
 //!
-//! Alone: whatever picks the endpoint (here a trivial service standing for a load
-//! balancer in front of a hyper-util client) names it in the response, and the host set
-//! is anything that can take a host out of rotation:
+//! Alone, around a hyper-util client (`tests/standalone.rs` runs this against two real
+//! servers): whatever picks the host names it in the response (or the error), and the host
+//! set is anything that can take a host out of rotation:
 //!
-//! ```
-//! use std::collections::HashMap;
+//! ```no_run
 //! use std::sync::{Arc, Mutex};
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
 //! use mesh_core::hosts::EjectableHosts;
 //! use mesh_core::model::OutlierDetection;
 //! use mesh_resilience::outlier::{OutlierDetector, OutlierLayer};
-//! use mesh_resilience::policy::UpstreamEndpoint;
-//! use tower::{ServiceBuilder, ServiceExt};
+//! use mesh_resilience::policy::{EndpointError, UpstreamEndpoint};
+//! use tower::{BoxError, ServiceBuilder, ServiceExt};
 //!
-//! /// `ip:port` -> ejected
-//! struct Hosts(Mutex<HashMap<String, bool>>);
+//! /// `ip:port` and whether it is ejected.
+//! struct Hosts(Mutex<Vec<(String, bool)>>);
+//!
 //! impl EjectableHosts for Hosts {
 //!     fn host_counts(&self) -> (usize, usize) {
 //!         let h = self.0.lock().unwrap();
-//!         (h.len(), h.values().filter(|e| **e).count())
+//!         (h.len(), h.iter().filter(|(_, e)| *e).count())
 //!     }
 //!     fn set_ejected(&self, host: &str, ejected: bool) -> bool {
-//!         self.0.lock().unwrap().get_mut(host).map(|e| *e = ejected).is_some()
+//!         let mut h = self.0.lock().unwrap();
+//!         h.iter_mut().find(|(k, _)| k == host).map(|(_, e)| *e = ejected).is_some()
 //!     }
 //! }
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let hosts = Arc::new(Hosts(Mutex::new(HashMap::from([
-//!     ("10.0.0.1:80".to_string(), false),
-//!     ("10.0.0.2:80".to_string(), false),
-//! ]))));
+//! impl Hosts {
+//!     fn pick(&self) -> Option<String> {
+//!         self.0.lock().unwrap().iter().find(|(_, e)| !e).map(|(k, _)| k.clone())
+//!     }
+//! }
+//!
+//! # async fn run() -> Result<(), BoxError> {
+//! let hosts = Arc::new(Hosts(Mutex::new(vec![
+//!     ("10.0.0.1:8080".to_string(), false),
+//!     ("10.0.0.2:8080".to_string(), false),
+//! ])));
 //! let detector = OutlierDetector::new(
 //!     hosts.clone(),
 //!     OutlierDetection { max_ejection_percent: 50, ..Default::default() },
 //! );
 //! let _sweeper = detector.spawn(); // un-ejects when the ejection time is up
-//! let upstream = tower::service_fn(|_req: http::Request<()>| async {
-//!     let mut resp = http::Response::builder().status(503).body(()).unwrap();
-//!     resp.extensions_mut().insert(UpstreamEndpoint("10.0.0.1:80".into()));
-//!     Ok::<_, tower::BoxError>(resp)
+//! let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+//! let picker = hosts.clone();
+//! // One attempt: pick a host, send, name the host in the response or the error.
+//! let endpoints = tower::service_fn(move |mut req: http::Request<Full<Bytes>>| {
+//!     let (client, host) = (client.clone(), picker.pick());
+//!     async move {
+//!         let host: Arc<str> = host.ok_or("no healthy upstream")?.into();
+//!         *req.uri_mut() = format!("http://{host}{}", req.uri().path()).parse()?;
+//!         match client.request(req).await {
+//!             Ok(mut resp) => {
+//!                 resp.extensions_mut().insert(UpstreamEndpoint(host));
+//!                 Ok(resp)
+//!             }
+//!             Err(e) => Err(BoxError::from(EndpointError { endpoint: host, source: Box::new(e) })),
+//!         }
+//!     }
 //! });
 //! let svc = ServiceBuilder::new()
 //!     .layer(OutlierLayer::new(detector.clone()))
-//!     .service(upstream);
-//! for _ in 0..5 {
-//!     svc.clone().oneshot(http::Request::new(())).await.unwrap();
-//! }
-//! assert!(detector.is_ejected("10.0.0.1:80")); // 5 consecutive 5xx
-//! assert_eq!(hosts.host_counts(), (2, 1));
-//! # }
+//!     .service(endpoints);
+//! let resp = svc.oneshot(http::Request::get("/reviews/1").body(Full::new(Bytes::new()))?).await?;
+//! // After 5 consecutive 5xx (or connect failures) from a host, it is ejected.
+//! println!("{} ejected: {}", resp.status(), detector.is_ejected("10.0.0.1:8080"));
+//! # Ok(()) }
 //! ```
 //!
 //! In the mesh, mesh-route's `ResilienceStack` builds one detector per cluster over the

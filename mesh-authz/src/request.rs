@@ -2,8 +2,8 @@
 //! identity and the connection's addresses, all borrowed from the request.
 
 use http::Request;
-use mesh_core::model::RbacRequest;
 use mesh_core::extensions::{ConnectionAddrs, MeshConnectInfo, PeerIdentity};
+use mesh_core::model::RbacRequest;
 
 /// Builds the [`RbacRequest`] for `req` and hands it to `f`.
 ///

@@ -17,8 +17,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use mesh_authz::{
-    AuthzLayer, AuthzPolicies, AuthzPolicy, ConnectionAddrs, PeerIdentity, PolicyAction,
-    principal,
+    AuthzLayer, AuthzPolicies, AuthzPolicy, ConnectionAddrs, PeerIdentity, PolicyAction, principal,
 };
 use mesh_core::SpiffeId;
 use mesh_core::model::{CidrRange, Permission, Principal, RbacPolicy, StringMatcher};
@@ -112,7 +111,10 @@ async fn get_as(
     if grpc {
         req = req.header(http::header::CONTENT_TYPE, "application/grpc");
     }
-    let resp = client.request(req.body(Empty::new()).unwrap()).await.unwrap();
+    let resp = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -121,9 +123,10 @@ async fn get_as(
 
 #[tokio::test]
 async fn authz_layer_on_an_axum_router_over_real_http() {
-    let (policies, rx) = watch::channel(Arc::new(AuthzPolicies::new(vec![
-        deny_admin_from_outside(),
-    ])));
+    let (policies, rx) =
+        watch::channel(Arc::new(AuthzPolicies::new(
+            vec![deny_admin_from_outside()],
+        )));
     let addr = serve(rx).await;
     let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
 

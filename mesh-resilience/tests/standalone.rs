@@ -138,7 +138,11 @@ async fn retry_layer_around_a_hyper_util_client() {
         .unwrap();
     let resp = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(text(resp).await, "ping", "the body was replayed to the third attempt");
+    assert_eq!(
+        text(resp).await,
+        "ping",
+        "the body was replayed to the third attempt"
+    );
     assert_eq!(up.hits.load(Ordering::SeqCst), 3, "two 503s, then 200");
     assert_eq!(budget.retries_total(), 2);
 
@@ -174,10 +178,18 @@ async fn timeout_layer_around_a_hyper_util_client() {
         }))
         .service(client::<Full<Bytes>>());
     let start = Instant::now();
-    let resp = svc.clone().oneshot(get_req(up.addr, "/slow")).await.unwrap();
+    let resp = svc
+        .clone()
+        .oneshot(get_req(up.addr, "/slow"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(text(resp).await, "upstream request timeout");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(up.hits.load(Ordering::SeqCst), 1);
 
     let resp = svc.oneshot(get_req(up.addr, "/fast")).await.unwrap();
@@ -199,16 +211,18 @@ async fn circuit_breaker_layer_around_a_hyper_util_client() {
         .layer(CircuitBreakerLayer::new(breaker.clone()))
         .service(client::<Full<Bytes>>());
     let start = Instant::now();
-    let calls: Vec<_> = (0..5).map(|_| {
-        let svc = svc.clone();
-        let req = get_req(up.addr, "/slow");
-        tokio::spawn(async move {
-            let resp = svc.oneshot(req).await.unwrap();
-            let at = start.elapsed();
-            let overloaded = resp.headers().get("x-envoy-overloaded").cloned();
-            (resp.status(), overloaded, at, text(resp).await)
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let svc = svc.clone();
+            let req = get_req(up.addr, "/slow");
+            tokio::spawn(async move {
+                let resp = svc.oneshot(req).await.unwrap();
+                let at = start.elapsed();
+                let overloaded = resp.headers().get("x-envoy-overloaded").cloned();
+                (resp.status(), overloaded, at, text(resp).await)
+            })
         })
-    }).collect();
+        .collect();
     let mut ok = 0;
     let mut refused = 0;
     for call in calls {
@@ -219,13 +233,20 @@ async fn circuit_breaker_layer_around_a_hyper_util_client() {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(overloaded.unwrap(), "true");
             assert!(body.ends_with("reset reason: overflow"), "{body}");
-            assert!(at < Duration::from_millis(300), "refused at once, not after {at:?}");
+            assert!(
+                at < Duration::from_millis(300),
+                "refused at once, not after {at:?}"
+            );
             refused += 1;
         }
     }
     assert_eq!((ok, refused), (2, 3));
     assert_eq!(breaker.stats(Priority::Default).requests_overflow, 3);
-    assert_eq!(up.hits.load(Ordering::SeqCst), 2, "overflow never reached the server");
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        2,
+        "overflow never reached the server"
+    );
 }
 
 /// The crate docs' stack: timeout -> retry (budget from the breaker) -> circuit breaker
@@ -256,11 +277,19 @@ async fn the_layers_together_around_a_hyper_util_client() {
         .layer(RetryLayer::new(retry))
         .layer(CircuitBreakerLayer::new(breaker.clone()))
         .service(client::<ReplayBody<Full<Bytes>>>());
-    let resp = svc.clone().oneshot(get_req(up.addr, "/flaky")).await.unwrap();
+    let resp = svc
+        .clone()
+        .oneshot(get_req(up.addr, "/flaky"))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "two retries");
     assert_eq!(breaker.retry_budget(Priority::Default).retries_total(), 2);
     let resp = svc.oneshot(get_req(up.addr, "/slow")).await.unwrap();
-    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT, "the route timeout");
+    assert_eq!(
+        resp.status(),
+        StatusCode::GATEWAY_TIMEOUT,
+        "the route timeout"
+    );
 }
 
 /// A host set a load balancer would keep: addresses and ejection flags, round robin over
@@ -344,10 +373,17 @@ async fn outlier_layer_around_a_hyper_util_client() {
         let resp = svc.clone().oneshot(get_req(good.addr, "/")).await.unwrap();
         statuses.push(resp.status().as_u16());
     }
-    assert!(detector.is_ejected(&bad.addr.to_string()), "5 consecutive 5xx");
+    assert!(
+        detector.is_ejected(&bad.addr.to_string()),
+        "5 consecutive 5xx"
+    );
     assert!(!detector.is_ejected(&good.addr.to_string()));
     assert_eq!(hosts.host_counts(), (2, 1));
-    assert_eq!(bad.hits.load(Ordering::SeqCst), 5, "ejected after its fifth 503");
+    assert_eq!(
+        bad.hits.load(Ordering::SeqCst),
+        5,
+        "ejected after its fifth 503"
+    );
     assert!(
         statuses[10..].iter().all(|s| *s == 200),
         "after the ejection every request goes to the healthy host: {statuses:?}"
@@ -369,7 +405,11 @@ async fn fault_layer_around_a_hyper_util_client() {
         .service(client::<Full<Bytes>>());
     let resp = svc.oneshot(get_req(up.addr, "/")).await.unwrap();
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(up.hits.load(Ordering::SeqCst), 0, "aborted before the upstream");
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        0,
+        "aborted before the upstream"
+    );
 
     let delay = FaultConfig {
         delay: Some(FaultDelay {

@@ -75,7 +75,10 @@ fn balancer_host_set() {
     assert!(EjectableHosts::set_ejected(&*lb, &name(1), true));
     assert_eq!(lb.host_counts(), (2, 1));
     assert_eq!(picks(&lb), vec![name(2)]);
-    assert!(!EjectableHosts::set_ejected(&*lb, "10.0.0.9:9", true), "unknown host");
+    assert!(
+        !EjectableHosts::set_ejected(&*lb, "10.0.0.9:9", true),
+        "unknown host"
+    );
     assert!(EjectableHosts::set_ejected(&*lb, &name(1), false));
     assert_eq!(picks(&lb), vec![name(1), name(2)]);
 }

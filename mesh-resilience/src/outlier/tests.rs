@@ -37,7 +37,9 @@ impl EjectableHosts for Hosts {
 
 /// Hosts 10.0.0.1:1 ..= 10.0.0.1:n.
 fn balancer(n: u16) -> Arc<Hosts> {
-    Arc::new(Hosts(Mutex::new((1..=n).map(|p| (name(p), false)).collect())))
+    Arc::new(Hosts(Mutex::new(
+        (1..=n).map(|p| (name(p), false)).collect(),
+    )))
 }
 
 fn name(port: u16) -> String {
@@ -60,14 +62,13 @@ fn cfg() -> OutlierDetection {
 
 /// The hosts a balancer may pick (not ejected).
 fn picks(lb: &Hosts) -> Vec<String> {
-    let mut v: Vec<String> = lb
-        .0
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|(_, e)| !e)
-        .map(|(k, _)| k.clone())
-        .collect();
+    let mut v: Vec<String> =
+        lb.0.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| !e)
+            .map(|(k, _)| k.clone())
+            .collect();
     v.sort();
     v
 }
@@ -86,7 +87,11 @@ async fn consecutive_5xx_ejects_and_a_success_resets_the_count() {
     assert!(!od.is_ejected(&name(1)), "the success broke the streak");
     od.record(&name(1), status(500));
     assert!(od.is_ejected(&name(1)));
-    assert_eq!(picks(&lb), vec![name(2), name(3)], "ejected from the host set");
+    assert_eq!(
+        picks(&lb),
+        vec![name(2), name(3)],
+        "ejected from the host set"
+    );
     let st = od.endpoints();
     assert!(st[0].ejected && st[0].ejection_multiplier == 1 && st[0].ejections_total == 1);
 }
@@ -313,6 +318,9 @@ async fn only_hosts_of_the_set_are_ejected_and_its_count_bounds_ejections() {
     for _ in 0..5 {
         od.record(&name(1), status(500));
     }
-    assert!(!od.is_ejected(&name(1)), "half the hosts are ejected already");
+    assert!(
+        !od.is_ejected(&name(1)),
+        "half the hosts are ejected already"
+    );
     assert_eq!(picks(&lb), vec![name(1)]);
 }

@@ -8,8 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::Request;
 use mesh_authz::{AuthzPolicies, AuthzPolicy, PolicyAction, principal, rbac_request};
 use mesh_core::SpiffeId;
+use mesh_core::extensions::PeerIdentity;
 use mesh_core::model::{HeaderMatchRule, HeaderMatcher, Permission, RbacPolicy, StringMatcher};
-use mesh_tls::PeerIdentity;
 
 /// 1 DENY and 100 ALLOW rules, each a method + path prefix + service-account principal;
 /// the request matches only the last one, so the reference evaluator runs every rule. With

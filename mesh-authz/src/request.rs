@@ -2,9 +2,8 @@
 //! identity and the connection's addresses, all borrowed from the request.
 
 use http::Request;
+use mesh_core::extensions::{ConnectionAddrs, MeshConnectInfo, PeerIdentity};
 use mesh_core::model::RbacRequest;
-use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, MeshConnectInfo};
 
 /// Builds the [`RbacRequest`] for `req` and hands it to `f`.
 ///

@@ -11,11 +11,11 @@ use mesh_authz::{
     AuthzPolicies, AuthzPolicy, ConnectionAddrs, PolicyAction, principal, rbac_request,
 };
 use mesh_core::SpiffeId;
+use mesh_core::extensions::PeerIdentity;
 use mesh_core::model::{
     CidrRange, HeaderMatchRule, HeaderMatcher, Permission, Principal, RbacPolicy, Regex,
     StringMatcher,
 };
-use mesh_tls::PeerIdentity;
 use proptest::prelude::*;
 
 const PEERS: [&str; 3] = [

@@ -12,11 +12,11 @@ use mesh_authz::{
     AuthzLayer, AuthzMetrics, AuthzPolicies, AuthzPolicy, ConnectionAddrs, PolicyAction, principal,
 };
 use mesh_core::SpiffeId;
+use mesh_core::extensions::PeerIdentity;
 use mesh_core::model::{
     CidrRange, HeaderMatchRule, HeaderMatcher, Permission, Principal, RbacPolicy, Regex,
     StringMatcher,
 };
-use mesh_tls::PeerIdentity;
 use prometheus_client::registry::Registry;
 use tower::{ServiceBuilder, ServiceExt, service_fn};
 

@@ -7,6 +7,7 @@
 //! |---|---|---|---|
 //! | [`PeerIdentity`] | request | mTLS servers | authorization, telemetry, the app |
 //! | [`ConnectionAddrs`] | request | servers | authorization, telemetry |
+//! | [`MeshConnectInfo`] | request | tonic over mesh-tls's mTLS incoming stream | authorization, the app |
 //! | `Arc<`[`RoutePolicy`]`>` | request | router (MeshClient) | timeout, retry, fault layers |
 //! | [`RequestHash`] | request | router (route hash policies) | endpoint picker (ring hash, Maglev) |
 //! | [`AutoHostRewrite`] | request | router (`auto_host_rewrite`) | endpoint picker |
@@ -60,6 +61,20 @@ pub struct ConnectionAddrs {
     pub remote: SocketAddr,
     /// Our address.
     pub local: SocketAddr,
+}
+
+/// What tonic puts into each request's extensions for a connection accepted by mesh-tls's
+/// mTLS incoming stream (its `Connected::ConnectInfo`): the verified peer and the
+/// connection's addresses. Readers of [`PeerIdentity`] and [`ConnectionAddrs`] fall back
+/// to it (tonic servers insert this instead of those two).
+#[derive(Clone, Debug)]
+pub struct MeshConnectInfo {
+    /// The client's verified identity.
+    pub peer: PeerIdentity,
+    /// The client's address.
+    pub remote_addr: Option<SocketAddr>,
+    /// Our address.
+    pub local_addr: Option<SocketAddr>,
 }
 
 /// The per-route policies that later layers (timeouts, retries, hashing, faults) read. One

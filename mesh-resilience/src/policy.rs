@@ -1,8 +1,9 @@
 //! Per-request policy in request extensions, and what layers record in response
 //! extensions.
 //!
-//! A router puts the matched route's [`RoutePolicy`] (mesh-route) into the request's
-//! extensions as `Arc<RoutePolicy>`; MeshClient does. Each layer looks, in order, for its
+//! A router puts the matched route's [`RoutePolicy`] into the request's extensions as
+//! `Arc<RoutePolicy>` (mesh-route's MeshClient does; any router or a plain `map_request`
+//! can). Each layer looks, in order, for its
 //! own override type below, then the route policy, then its statically configured policy.
 //!
 //! | layer | override extension | from `RoutePolicy` |
@@ -23,11 +24,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::Extensions;
-// Produced and read by mesh-route's endpoint service, so they live there.
-pub use mesh_route::client::extensions::{
-    EndpointError, PreviousHosts, UpstreamEndpoint, error_endpoint,
+// Shared with routers and endpoint pickers, so they live below both, in mesh-core.
+pub use mesh_core::extensions::{
+    EndpointError, PreviousHosts, RoutePolicy, UpstreamEndpoint, error_endpoint,
 };
-pub use mesh_route::router::RoutePolicy;
 
 /// Timeouts for one request (overrides the route policy's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

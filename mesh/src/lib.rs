@@ -10,9 +10,10 @@ pub use builder::{BuildError, MeshBuilder};
 pub use inbound::{InboundError, InboundServer};
 pub use mesh_core as core;
 pub use mesh_resilience as resilience;
-pub use mesh_resilience::stack::{ClusterResilience, ResilienceStack};
 pub use mesh_route as route;
-pub use mesh_route::client::{MeshBody, MeshClient, MeshClientConfig, Upstream};
+pub use mesh_route::client::{
+    ClusterResilience, MeshBody, MeshClient, MeshClientConfig, ResilienceStack, Upstream,
+};
 pub use mesh_telemetry as telemetry;
 pub use mesh_tls as tls;
 pub use mesh_tls::{IdentityStore, PeerIdentity};

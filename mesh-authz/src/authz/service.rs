@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
+use mesh_core::extensions::{MeshConnectInfo, PeerIdentity};
 use tokio::sync::watch;
 use tower_service::Service;
 
@@ -101,10 +102,7 @@ fn path<B>(req: &Request<B>) -> &str {
 
 fn peer<B>(req: &Request<B>) -> Option<&str> {
     let ext = req.extensions();
-    ext.get::<mesh_tls::PeerIdentity>()
-        .or_else(|| {
-            ext.get::<mesh_tls::server::MeshConnectInfo>()
-                .map(|c| &c.peer)
-        })
+    ext.get::<PeerIdentity>()
+        .or_else(|| ext.get::<MeshConnectInfo>().map(|c| &c.peer))
         .map(|p| p.id().as_str())
 }

@@ -8,8 +8,7 @@ use std::cell::OnceCell;
 use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, Request};
-use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, MeshConnectInfo};
+use mesh_core::extensions::{ConnectionAddrs, MeshConnectInfo, PeerIdentity};
 
 /// Distinct regular header names whose lookups are cached per request; further names are
 /// looked up on every use (still correct, just slower).

@@ -10,25 +10,32 @@
 //! counters ([`BreakerStats`]). The priority comes from the request's
 //! [`Priority`](crate::policy::Priority) extension (DEFAULT when absent).
 //!
-//! ```
+//! Alone, around a hyper-util client (`tests/standalone.rs` runs this against a slow
+//! server):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
 //! use mesh_core::model::{CircuitBreakers, Thresholds};
 //! use mesh_resilience::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 //! use mesh_resilience::policy::Priority;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let limits = CircuitBreakers { default: Thresholds { max_requests: 0, ..Default::default() }, ..Default::default() };
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+//! let limits = CircuitBreakers { default: Thresholds { max_requests: 2, ..Default::default() }, ..Default::default() };
 //! let breaker = CircuitBreaker::new("reviews", &limits);
 //! let svc = ServiceBuilder::new()
 //!     .layer(CircuitBreakerLayer::new(breaker.clone()))
-//!     .service_fn(|_req: http::Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-//!     });
-//! let resp = svc.oneshot(http::Request::new(())).await.unwrap();
-//! assert_eq!(resp.status(), 503);
-//! assert_eq!(resp.headers()["x-envoy-overloaded"], "true");
-//! assert_eq!(breaker.stats(Priority::Default).requests_overflow, 1);
-//! # }
+//!     .service(client);
+//! let req = http::Request::get("http://127.0.0.1:8080/reviews/1").body(Full::new(Bytes::new()))?;
+//! // With two requests in flight, a third answers at once:
+//! // 503, `x-envoy-overloaded: true`, counted in requests_overflow.
+//! let resp = svc.oneshot(req).await?;
+//! println!("{} {}", resp.status(), breaker.stats(Priority::Default).requests_overflow);
+//! # Ok(()) }
 //! ```
 
 mod breaker;

@@ -182,28 +182,24 @@ pub fn grpc_status(headers: &HeaderMap) -> Option<u32> {
 }
 
 /// Marks an error as a connect failure, for connectors whose errors are not
-/// `std::io::Error`s (wrap them: `Box::new(ConnectFailed(e.into()))`).
-#[derive(Debug)]
-pub struct ConnectFailed(pub tower::BoxError);
-
-impl std::fmt::Display for ConnectFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "upstream connect error: {}", self.0)
-    }
-}
-
-impl StdError for ConnectFailed {
-    fn source(&self) -> Option<&(dyn StdError + 'static)> {
-        Some(&*self.0)
-    }
-}
+/// `std::io::Error`s (wrap them: `Box::new(ConnectFailed(e.into()))`). The same type as
+/// [`mesh_core::ConnectError`], which mesh-route's connection pool returns; this name is
+/// kept for existing users.
+pub use mesh_core::ConnectError as ConnectFailed;
 
 /// Walks `err` and its `source()` chain for the first cause that tells what happened.
+///
+/// Recognised: `std::io::Error` kinds, `hyper::Error`, [`mesh_core::ConnectError`] (alias
+/// [`ConnectFailed`]), [`TimedOut`](crate::timeout::TimedOut), tokio's `Elapsed`, and with
+/// this crate's features `h2` and `hyper-util` (both on in the mesh) `h2::Error` and
+/// hyper-util's legacy client error. A connect error (or hyper-util's with `is_connect()`)
+/// marks what is below it as a connect failure: a reset or timeout under it is
+/// [`ErrorKind::ConnectFailure`].
 pub fn error_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     let mut cur = Some(err);
     let mut connect_stage = false;
     while let Some(e) = cur {
-        if e.is::<ConnectFailed>() || e.is::<mesh_route::pool::ConnectError>() {
+        if e.is::<mesh_core::ConnectError>() {
             connect_stage = true;
         } else if e.is::<tokio::time::error::Elapsed>() || e.is::<crate::timeout::TimedOut>() {
             return if connect_stage {
@@ -211,21 +207,17 @@ pub fn error_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
             } else {
                 ErrorKind::Timeout
             };
-        } else if let Some(h) = e.downcast_ref::<hyper_util::client::legacy::Error>() {
-            if h.is_connect() {
-                connect_stage = true;
+        } else if is_hyper_util_connect(e) {
+            connect_stage = true;
+        } else if let Some(kind) = h2_kind(e) {
+            if kind == ErrorKind::RefusedStream {
+                return kind;
             }
-        } else if let Some(h2e) = e.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return ErrorKind::RefusedStream;
-            }
-            if h2e.is_reset() || h2e.is_go_away() || h2e.is_io() {
-                return if connect_stage {
-                    ErrorKind::ConnectFailure
-                } else {
-                    ErrorKind::Reset
-                };
-            }
+            return if connect_stage {
+                ErrorKind::ConnectFailure
+            } else {
+                kind
+            };
         } else if let Some(h) = e.downcast_ref::<hyper::Error>() {
             if h.is_timeout() {
                 return ErrorKind::Timeout;
@@ -268,6 +260,36 @@ pub fn error_kind(err: &(dyn StdError + 'static)) -> ErrorKind {
     } else {
         ErrorKind::Other
     }
+}
+
+/// Whether `e` is hyper-util's legacy client error for a failed connect.
+#[cfg(feature = "hyper-util")]
+fn is_hyper_util_connect(e: &(dyn StdError + 'static)) -> bool {
+    e.downcast_ref::<hyper_util::client::legacy::Error>()
+        .is_some_and(|h| h.is_connect())
+}
+
+#[cfg(not(feature = "hyper-util"))]
+fn is_hyper_util_connect(_: &(dyn StdError + 'static)) -> bool {
+    false
+}
+
+/// What an `h2::Error` tells: a refused stream, or a reset (stream reset, GOAWAY, I/O).
+#[cfg(feature = "h2")]
+fn h2_kind(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    let h2e = e.downcast_ref::<h2::Error>()?;
+    if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        Some(ErrorKind::RefusedStream)
+    } else if h2e.is_reset() || h2e.is_go_away() || h2e.is_io() {
+        Some(ErrorKind::Reset)
+    } else {
+        None
+    }
+}
+
+#[cfg(not(feature = "h2"))]
+fn h2_kind(_: &(dyn StdError + 'static)) -> Option<ErrorKind> {
+    None
 }
 
 #[cfg(test)]

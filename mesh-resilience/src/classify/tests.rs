@@ -84,9 +84,17 @@ fn errors_by_cause_chain() {
         "a reset during connect is a connect failure"
     );
     assert_eq!(
+        kind_of(Box::new(Wrap(Box::new(mesh_core::ConnectError(io(
+            io::ErrorKind::TimedOut
+        )))))),
+        ErrorKind::ConnectFailure,
+        "mesh-core's connect error (mesh-route's pool), wrapped, with a connect timeout"
+    );
+    assert_eq!(
         kind_of(Box::new(crate::timeout::TimedOut)),
         ErrorKind::Timeout
     );
+    #[cfg(feature = "h2")]
     assert_eq!(
         kind_of(Box::new(h2::Error::from(h2::Reason::REFUSED_STREAM))),
         ErrorKind::RefusedStream

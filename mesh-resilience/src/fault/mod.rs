@@ -11,23 +11,32 @@
 //! (a numerator over the configured denominator, never above the configured one).
 //! An HTTP abort of a gRPC request answers the mapped gRPC status.
 //!
-//! ```
+//! Alone, around a hyper-util client (`tests/standalone.rs` runs this against a real
+//! server):
+//!
+//! ```no_run
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
 //! use mesh_core::model::{AbortKind, FaultAbort, FaultConfig, Fraction};
 //! use mesh_resilience::fault::FaultLayer;
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+//! // Istio: fault.abort { httpStatus: 503, percentage: 10 }
 //! let cfg = FaultConfig {
-//!     abort: Some(FaultAbort { kind: AbortKind::Http(418), percentage: Fraction::ALWAYS }),
+//!     abort: Some(FaultAbort { kind: AbortKind::Http(503), percentage: Fraction::new(10, 100) }),
 //!     ..Default::default()
 //! };
 //! let svc = ServiceBuilder::new()
 //!     .layer(FaultLayer::new(Some(cfg)))
-//!     .service_fn(|_req: http::Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-//!     });
-//! assert_eq!(svc.oneshot(http::Request::new(())).await.unwrap().status(), 418);
-//! # }
+//!     .service(client);
+//! // One request in ten answers 503 without reaching the server.
+//! let resp = svc.oneshot(http::Request::get("http://127.0.0.1:8080/").body(Full::new(Bytes::new()))?).await?;
+//! println!("{}", resp.status());
+//! # Ok(()) }
 //! ```
 
 use std::future::Future;

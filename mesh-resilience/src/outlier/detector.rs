@@ -3,8 +3,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use mesh_core::hosts::EjectableHosts;
 use mesh_core::model::OutlierDetection;
-use mesh_route::{Balancer, EndpointRef};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -55,14 +55,25 @@ pub struct EndpointOutlierState {
 }
 
 /// Outlier detection for one cluster (see the [module docs](super)).
-#[derive(Debug)]
 pub struct OutlierDetector {
     cfg: OutlierDetection,
-    balancer: Arc<Balancer>,
+    /// The cluster's host set (mesh-route's `Balancer`), where ejections take effect.
+    host_set: Arc<dyn EjectableHosts>,
     hosts: RwLock<HashMap<Arc<str>, Arc<Host>>>,
     /// Serialises ejection decisions (the max-ejection-percent check).
     eject_lock: Mutex<()>,
     ejections: AtomicU64,
+}
+
+impl std::fmt::Debug for OutlierDetector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutlierDetector")
+            .field("cfg", &self.cfg)
+            .field("host_counts", &self.host_set.host_counts())
+            .field("hosts", &self.hosts)
+            .field("ejections", &self.ejections)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -75,11 +86,13 @@ enum Reason {
 }
 
 impl OutlierDetector {
-    /// A detector over `balancer`'s endpoints.
-    pub fn new(balancer: Arc<Balancer>, cfg: OutlierDetection) -> Arc<Self> {
+    /// A detector that ejects from `hosts`, the cluster's host set (an
+    /// `Arc<mesh_route::Balancer>` coerces; any [`EjectableHosts`] does). Hosts are named
+    /// `ip:port`, as in [`UpstreamEndpoint`](crate::policy::UpstreamEndpoint).
+    pub fn new(hosts: Arc<dyn EjectableHosts>, cfg: OutlierDetection) -> Arc<Self> {
         Arc::new(Self {
             cfg,
-            balancer,
+            host_set: hosts,
             hosts: RwLock::new(HashMap::new()),
             eject_lock: Mutex::new(()),
             ejections: AtomicU64::new(0),
@@ -171,13 +184,6 @@ impl OutlierDetector {
         }
     }
 
-    fn find(&self, endpoint: &str) -> Option<EndpointRef> {
-        self.balancer
-            .endpoints()
-            .into_iter()
-            .find(|e| e.hash_key() == endpoint)
-    }
-
     fn try_eject(&self, endpoint: &str, h: &Host, reason: Reason) -> bool {
         let r = Ordering::Relaxed;
         // the counters restart whether or not the ejection is enforced
@@ -196,15 +202,14 @@ impl OutlierDetector {
         if ej.until.is_some() {
             return false;
         }
-        let Some(ep) = self.find(endpoint) else {
-            return false; // no longer in the cluster
-        };
-        let all = self.balancer.endpoints();
-        let ejected = all.iter().filter(|e| e.is_ejected()).count();
+        let (total, ejected) = self.host_set.host_counts();
         if ejected > 0
-            && (ejected as f64) * 100.0 / (all.len() as f64) >= self.cfg.max_ejection_percent as f64
+            && (ejected as f64) * 100.0 / (total as f64) >= self.cfg.max_ejection_percent as f64
         {
             return false;
+        }
+        if !self.host_set.set_ejected(endpoint, true) {
+            return false; // no longer in the cluster
         }
         ej.times = ej.times.saturating_add(1);
         ej.total += 1;
@@ -218,7 +223,6 @@ impl OutlierDetector {
         ej.until = Some(Instant::now() + time);
         self.ejections.fetch_add(1, r);
         tracing::info!(endpoint, ejection_time = ?time, "outlier detection: ejecting endpoint");
-        self.balancer.set_ejected(&ep, true);
         true
     }
 
@@ -238,9 +242,8 @@ impl OutlierDetector {
             match ej.until {
                 Some(t) if t <= now => {
                     ej.until = None;
-                    if let Some(ep) = self.find(name) {
+                    if self.host_set.set_ejected(name, false) {
                         tracing::info!(endpoint = %name, "outlier detection: un-ejecting endpoint");
-                        self.balancer.set_ejected(&ep, false);
                     }
                     h.consecutive_5xx.store(0, Ordering::Relaxed);
                     h.consecutive_gateway.store(0, Ordering::Relaxed);

@@ -1,9 +1,9 @@
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
+use mesh_core::hosts::EjectableHosts;
 use mesh_core::model::*;
-use mesh_route::{Balancer, PickContext};
 use tower::{BoxError, ServiceExt};
 use tower_layer::Layer;
 
@@ -11,33 +11,35 @@ use super::*;
 use crate::classify::{Classification, ErrorKind};
 use crate::policy::{EndpointError, UpstreamEndpoint};
 
-fn balancer(n: u16) -> Arc<Balancer> {
-    let ep = |port| Endpoint {
-        address: EndpointAddress::Socket(([10, 0, 0, 1], port).into()),
-        health: HealthStatus::Healthy,
-        weight: 1,
-        hostname: None,
-        tls_mode: TlsMode::Unset,
-    };
-    let cla = ClusterLoadAssignment {
-        cluster_name: "c".into(),
-        localities: vec![LocalityEndpoints {
-            locality: Arc::new(Locality::default()),
-            priority: 0,
-            load_balancing_weight: None,
-            endpoints: (1..=n).map(ep).collect(),
-        }],
-        ..Default::default()
-    };
-    Arc::new(
-        Balancer::new(
-            "c",
-            &LbPolicy::RoundRobin,
-            &CommonLbConfig::default(),
-            Arc::new(cla),
-        )
-        .unwrap(),
-    )
+/// A host set as a balancer keeps it: `ip:port` keys and their ejection flags. (The real
+/// one, mesh-route's `Balancer`, is tested with the detector in mesh-route's
+/// tests/outlier_balancer.rs.)
+#[derive(Debug)]
+struct Hosts(Mutex<Vec<(String, bool)>>);
+
+impl EjectableHosts for Hosts {
+    fn host_counts(&self) -> (usize, usize) {
+        let h = self.0.lock().unwrap();
+        (h.len(), h.iter().filter(|(_, e)| *e).count())
+    }
+
+    fn set_ejected(&self, host: &str, ejected: bool) -> bool {
+        let mut h = self.0.lock().unwrap();
+        match h.iter_mut().find(|(k, _)| k == host) {
+            Some((_, e)) => {
+                *e = ejected;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Hosts 10.0.0.1:1 ..= 10.0.0.1:n.
+fn balancer(n: u16) -> Arc<Hosts> {
+    Arc::new(Hosts(Mutex::new(
+        (1..=n).map(|p| (name(p), false)).collect(),
+    )))
 }
 
 fn name(port: u16) -> String {
@@ -58,15 +60,16 @@ fn cfg() -> OutlierDetection {
     }
 }
 
-fn picks(lb: &Balancer) -> Vec<String> {
-    let mut v: Vec<String> = (0..20)
-        .filter_map(|r| {
-            lb.pick(&PickContext::with_random(r))
-                .map(|e| e.hash_key().to_owned())
-        })
-        .collect();
+/// The hosts a balancer may pick (not ejected).
+fn picks(lb: &Hosts) -> Vec<String> {
+    let mut v: Vec<String> =
+        lb.0.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, e)| !e)
+            .map(|(k, _)| k.clone())
+            .collect();
     v.sort();
-    v.dedup();
     v
 }
 
@@ -84,7 +87,11 @@ async fn consecutive_5xx_ejects_and_a_success_resets_the_count() {
     assert!(!od.is_ejected(&name(1)), "the success broke the streak");
     od.record(&name(1), status(500));
     assert!(od.is_ejected(&name(1)));
-    assert_eq!(picks(&lb), vec![name(2), name(3)], "the balancer skips it");
+    assert_eq!(
+        picks(&lb),
+        vec![name(2), name(3)],
+        "ejected from the host set"
+    );
     let st = od.endpoints();
     assert!(st[0].ejected && st[0].ejection_multiplier == 1 && st[0].ejections_total == 1);
 }
@@ -293,4 +300,27 @@ async fn the_layer_records_responses_and_errors_per_endpoint() {
     }
     assert!(od.is_ejected(&name(1)));
     assert!(od.is_ejected(&name(2)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_hosts_of_the_set_are_ejected_and_its_count_bounds_ejections() {
+    let lb = balancer(2);
+    let mut c = cfg();
+    c.max_ejection_percent = 50;
+    let od = OutlierDetector::new(lb.clone(), c);
+    for _ in 0..5 {
+        od.record("10.0.0.9:9", status(500));
+    }
+    assert!(!od.is_ejected("10.0.0.9:9"), "no longer in the cluster");
+    assert_eq!(od.ejections_total(), 0);
+    // a host already ejected in the set counts against max_ejection_percent
+    assert!(lb.set_ejected(&name(2), true));
+    for _ in 0..5 {
+        od.record(&name(1), status(500));
+    }
+    assert!(
+        !od.is_ejected(&name(1)),
+        "half the hosts are ejected already"
+    );
+    assert_eq!(picks(&lb), vec![name(1)]);
 }

@@ -5,22 +5,33 @@
 //! The bucket comes from the request's [`RateLimitBucket`] extension (a router puts the
 //! route's or virtual host's bucket there), else from the layer.
 //!
-//! ```
-//! use std::time::Duration;
-//! use mesh_resilience::rate_limit::{RateLimitLayer, TokenBucket, TokenBucketConfig};
-//! use tower::{ServiceBuilder, ServiceExt};
+//! Alone, on a server: in front of an axum `Router` served by hyper (`tests/standalone.rs`
+//! runs this):
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let bucket = TokenBucket::new(TokenBucketConfig { max_tokens: 1, tokens_per_fill: 1, fill_interval: Duration::from_secs(1) });
+//! ```no_run
+//! use std::time::Duration;
+//! use axum::{Router, routing::get};
+//! use hyper_util::rt::{TokioExecutor, TokioIo};
+//! use hyper_util::server::conn::auto;
+//! use hyper_util::service::TowerToHyperService;
+//! use mesh_resilience::rate_limit::{RateLimitLayer, TokenBucket, TokenBucketConfig};
+//! use tower::ServiceBuilder;
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! // 100 requests per second, bursts of 100.
+//! let bucket = TokenBucket::new(TokenBucketConfig { max_tokens: 100, tokens_per_fill: 1, fill_interval: Duration::from_millis(10) });
+//! let app = Router::new().route("/", get(|| async { "hello" }));
 //! let svc = ServiceBuilder::new()
-//!     .layer(RateLimitLayer::new(bucket))
-//!     .service_fn(|_req: http::Request<()>| async {
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+//!     .layer(RateLimitLayer::new(bucket)) // beyond: 429 `local_rate_limited`
+//!     .service(app);
+//! let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await?;
+//! loop {
+//!     let (stream, _) = listener.accept().await?;
+//!     let svc = TowerToHyperService::new(svc.clone());
+//!     tokio::spawn(async move {
+//!         let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
 //!     });
-//! assert_eq!(svc.clone().oneshot(http::Request::new(())).await.unwrap().status(), 200);
-//! let limited = svc.oneshot(http::Request::new(())).await.unwrap();
-//! assert_eq!(limited.status(), 429);
-//! assert_eq!(limited.headers()["x-envoy-ratelimited"], "true");
+//! }
 //! # }
 //! ```
 

@@ -23,22 +23,37 @@
 //! - replays the request body from a buffer of at most `buffer_cap` bytes
 //!   ([`ReplayBody`]); a longer body is sent once and not retried.
 //!
-//! ```
+//! Alone, around a hyper-util client (`tests/standalone.rs` runs this against a real
+//! server):
+//!
+//! ```no_run
 //! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
 //! use mesh_core::model::{RetryOn, RetryPolicy};
-//! use mesh_resilience::retry::{RetryConfig, RetryLayer, ReplayBody};
+//! use mesh_resilience::retry::{ReplayBody, RetryConfig, RetryLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
-//! let policy = RetryPolicy { retry_on: vec![RetryOn::Http5xx], num_retries: 2, ..Default::default() };
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! // The layer wraps each request body in a ReplayBody, so the client sends those.
+//! let client: Client<HttpConnector, ReplayBody<Full<Bytes>>> =
+//!     Client::builder(TokioExecutor::new()).build_http();
+//! let policy = RetryPolicy {
+//!     retry_on: vec![RetryOn::Http5xx, RetryOn::ConnectFailure, RetryOn::Reset],
+//!     num_retries: 2,
+//!     per_try_timeout: Some(Duration::from_millis(500)),
+//!     ..Default::default()
+//! };
 //! let svc = ServiceBuilder::new()
 //!     .layer(RetryLayer::new(RetryConfig::default().policy(policy)))
-//!     .service_fn(|_req: http::Request<ReplayBody<String>>| async {
-//!         Ok::<_, std::convert::Infallible>(http::Response::new("hi"))
-//!     });
-//! let resp = svc.oneshot(http::Request::new(String::from("body"))).await.unwrap();
-//! assert_eq!(resp.status(), 200);
-//! # }
+//!     .service(client);
+//! let req = http::Request::post("http://127.0.0.1:8080/orders")
+//!     .body(Full::new(Bytes::from_static(b"ping")))?;
+//! let resp = svc.oneshot(req).await?; // up to 3 attempts, the body replayed to each
+//! println!("{}", resp.status());
+//! # Ok(()) }
 //! ```
 
 mod backoff;

@@ -16,21 +16,26 @@
 //! When the timer fires the inner future is dropped, which frees its connection and
 //! tasks.
 //!
-//! ```
+//! Alone, around a hyper-util client (`tests/standalone.rs` runs this against a slow
+//! server):
+//!
+//! ```no_run
 //! use std::time::Duration;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper_util::client::legacy::{Client, connect::HttpConnector};
+//! use hyper_util::rt::TokioExecutor;
 //! use mesh_resilience::{policy::TimeoutPolicy, timeout::TimeoutLayer};
 //! use tower::{ServiceBuilder, ServiceExt};
 //!
-//! # #[tokio::main(flavor = "current_thread")] async fn main() {
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
 //! let svc = ServiceBuilder::new()
-//!     .layer(TimeoutLayer::new(TimeoutPolicy { timeout: Some(Duration::from_millis(10)), ..Default::default() }))
-//!     .service_fn(|_req: http::Request<()>| async {
-//!         tokio::time::sleep(Duration::from_secs(1)).await;
-//!         Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
-//!     });
-//! let resp = svc.oneshot(http::Request::new(())).await.unwrap();
-//! assert_eq!(resp.status(), 504);
-//! # }
+//!     .layer(TimeoutLayer::new(TimeoutPolicy { timeout: Some(Duration::from_millis(100)), ..Default::default() }))
+//!     .service(client);
+//! let resp = svc.oneshot(http::Request::get("http://127.0.0.1:8080/slow").body(Full::new(Bytes::new()))?).await?;
+//! assert_eq!(resp.status(), 504); // body: "upstream request timeout"
+//! # Ok(()) }
 //! ```
 
 mod body;

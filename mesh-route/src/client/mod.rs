@@ -18,8 +18,9 @@
 //!
 //! Each cluster's requests go through a service its [`ClusterStack`] builds once around the
 //! cluster's [`EndpointService`] (LB pick + pool): [`MeshClient::with_stack`] takes the
-//! stack (the `mesh` facade's `ResilienceStack` adds fault injection, timeouts, retries,
-//! circuit breaking and outlier detection from the cluster and route config);
+//! stack ([`ResilienceStack`], the `mesh` facade's default, adds mesh-resilience's fault
+//! injection, timeouts, retries, circuit breaking and outlier detection from the cluster
+//! and route config);
 //! [`MeshClient::new`] uses [`PlainStack`] (one attempt, route timeout applied here). The
 //! route's [`RoutePolicy`] (timeout, retry policy, hash policies, fault overrides) rides in
 //! the request's extensions as `Arc<RoutePolicy>` for those layers; see [`extensions`].
@@ -46,6 +47,7 @@ mod built;
 mod endpoint;
 pub mod extensions;
 mod mirror;
+pub mod resilience;
 mod respond;
 mod send;
 mod stack;
@@ -77,6 +79,7 @@ use built::Built;
 
 pub use endpoint::{EndpointFuture, EndpointService, NoHealthyUpstream};
 pub use extensions::{AutoHostRewrite, RequestHash, UpstreamEndpoint};
+pub use resilience::{ClusterResilience, ResilienceStack};
 pub use respond::{MeshBody, Upstream};
 pub use stack::{ClusterContext, ClusterService, ClusterStack, PlainStack};
 

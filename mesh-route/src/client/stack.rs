@@ -8,9 +8,9 @@
 //! retry budgets) survives snapshots in which the cluster did not change. A changed
 //! cluster resource gets a new stack, as Envoy rebuilds a changed cluster.
 //!
-//! The facade crate (`mesh`) provides the stack with Envoy's resilience layers
-//! (`mesh::ResilienceStack`); any closure `Fn(&ClusterContext, EndpointService) ->
-//! ClusterService` is a stack too:
+//! [`ResilienceStack`](super::ResilienceStack) is the stack with Envoy's resilience layers
+//! (mesh-resilience; the `mesh` facade's default); any closure `Fn(&ClusterContext,
+//! EndpointService) -> ClusterService` is a stack too:
 //!
 //! ```
 //! use mesh_route::client::{ClusterContext, ClusterService, EndpointService};

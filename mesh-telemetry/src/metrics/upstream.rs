@@ -38,8 +38,8 @@ use mesh_core::model::{EndpointAddress, HealthStatus};
 use mesh_resilience::circuit_breaker::{BreakerStats, CircuitBreaker};
 use mesh_resilience::outlier::OutlierDetector;
 use mesh_resilience::policy::Priority;
-use mesh_resilience::stack::ClusterResilience;
 use mesh_route::Balancer;
+use mesh_route::client::ClusterResilience;
 use mesh_route::pool::PoolCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
@@ -90,7 +90,7 @@ impl fmt::Debug for ClusterSources {
     }
 }
 
-/// A [`ResilienceStack`](mesh_resilience::ResilienceStack) cluster's balancer, breaker,
+/// A [`ResilienceStack`](mesh_route::client::ResilienceStack) cluster's balancer, breaker,
 /// outlier detector and pool counters, so that
 /// `ResilienceStack::new().observe(move |name, r| upstream.track(name, r.into()))` feeds
 /// every cluster the stack builds.

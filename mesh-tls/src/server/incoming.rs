@@ -1,5 +1,4 @@
 use std::io;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -15,16 +14,9 @@ use crate::PeerIdentity;
 /// Handshaken connections waiting for the server; beyond this, handshake tasks wait.
 const QUEUE: usize = 64;
 
-/// What tonic puts into each request's extensions for a [`MeshServerStream`].
-#[derive(Clone, Debug)]
-pub struct MeshConnectInfo {
-    /// The client's verified identity.
-    pub peer: PeerIdentity,
-    /// The client's address.
-    pub remote_addr: Option<SocketAddr>,
-    /// Our address.
-    pub local_addr: Option<SocketAddr>,
-}
+/// What tonic puts into each request's extensions for a [`MeshServerStream`] (defined in
+/// mesh-core, so that layers read it without depending on this crate).
+pub use mesh_core::extensions::MeshConnectInfo;
 
 /// The client identity of a tonic request served over [`MeshAcceptor::incoming`].
 ///

@@ -1,7 +1,8 @@
-//! [`ResilienceStack`]: this crate's layers wired to the xDS config, as a mesh-route
-//! [`ClusterStack`], so that `MeshClient::with_stack(.., ResilienceStack::new())` behaves
-//! as Envoy does with the cluster's and route's resilience settings and no extra code.
-//! The `mesh` facade uses it by default and adds Istio's source metrics outside.
+//! [`ResilienceStack`]: where routing and resilience meet. mesh-resilience's layers wired
+//! to the cluster and route config as a [`ClusterStack`], so that
+//! `MeshClient::with_stack(.., ResilienceStack::new())` behaves as Envoy does with the
+//! cluster's and route's resilience settings and no extra code. The `mesh` facade uses it
+//! by default and adds Istio's source metrics outside.
 //!
 //! Per request, outermost first:
 //!
@@ -18,33 +19,35 @@
 //!                     └ EndpointService LB pick (avoiding previous hosts) -> mTLS pool
 //! ```
 //!
-//! Each layer is also usable alone in a `tower::ServiceBuilder`; this module only wires
-//! them to the xDS config.
+//! Each layer is also usable alone in a `tower::ServiceBuilder` (see mesh-resilience);
+//! this module only wires them to the config: outlier detection ejects through the
+//! cluster's [`Balancer`] (it implements [`mesh_core::hosts::EjectableHosts`]), the retry
+//! budget is the circuit breaker's `max_retries`.
 //!
 //! ```no_run
-//! # fn demo(xds: mesh_xds::client::XdsClient, identity: mesh_tls::IdentityStore) {
-//! use mesh_resilience::stack::ResilienceStack;
-//! use mesh_route::client::{MeshClient, MeshClientConfig};
+//! # fn demo(source: mesh_core::config::StaticSource, identity: mesh_tls::IdentityStore) {
+//! use mesh_route::client::{MeshClient, MeshClientConfig, ResilienceStack};
 //!
-//! let client = MeshClient::with_stack(xds, identity, MeshClientConfig::default(), ResilienceStack::new());
+//! // `source`: an xDS client, the embedded control plane, or a StaticSource
+//! let client = MeshClient::with_stack(source, identity, MeshClientConfig::default(), ResilienceStack::new());
 //! # }
 //! ```
 
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
-use mesh_route::Balancer;
-use mesh_route::client::{ClusterContext, ClusterService, ClusterStack, EndpointService};
-use mesh_route::pool::{RequestBody, WeakPool};
+use mesh_resilience::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
+use mesh_resilience::fault::FaultLayer;
+use mesh_resilience::outlier::{OutlierDetector, OutlierLayer};
+use mesh_resilience::policy::Priority;
+use mesh_resilience::retry::{RetryConfig, RetryLayer};
+use mesh_resilience::timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, ServiceBuilder, ServiceExt};
 
-use crate::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
-use crate::fault::FaultLayer;
-use crate::outlier::{OutlierDetector, OutlierLayer};
-use crate::policy::Priority;
-use crate::retry::{RetryConfig, RetryLayer};
-use crate::timeout::TimeoutLayer;
+use super::{ClusterContext, ClusterService, ClusterStack, EndpointService};
+use crate::Balancer;
+use crate::pool::{RequestBody, WeakPool};
 
 /// Per-cluster state of a [`ResilienceStack`], for inspection (tests, admin pages).
 #[derive(Clone, Debug)]

@@ -1,6 +1,8 @@
 //! Chaos run over real sockets: three endpoints on 127.0.0.1 (one answering 503 half the
 //! time, one resetting every connection, one slow but healthy) behind mesh-route's
-//! `Balancer`, a hyper client, retries and outlier detection.
+//! `Balancer`, a hyper client, and mesh-resilience's retries and outlier detection (the
+//! detector ejecting through the `Balancer`'s `EjectableHosts`). Moved here from
+//! mesh-resilience, which no longer depends on mesh-route.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

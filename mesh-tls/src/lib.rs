@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod dev_ca;
 pub mod error;
 pub mod peer;
+mod provider;
 pub mod rotation;
 pub mod server;
 pub mod sniff;

@@ -313,7 +313,7 @@ pub fn check_own_credentials(creds: &Credentials) -> Result<(), TlsError> {
         }
         .into());
     }
-    let provider = crate::config::default_provider();
+    let provider = crate::provider::default_provider();
     match rustls::sign::CertifiedKey::from_der(
         creds.chain.clone(),
         creds.key.clone_key(),

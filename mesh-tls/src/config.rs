@@ -275,6 +275,7 @@ impl ClientConfigs {
 }
 
 #[cfg(test)]
+#[cfg(feature = "dev-ca")] // certificates from the dev CA
 mod tests {
     use super::*;
     use crate::dev_ca::DevCa;

@@ -354,6 +354,7 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+#[cfg(feature = "dev-ca")] // certificates from the dev CA
 mod tests {
     use super::*;
     use crate::dev_ca::{DevCa, IssueOptions};

@@ -26,7 +26,8 @@ pub struct MeshConnectInfo {
     pub local_addr: Option<SocketAddr>,
 }
 
-/// The client identity of a tonic request served over [`MeshAcceptor::incoming`].
+/// The client identity of a tonic request served over [`MeshAcceptor::incoming`]
+/// (feature `tonic`).
 ///
 /// ```
 /// fn handler(req: &tonic::Request<()>) -> String {
@@ -37,11 +38,13 @@ pub struct MeshConnectInfo {
 /// }
 /// # assert_eq!(handler(&tonic::Request::new(())), "not over mTLS");
 /// ```
+#[cfg(feature = "tonic")]
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<&PeerIdentity> {
     req.extensions().get::<MeshConnectInfo>().map(|c| &c.peer)
 }
 
-/// One server-side mTLS connection, for tonic (`Connected`) or any tokio IO user.
+/// One server-side mTLS connection, for tonic (`Connected`, feature `tonic`) or any tokio IO
+/// user.
 #[derive(Debug)]
 pub struct MeshServerStream {
     inner: TlsStream<TcpStream>,
@@ -55,6 +58,7 @@ impl MeshServerStream {
     }
 }
 
+#[cfg(feature = "tonic")]
 impl tonic::transport::server::Connected for MeshServerStream {
     type ConnectInfo = MeshConnectInfo;
 

@@ -7,8 +7,13 @@
 //! [`istio::MeshConfig`] snapshots as the directory changes. The xDS server and the CA will
 //! consume those snapshots.
 //!
+//! [`ca`] is Citadel's part: [`ca::IstioCaServer`], the Istio CA gRPC API over a dev CA (or
+//! any [`ca::CaSigner`]), which [`server::ControlPlane`] runs; workloads reach it with
+//! `mesh_tls::ca::IstioCaClient`.
+//!
 //! The supported subset of Istio's API is documented in `docs/istio-config.md`.
 
+pub mod ca;
 pub mod generate;
 pub mod istio;
 pub mod server;

@@ -1,5 +1,5 @@
 //! rustls configs built from the [`IdentityStore`](crate::IdentityStore), and the choice of
-//! crypto provider.
+//! crypto provider ([`default_provider`]).
 //!
 //! The provider is always passed explicitly (`builder_with_provider`), never taken from a
 //! process-wide default, so linking mesh-tls into a program that installs another default
@@ -15,23 +15,9 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use rustls::{ClientConfig, ServerConfig};
 
+pub use crate::provider::default_provider;
 use crate::verify::{PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, VerifyStats};
 use crate::{Credentials, IdentityStore, TlsError};
-
-#[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
-compile_error!("mesh-tls needs a crypto provider: enable feature `ring` (default) or `aws-lc-rs`");
-
-/// The crypto provider mesh-tls uses unless told otherwise (see the module docs).
-pub fn default_provider() -> Arc<CryptoProvider> {
-    #[cfg(feature = "ring")]
-    {
-        Arc::new(rustls::crypto::ring::default_provider())
-    }
-    #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
-    {
-        Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-    }
-}
 
 /// ALPN id of HTTP/2.
 pub const ALPN_H2: &[u8] = b"h2";
@@ -289,6 +275,7 @@ impl ClientConfigs {
 }
 
 #[cfg(test)]
+#[cfg(feature = "dev-ca")] // certificates from the dev CA
 mod tests {
     use super::*;
     use crate::dev_ca::DevCa;

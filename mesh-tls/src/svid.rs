@@ -313,7 +313,7 @@ pub fn check_own_credentials(creds: &Credentials) -> Result<(), TlsError> {
         }
         .into());
     }
-    let provider = crate::config::default_provider();
+    let provider = crate::provider::default_provider();
     match rustls::sign::CertifiedKey::from_der(
         creds.chain.clone(),
         creds.key.clone_key(),
@@ -354,6 +354,7 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
 }
 
 #[cfg(test)]
+#[cfg(feature = "dev-ca")] // certificates from the dev CA
 mod tests {
     use super::*;
     use crate::dev_ca::{DevCa, IssueOptions};

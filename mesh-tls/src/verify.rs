@@ -402,6 +402,7 @@ pub fn handshake_error(err: std::io::Error) -> TlsError {
 }
 
 #[cfg(test)]
+#[cfg(feature = "dev-ca")] // certificates from the dev CA
 mod tests {
     use super::*;
     use crate::dev_ca::{DevCa, IssueOptions};

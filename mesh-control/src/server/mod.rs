@@ -24,13 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mesh_core::{SpiffeId, TrustDomain};
-use mesh_tls::ca::{IstioCaServer, RunningCaServer};
 use mesh_tls::dev_ca::DevCa;
 use mesh_xds::server::{ServerOptions, XdsServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::ca::{IstioCaServer, RunningCaServer};
 use crate::generate::{GeneratorOptions, MeshGenerator};
 use crate::istio::{ConfigWatcher, MeshConfig, WatchOptions, WatchStatus};
 

@@ -18,7 +18,8 @@ const QUEUE: usize = 64;
 /// mesh-core, so that layers read it without depending on this crate).
 pub use mesh_core::extensions::MeshConnectInfo;
 
-/// The client identity of a tonic request served over [`MeshAcceptor::incoming`].
+/// The client identity of a tonic request served over [`MeshAcceptor::incoming`]
+/// (feature `tonic`).
 ///
 /// ```
 /// fn handler(req: &tonic::Request<()>) -> String {
@@ -29,11 +30,13 @@ pub use mesh_core::extensions::MeshConnectInfo;
 /// }
 /// # assert_eq!(handler(&tonic::Request::new(())), "not over mTLS");
 /// ```
+#[cfg(feature = "tonic")]
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<&PeerIdentity> {
     req.extensions().get::<MeshConnectInfo>().map(|c| &c.peer)
 }
 
-/// One server-side mTLS connection, for tonic (`Connected`) or any tokio IO user.
+/// One server-side mTLS connection, for tonic (`Connected`, feature `tonic`) or any tokio IO
+/// user.
 #[derive(Debug)]
 pub struct MeshServerStream {
     inner: TlsStream<TcpStream>,
@@ -47,6 +50,7 @@ impl MeshServerStream {
     }
 }
 
+#[cfg(feature = "tonic")]
 impl tonic::transport::server::Connected for MeshServerStream {
     type ConnectInfo = MeshConnectInfo;
 

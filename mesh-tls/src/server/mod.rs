@@ -5,7 +5,8 @@
 //!   `tower::Service<http::Request<Incoming>>` (an axum `Router` included) over HTTP/1.1 or
 //!   HTTP/2 (ALPN), with `PeerIdentity` in every request's extensions.
 //! - tonic: [`MeshAcceptor::incoming`] is a stream of handshaken connections for
-//!   `Server::serve_with_incoming`; handlers read the identity with [`peer_identity`].
+//!   `Server::serve_with_incoming` (feature `tonic`); handlers read the identity with
+//!   `peer_identity`.
 //!
 //! The acceptor fails closed: without valid credentials a connection is dropped before
 //! any TLS byte is sent.
@@ -20,6 +21,8 @@ mod serve;
 
 pub use acceptor::MeshAcceptor;
 pub use conn::{Drain, accept_loop, serve_connection};
-pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream, peer_identity};
+#[cfg(feature = "tonic")]
+pub use incoming::peer_identity;
+pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream};
 pub use permissive::{ConnectionAddrs, PeerAuthMode, PeerAuthentication, serve_peer_auth};
 pub use serve::{serve, serve_with_shutdown};

@@ -1,18 +1,58 @@
-//! The Istio CA client against the dev CA served over the Istio CA gRPC API: token and
-//! client-certificate authentication, identity checks on both sides, rotation.
-
-mod common;
+//! The Istio CA server (the dev CA served over the Istio CA gRPC API) against mesh-tls's
+//! Istio CA client: token and client-certificate authentication, identity checks on both
+//! sides, rotation.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_control::ca::{CaSigner, IstioCaServer, RunningCaServer};
 use mesh_core::SpiffeId;
-use mesh_tls::ca::{CaSigner, IstioCaClient, IstioCaServer, RunningCaServer};
+use mesh_tls::ca::IstioCaClient;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::rotation::Rotation;
 use mesh_tls::{CertProvider, IdentityStore, TlsError};
 
 const TOKEN: &str = "bootstrap-token-for-web";
+
+/// The dev CA, identities and polling, as mesh-tls's identity-source tests have them.
+mod common {
+    use std::time::Duration;
+
+    use mesh_core::{SpiffeId, TrustDomain};
+    use mesh_tls::Credentials;
+    use mesh_tls::dev_ca::DevCa;
+
+    pub fn td() -> TrustDomain {
+        TrustDomain::new("cluster.local").unwrap()
+    }
+
+    /// `spiffe://cluster.local/ns/default/sa/<sa>`.
+    pub fn id(sa: &str) -> SpiffeId {
+        SpiffeId::istio(&td(), "default", sa).unwrap()
+    }
+
+    pub fn ca() -> DevCa {
+        DevCa::new(td()).unwrap()
+    }
+
+    pub fn issue(ca: &DevCa, sa: &str, ttl: Duration) -> Credentials {
+        ca.issue(&id(sa), ttl).unwrap()
+    }
+
+    /// Polls `cond` every 20 ms until it holds (true) or `limit` passes (false).
+    pub async fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if cond() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
 
 async fn start(server: IstioCaServer) -> RunningCaServer {
     server.bind("127.0.0.1:0".parse().unwrap()).await.unwrap()

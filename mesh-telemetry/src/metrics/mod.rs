@@ -20,6 +20,7 @@ mod labels;
 mod layer;
 pub mod library;
 mod peers;
+mod recording;
 mod service;
 pub mod tcp;
 pub mod upstream;

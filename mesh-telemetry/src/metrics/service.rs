@@ -9,8 +9,9 @@ use tower::BoxError;
 use tower_service::Service;
 
 use super::body::MeteredBody;
-use super::future::{Recording, ResponseFuture};
+use super::future::ResponseFuture;
 use super::peers::PeerResolver;
+use super::recording::Recording;
 use super::{Protocol, Reporter};
 
 /// The service built by [`super::IstioMetricsLayer`].

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 pub use builder::{BuildError, MeshBuilder};
+pub use mesh_admin as admin;
 pub use mesh_core as core;
 pub use mesh_resilience as resilience;
 pub use mesh_resilience::stack::{ClusterResilience, ResilienceStack};
@@ -19,7 +20,7 @@ pub use mesh_xds as xds;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use mesh_telemetry::metrics::upstream::UpstreamMetrics;
+use mesh_admin::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;

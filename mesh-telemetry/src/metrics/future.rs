@@ -3,6 +3,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use http::Response;
+use mesh_core::extensions::PeerIdentity;
 use pin_project::pin_project;
 use tower::BoxError;
 
@@ -61,7 +62,7 @@ where
         match result {
             Ok(resp) => {
                 // Source reporter: the server's verified identity names the destination.
-                if let Some(id) = resp.extensions().get::<mesh_tls::PeerIdentity>()
+                if let Some(id) = resp.extensions().get::<PeerIdentity>()
                     && let Some(p) = rec.peer.for_server(id.0.as_str())
                 {
                     rec.peer = p;

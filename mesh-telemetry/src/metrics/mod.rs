@@ -23,7 +23,6 @@ mod peers;
 mod recording;
 mod service;
 pub mod tcp;
-pub mod upstream;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

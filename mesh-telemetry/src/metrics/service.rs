@@ -4,7 +4,7 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
-use mesh_tls::PeerIdentity;
+use mesh_core::extensions::PeerIdentity;
 use tower::BoxError;
 use tower_service::Service;
 

@@ -9,9 +9,9 @@ use futures::executor::block_on;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use mesh_core::SpiffeId;
+use mesh_core::extensions::PeerIdentity;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_telemetry::trace::{Propagation, TraceLayer};
-use mesh_tls::PeerIdentity;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 async fn app<B>(_req: Request<B>) -> Result<Response<Full<Bytes>>, BoxError> {

@@ -7,7 +7,7 @@ mod support;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_xds};
+use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_config};
 use mesh_telemetry::metrics::{
     IstioMetrics, IstioMetricsLayer, MeteredBody, ServiceInfo, WorkloadInfo,
 };
@@ -63,7 +63,7 @@ async fn workload_labels_from_xds_directory_and_peer_identity() {
     client.client.resolve(&svc.target()).await.unwrap();
     let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
     let base = DirectoryBuilder::new().workload(info("echo")).build();
-    let follow = follow_xds(outbound.resolver().clone(), &client.xds, base);
+    let follow = follow_config(outbound.resolver().clone(), &client.xds, base);
     let mut settled = false;
     for _ in 0..100 {
         // The directory arrives asynchronously after the snapshot.
@@ -128,7 +128,7 @@ async fn workload_labels_from_xds_directory_and_peer_identity() {
 
 #[tokio::test]
 async fn the_server_identity_of_a_response_names_the_destination() {
-    use mesh_tls::PeerIdentity;
+    use mesh_core::extensions::PeerIdentity;
     let metrics = IstioMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -157,4 +157,101 @@ async fn the_server_identity_of_a_response_names_the_destination() {
     );
     assert!(s.contains("destination_workload_namespace=\"shop\""), "{s}");
     assert!(s.contains("destination_workload=\"unknown\""), "{s}");
+}
+
+/// An Istio cluster of `host` whose TLS accepts exactly `principal`.
+fn mtls_cluster(host: &str, principal: &str) -> mesh_core::model::Cluster {
+    use mesh_core::model::*;
+    use std::sync::Arc;
+    let name = format!("outbound|8080||{host}");
+    Cluster {
+        name: name.clone(),
+        discovery: Discovery::Static(Arc::new(ClusterLoadAssignment {
+            cluster_name: name,
+            ..Default::default()
+        })),
+        lb_policy: LbPolicy::RoundRobin,
+        common_lb: CommonLbConfig::default(),
+        connect_timeout: std::time::Duration::from_secs(5),
+        circuit_breakers: Default::default(),
+        outlier_detection: None,
+        tls: Some(UpstreamTls {
+            validation: CertificateValidation {
+                ca_certificate: None,
+                san_matchers: vec![SanMatcher {
+                    san_type: SanType::Uri,
+                    matcher: StringMatcher::Exact {
+                        value: principal.into(),
+                        ignore_case: false,
+                    },
+                }],
+            },
+            ..Default::default()
+        }),
+        http_protocol: HttpProtocolOptions::default(),
+    }
+}
+
+/// The directory follows any config source, here a static one built in code (no xDS, no
+/// gRPC): the cluster's single SAN names the destination before any response, and a new
+/// snapshot replaces it.
+#[tokio::test]
+async fn directory_follows_a_static_config_source() {
+    use mesh_core::config::{ConfigSnapshot, StaticSource};
+    let host = "echo.default.svc.cluster.local";
+    let echo = "spiffe://cluster.local/ns/default/sa/echo";
+    let mut snapshot = ConfigSnapshot::default();
+    snapshot.insert_cluster(mtls_cluster(host, echo));
+    let source = StaticSource::new(snapshot);
+
+    let metrics = IstioMetrics::new();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
+    let base = DirectoryBuilder::new().workload(info("echo")).build();
+    let follow = follow_config(outbound.resolver().clone(), &source, base);
+    let svc = outbound.layer(tower::service_fn(
+        |_req: http::Request<MeteredBody<Empty<Bytes>>>| async {
+            Ok::<_, tower::BoxError>(http::Response::new(Empty::<Bytes>::new()))
+        },
+    ));
+    let call = || {
+        let req = http::Request::get(format!("http://{host}:8080/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        svc.clone().oneshot(req)
+    };
+    // The first directory is in place when follow_config returns.
+    call().await.unwrap().into_body().collect().await.unwrap();
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let s = series(&text, "istio_requests_total", &["reporter=\"source\""])
+        .unwrap_or_else(|| panic!("no source series in\n{text}"));
+    for want in [
+        format!("destination_principal=\"{echo}\""),
+        "destination_workload=\"echo-v1\"".into(),
+        "destination_service=\"echo.default.svc.cluster.local\"".into(),
+    ] {
+        assert!(s.contains(&want), "{want} missing in {s}");
+    }
+
+    // The service moves to another service account: the next snapshot says so.
+    let other = "spiffe://cluster.local/ns/default/sa/echo-canary";
+    source.update(|s| {
+        s.insert_cluster(mtls_cluster(host, other));
+    });
+    let want = format!("destination_principal=\"{other}\"");
+    let mut seen = false;
+    for _ in 0..100 {
+        call().await.unwrap().into_body().collect().await.unwrap();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        if series(&text, "istio_requests_total", &[&want]).is_some() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(seen, "the directory did not follow the new snapshot");
+    follow.abort();
 }

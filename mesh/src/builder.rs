@@ -3,9 +3,9 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use mesh_admin::UpstreamMetrics;
 use mesh_core::SpiffeId;
 use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
-use mesh_telemetry::metrics::upstream::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;

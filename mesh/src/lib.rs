@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 
 pub use builder::{BuildError, MeshBuilder};
 pub use inbound::{InboundError, InboundServer};
+pub use mesh_admin as admin;
 pub use mesh_core as core;
 pub use mesh_resilience as resilience;
 pub use mesh_route as route;
@@ -21,7 +22,7 @@ pub use mesh_xds as xds;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use mesh_telemetry::metrics::upstream::UpstreamMetrics;
+use mesh_admin::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::{MeshAcceptor, PeerAuthMode, PeerAuthentication};

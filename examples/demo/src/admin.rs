@@ -1,4 +1,4 @@
-//! The admin endpoint of the load driver's workload (mesh-telemetry's admin server):
+//! The admin endpoint of the load driver's workload (mesh-admin's admin server):
 //! `/stats/prometheus` (Istio's standard metrics of every workload in the process, both
 //! reporters; the library's own; `mesh_cluster_*` of every workload's clusters),
 //! `/config_dump` (every xDS resource the driver holds, and the xDS client status),
@@ -14,11 +14,10 @@ use axum::extract::{Request, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use envoy_types::pb::envoy::config::core::v3::Node;
+use mesh_admin::config_dump::snapshot_json;
+use mesh_admin::csds::CsdsService;
+use mesh_admin::{Admin, IdentityCollector, LogFilterFn, XdsCollector, XdsStatusCache};
 use mesh_core::model::EndpointAddress;
-use mesh_telemetry::admin::config_dump::snapshot_json;
-use mesh_telemetry::admin::csds::CsdsService;
-use mesh_telemetry::admin::{Admin, LogFilterFn, XdsStatusCache};
-use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
 use mesh_xds::client::ConfigSnapshot;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
@@ -35,7 +34,7 @@ static LOG_FILTER: OnceLock<LogFilterFn> = OnceLock::new();
 const DRIVER: &str = "loadgen-v1";
 
 /// Lets `POST /logging?filter=` change the process's log filter through `f` (see
-/// [`mesh_telemetry::admin::reload_log_filter`]). Set once, before [`crate::run`].
+/// [`mesh_admin::reload_log_filter`]). Set once, before [`crate::run`].
 pub fn set_log_filter(f: LogFilterFn) {
     let _ = LOG_FILTER.set(f);
 }

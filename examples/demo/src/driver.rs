@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_route::client::MeshClient;
-use mesh_telemetry::metrics::directory::follow_xds;
+use mesh_telemetry::metrics::directory::follow_config;
 use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService};
 use mesh_telemetry::trace::{Propagation, TraceLayer, TraceService};
 use tokio::sync::Semaphore;
@@ -31,7 +31,7 @@ fn client(driver: &Workload, stats: &Stats) -> (Client, tokio::task::JoinHandle<
         &stats.telemetry().metrics,
         workload_info("loadgen", "loadgen", "v1"),
     );
-    let follow = follow_xds(metrics.resolver().clone(), driver.mesh.xds(), directory());
+    let follow = follow_config(metrics.resolver().clone(), driver.mesh.xds(), directory());
     let client =
         TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.mesh.mesh_client()));
     (client, follow)

@@ -25,7 +25,7 @@ async fn main() -> ExitCode {
     // --otlp, the request spans exported to an OpenTelemetry collector.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
     let (filter, reload) = reload::Layer::new(filter);
-    demo::set_log_filter(mesh_telemetry::admin::reload_log_filter(reload));
+    demo::set_log_filter(mesh_admin::reload_log_filter(reload));
     let exporter = match &opts.otlp {
         Some(endpoint) => match OtlpExporter::new(&OtlpConfig {
             endpoint: endpoint.clone(),

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use mesh_admin::UpstreamMetrics;
 use mesh_telemetry::metrics::directory::DirectoryBuilder;
-use mesh_telemetry::metrics::upstream::UpstreamMetrics;
 use mesh_telemetry::metrics::{IstioMetrics, PeerDirectory, WorkloadInfo};
 
 use crate::services::BOOKINFO;

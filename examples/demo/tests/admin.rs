@@ -411,7 +411,7 @@ async fn admin_endpoint_shows_metrics_config_clusters_certs_and_csds() {
     let (filter, handle) =
         tracing_subscriber::reload::Layer::new(tracing_subscriber::EnvFilter::new("warn"));
     let _subscriber = tracing_subscriber::registry().with(filter);
-    demo::set_log_filter(mesh_telemetry::admin::reload_log_filter(handle));
+    demo::set_log_filter(mesh_admin::reload_log_filter(handle));
 
     let (http_addr, grpc_addr) = (free_addr(), free_addr());
     let opts = DemoOptions {

@@ -1,11 +1,10 @@
-//! The admin port: mesh-telemetry's admin server over this proxy's registry, identity,
+//! The admin port: mesh-admin's admin server over this proxy's registry, identity,
 //! xDS status and a config view.
 
 use std::sync::Arc;
 
+use mesh_admin::{Admin, XdsStatusCache, XdsStatusSource};
 use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
-use mesh_telemetry::admin::{Admin, XdsStatusCache};
-use mesh_telemetry::metrics::library::XdsStatusSource;
 use mesh_tls::IdentityStore;
 use mesh_xds::client::{ClientStatus, ConfigSnapshot, XdsClient};
 use prometheus_client::registry::Registry;

@@ -26,12 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mesh_admin::{IdentityCollector, XdsCollector, XdsStatusCache};
 use mesh_authz::AuthzMetrics;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 use mesh_telemetry::access_log::{AccessLogConfig, AccessLogLayer};
-use mesh_telemetry::admin::XdsStatusCache;
 use mesh_telemetry::metrics::IstioMetrics;
-use mesh_telemetry::metrics::library::{IdentityCollector, XdsCollector};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::MeshAcceptor;
 use mesh_xds::bootstrap::Bootstrap;

@@ -7,7 +7,7 @@ use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 use pin_project::pin_project;
 
-use super::future::{Recording, grpc_status};
+use super::recording::{Recording, grpc_status};
 
 /// A body that counts its bytes: request bodies add to a shared counter, response bodies
 /// carry the call's recording (finished when the body is dropped).

@@ -1,6 +1,8 @@
 //! Building the [`PeerDirectory`] that resolves `source_*` / `destination_*` labels: from
-//! the xDS config the workload already receives, from what the application knows about
-//! workloads, and, per connection, from the peer's verified SPIFFE ID.
+//! the mesh config the workload already receives (any
+//! [`ConfigSource`]: the xDS client, a static config, the embedded control plane), from
+//! what the application knows about workloads, and, per connection, from the peer's
+//! verified SPIFFE ID.
 //!
 //! What a proxyless workload can know, and what it cannot:
 //!
@@ -27,8 +29,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
+use mesh_core::config::{ConfigSnapshot, ConfigSource};
 use mesh_core::model::{SanType, StringMatcher};
-use mesh_xds::client::{ConfigSnapshot, XdsClient};
+use tokio::sync::watch;
 
 use super::labels::{ServiceInfo, UNKNOWN, WorkloadInfo};
 use super::peers::{PeerDirectory, PeerResolver};
@@ -106,12 +109,13 @@ impl DirectoryBuilder {
         self
     }
 
-    /// Adds what the xDS config tells about the services this workload calls: each
-    /// `outbound|<port>|<subset>|<fqdn>` cluster names a service, and its TLS SAN matchers
-    /// name the SPIFFE IDs allowed to serve it. When one principal serves a service, the
-    /// service's `destination_principal` and `destination_workload_namespace` are known
-    /// before any response. Entries already registered win.
-    pub fn xds(mut self, snapshot: &ConfigSnapshot) -> Self {
+    /// Adds what a config snapshot (xDS or any other [`ConfigSource`]) tells about the
+    /// services this workload calls: each `outbound|<port>|<subset>|<fqdn>` cluster names a
+    /// service, and its TLS SAN matchers name the SPIFFE IDs allowed to serve it. When one
+    /// principal serves a service, the service's `destination_principal` and
+    /// `destination_workload_namespace` are known before any response. Entries already
+    /// registered win.
+    pub fn snapshot(mut self, snapshot: &ConfigSnapshot) -> Self {
         let mut found: HashMap<String, Option<String>> = HashMap::new();
         for (name, cluster) in snapshot.clusters.iter() {
             let Some(host) = istio_cluster_host(name) else {
@@ -179,20 +183,43 @@ fn istio_cluster_host(name: &str) -> Option<&str> {
     }
 }
 
-/// Keeps `resolver`'s directory in step with `xds`: `base` (what the application knows)
-/// plus what each new snapshot tells ([`DirectoryBuilder::xds`]), starting with the
-/// current snapshot before it returns. The label cache is cleared only when the directory
-/// actually changed. Ends when the xDS client stops; abort the handle to stop earlier.
-pub fn follow_xds(
+/// Keeps `resolver`'s directory in step with `source` (the xDS client, a
+/// [`StaticSource`](mesh_core::config::StaticSource), ...): `base` (what the application
+/// knows) plus what each new snapshot tells ([`DirectoryBuilder::snapshot`]), starting with
+/// the current snapshot before it returns. The label cache is cleared only when the
+/// directory actually changed. Ends when the source's snapshot channel closes (the source
+/// is gone); abort the handle to stop earlier.
+///
+/// ```
+/// use mesh_core::config::{ConfigSnapshot, StaticSource};
+/// use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_config};
+/// use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
+///
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// let layer = IstioMetricsLayer::source(&IstioMetrics::new(), WorkloadInfo::default());
+/// let source = StaticSource::new(ConfigSnapshot::default()); // or an XdsClient
+/// let task = follow_config(layer.resolver().clone(), &source, DirectoryBuilder::new().build());
+/// # task.abort();
+/// # }
+/// ```
+pub fn follow_config<S: ConfigSource + ?Sized>(
     resolver: Arc<PeerResolver>,
-    xds: &XdsClient,
+    source: &S,
     base: PeerDirectory,
 ) -> tokio::task::JoinHandle<()> {
-    let mut snapshots = xds.watch();
+    follow_snapshots(resolver, source.snapshots(), base)
+}
+
+/// [`follow_config`] on a receiver of snapshots (what [`ConfigSource::snapshots`] returns).
+pub fn follow_snapshots(
+    resolver: Arc<PeerResolver>,
+    mut snapshots: watch::Receiver<Arc<ConfigSnapshot>>,
+    base: PeerDirectory,
+) -> tokio::task::JoinHandle<()> {
     // The first directory is in place before this returns: no request is labelled
     // without what the application registered.
     let first = DirectoryBuilder { dir: base.clone() }
-        .xds(&snapshots.borrow_and_update())
+        .snapshot(&snapshots.borrow_and_update())
         .build();
     resolver.set_directory(first.clone());
     tokio::spawn(async move {
@@ -203,7 +230,7 @@ pub fn follow_xds(
         loop {
             let snapshot = snapshots.borrow_and_update().clone();
             let dir = DirectoryBuilder { dir: base.clone() }
-                .xds(&snapshot)
+                .snapshot(&snapshot)
                 .build();
             if last.as_ref() != Some(&dir) {
                 resolver.set_directory(dir.clone());

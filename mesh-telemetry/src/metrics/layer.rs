@@ -9,8 +9,9 @@ use super::{IstioMetrics, IstioMetricsService, Reporter, ServiceInfo, WorkloadIn
 ///
 /// Use [`IstioMetricsLayer::source`] on a client (outermost, before routing) and
 /// [`IstioMetricsLayer::destination`] on a server (after mTLS, so the caller's
-/// [`mesh_tls::PeerIdentity`] is in the request extensions). Metrics are recorded when the
-/// response body ends (or is dropped), so durations cover streamed bodies.
+/// [`PeerIdentity`](mesh_core::extensions::PeerIdentity) is in the request extensions).
+/// Metrics are recorded when the response body ends (or is dropped), so durations cover
+/// streamed bodies.
 #[derive(Clone, Debug)]
 pub struct IstioMetricsLayer {
     resolver: Arc<PeerResolver>,

@@ -1,6 +1,7 @@
 //! Istio's standard metrics (`istio_requests_total`, `istio_request_duration_milliseconds`,
 //! `istio_request_bytes`, `istio_response_bytes`, `istio_tcp_*`) from either side of a call,
-//! and collectors for the library's own state.
+//! and scrape-time collectors ([`library`]). Per-cluster upstream, identity and xDS metrics are
+//! mesh-admin's.
 //!
 //! ```
 //! use prometheus_client::registry::Registry;
@@ -20,9 +21,9 @@ mod labels;
 mod layer;
 pub mod library;
 mod peers;
+mod recording;
 mod service;
 pub mod tcp;
-pub mod upstream;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -4,13 +4,14 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use http::{Request, Response};
-use mesh_tls::PeerIdentity;
+use mesh_core::extensions::PeerIdentity;
 use tower::BoxError;
 use tower_service::Service;
 
 use super::body::MeteredBody;
-use super::future::{Recording, ResponseFuture};
+use super::future::ResponseFuture;
 use super::peers::PeerResolver;
+use super::recording::Recording;
 use super::{Protocol, Reporter};
 
 /// The service built by [`super::IstioMetricsLayer`].

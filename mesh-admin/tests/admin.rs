@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use mesh_telemetry::admin::csds::CsdsService;
-use mesh_telemetry::admin::{Admin, XdsStatusCache};
+use mesh_admin::csds::CsdsService;
+use mesh_admin::{Admin, IdentityCollector, XdsStatusCache};
 use mesh_telemetry::metrics::IstioMetrics;
-use mesh_telemetry::metrics::library::IdentityCollector;
 use mesh_tls::IdentityStore;
 use mesh_xds::ResourceType;
 use mesh_xds::client::{ClientStatus, ResourceState, ResourceStatus};
@@ -93,7 +92,7 @@ async fn endpoints_answer_over_tcp() {
         .with_xds(XdsStatusCache::fixed(status(true)))
         .with_config_dump(|| serde_json::json!({"listeners": ["reviews"]}))
         .with_clusters(|| serde_json::json!({"outbound|9080||reviews": {"endpoints": [{"address": "10.0.0.1:9080", "health": "HEALTHY", "ejected": false}]}}))
-        .with_log_filter(mesh_telemetry::admin::reload_log_filter(handle));
+        .with_log_filter(mesh_admin::reload_log_filter(handle));
     let addr = start(admin).await;
 
     assert_eq!(http(addr, "GET", "/healthz").await, (200, "OK\n".into()));

@@ -9,7 +9,7 @@
 //! #[derive(Debug)]
 //! struct Cluster { name: String, timeout: Option<std::time::Duration>, tags: Vec<u32> }
 //! let c = Cluster { name: "a".into(), timeout: Some(std::time::Duration::from_millis(250)), tags: vec![1, 2] };
-//! let v = mesh_telemetry::admin::debug_json::to_json(&c);
+//! let v = mesh_admin::debug_json::to_json(&c);
 //! assert_eq!(v, serde_json::json!({"@type": "Cluster", "name": "a", "timeout": "250ms", "tags": [1, 2]}));
 //! ```
 

@@ -1,15 +1,50 @@
-//! The admin endpoints.
+//! The admin endpoints: [`Admin::serve`] and [`Admin::handle`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, Uri, header};
 use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_tls::IdentityStatus;
 use mesh_xds::client::ClientStatus;
 use serde_json::{Value, json};
+use tokio::net::TcpListener;
 
-use super::Admin;
+use crate::server::Admin;
+use crate::unix_seconds as unix;
+
+impl Admin {
+    /// Serves the admin endpoints on `listener` until the returned future is dropped.
+    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
+        let admin = Arc::new(self);
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            };
+            let admin = admin.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let resp = admin.handle(&req);
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
+                    tracing::debug!(error = %e, "admin connection ended");
+                }
+            });
+        }
+    }
+
+    /// Answers one admin request (what [`serve`](Self::serve) does per request).
+    pub fn handle<B>(&self, req: &http::Request<B>) -> http::Response<Full<Bytes>> {
+        route(self, req.method(), req.uri())
+    }
+}
 
 type Resp = Response<Full<Bytes>>;
 
@@ -41,14 +76,8 @@ fn query_param<'a>(uri: &'a Uri, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-fn unix(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// The xDS client status as JSON (CSDS's vocabulary).
-pub(crate) fn xds_status_json(s: &ClientStatus) -> Value {
+fn xds_status_json(s: &ClientStatus) -> Value {
     json!({
         "connected": s.connected,
         "ready": s.ready,
@@ -110,7 +139,7 @@ fn not_ready(admin: &Admin) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
-pub(crate) fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
+fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
     match (method, uri.path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "OK\n"),
         (&Method::GET, "/ready") => match not_ready(admin) {

@@ -1,43 +1,13 @@
-//! An opt-in admin HTTP server, Envoy-style: `/stats/prometheus`, `/config_dump`,
-//! `/clusters`, `/certs`, `/ready`, `/healthz`, `/logging`; and CSDS
-//! ([`csds::CsdsService`]) for an admin gRPC port.
-//!
-//! This crate does not know every crate's internals: config dumps and cluster views are
-//! closures returning `serde_json::Value`.
-//!
-//! ```no_run
-//! # async fn run() -> std::io::Result<()> {
-//! use std::sync::Arc;
-//! use prometheus_client::registry::Registry;
-//! use mesh_telemetry::admin::Admin;
-//!
-//! let admin = Admin::new()
-//!     .with_registry(Arc::new(Registry::default()))
-//!     .with_config_dump(|| serde_json::json!({"listeners": []}));
-//! let listener = tokio::net::TcpListener::bind("127.0.0.1:15000").await?;
-//! admin.serve(listener).await
-//! # }
-//! ```
-
-pub mod config_dump;
-pub mod csds;
-pub mod debug_json;
-mod handlers;
-mod xds_status;
+//! [`Admin`]: the admin server's sources, set one by one; what it serves is in
+//! `handlers.rs`.
 
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh_tls::IdentityStore;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
-use crate::metrics::library::XdsStatusSource;
-
-pub use xds_status::XdsStatusCache;
+use crate::xds::XdsStatusSource;
 
 /// A closure that returns a JSON view of some state.
 pub type JsonFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -119,36 +89,6 @@ impl Admin {
         self.log_filter = Some(f);
         self
     }
-
-    /// Serves the admin endpoints on `listener` until the returned future is dropped.
-    pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
-        let admin = Arc::new(self);
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            };
-            let admin = admin.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let resp = admin.handle(&req);
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
-                });
-                let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
-                    tracing::debug!(error = %e, "admin connection ended");
-                }
-            });
-        }
-    }
-
-    /// Answers one admin request (what [`serve`](Self::serve) does per request).
-    pub fn handle<B>(&self, req: &http::Request<B>) -> http::Response<Full<Bytes>> {
-        handlers::route(self, req.method(), req.uri())
-    }
 }
 
 /// A [`LogFilterFn`] that swaps the `EnvFilter` of a `tracing-subscriber` reload layer.
@@ -157,7 +97,7 @@ impl Admin {
 /// use tracing_subscriber::{EnvFilter, reload, prelude::*};
 /// let (filter, handle) = reload::Layer::new(EnvFilter::new("info"));
 /// let _subscriber = tracing_subscriber::registry().with(filter);
-/// let set = mesh_telemetry::admin::reload_log_filter(handle);
+/// let set = mesh_admin::reload_log_filter(handle);
 /// assert_eq!(set("mesh_xds=debug").unwrap(), "mesh_xds=debug");
 /// assert!(set("=[").is_err());
 /// ```

@@ -2,8 +2,8 @@
 //! client's status. Serve it on an admin gRPC port:
 //!
 //! ```no_run
-//! # async fn run(cache: std::sync::Arc<mesh_telemetry::admin::XdsStatusCache>) {
-//! use mesh_telemetry::admin::csds::CsdsService;
+//! # async fn run(cache: std::sync::Arc<mesh_admin::XdsStatusCache>) {
+//! use mesh_admin::csds::CsdsService;
 //! tonic::transport::Server::builder()
 //!     .add_service(CsdsService::new(cache, None).into_server())
 //!     .serve("127.0.0.1:15010".parse().unwrap())
@@ -29,7 +29,7 @@ use futures::{Stream, StreamExt};
 use mesh_xds::client::{ClientStatus, ResourceState};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::metrics::library::XdsStatusSource;
+use crate::xds::XdsStatusSource;
 
 /// The CSDS service.
 #[derive(Clone)]

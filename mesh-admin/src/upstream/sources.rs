@@ -8,8 +8,8 @@ use std::sync::{Arc, Weak};
 use mesh_core::model::HealthStatus;
 use mesh_resilience::circuit_breaker::CircuitBreaker;
 use mesh_resilience::outlier::OutlierDetector;
-use mesh_route::client::ClusterResilience;
 use mesh_route::Balancer;
+use mesh_route::client::ClusterResilience;
 use mesh_route::pool::PoolCounters;
 
 /// A connection pool's counters, as far as the pool keeps them (`None`: not counted).

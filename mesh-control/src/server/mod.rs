@@ -23,10 +23,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::xds_server::{ServerOptions, XdsServer};
 use mesh_core::{SpiffeId, TrustDomain};
 use mesh_tls::ca::{IstioCaServer, RunningCaServer};
 use mesh_tls::dev_ca::DevCa;
-use mesh_xds::server::{ServerOptions, XdsServer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

@@ -22,8 +22,11 @@
 
 pub mod generate;
 pub mod istio;
+pub mod local;
 pub mod server;
 pub mod xds_server;
+
+pub use local::LocalSource;
 
 use std::path::PathBuf;
 

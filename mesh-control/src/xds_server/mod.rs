@@ -397,4 +397,4 @@ impl<C: Send + Sync + 'static> AdsService<C> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

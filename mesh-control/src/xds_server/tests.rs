@@ -22,13 +22,13 @@ use mesh_xds::client::{Protocol, XdsClient, XdsClientConfig, channel};
 /// Test config: services `svc<i>:80` for i in 0..services, with this connect timeout
 /// (0 s makes every cluster invalid for the client).
 #[derive(Clone, Debug)]
-struct Cfg {
-    services: usize,
-    connect_timeout_s: i64,
-    endpoint_port: u32,
+pub(crate) struct Cfg {
+    pub(crate) services: usize,
+    pub(crate) connect_timeout_s: i64,
+    pub(crate) endpoint_port: u32,
 }
 
-struct Gen;
+pub(crate) struct Gen;
 
 fn ads() -> Option<core::ConfigSource> {
     Some(core::ConfigSource {

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
+use mesh_core::config::ConfigSource;
 use mesh_core::model::{SanType, StringMatcher};
 use mesh_xds::client::{ConfigSnapshot, XdsClient};
 
@@ -179,16 +180,26 @@ fn istio_cluster_host(name: &str) -> Option<&str> {
     }
 }
 
-/// Keeps `resolver`'s directory in step with `xds`: `base` (what the application knows)
-/// plus what each new snapshot tells ([`DirectoryBuilder::xds`]), starting with the
-/// current snapshot before it returns. The label cache is cleared only when the directory
-/// actually changed. Ends when the xDS client stops; abort the handle to stop earlier.
+/// Keeps `resolver`'s directory in step with `xds`: see [`follow_source`].
 pub fn follow_xds(
     resolver: Arc<PeerResolver>,
     xds: &XdsClient,
     base: PeerDirectory,
 ) -> tokio::task::JoinHandle<()> {
-    let mut snapshots = xds.watch();
+    follow_source(resolver, xds, base)
+}
+
+/// Keeps `resolver`'s directory in step with `source` (the xDS client, the embedded control
+/// plane in process, a static config): `base` (what the application knows) plus what each
+/// new snapshot tells ([`DirectoryBuilder::xds`]), starting with the current snapshot
+/// before it returns. The label cache is cleared only when the directory actually changed.
+/// Ends when the source stops; abort the handle to stop earlier.
+pub fn follow_source(
+    resolver: Arc<PeerResolver>,
+    source: &(impl ConfigSource + ?Sized),
+    base: PeerDirectory,
+) -> tokio::task::JoinHandle<()> {
+    let mut snapshots = source.snapshots();
     // The first directory is in place before this returns: no request is labelled
     // without what the application registered.
     let first = DirectoryBuilder { dir: base.clone() }

@@ -1,13 +1,16 @@
 //! The admin port: mesh-telemetry's admin server over this proxy's registry, identity,
-//! xDS status and a config view.
+//! xDS status (the xDS client's, or in static mode the in-process source's) and a config
+//! view.
 
 use std::sync::Arc;
 
+use mesh_control::local::LocalSource;
+use mesh_core::config::{ConfigSnapshot, ConfigSource};
 use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
-use mesh_telemetry::admin::{Admin, XdsStatusCache};
+use mesh_telemetry::admin::Admin;
 use mesh_telemetry::metrics::library::XdsStatusSource;
 use mesh_tls::IdentityStore;
-use mesh_xds::client::{ClientStatus, ConfigSnapshot, XdsClient};
+use mesh_xds::client::ClientStatus;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 
@@ -15,8 +18,8 @@ use serde_json::{Value, json};
 pub(crate) fn admin(
     registry: Arc<Registry>,
     identity: IdentityStore,
-    xds: XdsClient,
-    xds_status: Arc<XdsStatusCache>,
+    source: Arc<dyn ConfigSource>,
+    xds_status: Arc<dyn XdsStatusSource>,
     settings: Value,
 ) -> Admin {
     Admin::new()
@@ -24,16 +27,29 @@ pub(crate) fn admin(
         .with_identity(identity)
         .with_xds(Arc::new(SidecarXdsStatus(xds_status)))
         .with_clusters({
-            let xds = xds.clone();
-            move || clusters_json(&xds.snapshot())
+            let source = source.clone();
+            move || clusters_json(&source.snapshots().borrow().clone())
         })
-        .with_config_dump(move || json!({ "proxy": settings, "xds": snapshot_json(&xds) }))
+        .with_config_dump(move || {
+            json!({ "proxy": settings, "xds": snapshot_json(&source.snapshots().borrow().clone()) })
+        })
+}
+
+/// Static mode's status: what an xDS client holding the in-process source's resources
+/// would report (`connected` once the first generation is in, resources `ACKED`, `NACKED`
+/// with the translation's reason, or `DOES_NOT_EXIST`; versions are content hashes).
+pub(crate) struct LocalStatus(pub(crate) LocalSource);
+
+impl XdsStatusSource for LocalStatus {
+    fn client_status(&self) -> Option<Arc<ClientStatus>> {
+        Some(Arc::new(self.0.status()))
+    }
 }
 
 /// The xDS status for `/ready` and `/config_dump`, counting a client that has subscribed
 /// to nothing yet as ready: an outbound-only sidecar subscribes on its first request, and
 /// must not stay unready until then.
-struct SidecarXdsStatus(Arc<XdsStatusCache>);
+struct SidecarXdsStatus(Arc<dyn XdsStatusSource>);
 
 impl XdsStatusSource for SidecarXdsStatus {
     fn client_status(&self) -> Option<Arc<ClientStatus>> {
@@ -48,8 +64,7 @@ impl XdsStatusSource for SidecarXdsStatus {
 }
 
 /// Listeners, routes and clusters with their endpoints, as the proxy sees them now.
-fn snapshot_json(xds: &XdsClient) -> Value {
-    let s = xds.snapshot();
+fn snapshot_json(s: &ConfigSnapshot) -> Value {
     let listeners: serde_json::Map<String, Value> = s
         .listeners
         .iter()
@@ -79,7 +94,7 @@ fn snapshot_json(xds: &XdsClient) -> Value {
             (name.to_string(), json!(vhosts))
         })
         .collect();
-    json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters_json(&s) })
+    json!({ "listeners": listeners, "route_configs": routes, "clusters": clusters_json(s) })
 }
 
 /// Each cluster with whether it is mTLS and its endpoint addresses.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_route::client::MeshClient;
-use mesh_telemetry::metrics::directory::follow_xds;
+use mesh_telemetry::metrics::directory::follow_source;
 use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService};
 use mesh_telemetry::trace::{Propagation, TraceLayer, TraceService};
 use tokio::sync::Semaphore;
@@ -24,14 +24,18 @@ const MAX_IN_FLIGHT: usize = 512;
 /// The driver's client: a trace per request, Istio's metrics, then the mesh.
 type Client = TraceService<IstioMetricsService<MeshClient>>;
 
-/// Wraps the driver's MeshClient; its metrics labels follow xDS and know Bookinfo's
+/// Wraps the driver's MeshClient; its metrics labels follow its config and know Bookinfo's
 /// workloads (until the returned task is aborted).
 fn client(driver: &Workload, stats: &Stats) -> (Client, tokio::task::JoinHandle<()>) {
     let metrics = IstioMetricsLayer::source(
         &stats.telemetry().metrics,
         workload_info("loadgen", "loadgen", "v1"),
     );
-    let follow = follow_xds(metrics.resolver().clone(), driver.mesh.xds(), directory());
+    let follow = follow_source(
+        metrics.resolver().clone(),
+        driver.mesh.source(),
+        directory(),
+    );
     let client =
         TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.mesh.mesh_client()));
     (client, follow)

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use mesh_control::istio::WatchStatus;
 use mesh_control::local::LocalSource;
 use mesh_core::config::{ConfigSnapshot, ConfigSource};
 use mesh_core::model::{EndpointAddress, ListenerKind, RouteSource};
@@ -13,14 +14,17 @@ use mesh_tls::IdentityStore;
 use mesh_xds::client::ClientStatus;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
-/// The admin server for this proxy. `settings` is shown in `/config_dump`.
+/// The admin server for this proxy. `settings` is shown in `/config_dump`, and in static
+/// mode the directory watcher's status (`watch`).
 pub(crate) fn admin(
     registry: Arc<Registry>,
     identity: IdentityStore,
     source: Arc<dyn ConfigSource>,
     xds_status: Arc<dyn XdsStatusSource>,
     settings: Value,
+    watch: Option<watch::Receiver<WatchStatus>>,
 ) -> Admin {
     Admin::new()
         .with_registry(registry)
@@ -31,7 +35,19 @@ pub(crate) fn admin(
             move || clusters_json(&source.snapshots().borrow().clone())
         })
         .with_config_dump(move || {
-            json!({ "proxy": settings, "xds": snapshot_json(&source.snapshots().borrow().clone()) })
+            let mut dump = json!({
+                "proxy": settings,
+                "xds": snapshot_json(&source.snapshots().borrow().clone()),
+            });
+            if let Some(w) = &watch {
+                let s = w.borrow();
+                dump["mesh_config"] = json!({
+                    "generation": s.generation,
+                    "rejected_edits": s.rejected,
+                    "last_error": s.last_error.as_ref().map(|e| e.to_string()),
+                });
+            }
+            dump
         })
 }
 

@@ -184,6 +184,10 @@ pub async fn start(
 
     // The status for /ready, /config_dump, mesh_xds_* and CSDS: the xDS client's, or in
     // static mode what an xDS client holding the same resources would report.
+    let watch_status = match &source {
+        Source::Local(local) => local.watch_status(),
+        Source::Xds(_) => None,
+    };
     let (source, xds_status): (Arc<dyn ConfigSource>, Arc<dyn XdsStatusSource>) = match source {
         Source::Xds(xds) => {
             let (status, task) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(5));
@@ -223,6 +227,7 @@ pub async fn start(
             source.clone(),
             xds_status.clone(),
             settings,
+            watch_status,
         );
         background.push(tokio::spawn(async move {
             if let Err(e) = a.serve(l).await {

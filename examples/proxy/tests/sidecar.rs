@@ -749,7 +749,10 @@ async fn static_mesh_config_and_local_ca() {
                 .any(|r| r["name"] == listener.as_str() && r["client_status"] == "ACKED")
         });
     assert!(acked, "{dump:#}");
-    assert_eq!(dump["config"]["mesh_config"]["rejected_edits"], 0, "{dump:#}");
+    assert_eq!(
+        dump["config"]["mesh_config"]["rejected_edits"], 0,
+        "{dump:#}"
+    );
     let out = local(web.outbound.expect("outbound"));
     for _ in 0..10 {
         let (status, body) = get(&c, out, API, "/static", &[("x-canary", "true")])

@@ -489,7 +489,7 @@ async fn envoy_over_delta_xds() {
     assert_all_acked(&m);
     assert_eq!(
         m.cp.xds().status().clients[0].kind,
-        mesh_xds::server::StreamKind::Delta
+        mesh_control::xds_server::StreamKind::Delta
     );
     assert_eq!(
         get(&m, REVIEWS, &[("end-user", "jason")]),

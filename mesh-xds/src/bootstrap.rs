@@ -621,6 +621,20 @@ impl IstioNode {
             .clone()
             .unwrap_or_else(|| "Kubernetes".into())
     }
+    /// The node this workload presents to a control plane: the `node` of
+    /// [`Bootstrap::istio_proxyless`] as the protobuf an xDS client sends (and an in-process
+    /// config source generates for).
+    ///
+    /// ```
+    /// use mesh_xds::bootstrap::IstioNode;
+    ///
+    /// let node = IstioNode { pod_name: "echo-5d9f".into(), ..Default::default() }.node_proto();
+    /// assert_eq!(node.id, "sidecar~127.0.0.1~echo-5d9f.default~default.svc.cluster.local");
+    /// ```
+    pub fn node_proto(&self) -> core::Node {
+        Bootstrap::istio_proxyless(self.clone(), "").node_proto()
+    }
+
     /// The workload's SPIFFE ID, `spiffe://<trust domain>/ns/<namespace>/sa/<service account>`.
     pub fn spiffe_id(&self) -> Result<mesh_core::SpiffeId, mesh_core::IdentityError> {
         let td = self.trust_domain.as_deref().unwrap_or("cluster.local");

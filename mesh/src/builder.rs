@@ -1,10 +1,12 @@
-//! [`MeshBuilder`]: identity source and xDS bootstrap.
+//! [`MeshBuilder`]: identity source and config source (an xDS bootstrap or client, or any
+//! [`ConfigSource`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use mesh_admin::UpstreamMetrics;
 use mesh_core::SpiffeId;
+use mesh_core::config::ConfigSource;
 use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
@@ -23,9 +25,9 @@ pub enum BuildError {
     /// No identity source was given.
     #[error("no identity: call identity_source, identity_store or dev_ca")]
     NoIdentity,
-    /// No xDS bootstrap or client was given.
-    #[error("no xDS config: call bootstrap, bootstrap_from_env or xds_client")]
-    NoXds,
+    /// No config source was given.
+    #[error("no config: call bootstrap, bootstrap_from_env, xds_client or config_source")]
+    NoConfig,
     /// The bootstrap is invalid.
     #[error("xDS bootstrap: {0}")]
     Bootstrap(String),
@@ -39,21 +41,27 @@ enum Identity {
     Source(Box<dyn CertSource>),
 }
 
-enum Xds {
+enum Config {
     Bootstrap(Box<Bootstrap>),
     Client(XdsClient),
+    Source(Arc<dyn ConfigSource>),
 }
 
-/// Builds a [`Mesh`]: pick where the identity comes from and where xDS comes from.
+/// Builds a [`Mesh`]: pick where the identity comes from and where the config comes from.
 ///
 /// Identity: [`MeshBuilder::identity_source`] takes any mesh-tls source (PEM files with
 /// `FileSource`, the Istio CA with `Rotation::new(IstioCaClient::..)`, SPIRE with
 /// `SpireSource`), [`MeshBuilder::dev_ca`] issues from an in-process dev CA, and
 /// [`MeshBuilder::identity_store`] shares a store you already have.
+///
+/// Config: an xDS control plane ([`MeshBuilder::bootstrap`],
+/// [`MeshBuilder::bootstrap_from_env`], [`MeshBuilder::xds_client`]), or any other
+/// [`ConfigSource`] ([`MeshBuilder::config_source`]: a `StaticSource` built in code, the
+/// embedded control plane in process with `mesh_control::LocalSource`).
 #[derive(Default)]
 pub struct MeshBuilder {
     identity: Option<Identity>,
-    xds: Option<Xds>,
+    config: Option<Config>,
     client: MeshClientConfig,
     stack: Option<Arc<dyn ClusterStack>>,
     metrics: Option<IstioMetrics>,
@@ -95,7 +103,7 @@ impl MeshBuilder {
 
     /// xDS from a gRPC A27 bootstrap (e.g. [`Bootstrap::istio_proxyless`]).
     pub fn bootstrap(mut self, bootstrap: Bootstrap) -> Self {
-        self.xds = Some(Xds::Bootstrap(Box::new(bootstrap)));
+        self.config = Some(Config::Bootstrap(Box::new(bootstrap)));
         self
     }
 
@@ -107,7 +115,17 @@ impl MeshBuilder {
 
     /// xDS from an existing client.
     pub fn xds_client(mut self, client: XdsClient) -> Self {
-        self.xds = Some(Xds::Client(client));
+        self.config = Some(Config::Client(client));
+        self
+    }
+
+    /// Config from any source instead of an xDS client: a
+    /// [`StaticSource`](mesh_core::config::StaticSource) built in code, the embedded
+    /// control plane in this process (`mesh_control::LocalSource`), a test's. The mesh has
+    /// no [`Mesh::xds`] then (give an [`XdsClient`] with [`MeshBuilder::xds_client`] to keep
+    /// its status and subscriptions at hand).
+    pub fn config_source(mut self, source: impl ConfigSource) -> Self {
+        self.config = Some(Config::Source(Arc::new(source)));
         self
     }
 
@@ -166,7 +184,7 @@ impl MeshBuilder {
         self
     }
 
-    /// Starts the identity source and the xDS client (on the current Tokio runtime).
+    /// Starts the identity source and the xDS client, if any (on the current Tokio runtime).
     pub fn build(self) -> Result<Mesh, BuildError> {
         let identity = match self.identity.ok_or(BuildError::NoIdentity)? {
             Identity::Store(s) => s,
@@ -181,9 +199,9 @@ impl MeshBuilder {
             pod_ip: self.pod_ip,
             authz: self.authz.unwrap_or_default(),
         };
-        let xds = match self.xds.ok_or(BuildError::NoXds)? {
-            Xds::Client(c) => c,
-            Xds::Bootstrap(b) => {
+        let xds = match self.config.ok_or(BuildError::NoConfig)? {
+            Config::Client(c) => Ok(c),
+            Config::Bootstrap(b) => {
                 if let Some(t) = &b.server_listener_resource_name_template {
                     inbound.template = t.clone();
                 }
@@ -192,20 +210,21 @@ impl MeshBuilder {
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
                 let channel = channel_from_bootstrap(&b, mesh_tls::config::default_provider())
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
-                XdsClient::new(config, channel)
+                Ok(XdsClient::new(config, channel))
             }
+            Config::Source(s) => Err(s),
+        };
+        let (xds, source): (Option<XdsClient>, Arc<dyn ConfigSource>) = match xds {
+            Ok(c) => (Some(c.clone()), Arc::new(c)),
+            Err(s) => (None, s),
         };
         let upstream = self.upstream.unwrap_or_default();
         let stack = self.stack.unwrap_or_else(|| {
             let u = upstream.clone();
             Arc::new(ResilienceStack::new().observe(move |name, r| u.track(name, r.into())))
         });
-        let mesh_client = MeshClient::with_shared_stack(
-            Arc::new(xds.clone()),
-            identity.clone(),
-            self.client,
-            stack,
-        );
+        let mesh_client =
+            MeshClient::with_shared_stack(source.clone(), identity.clone(), self.client, stack);
         let metrics = self.metrics.unwrap_or_default();
         let client = tower::Layer::layer(
             &IstioMetricsLayer::source(&metrics, self.workload.clone()),
@@ -214,6 +233,7 @@ impl MeshBuilder {
         Ok(Mesh {
             identity,
             xds,
+            source,
             client,
             mesh_client,
             metrics,

@@ -5,6 +5,7 @@ pub mod inbound;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 pub use builder::{BuildError, MeshBuilder};
 pub use inbound::{InboundError, InboundServer};
@@ -23,6 +24,7 @@ pub use mesh_xds as xds;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 use mesh_admin::UpstreamMetrics;
+use mesh_core::config::ConfigSource;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::{MeshAcceptor, PeerAuthMode, PeerAuthentication};
@@ -35,12 +37,15 @@ use tower::{BoxError, Service};
 /// `tower::Service` for `http::Request<B>` (any body) and a tonic channel.
 pub type Client = mesh_telemetry::metrics::IstioMetricsService<MeshClient>;
 
-/// A workload's mesh: its identity, its xDS client, its outbound [`Client`] and the
-/// mTLS server side. Cheap to clone.
+/// A workload's mesh: its identity, its config source (an xDS client or another
+/// [`ConfigSource`]), its outbound [`Client`] and the mTLS server side. Cheap to clone.
 #[derive(Clone)]
 pub struct Mesh {
     identity: IdentityStore,
-    xds: XdsClient,
+    /// The xDS client, when the config comes from one.
+    xds: Option<XdsClient>,
+    /// Where the config comes from (the xDS client, when there is one).
+    source: Arc<dyn ConfigSource>,
     client: Client,
     mesh_client: MeshClient,
     metrics: IstioMetrics,
@@ -137,9 +142,16 @@ impl Mesh {
         &self.identity
     }
 
-    /// The xDS client.
-    pub fn xds(&self) -> &XdsClient {
-        &self.xds
+    /// The xDS client, when the config comes from one (built from a bootstrap or given with
+    /// [`MeshBuilder::xds_client`]); `None` for a [`MeshBuilder::config_source`].
+    pub fn xds(&self) -> Option<&XdsClient> {
+        self.xds.as_ref()
+    }
+
+    /// Where the config comes from: the xDS client, or the source given to
+    /// [`MeshBuilder::config_source`] (snapshots, demand, readiness).
+    pub fn source(&self) -> &Arc<dyn ConfigSource> {
+        &self.source
     }
 
     /// The mTLS acceptor for this workload (to serve tonic or custom accept loops; see

@@ -284,7 +284,7 @@ async fn endpoint_removal_moves_traffic() {
         workload("echo-v1a", "v1", 29184, "echo") + &workload("echo-v2", "v2", 29187, "echo"),
     )
     .unwrap();
-    let mut snapshots = caller.xds().watch();
+    let mut snapshots = caller.xds().expect("an xDS client").watch();
     tokio::time::timeout(
         Duration::from_secs(10),
         snapshots.wait_for(|s| {

@@ -1,7 +1,9 @@
 //! The admin endpoint of the load driver's workload (mesh-admin's admin server):
 //! `/stats/prometheus` (Istio's standard metrics of every workload in the process, both
 //! reporters; the library's own; `mesh_cluster_*` of every workload's clusters),
-//! `/config_dump` (every xDS resource the driver holds, and the xDS client status),
+//! `/config_dump` (every xDS resource the driver holds, and its xDS status: the xDS
+//! client's under istiod, in embedded mode what an xDS client holding the in-process
+//! source's resources would report),
 //! `/clusters` (every workload's clusters: endpoints with EDS health and outlier
 //! ejection), `/certs`, `/ready`, `/healthz`, `POST /logging?filter=`, plus the demo's own
 //! `/stats` (JSON counters); and CSDS on the admin gRPC port.
@@ -16,9 +18,13 @@ use axum::{Json, Router};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_admin::config_dump::snapshot_json;
 use mesh_admin::csds::CsdsService;
-use mesh_admin::{Admin, IdentityCollector, LogFilterFn, XdsCollector, XdsStatusCache};
+use mesh_admin::{
+    Admin, IdentityCollector, LogFilterFn, XdsCollector, XdsStatusCache, XdsStatusSource,
+};
+use mesh_control::local::LocalSource;
+use mesh_core::config::ConfigSnapshot;
 use mesh_core::model::EndpointAddress;
-use mesh_xds::client::ConfigSnapshot;
+use mesh_xds::client::ClientStatus;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -121,6 +127,15 @@ fn clusters(tracked: Value, workload: &str, snapshot: &ConfigSnapshot) -> Value 
     json!({ "cluster_statuses": statuses })
 }
 
+/// The in-process source's status, in the xDS client's vocabulary.
+struct LocalStatus(LocalSource);
+
+impl XdsStatusSource for LocalStatus {
+    fn client_status(&self) -> Option<Arc<ClientStatus>> {
+        Some(Arc::new(self.0.status()))
+    }
+}
+
 /// Starts the admin HTTP and gRPC servers for `driver` until `stop`.
 pub async fn serve(
     opts: &DemoOptions,
@@ -128,8 +143,15 @@ pub async fn serve(
     stats: Arc<Stats>,
     stop: watch::Receiver<bool>,
 ) -> Result<AdminAddrs, DemoError> {
-    let xds = driver.mesh.xds().clone();
-    let (cache, refresh) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(1));
+    let (cache, refresh): (Arc<dyn XdsStatusSource>, _) = match (driver.mesh.xds(), &driver.local) {
+        (Some(xds), _) => {
+            let (cache, refresh) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(1));
+            (cache, Some(refresh))
+        }
+        (None, Some(local)) => (Arc::new(LocalStatus(local.clone())), None),
+        (None, None) => return Err(DemoError("admin: the driver has no config status".into())),
+    };
+    let source = driver.mesh.source().clone();
 
     let mut registry = Registry::default();
     let telemetry = stats.telemetry().clone();
@@ -143,14 +165,17 @@ pub async fn serve(
     }
     telemetry.upstream.register(&mut registry);
 
-    let dump_xds = xds.clone();
+    let dump_source = source.clone();
     let upstream = telemetry.upstream.clone();
     let mut admin = Admin::new()
         .with_registry(Arc::new(registry))
         .with_identity(driver.mesh.identity().clone())
         .with_xds(cache.clone())
-        .with_config_dump(move || snapshot_json(&dump_xds.snapshot()))
-        .with_clusters(move || clusters(upstream.clusters_json(), DRIVER, &xds.snapshot()));
+        .with_config_dump(move || snapshot_json(&dump_source.snapshots().borrow().clone()))
+        .with_clusters(move || {
+            let snapshot = source.snapshots().borrow().clone();
+            clusters(upstream.clusters_json(), DRIVER, &snapshot)
+        });
     if let Some(f) = LOG_FILTER.get() {
         admin = admin.with_log_filter(f.clone());
     }
@@ -206,7 +231,9 @@ pub async fn serve(
             .add_service(csds)
             .serve_with_incoming_shutdown(incoming, grpc_stop)
             .await;
-        refresh.abort();
+        if let Some(r) = refresh {
+            r.abort();
+        }
     });
     Ok(AdminAddrs { http, grpc })
 }

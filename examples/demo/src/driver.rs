@@ -24,14 +24,18 @@ const MAX_IN_FLIGHT: usize = 512;
 /// The driver's client: a trace per request, Istio's metrics, then the mesh.
 type Client = TraceService<IstioMetricsService<MeshClient>>;
 
-/// Wraps the driver's MeshClient; its metrics labels follow xDS and know Bookinfo's
+/// Wraps the driver's MeshClient; its metrics labels follow its config and know Bookinfo's
 /// workloads (until the returned task is aborted).
 fn client(driver: &Workload, stats: &Stats) -> (Client, tokio::task::JoinHandle<()>) {
     let metrics = IstioMetricsLayer::source(
         &stats.telemetry().metrics,
         workload_info("loadgen", "loadgen", "v1"),
     );
-    let follow = follow_config(metrics.resolver().clone(), driver.mesh.xds(), directory());
+    let follow = follow_config(
+        metrics.resolver().clone(),
+        driver.mesh.source(),
+        directory(),
+    );
     let client =
         TraceLayer::client(Propagation::Both).layer(metrics.layer(driver.mesh.mesh_client()));
     (client, follow)

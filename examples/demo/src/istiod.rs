@@ -1,6 +1,11 @@
 //! The control plane the demo's workloads talk to: ours in process (`embedded`), or a real
 //! istiod (`--control-plane istiod`).
 //!
+//! Embedded, the control plane is the directory watcher, the generators and the CA in this
+//! process: every workload gets a `mesh_control::LocalSource` for its node (the resources
+//! an xDS server would send it, decoded in process) and a certificate from the CA; no xDS
+//! server runs and no port is opened for it.
+//!
 //! In istiod mode the demo starts `pilot-discovery discovery` on the same config directory
 //! without Kubernetes (the interop harness `mesh_interop_tests::istiod`: a plugged-in CA in
 //! `ROOT_CA_DIR`, every port on 127.0.0.1, `JWT_RULE` trusting a local token issuer), and
@@ -13,7 +18,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_control::generate::{GeneratorOptions, MeshGenerator};
+use mesh_control::istio::{ConfigWatcher, WatchOptions};
 use mesh_core::TrustDomain;
 use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
 use mesh_interop_tests::jwt::TestIssuer;
@@ -32,10 +38,12 @@ const CERT_TTL: Duration = Duration::from_secs(3600);
 pub(crate) enum Plane {
     /// mesh-control in process.
     Embedded {
-        /// The control plane.
-        cp: Box<ControlPlane>,
-        /// Its xDS address.
-        xds_uri: String,
+        /// The watched config directory.
+        watcher: Box<ConfigWatcher>,
+        /// The generators every workload's source shares.
+        generator: MeshGenerator,
+        /// The mesh CA.
+        ca: Arc<DevCa>,
     },
     /// istiod as a child process (killed on drop).
     Istiod(Box<IstiodPlane>),
@@ -56,19 +64,15 @@ impl Plane {
     pub(crate) async fn start(opts: &DemoOptions) -> Result<Plane, DemoError> {
         match opts.control_plane {
             ControlPlaneKind::Embedded => {
-                let cp = ControlPlane::start(ControlPlaneOptions {
-                    config_dir: opts.config_dir.clone(),
-                    xds_addr: ([127, 0, 0, 1], 0).into(),
-                    ca_addr: None,
-                    debug_addr: None,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| DemoError(format!("control plane: {e}")))?;
-                let xds_uri = format!("http://{}", cp.xds_addr());
+                let watcher = ConfigWatcher::start(&opts.config_dir, WatchOptions::default())
+                    .await
+                    .map_err(|e| DemoError(format!("control plane: {e}")))?;
+                let td = TrustDomain::new("cluster.local").map_err(|e| DemoError(e.to_string()))?;
+                let ca = DevCa::new(td).map_err(|e| DemoError(format!("mesh CA: {e}")))?;
                 Ok(Plane::Embedded {
-                    cp: Box::new(cp),
-                    xds_uri,
+                    watcher: Box::new(watcher),
+                    generator: MeshGenerator::new(GeneratorOptions::default()),
+                    ca: Arc::new(ca),
                 })
             }
             ControlPlaneKind::Istiod => Ok(Plane::Istiod(Box::new(start_istiod(opts).await?))),
@@ -78,8 +82,9 @@ impl Plane {
     /// One line saying what runs where.
     pub(crate) fn describe(&self, opts: &DemoOptions) -> String {
         match self {
-            Plane::Embedded { xds_uri, .. } => format!(
-                "control plane: xDS on {xds_uri}, config {}, CA in process (trust domain cluster.local)",
+            Plane::Embedded { .. } => format!(
+                "control plane: in process (each workload's config generated and decoded without xDS), \
+                 config {}, CA in process (trust domain cluster.local)",
                 opts.config_dir.display()
             ),
             Plane::Istiod(p) => format!(
@@ -91,8 +96,8 @@ impl Plane {
         }
     }
 
-    /// A workload's identity, xDS client and mesh, from this control plane, recording into
-    /// `telemetry`.
+    /// A workload's identity, config source and mesh, from this control plane, recording
+    /// into `telemetry`.
     pub(crate) async fn workload(
         &self,
         name: &str,
@@ -102,7 +107,11 @@ impl Plane {
     ) -> Result<Workload, String> {
         let who = (name, account, version);
         match self {
-            Plane::Embedded { cp, xds_uri } => Workload::start(cp, xds_uri, who, telemetry),
+            Plane::Embedded {
+                watcher,
+                generator,
+                ca,
+            } => Workload::start(ca, watcher.config(), generator, who, telemetry),
             Plane::Istiod(p) => {
                 // Every Bookinfo process listens on 127.0.0.1: the node's IP.
                 let spec = WorkloadSpec::new(name, version, account, [127, 0, 0, 1]);
@@ -130,7 +139,8 @@ impl Plane {
     /// Stops the control plane.
     pub(crate) async fn shutdown(self) {
         match self {
-            Plane::Embedded { cp, .. } => cp.shutdown().await,
+            // Dropping the watcher stops it; the sources keep their last config.
+            Plane::Embedded { .. } => {}
             Plane::Istiod(mut p) => p.istiod.kill().await,
         }
     }

@@ -1,9 +1,11 @@
 //! Bookinfo in one process, on the in-process mesh.
 //!
-//! [`run`] starts the embedded control plane (mesh-control: xDS and the mesh CA) on the
-//! Istio config in `examples/config/bookinfo/`, then the Bookinfo workloads, each with its
-//! own SPIFFE identity (issued by the control plane's CA in process), its own xDS client and
-//! its own [`MeshClient`](mesh_route::client::MeshClient):
+//! [`run`] starts the embedded control plane (mesh-control in process: the watched Istio
+//! config in `examples/config/bookinfo/`, its generators and the mesh CA), then the
+//! Bookinfo workloads, each with its own SPIFFE identity (issued by the control plane's CA
+//! in process), its own config source (`mesh_control::LocalSource`: the resources an xDS
+//! server would send its node, generated and decoded in process, no xDS server) and its
+//! own [`MeshClient`](mesh_route::client::MeshClient):
 //!
 //! ```text
 //! load driver -> productpage -> details

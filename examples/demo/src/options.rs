@@ -17,7 +17,8 @@ pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-perc
   --otlp URL         export request spans over OTLP/gRPC to URL (e.g. http://127.0.0.1:4317)
   --config DIR       Istio config directory (default: the repository's examples/config/bookinfo)
   --quiet            no live table, only the summary
-  --control-plane CP embedded (default): our control plane in process (xDS + CA);
+  --control-plane CP embedded (default): our control plane in process (the config generated
+                     and decoded for each workload without xDS, and the CA);
                      istiod: a real istiod (pilot-discovery) started on the same config,
                      its CA and its xDS over TLS, workloads authenticated with JWTs
   --istiod-bin PATH  pilot-discovery for --control-plane istiod (default: $MESH_ISTIOD_BIN;
@@ -26,7 +27,8 @@ pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-perc
 /// Which control plane the workloads talk to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum ControlPlaneKind {
-    /// mesh-control in process: xDS (plaintext) and its CA.
+    /// mesh-control in process: each workload's config generated and decoded in process
+    /// (`mesh_control::LocalSource`, no xDS server), certificates from its CA.
     #[default]
     Embedded,
     /// A real istiod started as a child process: its CA and xDS over TLS (see

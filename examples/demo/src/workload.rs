@@ -1,18 +1,24 @@
-//! One workload: its identity from the mesh CA, its xDS client, and its [`Mesh`] (the
-//! facade): a MeshClient with the resilience layers (retries, timeouts, circuit breakers,
-//! outlier detection, fault injection) the VirtualServices and DestinationRules configure,
-//! whose clusters feed the process's upstream metrics, and the destination-side Istio
-//! metrics for its server.
+//! One workload: its identity from the mesh CA, its config source (the embedded control
+//! plane in process, or an xDS client of istiod), and its [`Mesh`] (the facade): a
+//! MeshClient with the resilience layers (retries, timeouts, circuit breakers, outlier
+//! detection, fault injection) the VirtualServices and DestinationRules configure, whose
+//! clusters feed the process's upstream metrics, and the destination-side Istio metrics for
+//! its server.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use mesh::Mesh;
-use mesh_control::server::ControlPlane;
+use mesh::{Mesh, MeshBuilder};
+use mesh_control::generate::MeshGenerator;
+use mesh_control::istio::MeshConfig;
+use mesh_control::local::LocalSource;
 use mesh_core::SpiffeId;
 use mesh_tls::IdentityStore;
-use mesh_xds::bootstrap::{Bootstrap, IstioNode};
-use mesh_xds::client::{XdsClient, XdsClientConfig, channel};
+use mesh_tls::dev_ca::DevCa;
+use mesh_xds::bootstrap::IstioNode;
+use mesh_xds::client::XdsClient;
+use tokio::sync::watch;
 
 use crate::stats::{Telemetry, workload_info};
 
@@ -20,42 +26,61 @@ use crate::stats::{Telemetry, workload_info};
 pub struct Workload {
     /// Its SPIFFE ID.
     pub id: SpiffeId,
-    /// Its mesh: credentials, xDS client, outbound client (the default `ResilienceStack`
-    /// around every cluster), Istio metrics recorded into the process's [`Telemetry`].
+    /// Its mesh: credentials, config source, outbound client (the default
+    /// `ResilienceStack` around every cluster), Istio metrics recorded into the process's
+    /// [`Telemetry`].
     pub mesh: Mesh,
+    /// The in-process config source, in embedded mode (its status feeds the admin).
+    pub local: Option<LocalSource>,
+}
+
+/// The mesh of `name`-`version` with these credentials and config: its Istio metrics go to
+/// `telemetry.metrics`, its clusters' state to `telemetry.upstream` (labelled
+/// `workload="<name>-<version>"`).
+fn build(
+    identity: IdentityStore,
+    config: impl FnOnce(MeshBuilder) -> MeshBuilder,
+    (name, account, version): (&str, &str, &str),
+    telemetry: &Telemetry,
+) -> Result<Mesh, String> {
+    let info = workload_info(name, account, version);
+    config(Mesh::builder().identity_store(identity))
+        .metrics(telemetry.metrics.clone())
+        .upstream_metrics(telemetry.upstream.for_workload(&info.workload))
+        .workload(info)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 impl Workload {
-    /// The workload `name`-`version` with these credentials and this xDS client: its
-    /// Istio metrics go to `telemetry.metrics`, its clusters' state to `telemetry.upstream`
-    /// (labelled `workload="<name>-<version>"`).
+    /// The workload `name`-`version` with these credentials and this xDS client.
     pub fn new(
         id: SpiffeId,
         identity: IdentityStore,
         xds: XdsClient,
-        (name, account, version): (&str, &str, &str),
+        who: (&str, &str, &str),
         telemetry: &Telemetry,
     ) -> Result<Self, String> {
-        let info = workload_info(name, account, version);
-        let mesh = Mesh::builder()
-            .identity_store(identity)
-            .xds_client(xds)
-            .metrics(telemetry.metrics.clone())
-            .upstream_metrics(telemetry.upstream.for_workload(&info.workload))
-            .workload(info)
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { id, mesh })
+        let mesh = build(identity, |b| b.xds_client(xds), who, telemetry)?;
+        Ok(Self {
+            id,
+            mesh,
+            local: None,
+        })
     }
 
-    /// Creates the identity (signed by the control plane's CA, in process) and connects an
-    /// xDS client as an Istio proxyless node (`GENERATOR: grpc`).
+    /// Creates the identity (signed by the embedded control plane's CA) and the workload's
+    /// config source: the resources the control plane generates for its Istio proxyless
+    /// node (`GENERATOR: grpc`), decoded in process (no xDS server, no stream). Sources
+    /// sharing `generator` generate the client side once per config.
     pub fn start(
-        cp: &ControlPlane,
-        xds_uri: &str,
-        (name, account, version): (&str, &str, &str),
+        ca: &DevCa,
+        config: watch::Receiver<Arc<MeshConfig>>,
+        generator: &MeshGenerator,
+        who: (&str, &str, &str),
         telemetry: &Telemetry,
     ) -> Result<Self, String> {
+        let (name, account, version) = who;
         let node = IstioNode {
             pod_name: format!("{name}-{version}"),
             service_account: account.into(),
@@ -67,20 +92,18 @@ impl Workload {
             ..Default::default()
         };
         let id = node.spiffe_id().map_err(|e| e.to_string())?;
-        let creds = cp
-            .ca()
+        let creds = ca
             .issue(&id, Duration::from_secs(3600))
             .map_err(|e| format!("issuing {id}: {e}"))?;
         let identity = IdentityStore::from_credentials(creds).map_err(|e| e.to_string())?;
-        let bootstrap = Bootstrap::istio_proxyless(node, xds_uri);
-        let config = XdsClientConfig {
-            node: bootstrap.node_proto(),
-            ..Default::default()
-        };
-        let xds = XdsClient::new(
-            config,
-            channel::insecure(xds_uri).map_err(|e| e.to_string())?,
-        );
-        Self::new(id, identity, xds, (name, account, version), telemetry)
+        let local =
+            LocalSource::with_generator(config, node.node_proto(), generator.clone(), false);
+        let source = local.clone();
+        let mesh = build(identity, |b| b.config_source(source), who, telemetry)?;
+        Ok(Self {
+            id,
+            mesh,
+            local: Some(local),
+        })
     }
 }

@@ -26,9 +26,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_admin::{IdentityCollector, XdsCollector, XdsStatusCache};
+use mesh_admin::{IdentityCollector, XdsCollector, XdsStatusCache, XdsStatusSource};
 use mesh_authz::AuthzMetrics;
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_control::istio::WatchOptions;
+use mesh_control::local::{LocalOptions, LocalSource};
+use mesh_core::config::ConfigSource;
 use mesh_telemetry::access_log::{AccessLogConfig, AccessLogLayer};
 use mesh_telemetry::metrics::IstioMetrics;
 use mesh_tls::config::ServerSettings;
@@ -61,7 +63,6 @@ impl From<String> for ProxyError {
 }
 
 /// A started proxy.
-#[derive(Debug)]
 pub struct Running {
     /// The bound inbound address.
     pub inbound: Option<SocketAddr>,
@@ -74,7 +75,20 @@ pub struct Running {
     stop: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
-    control_plane: Option<ControlPlane>,
+    /// The config source (the xDS client, or the in-process one in static mode), held
+    /// until the proxy stops.
+    _source: Arc<dyn ConfigSource>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("inbound", &self.inbound)
+            .field("outbound", &self.outbound)
+            .field("admin", &self.admin)
+            .field("tcp", &self.tcp)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Running {
@@ -87,9 +101,6 @@ impl Running {
         let finished = tokio::time::timeout(timeout, all).await.is_ok();
         for t in self.background {
             t.abort();
-        }
-        if let Some(cp) = self.control_plane {
-            cp.shutdown().await;
         }
         finished
     }
@@ -111,33 +122,44 @@ async fn bind(what: &str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr),
     Ok((l, bound))
 }
 
+/// Where the proxy's config comes from.
+enum Source {
+    /// An xDS control plane (`--xds`, `--bootstrap`, `GRPC_XDS_BOOTSTRAP`).
+    Xds(XdsClient),
+    /// Static mode (`--mesh-config`): the mesh's Istio YAML, generated for our node and
+    /// decoded in process by mesh-control (no xDS server, no port).
+    Local(LocalSource),
+}
+
 /// Starts the proxy on the current runtime: binds every listener (failing on the first
-/// that cannot bind), starts the identity source, the xDS client and the admin port,
-/// waits for the first certificate, then serves. `env_bootstrap` is the bootstrap from
-/// `GRPC_XDS_BOOTSTRAP`, used when the options name none.
+/// that cannot bind), starts the identity source, the config source (the xDS client, or
+/// in static mode the in-process one) and the admin port, waits for the first
+/// certificate, then serves. `env_bootstrap` is the bootstrap from `GRPC_XDS_BOOTSTRAP`,
+/// used when the options name none.
 pub async fn start(
     opts: ProxyOptions,
     env_bootstrap: Option<Bootstrap>,
 ) -> Result<Running, ProxyError> {
-    // Static mode: the mesh's Istio YAML, served by an embedded control plane.
-    let control_plane = match &opts.mesh_config {
-        Some(dir) => Some(
-            ControlPlane::start(ControlPlaneOptions {
-                config_dir: dir.clone(),
-                xds_addr: ([127, 0, 0, 1], 0).into(),
-                ca_addr: None,
-                debug_addr: None,
-                ..Default::default()
-            })
+    let bootstrap = node::bootstrap(&opts, env_bootstrap)?;
+    let source = match &opts.mesh_config {
+        Some(dir) => Source::Local(
+            LocalSource::watch_dir(
+                dir,
+                WatchOptions::default(),
+                bootstrap.node_proto(),
+                LocalOptions::default(),
+            )
             .await
             .map_err(|e| ProxyError(format!("--mesh-config {}: {e}", dir.display())))?,
         ),
-        None => None,
+        None => {
+            let xds_config = XdsClientConfig::from_bootstrap(&bootstrap)
+                .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+            let channel = channel_from_bootstrap(&bootstrap, mesh_tls::config::default_provider())
+                .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+            Source::Xds(XdsClient::new(xds_config, channel))
+        }
     };
-    let embedded = control_plane
-        .as_ref()
-        .map(|cp| format!("http://{}", cp.xds_addr()));
-    let bootstrap = node::bootstrap(&opts, env_bootstrap, embedded.as_deref())?;
     let inbound = match opts.inbound {
         Some(a) => Some(bind("inbound", a).await?),
         None => None,
@@ -159,13 +181,20 @@ pub async fn start(
     let (store, identity_task) = identity::start(&opts, &bootstrap)?;
     background.push(identity_task);
 
-    let xds_config = XdsClientConfig::from_bootstrap(&bootstrap)
-        .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
-    let channel = channel_from_bootstrap(&bootstrap, mesh_tls::config::default_provider())
-        .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
-    let xds = XdsClient::new(xds_config, channel);
-    let (xds_status, status_task) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(5));
-    background.push(status_task);
+    // The status for /ready, /config_dump, mesh_xds_* and CSDS: the xDS client's, or in
+    // static mode what an xDS client holding the same resources would report.
+    let watch_status = match &source {
+        Source::Local(local) => local.watch_status(),
+        Source::Xds(_) => None,
+    };
+    let (source, xds_status): (Arc<dyn ConfigSource>, Arc<dyn XdsStatusSource>) = match source {
+        Source::Xds(xds) => {
+            let (status, task) = XdsStatusCache::spawn(xds.clone(), Duration::from_secs(5));
+            background.push(task);
+            (Arc::new(xds), status)
+        }
+        Source::Local(local) => (Arc::new(local.clone()), Arc::new(admin::LocalStatus(local))),
+    };
 
     let acceptor = MeshAcceptor::new(store.clone(), ServerSettings::default());
     let metrics = IstioMetrics::new();
@@ -194,9 +223,10 @@ pub async fn start(
         let a = admin::admin(
             registry,
             store.clone(),
-            xds.clone(),
+            source.clone(),
             xds_status.clone(),
             settings,
+            watch_status,
         );
         background.push(tokio::spawn(async move {
             if let Err(e) = a.serve(l).await {
@@ -221,7 +251,7 @@ pub async fn start(
                 None => {
                     let ip = node::instance_ip(&opts, Some(&bootstrap));
                     let name = node::inbound_listener_name(&bootstrap, ip, addr.port());
-                    inbound::policy::from_xds(&xds, name).await?
+                    inbound::policy::from_source(source.clone(), name)
                 }
             };
             let part = inbound::Inbound {
@@ -244,7 +274,7 @@ pub async fn start(
         Some((listener, addr)) => {
             let mesh = mesh::Mesh::builder()
                 .identity_store(store.clone())
-                .xds_client(xds.clone())
+                .config_source(source.clone())
                 .metrics(metrics.clone())
                 .workload(local.clone())
                 .build()
@@ -280,7 +310,7 @@ pub async fn start(
         stop,
         listeners,
         background,
-        control_plane,
+        _source: source,
     })
 }
 

@@ -10,19 +10,14 @@ use serde_json::Value;
 
 use crate::options::ProxyOptions;
 
-/// The bootstrap for `opts`: its file, else one built from the node flags for `--xds` or
-/// the `embedded` control plane's URI, else `env` (what `main` found in
-/// `GRPC_XDS_BOOTSTRAP`).
-pub(crate) fn bootstrap(
-    opts: &ProxyOptions,
-    env: Option<Bootstrap>,
-    embedded: Option<&str>,
-) -> Result<Bootstrap, String> {
+/// The bootstrap for `opts`: its file, else one built from the node flags for `--xds` (or,
+/// for `--mesh-config`, one that only describes the node: nothing connects to a server),
+/// else `env` (what `main` found in `GRPC_XDS_BOOTSTRAP`).
+pub(crate) fn bootstrap(opts: &ProxyOptions, env: Option<Bootstrap>) -> Result<Bootstrap, String> {
     if let Some(path) = &opts.bootstrap {
         return Bootstrap::from_file(path).map_err(|e| format!("{}: {e}", path.display()));
     }
-    let xds = embedded.unwrap_or(&opts.node.xds);
-    if !xds.is_empty() {
+    if !opts.node.xds.is_empty() || opts.mesh_config.is_some() {
         let n = &opts.node;
         let node = IstioNode {
             ip: instance_ip(opts, None),
@@ -34,11 +29,11 @@ pub(crate) fn bootstrap(
             workload_name: Some(workload_name(&n.name, &n.labels)),
             ..Default::default()
         };
-        return Ok(Bootstrap::istio_proxyless(node, xds));
+        return Ok(Bootstrap::istio_proxyless(node, &n.xds));
     }
     env.ok_or_else(|| {
         "no xDS configuration: give --bootstrap FILE, --xds URI with the node flags, \
-         or set GRPC_XDS_BOOTSTRAP"
+         --mesh-config DIR with the node flags, or set GRPC_XDS_BOOTSTRAP"
             .to_string()
     })
 }
@@ -151,7 +146,7 @@ mod tests {
     #[test]
     fn node_flags_give_istio_labels_and_identity() {
         let o = opts();
-        let b = bootstrap(&o, None, None).unwrap();
+        let b = bootstrap(&o, None).unwrap();
         let id = spiffe_id(&b).unwrap();
         assert_eq!(id.as_str(), "spiffe://cluster.local/ns/shop/sa/api");
         let w = workload_info(&b, &id);
@@ -172,7 +167,7 @@ mod tests {
     fn a_bootstrap_file_names_the_node_and_its_inbound_listener() {
         let mut w = opts();
         w.node.ip = Some("10.1.2.3".parse().unwrap());
-        let written = bootstrap(&w, None, None).unwrap();
+        let written = bootstrap(&w, None).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bootstrap.json");
         std::fs::write(&path, written.to_json()).unwrap();
@@ -181,7 +176,7 @@ mod tests {
             inbound: Some("0.0.0.0:7000".parse().unwrap()),
             ..Default::default()
         };
-        let b = bootstrap(&o, None, None).unwrap();
+        let b = bootstrap(&o, None).unwrap();
         assert_eq!(b.node.id, written.node.id);
         assert_eq!(
             spiffe_id(&b).unwrap().as_str(),
@@ -190,13 +185,27 @@ mod tests {
         // The instance IP comes from INSTANCE_IPS when the inbound address is a wildcard.
         assert_eq!(instance_ip(&o, Some(&b)).to_string(), "10.1.2.3");
         o.bootstrap = Some(dir.path().join("missing.json"));
-        let err = bootstrap(&o, None, None).unwrap_err();
+        let err = bootstrap(&o, None).unwrap_err();
         assert!(err.contains("missing.json"), "{err}");
     }
 
     #[test]
+    fn static_mode_describes_the_node_without_a_server() {
+        let mut o = opts();
+        o.node.xds = String::new();
+        o.mesh_config = Some("mesh".into());
+        let b = bootstrap(&o, None).unwrap();
+        assert_eq!(
+            b.node.id,
+            "sidecar~127.0.0.1~api-v2-0.shop~shop.svc.cluster.local"
+        );
+        assert_eq!(meta_str(&b, "GENERATOR"), Some("grpc"));
+        assert_eq!(b.xds_servers[0].server_uri, "", "nothing to connect to");
+    }
+
+    #[test]
     fn without_xds_config_the_error_says_what_to_give() {
-        let err = bootstrap(&ProxyOptions::default(), None, None).unwrap_err();
+        let err = bootstrap(&ProxyOptions::default(), None).unwrap_err();
         assert!(err.contains("--bootstrap"), "{err}");
     }
 }

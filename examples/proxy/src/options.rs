@@ -26,8 +26,8 @@ listeners
 config source (one of)
   --bootstrap FILE        gRPC xDS bootstrap (A27 JSON); default $GRPC_XDS_BOOTSTRAP
   --xds URI               the control plane (e.g. http://istiod.istio-system.svc:15010)
-  --mesh-config DIR       static: Istio YAML in DIR, served by an embedded control plane in
-                          process (the directory is watched)
+  --mesh-config DIR       static: Istio YAML in DIR, generated for this node and decoded in
+                          process, no xDS server (the directory is watched)
   with --xds or --mesh-config, the node: --name POD --namespace NS --service-account SA
                           [--label k=v]... [--ip IP] [--cluster-id ID]
 identity (one of)
@@ -186,7 +186,7 @@ pub struct ProxyOptions {
     pub bootstrap: Option<PathBuf>,
     /// The node described by flags (with `xds` or `mesh_config`).
     pub node: NodeOptions,
-    /// Static mode: Istio YAML served by an embedded control plane.
+    /// Static mode: Istio YAML generated for this node and decoded in process (no xDS server).
     pub mesh_config: Option<PathBuf>,
     /// The identity source.
     pub identity: Option<IdentitySource>,

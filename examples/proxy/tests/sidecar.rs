@@ -600,10 +600,40 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
     assert!(exit.success(), "{exit:?}");
 }
 
-/// Static mode: no control plane process. Each proxy serves the same Istio YAML from an
-/// embedded control plane and signs its own certificate with a shared CA directory; the
-/// api proxy takes its settings from a YAML file. A caller that the ALLOW policy does not
-/// name is refused.
+/// The TCP ports process `pid` listens on (Linux: its socket inodes in `/proc/<pid>/fd`
+/// matched against `/proc/net/tcp{,6}` entries in state LISTEN); `None` elsewhere.
+fn listening_ports(pid: u32) -> Option<Vec<u16>> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    let inodes: Vec<String> = fds
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let mut ports = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // local_address, rem_address, st, ..., inode (field 9).
+            if f.len() > 9 && f[3] == "0A" && inodes.iter().any(|i| i == f[9]) {
+                let port = f[1].rsplit(':').next()?;
+                ports.push(u16::from_str_radix(port, 16).ok()?);
+            }
+        }
+    }
+    ports.sort_unstable();
+    ports.dedup();
+    Some(ports)
+}
+
+/// Static mode: no control plane process. Each proxy generates its config from the same
+/// Istio YAML in process (no xDS server: each listens on its own ports only) and signs its
+/// own certificate with a shared CA directory; the api proxy takes its settings from a YAML
+/// file. A caller that the ALLOW policy does not name is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_mesh_config_and_local_ca() {
     let Some(python) = python() else { return };
@@ -692,6 +722,37 @@ async fn static_mesh_config_and_local_ca() {
         wait_listening(s.app, what).await;
         wait_ready(&c, s.admin, what).await;
     }
+    // No loopback xDS server (nor any other port) beyond the configured ones.
+    let web_pid = children[2].id().expect("web proxy pid");
+    match listening_ports(web_pid) {
+        Some(ports) => {
+            let mut expected = vec![web.inbound, web.outbound.expect("outbound"), web.admin];
+            expected.sort_unstable();
+            assert_eq!(
+                ports, expected,
+                "the web proxy listens on its own ports only"
+            );
+        }
+        None => assert!(!cfg!(target_os = "linux"), "cannot read /proc/{web_pid}"),
+    }
+    // The admin shows the in-process source's status as an xDS client's.
+    let (status, dump) = get(&c, local(web.admin), "admin", "/config_dump", &[])
+        .await
+        .expect("config_dump");
+    assert_eq!(status, 200);
+    let dump: serde_json::Value = serde_json::from_str(&dump).expect("json");
+    let listener = format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{}", web.inbound);
+    let acked = dump["xds_client"]["resources"]
+        .as_array()
+        .is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["name"] == listener.as_str() && r["client_status"] == "ACKED")
+        });
+    assert!(acked, "{dump:#}");
+    assert_eq!(
+        dump["config"]["mesh_config"]["rejected_edits"], 0,
+        "{dump:#}"
+    );
     let out = local(web.outbound.expect("outbound"));
     for _ in 0..10 {
         let (status, body) = get(&c, out, API, "/static", &[("x-canary", "true")])

@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
+use crate::xds_server::Resources;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::util::pack_any;
-use mesh_xds::server::Resources;
 
 use super::cluster::{self, TlsFlavor};
 use super::names::host_port;

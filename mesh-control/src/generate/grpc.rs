@@ -2,10 +2,10 @@
 //! the same name, route configurations, clusters with certificate-provider TLS, endpoints,
 //! (inbound server listeners are in `inbound`).
 
+use crate::xds_server::Resources;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::util::pack_any;
-use mesh_xds::server::Resources;
 
 use super::cluster::{self, TlsFlavor};
 use super::names::host_port;

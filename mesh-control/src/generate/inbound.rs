@@ -17,6 +17,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::xds_server::Resources;
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
@@ -25,7 +26,6 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::google::protobuf::{BoolValue, value::Kind};
 use envoy_types::util::pack_any;
-use mesh_xds::server::Resources;
 
 use super::names::inbound_listener_name;
 use super::{authz, listener, node_meta, pb};

@@ -31,9 +31,9 @@ mod route;
 
 use std::sync::{Arc, Mutex};
 
+use crate::xds_server::{GenerateError, Generator, Resources};
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::value::Kind;
-use mesh_xds::server::{GenerateError, Generator, Resources};
 
 use crate::istio::MeshConfig;
 

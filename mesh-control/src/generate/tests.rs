@@ -100,7 +100,7 @@ fn proxyless_bookinfo_decodes_through_our_client() {
     );
 }
 
-fn get<M: Message + Default>(r: &mesh_xds::server::Resources, ty: ResourceType, name: &str) -> M {
+fn get<M: Message + Default>(r: &crate::xds_server::Resources, ty: ResourceType, name: &str) -> M {
     let any = r
         .of_type(ty.type_url())
         .find(|(n, _)| *n == name)

@@ -44,7 +44,7 @@ fn node(ip: &str, pod: &str, sa: &str, labels: &[(&str, &str)]) -> Node {
     }
 }
 
-fn inbound(r: &mesh_xds::server::Resources) -> Vec<(String, model::ServerListener)> {
+fn inbound(r: &crate::xds_server::Resources) -> Vec<(String, model::ServerListener)> {
     r.of_type(ResourceType::Listener.type_url())
         .filter(|(n, _)| n.starts_with("xds.istio.io/grpc/lds/inbound/"))
         .map(|(n, any)| {

@@ -11,11 +11,11 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::xds_server::XdsServer;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use mesh_xds::server::XdsServer;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -1,14 +1,15 @@
-//! The inbound port's policy from xDS: its server listener (`xds.istio.io/grpc/lds/inbound/
-//! <ip>:<port>`) gives the mTLS mode (TLS filter chains: STRICT) and the RBAC filters of
-//! its connection manager give the authorization policies (mapped by
-//! `mesh::inbound::policy`).
+//! The inbound port's policy from the config source (the xDS client, or the embedded
+//! control plane in process in static mode): its server listener
+//! (`xds.istio.io/grpc/lds/inbound/<ip>:<port>`) gives the mTLS mode (TLS filter chains:
+//! STRICT) and the RBAC filters of its connection manager give the authorization policies
+//! (mapped by `mesh::inbound::policy`).
 
 use std::sync::Arc;
 
 use mesh_authz::AuthzPolicies;
+use mesh_core::config::{ConfigSnapshot, ConfigSource};
 use mesh_core::model::{ListenerKind, ServerListener};
 use mesh_tls::server::PeerAuthMode;
-use mesh_xds::client::{ConfigSnapshot, XdsClient};
 use tokio::sync::watch;
 
 use crate::options::MtlsMode;
@@ -35,22 +36,21 @@ pub(crate) fn fixed(mode: MtlsMode) -> InboundPolicy {
     }
 }
 
-/// Follows `listener` in `xds`: STRICT with no policies until the control plane answers
+/// Follows `listener` in `source`: STRICT with no policies until the source is ready
 /// (fail closed), then what the listener says; PERMISSIVE with no policies when the
-/// control plane has no such listener (Istio's default).
-pub(crate) async fn from_xds(xds: &XdsClient, listener: String) -> Result<InboundPolicy, String> {
-    xds.subscribe_target(&listener)
-        .await
-        .map_err(|e| format!("subscribing to {listener}: {e}"))?;
+/// control plane has no such listener (Istio's default). The task keeps `source` alive.
+pub(crate) fn from_source(source: Arc<dyn ConfigSource>, listener: String) -> InboundPolicy {
+    source.demand(&listener);
     let (mode_tx, mode) = watch::channel(PeerAuthMode::Strict);
     let (authz_tx, authz) = watch::channel(Arc::new(AuthzPolicies::default()));
-    let mut snapshots = xds.watch();
-    let xds = xds.clone();
+    let mut snapshots = source.snapshots();
+    let mut ready = source.readiness();
     tokio::spawn(async move {
+        let _source = source;
         let mut last = None;
         loop {
             let snapshot: Arc<ConfigSnapshot> = snapshots.borrow_and_update().clone();
-            if xds.is_ready() {
+            if *ready.borrow_and_update() {
                 let now = derive(&snapshot, &listener);
                 if last.as_ref() != Some(&now) {
                     tracing::info!(%listener, mode = ?now.0, "inbound policy");
@@ -62,12 +62,12 @@ pub(crate) async fn from_xds(xds: &XdsClient, listener: String) -> Result<Inboun
             tokio::select! {
                 r = snapshots.changed() => if r.is_err() { return },
                 // Readiness can follow the last snapshot change.
-                _ = xds.ready(), if !xds.is_ready() => {}
+                r = ready.changed() => if r.is_err() { return },
                 _ = mode_tx.closed() => return,
             }
         }
     });
-    Ok(InboundPolicy { mode, authz })
+    InboundPolicy { mode, authz }
 }
 
 fn derive(s: &ConfigSnapshot, listener: &str) -> (PeerAuthMode, AuthzPolicies) {

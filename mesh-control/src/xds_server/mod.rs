@@ -2,8 +2,8 @@
 //!
 //! A pluggable [`Generator`] turns the current config (any type `C`, published on a
 //! `tokio::sync::watch` channel) into [`Resources`] for a node. Nodes with the same
-//! [`Generator::node_key`] share one generated [`Snapshot`] per config generation, so a
-//! thousand proxyless clients cost one generation. Every stream:
+//! [`Generator::node_key`] share one [`VersionedResources`] per config generation (generated
+//! once), so a thousand proxyless clients cost one generation. Every stream:
 //! - tracks subscriptions per type (wildcard and named, per the xDS spec, including the
 //!   legacy empty-list wildcard), versions and nonces;
 //! - records ACKs and NACKs (NACK reasons are logged and kept, see [`ServerStatus`]);
@@ -18,7 +18,7 @@
 //! use std::sync::Arc;
 //! use envoy_types::pb::envoy::config::core::v3::Node;
 //! use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-//! use mesh_xds::server::{GenerateError, Generator, Resources, ServerOptions, XdsServer};
+//! use mesh_control::xds_server::{GenerateError, Generator, Resources, ServerOptions, XdsServer};
 //!
 //! /// Every node gets one cluster per name in the config.
 //! struct Clusters;
@@ -42,10 +42,10 @@
 //! ```
 
 mod delta;
-mod snapshot;
 mod sotw;
 mod status;
 mod stream;
+mod versioned;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -67,12 +67,14 @@ use tokio::sync::{OnceCell, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-pub use snapshot::{Resources, SharedSnapshot, Snapshot, TypeSnapshot, VersionedResource};
 pub use status::{ClientSync, NackRecord, ServerStatus, StreamKind, TypeSync};
+pub use versioned::{
+    Resources, SharedResources, VersionedResource, VersionedResources, VersionedType,
+};
 
 use status::Registry;
 
-/// A generator failed for a node; the node keeps its previous snapshot.
+/// A generator failed for a node; the node keeps its previous resources.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct GenerateError(pub String);
@@ -123,7 +125,7 @@ impl<C> Clone for Versioned<C> {
     }
 }
 
-type CacheCell = Arc<OnceCell<Option<SharedSnapshot>>>;
+type CacheCell = Arc<OnceCell<Option<SharedResources>>>;
 
 struct Cache {
     generation: u64,
@@ -275,11 +277,11 @@ impl<C: Send + Sync + 'static> XdsServer<C> {
         }
     }
 
-    /// The snapshot for `node` under the current config (generated on first use).
-    pub async fn snapshot_for(&self, node: &Node) -> Option<(u64, SharedSnapshot)> {
+    /// The versioned resources for `node` under the current config (generated on first use).
+    pub async fn resources_for(&self, node: &Node) -> Option<(u64, SharedResources)> {
         let current = self.inner.config.borrow().clone();
         self.inner
-            .snapshot(node, &current)
+            .resources(node, &current)
             .await
             .map(|s| (current.generation, s))
     }
@@ -290,8 +292,8 @@ impl<C: Send + Sync + 'static> XdsServer<C> {
 }
 
 impl<C: Send + Sync + 'static> Inner<C> {
-    /// The snapshot of `node`'s key for `current`, generated at most once per generation.
-    async fn snapshot(&self, node: &Node, current: &Versioned<C>) -> Option<SharedSnapshot> {
+    /// The versioned resources of `node`'s key for `current`, generated at most once per generation.
+    async fn resources(&self, node: &Node, current: &Versioned<C>) -> Option<SharedResources> {
         let key = self.generator.node_key(node);
         let cell = {
             let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
@@ -306,13 +308,13 @@ impl<C: Send + Sync + 'static> Inner<C> {
             let config = current.config.clone();
             let node = node.clone();
             let generated = tokio::task::spawn_blocking(move || {
-                generator.generate(&node, &config).map(Snapshot::new)
+                generator.generate(&node, &config).map(VersionedResources::new)
             })
             .await;
             match generated {
                 Ok(Ok(s)) => Some(Arc::new(s)),
                 Ok(Err(e)) => {
-                    tracing::warn!(%key, error = %e, "xDS generation failed; keeping the previous snapshot");
+                    tracing::warn!(%key, error = %e, "xDS generation failed; keeping the previous resources");
                     None
                 }
                 Err(e) => {
@@ -395,4 +397,4 @@ impl<C: Send + Sync + 'static> AdsService<C> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -66,7 +66,7 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             let _ = tx.send(Err(status)).await;
             break;
         }
-        if ctx.snapshot.is_none() {
+        if ctx.resources.is_none() {
             ctx.refresh().await;
         }
         if handle(&mut ctx, &mut types, request, &tx).await.is_err() {
@@ -155,10 +155,10 @@ async fn respond<C: Send + Sync + 'static>(
     force: bool,
     tx: &Tx,
 ) -> Result<bool, ()> {
-    let Some(snapshot) = ctx.snapshot.clone() else {
+    let Some(resources) = ctx.resources.clone() else {
         return Ok(false); // nothing generated yet: the config is broken for this node
     };
-    let typ = snapshot.get(type_url);
+    let typ = resources.get(type_url);
     let selected: Vec<(&String, &super::VersionedResource)> = match typ {
         None => Vec::new(),
         Some(typ) if t.wildcard => typ.resources.iter().collect(),

@@ -73,7 +73,7 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             let _ = tx.send(Err(status)).await;
             break;
         }
-        if ctx.snapshot.is_none() {
+        if ctx.resources.is_none() {
             ctx.refresh().await;
         }
         if handle(&mut ctx, &mut types, request, &tx).await.is_err() {
@@ -162,10 +162,10 @@ async fn respond<C: Send + Sync + 'static>(
     force: bool,
     tx: &Tx,
 ) -> Result<bool, ()> {
-    let Some(snapshot) = ctx.snapshot.clone() else {
+    let Some(resources) = ctx.resources.clone() else {
         return Ok(false);
     };
-    let typ = snapshot.get(type_url);
+    let typ = resources.get(type_url);
     let mut resources = Vec::new();
     if let Some(typ) = typ {
         let wanted: Box<dyn Iterator<Item = (&String, &super::VersionedResource)>> = if t.wildcard {

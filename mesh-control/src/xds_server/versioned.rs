@@ -1,4 +1,4 @@
-//! What a [`Generator`](super::Generator) produces for one node, and the versioned snapshot
+//! What a [`Generator`](super::Generator) produces for one node, and the versioned form
 //! the server serves from it.
 //!
 //! Versions are content hashes: a resource's version is the xxh64 of its encoding, a type's
@@ -17,7 +17,7 @@ use xxhash_rust::xxh64::Xxh64;
 ///
 /// ```
 /// use envoy_types::pb::envoy::config::cluster::v3::Cluster;
-/// use mesh_xds::server::Resources;
+/// use mesh_control::xds_server::Resources;
 ///
 /// let mut r = Resources::default();
 /// r.add("outbound|9080||reviews.default.svc.cluster.local", Cluster {
@@ -87,7 +87,7 @@ pub struct VersionedResource {
 
 /// The resources of one type with the type's version.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct TypeSnapshot {
+pub struct VersionedType {
     /// Hash over every (name, version) pair (hex).
     pub version: String,
     /// Resources by name.
@@ -96,14 +96,14 @@ pub struct TypeSnapshot {
 
 /// A consistent, versioned set of resources for one node key.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
+pub struct VersionedResources {
     /// Per type URL.
-    pub types: BTreeMap<String, TypeSnapshot>,
+    pub types: BTreeMap<String, VersionedType>,
 }
 
-impl Snapshot {
+impl VersionedResources {
     /// Versions every resource of `resources`.
-    pub fn new(resources: Resources) -> Snapshot {
+    pub fn new(resources: Resources) -> VersionedResources {
         let types = resources
             .by_type
             .into_iter()
@@ -125,24 +125,24 @@ impl Snapshot {
                         )
                     })
                     .collect();
-                let snapshot = TypeSnapshot {
+                let versioned = VersionedType {
                     version: format!("{:016x}", type_hash.finish()),
                     resources,
                 };
-                (url, snapshot)
+                (url, versioned)
             })
             .collect();
-        Snapshot { types }
+        VersionedResources { types }
     }
 
     /// The resources of one type, if the generator produced that type.
-    pub fn get(&self, type_url: &str) -> Option<&TypeSnapshot> {
+    pub fn get(&self, type_url: &str) -> Option<&VersionedType> {
         self.types.get(type_url)
     }
 
-    /// Whether both snapshots have the same types at the same versions (cheap: compares
+    /// Whether both have the same types at the same versions (cheap: compares
     /// type versions only, which are content hashes).
-    pub fn same_versions(&self, other: &Snapshot) -> bool {
+    pub fn same_versions(&self, other: &VersionedResources) -> bool {
         self.types.len() == other.types.len()
             && self
                 .types
@@ -162,8 +162,8 @@ impl Snapshot {
     }
 }
 
-/// A snapshot shared by every stream of the same node key.
-pub type SharedSnapshot = Arc<Snapshot>;
+/// Versioned resources shared by every stream of the same node key.
+pub type SharedResources = Arc<VersionedResources>;
 
 #[cfg(test)]
 mod tests {
@@ -187,10 +187,13 @@ mod tests {
         a.add("a", cluster("a", 1));
         a.add("b", cluster("b", 1));
         let mut b = a.clone();
-        let (s1, s2) = (Snapshot::new(a.clone()), Snapshot::new(b.clone()));
+        let (s1, s2) = (
+            VersionedResources::new(a.clone()),
+            VersionedResources::new(b.clone()),
+        );
         assert_eq!(s1, s2, "same content, same versions");
         b.add("b", cluster("b", 2));
-        let s3 = Snapshot::new(b);
+        let s3 = VersionedResources::new(b);
         let url = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
         let (t1, t3) = (s1.get(url).unwrap(), s3.get(url).unwrap());
         assert_ne!(t1.version, t3.version);

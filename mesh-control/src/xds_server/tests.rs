@@ -17,18 +17,18 @@ use envoy_types::util::pack_any;
 use tokio::sync::watch;
 
 use super::*;
-use crate::client::{Protocol, XdsClient, XdsClientConfig, channel};
+use mesh_xds::client::{Protocol, XdsClient, XdsClientConfig, channel};
 
 /// Test config: services `svc<i>:80` for i in 0..services, with this connect timeout
 /// (0 s makes every cluster invalid for the client).
 #[derive(Clone, Debug)]
-struct Cfg {
-    services: usize,
-    connect_timeout_s: i64,
-    endpoint_port: u32,
+pub(crate) struct Cfg {
+    pub(crate) services: usize,
+    pub(crate) connect_timeout_s: i64,
+    pub(crate) endpoint_port: u32,
 }
 
-struct Gen;
+pub(crate) struct Gen;
 
 fn ads() -> Option<core::ConfigSource> {
     Some(core::ConfigSource {
@@ -316,7 +316,7 @@ async fn delta_removal_and_wildcard() {
 }
 
 #[tokio::test]
-async fn many_clients_share_one_snapshot_and_leave_cleanly() {
+async fn many_clients_share_one_generation_and_leave_cleanly() {
     let (server, _tx, url) = start(Cfg {
         services: 20,
         connect_timeout_s: 1,
@@ -443,7 +443,7 @@ async fn raw_streams_follow_the_spec() {
         .unwrap()
         .into_inner();
     let held = r2.resources[0].clone();
-    let (_, snap) = server.snapshot_for(node.as_ref().unwrap()).await.unwrap();
+    let (_, snap) = server.resources_for(node.as_ref().unwrap()).await.unwrap();
     let v = snap.get(cluster_url).unwrap().resources["outbound|80||svc1"]
         .version
         .clone();

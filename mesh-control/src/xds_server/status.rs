@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::resource::ResourceType;
+use mesh_xds::resource::ResourceType;
 
 /// How many NACKs the server remembers.
 const NACK_LOG: usize = 256;
@@ -63,7 +63,7 @@ pub struct ClientSync {
     pub node_id: String,
     /// The node's cluster.
     pub node_cluster: String,
-    /// The generator's key for this node (nodes with one key share a snapshot).
+    /// The generator's key for this node (nodes with one key share their resources).
     pub key: String,
     /// SotW or delta.
     pub kind: StreamKind,
@@ -71,7 +71,7 @@ pub struct ClientSync {
     pub peer: Option<String>,
     /// Connection time (seconds since the Unix epoch).
     pub connected_at: u64,
-    /// Config generation of the snapshot last pushed to the client.
+    /// Config generation of the resources last pushed to the client.
     pub generation: u64,
     /// Per type, by short name (`LDS`, ...) or type URL.
     pub types: BTreeMap<String, TypeSync>,

@@ -1,11 +1,11 @@
-//! What SotW and delta streams share: the node, the snapshot in force, nonces, and the
+//! What SotW and delta streams share: the node, the resources in force, nonces, and the
 //! status registry entry (removed when the stream's task ends, however it ends).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
 use super::status::{NackRecord, TypeSync, now, type_name};
-use super::{SharedSnapshot, Versioned, XdsServer};
+use super::{SharedResources, Versioned, XdsServer};
 
 /// Push order on a config change: clusters and endpoints before the listeners and routes
 /// that refer to them (make before break), then anything else.
@@ -39,7 +39,7 @@ pub(crate) struct StreamCtx<C> {
     pub(crate) id: u64,
     pub(crate) node: Option<Node>,
     pub(crate) config: watch::Receiver<Versioned<C>>,
-    pub(crate) snapshot: Option<SharedSnapshot>,
+    pub(crate) resources: Option<SharedResources>,
     next_nonce: u64,
 }
 
@@ -60,7 +60,7 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
             id,
             node: None,
             config,
-            snapshot: None,
+            resources: None,
             next_nonce: 0,
         }
     }
@@ -86,14 +86,14 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
         Ok(())
     }
 
-    /// Regenerates (or fetches from the cache) the snapshot for the current config.
-    /// Returns whether the snapshot changed. A failed generation keeps the old one.
+    /// Regenerates (or fetches from the cache) the resources for the current config.
+    /// Returns whether they changed. A failed generation keeps the old one.
     pub(crate) async fn refresh(&mut self) -> bool {
         let Some(node) = &self.node else {
             return false;
         };
         let current = self.config.borrow_and_update().clone();
-        let Some(snapshot) = self.server.inner.snapshot(node, &current).await else {
+        let Some(resources) = self.server.inner.resources(node, &current).await else {
             return false;
         };
         self.server
@@ -101,10 +101,10 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
             .registry
             .update(self.id, |c| c.generation = current.generation);
         let changed = self
-            .snapshot
+            .resources
             .as_ref()
-            .is_none_or(|old| !old.same_versions(&snapshot));
-        self.snapshot = Some(snapshot);
+            .is_none_or(|old| !old.same_versions(&resources));
+        self.resources = Some(resources);
         changed
     }
 

@@ -724,17 +724,14 @@ async fn static_mesh_config_and_local_ca() {
     }
     // No loopback xDS server (nor any other port) beyond the configured ones.
     let web_pid = children[2].id().expect("web proxy pid");
-    match listening_ports(web_pid) {
-        Some(ports) => {
-            let mut expected = vec![web.inbound, web.outbound.expect("outbound"), web.admin];
-            expected.sort_unstable();
-            assert_eq!(
-                ports, expected,
-                "the web proxy listens on its own ports only"
-            );
-        }
-        None => assert!(!cfg!(target_os = "linux"), "cannot read /proc/{web_pid}"),
-    }
+    let ports = listening_ports(web_pid)
+        .unwrap_or_else(|| panic!("cannot read the listening sockets of /proc/{web_pid}"));
+    let mut expected = vec![web.inbound, web.outbound.expect("outbound"), web.admin];
+    expected.sort_unstable();
+    assert_eq!(
+        ports, expected,
+        "the web proxy listens on its own ports only"
+    );
     // The admin shows the in-process source's status as an xDS client's.
     let (status, dump) = get(&c, local(web.admin), "admin", "/config_dump", &[])
         .await

@@ -8,7 +8,8 @@
 //!
 //! Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
 //! reports them. The accept loop is ours rather than `mesh_tls::server::serve_peer_auth`
-//! because the mode follows xDS per connection and connections must drain on shutdown.
+//! because the mode follows xDS per connection; each connection is served by
+//! `mesh_tls::server::serve_connection`, as every server of the mesh, and drains on shutdown.
 
 mod app;
 pub(crate) mod policy;
@@ -17,20 +18,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use http::Request;
+use std::time::Duration;
+
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use mesh_authz::{AuthzLayer, AuthzMetrics};
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, MeshAcceptor, PeerAuthMode};
+use mesh_tls::server::{ConnectionAddrs, Drain, MeshAcceptor, PeerAuthMode, serve_connection};
 use mesh_tls::sniff::{Sniffed, sniff};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tower::{Layer, ServiceExt};
 
 use crate::drain::next_conn;
@@ -57,8 +56,8 @@ impl Inbound {
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
         let service = self.access_log.layer(metrics.layer(authz.layer(app)));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let graceful = GracefulShutdown::new();
+        // Each connection holds a clone; `recv` returns once every connection has ended.
+        let (alive, mut all_closed) = mpsc::channel::<()>(1);
         while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {
             let Ok(local) = tcp.local_addr() else {
                 continue;
@@ -69,9 +68,9 @@ impl Inbound {
             let conn = Conn {
                 ours: ours.clone(),
                 service: service.clone(),
-                builder: builder.clone(),
-                watcher: graceful.watcher(),
+                stop: stop.clone(),
                 addrs,
+                _alive: alive.clone(),
             };
             tokio::spawn(async move {
                 match mode {
@@ -93,18 +92,24 @@ impl Inbound {
                 }
             });
         }
-        graceful.shutdown().await;
+        drop(alive);
+        let _ = all_closed.recv().await;
     }
 }
+
+/// How long a draining connection may finish its requests; [`crate::Running::drain`]'s
+/// own timeout usually ends the wait first.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(60);
 
 /// One accepted connection, before its transport is known.
 struct Conn<S> {
     /// Our SPIFFE ID, for `x-forwarded-client-cert`.
     ours: Arc<str>,
     service: S,
-    builder: auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    /// Set when the proxy drains.
+    stop: watch::Receiver<bool>,
     addrs: ConnectionAddrs,
+    _alive: mpsc::Sender<()>,
 }
 
 impl<S, B> Conn<S>
@@ -123,22 +128,17 @@ where
         let addrs = self.addrs;
         let xfcc = peer.as_ref().and_then(|p| app::xfcc(&self.ours, p));
         let service = self.service.map_request(move |mut req: Request<Incoming>| {
-            let ext = req.extensions_mut();
-            ext.insert(addrs);
-            if let Some(peer) = &peer {
-                ext.insert(peer.clone());
-            }
             if let Some(xfcc) = &xfcc {
-                ext.insert(xfcc.clone());
+                req.extensions_mut().insert(xfcc.clone());
             }
             req
         });
-        let conn = self
-            .builder
-            .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
-            .into_owned();
-        if let Err(e) = self.watcher.watch(conn).await {
-            tracing::debug!(remote = %addrs.remote, error = %e, "inbound connection ended with an error");
-        }
+        let mut stop = self.stop;
+        let drain = Drain {
+            signal: async move { drop(stop.wait_for(|s| *s).await) },
+            timeout: CONNECTION_DRAIN,
+        };
+        serve_connection(io, service, addrs, peer, drain).await;
+        drop(self._alive);
     }
 }

@@ -733,7 +733,9 @@ async fn static_mesh_config_and_local_ca() {
                 "the web proxy listens on its own ports only"
             );
         }
-        None => assert!(!cfg!(target_os = "linux"), "cannot read /proc/{web_pid}"),
+        None if cfg!(target_os = "linux") => panic!("cannot read /proc/{web_pid}"),
+        // No /proc to read the sockets from.
+        None => {}
     }
     // The admin shows the in-process source's status as an xDS client's.
     let (status, dump) = get(&c, local(web.admin), "admin", "/config_dump", &[])

@@ -297,6 +297,8 @@ async fn endpoint_removal_moves_traffic() {
     .await
     .expect("EDS update")
     .unwrap();
+    // The client rebuilds in a task: wait until it routes with that snapshot.
+    caller.mesh_client().caught_up().await;
     for _ in 0..20 {
         let (s, _, up, _) = get_echo(&client, false).await;
         assert_eq!(s, 200);

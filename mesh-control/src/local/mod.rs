@@ -280,19 +280,17 @@ impl Inner {
     }
 
     /// Publishes the snapshot for the current catalog and demands, if it differs. Called
-    /// with the state locked, so publications are in order.
+    /// with the state locked, so publications are in order; the snapshot is built outside
+    /// the watch's lock, so readers never wait for it.
     fn publish(&self, state: &State) {
         let Some(catalog) = &state.catalog else {
             return;
         };
-        self.snapshots.send_if_modified(|current| {
-            let next = catalog.snapshot(&state.demanded, self.wildcard, current);
-            if same_maps(&next, current) {
-                return false;
-            }
-            *current = Arc::new(next);
-            true
-        });
+        let current = self.snapshots.borrow().clone();
+        let next = catalog.snapshot(&state.demanded, self.wildcard, &current);
+        if !same_maps(&next, &current) {
+            self.snapshots.send_replace(Arc::new(next));
+        }
     }
 
     fn install(&self, catalog: Arc<Catalog>) {
@@ -312,7 +310,8 @@ impl ConfigSource for LocalSource {
 
     /// Adds `listener` (`host:port`, `xds:///host:port`, or a server listener's name) to the
     /// snapshot with what it references; answered before this returns once the first
-    /// generation is in.
+    /// generation is in. It publishes synchronously: do not call it while holding a
+    /// `borrow()` of this source's snapshots.
     fn demand(&self, listener: &str) {
         let Ok(name) = listener_name_for_target(listener) else {
             tracing::debug!(listener, "not a listener name; not demanding");

@@ -250,7 +250,7 @@ fn lb_policy(c: &pb::Cluster, discovery: &Discovery) -> Res<LbPolicy> {
             {
                 table_size = t.value;
             }
-            if !is_prime(table_size) || table_size > 5_000_011 {
+            if !super::lb_policy::is_prime(table_size) || table_size > 5_000_011 {
                 return bail(format!(
                     "table_size {table_size} must be a prime no larger than 5000011"
                 ))
@@ -276,21 +276,6 @@ fn lb_policy(c: &pb::Cluster, discovery: &Discovery) -> Res<LbPolicy> {
         }
         _ => Ok(policy),
     }
-}
-
-/// Whether `n` is prime (Maglev table sizes must be).
-pub(crate) fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut i = 2;
-    while i * i <= n {
-        if n.is_multiple_of(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 fn percent(v: Option<&envoy_types::pb::envoy::r#type::v3::Percent>, default: f64) -> Res<f64> {

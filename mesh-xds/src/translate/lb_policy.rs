@@ -115,7 +115,7 @@ fn select(p: &pb::LoadBalancingPolicy, depth: usize) -> Res<(LbPolicy, bool)> {
                     return bail("consistent_hashing_lb_config is not supported").at_with(at);
                 }
                 let table_size = m.table_size.as_ref().map_or(65537, |v| v.value);
-                if !super::cluster::is_prime(table_size) || table_size > 5_000_011 {
+                if !is_prime(table_size) || table_size > 5_000_011 {
                     return bail(format!(
                         "table_size {table_size} must be a prime no larger than 5000011"
                     ))
@@ -151,4 +151,19 @@ fn locality_weighted(c: Option<&lbp::common::v3::LocalityLbConfig>) -> bool {
         c.and_then(|c| c.locality_config_specifier.as_ref()),
         Some(L::LocalityWeightedLbConfig(_))
     )
+}
+
+/// Whether `n` is prime (Maglev table sizes must be).
+pub(crate) fn is_prime(n: u64) -> bool {
+    if n < 2 {
+        return false;
+    }
+    let mut i = 2;
+    while i * i <= n {
+        if n.is_multiple_of(i) {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }

@@ -16,13 +16,12 @@ use mesh_core::model::{
 };
 
 use super::endpoint::{AddressKind, cluster_load_assignment};
+use super::lb_limits::{MAX_RING_SIZE, is_prime};
 use super::{At, Res, any_type_name, bail, duration, opt_duration, unpack};
 use crate::resource::Rejection;
 
 const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
 const HTTP_OPTIONS_KEY: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
-/// gRPC A42's upper bound on ring sizes.
-const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 
 /// Decodes and validates a CDS resource.
 pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
@@ -276,21 +275,6 @@ fn lb_policy(c: &pb::Cluster, discovery: &Discovery) -> Res<LbPolicy> {
         }
         _ => Ok(policy),
     }
-}
-
-/// Whether `n` is prime (Maglev table sizes must be).
-pub(crate) fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut i = 2;
-    while i * i <= n {
-        if n.is_multiple_of(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }
 
 fn percent(v: Option<&envoy_types::pb::envoy::r#type::v3::Percent>, default: f64) -> Res<f64> {

@@ -5,12 +5,11 @@ use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
 use mesh_core::model::{HashFunction, LbPolicy};
 
+use super::lb_limits::{MAX_RING_SIZE, is_prime};
 use super::{At, Res, any_type_name, bail, unpack};
 
 /// gRPC A52 limits nesting (wrr_locality -> child policy).
 const MAX_DEPTH: usize = 16;
-/// gRPC A42's upper bound on ring sizes.
-const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 
 /// The chosen policy and whether localities are weighted (`wrr_locality` or a
 /// `locality_weighted_lb_config`).
@@ -115,7 +114,7 @@ fn select(p: &pb::LoadBalancingPolicy, depth: usize) -> Res<(LbPolicy, bool)> {
                     return bail("consistent_hashing_lb_config is not supported").at_with(at);
                 }
                 let table_size = m.table_size.as_ref().map_or(65537, |v| v.value);
-                if !super::cluster::is_prime(table_size) || table_size > 5_000_011 {
+                if !is_prime(table_size) || table_size > 5_000_011 {
                     return bail(format!(
                         "table_size {table_size} must be a prime no larger than 5000011"
                     ))

@@ -5,12 +5,11 @@ use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
 use mesh_core::model::{HashFunction, LbPolicy};
 
+use super::lb_limits::{MAX_RING_SIZE, is_prime};
 use super::{At, Res, any_type_name, bail, unpack};
 
 /// gRPC A52 limits nesting (wrr_locality -> child policy).
 const MAX_DEPTH: usize = 16;
-/// gRPC A42's upper bound on ring sizes.
-const MAX_RING_SIZE: u64 = 8 * 1024 * 1024;
 
 /// The chosen policy and whether localities are weighted (`wrr_locality` or a
 /// `locality_weighted_lb_config`).
@@ -151,19 +150,4 @@ fn locality_weighted(c: Option<&lbp::common::v3::LocalityLbConfig>) -> bool {
         c.and_then(|c| c.locality_config_specifier.as_ref()),
         Some(L::LocalityWeightedLbConfig(_))
     )
-}
-
-/// Whether `n` is prime (Maglev table sizes must be).
-pub(crate) fn is_prime(n: u64) -> bool {
-    if n < 2 {
-        return false;
-    }
-    let mut i = 2;
-    while i * i <= n {
-        if n.is_multiple_of(i) {
-            return false;
-        }
-        i += 1;
-    }
-    true
 }

@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod fault;
+mod lb_limits;
 pub mod lb_policy;
 pub mod listener;
 pub mod matcher;

@@ -1,0 +1,188 @@
+//! Clusters (CDS): discovery type, load-balancing policy, circuit breakers, outlier detection,
+//! upstream TLS and HTTP protocol options (gRPC A27, A32, A37, A42, A50; Envoy cluster.proto).
+
+mod balancing;
+mod http;
+mod resilience;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::cluster::v3 as pb;
+use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
+use mesh_core::model::{Cluster, Discovery};
+
+use balancing::{common_lb_config, lb_policy};
+use http::http_protocol;
+use resilience::{circuit_breakers, outlier_detection};
+
+use super::endpoint::{AddressKind, cluster_load_assignment};
+use super::{At, Res, bail, opt_duration, unpack};
+use crate::resource::Rejection;
+
+const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
+
+/// Decodes and validates a CDS resource.
+pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
+    let c: pb::Cluster = super::decode_message(bytes, "envoy.config.cluster.v3.Cluster")?;
+    if c.name.is_empty() {
+        return Err(Rejection {
+            name: None,
+            reason: "cluster has an empty name".into(),
+        });
+    }
+    cluster(&c)
+        .map(Arc::new)
+        .map_err(|e| e.reject("cluster", &c.name))
+}
+
+/// Translates a `Cluster`.
+pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
+    let discovery = discovery(c)?;
+    reject_unsupported(c)?;
+    // A typed load_balancing_policy takes precedence over lb_policy (Envoy, gRPC A52).
+    let (lb_policy, typed_locality_weighted) = match &c.load_balancing_policy {
+        Some(p) => super::lb_policy::typed_policy(p).at("load_balancing_policy")?,
+        None => (lb_policy(c, &discovery)?, false),
+    };
+    let connect_timeout = match opt_duration(c.connect_timeout.as_ref()).at("connect_timeout")? {
+        None => Duration::from_secs(5),
+        Some(d) if d.is_zero() => return bail("connect_timeout must be greater than 0"),
+        Some(d) => d,
+    };
+    let tls = match &c.transport_socket {
+        Some(ts) => super::tls::upstream(ts).at("transport_socket")?,
+        None => None,
+    };
+    Ok(Cluster {
+        name: c.name.clone(),
+        discovery,
+        lb_policy,
+        common_lb: {
+            let mut common =
+                common_lb_config(c.common_lb_config.as_ref()).at("common_lb_config")?;
+            common.locality_weighted |= typed_locality_weighted;
+            common
+        },
+        connect_timeout,
+        circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()).at("circuit_breakers")?,
+        outlier_detection: c
+            .outlier_detection
+            .as_ref()
+            .map(outlier_detection)
+            .transpose()
+            .at("outlier_detection")?,
+        tls,
+        http_protocol: http_protocol(c)?,
+    })
+}
+
+fn discovery(c: &pb::Cluster) -> Res<Discovery> {
+    use pb::cluster::ClusterDiscoveryType as T;
+    use pb::cluster::DiscoveryType as D;
+    match &c.cluster_discovery_type {
+        // The proto default is STATIC.
+        None => static_cluster(c),
+        Some(T::Type(t)) => match D::try_from(*t) {
+            Ok(D::Eds) => {
+                let cfg = c.eds_cluster_config.clone().unwrap_or_default();
+                match cfg
+                    .eds_config
+                    .as_ref()
+                    .and_then(|s| s.config_source_specifier.as_ref())
+                {
+                    Some(core::config_source::ConfigSourceSpecifier::Ads(_))
+                    | Some(core::config_source::ConfigSourceSpecifier::Self_(_)) => {}
+                    None => {
+                        return bail("ads or self is required").at("eds_cluster_config.eds_config");
+                    }
+                    Some(_) => {
+                        return bail("only ads or self config sources are supported")
+                            .at("eds_cluster_config.eds_config");
+                    }
+                }
+                Ok(Discovery::Eds {
+                    service_name: (!cfg.service_name.is_empty()).then_some(cfg.service_name),
+                })
+            }
+            Ok(D::Static) => static_cluster(c),
+            Ok(D::LogicalDns) => {
+                let Some(la) = &c.load_assignment else {
+                    return bail("load_assignment is required for a LOGICAL_DNS cluster");
+                };
+                // gRPC A37: exactly one locality with exactly one endpoint.
+                if la.endpoints.len() != 1 || la.endpoints[0].lb_endpoints.len() != 1 {
+                    return bail("a LOGICAL_DNS cluster needs exactly one locality with exactly one endpoint")
+                        .at("load_assignment");
+                }
+                let cla =
+                    cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
+                Ok(Discovery::LogicalDns(Arc::new(cla)))
+            }
+            Ok(D::StrictDns) => bail("type STRICT_DNS is not supported (use LOGICAL_DNS or EDS)"),
+            Ok(D::OriginalDst) => bail("type ORIGINAL_DST is not supported"),
+            Err(_) => bail(format!("type {t} is unknown")),
+        },
+        Some(T::ClusterType(ct)) => {
+            if ct.name != AGGREGATE_TYPE {
+                return bail(format!(
+                    "cluster_type {:?} is not supported (only {AGGREGATE_TYPE})",
+                    ct.name
+                ));
+            }
+            let Some(any) = &ct.typed_config else {
+                return bail("typed_config is required").at("cluster_type");
+            };
+            let cfg: AggregateConfig = unpack(any).at("cluster_type.typed_config")?;
+            if cfg.clusters.is_empty() {
+                return bail("clusters must not be empty").at("cluster_type.typed_config");
+            }
+            if cfg.clusters.iter().any(|n| n == &c.name) {
+                return bail("an aggregate cluster must not contain itself")
+                    .at("cluster_type.typed_config");
+            }
+            Ok(Discovery::Aggregate(cfg.clusters))
+        }
+    }
+}
+
+fn static_cluster(c: &pb::Cluster) -> Res<Discovery> {
+    let Some(la) = &c.load_assignment else {
+        return bail("load_assignment is required for a STATIC cluster");
+    };
+    let cla = cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
+    Ok(Discovery::Static(Arc::new(cla)))
+}
+
+fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
+    if !c.transport_socket_matches.is_empty() || c.transport_socket_matcher.is_some() {
+        return bail("transport_socket_matches are not supported (use transport_socket)");
+    }
+    if !c.health_checks.is_empty() {
+        return bail("health_checks (active health checking) are not supported");
+    }
+    if c.lb_subset_config
+        .as_ref()
+        .is_some_and(|s| !s.subset_selectors.is_empty())
+    {
+        return bail("lb_subset_config (subset load balancing) is not supported");
+    }
+    if !c.filters.is_empty() {
+        return bail("filters (upstream network filters) are not supported");
+    }
+    if c.upstream_config.is_some() {
+        return bail("upstream_config is not supported");
+    }
+    if c.upstream_bind_config.is_some() {
+        return bail("upstream_bind_config is not supported");
+    }
+    if let Some(u) = &c.upstream_http_protocol_options
+        && (u.auto_sni || u.auto_san_validation)
+    {
+        return bail(
+            "upstream_http_protocol_options auto_sni / auto_san_validation are not supported",
+        );
+    }
+    Ok(())
+}

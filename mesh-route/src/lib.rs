@@ -1,6 +1,20 @@
-//! Envoy-compatible request routing and load balancing over the mesh-core config model.
+//! Where routing and resilience meet: the Envoy-compatible router, the load balancers, the
+//! per-endpoint connection pools, [`MeshClient`](client::MeshClient) and
+//! [`ResilienceStack`](client::resilience::ResilienceStack), over the mesh-core config model.
 //!
-//! Two pure-logic halves, both built once per config snapshot and read lock-free per request:
+//! - [`client::MeshClient`]: the outbound `tower::Service` that routes each request over
+//!   mTLS (or plaintext). It is configured by any [`mesh_core::config::ConfigSource`]: the
+//!   xDS client (`mesh_xds::client::XdsClient`), the embedded control plane in-process
+//!   (`mesh_control::LocalSource`) or a [`StaticSource`](mesh_core::config::StaticSource);
+//!   it never asks which, and this crate depends on none of mesh-xds or mesh-control, only
+//!   on mesh-core, mesh-tls and mesh-resilience.
+//! - [`client::resilience::ResilienceStack`]: mesh-resilience's layers (fault injection,
+//!   timeouts, retries, circuit breaking, outlier detection) wired to each cluster's config.
+//! - [`pool::UpstreamPool`]: per cluster, pooled HTTP/1.1 or HTTP/2 connections to each
+//!   endpoint, dialed by mesh-tls's connector.
+//!
+//! Below them, two pure-logic halves, both built once per config snapshot and read lock-free
+//! per request:
 //!
 //! - [`Router`]: picks the virtual host by authority, then the first matching route, and
 //!   returns a [`RouteDecision`]: the cluster (single, weighted or from a header), the path

@@ -1,6 +1,6 @@
 //! The balancer as the host set outlier detection ejects from.
 
-use super::Balancer;
+use super::balancer::Balancer;
 
 /// Outlier detection (mesh-resilience's `OutlierDetector`) ejects through this: hosts are
 /// keyed by [`EndpointRef::hash_key`](super::EndpointRef::hash_key) (`ip:port`), and every endpoint of the current plan

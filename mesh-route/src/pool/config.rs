@@ -1,0 +1,30 @@
+//! The pools' settings, the same for every cluster.
+
+use std::time::Duration;
+
+/// Envoy's default idle timeout of upstream connections.
+pub(super) const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
+
+/// Settings of the connection pools, the same for every cluster (see the
+/// [module docs](super)); part of [`MeshClientConfig`](crate::client::MeshClientConfig).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// HTTP/2 connections per endpoint that concurrent requests spread over before they
+    /// share connections (a request that finds every connection busy opens another while
+    /// there are fewer). `None` (the default): the number of worker threads of the Tokio
+    /// runtime the pool is created on (1 on a current-thread runtime), as Envoy keeps one
+    /// pool per worker thread; the number of CPUs outside a runtime. `Some(1)`: one
+    /// connection per endpoint, unless the cluster's `max_concurrent_streams` asks for more.
+    pub http2_connections: Option<usize>,
+}
+
+impl PoolConfig {
+    pub(super) fn http2_connections(&self) -> usize {
+        self.http2_connections
+            .unwrap_or_else(|| match tokio::runtime::Handle::try_current() {
+                Ok(rt) => rt.metrics().num_workers(),
+                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            })
+            .max(1)
+    }
+}

@@ -1,0 +1,88 @@
+//! The HTTP/2 connections of one endpoint: a small set, each carrying many streams, grown
+//! by the limits the module docs describe.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use http::Uri;
+
+use super::connector::EndpointClient;
+
+/// When an HTTP/2 endpoint opens another connection.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    /// Connections opened as soon as every one carries a stream.
+    pub(super) spread: usize,
+    /// Streams that fill a connection (the cluster's `max_concurrent_streams`).
+    pub(super) max_streams: Option<usize>,
+    /// Connections opened at most.
+    pub(super) max_connections: usize,
+}
+
+/// One HTTP/2 connection: a client whose pool holds a single multiplexed connection
+/// (`http2_only`), reconnecting when it breaks or idles out.
+#[derive(Debug)]
+pub(super) struct H2Conn {
+    pub(super) client: EndpointClient,
+    /// Streams sent and not yet answered with response headers.
+    pub(super) streams: AtomicUsize,
+}
+
+/// The HTTP/2 connections of one endpoint.
+#[derive(Debug)]
+pub(super) struct H2Set {
+    pub(super) target: Uri,
+    pub(super) limits: Limits,
+    /// Read lock-free per request; a new connection copies the list once.
+    pub(super) conns: ArcSwap<Vec<Arc<H2Conn>>>,
+    pub(super) grow: Mutex<()>,
+}
+
+impl H2Set {
+    /// The connection for the next stream, opening one (its client from `open`, given the
+    /// endpoint's URI) if the limits say so.
+    pub(super) fn pick(&self, open: impl FnOnce(Uri) -> EndpointClient) -> Arc<H2Conn> {
+        if let Some(c) = choose(&self.conns.load(), self.limits) {
+            return c;
+        }
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        if let Some(c) = choose(&current, self.limits) {
+            return c;
+        }
+        let conn = Arc::new(H2Conn {
+            client: open(self.target.clone()),
+            streams: AtomicUsize::new(0),
+        });
+        let mut next = Vec::with_capacity(current.len() + 1);
+        next.extend(current.iter().cloned());
+        next.push(conn.clone());
+        self.conns.store(Arc::new(next));
+        conn
+    }
+}
+
+/// The least-loaded connection (the first of equals), or `None` when another should be
+/// opened.
+fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
+    let (best, load) = conns
+        .iter()
+        .map(|c| (c, c.streams.load(Ordering::Relaxed)))
+        .min_by_key(|(_, load)| *load)?;
+    let open = conns.len();
+    let grow = load > 0
+        && (open < limits.spread
+            || (open < limits.max_connections && limits.max_streams.is_some_and(|m| load >= m)));
+    (!grow).then(|| best.clone())
+}
+
+/// A stream in flight on an HTTP/2 connection, until its response headers arrive.
+#[derive(Debug)]
+pub(super) struct Stream(pub(super) Arc<H2Conn>);
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,102 @@
+//! What every clone of an [`UpstreamPool`](super::UpstreamPool) shares: the client builder,
+//! the transport, the HTTP/2 limits, the endpoints' clients and the connection counters.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::Uri;
+use hyper_util::client::legacy::Builder;
+
+use super::connector::{EndpointClient, Transport};
+use super::counted::Counters;
+use super::fixed::Fixed;
+use super::h2::{H2Set, Limits};
+use super::http1::{self, H1Set};
+
+/// One endpoint's clients.
+#[derive(Clone, Debug)]
+pub(super) enum Endpoint {
+    /// HTTP/1.1 connections (HTTP/1.1 clusters).
+    H1(Arc<H1Set>),
+    /// One client for every connection (ALPN-negotiated).
+    Single(Arc<EndpointClient>),
+    /// HTTP/2 connections (HTTP/2 clusters).
+    H2(Arc<H2Set>),
+}
+
+#[derive(Debug)]
+pub(super) struct Shared {
+    pub(super) builder: Builder,
+    pub(super) transport: Transport,
+    /// `Some` for HTTP/2 clusters.
+    pub(super) h2: Option<Limits>,
+    /// HTTP/1.1 on hyper's connection API (HTTP/1.1 clusters, and plaintext `Auto`).
+    pub(super) h1: bool,
+    pub(super) idle_timeout: Duration,
+    /// Whether the idle-connection sweep task runs.
+    pub(super) sweeping: std::sync::atomic::AtomicBool,
+    /// Read lock-free per request; a new endpoint copies the map once.
+    pub(super) endpoints: ArcSwap<HashMap<Arc<str>, Endpoint>>,
+    pub(super) writer: Mutex<()>,
+    pub(super) counters: Arc<Counters>,
+}
+
+impl Shared {
+    /// The dialer of one endpoint's HTTP/1.1 connections.
+    pub(super) fn dial_h1(&self, target: Uri) -> http1::Dial {
+        match &self.transport {
+            Transport::Tls(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move || Box::pin(http1::dial(connect.clone())))
+            }
+            Transport::Plain(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move || Box::pin(http1::dial(connect.clone())))
+            }
+        }
+    }
+
+    /// Starts, once per pool, the task that closes HTTP/1.1 connections idle for longer
+    /// than the idle timeout (a quarter of it between sweeps); it ends with the pool.
+    pub(super) fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.sweeping.store(false, Ordering::Relaxed);
+            return;
+        };
+        let pool = Arc::downgrade(self);
+        let period = (self.idle_timeout / 4).max(Duration::from_millis(50));
+        rt.spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(shared) = pool.upgrade() else { return };
+                let now = std::time::Instant::now();
+                for ep in shared.endpoints.load().values() {
+                    if let Endpoint::H1(set) = ep {
+                        set.sweep(shared.idle_timeout, now);
+                    }
+                }
+            }
+        });
+    }
+
+    pub(super) fn client(&self, target: Uri) -> EndpointClient {
+        match &self.transport {
+            Transport::Tls(c) => EndpointClient::Tls(self.builder.build(Fixed::new(
+                c.clone(),
+                target,
+                self.counters.clone(),
+            ))),
+            Transport::Plain(c) => EndpointClient::Plain(self.builder.build(Fixed::new(
+                c.clone(),
+                target,
+                self.counters.clone(),
+            ))),
+        }
+    }
+}

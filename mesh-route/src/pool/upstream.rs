@@ -1,0 +1,221 @@
+//! [`UpstreamPool`], the pooled connections to one cluster's endpoints, and [`WeakPool`].
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use mesh_core::model::{Cluster, EndpointAddress, UpstreamProtocol};
+use mesh_tls::IdentityStore;
+use mesh_tls::client::MeshConnector;
+use mesh_tls::config::ClientSettings;
+use mesh_tls::verify::PeerPolicy;
+
+use super::RequestBody;
+use super::config::{DEFAULT_IDLE, PoolConfig};
+use super::connector::{Transport, alpn_for, endpoint_uri};
+use super::counted::PoolCounters;
+use super::h2::{H2Set, Limits, Stream};
+use super::http1::H1Set;
+use super::response::{Inner, ResponseFuture};
+use super::state::{Endpoint, Shared};
+
+/// Pooled connections to the endpoints of one cluster. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct UpstreamPool {
+    shared: Arc<Shared>,
+}
+
+impl UpstreamPool {
+    /// A pool for `cluster`: mTLS from `identity` when the cluster has a TLS context (the
+    /// server must present one of `expected` identities, or any of our trust domain when
+    /// `expected` is empty), plaintext otherwise; default [`PoolConfig`].
+    pub fn new(cluster: &Cluster, identity: &IdentityStore, expected: PeerPolicy) -> Self {
+        Self::with_config(cluster, identity, expected, PoolConfig::default())
+    }
+
+    /// Like [`UpstreamPool::new`], with `config`.
+    pub fn with_config(
+        cluster: &Cluster,
+        identity: &IdentityStore,
+        expected: PeerPolicy,
+        config: PoolConfig,
+    ) -> Self {
+        let proto = cluster.http_protocol.protocol;
+        let idle_timeout = cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE);
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(idle_timeout)
+            .http2_keep_alive_interval(None);
+        let h1 = proto == UpstreamProtocol::Http1
+            || (proto == UpstreamProtocol::Auto && cluster.tls.is_none());
+        let mut h2 = None;
+        if proto == UpstreamProtocol::Http2 {
+            // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
+            // multiplexed connection, also when the first requests arrive together.
+            builder.http2_only(true);
+            let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
+            h2 = Some(Limits {
+                spread: config.http2_connections().min(max_connections),
+                max_streams: cluster
+                    .http_protocol
+                    .max_concurrent_streams
+                    .map(|n| n.max(1) as usize),
+                max_connections,
+            });
+        }
+        let transport = match &cluster.tls {
+            Some(tls) => {
+                let alpn = alpn_for(proto, &tls.alpn_protocols);
+                let settings = ClientSettings {
+                    peers: expected,
+                    alpn,
+                    connect_timeout: cluster.connect_timeout,
+                };
+                Transport::Tls(MeshConnector::new(identity.clone(), settings))
+            }
+            None => {
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(cluster.connect_timeout));
+                Transport::Plain(http)
+            }
+        };
+        Self {
+            shared: Arc::new(Shared {
+                builder,
+                transport,
+                h2,
+                h1,
+                idle_timeout,
+                sweeping: Default::default(),
+                endpoints: ArcSwap::default(),
+                writer: Mutex::new(()),
+                counters: Arc::default(),
+            }),
+        }
+    }
+
+    /// Whether connections are mTLS.
+    pub fn is_tls(&self) -> bool {
+        matches!(self.shared.transport, Transport::Tls(_))
+    }
+
+    /// Sends `req` to `endpoint` (its `ip:port`, as [`EndpointRef::key`](crate::EndpointRef::key))
+    /// on a pooled connection. The request's URI must be absolute (`http://authority/path`):
+    /// its authority is what the server sees, the connection goes to `endpoint`.
+    pub fn send(
+        &self,
+        endpoint: &Arc<str>,
+        address: &EndpointAddress,
+        req: http::Request<RequestBody>,
+    ) -> ResponseFuture {
+        let endpoints = self.shared.endpoints.load();
+        match endpoints.get(endpoint) {
+            Some(ep) => self.send_on(ep, req),
+            None => {
+                drop(endpoints);
+                self.send_on(&self.endpoint(endpoint, address), req)
+            }
+        }
+    }
+
+    fn send_on(&self, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
+        match ep {
+            Endpoint::H1(set) => {
+                let set = set.clone();
+                ResponseFuture {
+                    inner: Inner::H1(Box::pin(set.send(req))),
+                    stream: None,
+                }
+            }
+            Endpoint::H2(set) => {
+                let conn = set.pick(|target| self.shared.client(target));
+                conn.streams.fetch_add(1, Ordering::Relaxed);
+                ResponseFuture {
+                    inner: Inner::Legacy(conn.client.request(req)),
+                    stream: Some(Stream(conn)),
+                }
+            }
+            Endpoint::Single(c) => ResponseFuture {
+                inner: Inner::Legacy(c.request(req)),
+                stream: None,
+            },
+        }
+    }
+
+    fn endpoint(&self, endpoint: &Arc<str>, address: &EndpointAddress) -> Endpoint {
+        let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.shared.endpoints.load_full();
+        if let Some(e) = current.get(endpoint) {
+            return e.clone();
+        }
+        let target = endpoint_uri(address);
+        let ep = match self.shared.h2 {
+            Some(limits) => Endpoint::H2(Arc::new(H2Set {
+                target,
+                limits,
+                conns: ArcSwap::default(),
+                grow: Mutex::new(()),
+            })),
+            None if self.shared.h1 => {
+                self.shared.start_sweeping();
+                Endpoint::H1(Arc::new(H1Set::new(self.shared.dial_h1(target))))
+            }
+            None => Endpoint::Single(Arc::new(self.shared.client(target))),
+        };
+        let mut next = HashMap::clone(&current);
+        next.insert(endpoint.clone(), ep.clone());
+        self.shared.endpoints.store(Arc::new(next));
+        ep
+    }
+
+    /// Drops the clients (and so the idle connections) of endpoints not in `keep`.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.shared.endpoints.load_full();
+        if current.keys().all(|k| keep(k)) {
+            return;
+        }
+        let next = current
+            .iter()
+            .filter(|(k, _)| keep(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        self.shared.endpoints.store(Arc::new(next));
+    }
+
+    /// Endpoints with a client (connections open or idle).
+    pub fn endpoints(&self) -> usize {
+        self.shared.endpoints.load().len()
+    }
+
+    /// The pool's connection counters (Envoy's `upstream_cx_*`) now.
+    pub fn counters(&self) -> PoolCounters {
+        self.shared.counters.snapshot(self.endpoints() as u64)
+    }
+
+    /// A handle that reads the counters without keeping the pool, and so its connections,
+    /// alive (for metrics that outlive a removed cluster).
+    pub fn downgrade(&self) -> WeakPool {
+        WeakPool(Arc::downgrade(&self.shared))
+    }
+}
+
+/// A pool's counters, readable while the pool exists. See [`UpstreamPool::downgrade`].
+#[derive(Clone, Debug)]
+pub struct WeakPool(Weak<Shared>);
+
+impl WeakPool {
+    /// The counters now, or `None` once the pool is gone.
+    pub fn counters(&self) -> Option<PoolCounters> {
+        self.0
+            .upgrade()
+            .map(|shared| UpstreamPool { shared }.counters())
+    }
+}

@@ -9,7 +9,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 /// The material a workload needs for mTLS: its X.509-SVID chain (leaf first), the leaf's
 /// private key, and the trust bundle (root certificates) peers are verified against.
 ///
-/// `Debug` never prints the key.
+/// `Debug` never prints the key, and the key is zeroized on drop.
 pub struct Credentials {
     /// The SPIFFE ID in the leaf's URI SAN.
     pub id: SpiffeId,
@@ -56,6 +56,13 @@ impl Clone for Credentials {
             not_before: self.not_before,
             not_after: self.not_after,
         }
+    }
+}
+
+/// The key is wiped from memory when the credentials go (after a rotation, the old ones).
+impl Drop for Credentials {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key);
     }
 }
 

@@ -218,13 +218,14 @@ impl DevCa {
 
     /// Writes the CA in Istio's `ROOT_CA_DIR` layout (`ca-cert.pem`, `ca-key.pem`,
     /// `root-cert.pem`, `cert-chain.pem`), so istiod can sign with the same CA.
+    ///
+    /// `dir` is created owner-only (0700) if missing; each file is written atomically (temp
+    /// file, fsync, rename) and the key, owner-only (0600), last: a directory with a key
+    /// holds a whole CA, so a crash midway leaves no key beside foreign certificates.
     pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
-        let write = |name: &str, contents: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, contents).map_err(|source| TlsError::Io {
-                path: path.display().to_string(),
-                source,
-            })
+        crate::secret_file::create_private_dir(dir)?;
+        let write = |name: &str, contents: &str, private: bool| {
+            crate::secret_file::write_atomic(&dir.join(name), contents.as_bytes(), private)
         };
         let mut chain = pem("CERTIFICATE", &self.signer_cert);
         for c in self.intermediates.iter().skip(1) {
@@ -233,15 +234,22 @@ impl DevCa {
         if !self.intermediates.is_empty() {
             chain.push_str(&self.root_pem());
         }
-        write(files::CA_CERT, pem("CERTIFICATE", &self.signer_cert))?;
-        write(files::CA_KEY, self.signer.key().serialize_pem())?;
-        write(files::ROOT_CERT, self.root_pem())?;
-        write(files::CERT_CHAIN, chain)
+        write(
+            files::CA_CERT,
+            &pem("CERTIFICATE", &self.signer_cert),
+            false,
+        )?;
+        write(files::ROOT_CERT, &self.root_pem(), false)?;
+        write(files::CERT_CHAIN, &chain, false)?;
+        let key = zeroize::Zeroizing::new(self.signer.key().serialize_pem());
+        write(files::CA_KEY, &key, true)
     }
 
     /// Loads a CA saved by [`save`](Self::save) (or any Istio plugged-in CA directory with
-    /// an ECDSA P-256 or other rcgen-supported key).
+    /// an ECDSA P-256 or other rcgen-supported key). The key file must be owner-only (no
+    /// group or other permission bits): anything else is refused, naming the file.
     pub fn load(dir: &Path, trust_domain: TrustDomain) -> Result<Self, TlsError> {
+        crate::secret_file::check_private(&dir.join(files::CA_KEY))?;
         let read = |name: &str| {
             let path = dir.join(name);
             std::fs::read_to_string(&path)
@@ -252,6 +260,7 @@ impl DevCa {
                 })
         };
         let (key_path, key_pem) = read(files::CA_KEY)?;
+        let key_pem = zeroize::Zeroizing::new(key_pem);
         let key = KeyPair::from_pem(&key_pem).map_err(|e| TlsError::decode(&key_path, e))?;
         let (cert_path, cert_pem) = read(files::CA_CERT)?;
         let signer_cert = CertificateDer::from_pem_slice(cert_pem.as_bytes())

@@ -73,6 +73,8 @@ pub mod error;
 pub mod peer;
 mod provider;
 pub mod rotation;
+#[cfg(feature = "dev-ca")]
+mod secret_file;
 pub mod server;
 pub mod sniff;
 pub mod source;

@@ -457,10 +457,8 @@ mod tests {
         let (ca, id) = setup();
         let a = ca.issue(&id, Duration::from_secs(60)).unwrap();
         let b = ca.issue(&id, Duration::from_secs(60)).unwrap();
-        let mixed = Credentials {
-            key: b.key.clone_key(),
-            ..a.clone()
-        };
+        let mut mixed = a.clone();
+        mixed.key = b.key.clone_key();
         assert!(matches!(
             check_own_credentials(&mixed),
             Err(TlsError::KeyMismatch)

@@ -121,7 +121,7 @@ async fn permissive_serves_plaintext_and_mtls_on_the_same_port() {
     // A TLS client whose certificate another CA signed is still refused: PERMISSIVE is
     // not "any TLS".
     let stranger = DevCa::new(td()).unwrap().issue(&id("x"), HOUR).unwrap();
-    let roots = ca.issue(&id("client"), HOUR).unwrap().roots;
+    let roots = ca.issue(&id("client"), HOUR).unwrap().roots.clone();
     raw_client_handshake(&stranger, &roots, addr).await;
     assert_eq!(m.server.stats().rejected(Rule::UntrustedChain), 1);
     assert_eq!(m.server.stats().accepted(), 1);

@@ -167,3 +167,129 @@ fn serve_refuses_an_open_ca_off_loopback() {
         "{stderr}"
     );
 }
+
+/// Starts `serve` with `--ca-dir ca_dir` and the CA on loopback; returns the child once it
+/// serves, or its exit code and stderr when it fails to start.
+fn serve_with_ca_dir(
+    ca_dir: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<std::process::Child, (i32, String)> {
+    use std::io::{BufRead, BufReader, Read};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_control-plane"))
+        .args(["serve", "--config-dir"])
+        .arg(bookinfo())
+        .args(["--xds-addr", "127.0.0.1:0", "--ca-addr", "127.0.0.1:0"])
+        .args(["--debug-addr", "off", "--ca-dir"])
+        .arg(ca_dir)
+        .arg("--out-dir")
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    if line.starts_with("serving ") {
+        return Ok(child);
+    }
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    Err((status.code().unwrap_or(-1), stderr))
+}
+
+fn stop(mut child: std::process::Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+#[test]
+fn the_ca_dir_is_private_and_a_readable_key_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = tempfile::tempdir().unwrap();
+    let ca_dir = base.path().join("ca");
+    let child = serve_with_ca_dir(&ca_dir, base.path()).unwrap();
+    stop(child);
+    assert_eq!(mode(&ca_dir), 0o700);
+    assert_eq!(mode(&ca_dir.join("ca-key.pem")), 0o600);
+    let mut names: Vec<_> = fs::read_dir(&ca_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    // Nothing but Istio's four files: no temporary file left behind.
+    assert_eq!(
+        names,
+        [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "cert-chain.pem",
+            "root-cert.pem"
+        ]
+    );
+    // The same CA is loaded again.
+    let root = fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    stop(serve_with_ca_dir(&ca_dir, out.path()).unwrap());
+    assert_eq!(
+        fs::read_to_string(out.path().join("root-cert.pem")).unwrap(),
+        root
+    );
+    // A key others can read is refused, naming the file and the fix.
+    fs::set_permissions(ca_dir.join("ca-key.pem"), fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, stderr) = serve_with_ca_dir(&ca_dir, out.path()).unwrap_err();
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("ca-key.pem") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_crash_while_creating_the_ca_leaves_no_half_written_ca() {
+    // What a crash before the last rename leaves: certificates, a temporary key, no key.
+    let base = tempfile::tempdir().unwrap();
+    let ca_dir = base.path().join("ca");
+    let first = serve_with_ca_dir(&ca_dir, base.path()).unwrap();
+    stop(first);
+    // The key is the commit point: written (renamed into place) after every certificate.
+    let written = |name: &str| fs::metadata(ca_dir.join(name)).unwrap().modified().unwrap();
+    for cert in ["ca-cert.pem", "cert-chain.pem", "root-cert.pem"] {
+        assert!(
+            written("ca-key.pem") >= written(cert),
+            "{cert} written after the key"
+        );
+    }
+    let stale_root = fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
+    fs::rename(ca_dir.join("ca-key.pem"), ca_dir.join(".tmp-crashed")).unwrap();
+    // The next start makes a whole new CA rather than loading certificates without a key.
+    let out = tempfile::tempdir().unwrap();
+    stop(serve_with_ca_dir(&ca_dir, out.path()).unwrap());
+    let root = fs::read_to_string(ca_dir.join("root-cert.pem")).unwrap();
+    assert_ne!(root, stale_root, "the stale certificates were kept");
+    assert_eq!(
+        fs::read_to_string(out.path().join("root-cert.pem")).unwrap(),
+        root
+    );
+    // And that CA loads: key and certificates belong together.
+    let again = tempfile::tempdir().unwrap();
+    stop(serve_with_ca_dir(&ca_dir, again.path()).unwrap());
+    assert_eq!(
+        fs::read_to_string(again.path().join("root-cert.pem")).unwrap(),
+        root
+    );
+}

@@ -162,13 +162,11 @@ fn load_or_create_ca(opts: &ControlPlaneOptions) -> Result<DevCa, ServeError> {
     let Some(dir) = &opts.ca_dir else {
         return Ok(DevCa::new(td)?);
     };
+    // `save` writes the key last: a directory with a key holds a whole CA; without one,
+    // whatever a crash left is replaced.
     if dir.join(mesh_tls::dev_ca::files::CA_KEY).exists() {
         return Ok(DevCa::load(dir, td)?);
     }
-    std::fs::create_dir_all(dir).map_err(|source| ServeError::Write {
-        path: dir.clone(),
-        source,
-    })?;
     let ca = DevCa::new(td)?;
     ca.save(dir)?;
     tracing::info!(dir = %dir.display(), "created a new mesh CA");

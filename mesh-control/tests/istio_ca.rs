@@ -325,3 +325,27 @@ async fn ca_parts_serve_on_a_caller_owned_grpc_server() {
     assert!(err.to_string().contains("missing"), "{err}");
     server.abort();
 }
+
+#[tokio::test]
+async fn empty_tokens_are_refused_on_both_sides() {
+    let ca = Arc::new(common::ca());
+    // The server: an empty token would match an empty `Bearer ` header.
+    let err = IstioCaServer::new(ca.clone())
+        .with_token("  ", common::id("web"))
+        .bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("empty"), "{err}");
+    // The client: an empty token file is an error naming the file, not an empty header.
+    let server = start(IstioCaServer::new(ca).with_token(TOKEN, common::id("web"))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = client(&server, "web")
+        .with_token_file(token_file(&dir, ""))
+        .fetch()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("istio-token") && err.to_string().contains("empty"),
+        "{err}"
+    );
+}

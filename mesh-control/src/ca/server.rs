@@ -100,8 +100,10 @@ impl IstioCaServer {
         self
     }
 
-    /// Signs whatever identity an unauthenticated caller's CSR asks for. Only allowed on
-    /// loopback addresses: [`bind`](Self::bind) refuses anything else.
+    /// Signs the identity an unauthenticated caller's CSR asks for, within limits: only the
+    /// CA's own trust domain, never an `istio-system` identity. Only allowed on loopback
+    /// addresses ([`bind`](Self::bind) refuses anything else), and any local process can then
+    /// obtain any workload identity: for development only (a warning is logged at start).
     pub fn allow_unauthenticated(mut self) -> Self {
         self.open = true;
         self
@@ -191,13 +193,19 @@ impl IstioCaServer {
             source,
         })?;
         self.check_auth(local_addr.ip())?;
+        if self.open {
+            tracing::warn!(
+                %local_addr,
+                "the CA signs unauthenticated CSRs (open mode): any local process can obtain any workload identity of its trust domain"
+            );
+        }
         let acceptor = TlsAcceptor::from(Arc::new(self.tls_config()?));
         let root = self.ca.root_der();
         let trust_domain = self.ca.trust_domain().clone();
         let service = IstioCaService::new(ServiceInner {
             signer: self.signer,
             tokens: self.tokens,
-            open: self.open,
+            open: self.open.then_some(trust_domain.clone()),
             default_ttl: self.default_ttl,
             max_ttl: self.max_ttl,
         });
@@ -213,6 +221,14 @@ impl IstioCaServer {
         if self.open && !ip.is_loopback() {
             return Err(TlsError::Other(format!(
                 "refusing to run an unauthenticated (open) CA signer on non-loopback address {ip}"
+            )));
+        }
+        if let Some(id) = self.tokens.iter().find_map(|t| match t {
+            Token::Value(v, id) if v.is_empty() => Some(id),
+            _ => None,
+        }) {
+            return Err(TlsError::Other(format!(
+                "the CA token for {id} is empty: an empty token would authenticate anyone"
             )));
         }
         if !self.open && !self.client_certs && self.tokens.is_empty() {
@@ -249,7 +265,8 @@ impl IstioCaServer {
         } else {
             builder.with_no_client_auth()
         };
-        let mut config = builder.with_single_cert(serving.chain, serving.key)?;
+        let mut config =
+            builder.with_single_cert(serving.chain.clone(), serving.key.clone_key())?;
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(config)
     }

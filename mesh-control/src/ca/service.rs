@@ -10,7 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use mesh_core::SpiffeId;
+use mesh_core::{SpiffeId, TrustDomain};
 use mesh_tls::TlsError;
 use mesh_tls::ca::istio_proto::{
     CREATE_CERTIFICATE_PATH, IstioCertificateRequest, IstioCertificateResponse, SERVICE_NAME,
@@ -58,7 +58,9 @@ pub(super) enum Token {
 pub(super) struct ServiceInner {
     pub(super) signer: Arc<dyn CaSigner>,
     pub(super) tokens: Vec<Token>,
-    pub(super) open: bool,
+    /// Set when unauthenticated callers are signed (`--ca-open`): the only trust domain
+    /// they may ask for.
+    pub(super) open: Option<TrustDomain>,
     pub(super) default_ttl: Duration,
     pub(super) max_ttl: Duration,
 }
@@ -134,21 +136,14 @@ impl ServiceInner {
         let csr_ids = csr_identities(&request.get_ref().csr)?;
         let authenticated = match self.authenticate(&request).await? {
             Some(id) => id,
-            None if self.open => match csr_ids.iter().next() {
-                Some(id) if csr_ids.len() == 1 => SpiffeId::new(id).map_err(|e| {
-                    Status::invalid_argument(format!("CSR URI SAN {id:?} is not a SPIFFE ID: {e}"))
-                })?,
-                _ => {
-                    return Err(Status::invalid_argument(
-                        "CSR must carry exactly one URI SAN (a SPIFFE ID)",
+            None => match &self.open {
+                Some(trust_domain) => open_identity(&csr_ids, trust_domain)?,
+                None => {
+                    return Err(Status::unauthenticated(
+                        "no client certificate and no bearer token: the CA signs only for authenticated callers",
                     ));
                 }
             },
-            None => {
-                return Err(Status::unauthenticated(
-                    "no client certificate and no bearer token: the CA signs only for authenticated callers",
-                ));
-            }
         };
         // Sign only what the caller proved; never believe the CSR's SAN.
         if let Some(other) = csr_ids.iter().find(|u| *u != authenticated.as_str()) {
@@ -199,12 +194,20 @@ impl ServiceInner {
             .ok_or_else(|| {
                 Status::unauthenticated("authorization header is not `Bearer <token>`")
             })?;
+        if presented.is_empty() {
+            return Err(Status::unauthenticated("empty bearer token"));
+        }
         let mut matched: Option<SpiffeId> = None;
         // Compare against every token so timing does not reveal which one matched.
         for token in &self.tokens {
             let (expected, id) = match token {
                 Token::Value(v, id) => (v.clone(), id),
                 Token::File(path, id) => match tokio::fs::read_to_string(path).await {
+                    // An emptied token file proves nothing (never "" == "").
+                    Ok(s) if s.trim().is_empty() => {
+                        tracing::warn!(path = %path.display(), "CA token file is empty; ignoring it");
+                        continue;
+                    }
                     Ok(s) => (s.trim().as_bytes().to_vec(), id),
                     Err(e) => {
                         tracing::warn!(path = %path.display(), error = %e, "CA token file unreadable");
@@ -224,6 +227,34 @@ impl ServiceInner {
             )),
         }
     }
+}
+
+/// The identity an unauthenticated caller may get from an open CA (`--ca-open`): the CSR's
+/// single SPIFFE ID, only in the CA's own trust domain and never in `istio-system` (the
+/// control plane's own namespace: an open CA must not mint istiod's identity).
+fn open_identity(
+    csr_ids: &BTreeSet<String>,
+    trust_domain: &TrustDomain,
+) -> Result<SpiffeId, Status> {
+    let [uri] = csr_ids.iter().collect::<Vec<_>>()[..] else {
+        return Err(Status::invalid_argument(
+            "CSR must carry exactly one URI SAN (a SPIFFE ID)",
+        ));
+    };
+    let id = SpiffeId::new(uri).map_err(|e| {
+        Status::invalid_argument(format!("CSR URI SAN {uri:?} is not a SPIFFE ID: {e}"))
+    })?;
+    if id.trust_domain() != *trust_domain {
+        return Err(Status::permission_denied(format!(
+            "open CA signs only its own trust domain {trust_domain}, not {id}"
+        )));
+    }
+    if id.path().starts_with("/ns/istio-system/") {
+        return Err(Status::permission_denied(format!(
+            "open CA never signs istio-system identities ({id})"
+        )));
+    }
+    Ok(id)
 }
 
 /// The URI SANs of a PEM CSR.
@@ -259,5 +290,75 @@ mod tests {
         assert!(!constant_time_eq(b"secret", b"secreT"));
         assert!(!constant_time_eq(b"secret", b"secret2"));
         assert!(constant_time_eq(b"", b""));
+    }
+
+    fn inner(tokens: Vec<Token>, open: Option<TrustDomain>) -> ServiceInner {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        ServiceInner {
+            signer: Arc::new(DevCa::new(td).unwrap()),
+            tokens,
+            open,
+            default_ttl: Duration::from_secs(60),
+            max_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn request(bearer: Option<&str>, csr_id: &str) -> tonic::Request<IstioCertificateRequest> {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(csr_id.try_into().unwrap())];
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        let mut request = tonic::Request::new(IstioCertificateRequest {
+            csr,
+            ..Default::default()
+        });
+        if let Some(b) = bearer {
+            request
+                .metadata_mut()
+                .insert("authorization", b.parse().unwrap());
+        }
+        request
+    }
+
+    const WEB: &str = "spiffe://cluster.local/ns/default/sa/web";
+
+    #[tokio::test]
+    async fn an_empty_token_file_authenticates_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "\n").unwrap();
+        let ca = inner(vec![Token::File(path, SpiffeId::new(WEB).unwrap())], None);
+        for bearer in ["Bearer ", "Bearer  \t", "bearer"] {
+            let err = ca
+                .create_certificate(request(Some(bearer), WEB))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::Unauthenticated, "{bearer:?}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_ca_signs_only_its_trust_domain_outside_istio_system() {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = inner(vec![], Some(td));
+        let ok = ca.create_certificate(request(None, WEB)).await.unwrap();
+        assert!(!ok.get_ref().cert_chain.is_empty());
+        for (asked, rule) in [
+            (
+                "spiffe://other.example/ns/default/sa/web",
+                "own trust domain",
+            ),
+            (
+                "spiffe://cluster.local/ns/istio-system/sa/istiod-service-account",
+                "istio-system",
+            ),
+        ] {
+            let err = ca
+                .create_certificate(request(None, asked))
+                .await
+                .unwrap_err();
+            assert_eq!(err.code(), Code::PermissionDenied, "{asked}: {err:?}");
+            assert!(err.message().contains(rule), "{asked}: {}", err.message());
+        }
     }
 }

@@ -205,6 +205,16 @@ impl IstioCaClient {
         let client_creds = self.client_cert.as_ref().and_then(IdentityStore::current);
         if let Some(path) = &self.token_file {
             match tokio::fs::read_to_string(path).await {
+                // An empty token proves nothing: renew with the certificate, or refuse.
+                Ok(token) if token.trim().is_empty() => {
+                    if client_creds.is_none() {
+                        return Err(TlsError::Other(format!(
+                            "the CA token file {} is empty",
+                            path.display()
+                        )));
+                    }
+                    tracing::debug!(path = %path.display(), "empty token; renewing with the client certificate");
+                }
                 Ok(token) => {
                     let mut value = MetadataValue::try_from(format!("Bearer {}", token.trim()))
                         .map_err(|_| {

@@ -135,7 +135,9 @@ fn rules(action: rbac::rbac::Action, policies: &[&Named<AuthorizationPolicy>]) -
     };
     for p in policies {
         for (i, rule) in p.spec.rules.iter().enumerate() {
-            let name = format!("{}-{}-{i}", p.namespace, p.name);
+            // Istio's names: brackets cannot occur in Kubernetes names, so two policies never
+            // share one (`a-b`/`c` and `a`/`b-c` would as `a-b-c`).
+            let name = format!("ns[{}]-policy[{}]-rule[{i}]", p.namespace, p.name);
             out.policies.insert(name, policy(rule));
         }
     }

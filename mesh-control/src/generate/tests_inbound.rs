@@ -136,7 +136,10 @@ fn strict_listener_carries_the_authorization_policy() {
         panic!("{:?}", filters[0].1)
     };
     assert_eq!(filters[0].1.shadow_rules, model::RbacRuleSet::NoRules);
-    assert_eq!(rules.policies[0].name, "default-reviews-viewer-0");
+    assert_eq!(
+        rules.policies[0].name,
+        "ns[default]-policy[reviews-viewer]-rule[0]"
+    );
 }
 
 const SVC: &str = r#"
@@ -313,7 +316,10 @@ fn dry_run_policies_are_shadow_rules_only() {
     };
     assert_eq!(shadow.action, model::RbacAction::Deny);
     assert_eq!(shadow.policies.len(), 1);
-    assert_eq!(shadow.policies[0].name, "default-deny-all-0");
+    assert_eq!(
+        shadow.policies[0].name,
+        "ns[default]-policy[deny-all]-rule[0]"
+    );
     assert!(shadow.policies[0].matches(&req(None, "GET", "/")));
     assert_eq!(f.shadow_rules_stat_prefix, "istio_dry_run_deny_");
 }
@@ -349,4 +355,54 @@ fn the_shared_client_side_follows_config_changes() {
     let second = names(&b);
     assert!(second.contains(&"other.default.svc.cluster.local:8080".to_owned()));
     assert!(!second.contains(&"echo.default.svc.cluster.local:8080".to_owned()));
+}
+
+#[test]
+fn policy_names_never_collide_across_namespaces() {
+    // With `{ns}-{name}-{i}`, both rules were `istio-system-deny-admin-0` and one replaced
+    // the other: a root-namespace DENY vanished behind a workload's own.
+    let policy = |ns: &str, name: &str, path: &str| {
+        format!(
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {{action: DENY, rules: [{{to: [{{operation: {{paths: [\"{path}\"]}}}}]}}]}}\n"
+        )
+    };
+    let svc = SVC
+        .replace("namespace: default", "namespace: istio")
+        .replace("echo.default.svc", "echo.istio.svc");
+    let files = [SourceFile {
+        path: "c.yaml".into(),
+        text: format!(
+            "{svc}{}{}",
+            policy("istio-system", "deny-admin", "/admin"),
+            policy("istio", "system-deny-admin", "/debug")
+        ),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut n = node("10.0.0.7", "echo", "echo", &[]);
+    n.id = n.id.replace(".default~", ".istio~");
+    n.metadata
+        .as_mut()
+        .unwrap()
+        .fields
+        .insert("NAMESPACE".into(), s("istio"));
+    let r = MeshGenerator::default().generate(&n, &config).unwrap();
+    let (_, l) = &inbound(&r)[0];
+    let filters = rbac(&l.filter_chains[0]);
+    let model::RbacRuleSet::Rules(rules) = &filters[0].1.rules else {
+        panic!("{filters:?}")
+    };
+    let mut names: Vec<_> = rules.policies.iter().map(|p| p.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "ns[istio-system]-policy[deny-admin]-rule[0]",
+            "ns[istio]-policy[system-deny-admin]-rule[0]"
+        ]
+    );
+    let caller = Some("spiffe://cluster.local/ns/istio/sa/web");
+    for path in ["/admin", "/debug"] {
+        assert!(!filters[0].1.allows(&req(caller, "GET", path)), "{path}");
+    }
 }

@@ -168,8 +168,11 @@ impl IstioCaClient {
 
     /// One round trip: new key, CSR, call, checks.
     pub async fn create_certificate(&self) -> Result<Credentials, TlsError> {
-        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| TlsError::Other(format!("generating an ECDSA P-256 key: {e}")))?;
+        // Wiped when dropped: the key's only copy left is the one in the credentials.
+        let key = zeroize::Zeroizing::new(
+            KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+                .map_err(|e| TlsError::Other(format!("generating an ECDSA P-256 key: {e}")))?,
+        );
         let csr = csr_pem(&self.id, &key)?;
         let chain = self.call(csr).await?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

@@ -83,7 +83,8 @@ pub struct FileSource {
 #[derive(PartialEq, Eq)]
 struct Contents {
     chain: Vec<u8>,
-    key: Vec<u8>,
+    /// Wiped when dropped, as every copy of a key we hold.
+    key: zeroize::Zeroizing<Vec<u8>>,
     roots: Vec<u8>,
 }
 
@@ -122,7 +123,7 @@ impl FileSource {
     async fn read(&self) -> Result<Contents, TlsError> {
         Ok(Contents {
             chain: read_file(&self.config.cert_chain).await?,
-            key: read_file(&self.config.key).await?,
+            key: read_file(&self.config.key).await?.into(),
             roots: read_file(&self.config.roots).await?,
         })
     }
@@ -138,6 +139,7 @@ impl FileSource {
         let cfg = &self.config;
         let chain = parse_certs(&c.chain, &cfg.cert_chain)?;
         let roots = parse_certs(&c.roots, &cfg.roots)?;
+        warn_if_shared(&cfg.key);
         let key = PrivateKeyDer::from_pem_slice(&c.key).map_err(|e| {
             TlsError::decode(
                 cfg.key.display().to_string(),
@@ -193,6 +195,23 @@ impl FileSource {
             tokio::time::sleep(self.config.poll_interval).await;
         }
     }
+}
+
+/// Warns when others than the owner may read the key file. Not refused: Kubernetes mounts
+/// secrets 0644 by default, inside the pod's own filesystem. (The CA's key is refused.)
+fn warn_if_shared(key: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(key) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %key.display(), mode = format!("{mode:o}"), "private key file is accessible to group or others; chmod 600");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = key;
 }
 
 impl CertSource for FileSource {

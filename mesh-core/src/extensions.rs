@@ -14,6 +14,7 @@
 //! | [`PreviousHosts`] | request | retry layer | endpoint picker (re-picks) |
 //! | [`UpstreamEndpoint`] | response | endpoint picker | outlier detection, retry, telemetry |
 //! | [`EndpointError`] | error | endpoint picker | outlier detection, retry |
+//! | [`ResponseFlags`] | response | circuit breaker (`UO`), proxies (`UF`) | metrics, access logs |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -164,3 +165,9 @@ pub struct RequestHash(pub u64);
 /// (`auto_host_rewrite`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AutoHostRewrite;
+
+/// A response's Envoy `response_flags` (`UO`: upstream overflow, `UF`: upstream connection
+/// failure, ...), set by the layer that made the response, read by metrics and access logs.
+/// Envoy's names: <https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage>.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResponseFlags(pub &'static str);

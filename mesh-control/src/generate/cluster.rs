@@ -15,7 +15,9 @@ use envoy_types::util::pack_any;
 
 use super::names::cluster_name;
 use super::{GeneratorOptions, pb};
-use crate::istio::api::{H2UpgradePolicy, ServicePort, SimpleLb, Subset, TlsMode, TrafficPolicy};
+use crate::istio::api::{
+    ConnectionPoolSettings, H2UpgradePolicy, ServicePort, SimpleLb, Subset, TlsMode, TrafficPolicy,
+};
 use crate::istio::{MeshConfig, Service};
 
 /// How clusters get their certificates.
@@ -125,32 +127,7 @@ pub(crate) fn cluster(
     load_balancer(&mut c, &policy);
     circuit_breakers(&mut c, &policy);
     outlier_detection(&mut c, &policy);
-    // Istio: HTTP2 and GRPC ports, and `h2UpgradePolicy: UPGRADE`, talk HTTP/2 upstream.
-    let upgrade = pool
-        .and_then(|p| p.http.as_ref())
-        .and_then(|h| h.h2_upgrade_policy)
-        == Some(H2UpgradePolicy::Upgrade);
-    let h2_port = matches!(
-        spec.port.protocol.to_ascii_uppercase().as_str(),
-        "HTTP2" | "GRPC" | "GRPC-WEB"
-    );
-    if upgrade || h2_port {
-        use uphttp::http_protocol_options::{
-            ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
-        };
-        let opts = uphttp::HttpProtocolOptions {
-            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
-                ExplicitHttpConfig {
-                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(Default::default())),
-                },
-            )),
-            ..Default::default()
-        };
-        c.typed_extension_protocol_options.insert(
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
-            pack_any(opts),
-        );
-    }
+    http_protocol_options(&mut c, pool, spec);
     if let Some(t) = &policy.tls
         && matches!(t.mode, TlsMode::IstioMutual)
     {
@@ -201,6 +178,71 @@ fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
         Some(SimpleLb::Random) => LbPolicy::Random,
         _ => LbPolicy::RoundRobin,
     } as i32;
+}
+
+/// The cluster's `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`, as istiod's
+/// `applyConnectionPool` and `applyH2Upgrade` set them: HTTP/2 for HTTP2/GRPC ports and
+/// `h2UpgradePolicy: UPGRADE` (with `maxConcurrentStreams`), the client's protocol for
+/// `useClientProtocol`, and the connection's `idleTimeout` and `maxRequestsPerConnection`.
+fn http_protocol_options(
+    c: &mut cds::Cluster,
+    pool: Option<&ConnectionPoolSettings>,
+    spec: &ClusterSpec<'_>,
+) {
+    use uphttp::http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, UseDownstreamHttpConfig,
+        explicit_http_config::ProtocolConfig,
+    };
+    let http = pool.and_then(|p| p.http.as_ref());
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let h2_port = matches!(
+        spec.port.protocol.to_ascii_uppercase().as_str(),
+        "HTTP2" | "GRPC" | "GRPC-WEB"
+    );
+    let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).filter(|v| *v > 0);
+    let h2 = core::Http2ProtocolOptions {
+        max_concurrent_streams: positive(http.and_then(|h| h.max_concurrent_streams))
+            .and_then(pb::u32v),
+        ..Default::default()
+    };
+    let protocol = if http.and_then(|h| h.use_client_protocol) == Some(true) {
+        Some(UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+            UseDownstreamHttpConfig {
+                http2_protocol_options: Some(h2),
+                ..Default::default()
+            },
+        ))
+    } else if upgrade || h2_port {
+        Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+            ExplicitHttpConfig {
+                protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(h2)),
+            },
+        ))
+    } else {
+        None
+    };
+    let common = core::HttpProtocolOptions {
+        idle_timeout: http
+            .and_then(|h| h.idle_timeout.as_ref())
+            .and_then(|d| d.get())
+            .map(pb::duration),
+        max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection))
+            .and_then(pb::u32v),
+        ..Default::default()
+    };
+    let common = (common != core::HttpProtocolOptions::default()).then_some(common);
+    if protocol.is_none() && common.is_none() {
+        return;
+    }
+    let opts = uphttp::HttpProtocolOptions {
+        upstream_protocol_options: protocol,
+        common_http_protocol_options: common,
+        ..Default::default()
+    };
+    c.typed_extension_protocol_options.insert(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        pack_any(opts),
+    );
 }
 
 fn circuit_breakers(c: &mut cds::Cluster, policy: &TrafficPolicy) {

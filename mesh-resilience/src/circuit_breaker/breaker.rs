@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use mesh_core::model::{CircuitBreakers, Thresholds};
+use tokio::sync::Notify;
 
 use crate::policy::Priority;
 use crate::retry::RetryBudget;
@@ -41,6 +42,8 @@ struct Level {
     requests: Gauge,
     pending: Gauge,
     connections: Gauge,
+    /// Woken when a connection slot is given back.
+    connection_released: Notify,
     retries: Arc<RetryBudget>,
 }
 
@@ -50,6 +53,7 @@ impl Level {
             requests: Gauge::new(t.max_requests),
             pending: Gauge::new(t.max_pending_requests),
             connections: Gauge::new(t.max_connections),
+            connection_released: Notify::new(),
             retries: RetryBudget::from_thresholds(t),
         }
     }
@@ -88,8 +92,27 @@ impl Drop for Slot {
             Kind::Connection => &level.connections,
         };
         g.current.fetch_sub(1, Ordering::AcqRel);
+        if let Kind::Connection = self.kind {
+            level.connection_released.notify_waiters();
+        }
     }
 }
+
+/// A request refused by a connection pool over a limit of its cluster's breaker
+/// (`max_pending_requests` while waiting for a connection); [`CircuitBreakerLayer`]
+/// answers it as any overflow (503, `UO`).
+///
+/// [`CircuitBreakerLayer`]: super::CircuitBreakerLayer
+#[derive(Clone, Copy, Debug)]
+pub struct Overflow(pub &'static str);
+
+impl std::fmt::Display for Overflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "upstream overflow: {} reached", self.0)
+    }
+}
+
+impl std::error::Error for Overflow {}
 
 /// A snapshot of one priority's gauges and overflow counters (Envoy's
 /// `upstream_rq_pending_overflow`, `upstream_cx_overflow`, `upstream_rq_retry_overflow`;
@@ -164,6 +187,13 @@ impl CircuitBreaker {
     /// long as the connection is open.
     pub fn try_connection(self: &Arc<Self>, p: Priority) -> Option<Slot> {
         self.slot(p, Kind::Connection)
+    }
+
+    /// Completes when a connection slot of priority `p` is given back (a pooled connection
+    /// closed). Create the future before checking for a free slot, so that no release
+    /// between the check and the wait is missed.
+    pub fn connection_released(&self, p: Priority) -> tokio::sync::futures::Notified<'_> {
+        self.level(p).connection_released.notified()
     }
 
     /// The retry limit of this priority, for [`RetryConfig::budget`](crate::retry::RetryConfig::budget).

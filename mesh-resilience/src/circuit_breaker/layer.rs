@@ -10,7 +10,10 @@ use pin_project::pin_project;
 use tower::{BoxError, Service};
 use tower_layer::Layer;
 
-use super::{CircuitBreaker, Slot};
+use mesh_core::error::find_cause;
+use mesh_core::extensions::ResponseFlags;
+
+use super::{CircuitBreaker, Overflow, Slot};
 use crate::LocalBody;
 use crate::body::{is_grpc, local_grpc_response, local_response};
 use crate::classify::grpc_code;
@@ -55,13 +58,16 @@ pub struct CircuitBreakerService<S> {
 pub type ResponseFuture<RB> =
     Pin<Box<dyn Future<Output = Result<Response<LocalBody<GuardedBody<RB>>>, BoxError>> + Send>>;
 
+/// Envoy's overflow reply: 503 (gRPC `UNAVAILABLE`), `x-envoy-overloaded`, flag `UO`.
 fn overflow<B>(grpc: bool) -> Response<LocalBody<B>> {
     let flag = [("x-envoy-overloaded", "true")];
-    if grpc {
+    let mut resp = if grpc {
         local_grpc_response(grpc_code::UNAVAILABLE, OVERFLOW_BODY, &flag)
     } else {
         local_response(StatusCode::SERVICE_UNAVAILABLE, OVERFLOW_BODY, &flag)
-    }
+    };
+    resp.extensions_mut().insert(ResponseFlags("UO"));
+    resp
 }
 
 impl<S, B, RB> Service<Request<B>> for CircuitBreakerService<S>
@@ -117,7 +123,12 @@ where
                 Some(Err(e)) => return Err(e),
                 Some(Ok(())) => {}
             }
-            let resp = svc.call(req).await.map_err(Into::into)?;
+            // A connection pool that shares this breaker refuses over its own limits
+            // (`max_pending_requests` while waiting for a connection) with `Overflow`.
+            let resp = match svc.call(req).await.map_err(Into::into) {
+                Err(e) if find_cause::<Overflow>(&*e).is_some() => return Ok(overflow(grpc)),
+                r => r?,
+            };
             Ok(resp.map(|b| {
                 LocalBody::Inner(GuardedBody {
                     inner: b,

@@ -7,7 +7,11 @@
 //! flight (its [`RetryBudget`](crate::retry::RetryBudget), to hand to the retry layer).
 //! [`CircuitBreakerLayer`] answers a request over a limit at once with `503`,
 //! `x-envoy-overloaded: true` (gRPC: `UNAVAILABLE`) and counts it in the overflow
-//! counters ([`BreakerStats`]). The priority comes from the request's
+//! counters ([`BreakerStats`]). Connection pools share the breaker to enforce
+//! `max_connections` and `max_pending_requests` where they apply (a request waiting for a
+//! connection): they hold a [`Slot`] per connection, wait on
+//! [`CircuitBreaker::connection_released`], and fail a request with [`Overflow`], which
+//! the layer answers as any overflow. The priority comes from the request's
 //! [`Priority`](crate::policy::Priority) extension (DEFAULT when absent).
 //!
 //! Alone, around a hyper-util client (`tests/standalone.rs` runs this against a slow
@@ -41,7 +45,7 @@
 mod breaker;
 mod layer;
 
-pub use breaker::{BreakerStats, CircuitBreaker, Slot};
+pub use breaker::{BreakerStats, CircuitBreaker, Overflow, Slot};
 pub use layer::{CircuitBreakerLayer, CircuitBreakerService, GuardedBody, ResponseFuture};
 
 #[cfg(test)]

@@ -11,6 +11,8 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mesh_core::error::find_cause;
+use mesh_resilience::circuit_breaker::Overflow;
 use tower::{BoxError, Service};
 
 use super::extensions::{
@@ -159,6 +161,12 @@ impl Future for EndpointFuture {
                         .insert(UpstreamEndpoint(endpoint.clone()));
                     this.state = State::Failed(None);
                     Poll::Ready(Ok(resp))
+                }
+                // Refused before reaching the endpoint: not the endpoint's failure (no
+                // outlier detection), the breaker layer answers it.
+                Poll::Ready(Err(e)) if find_cause::<Overflow>(&*e).is_some() => {
+                    this.state = State::Failed(None);
+                    Poll::Ready(Err(e))
                 }
                 Poll::Ready(Err(e)) => {
                     let err = EndpointError {

@@ -117,7 +117,9 @@ impl ResilienceStack {
 impl ClusterStack for ResilienceStack {
     fn build(&self, cx: &ClusterContext, endpoints: EndpointService) -> ClusterService {
         let cluster = &cx.cluster;
-        let breaker = CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers);
+        // The pool's breaker: its connection and pending slots and the layer's request
+        // slots are one set of thresholds, as in Envoy.
+        let breaker = cx.pool.breaker().clone();
         let outlier = cluster.outlier_detection.map(|cfg| {
             let detector = OutlierDetector::new(cx.balancer.clone(), cfg);
             // The sweep task ends by itself once the detector (the cluster) is dropped.

@@ -1,7 +1,7 @@
 //! The HTTP/2 connections of one endpoint: a small set, each carrying many streams, grown
 //! by the limits the module docs describe.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -18,6 +18,9 @@ pub(super) struct Limits {
     pub(super) max_streams: Option<usize>,
     /// Connections opened at most.
     pub(super) max_connections: usize,
+    /// Streams a connection carries in its life (the cluster's
+    /// `max_requests_per_connection`); then it is replaced, and closes once its streams end.
+    pub(super) max_requests_per_connection: Option<u32>,
 }
 
 /// One HTTP/2 connection: a client whose pool holds a single multiplexed connection
@@ -27,6 +30,8 @@ pub(super) struct H2Conn {
     pub(super) client: EndpointClient,
     /// Streams sent and not yet answered with response headers.
     pub(super) streams: AtomicUsize,
+    /// Streams sent in its life.
+    sent: AtomicU32,
 }
 
 /// The HTTP/2 connections of one endpoint.
@@ -42,24 +47,56 @@ pub(super) struct H2Set {
 impl H2Set {
     /// The connection for the next stream, opening one (its client from `open`, given the
     /// endpoint's URI) if the limits say so.
-    pub(super) fn pick(&self, open: impl FnOnce(Uri) -> EndpointClient) -> Arc<H2Conn> {
-        if let Some(c) = choose(&self.conns.load(), self.limits) {
-            return c;
+    pub(super) fn pick(&self, open: impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
+        let conn = match choose(&self.conns.load(), self.limits) {
+            Some(c) => c,
+            None => self.grow(&open),
+        };
+        let sent = conn.sent.fetch_add(1, Ordering::Relaxed) + 1;
+        if self
+            .limits
+            .max_requests_per_connection
+            .is_some_and(|max| sent == max)
+        {
+            self.replace(&conn, &open);
         }
+        conn
+    }
+
+    fn grow(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
         if let Some(c) = choose(&current, self.limits) {
             return c;
         }
-        let conn = Arc::new(H2Conn {
-            client: open(self.target.clone()),
-            streams: AtomicUsize::new(0),
-        });
+        let conn = self.new_conn(open);
         let mut next = Vec::with_capacity(current.len() + 1);
         next.extend(current.iter().cloned());
         next.push(conn.clone());
         self.conns.store(Arc::new(next));
         conn
+    }
+
+    /// Swaps a spent connection for a new one: streams under way keep the old one.
+    fn replace(&self, spent: &Arc<H2Conn>, open: &impl Fn(Uri) -> EndpointClient) {
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        let next = current
+            .iter()
+            .map(|c| match Arc::ptr_eq(c, spent) {
+                true => self.new_conn(open),
+                false => c.clone(),
+            })
+            .collect();
+        self.conns.store(Arc::new(next));
+    }
+
+    fn new_conn(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
+        Arc::new(H2Conn {
+            client: open(self.target.clone()),
+            streams: AtomicUsize::new(0),
+            sent: AtomicU32::new(0),
+        })
     }
 }
 

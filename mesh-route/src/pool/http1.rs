@@ -17,6 +17,13 @@
 //! A kept-alive connection that the server closed just before we used it hands the request
 //! back unsent; it is then sent on another connection (as hyper-util's pool does). Idle
 //! connections close after the cluster's idle timeout, checked by a sweep task per pool.
+//!
+//! Circuit breaking as Envoy's HTTP/1.1 pool: every connection holds a `max_connections`
+//! slot of the cluster's [`CircuitBreaker`] while it is open; a request without a ready
+//! connection is pending (a `max_pending_requests` slot) until it has one, waiting for a
+//! connection of its endpoint to come back or for a slot to be freed; without a pending
+//! slot it fails at once with [`Overflow`] (503 `UO` from the breaker layer). A connection
+//! closes after the cluster's `max_requests_per_connection`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +38,9 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper::rt::{Read, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
+use mesh_resilience::circuit_breaker::{CircuitBreaker, Overflow, Slot};
+use mesh_resilience::policy::Priority;
+use tokio::sync::Notify;
 use tower::{BoxError, ServiceExt};
 
 use super::{ConnectError, RequestBody};
@@ -45,6 +55,10 @@ pub(super) type Dial =
 pub(super) struct Sender {
     tx: SendRequest<RequestBody>,
     info: Connected,
+    /// The connection's `max_connections` slot, given back when it closes.
+    slot: Option<Slot>,
+    /// Requests sent on it.
+    served: u32,
 }
 
 impl Sender {
@@ -78,6 +92,11 @@ struct Idle {
 pub(super) struct H1Set {
     dial: Dial,
     idle: Mutex<Vec<Idle>>,
+    /// The cluster's breaker (shared by every endpoint of the pool).
+    breaker: Arc<CircuitBreaker>,
+    /// Woken when a connection is checked in: pending requests take it.
+    checked_in: Notify,
+    max_requests_per_connection: Option<u32>,
 }
 
 impl std::fmt::Debug for H1Set {
@@ -87,10 +106,17 @@ impl std::fmt::Debug for H1Set {
 }
 
 impl H1Set {
-    pub(super) fn new(dial: Dial) -> Self {
+    pub(super) fn new(
+        dial: Dial,
+        breaker: Arc<CircuitBreaker>,
+        max_requests_per_connection: Option<u32>,
+    ) -> Self {
         Self {
             dial,
             idle: Mutex::new(Vec::new()),
+            breaker,
+            checked_in: Notify::new(),
+            max_requests_per_connection,
         }
     }
 
@@ -100,8 +126,14 @@ impl H1Set {
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, BoxError> {
         prepare(&mut req)?;
+        let priority = req
+            .extensions()
+            .get::<Priority>()
+            .copied()
+            .unwrap_or_default();
         loop {
-            let (mut sender, reused) = self.acquire().await?;
+            let (mut sender, reused) = self.acquire(priority).await?;
+            sender.served += 1;
             match sender.tx.try_send_request(req).await {
                 Ok(mut resp) => {
                     sender.info.get_extras(resp.extensions_mut());
@@ -117,20 +149,72 @@ impl H1Set {
         }
     }
 
-    /// A connection for one request, and whether it was used before.
-    async fn acquire(self: &Arc<Self>) -> Result<(Sender, bool), BoxError> {
-        let mut busy = match self.checkout() {
-            Checkout::Ready(s) => return Ok((s, true)),
-            Checkout::Busy(s) => s,
-            Checkout::Empty => return Ok(((self.dial)().await?, false)),
-        };
+    /// A connection for one request, and whether it was used before. Without a ready
+    /// one the request is pending: it needs a pending slot, then waits for a connection
+    /// to come back or a connection slot to dial with.
+    async fn acquire(self: &Arc<Self>, p: Priority) -> Result<(Sender, bool), BoxError> {
+        let mut pending = None;
+        loop {
+            // Registered before looking, so a release in between is not missed.
+            let released = self.breaker.connection_released(p);
+            let checked_in = self.checked_in.notified();
+            let checkout = self.checkout();
+            if let Checkout::Ready(s) = checkout {
+                return Ok((s, true));
+            }
+            if pending.is_none() {
+                pending = Some(
+                    self.breaker
+                        .try_pending(p)
+                        .ok_or(Overflow("max_pending_requests"))?,
+                );
+            }
+            match checkout {
+                Checkout::Ready(_) => unreachable!("returned above"),
+                Checkout::Busy(s) => {
+                    if let Some(got) = self.busy_or_dial(s, p).await? {
+                        return Ok(got);
+                    }
+                }
+                Checkout::Empty => {
+                    if let Some(slot) = self.breaker.try_connection(p) {
+                        return Ok((self.dial_with(slot).await?, false));
+                    }
+                    tokio::select! {
+                        () = released => {}
+                        () = checked_in => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn dial_with(&self, slot: Slot) -> Result<Sender, BoxError> {
+        let mut sender = (self.dial)().await?;
+        sender.slot = Some(slot);
+        Ok(sender)
+    }
+
+    /// A connection finishing its response: use it once ready, or a new one dialed after
+    /// [`DIAL_GRACE`] if a connection slot is free, whichever is first. `None` when the
+    /// busy connection broke before a dial started: look again.
+    async fn busy_or_dial(
+        self: &Arc<Self>,
+        mut busy: Sender,
+        p: Priority,
+    ) -> Result<Option<(Sender, bool)>, BoxError> {
         let started = Arc::new(AtomicBool::new(false));
         let mut dial = {
             let (set, started) = (self.clone(), started.clone());
             Box::pin(async move {
                 tokio::time::sleep(DIAL_GRACE).await;
-                started.store(true, Ordering::Relaxed);
-                (set.dial)().await
+                let slot = set.breaker.try_connection(p);
+                started.store(slot.is_some(), Ordering::Relaxed);
+                match slot {
+                    Some(slot) => set.dial_with(slot).await,
+                    // At max_connections: only the busy connection can serve us.
+                    None => std::future::pending().await,
+                }
             })
         };
         tokio::select! {
@@ -146,13 +230,18 @@ impl H1Set {
                             }
                         });
                     }
-                    return Ok((busy, true));
+                    return Ok(Some((busy, true)));
                 }
-                Ok((dial.await?, false))
+                // The busy connection broke (its slot is given back with it).
+                drop(busy);
+                if started.load(Ordering::Relaxed) {
+                    return Ok(Some((dial.await?, false)));
+                }
+                Ok(None)
             }
             dialed = &mut dial => {
                 self.checkin(busy);
-                Ok((dialed?, false))
+                Ok(Some((dialed?, false)))
             }
         }
     }
@@ -175,12 +264,18 @@ impl H1Set {
     /// Back to the idle list once the response headers are in: ready again when hyper has
     /// finished the body (a connection whose body is dropped unread closes instead).
     fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
+        let spent = self
+            .max_requests_per_connection
+            .is_some_and(|max| sender.served >= max);
+        if sender.is_closed() || spent {
+            // Dropping the sender closes the connection once its response is done.
             return;
         }
         let since = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         idle.push(Idle { sender, since });
+        drop(idle);
+        self.checked_in.notify_one();
     }
 
     /// Closes connections idle for longer than `timeout`, and forgets closed ones.
@@ -215,7 +310,12 @@ where
             tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
         }
     });
-    Ok(Sender { tx, info })
+    Ok(Sender {
+        tx,
+        info,
+        slot: None,
+        served: 0,
+    })
 }
 
 /// The request as HTTP/1.1 sends it: `Host` from the authority unless set, the target in

@@ -42,6 +42,10 @@ pub(super) struct Shared {
     pub(super) endpoints: ArcSwap<HashMap<Arc<str>, Endpoint>>,
     pub(super) writer: Mutex<()>,
     pub(super) counters: Arc<Counters>,
+    /// The cluster's circuit breaker (connection and pending-request slots).
+    pub(super) breaker: Arc<mesh_resilience::circuit_breaker::CircuitBreaker>,
+    /// Close an HTTP/1.1 connection after this many requests.
+    pub(super) max_requests_per_connection: Option<u32>,
 }
 
 impl Shared {

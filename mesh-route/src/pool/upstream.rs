@@ -9,6 +9,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_core::model::{Cluster, EndpointAddress, UpstreamProtocol};
+use mesh_resilience::circuit_breaker::CircuitBreaker;
 use mesh_tls::IdentityStore;
 use mesh_tls::client::MeshConnector;
 use mesh_tls::config::ClientSettings;
@@ -67,6 +68,7 @@ impl UpstreamPool {
                     .max_concurrent_streams
                     .map(|n| n.max(1) as usize),
                 max_connections,
+                max_requests_per_connection: cluster.http_protocol.max_requests_per_connection,
             });
         }
         let transport = match &cluster.tls {
@@ -97,8 +99,20 @@ impl UpstreamPool {
                 endpoints: ArcSwap::default(),
                 writer: Mutex::new(()),
                 counters: Arc::default(),
+                breaker: CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers),
+                max_requests_per_connection: cluster.http_protocol.max_requests_per_connection,
             }),
         }
+    }
+
+    /// The cluster's circuit breaker, built from its thresholds: HTTP/1.1 connections hold
+    /// its `max_connections` slots and requests waiting for one its `max_pending_requests`
+    /// slots. Give it to the [`CircuitBreakerLayer`] of the cluster's stack so that one
+    /// breaker counts both (as [`ResilienceStack`](crate::client::ResilienceStack) does).
+    ///
+    /// [`CircuitBreakerLayer`]: mesh_resilience::circuit_breaker::CircuitBreakerLayer
+    pub fn breaker(&self) -> &Arc<CircuitBreaker> {
+        &self.shared.breaker
     }
 
     /// Whether connections are mTLS.
@@ -165,7 +179,11 @@ impl UpstreamPool {
             })),
             None if self.shared.h1 => {
                 self.shared.start_sweeping();
-                Endpoint::H1(Arc::new(H1Set::new(self.shared.dial_h1(target))))
+                Endpoint::H1(Arc::new(H1Set::new(
+                    self.shared.dial_h1(target),
+                    self.shared.breaker.clone(),
+                    self.shared.max_requests_per_connection,
+                )))
             }
             None => Endpoint::Single(Arc::new(self.shared.client(target))),
         };

@@ -48,11 +48,9 @@ pub const ISTIO_BUCKETS: [f64; 19] = [
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
-/// A response's `response_flags`, set by inner layers (circuit breaker `UO`, no healthy
-/// endpoint `UH`, retries exhausted `URX`, ...) in the response extensions. Envoy's flag
-/// names: <https://www.envoyproxy.io/docs/envoy/latest/configuration/observability/access_log/usage>.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResponseFlags(pub &'static str);
+/// A response's `response_flags` (set by inner layers: circuit breaker `UO`, ...); it
+/// lives in mesh-core so that layers set it without depending on telemetry.
+pub use mesh_core::extensions::ResponseFlags;
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 

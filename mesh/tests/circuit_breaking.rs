@@ -1,0 +1,260 @@
+//! Circuit breakers on the connection pool, as Istio users write them: a DestinationRule's
+//! `connectionPool` (`maxConnections`, `http1MaxPendingRequests`, `http2MaxRequests`) on a
+//! workload configured by the embedded control plane in process. Overflow is answered at
+//! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use mesh::Mesh;
+use mesh::core::TrustDomain;
+use mesh::tls::dev_ca::DevCa;
+use mesh::xds::bootstrap::IstioNode;
+use mesh_control::istio::WatchOptions;
+use mesh_control::local::{LocalOptions, LocalSource};
+use tower::ServiceExt;
+
+const HOST: &str = "slow.default.svc.cluster.local";
+/// How long the server holds each request: long enough for all 50 to arrive first.
+const SERVICE_TIME: Duration = Duration::from_millis(600);
+
+fn config(port: u16, protocol: &str, pool: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: slow, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: {protocol}}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: slow, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy:
+    tls: {{mode: DISABLE}}
+    connectionPool: {pool}
+"#
+    )
+}
+
+/// What the server saw at most at once.
+#[derive(Default)]
+struct Seen {
+    accepted: AtomicUsize,
+    connections: AtomicUsize,
+    max_connections: AtomicUsize,
+    requests: AtomicUsize,
+    max_requests: AtomicUsize,
+}
+
+fn up(now: &AtomicUsize, max: &AtomicUsize) {
+    let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+    max.fetch_max(n, Ordering::SeqCst);
+}
+
+/// A server (HTTP/1.1 or HTTP/2 by prior knowledge) that answers each request after
+/// [`SERVICE_TIME`].
+async fn slow_server(h2: bool) -> (u16, Arc<Seen>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = s.clone();
+            tokio::spawn(async move {
+                seen.accepted.fetch_add(1, Ordering::SeqCst);
+                up(&seen.connections, &seen.max_connections);
+                let svc = {
+                    let seen = seen.clone();
+                    service_fn(move |_req| {
+                        let seen = seen.clone();
+                        async move {
+                            up(&seen.requests, &seen.max_requests);
+                            tokio::time::sleep(SERVICE_TIME).await;
+                            seen.requests.fetch_sub(1, Ordering::SeqCst);
+                            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("ok"))))
+                        }
+                    })
+                };
+                let io = TokioIo::new(tcp);
+                let _ = if h2 {
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(io, svc)
+                        .await
+                } else {
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await
+                };
+                seen.connections.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (port, seen)
+}
+
+async fn mesh(dir: &std::path::Path) -> Mesh {
+    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
+    let node = IstioNode {
+        pod_name: "client-0".into(),
+        service_account: "client".into(),
+        labels: BTreeMap::from([("app".to_owned(), "client".to_owned())]),
+        ..Default::default()
+    };
+    let id = node.spiffe_id().unwrap();
+    let source = LocalSource::watch_dir(
+        dir,
+        WatchOptions::default(),
+        node.node_proto(),
+        LocalOptions::default(),
+    )
+    .await
+    .unwrap();
+    Mesh::builder()
+        .dev_ca(&ca, &id)
+        .unwrap()
+        .config_source(source)
+        .build()
+        .unwrap()
+}
+
+/// One request's outcome: status, whether it carried `x-envoy-overloaded`, and how long
+/// it took.
+struct Outcome {
+    status: u16,
+    overloaded: bool,
+    took: Duration,
+}
+
+async fn fire(client: &mesh::Client, n: usize) -> Vec<Outcome> {
+    let calls = (0..n).map(|_| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let req = http::Request::get(format!("http://{HOST}:8080/slow"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = client.oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let overloaded = resp.headers().contains_key("x-envoy-overloaded");
+            resp.into_body().collect().await.unwrap();
+            Outcome {
+                status,
+                overloaded,
+                took: started.elapsed(),
+            }
+        })
+    });
+    let mut out = Vec::new();
+    for c in calls.collect::<Vec<_>>() {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l.contains(HOST))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Fires 50 concurrent requests and checks Envoy's overflow behaviour; `admitted_max` is
+/// how many may be admitted at once.
+async fn overload(h2: bool, protocol: &str, pool: &str, admitted_max: usize) {
+    let (port, seen) = slow_server(h2).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), config(port, protocol, pool)).unwrap();
+    let m = mesh(dir.path()).await;
+    let client = m.client();
+    // Warm up: the cluster and its route are known, one request is answered.
+    let first = fire(&client, 1).await;
+    assert_eq!(first[0].status, 200);
+
+    let outcomes = fire(&client, 50).await;
+    let ok = outcomes.iter().filter(|o| o.status == 200).count();
+    let refused: Vec<_> = outcomes.iter().filter(|o| o.status == 503).collect();
+    assert_eq!(ok + refused.len(), 50, "only 200s and 503s");
+    assert!(
+        (1..=admitted_max).contains(&ok),
+        "{ok} admitted, at most {admitted_max}"
+    );
+    for r in &refused {
+        assert!(r.overloaded, "a 503 without x-envoy-overloaded");
+        // At once, not after waiting for the server (SERVICE_TIME).
+        assert!(
+            r.took < Duration::from_millis(200),
+            "refused after {:?}",
+            r.took
+        );
+    }
+    assert!(seen.max_requests.load(Ordering::SeqCst) <= admitted_max);
+
+    let mut registry = prometheus_client::registry::Registry::default();
+    m.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    assert_eq!(
+        metric(&text, "mesh_cluster_upstream_rq_pending_overflow_total"),
+        refused.len() as f64,
+        "{text}"
+    );
+    let uo: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("istio_requests_total") && l.contains("response_flags=\"UO\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(uo, refused.len() as f64, "istio_requests_total with UO");
+    if !h2 {
+        assert!(seen.max_connections.load(Ordering::SeqCst) <= 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_pool_holds_max_connections_and_refuses_over_max_pending() {
+    // 2 connections, 5 waiting for one: at most 7 admitted at a time, the rest refused.
+    overload(
+        false,
+        "HTTP",
+        "{tcp: {maxConnections: 2}, http: {http1MaxPendingRequests: 5}}",
+        7,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_pool_refuses_over_max_requests() {
+    overload(true, "HTTP2", "{http: {http2MaxRequests: 4}}", 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_requests_per_connection_closes_spent_connections() {
+    for (h2, protocol) in [(false, "HTTP"), (true, "HTTP2")] {
+        let (port, seen) = slow_server(h2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = "{http: {maxRequestsPerConnection: 2}}";
+        std::fs::write(dir.path().join("c.yaml"), config(port, protocol, pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        for _ in 0..6 {
+            assert_eq!(fire(&client, 1).await[0].status, 200);
+        }
+        // Sequential requests share a connection, two requests each.
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), 3, "{protocol}");
+    }
+}

@@ -159,11 +159,21 @@ fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
         return;
     };
     if let Some(ch) = &lb.consistent_hash {
+        if let Some(m) = &ch.maglev {
+            c.lb_policy = LbPolicy::Maglev as i32;
+            c.lb_config = Some(cds::cluster::LbConfig::MaglevLbConfig(
+                cds::cluster::MaglevLbConfig {
+                    table_size: m.table_size.map(|value| UInt64Value { value }),
+                },
+            ));
+            return;
+        }
         c.lb_policy = LbPolicy::RingHash as i32;
         let min = ch
             .ring_hash
             .as_ref()
             .and_then(|r| r.minimum_ring_size)
+            .or(ch.minimum_ring_size)
             .unwrap_or(1024);
         c.lb_config = Some(cds::cluster::LbConfig::RingHashLbConfig(
             cds::cluster::RingHashLbConfig {

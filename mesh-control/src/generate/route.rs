@@ -67,7 +67,7 @@ pub(crate) fn virtual_host(
 /// The routes of a service port: its VirtualService's, else one default route.
 pub(crate) fn routes(config: &MeshConfig, svc: &Service, port: &ServicePort) -> Vec<rds::Route> {
     let Some(vs) = config.virtual_service_for(&svc.host) else {
-        return vec![default_route(svc, port)];
+        return vec![default_route(config, svc, port)];
     };
     let mut out = Vec::new();
     for http in &vs.spec.http {
@@ -90,7 +90,7 @@ pub(crate) fn routes(config: &MeshConfig, svc: &Service, port: &ServicePort) -> 
     out
 }
 
-fn default_route(svc: &Service, port: &ServicePort) -> rds::Route {
+fn default_route(config: &MeshConfig, svc: &Service, port: &ServicePort) -> rds::Route {
     rds::Route {
         name: "default".into(),
         r#match: Some(prefix_match("/")),
@@ -105,10 +105,57 @@ fn default_route(svc: &Service, port: &ServicePort) -> rds::Route {
                 attempts: 2,
                 ..Default::default()
             })),
+            hash_policy: hash_policy(config, &svc.host, "").into_iter().collect(),
             ..Default::default()
         })),
         ..Default::default()
     }
+}
+
+/// The route hash policy for a destination whose DestinationRule sets `consistentHash`
+/// (istiod's `HashForHTTPDestination` and `ConsistentHashToHashPolicy`): the subset's hash
+/// key, else the rule's. Without it the cluster's ring hash or Maglev would hash nothing.
+fn hash_policy(
+    config: &MeshConfig,
+    host: &str,
+    subset: &str,
+) -> Option<rds::route_action::HashPolicy> {
+    use rds::route_action::hash_policy::{self as hp, PolicySpecifier as P};
+    let dr = config.destination_rule_for(host)?;
+    let hash_of = |tp: Option<&crate::istio::api::TrafficPolicy>| {
+        tp.and_then(|t| t.load_balancer.as_ref())
+            .and_then(|lb| lb.consistent_hash.clone())
+    };
+    let subset_hash = dr
+        .spec
+        .subsets
+        .iter()
+        .find(|s| !subset.is_empty() && s.name == subset)
+        .and_then(|s| hash_of(s.traffic_policy.as_ref()));
+    let ch = subset_hash.or_else(|| hash_of(dr.spec.traffic_policy.as_ref()))?;
+    let specifier = if let Some(name) = ch.http_header_name {
+        P::Header(hp::Header {
+            header_name: name,
+            ..Default::default()
+        })
+    } else if let Some(c) = ch.http_cookie {
+        P::Cookie(hp::Cookie {
+            name: c.name,
+            ttl: c.ttl.as_ref().and_then(|d| d.get()).map(pb::duration),
+            path: c.path.unwrap_or_default(),
+            ..Default::default()
+        })
+    } else if ch.use_source_ip == Some(true) {
+        P::ConnectionProperties(hp::ConnectionProperties { source_ip: true })
+    } else if let Some(name) = ch.http_query_parameter_name {
+        P::QueryParameter(hp::QueryParameter { name })
+    } else {
+        return None;
+    };
+    Some(rds::route_action::HashPolicy {
+        policy_specifier: Some(specifier),
+        terminal: false,
+    })
 }
 
 fn prefix_match(prefix: &str) -> rds::RouteMatch {
@@ -329,6 +376,13 @@ fn route_action(
             ..Default::default()
         }),
     });
+    action.hash_policy = match dests.as_slice() {
+        [] => hash_policy(config, &svc.host, "").into_iter().collect(),
+        many => many
+            .iter()
+            .filter_map(|d| hash_policy(config, &d.destination.host, &d.destination.subset))
+            .collect(),
+    };
     let timeout = http
         .timeout
         .as_ref()

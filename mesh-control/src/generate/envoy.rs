@@ -116,7 +116,7 @@ pub(crate) fn generate(
             if i == 0 {
                 domains.push(svc.host.clone());
             }
-            virtual_hosts.push(route::virtual_host(config, svc, port, domains));
+            virtual_hosts.push(route::virtual_host(config, svc, port, domains, None));
         }
     }
     out.add(

@@ -12,8 +12,13 @@ use super::names::host_port;
 use super::{GeneratorOptions, endpoint, listener, pb, route};
 use crate::istio::MeshConfig;
 
-/// The node-independent resources: client listeners, routes, clusters, endpoints.
-pub(crate) fn generate(config: &MeshConfig, options: &GeneratorOptions) -> Resources {
+/// The client side: client listeners, routes (for `caller`: see [`route::Caller`]),
+/// clusters, endpoints.
+pub(crate) fn generate(
+    config: &MeshConfig,
+    options: &GeneratorOptions,
+    caller: Option<route::Caller<'_>>,
+) -> Resources {
     let mut out = Resources::default();
     for url in mesh_xds::ResourceType::ALL.map(|t| t.type_url()) {
         out.declare_type(url);
@@ -42,6 +47,7 @@ pub(crate) fn generate(config: &MeshConfig, options: &GeneratorOptions) -> Resou
                         svc,
                         port,
                         vec![svc.host.clone(), name.clone()],
+                        caller,
                     )],
                     ..Default::default()
                 },

@@ -123,15 +123,29 @@ impl MeshGenerator {
         }
     }
 
-    /// The proxyless client side for `config`, generated once per config version.
-    fn outbound(&self, config: &MeshConfig) -> Resources {
+    /// The proxyless client side for `config` and the node, generated once per config
+    /// version unless a VirtualService matches on the caller (then per node).
+    fn outbound(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
+        let per_caller = config
+            .virtual_services
+            .iter()
+            .flat_map(|vs| &vs.spec.http)
+            .flat_map(|h| &h.matches)
+            .any(route::has_source_match);
+        if per_caller {
+            let caller = route::Caller {
+                namespace: &node.namespace,
+                labels: &node.labels,
+            };
+            return grpc::generate(config, &self.options, Some(caller));
+        }
         let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((cached, resources)) = cache.as_ref()
             && same_arcs(cached, config)
         {
             return resources.clone();
         }
-        let resources = grpc::generate(config, &self.options);
+        let resources = grpc::generate(config, &self.options, None);
         *cache = Some((config.clone(), resources.clone()));
         resources
     }
@@ -140,7 +154,7 @@ impl MeshGenerator {
     /// endpoint set), independent of any node: for tools and tests. With workloads sharing
     /// an address and port, the first one's inbound listener is included.
     pub fn proxyless(&self, config: &MeshConfig) -> Resources {
-        let mut out = grpc::generate(config, &self.options);
+        let mut out = grpc::generate(config, &self.options, None);
         inbound::add_all(&mut out, config);
         out
     }
@@ -150,7 +164,7 @@ impl MeshGenerator {
     /// account, pod name and labels; see [`InboundNode`]), with its PeerAuthentication
     /// and AuthorizationPolicies.
     pub fn proxyless_for(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
-        let mut out = self.outbound(config);
+        let mut out = self.outbound(config, node);
         inbound::add_for_node(&mut out, config, node);
         out
     }

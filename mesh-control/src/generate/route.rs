@@ -2,7 +2,7 @@
 //! in miniature): one Envoy route per match, weighted splits to subset clusters, redirects,
 //! rewrites, timeouts, retries, fault injection, mirroring and header operations.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::route::v3 as rds;
@@ -48,24 +48,50 @@ const GRPC_STATUS: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// The virtual host of one service port, answering to `domains`.
+/// The workload the routes are generated for, for VirtualService matches on
+/// `sourceLabels` and `sourceNamespace` (Istio generates each proxy its own routes).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Caller<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) labels: &'a BTreeMap<String, String>,
+}
+
+impl Caller<'_> {
+    fn matches(&self, m: &HttpMatchRequest) -> bool {
+        m.source_namespace
+            .as_deref()
+            .is_none_or(|ns| ns == self.namespace)
+            && m.source_labels
+                .iter()
+                .all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+}
+
+/// The virtual host of one service port, answering to `domains`, for `caller` (`None`:
+/// routes that match on the caller are left out).
 pub(crate) fn virtual_host(
     config: &MeshConfig,
     svc: &Service,
     port: &ServicePort,
     domains: Vec<String>,
+    caller: Option<Caller<'_>>,
 ) -> rds::VirtualHost {
     rds::VirtualHost {
         name: super::names::host_port(&svc.host, port.number),
         domains,
-        routes: routes(config, svc, port),
+        routes: routes(config, svc, port, caller),
         include_request_attempt_count: true,
         ..Default::default()
     }
 }
 
 /// The routes of a service port: its VirtualService's, else one default route.
-pub(crate) fn routes(config: &MeshConfig, svc: &Service, port: &ServicePort) -> Vec<rds::Route> {
+pub(crate) fn routes(
+    config: &MeshConfig,
+    svc: &Service,
+    port: &ServicePort,
+    caller: Option<Caller<'_>>,
+) -> Vec<rds::Route> {
     let Some(vs) = config.virtual_service_for(&svc.host) else {
         return vec![default_route(config, svc, port)];
     };
@@ -79,15 +105,19 @@ pub(crate) fn routes(config: &MeshConfig, svc: &Service, port: &ServicePort) -> 
             if m.port.is_some_and(|p| p != port.number) {
                 continue;
             }
-            // Source-dependent matches need the caller's labels: proxyless snapshots are
-            // shared by every node, so such a match never applies (documented).
-            if !m.source_labels.is_empty() || m.source_namespace.is_some() {
+            // Source-dependent matches apply to the callers they name only.
+            if has_source_match(m) && !caller.is_some_and(|c| c.matches(m)) {
                 continue;
             }
             out.push(route(config, http, Some(m), svc, port));
         }
     }
     out
+}
+
+/// Whether a match depends on the calling workload.
+pub(crate) fn has_source_match(m: &HttpMatchRequest) -> bool {
+    !m.source_labels.is_empty() || m.source_namespace.is_some()
 }
 
 fn default_route(config: &MeshConfig, svc: &Service, port: &ServicePort) -> rds::Route {

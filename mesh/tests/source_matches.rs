@@ -1,0 +1,119 @@
+//! VirtualService matches on the caller (`sourceLabels`, `sourceNamespace`): each workload
+//! gets the routes istiod would give it, so a canary caller and a stable caller of the same
+//! service reach different subsets, configured by the embedded control plane in process.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use mesh::Mesh;
+use mesh::core::TrustDomain;
+use mesh::tls::dev_ca::DevCa;
+use mesh::xds::bootstrap::IstioNode;
+use mesh_control::istio::WatchOptions;
+use mesh_control::local::{LocalOptions, LocalSource};
+use tower::ServiceExt;
+
+const HOST: &str = "api.default.svc.cluster.local";
+
+fn config(v1: u16, v2: u16) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{http: {v2}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - match: [{{sourceLabels: {{track: canary}}}}]
+    route: [{{destination: {{host: {HOST}, subset: v2}}}}]
+  - match: [{{sourceNamespace: testing}}]
+    route: [{{destination: {{host: {HOST}, subset: v2}}}}]
+  - route: [{{destination: {{host: {HOST}, subset: v1}}}}]
+"#
+    )
+}
+
+async fn answer(text: &'static str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(move || async move { text });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+async fn caller(dir: &std::path::Path, namespace: &str, track: &str) -> Mesh {
+    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
+    let node = IstioNode {
+        pod_name: format!("web-{track}"),
+        namespace: namespace.into(),
+        service_account: "web".into(),
+        labels: BTreeMap::from([
+            ("app".to_owned(), "web".to_owned()),
+            ("track".to_owned(), track.to_owned()),
+        ]),
+        ..Default::default()
+    };
+    let id = node.spiffe_id().unwrap();
+    let source = LocalSource::watch_dir(
+        dir,
+        WatchOptions::default(),
+        node.node_proto(),
+        LocalOptions::default(),
+    )
+    .await
+    .unwrap();
+    Mesh::builder()
+        .dev_ca(&ca, &id)
+        .unwrap()
+        .config_source(source)
+        .build()
+        .unwrap()
+}
+
+async fn call(m: &Mesh) -> String {
+    let req = http::Request::get(format!("http://{HOST}:8080/"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = m.client().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_caller_gets_the_routes_that_match_it() {
+    let (v1, v2) = (answer("v1").await, answer("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), config(v1, v2)).unwrap();
+    let stable = caller(dir.path(), "default", "stable").await;
+    let canary = caller(dir.path(), "default", "canary").await;
+    let tester = caller(dir.path(), "testing", "stable").await;
+    for _ in 0..10 {
+        assert_eq!(call(&stable).await, "v1");
+        assert_eq!(call(&canary).await, "v2", "sourceLabels");
+        assert_eq!(call(&tester).await, "v2", "sourceNamespace");
+    }
+}

@@ -16,8 +16,8 @@ use super::names::cluster_name;
 use super::pb;
 use crate::istio::MeshConfig;
 use crate::istio::api::{
-    Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRetry, HttpRoute,
-    ServicePort,
+    DerivePort, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
+    HttpRetry, HttpRoute, ServicePort,
 };
 use crate::istio::{Service, duration};
 
@@ -113,6 +113,22 @@ pub(crate) fn routes(
         }
     }
     out
+}
+
+/// The redirect's port as istiod's `ApplyRedirect` sets it: `derivePort:
+/// FROM_REQUEST_PORT` is the port the routes are generated for (Envoy cannot derive it),
+/// `FROM_PROTOCOL_DEFAULT` none; an explicit or derived 80 (http) or 443 (https) is left
+/// out of the location.
+fn redirect_port(redirect: &HttpRedirect, listen_port: u32) -> u32 {
+    let port = match (redirect.port, redirect.derive_port) {
+        (Some(p), _) => p,
+        (None, Some(DerivePort::FromRequestPort)) => listen_port,
+        (None, Some(DerivePort::FromProtocolDefault) | None) => 0,
+    };
+    match (port, redirect.scheme.as_deref().unwrap_or("http")) {
+        (80, "http") | (443, "https") => 0,
+        _ => port,
+    }
 }
 
 /// Whether a match depends on the calling workload.
@@ -221,7 +237,7 @@ fn route(
         };
         out.action = Some(rds::route::Action::Redirect(rds::RedirectAction {
             host_redirect: redirect.authority.clone().unwrap_or_default(),
-            port_redirect: redirect.port.unwrap_or(0),
+            port_redirect: redirect_port(redirect, port.number),
             response_code: code as i32,
             scheme_rewrite_specifier: redirect
                 .scheme

@@ -1,6 +1,8 @@
-//! VirtualService matches on the caller (`sourceLabels`, `sourceNamespace`): each workload
-//! gets the routes istiod would give it, so a canary caller and a stable caller of the same
-//! service reach different subsets, configured by the embedded control plane in process.
+//! VirtualService routes as istiod generates them, on real traffic through workloads
+//! configured by the embedded control plane in process: matches on the caller
+//! (`sourceLabels`, `sourceNamespace`) give each workload its own routes, so a canary caller
+//! and a stable caller of the same service reach different subsets; redirects derive their
+//! port as istiod does.
 
 use std::collections::BTreeMap;
 
@@ -51,6 +53,12 @@ spec:
     route: [{{destination: {{host: {HOST}, subset: v2}}}}]
   - match: [{{sourceNamespace: testing}}]
     route: [{{destination: {{host: {HOST}, subset: v2}}}}]
+  - match: [{{uri: {{prefix: /old}}}}]
+    redirect: {{authority: new.example, derivePort: FROM_REQUEST_PORT}}
+  - match: [{{uri: {{prefix: /moved}}}}]
+    redirect: {{authority: new.example, uri: /here, derivePort: FROM_PROTOCOL_DEFAULT}}
+  - match: [{{uri: {{prefix: /web}}}}]
+    redirect: {{authority: new.example, port: 80}}
   - route: [{{destination: {{host: {HOST}, subset: v1}}}}]
 "#
     )
@@ -115,5 +123,27 @@ async fn each_caller_gets_the_routes_that_match_it() {
         assert_eq!(call(&stable).await, "v1");
         assert_eq!(call(&canary).await, "v2", "sourceLabels");
         assert_eq!(call(&tester).await, "v2", "sourceNamespace");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_derive_their_port_as_istiod() {
+    let (v1, v2) = (answer("v1").await, answer("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("c.yaml"), config(v1, v2)).unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    for (path, location) in [
+        // The request's port (the service port the routes were generated for).
+        ("/old/a", "http://new.example:8080/old/a"),
+        // The scheme's default port: none in the location.
+        ("/moved", "http://new.example/here"),
+        ("/web", "http://new.example/web"),
+    ] {
+        let req = http::Request::get(format!("http://{HOST}:8080{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 301, "{path}");
+        assert_eq!(resp.headers()["location"], location, "{path}");
     }
 }

@@ -445,3 +445,60 @@ async fn endpoint_change_under_traffic_loses_no_request() {
     );
     assert!(seen_new.load(Ordering::Relaxed) > 0);
 }
+
+#[tokio::test]
+async fn an_aggregate_cluster_uses_its_first_healthy_child() {
+    let (primary, fallback) = (
+        Backend::plain("primary").await,
+        Backend::plain("fallback").await,
+    );
+    let mut aggregate = cluster("agg", LbPolicy::RoundRobin, None);
+    aggregate.discovery = Discovery::Aggregate(vec!["primary".into(), "fallback".into()]);
+    let mut s = snapshot(
+        vec![route(
+            "all",
+            "/",
+            vec![],
+            ClusterSpecifier::Cluster("agg".into()),
+        )],
+        vec![
+            (
+                cluster("primary", LbPolicy::RoundRobin, None),
+                vec![primary.addr],
+            ),
+            (
+                cluster("fallback", LbPolicy::RoundRobin, None),
+                vec![fallback.addr],
+            ),
+        ],
+    );
+    s.insert_cluster(aggregate);
+    let unhealthy = |s: &mut ConfigSnapshot| {
+        let mut cla = endpoints("primary", &[primary.addr]);
+        cla.localities[0].endpoints[0].health = HealthStatus::Unhealthy;
+        s.insert_endpoints(cla);
+    };
+    unhealthy(&mut s);
+    let source = StaticSource::new(s);
+    let client = MeshClient::new(
+        source.clone(),
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+    );
+    // The first child has no healthy endpoint: the second serves.
+    for _ in 0..5 {
+        assert_eq!(name(&get(&client, "/", &[]).await.1), "fallback");
+    }
+    // The first child recovers and takes the traffic back.
+    source.update(|s| {
+        s.insert_endpoints(endpoints("primary", &[primary.addr]));
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while name(&get(&client, "/", &[]).await.1) != "primary" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never went back to primary"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -129,6 +129,15 @@ impl Balancer {
         }
     }
 
+    /// Whether some endpoint may take new requests (healthy or unknown, not ejected).
+    pub fn has_healthy(&self) -> bool {
+        self.plan
+            .load()
+            .endpoints
+            .iter()
+            .any(EndpointRef::is_healthy)
+    }
+
     /// Every endpoint of the current plan (DRAINING ones included), in EDS order.
     pub fn endpoints(&self) -> Vec<EndpointRef> {
         self.plan.load().endpoints.clone()

@@ -16,6 +16,7 @@ use super::{
 use crate::cluster::ClusterState;
 use crate::pool::RequestBody;
 use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, request_hash};
+use mesh_core::model::Discovery;
 
 impl MeshClient {
     /// Routes and sends one request; every failure is a response.
@@ -66,7 +67,15 @@ impl MeshClient {
             Err(e) => return respond::local(400, &e),
         };
         let state = match self.cluster(&built, &listener, &forward.cluster).await {
-            Ok(s) => s,
+            Ok(s) => match &s.cluster().discovery {
+                Discovery::Aggregate(children) => {
+                    match self.aggregate_child(&built, &listener, children).await {
+                        Ok(child) => child,
+                        Err(resp) => return resp,
+                    }
+                }
+                _ => s,
+            },
             Err(resp) => return resp,
         };
         let mut svc = match state.service() {
@@ -121,6 +130,28 @@ impl MeshClient {
             endpoint,
         });
         resp
+    }
+
+    /// An aggregate cluster's first child with an endpoint that may serve (Envoy's
+    /// aggregate cluster: the children are priority levels, the first healthy one takes
+    /// the traffic), else its first known child.
+    async fn aggregate_child(
+        &self,
+        built: &Arc<Built>,
+        listener: &str,
+        children: &[String],
+    ) -> Result<Arc<ClusterState>, Response<MeshBody>> {
+        let mut first = None;
+        for child in children {
+            let Ok(state) = self.cluster(built, listener, child).await else {
+                continue;
+            };
+            if state.balancer().has_healthy() {
+                return Ok(state);
+            }
+            first.get_or_insert(state);
+        }
+        first.ok_or_else(|| respond::local(503, "no healthy upstream"))
     }
 
     /// The state of `name`, waiting for it (and its endpoints) while the listener is new.

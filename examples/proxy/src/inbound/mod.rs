@@ -6,7 +6,9 @@
 //!   -> authorization (RBAC) -> the app
 //! ```
 //!
-//! Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
+//! Until a usable inbound listener is known (and again when it is removed) connections are
+//! accepted and closed, and requests on open ones are denied ([`policy`]): the proxy fails
+//! closed. Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
 //! reports them. The accept loop is ours rather than `mesh_tls::server::serve_peer_auth`
 //! because the mode follows xDS per connection; each connection is served by
 //! `mesh_tls::server::serve_connection`, as every server of the mesh, and drains on shutdown.
@@ -63,7 +65,12 @@ impl Inbound {
                 continue;
             };
             let addrs = ConnectionAddrs { remote, local };
-            let mode = *self.policy.mode.borrow();
+            let Some(mode) = *self.policy.mode.borrow() else {
+                // No usable listener yet (or any more): accept and close, as
+                // `mesh::inbound` does while NOT_SERVING.
+                tracing::debug!(%remote, "no inbound listener: connection refused");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let conn = Conn {
                 ours: ours.clone(),

@@ -27,14 +27,17 @@ use mesh_authz::{AuthzLayer, AuthzMetrics};
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, Drain, MeshAcceptor, PeerAuthMode, serve_connection};
-use mesh_tls::sniff::{Sniffed, sniff};
+use mesh_tls::server::{
+    ConnectionAddrs, ConnectionLimiter, ConnectionLimits, ConnectionPermit, Drain, LimitedListener,
+    MeshAcceptor, PeerAuthMode, serve_connection_with_limits,
+};
+use mesh_tls::sniff::{Sniffed, sniff_within};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::{Layer, ServiceExt};
 
-use crate::drain::next_conn;
+use crate::drain::next_limited;
 use policy::InboundPolicy;
 
 /// The inbound side's parts.
@@ -48,6 +51,10 @@ pub(crate) struct Inbound {
     pub(crate) app_protocol: crate::options::AppProtocol,
     pub(crate) access_log: AccessLogLayer,
     pub(crate) authz_metrics: AuthzMetrics,
+    /// Slow and many connections (the TLS handshake timeout is the acceptor's).
+    pub(crate) limits: ConnectionLimits,
+    /// Counts connections against `limits.max_connections`.
+    pub(crate) limiter: ConnectionLimiter,
 }
 
 impl Inbound {
@@ -60,7 +67,9 @@ impl Inbound {
         let service = self.access_log.layer(metrics.layer(authz.layer(app)));
         // Each connection holds a clone; `recv` returns once every connection has ended.
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
-        while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {
+        let limits = Arc::new(self.limits);
+        let mut listener = LimitedListener::new(listener, self.limiter);
+        while let Some((tcp, remote, permit)) = next_limited(&mut listener, &mut stop).await {
             let Ok(local) = tcp.local_addr() else {
                 continue;
             };
@@ -77,8 +86,11 @@ impl Inbound {
                 service: service.clone(),
                 stop: stop.clone(),
                 addrs,
+                limits: limits.clone(),
+                _permit: permit,
                 _alive: alive.clone(),
             };
+            let sniff_timeout = limits.sniff_timeout;
             tokio::spawn(async move {
                 match mode {
                     PeerAuthMode::Disable => conn.serve(tcp, None).await,
@@ -86,7 +98,7 @@ impl Inbound {
                         Ok((tls, peer)) => conn.serve(tls, Some(peer)).await,
                         Err(e) => tracing::info!(%remote, error = %e, "STRICT: connection refused"),
                     },
-                    PeerAuthMode::Permissive => match sniff(tcp).await {
+                    PeerAuthMode::Permissive => match sniff_within(sniff_timeout, tcp).await {
                         Ok((Sniffed::Plaintext, io)) => conn.serve(io, None).await,
                         Ok((Sniffed::Tls, io)) => match acceptor.accept(io).await {
                             Ok((tls, peer)) => conn.serve(tls, Some(peer)).await,
@@ -116,6 +128,9 @@ struct Conn<S> {
     /// Set when the proxy drains.
     stop: watch::Receiver<bool>,
     addrs: ConnectionAddrs,
+    limits: Arc<ConnectionLimits>,
+    /// The connection's slot under the listener's cap.
+    _permit: ConnectionPermit,
     _alive: mpsc::Sender<()>,
 }
 
@@ -145,7 +160,8 @@ where
             signal: async move { drop(stop.wait_for(|s| *s).await) },
             timeout: CONNECTION_DRAIN,
         };
-        serve_connection(io, service, addrs, peer, drain).await;
+        serve_connection_with_limits(io, service, addrs, peer, drain, &self.limits).await;
+        drop(self._permit);
         drop(self._alive);
     }
 }

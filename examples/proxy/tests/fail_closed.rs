@@ -2,7 +2,9 @@
 //! (interop/xds-go-server, a real peer), a plaintext caller and an mTLS caller with a valid
 //! mesh identity are both refused before the control plane answers, when it has no
 //! inbound listener for us, and when the listener it sends is NACKed; after a good
-//! listener, a NACKed update keeps the good one acting.
+//! listener, a NACKed update keeps the good one acting. And its inbound connection limits:
+//! connections over `--max-connections` are closed at once and counted, idle ones are
+//! closed after `--header-read-timeout`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -194,6 +196,11 @@ struct Proxy {
 
 /// A proxy whose xDS server is `go` and whose certificate comes from a local CA.
 async fn proxy(go: &GoServer) -> Proxy {
+    proxy_with(go.port, &[]).await
+}
+
+/// A proxy whose xDS server is on `xds_port`, with `extra` flags.
+async fn proxy_with(xds_port: u16, extra: &[&str]) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     let td = TrustDomain::new("cluster.local").unwrap();
     let ca = DevCa::new(td.clone()).unwrap();
@@ -216,7 +223,7 @@ async fn proxy(go: &GoServer) -> Proxy {
         "--admin",
         "off",
         "--xds",
-        &format!("http://127.0.0.1:{}", go.port),
+        &format!("http://127.0.0.1:{xds_port}"),
         "--name",
         "web-0",
         "--namespace",
@@ -229,6 +236,7 @@ async fn proxy(go: &GoServer) -> Proxy {
         &format!("ca:{}", dir.path().display()),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let opts = mesh_proxy::parse_args(&args, |p| {
@@ -354,4 +362,71 @@ async fn a_nacked_update_keeps_the_last_good_listener() {
     go.wait_lds("2", true).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_served(&p, "after a NACKed update").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_connections_over_the_cap_are_closed_and_idle_ones_time_out() {
+    use tokio::io::AsyncReadExt;
+    // A fixed mode: no control plane needed (the xDS address has nothing behind it).
+    let admin = free_port();
+    let admin_flag = format!("127.0.0.1:{admin}");
+    let p = proxy_with(
+        free_port(),
+        &[
+            "--mtls",
+            "disable",
+            "--max-connections",
+            "3",
+            "--header-read-timeout",
+            "1s",
+            "--admin",
+            &admin_flag,
+        ],
+    )
+    .await;
+    assert_eq!(plaintext(&p).await, Ok(200));
+    // That connection's slot is freed once the proxy sees it close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(p.inbound).await.unwrap());
+    }
+    // The cap is reached: the next connection is closed at once, without an answer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = TcpStream::connect(p.inbound).await.unwrap();
+    let mut buf = [0u8; 64];
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(Duration::from_millis(500), over.read(&mut buf))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", started.elapsed());
+    // The idle ones are closed by the header-read timeout, and the port serves again.
+    for mut c in idle {
+        let n = tokio::time::timeout(Duration::from_secs(3), c.read(&mut buf))
+            .await
+            .expect("idle connection closed by the timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    assert_eq!(plaintext(&p).await, Ok(200));
+    let stats = TcpStream::connect(("127.0.0.1", admin)).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stats))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/stats/prometheus")
+        .header("host", "admin")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let body = http_body_util::BodyExt::collect(send.send_request(req).await.unwrap().into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    let refused = text
+        .lines()
+        .find_map(|l| l.strip_prefix("mesh_inbound_connections_refused_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert_eq!(refused, Some(1.0), "{text}");
 }

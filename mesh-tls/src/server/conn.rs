@@ -168,3 +168,47 @@ pub async fn serve_connection_with_limits<IO, S, B>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    fn addrs() -> ConnectionAddrs {
+        let a = "127.0.0.1:1".parse().unwrap();
+        ConnectionAddrs {
+            remote: a,
+            local: a,
+        }
+    }
+
+    /// Serves a connection whose client sends `prefix` and then nothing; returns when the
+    /// server gives up on it.
+    async fn serve_stalled(prefix: &'static [u8]) {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let svc = tower::service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, std::convert::Infallible>(Response::new(
+                http_body_util::Empty::<bytes::Bytes>::new(),
+            ))
+        });
+        let limits = ConnectionLimits {
+            header_read_timeout: Duration::from_secs(2),
+            ..ConnectionLimits::default()
+        };
+        client.write_all(prefix).await.unwrap();
+        let served =
+            serve_connection_with_limits(server, svc, addrs(), None, Drain::never(), &limits);
+        tokio::time::timeout(Duration::from_secs(3), served)
+            .await
+            .expect("the stalled connection was closed by the header read timeout");
+        drop(client);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stalled_clients_are_closed_after_the_header_read_timeout() {
+        // Nothing at all, half an HTTP/1 request line, half the HTTP/2 preface.
+        serve_stalled(b"").await;
+        serve_stalled(b"GET / HTT").await;
+        serve_stalled(b"PRI * HTTP/2.0\r\n").await;
+    }
+}

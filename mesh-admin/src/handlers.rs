@@ -5,8 +5,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode, Uri, header};
 use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::body::Incoming;
 use mesh_tls::IdentityStatus;
+use mesh_tls::server::{
+    ConnectionAddrs, ConnectionLimiter, ConnectionLimits, Drain, LimitedListener,
+    serve_connection_with_limits,
+};
 use mesh_xds::client::ClientStatus;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -15,27 +19,30 @@ use crate::server::Admin;
 use crate::unix_seconds as unix;
 
 impl Admin {
-    /// Serves the admin endpoints on `listener` until the returned future is dropped.
+    /// Serves the admin endpoints on `listener` until the returned future is dropped, under
+    /// the default [`ConnectionLimits`] (connection cap, header-read timeout; accept errors
+    /// back off).
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         let admin = Arc::new(self);
+        let limits = Arc::new(ConnectionLimits::default());
+        let mut listener =
+            LimitedListener::new(listener, ConnectionLimiter::new(limits.max_connections));
         loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
+            let (stream, remote, permit) = listener.accept().await;
+            let Ok(local) = stream.local_addr() else {
+                continue;
             };
             let admin = admin.clone();
+            let limits = limits.clone();
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
+                let svc = tower::service_fn(move |req: http::Request<Incoming>| {
                     let resp = admin.handle(&req);
                     async move { Ok::<_, std::convert::Infallible>(resp) }
                 });
-                let conn = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                if let Err(e) = conn.serve_connection(TokioIo::new(stream), svc).await {
-                    tracing::debug!(error = %e, "admin connection ended");
-                }
+                let addrs = ConnectionAddrs { remote, local };
+                serve_connection_with_limits(stream, svc, addrs, None, Drain::never(), &limits)
+                    .await;
+                drop(permit);
             });
         }
     }

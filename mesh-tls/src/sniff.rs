@@ -70,6 +70,25 @@ where
     ))
 }
 
+/// [`sniff`] within `timeout`: a client that does not send the deciding bytes in time
+/// gets an error of kind `TimedOut` (the caller closes the connection).
+pub async fn sniff_within<IO>(
+    timeout: std::time::Duration,
+    io: IO,
+) -> io::Result<(Sniffed, Rewind<IO>)>
+where
+    IO: AsyncRead + Unpin,
+{
+    tokio::time::timeout(timeout, sniff(io))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no TLS or plaintext bytes within {timeout:?}"),
+            )
+        })?
+}
+
 /// A stream that first yields the sniffed bytes, then reads from the inner stream.
 #[derive(Debug)]
 pub struct Rewind<IO> {
@@ -186,6 +205,15 @@ mod tests {
         let mut got = [0u8; 5];
         rewound.read_exact(&mut got).await.unwrap();
         assert_eq!(got, [0x16, 0x03, 0x01, 0xAA, 0xBB]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_times_out() {
+        let (_client, server) = tokio::io::duplex(64);
+        let err = sniff_within(std::time::Duration::from_secs(1), server)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     #[tokio::test]

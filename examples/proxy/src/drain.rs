@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use mesh_tls::server::{ConnectionPermit, LimitedListener};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -29,6 +30,19 @@ pub(crate) async fn next_conn(
                 }
             },
         }
+    }
+}
+
+/// The next connection admitted under `listener`'s cap (see `LimitedListener::accept`),
+/// or `None` once `stop` is set (or its sender is gone).
+pub(crate) async fn next_limited(
+    listener: &mut LimitedListener,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<(TcpStream, SocketAddr, ConnectionPermit)> {
+    tokio::select! {
+        biased;
+        () = stopped(stop) => None,
+        accepted = listener.accept() => Some(accepted),
     }
 }
 

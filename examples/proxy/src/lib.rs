@@ -33,8 +33,9 @@ use mesh_control::local::{LocalOptions, LocalSource};
 use mesh_core::config::ConfigSource;
 use mesh_telemetry::access_log::{AccessLogConfig, AccessLogLayer};
 use mesh_telemetry::metrics::IstioMetrics;
+use mesh_telemetry::metrics::library::{FnCollector, Kind};
 use mesh_tls::config::ServerSettings;
-use mesh_tls::server::MeshAcceptor;
+use mesh_tls::server::{ConnectionLimiter, ConnectionLimits, MeshAcceptor};
 use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
 use prometheus_client::registry::Registry;
@@ -196,7 +197,20 @@ pub async fn start(
         Source::Local(local) => (Arc::new(local.clone()), Arc::new(admin::LocalStatus(local))),
     };
 
-    let acceptor = MeshAcceptor::new(store.clone(), ServerSettings::default());
+    let acceptor = MeshAcceptor::new(
+        store.clone(),
+        ServerSettings {
+            handshake_timeout: opts.handshake_timeout,
+            ..ServerSettings::default()
+        },
+    );
+    let limits = ConnectionLimits {
+        max_connections: opts.max_connections,
+        sniff_timeout: opts.handshake_timeout,
+        header_read_timeout: opts.header_read_timeout,
+        ..ConnectionLimits::default()
+    };
+    let inbound_limiter = ConnectionLimiter::new(limits.max_connections);
     let metrics = IstioMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
@@ -206,6 +220,20 @@ pub async fn start(
             IdentityCollector::new(store.clone()).with_verifier("server", acceptor.stats().clone()),
         ));
         mesh.register_collector(Box::new(XdsCollector::new(xds_status.clone())));
+        let open = inbound_limiter.clone();
+        mesh.register_collector(Box::new(FnCollector::new(
+            "inbound_connections",
+            "Inbound connections open now",
+            Kind::Gauge,
+            move || vec![(vec![], open.active() as f64)],
+        )));
+        let refused = inbound_limiter.clone();
+        mesh.register_collector(Box::new(FnCollector::new(
+            "inbound_connections_refused",
+            "Inbound connections closed at once because --max-connections were open",
+            Kind::Counter,
+            move || vec![(vec![], refused.refused() as f64)],
+        )));
         AuthzMetrics::register(mesh)
     };
     let registry = Arc::new(registry);
@@ -264,6 +292,8 @@ pub async fn start(
                 app_protocol: opts.app_protocol,
                 access_log: access_log(&opts),
                 authz_metrics,
+                limits,
+                limiter: inbound_limiter.clone(),
             };
             listeners.push(tokio::spawn(part.run(listener, stop_rx.clone())));
             Some(addr)

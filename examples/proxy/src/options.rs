@@ -39,6 +39,12 @@ identity (one of)
 runtime
   --workers N             runtime worker threads (default: the number of CPUs; 1 runs
                           everything on one thread)
+  --max-connections N     inbound connections served at once; more are closed at once
+                          (default 10000)
+  --handshake-timeout D   inbound: first bytes (PERMISSIVE sniff) and TLS handshake within D
+                          (default 10s)
+  --header-read-timeout D inbound: HTTP/1 request headers (and keep-alive idle time) and the
+                          first request of a connection within D (default 30s)
   --drain-timeout D       on SIGTERM/SIGINT: stop accepting, finish in-flight requests for at most D
                           (default 5s)
   --config FILE           YAML with the same keys (flags win)";
@@ -200,6 +206,12 @@ pub struct ProxyOptions {
     pub workers: Option<usize>,
     /// How long in-flight work may take after a stop signal.
     pub drain_timeout: Duration,
+    /// Inbound connections served at once.
+    pub max_connections: usize,
+    /// Inbound: the PERMISSIVE sniff and the TLS handshake must finish within this.
+    pub handshake_timeout: Duration,
+    /// Inbound: HTTP/1 headers and a connection's first request must arrive within this.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -222,6 +234,9 @@ impl Default for ProxyOptions {
             ca_server_name: "istiod.istio-system.svc".into(),
             workers: None,
             drain_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -255,6 +270,9 @@ struct FileOptions {
     ca_server_name: Option<String>,
     workers: Option<usize>,
     drain_timeout: Option<String>,
+    max_connections: Option<usize>,
+    handshake_timeout: Option<String>,
+    header_read_timeout: Option<String>,
 }
 
 fn addr(what: &str, v: &str) -> Result<SocketAddr, String> {
@@ -285,6 +303,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("duration {s:?}: unknown unit {unit:?} (ms, s, m)")),
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("duration {s:?}: {e}"))
+}
+
+/// A timeout that must not be zero (a zero timeout would refuse every connection).
+fn nonzero(what: &str, v: &str) -> Result<Duration, String> {
+    let d = parse_duration(v)?;
+    if d.is_zero() {
+        return Err(format!("{what} must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn label(v: &str) -> Result<(String, String), String> {
@@ -345,6 +372,17 @@ impl ProxyOptions {
                 self.workers = Some(n);
             }
             "drain-timeout" => self.drain_timeout = parse_duration(v)?,
+            "max-connections" => {
+                let n: usize = v
+                    .parse()
+                    .map_err(|_| format!("max-connections {v:?}: not a number"))?;
+                if n == 0 {
+                    return Err("max-connections must be at least 1".into());
+                }
+                self.max_connections = n;
+            }
+            "handshake-timeout" => self.handshake_timeout = nonzero("handshake-timeout", v)?,
+            "header-read-timeout" => self.header_read_timeout = nonzero("header-read-timeout", v)?,
             other => return Err(format!("unknown option --{other}")),
         }
         Ok(())
@@ -371,6 +409,9 @@ impl ProxyOptions {
             ("ca-server-name", f.ca_server_name),
             ("drain-timeout", f.drain_timeout),
             ("workers", f.workers.map(|w| w.to_string())),
+            ("max-connections", f.max_connections.map(|n| n.to_string())),
+            ("handshake-timeout", f.handshake_timeout),
+            ("header-read-timeout", f.header_read_timeout),
         ];
         for (k, v) in scalars {
             if let Some(v) = v {
@@ -478,6 +519,33 @@ mod tests {
 
     fn no_file(_: &std::path::Path) -> Result<String, String> {
         Err("no file".into())
+    }
+
+    #[test]
+    fn connection_limits_from_flags_and_yaml() {
+        let o = parse_args(
+            &args("--max-connections 50 --handshake-timeout 2s --header-read-timeout 500ms"),
+            no_file,
+        )
+        .unwrap();
+        assert_eq!(o.max_connections, 50);
+        assert_eq!(o.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(o.header_read_timeout, Duration::from_millis(500));
+        let mut o = ProxyOptions::default();
+        o.apply_yaml("max_connections: 7\nheader_read_timeout: 3s\n")
+            .unwrap();
+        assert_eq!(
+            (o.max_connections, o.header_read_timeout),
+            (7, Duration::from_secs(3))
+        );
+        for bad in [
+            "--max-connections 0",
+            "--header-read-timeout 0s",
+            "--handshake-timeout 0ms",
+        ] {
+            let e = parse_args(&args(bad), no_file).unwrap_err();
+            assert!(e.contains(&bad[2..bad.find(' ').unwrap()]), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
 use super::MeshAcceptor;
+use super::limits::{ConnectionLimiter, ConnectionLimits, ConnectionPermit, LimitedListener};
 use crate::PeerIdentity;
 
 /// Handshaken connections waiting for the server; beyond this, handshake tasks wait.
@@ -41,6 +42,8 @@ pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<&PeerIdentity> {
 pub struct MeshServerStream {
     inner: TlsStream<TcpStream>,
     info: MeshConnectInfo,
+    /// The connection's slot under the listener's cap, freed when it closes.
+    _permit: ConnectionPermit,
 }
 
 impl MeshServerStream {
@@ -124,7 +127,8 @@ impl Stream for MeshIncoming {
 
 impl MeshAcceptor {
     /// Accepts on `listener` in a background task (handshakes in their own tasks) and
-    /// yields the connections that passed verification.
+    /// yields the connections that passed verification. At most the default
+    /// [`ConnectionLimits::max_connections`] are open at once; more are closed at once.
     ///
     /// ```no_run
     /// # async fn run(acceptor: mesh_tls::server::MeshAcceptor, routes: tonic::service::Routes)
@@ -139,17 +143,12 @@ impl MeshAcceptor {
     pub fn incoming(&self, listener: TcpListener) -> MeshIncoming {
         let (tx, rx) = mpsc::channel(QUEUE);
         let acceptor = self.clone();
+        let limits = ConnectionLimits::default();
+        let mut listener =
+            LimitedListener::new(listener, ConnectionLimiter::new(limits.max_connections));
         let accept_loop = tokio::spawn(async move {
             loop {
-                let (tcp, remote) = match listener.accept().await {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
+                let (tcp, remote, permit) = listener.accept().await;
                 let local_addr = tcp.local_addr().ok();
                 let acceptor = acceptor.clone();
                 let tx = tx.clone();
@@ -161,7 +160,12 @@ impl MeshAcceptor {
                                 remote_addr: Some(remote),
                                 local_addr,
                             };
-                            let _ = tx.send(MeshServerStream { inner, info }).await;
+                            let stream = MeshServerStream {
+                                inner,
+                                info,
+                                _permit: permit,
+                            };
+                            let _ = tx.send(stream).await;
                         }
                         Err(e) => tracing::info!(%remote, error = %e, "mTLS handshake rejected"),
                     }

@@ -8,6 +8,9 @@
 //!   `Server::serve_with_incoming` (feature `tonic`); handlers read the identity with
 //!   `peer_identity`.
 //!
+//! Every accept loop here admits at most [`ConnectionLimits::max_connections`] connections
+//! at once and cuts slow clients off ([`ConnectionLimits`]).
+//!
 //! The acceptor fails closed: without valid credentials a connection is dropped before
 //! any TLS byte is sent.
 //!
@@ -16,13 +19,19 @@
 mod acceptor;
 mod conn;
 mod incoming;
+mod limits;
 mod permissive;
 mod serve;
 
 pub use acceptor::MeshAcceptor;
-pub use conn::{Drain, accept_loop, serve_connection};
+pub use conn::{Drain, accept_loop, serve_connection, serve_connection_with_limits};
 #[cfg(feature = "tonic")]
 pub use incoming::peer_identity;
 pub use incoming::{MeshConnectInfo, MeshIncoming, MeshServerStream};
-pub use permissive::{ConnectionAddrs, PeerAuthMode, PeerAuthentication, serve_peer_auth};
+pub use limits::{
+    AcceptBackoff, ConnectionLimiter, ConnectionLimits, ConnectionPermit, LimitedListener,
+};
+pub use permissive::{
+    ConnectionAddrs, PeerAuthMode, PeerAuthentication, serve_peer_auth, serve_peer_auth_with_limits,
+};
 pub use serve::{serve, serve_with_shutdown};

@@ -6,6 +6,7 @@ pub use mesh_core::extensions::ConnectionAddrs;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
@@ -13,8 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tower::{BoxError, Service};
 
 use super::MeshAcceptor;
-use super::conn::{Drain, accept_loop, serve_connection};
-use crate::sniff::{Rewind, Sniffed, sniff};
+use super::conn::{Drain, accept_loop, serve_connection_with_limits};
+use super::limits::{ConnectionLimiter, ConnectionLimits};
+use crate::sniff::{Rewind, Sniffed, sniff_within};
 
 /// Istio's `PeerAuthentication` mTLS mode.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,9 +62,8 @@ impl PeerAuthentication {
 }
 
 /// Serves `service` on `listener` in the mode `peer_auth` gives the listener's port, until
-/// `signal` completes. mTLS requests carry [`PeerIdentity`](crate::PeerIdentity); every request carries
-/// [`ConnectionAddrs`]. In PERMISSIVE mode the first bytes decide (see
-/// [`crate::sniff`]).
+/// `signal` completes, with the default [`ConnectionLimits`] (see
+/// [`serve_peer_auth_with_limits`]).
 pub async fn serve_peer_auth<S, B>(
     listener: TcpListener,
     acceptor: MeshAcceptor,
@@ -78,15 +79,51 @@ where
     B::Data: Send,
     B::Error: Into<BoxError>,
 {
-    accept_loop(listener, signal, |tcp, addrs| {
+    let limits = ConnectionLimits::default();
+    let limiter = ConnectionLimiter::new(limits.max_connections);
+    serve_peer_auth_with_limits(
+        listener, acceptor, peer_auth, limits, limiter, service, signal,
+    )
+    .await
+}
+
+/// Serves `service` on `listener` in the mode `peer_auth` gives the listener's port, until
+/// `signal` completes. mTLS requests carry [`PeerIdentity`](crate::PeerIdentity); every
+/// request carries [`ConnectionAddrs`]. In PERMISSIVE mode the first bytes decide (see
+/// [`crate::sniff`]). At most `limits.max_connections` are served at once (`limiter`
+/// counts them; make it with that cap), and slow clients are cut off by `limits`.
+pub async fn serve_peer_auth_with_limits<S, B>(
+    listener: TcpListener,
+    acceptor: MeshAcceptor,
+    peer_auth: PeerAuthentication,
+    limits: ConnectionLimits,
+    limiter: ConnectionLimiter,
+    service: S,
+    signal: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    let limits = Arc::new(limits);
+    accept_loop(listener, limiter, signal, |tcp, addrs, permit| {
         let mode = peer_auth.mode_for(addrs.local.port());
-        tokio::spawn(serve_in_mode(
+        let conn = serve_in_mode(
             mode,
             tcp,
             addrs,
             acceptor.clone(),
             service.clone(),
-        ));
+            limits.clone(),
+        );
+        tokio::spawn(async move {
+            conn.await;
+            drop(permit);
+        });
     })
     .await
 }
@@ -97,6 +134,7 @@ async fn serve_in_mode<S, B>(
     addrs: ConnectionAddrs,
     acceptor: MeshAcceptor,
     service: S,
+    limits: Arc<ConnectionLimits>,
 ) where
     S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -108,13 +146,23 @@ async fn serve_in_mode<S, B>(
     let remote = addrs.remote;
     let io = match mode {
         PeerAuthMode::Disable => {
-            return serve_connection(tcp, service, addrs, None, Drain::never()).await;
+            let io = Rewind::unsniffed(tcp);
+            return serve_connection_with_limits(io, service, addrs, None, Drain::never(), &limits)
+                .await;
         }
         PeerAuthMode::Strict => Rewind::unsniffed(tcp),
-        PeerAuthMode::Permissive => match sniff(tcp).await {
+        PeerAuthMode::Permissive => match sniff_within(limits.sniff_timeout, tcp).await {
             Ok((Sniffed::Tls, io)) => io,
             Ok((Sniffed::Plaintext, io)) => {
-                return serve_connection(io, service, addrs, None, Drain::never()).await;
+                return serve_connection_with_limits(
+                    io,
+                    service,
+                    addrs,
+                    None,
+                    Drain::never(),
+                    &limits,
+                )
+                .await;
             }
             Err(e) => {
                 tracing::debug!(%remote, error = %e, "connection lost while sniffing");
@@ -123,7 +171,10 @@ async fn serve_in_mode<S, B>(
         },
     };
     match acceptor.accept(io).await {
-        Ok((tls, peer)) => serve_connection(tls, service, addrs, Some(peer), Drain::never()).await,
+        Ok((tls, peer)) => {
+            serve_connection_with_limits(tls, service, addrs, Some(peer), Drain::never(), &limits)
+                .await
+        }
         Err(e) => tracing::info!(%remote, ?mode, error = %e, "mTLS handshake rejected"),
     }
 }

@@ -16,6 +16,9 @@
 //!   policies) are evaluated into [`AuthzMetrics`]' shadow counters and a log line, never
 //!   denying. An update that only changes policies is applied to open connections through
 //!   a watch, without a restart;
+//! - **limits** ([`ConnectionLimits`]): at most `max_connections` at once (more are
+//!   accepted and closed, counted in [`InboundServer::connection_limiter`]), a sniff
+//!   timeout, the HTTP/1 header-read timeout, HTTP/2 keepalive; accept errors back off;
 //! - **draining**: when the chains themselves change (match or TLS), new connections use
 //!   the new chains and old ones are shut down gracefully (HTTP/2 GOAWAY, HTTP/1.1 close
 //!   after the current response), forcibly after [`InboundServer::drain_timeout`].
@@ -54,6 +57,7 @@ use mesh_core::config::ConfigSource;
 use mesh_core::model::Listener;
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
+pub use mesh_tls::server::{ConnectionLimiter, ConnectionLimits};
 use mesh_xds::bootstrap::Bootstrap;
 use tokio::sync::watch;
 
@@ -121,6 +125,8 @@ pub struct InboundServer {
     addr: SocketAddr,
     listener_name: String,
     settings: ServerSettings,
+    limits: ConnectionLimits,
+    limiter: ConnectionLimiter,
     drain_timeout: Duration,
     metrics: AuthzMetrics,
     status: watch::Sender<ServingStatus>,
@@ -153,6 +159,8 @@ impl InboundServer {
             addr,
             listener_name: listener_name.into(),
             settings: ServerSettings::default(),
+            limiter: ConnectionLimiter::new(ConnectionLimits::default().max_connections),
+            limits: ConnectionLimits::default(),
             drain_timeout: Duration::from_secs(10),
             metrics: AuthzMetrics::default(),
             status,
@@ -177,6 +185,20 @@ impl InboundServer {
     pub fn server_settings(mut self, settings: ServerSettings) -> Self {
         self.settings = settings;
         self
+    }
+
+    /// Limits against slow and many connections (see [`ConnectionLimits`]; defaults:
+    /// 10,000 connections, 10 s sniff, 30 s header read). Replaces the counts of
+    /// [`connection_limiter`](Self::connection_limiter).
+    pub fn connection_limits(mut self, limits: ConnectionLimits) -> Self {
+        self.limiter = ConnectionLimiter::new(limits.max_connections);
+        self.limits = limits;
+        self
+    }
+
+    /// The connection counts (open, refused over the cap), for metrics and health.
+    pub fn connection_limiter(&self) -> ConnectionLimiter {
+        self.limiter.clone()
     }
 
     /// How long old connections may finish their requests after the listener changes or

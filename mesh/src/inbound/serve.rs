@@ -12,8 +12,11 @@ use mesh_authz::{AuthzLayer, AuthzMetrics, AuthzPolicies, ConnectionAddrs};
 use mesh_core::model::DownstreamTls;
 use mesh_core::model::{FilterChain, FilterChainMatch, Listener, ListenerKind, ServerListener};
 use mesh_tls::PeerIdentity;
-use mesh_tls::server::{Drain, MeshAcceptor, serve_connection};
-use mesh_tls::sniff::{Rewind, Sniffed, sniff};
+use mesh_tls::server::{
+    ConnectionLimits, ConnectionPermit, Drain, LimitedListener, MeshAcceptor,
+    serve_connection_with_limits,
+};
+use mesh_tls::sniff::{Rewind, Sniffed, sniff_within};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -91,6 +94,8 @@ impl InboundServer {
                 source,
             })?;
         let bound = tcp.local_addr().unwrap_or(self.addr);
+        let mut tcp = LimitedListener::new(tcp, self.limiter.clone());
+        let limits = Arc::new(self.limits.clone());
         self.source.demand(&self.listener_name);
         let acceptor = MeshAcceptor::new(self.identity.clone(), self.settings.clone());
         let mut snapshots = self.source.snapshots();
@@ -118,27 +123,19 @@ impl InboundServer {
                     last_listener = listener.clone();
                     self.update(&mut current, listener, bound, &self.metrics);
                 }
-                accepted = tcp.accept() => {
-                    let (stream, remote) = match accepted {
-                        Ok(a) => a,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
+                (stream, remote, permit) = tcp.accept() => {
                     let Some(cur) = &current else {
                         // NOT_SERVING: accept and close.
-                        drop(stream);
+                        drop((stream, permit));
                         continue;
                     };
-                    let _ = stream.set_nodelay(true);
                     let conn = Connection {
                         generation: cur.generation.clone(),
                         acceptor: acceptor.clone(),
                         metrics: self.metrics.clone(),
                         drain_timeout: self.drain_timeout,
-                        handshake_timeout: self.settings.handshake_timeout,
+                        limits: limits.clone(),
+                        _permit: permit,
                         _alive: alive.clone(),
                     };
                     tokio::spawn(conn.run(stream, remote, service.clone()));
@@ -268,7 +265,9 @@ struct Connection {
     acceptor: MeshAcceptor,
     metrics: AuthzMetrics,
     drain_timeout: Duration,
-    handshake_timeout: Duration,
+    limits: Arc<ConnectionLimits>,
+    /// The connection's slot under the listener's cap.
+    _permit: ConnectionPermit,
     _alive: mpsc::Sender<()>,
 }
 
@@ -285,14 +284,10 @@ impl Connection {
             return;
         };
         let (tls, io) = if self.generation.sniff {
-            match tokio::time::timeout(self.handshake_timeout, sniff(tcp)).await {
-                Ok(Ok((kind, io))) => (Some(kind == Sniffed::Tls), io),
-                Ok(Err(e)) => {
+            match sniff_within(self.limits.sniff_timeout, tcp).await {
+                Ok((kind, io)) => (Some(kind == Sniffed::Tls), io),
+                Err(e) => {
                     tracing::debug!(%remote, error = %e, "connection lost while sniffing");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%remote, "no bytes before the handshake timeout");
                     return;
                 }
             }
@@ -352,6 +347,6 @@ impl Connection {
             signal: async move { drop(drain.wait_for(|d| *d).await) },
             timeout: self.drain_timeout,
         };
-        serve_connection(io, service, addrs, peer, drain).await
+        serve_connection_with_limits(io, service, addrs, peer, drain, &self.limits).await
     }
 }

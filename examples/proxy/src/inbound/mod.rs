@@ -6,7 +6,9 @@
 //!   -> authorization (RBAC) -> the app
 //! ```
 //!
-//! Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
+//! Until a usable inbound listener is known (and again when it is removed) connections are
+//! accepted and closed, and requests on open ones are denied ([`policy`]): the proxy fails
+//! closed. Metrics wrap authorization so that denials are counted as 403s, as Istio's sidecar
 //! reports them. The accept loop is ours rather than `mesh_tls::server::serve_peer_auth`
 //! because the mode follows xDS per connection; each connection is served by
 //! `mesh_tls::server::serve_connection`, as every server of the mesh, and drains on shutdown.
@@ -25,14 +27,17 @@ use mesh_authz::{AuthzLayer, AuthzMetrics};
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::PeerIdentity;
-use mesh_tls::server::{ConnectionAddrs, Drain, MeshAcceptor, PeerAuthMode, serve_connection};
-use mesh_tls::sniff::{Sniffed, sniff};
+use mesh_tls::server::{
+    ConnectionAddrs, ConnectionLimiter, ConnectionLimits, ConnectionPermit, Drain, LimitedListener,
+    MeshAcceptor, PeerAuthMode, serve_connection_with_limits,
+};
+use mesh_tls::sniff::{Sniffed, sniff_within};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tower::{Layer, ServiceExt};
 
-use crate::drain::next_conn;
+use crate::drain::next_limited;
 use policy::InboundPolicy;
 
 /// The inbound side's parts.
@@ -46,6 +51,10 @@ pub(crate) struct Inbound {
     pub(crate) app_protocol: crate::options::AppProtocol,
     pub(crate) access_log: AccessLogLayer,
     pub(crate) authz_metrics: AuthzMetrics,
+    /// Slow and many connections (the TLS handshake timeout is the acceptor's).
+    pub(crate) limits: ConnectionLimits,
+    /// Counts connections against `limits.max_connections`.
+    pub(crate) limiter: ConnectionLimiter,
 }
 
 impl Inbound {
@@ -58,20 +67,30 @@ impl Inbound {
         let service = self.access_log.layer(metrics.layer(authz.layer(app)));
         // Each connection holds a clone; `recv` returns once every connection has ended.
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
-        while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {
+        let limits = Arc::new(self.limits);
+        let mut listener = LimitedListener::new(listener, self.limiter);
+        while let Some((tcp, remote, permit)) = next_limited(&mut listener, &mut stop).await {
             let Ok(local) = tcp.local_addr() else {
                 continue;
             };
             let addrs = ConnectionAddrs { remote, local };
-            let mode = *self.policy.mode.borrow();
+            let Some(mode) = *self.policy.mode.borrow() else {
+                // No usable listener yet (or any more): accept and close, as
+                // `mesh::inbound` does while NOT_SERVING.
+                tracing::debug!(%remote, "no inbound listener: connection refused");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let conn = Conn {
                 ours: ours.clone(),
                 service: service.clone(),
                 stop: stop.clone(),
                 addrs,
+                limits: limits.clone(),
+                _permit: permit,
                 _alive: alive.clone(),
             };
+            let sniff_timeout = limits.sniff_timeout;
             tokio::spawn(async move {
                 match mode {
                     PeerAuthMode::Disable => conn.serve(tcp, None).await,
@@ -79,7 +98,7 @@ impl Inbound {
                         Ok((tls, peer)) => conn.serve(tls, Some(peer)).await,
                         Err(e) => tracing::info!(%remote, error = %e, "STRICT: connection refused"),
                     },
-                    PeerAuthMode::Permissive => match sniff(tcp).await {
+                    PeerAuthMode::Permissive => match sniff_within(sniff_timeout, tcp).await {
                         Ok((Sniffed::Plaintext, io)) => conn.serve(io, None).await,
                         Ok((Sniffed::Tls, io)) => match acceptor.accept(io).await {
                             Ok((tls, peer)) => conn.serve(tls, Some(peer)).await,
@@ -109,6 +128,9 @@ struct Conn<S> {
     /// Set when the proxy drains.
     stop: watch::Receiver<bool>,
     addrs: ConnectionAddrs,
+    limits: Arc<ConnectionLimits>,
+    /// The connection's slot under the listener's cap.
+    _permit: ConnectionPermit,
     _alive: mpsc::Sender<()>,
 }
 
@@ -138,7 +160,8 @@ where
             signal: async move { drop(stop.wait_for(|s| *s).await) },
             timeout: CONNECTION_DRAIN,
         };
-        serve_connection(io, service, addrs, peer, drain).await;
+        serve_connection_with_limits(io, service, addrs, peer, drain, &self.limits).await;
+        drop(self._permit);
         drop(self._alive);
     }
 }

@@ -800,6 +800,7 @@ async fn same_cluster_as_envoy() {
         &model,
         RouterOptions {
             host_port_mode: HostPortMode::AsIs,
+            ..Default::default()
         },
     )
     .unwrap();

@@ -137,6 +137,7 @@ fn virtual_host_selection() {
         ]),
         RouterOptions {
             host_port_mode: HostPortMode::AsIs,
+            ..Default::default()
         },
     )
     .unwrap();

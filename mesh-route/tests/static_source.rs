@@ -502,3 +502,124 @@ async fn an_aggregate_cluster_uses_its_first_healthy_child() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_listener_level_fault_filter_acts_unless_a_route_overrides_it() {
+    use mesh_route::client::ResilienceStack;
+    let backend = Backend::plain("app").await;
+    let plain = route(
+        "plain",
+        "/",
+        vec![],
+        ClusterSpecifier::Cluster("app".into()),
+    );
+    let mut exempt = route(
+        "exempt",
+        "/health",
+        vec![],
+        ClusterSpecifier::Cluster("app".into()),
+    );
+    exempt.filter_overrides = [(
+        "envoy.filters.http.fault".to_owned(),
+        FilterOverride::Disabled,
+    )]
+    .into();
+    let mut s = snapshot(
+        vec![exempt, plain],
+        vec![(
+            cluster("app", LbPolicy::RoundRobin, None),
+            vec![backend.addr],
+        )],
+    );
+    // The connection manager's own fault filter: abort every request with 418.
+    let fault = FaultConfig {
+        abort: Some(FaultAbort {
+            kind: AbortKind::Http(418),
+            percentage: Fraction {
+                numerator: 100,
+                denominator: 100,
+            },
+        }),
+        ..Default::default()
+    };
+    let Some(ListenerKind::Client(hcm)) = s.listeners.get(LISTENER).map(|l| l.kind.clone()) else {
+        panic!("no client listener")
+    };
+    let mut hcm = hcm;
+    hcm.http_filters = vec![
+        HttpFilter {
+            name: "envoy.filters.http.fault".into(),
+            config: HttpFilterConfig::Fault(fault),
+        },
+        HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config: HttpFilterConfig::Router,
+        },
+    ];
+    s.insert_listener(Listener {
+        name: LISTENER.into(),
+        kind: ListenerKind::Client(hcm),
+    });
+    let client = MeshClient::with_stack(
+        StaticSource::new(s),
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+        ResilienceStack::new(),
+    );
+    assert_eq!(get(&client, "/", &[]).await.0, 418);
+    assert_eq!(get(&client, "/health", &[]).await.0, 200);
+}
+
+#[tokio::test]
+async fn the_connection_managers_max_stream_duration_bounds_routes_that_set_none() {
+    use mesh_route::client::ResilienceStack;
+    // A server that answers after 3 s.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = hyper::service::service_fn(|_req| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from("late"))))
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    let mut s = snapshot(
+        vec![route(
+            "all",
+            "/",
+            vec![],
+            ClusterSpecifier::Cluster("slow".into()),
+        )],
+        vec![(cluster("slow", LbPolicy::RoundRobin, None), vec![addr])],
+    );
+    let Some(ListenerKind::Client(mut hcm)) = s.listeners.get(LISTENER).map(|l| l.kind.clone())
+    else {
+        panic!("no client listener")
+    };
+    hcm.max_stream_duration = Some(Duration::from_millis(200));
+    s.insert_listener(Listener {
+        name: LISTENER.into(),
+        kind: ListenerKind::Client(hcm),
+    });
+    let client = MeshClient::with_stack(
+        StaticSource::new(s),
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+        ResilienceStack::new(),
+    );
+    let started = std::time::Instant::now();
+    let (status, _) = get(&client, "/", &[]).await;
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
 use mesh_core::config::ConfigSnapshot;
-use mesh_core::model::RouteConfig;
+use mesh_core::model::{
+    FaultConfig, FilterOverride, FilterOverrides, HttpFilterConfig, ListenerKind, RouteConfig,
+};
 use mesh_tls::IdentityStore;
 use tokio::sync::{oneshot, watch};
 
@@ -14,6 +16,7 @@ use super::{ClusterStack, Inner};
 use crate::Router;
 use crate::cluster::ClusterSet;
 use crate::pool::PoolConfig;
+use crate::router::RouterOptions;
 
 /// Routers and clusters of one snapshot.
 #[derive(Default)]
@@ -23,7 +26,7 @@ pub(super) struct Built {
     pub(super) routers: HashMap<Arc<str>, Arc<Router>>,
     /// Routers by listener with the route config they were built from, to share the ones
     /// whose config did not change.
-    by_config: HashMap<Arc<str>, (Arc<RouteConfig>, Arc<Router>)>,
+    by_config: HashMap<Arc<str>, (Arc<RouteConfig>, ListenerDefaults, Arc<Router>)>,
     pub(super) clusters: ClusterSet,
 }
 
@@ -41,13 +44,21 @@ pub(super) fn build(
         let Some(rc) = snapshot.route_config_of(name) else {
             continue;
         };
+        let defaults = listener_defaults(&snapshot, name);
         let reused = previous
             .by_config
             .get(name)
-            .filter(|(old, _)| Arc::ptr_eq(old, &rc) || **old == *rc);
+            .filter(|(old, old_defaults, _)| {
+                (Arc::ptr_eq(old, &rc) || **old == *rc) && *old_defaults == defaults
+            });
+        let options = RouterOptions {
+            filter_defaults: defaults.0.clone(),
+            max_stream_duration: defaults.1,
+            ..Default::default()
+        };
         let router = match reused {
-            Some((_, r)) => Arc::clone(r),
-            None => match Router::new(&rc) {
+            Some((_, _, r)) => Arc::clone(r),
+            None => match Router::with_options(&rc, options) {
                 Ok(r) => Arc::new(r),
                 Err(e) => {
                     tracing::warn!(listener = %name, error = %e, "route configuration unusable");
@@ -55,7 +66,7 @@ pub(super) fn build(
                 }
             },
         };
-        by_config.insert(name.clone(), (rc.clone(), router.clone()));
+        by_config.insert(name.clone(), (rc.clone(), defaults, router.clone()));
         routers.insert(name.clone(), router);
     }
     let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, pool, stack);
@@ -65,6 +76,28 @@ pub(super) fn build(
         by_config,
         clusters,
     }
+}
+
+/// What a listener's connection manager gives routes that do not say otherwise: its HTTP
+/// filter configs that act on requests (a fault filter that injects something) and its
+/// `max_stream_duration`.
+type ListenerDefaults = (FilterOverrides, Option<std::time::Duration>);
+
+fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefaults {
+    let Some(ListenerKind::Client(hcm)) = snapshot.listeners.get(listener).map(|l| &l.kind) else {
+        return ListenerDefaults::default();
+    };
+    let filters = hcm
+        .http_filters
+        .iter()
+        .filter_map(|f| match &f.config {
+            HttpFilterConfig::Fault(cfg) if *cfg != FaultConfig::default() => {
+                Some((f.name.clone(), FilterOverride::Fault(cfg.clone())))
+            }
+            _ => None,
+        })
+        .collect();
+    (filters, hcm.max_stream_duration)
 }
 
 /// Rebuilds on every new snapshot until the client is dropped (`stop` fires) or the source

@@ -13,8 +13,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::HeaderName;
 use mesh_core::model::{
-    ClusterSpecifier, ForwardAction, Fraction, HeaderOps, HostRewrite, Redirect, RegexRewrite,
-    Route, RouteAction, RouteConfig, VirtualHost,
+    ClusterSpecifier, FilterOverrides, ForwardAction, Fraction, HeaderOps, HostRewrite, Redirect,
+    RegexRewrite, Route, RouteAction, RouteConfig, VirtualHost,
 };
 
 pub use headers::HeaderPlan;
@@ -32,6 +32,13 @@ pub const DEFAULT_ROUTE_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct RouterOptions {
     /// How the authority's port takes part in virtual host selection.
     pub host_port_mode: HostPortMode,
+    /// The connection manager's own HTTP filter configs (a listener-level fault filter),
+    /// by filter name: what a route gets when neither it, its virtual host nor its
+    /// weighted cluster overrides the filter (Envoy's `typed_per_filter_config`).
+    pub filter_defaults: FilterOverrides,
+    /// The connection manager's `common_http_protocol_options.max_stream_duration`: the
+    /// limit of routes that set none (Envoy, gRPC A31).
+    pub max_stream_duration: Option<Duration>,
 }
 
 pub use mesh_core::extensions::RoutePolicy;
@@ -176,7 +183,7 @@ impl Router {
             let mut routes = Vec::with_capacity(vh.routes.len());
             for (i, r) in vh.routes.iter().enumerate() {
                 let location = format!("virtual_host {:?} route[{i}] {:?}", vh.name, r.name);
-                routes.push(compile_route(config, vh, r, &location)?);
+                routes.push(compile_route(config, vh, r, &location, &options)?);
             }
             vhosts.push(CompiledVhost {
                 name: vh.name.as_str().into(),
@@ -319,6 +326,7 @@ fn compile_route(
     vh: &VirtualHost,
     r: &Route,
     location: &str,
+    options: &RouterOptions,
 ) -> Result<CompiledRoute, BuildError> {
     let plan = |extra: Option<&HeaderOps>| -> Result<Arc<HeaderPlan>, BuildError> {
         let mut levels: Vec<&HeaderOps> = Vec::with_capacity(4);
@@ -328,7 +336,7 @@ fn compile_route(
     };
     let action = match &r.action {
         RouteAction::Forward(fwd) => {
-            CompiledAction::Forward(Box::new(compile_forward(vh, r, fwd, &plan)?))
+            CompiledAction::Forward(Box::new(compile_forward(vh, r, fwd, &plan, options)?))
         }
         RouteAction::Redirect(red) => CompiledAction::Redirect(Box::new(red.clone()), plan(None)?),
         RouteAction::DirectResponse(d) => {
@@ -351,9 +359,10 @@ fn compile_forward(
     r: &Route,
     fwd: &ForwardAction,
     plan: &PlanFn<'_>,
+    options: &RouterOptions,
 ) -> Result<CompiledForward, BuildError> {
     let mut overrides = r.filter_overrides.clone();
-    for (k, v) in &vh.filter_overrides {
+    for (k, v) in vh.filter_overrides.iter().chain(&options.filter_defaults) {
         overrides.entry(k.clone()).or_insert_with(|| v.clone());
     }
     let base = RoutePolicy {
@@ -370,7 +379,11 @@ fn compile_forward(
             .map(Arc::new),
         hash_policies: fwd.hash_policies.clone(),
         filter_overrides: overrides,
-        max_stream_duration: fwd.max_stream_duration.clone(),
+        max_stream_duration: {
+            let mut m = fwd.max_stream_duration.clone();
+            m.max_stream_duration = m.max_stream_duration.or(options.max_stream_duration);
+            m
+        },
     };
     let base = Arc::new(base);
     let clusters = match &fwd.cluster {

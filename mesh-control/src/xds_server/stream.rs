@@ -178,7 +178,12 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
     pub(crate) fn record_nack(&self, type_url: &str, version: &str, nonce: &str, reason: &str) {
         let reason = truncate(reason, self.server.inner.options.max_nack_reason).into_owned();
         let reason = reason.as_str();
-        let node_id = self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        // Node ids are the client's to choose: kept short in the log.
+        let node_id = self
+            .node
+            .as_ref()
+            .map(|n| truncate(&n.id, 256).into_owned())
+            .unwrap_or_default();
         tracing::warn!(
             stream = self.id,
             node = %node_id,

@@ -190,7 +190,7 @@ pub struct IstioNode {
     pub token_file: Option<PathBuf>,
     /// The name istiod's certificate must carry, e.g. `istiod.istio-system.svc` (what
     /// istiod's serving certificate has) when the address is an IP; default: the host of
-    /// the discovery address.
+    /// the discovery address (as Istio's agent, whose `ISTIOD_SAN` overrides it).
     pub xds_server_name: Option<String>,
 }
 

@@ -56,11 +56,12 @@ impl From<Channel> for XdsChannel {
     }
 }
 
-/// A plaintext (h2c) channel to `uri` on this machine, e.g. `http://127.0.0.1:15010`. Any
-/// other host is refused with [`PLAINTEXT_RULE`]: see [`insecure_any_host`].
+/// A plaintext (h2c) channel to `uri` on this machine, e.g. `http://127.0.0.1:15010` or a
+/// `unix:` socket. Any other host is refused with [`PLAINTEXT_RULE`]: see
+/// [`insecure_any_host`].
 pub fn insecure(uri: &str) -> Result<XdsChannel, XdsClientError> {
     let endpoint = endpoint(uri)?;
-    if !is_loopback(endpoint.uri()) {
+    if !uri.starts_with("unix:") && !is_loopback(endpoint.uri()) {
         return Err(XdsClientError::InvalidServerUri {
             uri: uri.to_owned(),
             reason: PLAINTEXT_RULE.into(),

@@ -181,7 +181,7 @@ pub async fn start(
             let channel = channel_from_bootstrap_with(
                 &bootstrap,
                 mesh_tls::config::default_provider(),
-                Some(mesh::identity_tls(store.clone())),
+                Some(mesh::control_plane_tls(store.clone())),
             )
             .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
             Source::Xds(

@@ -104,7 +104,9 @@ pub enum ChannelCredentials {
         /// Client private key for mTLS.
         private_key_file: Option<PathBuf>,
         /// The DNS name the server's certificate must carry (and the SNI), e.g.
-        /// `istiod.istio-system.svc` when dialing an IP; default: the host of `server_uri`.
+        /// `istiod.istio-system.svc` when dialing an IP, or its SPIFFE ID
+        /// (`spiffe://...`, checked with the workload identity's roots); default: the host
+        /// of `server_uri`.
         server_name: Option<String>,
     },
 }
@@ -146,6 +148,16 @@ impl XdsServer {
                         .and_then(|v| v.get("server_name"))
                         .and_then(|v| v.as_str())
                         .map(str::to_owned);
+                    if let Some(id) = server_name
+                        .as_deref()
+                        .filter(|n| n.starts_with("spiffe://"))
+                        && let Err(e) = mesh_core::SpiffeId::new(id)
+                    {
+                        return Err(BootstrapError::Invalid(format!(
+                            "xds server {:?}: tls server_name {id:?}: {e}",
+                            self.server_uri
+                        )));
+                    }
                     return Ok(ChannelCredentials::Tls {
                         ca_certificate_file: f("ca_certificate_file"),
                         certificate_file: cert,

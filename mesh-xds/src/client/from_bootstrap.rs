@@ -3,6 +3,11 @@
 use std::sync::Arc;
 
 use super::channel::{TlsConfigFn, XdsChannel};
+
+/// Makes the per-connection TLS config from the workload identity, verifying the control
+/// plane by the SPIFFE ID given (when the bootstrap's `server_name` is one) or else by the
+/// server name. `mesh::control_plane_tls` is one.
+pub type IdentityTls = Arc<dyn Fn(Option<&str>) -> TlsConfigFn + Send + Sync>;
 use super::{Protocol, XdsClientConfig, XdsClientError, channel};
 use crate::bootstrap::{Bootstrap, ChannelCredentials, XdsServer};
 use rustls::crypto::CryptoProvider;
@@ -59,11 +64,12 @@ pub fn channel_from_bootstrap(
 
 /// [`channel_from_bootstrap`], with `mesh_tls` making the TLS config of each connection
 /// when the `tls` creds name no `ca_certificate_file` (e.g. the workload identity's trust
-/// bundle as roots and its certificate as client certificate, as `mesh` does).
+/// bundle as roots and its certificate as client certificate, as `mesh` does). A
+/// `server_name` that is a SPIFFE ID (`spiffe://...`) is verified that way only.
 pub fn channel_from_bootstrap_with(
     bootstrap: &Bootstrap,
     provider: Arc<CryptoProvider>,
-    mesh_tls: Option<TlsConfigFn>,
+    mesh_tls: Option<IdentityTls>,
 ) -> Result<XdsChannel, XdsClientError> {
     let server = first_server(bootstrap)?;
     let creds = server
@@ -86,14 +92,28 @@ pub fn channel_from_bootstrap_with(
                 )));
             }
             let uri = server_uri(&server.server_uri, "https");
+            // A SPIFFE ID is checked by the verifier; the SNI is then the URI's host.
+            let spiffe = server_name
+                .as_deref()
+                .filter(|n| n.starts_with("spiffe://"));
+            let dns_name = if spiffe.is_some() {
+                None
+            } else {
+                server_name.as_deref()
+            };
             let Some(ca) = ca_certificate_file else {
                 return match mesh_tls {
-                    Some(make) => channel::tls_dynamic(&uri, make, server_name.as_deref()),
+                    Some(make) => channel::tls_dynamic(&uri, make(spiffe), dns_name),
                     None => Err(invalid(
                         "tls channel_creds without ca_certificate_file: name the mesh root file, or build the channel with channel::tls and your roots".into(),
                     )),
                 };
             };
+            if let Some(id) = spiffe {
+                return Err(invalid(format!(
+                    "server_name {id:?} is a SPIFFE ID: it is verified with the workload identity (leave out ca_certificate_file), not with a root file"
+                )));
+            }
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(&ca)
                 .map_err(|e| invalid(format!("ca_certificate_file {}: {e}", ca.display())))?
@@ -134,7 +154,7 @@ pub fn channel_from_bootstrap_with(
                 }
                 _ => builder.with_no_client_auth(),
             };
-            channel::tls(&uri, Arc::new(config), server_name.as_deref())
+            channel::tls(&uri, Arc::new(config), dns_name)
         }
     }
 }
@@ -206,6 +226,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("opt in to plaintext"), "{err}");
+    }
+
+    #[test]
+    fn a_spiffe_server_name_needs_the_workload_identity() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "10.0.0.1:15012", "channel_creds": [{"type": "tls",
+                 "config": {"ca_certificate_file": "/etc/ca.pem",
+                            "server_name": "spiffe://cluster.local/ns/istio-system/sa/istiod"}}]}]}"#,
+        )
+        .unwrap();
+        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a SPIFFE ID"), "{err}");
+        let err = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "tls",
+                 "config": {"server_name": "spiffe://"}}]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls server_name \"spiffe://\""), "{err}");
     }
 
     #[test]

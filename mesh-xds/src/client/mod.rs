@@ -36,7 +36,9 @@ pub use backoff::BackoffConfig;
 pub use channel::XdsChannel;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
-pub use from_bootstrap::{DELTA_FEATURE, channel_from_bootstrap, channel_from_bootstrap_with};
+pub use from_bootstrap::{
+    DELTA_FEATURE, IdentityTls, channel_from_bootstrap, channel_from_bootstrap_with,
+};
 pub use status::{ClientStatus, ResourceState, ResourceStatus};
 pub use subscription::listener_name_for_target;
 use tokio::sync::{mpsc, oneshot, watch};

@@ -620,3 +620,96 @@ async fn inbound_listener_carries_strict_mtls_and_the_authorization_policy() {
         );
     }
 }
+
+/// The default proxyless bootstrap (`Bootstrap::istio_proxyless` with nothing but the node
+/// and istiod's address, as docs/istio.md has users write it) given to `Mesh::builder()`:
+/// the channel is TLS, verified against the workload identity's mesh root and the
+/// address's host (istiod's certificate carries `localhost` here, `istiod.istio-system.svc`
+/// in a cluster), and istiod authenticates the workload by the certificate it issued. The
+/// address is the secure port, which speaks nothing but TLS, so config arriving proves the
+/// channel is TLS; the plaintext port is never dialed. The same bootstrap without the
+/// mesh root (an identity from another CA) gets nothing.
+#[tokio::test]
+async fn default_proxyless_bootstrap_reaches_istiod_over_tls() {
+    use mesh_tls::IdentityStore;
+    use mesh_xds::bootstrap::{Bootstrap, ChannelCredentials, IstioNode};
+
+    let Some(s) = setup().await else { return };
+    let token = s.work.path().join("productpage.jwt");
+    std::fs::write(
+        &token,
+        s.issuer
+            .token("default", "productpage", Duration::from_secs(3600))
+            .unwrap(),
+    )
+    .unwrap();
+    let node = IstioNode {
+        ip: "127.0.0.1".parse().unwrap(),
+        pod_name: "productpage-v1".into(),
+        namespace: "default".into(),
+        service_account: "productpage".into(),
+        labels: [("app", "productpage"), ("version", "v1")]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        istio_version: "1.31.0".into(),
+        ..Default::default()
+    };
+    let creds = IstioCaClient::new(
+        s.istiod.secure_url(),
+        node.spiffe_id().unwrap(),
+        vec![s.istiod.ca_root()],
+    )
+    .with_server_name(ISTIOD_SERVER_NAME)
+    .with_token_file(&token)
+    .fetch()
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", s.istiod.log_tail(30)));
+    let secure = s.istiod.addrs().secure_grpc;
+    let address = format!("localhost:{}", secure.port());
+    let bootstrap = Bootstrap::istio_proxyless(node.clone(), &address);
+    assert!(
+        matches!(
+            bootstrap.xds_servers[0].channel_credentials().unwrap(),
+            ChannelCredentials::Tls {
+                ca_certificate_file: None,
+                server_name: None,
+                ..
+            }
+        ),
+        "{:?}",
+        bootstrap.xds_servers[0]
+    );
+    assert_ne!(secure, s.istiod.addrs().grpc);
+
+    let mesh = mesh::Mesh::builder()
+        .identity_store(IdentityStore::from_credentials(creds).unwrap())
+        .bootstrap(bootstrap.clone())
+        .build()
+        .unwrap();
+    let client = mesh.xds().expect("an xDS client").clone();
+    client
+        .subscribe_target(&format!("xds:///{REVIEWS}:9080"))
+        .await
+        .unwrap();
+    ready_and_all_acked(&client, &s.istiod).await;
+    assert_reviews_model(&client.snapshot());
+
+    // An identity from another CA: istiod's certificate does not chain to its root.
+    let other = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
+    let stranger = other
+        .issue(&node.spiffe_id().unwrap(), Duration::from_secs(3600))
+        .unwrap();
+    let mesh = mesh::Mesh::builder()
+        .identity_store(IdentityStore::from_credentials(stranger).unwrap())
+        .bootstrap(bootstrap)
+        .build()
+        .unwrap();
+    let client = mesh.xds().expect("an xDS client").clone();
+    client
+        .subscribe_target(&format!("xds:///{REVIEWS}:9080"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!client.is_ready());
+    assert!(client.snapshot().listeners.is_empty());
+}

@@ -338,3 +338,88 @@ async fn tls_with_the_wrong_root_gets_nothing() {
     let status = client.status().await.unwrap();
     assert!(!status.connected && !status.ready);
 }
+
+async fn serve_plaintext(ads: Ads) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AggregatedDiscoveryServiceServer::new(ads))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    port
+}
+
+/// gRPC A97: call credentials only on secure channels. `try_new` names the rule; `new`
+/// never opens a stream (so the token never leaves the process), while a plaintext
+/// loopback channel without a token works.
+#[tokio::test]
+async fn a_token_is_never_sent_on_a_plaintext_channel() {
+    let ads = Ads::default();
+    let port = serve_plaintext(ads.clone()).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let dir = tempfile_dir("plaintext-token");
+    let token = dir.join("token");
+    std::fs::write(&token, "secret-token").unwrap();
+
+    let err = XdsClient::try_new(
+        config(Some(token.clone())),
+        channel::insecure(&url).unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("gRFC A97") && err.contains("plaintext"),
+        "{err}"
+    );
+
+    let client = XdsClient::new(config(Some(token)), channel::insecure(&url).unwrap());
+    client.subscribe_target(LISTENER).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        ads.tokens.lock().unwrap().is_empty(),
+        "a stream reached the server: {:?}",
+        ads.tokens.lock().unwrap()
+    );
+    assert!(client.snapshot().listeners.is_empty());
+
+    // Loopback plaintext without a token is fine.
+    let client = XdsClient::try_new(config(None), channel::insecure(&url).unwrap()).unwrap();
+    client.subscribe_target(LISTENER).await.unwrap();
+    assert!(wait_listener(&client).await, "{:?}", client.status().await);
+    assert_eq!(ads.tokens.lock().unwrap().as_slice(), &[None]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Plaintext to anything but loopback needs the explicit opt-in.
+#[tokio::test]
+async fn plaintext_to_another_host_needs_the_explicit_opt_in() {
+    for uri in [
+        "http://10.0.0.1:15010",
+        "http://istiod.istio-system.svc:15010",
+    ] {
+        let err = channel::insecure(uri).unwrap_err().to_string();
+        assert!(
+            err.contains("plaintext xDS is allowed only to a loopback address"),
+            "{err}"
+        );
+        let explicit = channel::insecure_any_host(uri).unwrap();
+        assert!(!explicit.is_secure());
+    }
+    for uri in [
+        "http://127.0.0.1:1",
+        "http://127.0.0.2:1",
+        "http://[::1]:1",
+        "http://localhost:1",
+    ] {
+        assert!(!channel::insecure(uri).unwrap().is_secure(), "{uri}");
+    }
+    let tls = channel::tls("https://10.0.0.1:15012", client_tls(pki().roots), None).unwrap();
+    assert!(tls.is_secure());
+}
+
+fn tempfile_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("mesh-xds-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

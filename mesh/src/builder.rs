@@ -13,7 +13,8 @@ use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::{CertSource, IdentityStore};
 use mesh_xds::bootstrap::Bootstrap;
-use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
+use mesh_xds::client::channel::TlsConfigFn;
+use mesh_xds::client::{IdentityTls, XdsClient, XdsClientConfig, channel_from_bootstrap_with};
 
 use crate::inbound::{AuthzMetrics, ISTIO_LISTENER_TEMPLATE};
 use crate::{InboundSettings, Mesh, ResilienceStack};
@@ -45,6 +46,67 @@ enum Config {
     Bootstrap(Box<Bootstrap>),
     Client(XdsClient),
     Source(Arc<dyn ConfigSource>),
+}
+
+/// [`identity_tls`], or, when the bootstrap's `server_name` is a SPIFFE ID, the same with
+/// the server verified as that SPIFFE ID (chain to the mesh root, SVID rules) instead of by
+/// DNS name: for `mesh_xds::client::channel_from_bootstrap_with`.
+pub fn control_plane_tls(identity: IdentityStore) -> IdentityTls {
+    Arc::new(move |expected: Option<&str>| match expected {
+        None => identity_tls(identity.clone()),
+        Some(id) => spiffe_tls(identity.clone(), id.to_owned()),
+    })
+}
+
+fn spiffe_tls(identity: IdentityStore, expected: String) -> TlsConfigFn {
+    Arc::new(move || {
+        let id = SpiffeId::new(&expected).map_err(|e| format!("server_name {expected:?}: {e}"))?;
+        let creds = identity
+            .require()
+            .map_err(|e| format!("no workload identity for TLS to the control plane: {e}"))?;
+        let provider = mesh_tls::config::default_provider();
+        let verifier = mesh_tls::verify::SpiffeServerVerifier::new(
+            &creds.roots,
+            &creds.trust_domain(),
+            &mesh_tls::verify::PeerPolicy::identities([id]),
+            &provider,
+            mesh_tls::verify::VerifyStats::new(),
+        )
+        .map_err(|e| format!("mesh root: {e}"))?;
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+            .map_err(|e| format!("workload certificate: {e}"))?;
+        Ok(Arc::new(config))
+    })
+}
+
+/// The TLS config of each connection to the control plane when the bootstrap names no
+/// root file: the workload identity's trust bundle (the mesh root) verifies the server, and
+/// its certificate is the client certificate (istiod authenticates a workload by it).
+pub fn identity_tls(identity: IdentityStore) -> TlsConfigFn {
+    Arc::new(move || {
+        let creds = identity
+            .require()
+            .map_err(|e| format!("no workload identity for TLS to the control plane: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for root in &creds.roots {
+            roots
+                .add(root.clone())
+                .map_err(|e| format!("mesh root: {e}"))?;
+        }
+        let config =
+            rustls::ClientConfig::builder_with_provider(mesh_tls::config::default_provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+                .map_err(|e| format!("workload certificate: {e}"))?;
+        Ok(Arc::new(config))
+    })
 }
 
 /// Builds a [`Mesh`]: pick where the identity comes from and where the config comes from.
@@ -208,9 +270,14 @@ impl MeshBuilder {
                 inbound.pod_ip = inbound.pod_ip.or_else(|| instance_ip(&b));
                 let config = XdsClientConfig::from_bootstrap(&b)
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
-                let channel = channel_from_bootstrap(&b, mesh_tls::config::default_provider())
-                    .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
-                Ok(XdsClient::new(config, channel))
+                let channel = channel_from_bootstrap_with(
+                    &b,
+                    mesh_tls::config::default_provider(),
+                    Some(control_plane_tls(identity.clone())),
+                )
+                .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+                Ok(XdsClient::try_new(config, channel)
+                    .map_err(|e| BuildError::Bootstrap(e.to_string()))?)
             }
             Config::Source(s) => Err(s),
         };

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use builder::{BuildError, MeshBuilder};
+pub use builder::{BuildError, MeshBuilder, control_plane_tls, identity_tls};
 pub use inbound::{InboundError, InboundServer};
 pub use mesh_admin as admin;
 pub use mesh_core as core;

@@ -37,7 +37,7 @@ use mesh_telemetry::metrics::library::{FnCollector, Kind};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::{ConnectionLimiter, ConnectionLimits, MeshAcceptor};
 use mesh_xds::bootstrap::Bootstrap;
-use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap};
+use mesh_xds::client::{XdsClient, XdsClientConfig, channel_from_bootstrap_with};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -142,25 +142,6 @@ pub async fn start(
     env_bootstrap: Option<Bootstrap>,
 ) -> Result<Running, ProxyError> {
     let bootstrap = node::bootstrap(&opts, env_bootstrap)?;
-    let source = match &opts.mesh_config {
-        Some(dir) => Source::Local(
-            LocalSource::watch_dir(
-                dir,
-                WatchOptions::default(),
-                bootstrap.node_proto(),
-                LocalOptions::default(),
-            )
-            .await
-            .map_err(|e| ProxyError(format!("--mesh-config {}: {e}", dir.display())))?,
-        ),
-        None => {
-            let xds_config = XdsClientConfig::from_bootstrap(&bootstrap)
-                .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
-            let channel = channel_from_bootstrap(&bootstrap, mesh_tls::config::default_provider())
-                .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
-            Source::Xds(XdsClient::new(xds_config, channel))
-        }
-    };
     let inbound = match opts.inbound {
         Some(a) => Some(bind("inbound", a).await?),
         None => None,
@@ -181,6 +162,35 @@ pub async fn start(
     let mut background = Vec::new();
     let (store, identity_task) = identity::start(&opts, &bootstrap)?;
     background.push(identity_task);
+
+    let source = match &opts.mesh_config {
+        Some(dir) => Source::Local(
+            LocalSource::watch_dir(
+                dir,
+                WatchOptions::default(),
+                bootstrap.node_proto(),
+                LocalOptions::default(),
+            )
+            .await
+            .map_err(|e| ProxyError(format!("--mesh-config {}: {e}", dir.display())))?,
+        ),
+        None => {
+            let xds_config = XdsClientConfig::from_bootstrap(&bootstrap)
+                .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+            // TLS verified with the mesh root, presenting the workload certificate, unless
+            // the bootstrap names its own files or asks for plaintext.
+            let channel = channel_from_bootstrap_with(
+                &bootstrap,
+                mesh_tls::config::default_provider(),
+                Some(mesh::control_plane_tls(store.clone())),
+            )
+            .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?;
+            Source::Xds(
+                XdsClient::try_new(xds_config, channel)
+                    .map_err(|e| ProxyError(format!("xDS bootstrap: {e}")))?,
+            )
+        }
+    };
 
     // The status for /ready, /config_dump, mesh_xds_* and CSDS: the xDS client's, or in
     // static mode what an xDS client holding the same resources would report.

@@ -27,9 +27,18 @@ pub(crate) fn bootstrap(opts: &ProxyOptions, env: Option<Bootstrap>) -> Result<B
             cluster_id: n.cluster_id.clone(),
             labels: n.labels.clone(),
             workload_name: Some(workload_name(&n.name, &n.labels)),
+            xds_server_name: n.xds_server_name.clone(),
             ..Default::default()
         };
-        return Ok(Bootstrap::istio_proxyless(node, &n.xds));
+        let mut b = Bootstrap::istio_proxyless(node, &n.xds);
+        if n.xds_insecure && n.xds.starts_with("http://") {
+            // --xds-insecure: the explicit opt-in to plaintext (validated in options).
+            b.xds_servers[0].channel_creds = vec![mesh_xds::bootstrap::CredsConfig {
+                kind: "insecure".into(),
+                config: None,
+            }];
+        }
+        return Ok(b);
     }
     env.ok_or_else(|| {
         "no xDS configuration: give --bootstrap FILE, --xds URI with the node flags, \

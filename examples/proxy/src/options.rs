@@ -25,7 +25,12 @@ listeners
   --app-protocol P        http1 (default) or h2c (HTTP/2 without TLS, e.g. a gRPC app)
 config source (one of)
   --bootstrap FILE        gRPC xDS bootstrap (A27 JSON); default $GRPC_XDS_BOOTSTRAP
-  --xds URI               the control plane (e.g. http://istiod.istio-system.svc:15010)
+  --xds URI               the control plane over TLS (e.g. https://istiod.istio-system.svc:15012),
+                          verified with the identity's mesh root, presenting its certificate;
+                          http:// (plaintext) only to loopback unless --xds-insecure true
+  --xds-server-name NAME  the name istiod's certificate must carry (default: the URI's host;
+                          istiod's is istiod.istio-system.svc)
+  --xds-insecure BOOL     allow a plaintext http:// --xds URI to another host (default false)
   --mesh-config DIR       static: Istio YAML in DIR, generated for this node and decoded in
                           process, no xDS server (the directory is watched)
   with --xds or --mesh-config, the node: --name POD --namespace NS --service-account SA
@@ -167,6 +172,10 @@ pub struct NodeOptions {
     pub ip: Option<std::net::IpAddr>,
     /// `CLUSTER_ID`.
     pub cluster_id: Option<String>,
+    /// The name the control plane's certificate must carry (default: the URI's host).
+    pub xds_server_name: Option<String>,
+    /// Plaintext to a non-loopback `http://` control plane, asked for explicitly.
+    pub xds_insecure: bool,
 }
 
 /// Everything the proxy needs to start.
@@ -264,6 +273,8 @@ struct FileOptions {
     labels: BTreeMap<String, String>,
     ip: Option<String>,
     cluster_id: Option<String>,
+    xds_server_name: Option<String>,
+    xds_insecure: Option<bool>,
     identity: Option<String>,
     ca_root: Option<PathBuf>,
     token: Option<PathBuf>,
@@ -344,6 +355,12 @@ impl ProxyOptions {
             }
             "bootstrap" => self.bootstrap = Some(v.into()),
             "xds" => self.node.xds = v.into(),
+            "xds-server-name" => self.node.xds_server_name = Some(v.into()),
+            "xds-insecure" => {
+                self.node.xds_insecure = v
+                    .parse()
+                    .map_err(|_| format!("xds-insecure {v:?}: expected true or false"))?
+            }
             "name" => self.node.name = v.into(),
             "namespace" => self.node.namespace = v.into(),
             "service-account" => self.node.service_account = v.into(),
@@ -405,6 +422,8 @@ impl ProxyOptions {
             ("service-account", f.service_account),
             ("ip", f.ip),
             ("cluster-id", f.cluster_id),
+            ("xds-server-name", f.xds_server_name),
+            ("xds-insecure", f.xds_insecure.map(|b| b.to_string())),
             ("identity", f.identity),
             ("ca-server-name", f.ca_server_name),
             ("drain-timeout", f.drain_timeout),
@@ -461,6 +480,19 @@ impl ProxyOptions {
                 if v.is_empty() {
                     return Err(format!("{flag} needs {need}"));
                 }
+            }
+        }
+        if self.node.xds.starts_with("http://") && !self.node.xds_insecure {
+            let local = self
+                .node
+                .xds
+                .parse::<http::Uri>()
+                .is_ok_and(|u| mesh_xds::client::channel::is_loopback(&u));
+            if !local {
+                return Err(format!(
+                    "--xds {}: plaintext xDS to a host other than loopback lets anyone on the path rewrite mTLS and authorization config: use https:// (TLS), or opt in with --xds-insecure true",
+                    self.node.xds
+                ));
             }
         }
         if matches!(self.identity, Some(IdentitySource::IstioCa(_))) && self.ca_root.is_none() {
@@ -594,6 +626,19 @@ mod tests {
         assert!(err("--bogus 1").contains("unknown option --bogus"));
         assert!(err("--workers 0").contains("at least 1"));
         assert!(err("--xds http://x:1").contains("--name"));
+        let node = "--name a --namespace ns --service-account sa";
+        assert!(
+            err(&format!("--xds http://10.0.0.1:15010 {node}")).contains("--xds-insecure true"),
+            "plaintext to another host needs the opt-in"
+        );
+        for ok in [
+            format!("--xds http://10.0.0.1:15010 --xds-insecure true {node}"),
+            format!("--xds http://127.0.0.1:15010 {node}"),
+            format!("--xds https://istiod.istio-system.svc:15012 {node}"),
+        ] {
+            let o = parse_args(&args(&ok), no_file).unwrap();
+            assert!(!o.node.xds.is_empty());
+        }
         assert!(err("--identity istio-ca:https://x:1").contains("--ca-root"));
         assert!(err("--identity vault:x").contains("files:DIR"));
         assert!(err("--mesh-config d --xds http://x:1").contains("one of"));

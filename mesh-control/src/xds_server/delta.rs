@@ -65,6 +65,8 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             Some(Ok(r)) => r,
             Some(Err(status)) => {
                 tracing::debug!(stream = ctx.id, %status, "delta xDS stream error");
+                // E.g. a message over the size limit: tell the client why.
+                let _ = tx.send(Err(status)).await;
                 break;
             }
             None => break,
@@ -95,6 +97,10 @@ async fn handle<C: Send + Sync + 'static>(
                 "DeltaDiscoveryRequest without type_url",
             )))
             .await;
+        return Err(());
+    }
+    if let Err(status) = ctx.check_type(&type_url) {
+        let _ = tx.send(Err(status)).await;
         return Err(());
     }
     let first = !types.contains_key(&type_url);

@@ -41,6 +41,7 @@
 //! # Ok(()) }
 //! ```
 
+mod auth;
 mod delta;
 mod sotw;
 mod status;
@@ -89,23 +90,39 @@ pub trait Generator<C>: Send + Sync + 'static {
     fn generate(&self, node: &Node, config: &C) -> Result<Resources, GenerateError>;
 }
 
-/// Server settings.
+/// Server settings. The limits bound what a client (or many) can make the server hold.
 #[derive(Clone, Debug)]
 pub struct ServerOptions {
     /// Responses queued per stream before the stream's task waits for the client.
     pub stream_queue: usize,
-    /// Largest gRPC message accepted or sent (a full SotW state can be large).
+    /// Largest gRPC message accepted or sent (default 4 MiB, gRPC's default; raise it for
+    /// a very large SotW state).
     pub max_message_size: usize,
     /// HTTP/2 keepalive ping interval.
     pub keepalive: Duration,
+    /// Generated resource sets kept per config generation, one per distinct
+    /// [`Generator::node_key`] (default 1024); beyond it the least recently used is
+    /// dropped (and regenerated if asked for again), so distinct node metadata cannot
+    /// grow memory without bound.
+    pub max_cached_nodes: usize,
+    /// NACKs remembered in [`ServerStatus::nacks`] (default 256).
+    pub nack_log: usize,
+    /// Of those, at most this many per node and type (default 8; older ones go first).
+    pub nacks_per_node_type: usize,
+    /// NACK reasons longer than this many bytes are truncated (default 1024).
+    pub max_nack_reason: usize,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             stream_queue: 16,
-            max_message_size: 64 << 20,
+            max_message_size: 4 << 20,
             keepalive: Duration::from_secs(30),
+            max_cached_nodes: 1024,
+            nack_log: 256,
+            nacks_per_node_type: 8,
+            max_nack_reason: 1024,
         }
     }
 }
@@ -127,9 +144,34 @@ impl<C> Clone for Versioned<C> {
 
 type CacheCell = Arc<OnceCell<Option<SharedResources>>>;
 
+/// Generated resources by node key for one generation, bounded (least recently used out).
 struct Cache {
     generation: u64,
-    cells: HashMap<String, CacheCell>,
+    cells: HashMap<String, (CacheCell, u64)>,
+    clock: u64,
+}
+
+impl Cache {
+    fn cell(&mut self, key: &str, cap: usize) -> CacheCell {
+        self.clock += 1;
+        let clock = self.clock;
+        if let Some((cell, used)) = self.cells.get_mut(key) {
+            *used = clock;
+            return cell.clone();
+        }
+        if self.cells.len() >= cap.max(1)
+            && let Some(oldest) = self
+                .cells
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone())
+        {
+            self.cells.remove(&oldest);
+        }
+        let cell = CacheCell::default();
+        self.cells.insert(key.to_owned(), (cell.clone(), clock));
+        cell
+    }
 }
 
 struct Inner<C> {
@@ -208,8 +250,9 @@ impl<C: Send + Sync + 'static> XdsServer<C> {
                 cache: Mutex::new(Cache {
                     generation: 0,
                     cells: HashMap::new(),
+                    clock: 0,
                 }),
-                registry: Registry::default(),
+                registry: Registry::new(&options),
                 options,
                 next_stream: AtomicU64::new(1),
                 forwarder,
@@ -277,6 +320,13 @@ impl<C: Send + Sync + 'static> XdsServer<C> {
         }
     }
 
+    /// Number of generated resource sets held for the current generation (at most
+    /// [`ServerOptions::max_cached_nodes`]).
+    pub fn cached_nodes(&self) -> usize {
+        let cache = self.inner.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.cells.len()
+    }
+
     /// The versioned resources for `node` under the current config (generated on first use).
     pub async fn resources_for(&self, node: &Node) -> Option<(u64, SharedResources)> {
         let current = self.inner.config.borrow().clone();
@@ -301,7 +351,7 @@ impl<C: Send + Sync + 'static> Inner<C> {
                 cache.generation = current.generation;
                 cache.cells.clear();
             }
-            cache.cells.entry(key.clone()).or_default().clone()
+            cache.cell(&key, self.options.max_cached_nodes)
         };
         cell.get_or_init(|| async {
             let generator = self.generator.clone();
@@ -352,8 +402,9 @@ impl<C: Send + Sync + 'static> AggregatedDiscoveryService for AdsService<C> {
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         self.check_open()?;
         let peer = request.remote_addr();
+        let caller = auth::Caller::of(&request);
         let (tx, rx) = tokio::sync::mpsc::channel(self.server.inner.options.stream_queue);
-        let stream = self.start(peer, StreamKind::Sotw);
+        let stream = self.start(peer, StreamKind::Sotw, caller);
         tokio::spawn(sotw::run(stream, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -364,8 +415,9 @@ impl<C: Send + Sync + 'static> AggregatedDiscoveryService for AdsService<C> {
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         self.check_open()?;
         let peer = request.remote_addr();
+        let caller = auth::Caller::of(&request);
         let (tx, rx) = tokio::sync::mpsc::channel(self.server.inner.options.stream_queue);
-        let stream = self.start(peer, StreamKind::Delta);
+        let stream = self.start(peer, StreamKind::Delta, caller);
         tokio::spawn(delta::run(stream, request.into_inner(), tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -379,7 +431,12 @@ impl<C: Send + Sync + 'static> AdsService<C> {
         Ok(())
     }
 
-    fn start(&self, peer: Option<SocketAddr>, kind: StreamKind) -> stream::StreamCtx<C> {
+    fn start(
+        &self,
+        peer: Option<SocketAddr>,
+        kind: StreamKind,
+        caller: auth::Caller,
+    ) -> stream::StreamCtx<C> {
         let id = self.server.next_stream_id();
         self.server.inner.registry.insert(ClientSync {
             id,
@@ -392,7 +449,7 @@ impl<C: Send + Sync + 'static> AdsService<C> {
             generation: 0,
             types: Default::default(),
         });
-        stream::StreamCtx::new(self.server.clone(), id)
+        stream::StreamCtx::new(self.server.clone(), id, caller)
     }
 }
 

@@ -58,6 +58,8 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             Some(Ok(r)) => r,
             Some(Err(status)) => {
                 tracing::debug!(stream = ctx.id, %status, "xDS stream error");
+                // E.g. a message over the size limit: tell the client why.
+                let _ = tx.send(Err(status)).await;
                 break;
             }
             None => break,
@@ -89,6 +91,10 @@ async fn handle<C: Send + Sync + 'static>(
                 "DiscoveryRequest without type_url on an ADS stream",
             )))
             .await;
+        return Err(());
+    }
+    if let Err(status) = ctx.check_type(&type_url) {
+        let _ = tx.send(Err(status)).await;
         return Err(());
     }
     let first = !types.contains_key(&type_url);

@@ -10,9 +10,6 @@ use tokio::sync::Notify;
 
 use mesh_xds::resource::ResourceType;
 
-/// How many NACKs the server remembers.
-const NACK_LOG: usize = 256;
-
 /// Which ADS variant a client speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -134,16 +131,40 @@ pub(crate) fn type_name(type_url: &str) -> String {
         .unwrap_or_else(|| type_url.to_owned())
 }
 
+/// `s` cut to at most `max` bytes (on a character boundary), marked when cut.
+pub(crate) fn truncate(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes, truncated)", &s[..end], s.len()).into()
+}
+
 /// The shared registry streams report into.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Registry {
     clients: Mutex<HashMap<u64, ClientSync>>,
     nacks: Mutex<VecDeque<NackRecord>>,
+    nack_log: usize,
+    nacks_per_node_type: usize,
     /// Woken on every ACK, connect and disconnect.
     pub(crate) changed: Notify,
 }
 
 impl Registry {
+    pub(crate) fn new(options: &super::ServerOptions) -> Self {
+        Registry {
+            clients: Mutex::default(),
+            nacks: Mutex::default(),
+            nack_log: options.nack_log,
+            nacks_per_node_type: options.nacks_per_node_type,
+            changed: Notify::new(),
+        }
+    }
+
     pub(crate) fn insert(&self, client: ClientSync) {
         lock(&self.clients).insert(client.id, client);
         self.changed.notify_waiters();
@@ -161,9 +182,20 @@ impl Registry {
         self.changed.notify_waiters();
     }
 
+    /// Keeps the last `nacks_per_node_type` NACKs of each node and type, and the last
+    /// `nack_log` overall.
     pub(crate) fn nack(&self, record: NackRecord) {
+        if self.nack_log == 0 || self.nacks_per_node_type == 0 {
+            return;
+        }
         let mut log = lock(&self.nacks);
-        if log.len() == NACK_LOG {
+        let same = |r: &NackRecord| r.node_id == record.node_id && r.type_url == record.type_url;
+        if log.iter().filter(|r| same(r)).count() >= self.nacks_per_node_type
+            && let Some(i) = log.iter().position(same)
+        {
+            log.remove(i);
+        }
+        while log.len() >= self.nack_log {
             log.pop_front();
         }
         log.push_back(record);

@@ -4,7 +4,8 @@
 use envoy_types::pb::envoy::config::core::v3::Node;
 use tokio::sync::watch;
 
-use super::status::{NackRecord, TypeSync, now, type_name};
+use super::auth::Caller;
+use super::status::{NackRecord, TypeSync, now, truncate, type_name};
 use super::{SharedResources, Versioned, XdsServer};
 
 /// Push order on a config change: clusters and endpoints before the listeners and routes
@@ -40,6 +41,7 @@ pub(crate) struct StreamCtx<C> {
     pub(crate) node: Option<Node>,
     pub(crate) config: watch::Receiver<Versioned<C>>,
     pub(crate) resources: Option<SharedResources>,
+    caller: Caller,
     next_nonce: u64,
 }
 
@@ -53,7 +55,7 @@ impl<C> Drop for StreamCtx<C> {
 }
 
 impl<C: Send + Sync + 'static> StreamCtx<C> {
-    pub(crate) fn new(server: XdsServer<C>, id: u64) -> Self {
+    pub(crate) fn new(server: XdsServer<C>, id: u64, caller: Caller) -> Self {
         let config = server.inner.config.clone();
         StreamCtx {
             server,
@@ -61,8 +63,28 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
             node: None,
             config,
             resources: None,
+            caller,
             next_nonce: 0,
         }
+    }
+
+    /// A type this server serves: one of the xDS types of the mesh (LDS, RDS, CDS, EDS) or
+    /// one the generator produced for this node. Anything else ends the stream with
+    /// `INVALID_ARGUMENT` naming the type URL (a client cannot make us track arbitrary
+    /// types, and a typo is not silently answered with nothing).
+    pub(crate) fn check_type(&self, type_url: &str) -> Result<(), tonic::Status> {
+        if mesh_xds::resource::ResourceType::from_type_url(type_url).is_some()
+            || self
+                .resources
+                .as_ref()
+                .is_some_and(|r| r.get(type_url).is_some())
+        {
+            return Ok(());
+        }
+        Err(tonic::Status::invalid_argument(format!(
+            "unknown xDS type URL {:?}: this server serves LDS, RDS, CDS and EDS",
+            truncate(type_url, 256)
+        )))
     }
 
     /// Takes the node from the stream's first request; later requests may omit it.
@@ -75,6 +97,10 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
                 "the first request of an ADS stream must carry the node",
             ));
         };
+        if let Err(status) = self.caller.check(node) {
+            tracing::warn!(stream = self.id, node = %node.id, reason = status.message(), "xDS caller refused");
+            return Err(status);
+        }
         let key = self.server.inner.generator.node_key(node);
         self.server.inner.registry.update(self.id, |c| {
             c.node_id = node.id.clone();
@@ -150,7 +176,14 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
     }
 
     pub(crate) fn record_nack(&self, type_url: &str, version: &str, nonce: &str, reason: &str) {
-        let node_id = self.node.as_ref().map(|n| n.id.clone()).unwrap_or_default();
+        let reason = truncate(reason, self.server.inner.options.max_nack_reason).into_owned();
+        let reason = reason.as_str();
+        // Node ids are the client's to choose: kept short in the log.
+        let node_id = self
+            .node
+            .as_ref()
+            .map(|n| truncate(&n.id, 256).into_owned())
+            .unwrap_or_default();
         tracing::warn!(
             stream = self.id,
             node = %node_id,

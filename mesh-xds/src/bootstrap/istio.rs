@@ -14,8 +14,15 @@ pub const ISTIO_SERVER_LISTENER_PREFIX: &str = "xds.istio.io/grpc/lds/inbound/";
 
 impl Bootstrap {
     /// A bootstrap for an Istio proxyless workload talking to `discovery_address` (for example
-    /// `istiod.istio-system.svc:15010` plaintext, or a local agent's `unix:///etc/istio/proxy/XDS`),
-    /// as Istio's agent writes it (pkg/istio-agent/grpcxds/grpc_bootstrap.go).
+    /// `istiod.istio-system.svc:15012`, or a local agent's `unix:///etc/istio/proxy/XDS`),
+    /// with the node as Istio's agent writes it (pkg/istio-agent/grpcxds/grpc_bootstrap.go).
+    ///
+    /// The channel is TLS (istiod's 15012), verified against the mesh root (`root-cert.pem`
+    /// of [`IstioNode::cert_dir`], else the workload identity's trust bundle) and the name
+    /// [`IstioNode::xds_server_name`] (default: the address's host), presenting the workload
+    /// certificate. Plaintext (`insecure`) only for a Unix socket or an explicit `http://`
+    /// URI to a loopback address; an `http://` URI to any other host keeps TLS, which then
+    /// fails to build (opt in by setting `channel_creds` to `insecure` yourself).
     ///
     /// ```
     /// use mesh_xds::bootstrap::{Bootstrap, IstioNode};
@@ -28,10 +35,11 @@ impl Bootstrap {
     ///         service_account: "echo".into(),
     ///         ..Default::default()
     ///     },
-    ///     "istiod.istio-system.svc:15010",
+    ///     "istiod.istio-system.svc:15012",
     /// );
     /// assert_eq!(b.node.id, "sidecar~10.0.0.1~echo-5d9f.default~default.svc.cluster.local");
     /// assert_eq!(b.node.metadata["GENERATOR"], "grpc");
+    /// assert_eq!(b.xds_servers[0].channel_creds[0].kind, "tls");
     /// ```
     pub fn istio_proxyless(node: IstioNode, discovery_address: &str) -> Bootstrap {
         let dns_domain = format!("{}.svc.{}", node.namespace, node.cluster_domain());
@@ -89,13 +97,33 @@ impl Bootstrap {
                 config: Some(serde_json::json!({ "jwt_token_file": p })),
             })
             .collect();
+        let channel_creds = if local_plaintext(discovery_address) {
+            CredsConfig {
+                kind: "insecure".into(),
+                config: None,
+            }
+        } else {
+            let mut config = serde_json::Map::new();
+            if let Some(dir) = &node.cert_dir {
+                let mut file = |k: &str, f: &str| {
+                    config.insert(k.into(), dir.join(f).to_string_lossy().into_owned().into());
+                };
+                file("ca_certificate_file", "root-cert.pem");
+                file("certificate_file", "cert-chain.pem");
+                file("private_key_file", "key.pem");
+            }
+            if let Some(name) = &node.xds_server_name {
+                config.insert("server_name".into(), name.clone().into());
+            }
+            CredsConfig {
+                kind: "tls".into(),
+                config: (!config.is_empty()).then_some(serde_json::Value::Object(config)),
+            }
+        };
         Bootstrap {
             xds_servers: vec![XdsServer {
                 server_uri: discovery_address.to_owned(),
-                channel_creds: vec![CredsConfig {
-                    kind: "insecure".into(),
-                    config: None,
-                }],
+                channel_creds: vec![channel_creds],
                 call_creds,
                 server_features: vec!["xds_v3".into()],
             }],
@@ -113,6 +141,18 @@ impl Bootstrap {
             authorities: BTreeMap::new(),
         }
     }
+}
+
+/// Whether `address` may be plaintext without asking: a Unix socket (a local agent, as
+/// Istio's), or an `http://` URI to a loopback address.
+fn local_plaintext(address: &str) -> bool {
+    if address.starts_with("unix:") {
+        return true;
+    }
+    address.starts_with("http://")
+        && address
+            .parse::<http::Uri>()
+            .is_ok_and(|u| crate::client::channel::is_loopback(&u))
 }
 
 /// What Istio needs to know about a proxyless workload.
@@ -145,8 +185,13 @@ pub struct IstioNode {
     /// Directory with `cert-chain.pem`, `key.pem`, `root-cert.pem`: adds the `default`
     /// file_watcher certificate provider that Istio's TLS contexts reference.
     pub cert_dir: Option<PathBuf>,
-    /// Bearer token file for the control plane (e.g. the projected `istio-token`).
+    /// Bearer token file for the control plane (e.g. the projected `istio-token`); sent
+    /// only over TLS.
     pub token_file: Option<PathBuf>,
+    /// The name istiod's certificate must carry, e.g. `istiod.istio-system.svc` (what
+    /// istiod's serving certificate has) when the address is an IP; default: the host of
+    /// the discovery address (as Istio's agent, whose `ISTIOD_SAN` overrides it).
+    pub xds_server_name: Option<String>,
 }
 
 impl Default for IstioNode {
@@ -166,6 +211,7 @@ impl Default for IstioNode {
             locality: None,
             cert_dir: None,
             token_file: None,
+            xds_server_name: None,
         }
     }
 }
@@ -242,7 +288,7 @@ mod tests {
             node.spiffe_id().unwrap().to_string(),
             "spiffe://example.org/ns/bookinfo/sa/reviews"
         );
-        let b = Bootstrap::istio_proxyless(node, "istiod.istio-system.svc:15010");
+        let b = Bootstrap::istio_proxyless(node, "istiod.istio-system.svc:15012");
         b.validate().unwrap();
         assert_eq!(
             b.node.id,
@@ -258,10 +304,16 @@ mod tests {
         assert_eq!(md["MESH_ID"], "mesh1");
         assert_eq!(md["LABELS"]["version"], "v1");
         let s = &b.xds_servers[0];
-        assert_eq!(s.server_uri, "istiod.istio-system.svc:15010");
+        assert_eq!(s.server_uri, "istiod.istio-system.svc:15012");
+        // TLS, verified with the mesh root, presenting the workload certificate.
         assert_eq!(
             s.channel_credentials().unwrap(),
-            ChannelCredentials::Insecure
+            ChannelCredentials::Tls {
+                ca_certificate_file: Some("/var/lib/istio/data/root-cert.pem".into()),
+                certificate_file: Some("/var/lib/istio/data/cert-chain.pem".into()),
+                private_key_file: Some("/var/lib/istio/data/key.pem".into()),
+                server_name: None,
+            }
         );
         assert_eq!(
             b.token_file(),
@@ -290,5 +342,50 @@ mod tests {
             labels.fields["app"].kind,
             Some(Kind::StringValue("reviews".into()))
         );
+    }
+
+    #[test]
+    fn plaintext_only_to_a_local_agent_or_loopback() {
+        let creds = |addr: &str| {
+            Bootstrap::istio_proxyless(IstioNode::default(), addr).xds_servers[0]
+                .channel_credentials()
+                .unwrap()
+        };
+        assert_eq!(
+            creds("unix:///etc/istio/proxy/XDS"),
+            ChannelCredentials::Insecure
+        );
+        assert_eq!(
+            creds("http://127.0.0.1:15010"),
+            ChannelCredentials::Insecure
+        );
+        assert_eq!(
+            creds("http://localhost:15010"),
+            ChannelCredentials::Insecure
+        );
+        for addr in [
+            "istiod.istio-system.svc:15012",
+            "https://127.0.0.1:15012",
+            "http://istiod.istio-system.svc:15010",
+            "http://10.0.0.1:15010",
+        ] {
+            assert!(
+                matches!(creds(addr), ChannelCredentials::Tls { .. }),
+                "{addr}"
+            );
+        }
+        let named = Bootstrap::istio_proxyless(
+            IstioNode {
+                xds_server_name: Some("istiod.istio-system.svc".into()),
+                ..Default::default()
+            },
+            "10.0.0.1:15012",
+        );
+        let ChannelCredentials::Tls { server_name, .. } =
+            named.xds_servers[0].channel_credentials().unwrap()
+        else {
+            panic!("tls")
+        };
+        assert_eq!(server_name.as_deref(), Some("istiod.istio-system.svc"));
     }
 }

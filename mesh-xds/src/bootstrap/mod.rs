@@ -63,7 +63,8 @@ pub struct Bootstrap {
 pub struct XdsServer {
     /// Target URI, e.g. `istiod.istio-system.svc:15012` or `unix:///etc/istio/XDS`.
     pub server_uri: String,
-    /// Channel credentials in order of preference; the first supported one is used.
+    /// Channel credentials in order of preference; the first supported one is used. Empty
+    /// means `tls` (secure by default).
     #[serde(default)]
     pub channel_creds: Vec<CredsConfig>,
     /// Call credentials (gRPC A97), e.g. `{"type": "jwt_token_file", "config":
@@ -92,21 +93,37 @@ pub enum ChannelCredentials {
     /// Plaintext (h2c).
     Insecure,
     /// TLS; the optional files come from the `tls` type's config (gRPC A65):
-    /// `ca_certificate_file`, `certificate_file`, `private_key_file`.
+    /// `ca_certificate_file`, `certificate_file`, `private_key_file`, and our
+    /// `server_name`.
     Tls {
-        /// Roots to verify the server; `None` means the caller supplies them.
+        /// Roots to verify the server; `None` means the caller supplies them (the mesh
+        /// root of the workload's identity, for `mesh`).
         ca_certificate_file: Option<PathBuf>,
         /// Client certificate chain for mTLS.
         certificate_file: Option<PathBuf>,
         /// Client private key for mTLS.
         private_key_file: Option<PathBuf>,
+        /// The DNS name the server's certificate must carry (and the SNI), e.g.
+        /// `istiod.istio-system.svc` when dialing an IP, or its SPIFFE ID
+        /// (`spiffe://...`, checked with the workload identity's roots); default: the host
+        /// of `server_uri`.
+        server_name: Option<String>,
     },
 }
 
 impl XdsServer {
     /// The first supported channel credentials (gRPC A27: skip unknown types, fail if none
-    /// is supported).
+    /// is supported). No `channel_creds` at all means TLS: plaintext must be asked for
+    /// (`{"type": "insecure"}`).
     pub fn channel_credentials(&self) -> Result<ChannelCredentials, BootstrapError> {
+        if self.channel_creds.is_empty() {
+            return Ok(ChannelCredentials::Tls {
+                ca_certificate_file: None,
+                certificate_file: None,
+                private_key_file: None,
+                server_name: None,
+            });
+        }
         for c in &self.channel_creds {
             match c.kind.as_str() {
                 "insecure" => return Ok(ChannelCredentials::Insecure),
@@ -125,10 +142,27 @@ impl XdsServer {
                             self.server_uri
                         )));
                     }
+                    let server_name = c
+                        .config
+                        .as_ref()
+                        .and_then(|v| v.get("server_name"))
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned);
+                    if let Some(id) = server_name
+                        .as_deref()
+                        .filter(|n| n.starts_with("spiffe://"))
+                        && let Err(e) = mesh_core::SpiffeId::new(id)
+                    {
+                        return Err(BootstrapError::Invalid(format!(
+                            "xds server {:?}: tls server_name {id:?}: {e}",
+                            self.server_uri
+                        )));
+                    }
                     return Ok(ChannelCredentials::Tls {
                         ca_certificate_file: f("ca_certificate_file"),
                         certificate_file: cert,
                         private_key_file: key,
+                        server_name,
                     });
                 }
                 _ => continue,
@@ -261,7 +295,12 @@ impl Bootstrap {
                     "xds_servers[{i}].server_uri must not be empty"
                 )));
             }
-            s.channel_credentials()?;
+            let creds = s.channel_credentials()?;
+            if creds == ChannelCredentials::Insecure && s.token_file().is_some() {
+                return Err(BootstrapError::Invalid(format!(
+                    "xds_servers[{i}]: jwt_token_file call_creds with insecure channel_creds: gRFC A97 allows call credentials only on secure channels (use tls channel_creds)"
+                )));
+            }
         }
         for (name, p) in &self.certificate_providers {
             // Unknown plugins are kept (gRPC fails only when one is used); file_watcher
@@ -427,7 +466,8 @@ mod tests {
             ChannelCredentials::Tls {
                 ca_certificate_file: Some("/etc/ca.pem".into()),
                 certificate_file: None,
-                private_key_file: None
+                private_key_file: None,
+                server_name: None,
             }
         );
         assert!(s.has_feature("xds_v3"));
@@ -518,11 +558,42 @@ mod tests {
                 "{",
                 "invalid xDS bootstrap JSON at `(document)`: EOF while parsing an object at line 1 column 1",
             ),
+            (
+                r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "insecure"}],
+                    "call_creds": [{"type": "jwt_token_file", "config": {"jwt_token_file": "/t"}}]}]}"#,
+                "invalid xDS bootstrap: xds_servers[0]: jwt_token_file call_creds with insecure channel_creds: gRFC A97 allows call credentials only on secure channels (use tls channel_creds)",
+            ),
         ];
         for (json, want) in cases {
             let got = Bootstrap::from_json(json).unwrap_err().to_string();
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn tls_is_the_default_and_insecure_must_be_asked_for() {
+        let b =
+            Bootstrap::from_json(r#"{"xds_servers": [{"server_uri": "istiod:15012"}]}"#).unwrap();
+        assert_eq!(
+            b.xds_servers[0].channel_credentials().unwrap(),
+            ChannelCredentials::Tls {
+                ca_certificate_file: None,
+                certificate_file: None,
+                private_key_file: None,
+                server_name: None,
+            }
+        );
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "10.0.0.9:15012", "channel_creds": [{"type": "tls",
+                 "config": {"server_name": "istiod.istio-system.svc"}}]}]}"#,
+        )
+        .unwrap();
+        let ChannelCredentials::Tls { server_name, .. } =
+            b.xds_servers[0].channel_credentials().unwrap()
+        else {
+            panic!("tls")
+        };
+        assert_eq!(server_name.as_deref(), Some("istiod.istio-system.svc"));
     }
 
     #[test]

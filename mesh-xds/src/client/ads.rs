@@ -111,7 +111,7 @@ impl Wire for Delta {
 pub(crate) struct Driver<C: Codec> {
     pub(crate) state: State<C>,
     pub(crate) config: XdsClientConfig,
-    pub(crate) channel: Channel,
+    pub(crate) channel: super::XdsChannel,
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) snapshot_tx: watch::Sender<Arc<C::Snapshot>>,
     pub(crate) ready_tx: watch::Sender<bool>,
@@ -199,6 +199,12 @@ impl<C: Codec> Driver<C> {
         let (tx, rx) = mpsc::channel::<W::Request>(REQUEST_QUEUE);
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         if let Some(path) = &self.config.token_file {
+            if !self.channel.is_secure() {
+                tracing::error!(path = %path.display(), "{}", super::TOKEN_RULE);
+                return Ended::Stream {
+                    got_response: false,
+                };
+            }
             // Re-read per stream: the token is rotated on disk.
             match read_bearer(path).await {
                 Ok(value) => {
@@ -219,7 +225,7 @@ impl<C: Codec> Driver<C> {
                 got_response: false,
             };
         }
-        let mut client = AggregatedDiscoveryServiceClient::new(self.channel.clone())
+        let mut client = AggregatedDiscoveryServiceClient::new(self.channel.channel.clone())
             .max_decoding_message_size(self.config.max_message_size)
             .max_encoding_message_size(self.config.max_message_size);
         let mut inbound = {

@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
+use super::channel::{TlsConfigFn, XdsChannel};
+
+/// Makes the per-connection TLS config from the workload identity, verifying the control
+/// plane by the SPIFFE ID given (when the bootstrap's `server_name` is one) or else by the
+/// server name. `mesh::control_plane_tls` is one.
+pub type IdentityTls = Arc<dyn Fn(Option<&str>) -> TlsConfigFn + Send + Sync>;
+use super::{Protocol, XdsClientConfig, XdsClientError, channel};
+use crate::bootstrap::{Bootstrap, ChannelCredentials, XdsServer};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tonic::transport::Channel;
-
-use super::{Protocol, XdsClientConfig, XdsClientError, channel};
-use crate::bootstrap::{Bootstrap, ChannelCredentials, XdsServer};
 
 /// The `server_features` entry that selects delta ADS. gRPC's bootstrap has no such
 /// feature (gRPC only speaks SotW); this one is ours.
@@ -47,30 +51,69 @@ impl XdsClientConfig {
     }
 }
 
-/// The channel to the bootstrap's first server: plaintext for `insecure`; for `tls`, the
+/// The channel to the bootstrap's first server: plaintext for `insecure` (asked for
+/// explicitly, gRPC A27); for `tls` (also when `channel_creds` is empty), the
 /// `ca_certificate_file` roots (and the client certificate and key for mTLS), read now,
-/// with the given crypto provider. For an SVID that rotates, build the channel with
-/// [`channel::with_connector`] and mesh-tls's connector instead.
+/// with the given crypto provider, verifying `server_name` or the URI's host.
 pub fn channel_from_bootstrap(
     bootstrap: &Bootstrap,
     provider: Arc<CryptoProvider>,
-) -> Result<Channel, XdsClientError> {
+) -> Result<XdsChannel, XdsClientError> {
+    channel_from_bootstrap_with(bootstrap, provider, None)
+}
+
+/// [`channel_from_bootstrap`], with `mesh_tls` making the TLS config of each connection
+/// when the `tls` creds name no `ca_certificate_file` (e.g. the workload identity's trust
+/// bundle as roots and its certificate as client certificate, as `mesh` does). A
+/// `server_name` that is a SPIFFE ID (`spiffe://...`) is verified that way only.
+pub fn channel_from_bootstrap_with(
+    bootstrap: &Bootstrap,
+    provider: Arc<CryptoProvider>,
+    mesh_tls: Option<IdentityTls>,
+) -> Result<XdsChannel, XdsClientError> {
     let server = first_server(bootstrap)?;
     let creds = server
         .channel_credentials()
         .map_err(|e| invalid(e.to_string()))?;
     match creds {
-        ChannelCredentials::Insecure => channel::insecure(&server_uri(&server.server_uri, "http")),
+        ChannelCredentials::Insecure => {
+            channel::insecure_any_host(&server_uri(&server.server_uri, "http"))
+        }
         ChannelCredentials::Tls {
             ca_certificate_file,
             certificate_file,
             private_key_file,
+            server_name,
         } => {
-            let Some(ca) = ca_certificate_file else {
-                return Err(invalid(
-                    "tls channel_creds without ca_certificate_file: build the channel with channel::tls and your roots".into(),
-                ));
+            if server.server_uri.starts_with("http://") {
+                return Err(invalid(format!(
+                    "server_uri {:?} is plaintext http:// but the channel_creds are tls: write https:// (or host:port), or opt in to plaintext with channel_creds [{{\"type\": \"insecure\"}}]",
+                    server.server_uri
+                )));
+            }
+            let uri = server_uri(&server.server_uri, "https");
+            // A SPIFFE ID is checked by the verifier; the SNI is then the URI's host.
+            let spiffe = server_name
+                .as_deref()
+                .filter(|n| n.starts_with("spiffe://"));
+            let dns_name = if spiffe.is_some() {
+                None
+            } else {
+                server_name.as_deref()
             };
+            let Some(ca) = ca_certificate_file else {
+                return match mesh_tls {
+                    Some(make) => channel::tls_dynamic(&uri, make(spiffe), dns_name),
+                    None => Err(invalid(
+                        "tls channel_creds without ca_certificate_file: name the mesh root file, or build the channel with channel::tls and your roots".into(),
+                    )),
+                };
+            };
+            if let Some(id) = spiffe {
+                return Err(invalid(format!(
+                    "server_name {id:?} is a SPIFFE ID: it is verified with the workload identity (leave out ca_certificate_file), not with a root file"
+                )));
+            }
             let mut roots = rustls::RootCertStore::empty();
             for cert in CertificateDer::pem_file_iter(&ca)
                 .map_err(|e| invalid(format!("ca_certificate_file {}: {e}", ca.display())))?
@@ -111,11 +154,7 @@ pub fn channel_from_bootstrap(
                 }
                 _ => builder.with_no_client_auth(),
             };
-            channel::tls(
-                &server_uri(&server.server_uri, "https"),
-                Arc::new(config),
-                None,
-            )
+            channel::tls(&uri, Arc::new(config), dns_name)
         }
     }
 }
@@ -178,9 +217,42 @@ mod tests {
     }
 
     #[test]
+    fn tls_creds_with_an_http_uri_are_refused() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "http://10.0.0.1:15010"}], "node": {"id": "n"}}"#,
+        )
+        .unwrap();
+        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("opt in to plaintext"), "{err}");
+    }
+
+    #[test]
+    fn a_spiffe_server_name_needs_the_workload_identity() {
+        let b = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "10.0.0.1:15012", "channel_creds": [{"type": "tls",
+                 "config": {"ca_certificate_file": "/etc/ca.pem",
+                            "server_name": "spiffe://cluster.local/ns/istio-system/sa/istiod"}}]}]}"#,
+        )
+        .unwrap();
+        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is a SPIFFE ID"), "{err}");
+        let err = Bootstrap::from_json(
+            r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "tls",
+                 "config": {"server_name": "spiffe://"}}]}]}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("tls server_name \"spiffe://\""), "{err}");
+    }
+
+    #[test]
     fn sotw_by_default_and_token_file_and_a53() {
         let b = Bootstrap::from_json(
-            r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "insecure"}],
+            r#"{"xds_servers": [{"server_uri": "a:1", "channel_creds": [{"type": "tls"}],
                   "server_features": ["ignore_resource_deletion"],
                   "call_creds": [{"type": "jwt_token_file", "config": {"jwt_token_file": "/var/run/token"}}]}],
                 "node": {"id": "n"}}"#,

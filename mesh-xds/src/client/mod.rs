@@ -32,15 +32,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use backoff::BackoffConfig;
+pub use channel::XdsChannel;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::google::protobuf::Any;
-use tokio::sync::{mpsc, oneshot, watch};
-use tonic::transport::Channel;
-
-pub use backoff::BackoffConfig;
-pub use from_bootstrap::{DELTA_FEATURE, channel_from_bootstrap};
+pub use from_bootstrap::{
+    DELTA_FEATURE, IdentityTls, channel_from_bootstrap, channel_from_bootstrap_with,
+};
 pub use status::{ClientStatus, ResourceState, ResourceStatus};
 pub use subscription::listener_name_for_target;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::resource::{self, Rejection, Resource, ResourceType};
 use ads::{Command, Driver};
@@ -56,7 +57,7 @@ pub enum Protocol {
     Delta,
 }
 
-/// Client settings. The server address and credentials are in the [`Channel`] given to
+/// Client settings. The server address and credentials are in the [`XdsChannel`] given to
 /// [`XdsClient::new`] (see [`channel`]).
 #[derive(Clone, Debug)]
 pub struct XdsClientConfig {
@@ -78,6 +79,7 @@ pub struct XdsClientConfig {
     pub backoff: BackoffConfig,
     /// A file holding a bearer token, re-read for every stream and sent as
     /// `authorization: Bearer <token>` (e.g. a Kubernetes projected service-account token).
+    /// Only on a secure channel: see [`TOKEN_RULE`].
     pub token_file: Option<PathBuf>,
     /// Largest gRPC message accepted or sent (default 64 MiB: a full SotW state is large).
     pub max_message_size: usize,
@@ -126,12 +128,18 @@ pub enum XdsClientError {
         /// The rule broken.
         reason: String,
     },
+    /// A bearer token was configured for a plaintext channel; see [`TOKEN_RULE`].
+    #[error("{TOKEN_RULE}")]
+    TokenOnPlaintext,
     /// The client's task has stopped (the runtime is shutting down).
     #[error("the xDS client task has stopped")]
     Stopped,
 }
 
 pub use mesh_core::config::{ConfigSnapshot, ResourceMap};
+
+/// Why a token is never sent on a plaintext channel, named in errors.
+pub const TOKEN_RULE: &str = "refusing to send the xDS bearer token (token_file / jwt_token_file call_creds) on a plaintext channel: gRFC A97 allows call credentials only on secure channels; use TLS to the control plane, or drop the token";
 
 /// Decodes through [`resource::decode`] (the real translation) into [`ConfigSnapshot`]s.
 struct ModelCodec;
@@ -205,9 +213,13 @@ impl XdsClient {
     /// Starts the client's task on the current Tokio runtime. No stream opens until there
     /// is something to subscribe to (a target, or a wildcard option).
     ///
+    /// A token with a plaintext channel is a configuration error: no stream is ever opened
+    /// (each attempt logs [`TOKEN_RULE`]); [`XdsClient::try_new`] reports it at once.
+    ///
     /// # Panics
     /// Outside a Tokio runtime.
-    pub fn new(config: XdsClientConfig, channel: Channel) -> Self {
+    pub fn new(config: XdsClientConfig, channel: impl Into<XdsChannel>) -> Self {
+        let channel = channel.into();
         let mut state = State::new(
             ModelCodec,
             config.wildcard_listeners,
@@ -232,6 +244,22 @@ impl XdsClient {
             snapshot,
             ready,
         }
+    }
+
+    /// [`XdsClient::new`], refusing a token on a plaintext channel with
+    /// [`XdsClientError::TokenOnPlaintext`].
+    ///
+    /// # Panics
+    /// Outside a Tokio runtime.
+    pub fn try_new(
+        config: XdsClientConfig,
+        channel: impl Into<XdsChannel>,
+    ) -> Result<Self, XdsClientError> {
+        let channel = channel.into();
+        if config.token_file.is_some() && !channel.is_secure() {
+            return Err(XdsClientError::TokenOnPlaintext);
+        }
+        Ok(Self::new(config, channel))
     }
 
     /// Watches the listener of `target` (`xds:///host:port` or a listener name), and

@@ -258,3 +258,21 @@ async fn max_requests_per_connection_closes_spent_connections() {
         assert_eq!(seen.accepted.load(Ordering::SeqCst), 3, "{protocol}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_connection_duration_retires_old_connections() {
+    for (h2, protocol) in [(false, "HTTP"), (true, "HTTP2")] {
+        let (port, seen) = slow_server(h2).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pool = "{tcp: {maxConnectionDuration: 1s}}";
+        std::fs::write(dir.path().join("c.yaml"), config(port, protocol, pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        // Each request takes 600 ms: the first two share a connection (younger than 1 s
+        // when the second starts), the third needs a new one.
+        for _ in 0..3 {
+            assert_eq!(fire(&client, 1).await[0].status, 200);
+        }
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), 2, "{protocol}");
+    }
+}

@@ -231,9 +231,16 @@ fn http_protocol_options(
     } else {
         None
     };
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
     let common = core::HttpProtocolOptions {
+        // istiod: the HTTP idle timeout, else the TCP one.
         idle_timeout: http
             .and_then(|h| h.idle_timeout.as_ref())
+            .or(tcp.and_then(|t| t.idle_timeout.as_ref()))
+            .and_then(|d| d.get())
+            .map(pb::duration),
+        max_connection_duration: tcp
+            .and_then(|t| t.max_connection_duration.as_ref())
             .and_then(|d| d.get())
             .map(pb::duration),
         max_requests_per_connection: positive(http.and_then(|h| h.max_requests_per_connection))

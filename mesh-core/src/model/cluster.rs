@@ -279,4 +279,6 @@ pub struct HttpProtocolOptions {
     pub idle_timeout: Option<Duration>,
     /// Requests per connection before it is closed.
     pub max_requests_per_connection: Option<u32>,
+    /// A connection's longest life: it takes no new request after this.
+    pub max_connection_duration: Option<Duration>,
 }

@@ -1,6 +1,8 @@
 //! The pools' settings, the same for every cluster.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use mesh_core::model::Cluster;
 
 /// Envoy's default idle timeout of upstream connections.
 pub(super) const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
@@ -26,5 +28,32 @@ impl PoolConfig {
                 Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
             })
             .max(1)
+    }
+}
+
+/// When a pooled connection retires (the cluster's `max_requests_per_connection` and
+/// `max_connection_duration`): it takes no new request, and closes once its last ends.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Lifetime {
+    pub(super) max_requests: Option<u32>,
+    pub(super) max_duration: Option<Duration>,
+}
+
+impl Lifetime {
+    pub(super) fn of(cluster: &Cluster) -> Self {
+        Self {
+            max_requests: cluster.http_protocol.max_requests_per_connection,
+            max_duration: cluster.http_protocol.max_connection_duration,
+        }
+    }
+
+    /// Whether a connection opened at `born` is too old for another request.
+    pub(super) fn expired(&self, born: Instant) -> bool {
+        self.max_duration.is_some_and(|d| born.elapsed() >= d)
+    }
+
+    /// Whether a connection that carried `served` requests since `born` is done.
+    pub(super) fn spent(&self, served: u32, born: Instant) -> bool {
+        self.max_requests.is_some_and(|m| served >= m) || self.expired(born)
     }
 }

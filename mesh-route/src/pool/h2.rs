@@ -3,10 +3,12 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use http::Uri;
 
+use super::config::Lifetime;
 use super::connector::EndpointClient;
 
 /// When an HTTP/2 endpoint opens another connection.
@@ -18,9 +20,8 @@ pub(super) struct Limits {
     pub(super) max_streams: Option<usize>,
     /// Connections opened at most.
     pub(super) max_connections: usize,
-    /// Streams a connection carries in its life (the cluster's
-    /// `max_requests_per_connection`); then it is replaced, and closes once its streams end.
-    pub(super) max_requests_per_connection: Option<u32>,
+    /// When a connection is replaced (it closes once its streams end).
+    pub(super) life: Lifetime,
 }
 
 /// One HTTP/2 connection: a client whose pool holds a single multiplexed connection
@@ -32,6 +33,7 @@ pub(super) struct H2Conn {
     pub(super) streams: AtomicUsize,
     /// Streams sent in its life.
     sent: AtomicU32,
+    born: Instant,
 }
 
 /// The HTTP/2 connections of one endpoint.
@@ -48,16 +50,16 @@ impl H2Set {
     /// The connection for the next stream, opening one (its client from `open`, given the
     /// endpoint's URI) if the limits say so.
     pub(super) fn pick(&self, open: impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
-        let conn = match choose(&self.conns.load(), self.limits) {
+        let mut conn = match choose(&self.conns.load(), self.limits) {
             Some(c) => c,
             None => self.grow(&open),
         };
+        if self.limits.life.expired(conn.born) {
+            conn = self.replace(&conn, &open);
+        }
         let sent = conn.sent.fetch_add(1, Ordering::Relaxed) + 1;
-        if self
-            .limits
-            .max_requests_per_connection
-            .is_some_and(|max| sent == max)
-        {
+        if self.limits.life.max_requests == Some(sent) {
+            // This stream is its last.
             self.replace(&conn, &open);
         }
         conn
@@ -77,18 +79,23 @@ impl H2Set {
         conn
     }
 
-    /// Swaps a spent connection for a new one: streams under way keep the old one.
-    fn replace(&self, spent: &Arc<H2Conn>, open: &impl Fn(Uri) -> EndpointClient) {
+    /// Swaps a spent connection for a new one, which it returns (streams under way keep
+    /// the old one); when another request replaced it first, the connection in its place.
+    fn replace(&self, spent: &Arc<H2Conn>, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
-        let next = current
-            .iter()
-            .map(|c| match Arc::ptr_eq(c, spent) {
-                true => self.new_conn(open),
-                false => c.clone(),
-            })
-            .collect();
+        let Some(i) = current.iter().position(|c| Arc::ptr_eq(c, spent)) else {
+            return current
+                .iter()
+                .find(|c| !self.limits.life.expired(c.born))
+                .cloned()
+                .unwrap_or_else(|| spent.clone());
+        };
+        let fresh = self.new_conn(open);
+        let mut next = (*current).clone();
+        next[i] = fresh.clone();
         self.conns.store(Arc::new(next));
+        fresh
     }
 
     fn new_conn(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
@@ -96,6 +103,7 @@ impl H2Set {
             client: open(self.target.clone()),
             streams: AtomicUsize::new(0),
             sent: AtomicU32::new(0),
+            born: Instant::now(),
         })
     }
 }

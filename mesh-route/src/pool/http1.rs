@@ -23,7 +23,7 @@
 //! connection is pending (a `max_pending_requests` slot) until it has one, waiting for a
 //! connection of its endpoint to come back or for a slot to be freed; without a pending
 //! slot it fails at once with [`Overflow`] (503 `UO` from the breaker layer). A connection
-//! closes after the cluster's `max_requests_per_connection`.
+//! closes after the cluster's `max_requests_per_connection` or `max_connection_duration`.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -43,6 +43,7 @@ use mesh_resilience::policy::Priority;
 use tokio::sync::Notify;
 use tower::{BoxError, ServiceExt};
 
+use super::config::Lifetime;
 use super::{ConnectError, RequestBody};
 
 /// A boxed connection attempt: the pool's connector for this endpoint, then the HTTP/1.1
@@ -59,6 +60,7 @@ pub(super) struct Sender {
     slot: Option<Slot>,
     /// Requests sent on it.
     served: u32,
+    born: Instant,
 }
 
 impl Sender {
@@ -96,7 +98,7 @@ pub(super) struct H1Set {
     breaker: Arc<CircuitBreaker>,
     /// Woken when a connection is checked in: pending requests take it.
     checked_in: Notify,
-    max_requests_per_connection: Option<u32>,
+    life: Lifetime,
 }
 
 impl std::fmt::Debug for H1Set {
@@ -106,17 +108,13 @@ impl std::fmt::Debug for H1Set {
 }
 
 impl H1Set {
-    pub(super) fn new(
-        dial: Dial,
-        breaker: Arc<CircuitBreaker>,
-        max_requests_per_connection: Option<u32>,
-    ) -> Self {
+    pub(super) fn new(dial: Dial, breaker: Arc<CircuitBreaker>, life: Lifetime) -> Self {
         Self {
             dial,
             idle: Mutex::new(Vec::new()),
             breaker,
             checked_in: Notify::new(),
-            max_requests_per_connection,
+            life,
         }
     }
 
@@ -250,7 +248,7 @@ impl H1Set {
     /// the way.
     fn checkout(&self) -> Checkout {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|c| !c.sender.is_closed());
+        idle.retain(|c| !c.sender.is_closed() && !self.life.expired(c.sender.born));
         if let Some(i) = idle.iter().position(|c| c.sender.is_ready()) {
             return Checkout::Ready(idle.swap_remove(i).sender);
         }
@@ -264,10 +262,7 @@ impl H1Set {
     /// Back to the idle list once the response headers are in: ready again when hyper has
     /// finished the body (a connection whose body is dropped unread closes instead).
     fn checkin(&self, sender: Sender) {
-        let spent = self
-            .max_requests_per_connection
-            .is_some_and(|max| sender.served >= max);
-        if sender.is_closed() || spent {
+        if sender.is_closed() || self.life.spent(sender.served, sender.born) {
             // Dropping the sender closes the connection once its response is done.
             return;
         }
@@ -315,6 +310,7 @@ where
         info,
         slot: None,
         served: 0,
+        born: Instant::now(),
     })
 }
 

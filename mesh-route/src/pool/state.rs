@@ -44,8 +44,8 @@ pub(super) struct Shared {
     pub(super) counters: Arc<Counters>,
     /// The cluster's circuit breaker (connection and pending-request slots).
     pub(super) breaker: Arc<mesh_resilience::circuit_breaker::CircuitBreaker>,
-    /// Close an HTTP/1.1 connection after this many requests.
-    pub(super) max_requests_per_connection: Option<u32>,
+    /// When an HTTP/1.1 connection retires.
+    pub(super) life: super::config::Lifetime,
 }
 
 impl Shared {

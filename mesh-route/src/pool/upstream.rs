@@ -16,7 +16,7 @@ use mesh_tls::config::ClientSettings;
 use mesh_tls::verify::PeerPolicy;
 
 use super::RequestBody;
-use super::config::{DEFAULT_IDLE, PoolConfig};
+use super::config::{DEFAULT_IDLE, Lifetime, PoolConfig};
 use super::connector::{Transport, alpn_for, endpoint_uri};
 use super::counted::PoolCounters;
 use super::h2::{H2Set, Limits, Stream};
@@ -68,7 +68,7 @@ impl UpstreamPool {
                     .max_concurrent_streams
                     .map(|n| n.max(1) as usize),
                 max_connections,
-                max_requests_per_connection: cluster.http_protocol.max_requests_per_connection,
+                life: Lifetime::of(cluster),
             });
         }
         let transport = match &cluster.tls {
@@ -100,7 +100,7 @@ impl UpstreamPool {
                 writer: Mutex::new(()),
                 counters: Arc::default(),
                 breaker: CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers),
-                max_requests_per_connection: cluster.http_protocol.max_requests_per_connection,
+                life: Lifetime::of(cluster),
             }),
         }
     }
@@ -182,7 +182,7 @@ impl UpstreamPool {
                 Endpoint::H1(Arc::new(H1Set::new(
                     self.shared.dial_h1(target),
                     self.shared.breaker.clone(),
-                    self.shared.max_requests_per_connection,
+                    self.shared.life,
                 )))
             }
             None => Endpoint::Single(Arc::new(self.shared.client(target))),

@@ -48,6 +48,9 @@ fn common_http(c: &core::HttpProtocolOptions, out: &mut HttpProtocolOptions) -> 
     if let Some(n) = &c.max_requests_per_connection {
         out.max_requests_per_connection = Some(n.value);
     }
+    out.max_connection_duration = opt_duration(c.max_connection_duration.as_ref())
+        .at(".max_connection_duration")?
+        .or(out.max_connection_duration);
     Ok(())
 }
 

@@ -421,6 +421,7 @@ fn http_protocol_options() {
             max_concurrent_streams: Some(64),
             idle_timeout: Some(Duration::from_secs(30)),
             max_requests_per_connection: Some(100),
+            max_connection_duration: None,
         }
     );
     // The deprecated cluster-level field still selects HTTP/2.

@@ -4,12 +4,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{Either, Empty};
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{PathNormalization, PathOutcome};
+
+/// The response body of [`PathNormalize`]: the inner service's, or the empty body of a
+/// local 400 or 307 (Envoy sends those without a body too).
+pub type PathBody<B> = Either<B, Empty<Bytes>>;
 
 /// Normalizes the request path before the inner service sees it, as Envoy's HTTP connection
 /// manager does before its filters (RBAC) and the router: the inner service, and the app
@@ -20,6 +26,7 @@ use super::{PathNormalization, PathOutcome};
 /// use mesh_core::path::{PathNormalization, PathNormalizationLayer};
 /// use tower::ServiceBuilder;
 ///
+/// // The app's response body comes back as `PathBody::Left`, local replies as `Right`.
 /// let svc = ServiceBuilder::new()
 ///     .layer(PathNormalizationLayer::new(PathNormalization::BASE))
 ///     .service_fn(|req: http::Request<()>| async move {
@@ -109,11 +116,10 @@ fn verdict(config: &PathNormalization, method: &Method, uri: &Uri) -> Verdict {
 impl<S, ReqB, ResB> Service<Request<ReqB>> for PathNormalize<S>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
-    ResB: Default,
 {
-    type Response = Response<ResB>;
+    type Response = Response<PathBody<ResB>>;
     type Error = S::Error;
-    type Future = PathNormalizeFuture<S::Future, ResB>;
+    type Future = PathNormalizeFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -124,7 +130,7 @@ where
             Verdict::Pass => {}
             Verdict::Rewrite(uri) => *req.uri_mut() = uri,
             Verdict::Reply(status, location) => {
-                let mut res = Response::new(ResB::default());
+                let mut res = Response::new(Empty::new());
                 *res.status_mut() = status;
                 if let Some(location) = location {
                     res.headers_mut().insert(header::LOCATION, location);
@@ -139,24 +145,24 @@ where
 /// The future of [`PathNormalize`]: the inner service's, or a local reply.
 #[derive(Debug)]
 #[pin_project::pin_project(project = Proj)]
-pub enum PathNormalizeFuture<F, B> {
+pub enum PathNormalizeFuture<F> {
     /// The inner service is answering.
     Inner(#[pin] F),
     /// A local 400 or 307.
-    Reply(Option<Response<B>>),
+    Reply(Option<Response<Empty<Bytes>>>),
 }
 
-impl<F, B, E> Future for PathNormalizeFuture<F, B>
+impl<F, B, E> Future for PathNormalizeFuture<F>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<B>, E>;
+    type Output = Result<Response<PathBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            Proj::Inner(f) => f.poll(cx),
+            Proj::Inner(f) => f.poll(cx).map_ok(|res| res.map(Either::Left)),
             Proj::Reply(r) => match r.take() {
-                Some(res) => Poll::Ready(Ok(res)),
+                Some(res) => Poll::Ready(Ok(res.map(Either::Right))),
                 // Polled after completion: never ready again rather than panic.
                 None => Poll::Pending,
             },

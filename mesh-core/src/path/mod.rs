@@ -29,7 +29,7 @@
 mod canon;
 mod layer;
 
-pub use layer::{PathNormalizationLayer, PathNormalize, PathNormalizeFuture};
+pub use layer::{PathBody, PathNormalizationLayer, PathNormalize, PathNormalizeFuture};
 
 /// What to do with `%2F` and `%5C` in the path (Envoy's `path_with_escaped_slashes_action`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

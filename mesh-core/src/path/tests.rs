@@ -231,6 +231,7 @@ mod layer {
     use std::task::{Context, Poll, Waker};
 
     use http::{Method, Request, Response, StatusCode};
+    use http_body_util::Either;
     use tower::{ServiceBuilder, ServiceExt};
 
     use super::super::{EscapedSlashesAction, PathNormalization, PathNormalizationLayer};
@@ -250,7 +251,10 @@ mod layer {
             .unwrap();
         let mut fut = std::pin::pin!(svc.oneshot(req));
         match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(Ok(res)) => res,
+            Poll::Ready(Ok(res)) => res.map(|b| match b {
+                Either::Left(s) => s,
+                Either::Right(_) => String::new(),
+            }),
             other => panic!("not ready: {other:?}"),
         }
     }

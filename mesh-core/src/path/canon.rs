@@ -103,6 +103,20 @@ fn pop_segment(out: &mut Vec<u8>) {
     }
 }
 
+/// After a decoded character was pushed: when the lone `%` at `p` now starts a valid
+/// escape (with the decoded character and the one after it, in `out` or `next` in the
+/// input), it becomes `%25`, as Envoy's canonicalizer does.
+fn escape_nested(out: &mut Vec<u8>, p: usize, next: Option<u8>) {
+    let (first, second) = match out.len() - p {
+        2 => (out[p + 1], next),
+        3 => (out[p + 1], Some(out[p + 2])),
+        _ => return,
+    };
+    if hex(first).is_some() && second.and_then(hex).is_some() {
+        out.splice(p + 1..p + 1, *b"25");
+    }
+}
+
 /// RFC 3986 normalization of a path; `None` when it holds a NUL (raw or `%00`).
 pub(super) fn canonicalize(path: &str) -> Option<String> {
     let b = path.as_bytes();
@@ -110,6 +124,9 @@ pub(super) fn canonicalize(path: &str) -> Option<String> {
     if !b.first().copied().is_some_and(is_slash) {
         out.push(b'/');
     }
+    // Where the last lone `%` went in `out`: a decoded character right after it could
+    // complete a new escape (`%%61d` -> `%ad`), which must not appear from nowhere.
+    let mut lone_percent: Option<usize> = None;
     let mut i = 0;
     while i < b.len() {
         let c = b[i];
@@ -137,11 +154,17 @@ pub(super) fn canonicalize(path: &str) -> Option<String> {
         } else if c == b'%' {
             match escaped(b, i) {
                 Some(0) => return None,
-                Some(v) if unreserved(v) => out.push(v),
+                Some(v) if unreserved(v) => {
+                    out.push(v);
+                    if let Some(p) = lone_percent {
+                        escape_nested(&mut out, p, b.get(i + 3).copied());
+                    }
+                }
                 // Kept exactly as sent: servers may care about the case of hex digits.
                 Some(_) => out.extend_from_slice(&b[i..i + 3]),
                 // Not an escape: a lone `%` passes, what follows is read normally.
                 None => {
+                    lone_percent = Some(out.len());
                     out.push(b'%');
                     i += 1;
                     continue;

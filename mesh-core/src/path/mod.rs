@@ -13,7 +13,9 @@
 //!    a segment `.;...` or `..;...` (literal dots, then `;`) counts as `.` or `..`;
 //! 3. `merge_slashes`: runs of `/` become one.
 //!
-//! The query is never touched. A fragment (`#`) is refused (400), as Envoy does. Istio sets
+//! The query is never touched. A fragment (`#`), controls, spaces and non-ASCII bytes are
+//! refused (400), as Envoy does. (hyper's parser drops a fragment before a service sees
+//! it, so behind hyper `/a#x` is served as `/a`: checked and forwarded alike.) Istio sets
 //! these from `meshConfig.pathNormalization`; its default, [`PathNormalization::BASE`], is
 //! `normalize_path` alone.
 //!
@@ -117,6 +119,10 @@ impl PathNormalization {
         }
         if target.contains('#') {
             return PathOutcome::Reject("fragment in path");
+        }
+        // What Envoy's HTTP/1 codec refuses before normalization: controls, space, non-ASCII.
+        if target.bytes().any(|c| !(0x21..0x7f).contains(&c)) {
+            return PathOutcome::Reject("invalid character in path");
         }
         let (path, query) = target.split_at(target.find('?').unwrap_or(target.len()));
         let mut redirect = false;

@@ -382,7 +382,7 @@ fn targets() -> Vec<Vec<u8>> {
             format!("{base}?/../public"),
             format!("/public?{rest}"),
             format!("/public/..{base}?q=/.."),
-            format!("{}", base.to_uppercase()),
+            base.to_uppercase(),
             format!("{base}%2f"),
             format!("{base}%00"),
             format!("{base}#frag"),

@@ -708,3 +708,38 @@ async fn mesh_serve_fails_closed_until_the_control_plane_answers() {
     let plain = http_get(TokioIo::new(tcp), addr).await;
     assert!(plain.is_err(), "plaintext caller refused: {plain:?}");
 }
+
+/// `Mesh::serve_fixed` has no HCM: Istio's `BASE` by default, `NONE` when the builder says.
+#[tokio::test]
+async fn serve_fixed_normalizes_paths_with_base_unless_told_otherwise() {
+    use mesh::core::config::StaticSource;
+    use mesh::core::path::PathNormalization;
+    use mesh::tls::server::PeerAuthMode;
+    for (normalization, seen) in [
+        (None, "path /a/b"),
+        (Some(PathNormalization::NONE), "path /x/../a/%62"),
+    ] {
+        let mut builder = Mesh::builder()
+            .identity_store(IdentityStore::new())
+            .config_source(StaticSource::new(Default::default()));
+        if let Some(n) = normalization {
+            builder = builder.fixed_path_normalization(n);
+        }
+        let mesh = builder.build().unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let app =
+            axum::Router::new().fallback(|uri: http::Uri| async move { format!("path {uri}") });
+        tokio::spawn(async move {
+            mesh.serve_fixed(addr, PeerAuthMode::Disable, app, std::future::pending())
+                .await
+        });
+        let get = || async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            http_get_path(TokioIo::new(tcp), addr, "/x/../a/%62").await
+        };
+        eventually("serve_fixed serves", || async { get().await.is_ok() }).await;
+        assert_eq!(get().await.unwrap(), (200, seen.to_owned()));
+    }
+}

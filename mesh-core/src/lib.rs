@@ -7,10 +7,12 @@
 //!   [`ConfigSource`](config::ConfigSource) trait every source implements.
 //! - [`extensions`]: what layers pass each other in request and response extensions
 //!   (route policy, peer identity, connection addresses, the endpoint that answered).
+//! - [`path`]: request-path normalization as Envoy's HTTP connection manager does it, and
+//!   the tower layer applying it before routing and RBAC.
 //! - [`hosts`]: the trait through which outlier detection ejects hosts from a balancer.
 //! - [`error`]: identity errors, the shared connect error and a cause-chain search.
 //!
-//! This crate has no protobuf, TLS or network I/O, so layers and routing can be tested with
+//! This crate has no protobuf, TLS or network I/O (only `http` and tower's traits), so layers and routing can be tested with
 //! plain structs and every config source produces the same model.
 //!
 //! ```
@@ -28,6 +30,7 @@ pub mod extensions;
 pub mod hosts;
 pub mod identity;
 pub mod model;
+pub mod path;
 
 pub use error::{BoxError, ConnectError, Error, IdentityError};
 pub use identity::{SpiffeId, TrustDomain};

@@ -188,6 +188,7 @@ fn snapshot(routes: Vec<Route>, clusters: Vec<(Cluster, Vec<SocketAddr>)>) -> Co
             max_stream_duration: None,
             idle_timeout: None,
             xff_num_trusted_hops: 0,
+            path_normalization: Default::default(),
         }),
     });
     for (c, addrs) in clusters {

@@ -18,6 +18,7 @@ use mesh_xds::client::{IdentityTls, XdsClient, XdsClientConfig, channel_from_boo
 
 use crate::inbound::{AuthzMetrics, ISTIO_LISTENER_TEMPLATE};
 use crate::{InboundSettings, Mesh, ResilienceStack};
+use mesh_core::path::PathNormalization;
 
 /// Why a [`Mesh`] cannot be built.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +133,7 @@ pub struct MeshBuilder {
     server: ServerSettings,
     pod_ip: Option<IpAddr>,
     authz: Option<AuthzMetrics>,
+    fixed_path_normalization: PathNormalization,
 }
 
 impl std::fmt::Debug for MeshBuilder {
@@ -239,6 +241,14 @@ impl MeshBuilder {
         self
     }
 
+    /// The path normalization of [`Mesh::serve_fixed`]'s servers, which have no HTTP
+    /// connection manager to say (default: Istio's `BASE`). [`Mesh::serve`] takes it from
+    /// the inbound listener instead.
+    pub fn fixed_path_normalization(mut self, normalization: PathNormalization) -> Self {
+        self.fixed_path_normalization = normalization;
+        self
+    }
+
     /// Counts the authorization decisions of [`Mesh::serve`]'s servers into `metrics`
     /// (from [`AuthzMetrics::register`]); default: counters nobody exports.
     pub fn authz_metrics(mut self, metrics: AuthzMetrics) -> Self {
@@ -260,6 +270,7 @@ impl MeshBuilder {
             template: ISTIO_LISTENER_TEMPLATE.to_owned(),
             pod_ip: self.pod_ip,
             authz: self.authz.unwrap_or_default(),
+            fixed_path_normalization: self.fixed_path_normalization,
         };
         let xds = match self.config.ok_or(BuildError::NoConfig)? {
             Config::Client(c) => Ok(c),

@@ -233,7 +233,9 @@ impl Mesh {
 
     /// Serves `service` on `addr` in a fixed PeerAuthentication `mode`, ignoring the control
     /// plane's (no authorization policies are applied), until `signal` completes. For
-    /// workloads without an inbound listener in their control plane, and tests.
+    /// workloads without an inbound listener in their control plane, and tests. Request
+    /// paths are normalized as Istio's default `BASE` does (see
+    /// [`MeshBuilder::fixed_path_normalization`]) before `service` sees them.
     pub async fn serve_fixed<S, B>(
         &self,
         addr: SocketAddr,
@@ -245,12 +247,13 @@ impl Mesh {
         S: Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<BoxError>,
-        B: Body + Send + 'static,
-        B::Data: Send,
+        B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let peer_auth = PeerAuthentication::new(mode);
+        let service =
+            mesh_core::path::PathNormalize::new(service, self.inbound.fixed_path_normalization);
         mesh_tls::server::serve_peer_auth(listener, self.acceptor(), peer_auth, service, signal)
             .await
     }
@@ -265,6 +268,8 @@ pub(crate) struct InboundSettings {
     pub(crate) pod_ip: Option<std::net::IpAddr>,
     /// Authorization counters of every server.
     pub(crate) authz: inbound::AuthzMetrics,
+    /// What [`Mesh::serve_fixed`] normalizes paths with.
+    pub(crate) fixed_path_normalization: mesh_core::path::PathNormalization,
 }
 
 /// The repository README's snippet, compiled as a doctest.

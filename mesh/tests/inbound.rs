@@ -162,15 +162,18 @@ async fn start_with(security: &str, how: Server) -> Fixture {
     );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics = AuthzMetrics::default();
-    let app = axum::Router::new().route(
-        "/",
-        get(|peer: Option<Extension<PeerIdentity>>| async move {
-            match peer {
-                Some(Extension(p)) => format!("hello {p}"),
-                None => "hello plaintext".to_owned(),
-            }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/",
+            get(|peer: Option<Extension<PeerIdentity>>| async move {
+                match peer {
+                    Some(Extension(p)) => format!("hello {p}"),
+                    None => "hello plaintext".to_owned(),
+                }
+            }),
+        )
+        // Any other path: echo the target the app received (after path normalization).
+        .fallback(|uri: http::Uri| async move { format!("path {uri}") });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
         let _ = stopped.await;
@@ -251,11 +254,30 @@ async fn http_get<IO>(io: TokioIo<IO>, addr: SocketAddr) -> Result<(u16, String)
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    http_get_path(io, addr, "/").await
+}
+
+/// GET `path` (sent as written: hyper does not normalize it) over mTLS as `sa`.
+async fn mtls_get_path(f: &Fixture, sa: &str, path: &str) -> Result<(u16, String), String> {
+    let connector = MeshConnector::new(identity(&f.cp, sa), ClientSettings::default());
+    let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+    let stream = connector.connect(&uri).await.map_err(|e| e.to_string())?;
+    http_get_path(TokioIo::new(stream.into_inner()), f.addr, path).await
+}
+
+async fn http_get_path<IO>(
+    io: TokioIo<IO>,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, String), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut send, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    let req = http::Request::get("/")
+    let req = http::Request::get(path)
         .header("host", addr.to_string())
         .body(Empty::<Bytes>::new())
         .unwrap();
@@ -288,6 +310,48 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("never happened: {what}");
+}
+
+/// Issue #21's bypass: STRICT, `DENY paths: [/admin*]`; the generated inbound listener
+/// (normalize_path: true, as istiod's BASE) makes the server normalize before RBAC, so dot
+/// segments and encodings cannot reach `/admin`, and the app gets the normalized path.
+#[tokio::test]
+async fn path_rules_cannot_be_bypassed_with_dot_segments_or_encodings() {
+    let deny_admin = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: default}
+spec:
+  selector: {matchLabels: {app: web}}
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin*]}}]}]
+"#;
+    let f = start(&format!("{}---\n{deny_admin}", peer_auth("STRICT"))).await;
+    for path in [
+        "/admin",
+        "/x/../admin",
+        "/./admin",
+        "/%61dmin",
+        "/%2e/admin/users",
+        "/x/%2E%2E/admin",
+        "/x/..;/admin",
+        "/public/../admin?x=/../public",
+    ] {
+        let (code, body) = mtls_get_path(&f, "productpage", path).await.unwrap();
+        assert_eq!(
+            (code, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{path}"
+        );
+    }
+    for (path, seen) in [
+        ("/x/../public/%7euser", "path /public/~user"),
+        ("/public/./a?q=/../admin", "path /public/a?q=/../admin"),
+    ] {
+        let (code, body) = mtls_get_path(&f, "productpage", path).await.unwrap();
+        assert_eq!((code, body.as_str()), (200, seen), "{path}");
+    }
+    let (code, _) = mtls_get_path(&f, "productpage", "/a%00").await.unwrap();
+    assert_eq!(code, 400, "an invalid path is refused");
 }
 
 #[tokio::test]
@@ -643,4 +707,39 @@ async fn mesh_serve_fails_closed_until_the_control_plane_answers() {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let plain = http_get(TokioIo::new(tcp), addr).await;
     assert!(plain.is_err(), "plaintext caller refused: {plain:?}");
+}
+
+/// `Mesh::serve_fixed` has no HCM: Istio's `BASE` by default, `NONE` when the builder says.
+#[tokio::test]
+async fn serve_fixed_normalizes_paths_with_base_unless_told_otherwise() {
+    use mesh::core::config::StaticSource;
+    use mesh::core::path::PathNormalization;
+    use mesh::tls::server::PeerAuthMode;
+    for (normalization, seen) in [
+        (None, "path /a/b"),
+        (Some(PathNormalization::NONE), "path /x/../a/%62"),
+    ] {
+        let mut builder = Mesh::builder()
+            .identity_store(IdentityStore::new())
+            .config_source(StaticSource::new(Default::default()));
+        if let Some(n) = normalization {
+            builder = builder.fixed_path_normalization(n);
+        }
+        let mesh = builder.build().unwrap();
+        let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let app =
+            axum::Router::new().fallback(|uri: http::Uri| async move { format!("path {uri}") });
+        tokio::spawn(async move {
+            mesh.serve_fixed(addr, PeerAuthMode::Disable, app, std::future::pending())
+                .await
+        });
+        let get = || async {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(|e| e.to_string())?;
+            http_get_path(TokioIo::new(tcp), addr, "/x/../a/%62").await
+        };
+        eventually("serve_fixed serves", || async { get().await.is_ok() }).await;
+        assert_eq!(get().await.unwrap(), (200, seen.to_owned()));
+    }
 }

@@ -455,6 +455,22 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         .await
         .expect("admin request");
     assert_eq!((status, body.as_str()), (403, "RBAC: access denied"));
+    // Issue #21: the bypasses an attacker tried are normalized before routing and RBAC.
+    for path in [
+        "/x/../admin/users",
+        "/./admin",
+        "/%61dmin/users",
+        "/x/%2e%2e/admin",
+    ] {
+        let (status, body) = get(&c, out, API, path, &[("x-canary", "true")])
+            .await
+            .expect("admin request");
+        assert_eq!(
+            (status, body.as_str()),
+            (403, "RBAC: access denied"),
+            "{path}"
+        );
+    }
 
     // Plaintext to a STRICT inbound gets no HTTP answer: the connection is closed.
     let mut s = tokio::net::TcpStream::connect(local(api1.inbound))
@@ -525,7 +541,8 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         "istio_requests_total",
         &[("reporter", "source"), ("response_code", "403")],
     );
-    assert_eq!(source_denied, Some(1.0), "{web_stats}");
+    // /admin/users and the four normalization bypasses.
+    assert_eq!(source_denied, Some(5.0), "{web_stats}");
     let opened = metric(
         &web_stats,
         "istio_tcp_connections_opened_total",
@@ -557,7 +574,7 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
         "istio_requests_total",
         &[("reporter", "destination"), ("response_code", "403")],
     );
-    assert_eq!(denied, Some(1.0), "denials are counted:\n{api2_stats}");
+    assert_eq!(denied, Some(5.0), "denials are counted:\n{api2_stats}");
 
     // SIGTERM drains: a request in flight to api v2 completes, then the proxy exits and its
     // port is closed.

@@ -271,7 +271,7 @@ fn filter_chain(
     mut http_filters: Vec<hcm::HttpFilter>,
 ) -> lds::FilterChain {
     http_filters.extend(listener::router_only());
-    let hcm = hcm::HttpConnectionManager {
+    let mut hcm = hcm::HttpConnectionManager {
         stat_prefix: format!("inbound-hcm{suffix}"),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         http_filters,
@@ -297,6 +297,7 @@ fn filter_chain(
         )),
         ..Default::default()
     };
+    listener::base_path_normalization(&mut hcm);
     lds::FilterChain {
         name: format!("inbound-{suffix}"),
         filter_chain_match: (!transport_protocol.is_empty()).then(|| lds::FilterChainMatch {

@@ -35,9 +35,19 @@ pub(crate) fn router_only() -> Vec<hcm::HttpFilter> {
     )]
 }
 
+/// Istio's default path normalization (`meshConfig.pathNormalization` `BASE`), as istiod's
+/// listener builder sets it on sidecar HCMs: RFC 3986 normalization, escaped slashes kept.
+/// Set on every HCM we generate so that RBAC and routing see the path the app gets.
+pub(crate) fn base_path_normalization(h: &mut hcm::HttpConnectionManager) {
+    h.normalize_path = Some(envoy_types::pb::google::protobuf::BoolValue { value: true });
+    h.merge_slashes = false;
+    h.path_with_escaped_slashes_action =
+        hcm::http_connection_manager::PathWithEscapedSlashesAction::KeepUnchanged as i32;
+}
+
 /// A connection manager that fetches `route_name` over ADS.
 pub(crate) fn rds_hcm(stat_prefix: &str, route_name: &str) -> hcm::HttpConnectionManager {
-    hcm::HttpConnectionManager {
+    let mut h = hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.into(),
         codec_type: hcm::http_connection_manager::CodecType::Auto as i32,
         http_filters: outbound_filters(),
@@ -48,5 +58,7 @@ pub(crate) fn rds_hcm(stat_prefix: &str, route_name: &str) -> hcm::HttpConnectio
             },
         )),
         ..Default::default()
-    }
+    };
+    base_path_normalization(&mut h);
+    h
 }

@@ -10,6 +10,7 @@ use super::matcher::CidrRange;
 use super::rbac::RbacFilter;
 use super::route::RouteConfig;
 use super::tls::DownstreamTls;
+use crate::path::PathNormalization;
 
 /// A listener resource (LDS).
 #[derive(Clone, Debug, PartialEq)]
@@ -52,6 +53,11 @@ pub struct HttpConnectionManager {
     pub idle_timeout: Option<Duration>,
     /// Whether to honour `x-forwarded-for` style trusted hops (`xff_num_trusted_hops`).
     pub xff_num_trusted_hops: u32,
+    /// Request-path normalization before the filters and the router (`normalize_path`,
+    /// `merge_slashes`, `path_with_escaped_slashes_action`). The xDS translation reads an
+    /// unset `normalize_path` as on: [`PathNormalization::BASE`], Istio's default, unlike
+    /// Envoy's runtime default of off.
+    pub path_normalization: PathNormalization,
 }
 
 /// One HTTP filter of the chain.

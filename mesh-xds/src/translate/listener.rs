@@ -14,6 +14,7 @@ use mesh_core::model::{
     FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig, Listener,
     ListenerKind, RouteSource, ServerListener, SourceType,
 };
+use mesh_core::path::{EscapedSlashesAction, PathNormalization};
 
 use super::matcher::cidrs;
 use super::{At, Invalid, Res, any_type_name, bail, opt_duration, q, unpack};
@@ -281,9 +282,7 @@ fn http_connection_manager(
     if !m.upgrade_configs.is_empty() {
         return bail("upgrade_configs (websocket, CONNECT) are not supported");
     }
-    if m.normalize_path.as_ref().is_some_and(|b| b.value) || m.merge_slashes {
-        return bail("path normalization (normalize_path, merge_slashes) is not supported");
-    }
+    let path_normalization = path_normalization(m)?;
     if m.path_normalization_options.is_some() {
         return bail("path_normalization_options is not supported");
     }
@@ -338,6 +337,34 @@ fn http_connection_manager(
         idle_timeout: opt_duration(common.idle_timeout.as_ref())
             .at(".common_http_protocol_options.idle_timeout")?,
         xff_num_trusted_hops: m.xff_num_trusted_hops,
+        path_normalization,
+    })
+}
+
+/// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`. An unset
+/// `normalize_path` means on (Istio's default `BASE`, which istiod sets on every sidecar HCM
+/// but its proxyless generator leaves out), not Envoy's runtime default of off: a path RBAC
+/// rule must not be bypassable because a control plane said nothing. `false` turns it off.
+fn path_normalization(m: &hcm::HttpConnectionManager) -> Res<PathNormalization> {
+    use hcm::http_connection_manager::PathWithEscapedSlashesAction as A;
+    let escaped_slashes = match A::try_from(m.path_with_escaped_slashes_action) {
+        Ok(A::ImplementationSpecificDefault | A::KeepUnchanged) => {
+            EscapedSlashesAction::KeepUnchanged
+        }
+        Ok(A::RejectRequest) => EscapedSlashesAction::RejectRequest,
+        Ok(A::UnescapeAndRedirect) => EscapedSlashesAction::UnescapeAndRedirect,
+        Ok(A::UnescapeAndForward) => EscapedSlashesAction::UnescapeAndForward,
+        Err(_) => {
+            return bail(format!(
+                "path_with_escaped_slashes_action {} is not a known action",
+                m.path_with_escaped_slashes_action
+            ));
+        }
+    };
+    Ok(PathNormalization {
+        normalize_path: m.normalize_path.as_ref().is_none_or(|b| b.value),
+        merge_slashes: m.merge_slashes,
+        escaped_slashes,
     })
 }
 

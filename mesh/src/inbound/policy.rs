@@ -181,6 +181,7 @@ mod tests {
             max_stream_duration: None,
             idle_timeout: None,
             xff_num_trusted_hops: 0,
+            path_normalization: Default::default(),
         }
     }
 

@@ -11,6 +11,7 @@ use hyper::body::{Body, Incoming};
 use mesh_authz::{AuthzLayer, AuthzMetrics, AuthzPolicies, ConnectionAddrs};
 use mesh_core::model::DownstreamTls;
 use mesh_core::model::{FilterChain, FilterChainMatch, Listener, ListenerKind, ServerListener};
+use mesh_core::path::{PathNormalization, PathNormalize};
 use mesh_tls::PeerIdentity;
 use mesh_tls::server::{
     ConnectionLimits, ConnectionPermit, Drain, LimitedListener, MeshAcceptor,
@@ -27,7 +28,12 @@ use super::policy::authz_policies;
 use super::{InboundError, InboundServer, ServingStatus};
 
 /// The parts of a listener that connections are bound to; a change here drains them.
-type Shape = Vec<(String, FilterChainMatch, Option<DownstreamTls>)>;
+type Shape = Vec<(
+    String,
+    FilterChainMatch,
+    Option<DownstreamTls>,
+    PathNormalization,
+)>;
 
 /// One version of the chains: connections accepted under it keep it until drained.
 struct Generation {
@@ -54,7 +60,14 @@ fn chains(l: &ServerListener) -> impl Iterator<Item = &FilterChain> {
 
 fn shape(l: &ServerListener) -> Shape {
     chains(l)
-        .map(|c| (c.name.clone(), c.filter_chain_match.clone(), c.tls.clone()))
+        .map(|c| {
+            (
+                c.name.clone(),
+                c.filter_chain_match.clone(),
+                c.tls.clone(),
+                c.http_connection_manager.path_normalization,
+            )
+        })
         .collect()
 }
 
@@ -311,19 +324,22 @@ impl Connection {
             return;
         };
         let addrs = ConnectionAddrs { remote, local };
-        let authz = AuthzLayer::new(policies).with_metrics(self.metrics.clone());
+        // As Envoy's HCM: the path is normalized once, before RBAC, and forwarded so.
+        let service = PathNormalize::new(
+            AuthzLayer::new(policies)
+                .with_metrics(self.metrics.clone())
+                .layer(service),
+            chain.http_connection_manager.path_normalization,
+        );
         if chain.tls.is_some() {
             match self.acceptor.accept(io).await {
-                Ok((stream, peer)) => {
-                    self.serve(stream, authz.layer(service), addrs, Some(peer))
-                        .await
-                }
+                Ok((stream, peer)) => self.serve(stream, service, addrs, Some(peer)).await,
                 Err(e) => {
                     tracing::info!(%remote, chain = %chain.name, error = %e, "mTLS handshake rejected")
                 }
             }
         } else {
-            self.serve(io, authz.layer(service), addrs, None).await
+            self.serve(io, service, addrs, None).await
         }
     }
 

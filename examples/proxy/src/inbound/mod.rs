@@ -3,7 +3,7 @@
 //! ```text
 //! accept -> mTLS (STRICT) | sniff -> mTLS or plaintext (PERMISSIVE) | plaintext (DISABLE)
 //!   -> access log (off by default) -> Istio metrics (reporter=destination)
-//!   -> authorization (RBAC) -> the app
+//!   -> path normalization (Istio's BASE) -> authorization (RBAC) -> the app
 //! ```
 //!
 //! Until a usable inbound listener is known (and again when it is removed) connections are
@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 use mesh_authz::{AuthzLayer, AuthzMetrics};
+use mesh_core::path::{PathNormalization, PathNormalize};
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
 use mesh_tls::PeerIdentity;
@@ -64,7 +65,9 @@ impl Inbound {
         let app = app::AppService::new(self.app, self.app_protocol);
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
-        let service = self.access_log.layer(metrics.layer(authz.layer(app)));
+        // Paths are normalized as Istio's default (BASE) before RBAC and forwarded so.
+        let app = PathNormalize::new(authz.layer(app), PathNormalization::BASE);
+        let service = self.access_log.layer(metrics.layer(app));
         // Each connection holds a clone; `recv` returns once every connection has ended.
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
         let limits = Arc::new(self.limits);

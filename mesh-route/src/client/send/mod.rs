@@ -18,6 +18,51 @@ use crate::pool::RequestBody;
 use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, request_hash};
 use mesh_core::model::Discovery;
 
+/// The client listener's path normalization, as Envoy's outbound HCM applies it before
+/// route matching: the router and the upstream see the normalized path. A response when the
+/// path is refused (400) or redirected (307).
+fn normalize_path(
+    built: &Built,
+    listener: &str,
+    parts: &mut http::request::Parts,
+) -> Option<Response<MeshBody>> {
+    use mesh_core::model::ListenerKind;
+    use mesh_core::path::PathOutcome;
+    let config = match built.snapshot.listeners.get(listener).map(|l| &l.kind) {
+        Some(ListenerKind::Client(hcm)) => hcm.path_normalization,
+        _ => mesh_core::path::PathNormalization::BASE,
+    };
+    if config.is_noop() || parts.method == http::Method::CONNECT {
+        return None;
+    }
+    let target = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    if target == "*" && parts.method == http::Method::OPTIONS {
+        return None;
+    }
+    match config.apply(target) {
+        PathOutcome::Unchanged => None,
+        PathOutcome::Forward(p) => {
+            let mut uri = std::mem::take(&mut parts.uri).into_parts();
+            uri.path_and_query = PathAndQuery::try_from(p).ok();
+            match Uri::from_parts(uri) {
+                Ok(u) if u.path_and_query().is_some() => {
+                    parts.uri = u;
+                    None
+                }
+                _ => Some(respond::local(400, "")),
+            }
+        }
+        PathOutcome::Redirect(location) => {
+            let mut resp = respond::local(307, "");
+            if let Ok(v) = HeaderValue::from_str(&location) {
+                resp.headers_mut().insert(http::header::LOCATION, v);
+            }
+            Some(resp)
+        }
+        PathOutcome::Reject(_) => Some(respond::local(400, "")),
+    }
+}
+
 impl MeshClient {
     /// Routes and sends one request; every failure is a response.
     pub(super) async fn send(self, req: Request<RequestBody>) -> Response<MeshBody> {
@@ -25,6 +70,8 @@ impl MeshClient {
         let Some(listener) = listener_name(&parts.uri, &parts.headers) else {
             return respond::local(400, "request has no authority");
         };
+        // Owned: path normalization below may replace the URI it borrows from.
+        let listener = listener.into_owned();
         let mut built = self.current();
         if !built.routers.contains_key(&*listener) {
             let timeout = self.inner.config.resolve_timeout;
@@ -39,6 +86,9 @@ impl MeshClient {
         let Some(router) = built.routers.get(&*listener).cloned() else {
             return respond::local(503, &format!("no route configuration for {listener}"));
         };
+        if let Some(resp) = normalize_path(&built, &listener, &mut parts) {
+            return resp;
+        }
         let view = RequestView::from_parts(&parts);
         let Some(decision) = router.route(&view) else {
             return respond::local(404, "");

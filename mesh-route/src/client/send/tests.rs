@@ -86,3 +86,18 @@ fn expected_peers_from_san_matchers() {
     tls.validation.san_matchers = vec![exact("not-a-spiffe-id")];
     assert!(crate::cluster::expected_peers(&tls).is_err());
 }
+
+#[test]
+fn paths_are_normalized_before_routing() {
+    // No listener in the snapshot: Istio's default (BASE).
+    let built = Built::default();
+    let (mut parts, ()) = Request::get("http://reviews:9080/x/../%61dmin?q=/../")
+        .body(())
+        .unwrap()
+        .into_parts();
+    assert!(normalize_path(&built, "reviews:9080", &mut parts).is_none());
+    assert_eq!(parts.uri.to_string(), "http://reviews:9080/admin?q=/../");
+    let (mut parts, ()) = Request::get("/a%00").body(()).unwrap().into_parts();
+    let resp = normalize_path(&built, "x:80", &mut parts).expect("refused");
+    assert_eq!(resp.status(), 400);
+}

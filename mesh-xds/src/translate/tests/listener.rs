@@ -13,6 +13,7 @@ use envoy_types::pb::envoy::r#type::v3::FractionalPercent;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 use envoy_types::util::pack_any;
 use mesh_core::model::*;
+use mesh_core::path::{EscapedSlashesAction, PathNormalization};
 
 use super::{ads, d, listener, reason, socket};
 use crate::resource::{Resource, ResourceType};
@@ -116,6 +117,8 @@ fn client_listener_with_rds_fault_and_router() {
     assert_eq!(h.max_stream_duration, Some(Duration::from_secs(10)));
     assert_eq!(h.idle_timeout, Some(Duration::from_secs(300)));
     assert_eq!(h.xff_num_trusted_hops, 1);
+    // An HCM that says nothing gets Istio's default, not Envoy's (off).
+    assert_eq!(h.path_normalization, PathNormalization::BASE);
     assert_eq!(h.http_filters.len(), 2);
     let HttpFilterConfig::Fault(fc) = &h.http_filters[0].config else {
         panic!()
@@ -568,6 +571,68 @@ fn rbac_shadow_rules() {
 }
 
 #[test]
+fn path_normalization_is_honoured() {
+    use hcm::http_connection_manager::PathWithEscapedSlashesAction as A;
+    for (normalize, merge, action, want) in [
+        (Some(true), false, A::KeepUnchanged, PathNormalization::BASE),
+        (
+            Some(true),
+            false,
+            A::ImplementationSpecificDefault,
+            PathNormalization::BASE,
+        ),
+        (
+            Some(true),
+            true,
+            A::KeepUnchanged,
+            PathNormalization::MERGE_SLASHES,
+        ),
+        (
+            Some(true),
+            true,
+            A::UnescapeAndForward,
+            PathNormalization::DECODE_AND_MERGE_SLASHES,
+        ),
+        (
+            Some(false),
+            false,
+            A::RejectRequest,
+            PathNormalization {
+                escaped_slashes: EscapedSlashesAction::RejectRequest,
+                ..PathNormalization::NONE
+            },
+        ),
+        (
+            None,
+            true,
+            A::UnescapeAndRedirect,
+            PathNormalization {
+                merge_slashes: true,
+                escaped_slashes: EscapedSlashesAction::UnescapeAndRedirect,
+                ..PathNormalization::BASE
+            },
+        ),
+    ] {
+        let mut h = rds_hcm(vec![router()]);
+        h.normalize_path = normalize.map(|value| BoolValue { value });
+        h.merge_slashes = merge;
+        h.path_with_escaped_slashes_action = action as i32;
+        let l = listener(api(h.clone()));
+        assert_eq!(client_hcm(&l).path_normalization, want, "{action:?}");
+        let srv = listener(server(vec![server_chain(h, None)]));
+        let ListenerKind::Server(s) = &srv.kind else {
+            panic!()
+        };
+        assert_eq!(
+            s.filter_chains[0]
+                .http_connection_manager
+                .path_normalization,
+            want
+        );
+    }
+}
+
+#[test]
 fn rejections() {
     let unknown = filter(
         "envoy.filters.http.lua",
@@ -593,6 +658,10 @@ fn rejections() {
     no_addr.address = None;
     let mut ws = rds_hcm(vec![router()]);
     ws.upgrade_configs = vec![Default::default()];
+    let mut bad_action = rds_hcm(vec![router()]);
+    bad_action.path_with_escaped_slashes_action = 9;
+    let mut transformations = rds_hcm(vec![router()]);
+    transformations.path_normalization_options = Some(Default::default());
     let no_id_tls = core::TransportSocket {
         name: "envoy.transport_sockets.tls".into(),
         config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack_any(
@@ -632,6 +701,14 @@ fn rejections() {
         (
             api(ws),
             "api_listener: upgrade_configs (websocket, CONNECT) are not supported",
+        ),
+        (
+            api(bad_action),
+            "api_listener: path_with_escaped_slashes_action 9 is not a known action",
+        ),
+        (
+            api(transformations),
+            "api_listener: path_normalization_options is not supported",
         ),
         (
             lds::Listener {

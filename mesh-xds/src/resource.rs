@@ -159,7 +159,9 @@ impl Resource {
                     .iter()
                     .map(|n| (ResourceType::Cluster, n.clone()))
                     .collect(),
-                model::Discovery::Static(_) | model::Discovery::LogicalDns(_) => Vec::new(),
+                model::Discovery::Static(_)
+                | model::Discovery::LogicalDns(_)
+                | model::Discovery::StrictDns { .. } => Vec::new(),
             },
             Self::ClusterLoadAssignment(_) => Vec::new(),
         };

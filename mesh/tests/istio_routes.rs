@@ -147,3 +147,56 @@ async fn redirects_derive_their_port_as_istiod() {
         assert_eq!(resp.headers()["location"], location, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_service_entries_resolve_their_endpoints_and_hosts() {
+    let (a, b) = (answer("a").await, answer("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    // `DNS` (STRICT_DNS: every address of every name) and `DNS_ROUND_ROBIN` (LOGICAL_DNS:
+    // the first endpoint), both with a named endpoint.
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: ext, namespace: default}}
+spec:
+  hosts: [ext.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: localhost, ports: {{http: {a}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: rr, namespace: default}}
+spec:
+  hosts: [rr.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS_ROUND_ROBIN
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: localhost, ports: {{http: {b}}}}}
+"#
+        ),
+    )
+    .unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    for (url, want) in [
+        ("http://ext.example.com/".to_string(), "a"),
+        ("http://rr.example.com/".to_string(), "b"),
+    ] {
+        for _ in 0..3 {
+            let req = http::Request::get(&url)
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            let resp = m.client().oneshot(req).await.unwrap();
+            let status = resp.status();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(status, 200, "{url}: {body:?}");
+            assert_eq!(body, want, "{url}");
+        }
+    }
+}

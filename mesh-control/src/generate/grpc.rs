@@ -59,7 +59,10 @@ pub(crate) fn generate(
             spec.name.clone(),
             cluster::cluster(config, &spec, options, &TlsFlavor::CertificateProvider),
         );
-        out.add(spec.name.clone(), endpoint::load_assignment(&spec));
+        // DNS-resolved clusters carry their endpoints inline.
+        if spec.svc.resolution == crate::istio::api::Resolution::Static {
+            out.add(spec.name.clone(), endpoint::load_assignment(&spec));
+        }
     }
     out
 }

@@ -273,3 +273,71 @@ fn node_kind_from_metadata() {
             .starts_with("grpc|127.0.0.1|default|")
     );
 }
+
+#[test]
+fn dns_service_entries_become_dns_clusters_that_our_client_decodes() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS
+  ports: [{number: 443, name: http, protocol: HTTP}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: rr, namespace: default}
+spec:
+  hosts: [rr.example.com]
+  location: MESH_EXTERNAL
+  resolution: DNS_ROUND_ROBIN
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: one.example.com}, {address: two.example.com}]
+"#;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = MeshGenerator::default()
+        .generate(&node(&[("GENERATOR", "grpc")]), &config)
+        .unwrap();
+    let cluster = |name: &str| {
+        let c: cds::Cluster = get(&r, ResourceType::Cluster, name);
+        let Resource::Cluster(m) = decode(ResourceType::Cluster, &prost_types_any(&c)).unwrap()
+        else {
+            unreachable!()
+        };
+        m
+    };
+    // DNS with no endpoints: the host itself is resolved, every address an endpoint.
+    let api = cluster("outbound|443||api.example.com");
+    let model::Discovery::StrictDns { assignment, .. } = &api.discovery else {
+        panic!("{:?}", api.discovery)
+    };
+    assert_eq!(
+        assignment.localities[0].endpoints[0].address,
+        model::EndpointAddress::Dns {
+            host: "api.example.com".into(),
+            port: 443
+        }
+    );
+    // DNS_ROUND_ROBIN: the first endpoint only.
+    let rr = cluster("outbound|80||rr.example.com");
+    let model::Discovery::LogicalDns(cla) = &rr.discovery else {
+        panic!("{:?}", rr.discovery)
+    };
+    assert_eq!(cla.localities[0].endpoints.len(), 1);
+    // No EDS resource for them.
+    assert!(
+        r.of_type(ResourceType::ClusterLoadAssignment.type_url())
+            .all(|(name, _)| !name.contains("example.com"))
+    );
+}
+
+fn prost_types_any(c: &cds::Cluster) -> envoy_types::pb::google::protobuf::Any {
+    envoy_types::util::pack_any(c.clone())
+}

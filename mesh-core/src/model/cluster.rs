@@ -41,6 +41,14 @@ pub enum Discovery {
     Static(Arc<ClusterLoadAssignment>),
     /// One DNS name, re-resolved; connections go to the first address.
     LogicalDns(Arc<ClusterLoadAssignment>),
+    /// Host names re-resolved every `refresh`: each address is an endpoint (Envoy's
+    /// `STRICT_DNS`).
+    StrictDns {
+        /// The endpoints as configured (host names or IPs).
+        assignment: Arc<ClusterLoadAssignment>,
+        /// `dns_refresh_rate` (Envoy's default 5 s).
+        refresh: Duration,
+    },
     /// An aggregate cluster (`envoy.clusters.aggregate`): child clusters in priority order.
     Aggregate(Vec<String>),
 }

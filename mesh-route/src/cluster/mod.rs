@@ -7,12 +7,16 @@
 //! balancer in place, and a removed cluster's state is dropped, which closes its idle
 //! connections.
 
+mod dns;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
 use mesh_core::config::ConfigSnapshot;
-use mesh_core::model::{Cluster, ClusterLoadAssignment, SanType, StringMatcher, UpstreamTls};
+use mesh_core::model::{
+    Cluster, ClusterLoadAssignment, Discovery, SanType, StringMatcher, UpstreamTls,
+};
 use mesh_tls::IdentityStore;
 use mesh_tls::verify::PeerPolicy;
 
@@ -53,6 +57,13 @@ impl ClusterState {
             Balancer::for_cluster(&cluster, endpoints.clone())
                 .map_err(|e| format!("cluster {}: {e}", cluster.name))?,
         );
+        if let Discovery::StrictDns {
+            assignment,
+            refresh,
+        } = &cluster.discovery
+        {
+            dns::spawn(Arc::downgrade(&balancer), assignment.clone(), *refresh);
+        }
         let peers = match &cluster.tls {
             Some(tls) => expected_peers(tls),
             None => Ok(PeerPolicy::default()),

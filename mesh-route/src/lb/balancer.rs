@@ -54,7 +54,12 @@ impl Balancer {
         eds: Option<Arc<ClusterLoadAssignment>>,
     ) -> Result<Self, BuildError> {
         let assignment = match (&cluster.discovery, eds) {
-            (Discovery::Static(a) | Discovery::LogicalDns(a), _) => a.clone(),
+            (
+                Discovery::Static(a)
+                | Discovery::LogicalDns(a)
+                | Discovery::StrictDns { assignment: a, .. },
+                _,
+            ) => a.clone(),
             (_, Some(a)) => a,
             (_, None) => Arc::new(ClusterLoadAssignment {
                 cluster_name: cluster.name.clone(),

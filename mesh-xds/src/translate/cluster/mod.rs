@@ -22,6 +22,8 @@ use super::{At, Res, bail, opt_duration, unpack};
 use crate::resource::Rejection;
 
 const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
+/// Envoy's default `dns_refresh_rate`.
+const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
 
 /// Decodes and validates a CDS resource.
 pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
@@ -120,7 +122,21 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
                     cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
                 Ok(Discovery::LogicalDns(Arc::new(cla)))
             }
-            Ok(D::StrictDns) => bail("type STRICT_DNS is not supported (use LOGICAL_DNS or EDS)"),
+            Ok(D::StrictDns) => {
+                let Some(la) = &c.load_assignment else {
+                    return bail("load_assignment is required for a STRICT_DNS cluster");
+                };
+                let cla =
+                    cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
+                let refresh = opt_duration(c.dns_refresh_rate.as_ref())
+                    .at("dns_refresh_rate")?
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(DEFAULT_DNS_REFRESH);
+                Ok(Discovery::StrictDns {
+                    assignment: Arc::new(cla),
+                    refresh,
+                })
+            }
             Ok(D::OriginalDst) => bail("type ORIGINAL_DST is not supported"),
             Err(_) => bail(format!("type {t} is unknown")),
         },

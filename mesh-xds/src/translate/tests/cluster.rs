@@ -508,7 +508,7 @@ fn rejections() {
     let cases: Vec<(cds::Cluster, &str)> = vec![
         (
             strict,
-            "cluster 'c': type STRICT_DNS is not supported (use LOGICAL_DNS or EDS)",
+            "cluster 'c': load_assignment is required for a STRICT_DNS cluster",
         ),
         (
             no_ads,

@@ -160,15 +160,27 @@ fn virtual_host_selection() {
             "authority {authority:?}"
         );
     }
-    // Port fallback (the default mode): retried without the port.
-    let fb = Router::new(&config(vec![
-        vhost(
-            "exact",
-            &["api.example.com"],
-            vec![route("", prefix("/"), to("exact"))],
-        ),
-        vhost("any", &["*"], vec![route("", prefix("/"), to("any"))]),
-    ]))
+    // Envoy's default: the port takes part, so `:80` does not find `api.example.com`; the
+    // port fallback mode retries without it.
+    let vhosts = || {
+        config(vec![
+            vhost(
+                "exact",
+                &["api.example.com"],
+                vec![route("", prefix("/"), to("exact"))],
+            ),
+            vhost("any", &["*"], vec![route("", prefix("/"), to("any"))]),
+        ])
+    };
+    let envoy = Router::new(&vhosts()).unwrap();
+    assert_eq!(cluster_of(&envoy, "api.example.com:80", "/", &[]), "any");
+    let fb = Router::with_options(
+        &vhosts(),
+        RouterOptions {
+            host_port_mode: HostPortMode::FallbackWithoutPort,
+            ..Default::default()
+        },
+    )
     .unwrap();
     assert_eq!(cluster_of(&fb, "api.example.com:80", "/", &[]), "exact");
     // No `*` and no match: no route.

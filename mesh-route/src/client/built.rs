@@ -12,10 +12,9 @@ use mesh_core::model::{
 use mesh_tls::IdentityStore;
 use tokio::sync::{oneshot, watch};
 
-use super::{ClusterStack, Inner};
+use super::{ClusterStack, Inner, MeshClientConfig};
 use crate::Router;
 use crate::cluster::ClusterSet;
-use crate::pool::PoolConfig;
 use crate::router::RouterOptions;
 
 /// Routers and clusters of one snapshot.
@@ -35,7 +34,7 @@ pub(super) fn build(
     snapshot: Arc<ConfigSnapshot>,
     previous: &Built,
     identity: &IdentityStore,
-    pool: PoolConfig,
+    config: &MeshClientConfig,
     stack: &dyn ClusterStack,
 ) -> Built {
     let mut routers = HashMap::new();
@@ -54,7 +53,7 @@ pub(super) fn build(
         let options = RouterOptions {
             filter_defaults: defaults.0.clone(),
             max_stream_duration: defaults.1,
-            ..Default::default()
+            host_port_mode: config.host_port_mode,
         };
         let router = match reused {
             Some((_, _, r)) => Arc::clone(r),
@@ -69,7 +68,7 @@ pub(super) fn build(
         by_config.insert(name.clone(), (rc.clone(), defaults, router.clone()));
         routers.insert(name.clone(), router);
     }
-    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, pool, stack);
+    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, config.pool, stack);
     Built {
         snapshot,
         routers,
@@ -122,7 +121,7 @@ pub(super) async fn rebuild_on_change(
             snapshot.clone(),
             &previous,
             &inner.identity,
-            inner.config.pool,
+            &inner.config,
             &*inner.stack,
         );
         inner.built.store(Arc::new(next));

@@ -70,6 +70,7 @@ use mesh_tls::IdentityStore;
 use tokio::sync::{oneshot, watch};
 use tower::BoxError;
 
+use crate::HostPortMode;
 use crate::pool::PoolConfig;
 #[allow(unused_imports)] // named in the module docs
 use crate::pool::UpstreamPool;
@@ -94,6 +95,10 @@ pub struct MeshClientConfig {
     /// Connection pool settings: HTTP/2 connections per endpoint (default: one per
     /// runtime worker thread, see [`crate::pool`]).
     pub pool: PoolConfig,
+    /// How a request's authority port takes part in virtual host selection (default
+    /// [`HostPortMode::AsIs`], Envoy's: `reviews:9080` matches only a domain listing that
+    /// port, or `*`; [`HostPortMode::FallbackWithoutPort`] also tries `reviews`).
+    pub host_port_mode: HostPortMode,
 }
 
 impl Default for MeshClientConfig {
@@ -102,6 +107,7 @@ impl Default for MeshClientConfig {
             resolve_timeout: Duration::from_secs(5),
             default_timeout: Duration::from_secs(15),
             pool: PoolConfig::default(),
+            host_port_mode: HostPortMode::AsIs,
         }
     }
 }
@@ -194,7 +200,7 @@ impl MeshClient {
             first.clone(),
             &Built::default(),
             &identity,
-            config.pool,
+            &config,
             &*stack,
         );
         let (stop_tx, stop) = oneshot::channel();

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 pub enum HostPortMode {
     /// Match the authority as sent, then, if nothing but `*` matched and it carries a port,
     /// match it again without the port (so `reviews:9080` finds a host listing `reviews`).
-    #[default]
     FallbackWithoutPort,
     /// Envoy's default: the authority is matched as sent, port included.
+    #[default]
     AsIs,
     /// Envoy's `strip_any_host_port`: the port is removed before matching.
     StripAny,

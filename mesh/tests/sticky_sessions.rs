@@ -1,7 +1,7 @@
 //! Sticky sessions as Istio users write them: a DestinationRule's
 //! `loadBalancer.consistentHash.httpHeaderName` on a workload configured by the embedded
 //! control plane in process. Every request of one user reaches one endpoint, and removing an
-//! endpoint moves only that endpoint's users (ring hash, as Envoy).
+//! endpoint moves its users and few others (ring hash, as Envoy).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -147,13 +147,25 @@ async fn a_header_hash_keeps_each_user_on_one_endpoint() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = placement(&client, 5).await;
+    // The removed endpoint's users all move. The others mostly stay: as in Envoy's ring
+    // hash, each remaining endpoint gets more points on the ring (min ring size / hosts),
+    // so a few keys change owner (about 15% expected here; a random balancer moves 80%).
+    let (mut others, mut stayed) = (0, 0);
     for user in 0..USERS {
         if before[&user] == gone {
-            assert_ne!(after[&user], gone);
+            assert_ne!(
+                after[&user], gone,
+                "user-{user} still on the removed endpoint"
+            );
         } else {
-            assert_eq!(after[&user], before[&user], "user-{user} moved");
+            others += 1;
+            stayed += usize::from(after[&user] == before[&user]);
         }
     }
+    assert!(
+        stayed * 10 >= others * 6,
+        "only {stayed} of {others} users of the remaining endpoints stayed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

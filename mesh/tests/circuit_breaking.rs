@@ -276,3 +276,26 @@ async fn max_connection_duration_retires_old_connections() {
         assert_eq!(seen.accepted.load(Ordering::SeqCst), 2, "{protocol}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_without_connections_gets_one_at_max_connections() {
+    // Two endpoints, one connection for the whole cluster: as Envoy, the endpoint that
+    // has none still gets one, or its requests would wait for the other's to close.
+    let (a, seen_a) = slow_server(false).await;
+    let (b, seen_b) = slow_server(false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(a, "HTTP", "{tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 10}}")
+        .replace(
+            "endpoints: [{address: 127.0.0.1, ports: {http: ",
+            &format!("endpoints: [{{address: 127.0.0.1, ports: {{http: {b}}}}}, {{address: 127.0.0.1, ports: {{http: "),
+        )
+        .replace("    tls: {mode: DISABLE}", "    tls: {mode: DISABLE}\n    loadBalancer: {simple: ROUND_ROBIN}");
+    std::fs::write(dir.path().join("c.yaml"), yaml).unwrap();
+    let m = mesh(dir.path()).await;
+    let client = m.client();
+    let outcomes = fire(&client, 4).await;
+    assert!(outcomes.iter().all(|o| o.status == 200));
+    assert!(outcomes.iter().all(|o| o.took < Duration::from_secs(5)));
+    assert_eq!(seen_a.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(seen_b.accepted.load(Ordering::SeqCst), 1);
+}

@@ -27,7 +27,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,8 @@ pub(super) struct Sender {
     info: Connected,
     /// The connection's `max_connections` slot, given back when it closes.
     slot: Option<Slot>,
+    /// Counts it among its endpoint's connections while it is open.
+    _open: Option<OpenGuard>,
     /// Requests sent on it.
     served: u32,
     born: Instant,
@@ -99,6 +101,31 @@ pub(super) struct H1Set {
     /// Woken when a connection is checked in: pending requests take it.
     checked_in: Notify,
     life: Lifetime,
+    /// Connections of this endpoint open or being dialed.
+    open: Arc<AtomicUsize>,
+}
+
+/// One connection counted in its endpoint's `open`, until dropped.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::AcqRel);
+        Self(open.clone())
+    }
+
+    /// Counts one only if the endpoint has none.
+    fn first(open: &Arc<AtomicUsize>) -> Option<Self> {
+        open.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| Self(open.clone()))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for H1Set {
@@ -115,6 +142,7 @@ impl H1Set {
             breaker,
             checked_in: Notify::new(),
             life,
+            open: Arc::default(),
         }
     }
 
@@ -176,7 +204,14 @@ impl H1Set {
                 }
                 Checkout::Empty => {
                     if let Some(slot) = self.breaker.try_connection(p) {
-                        return Ok((self.dial_with(slot).await?, false));
+                        let open = OpenGuard::new(&self.open);
+                        return Ok((self.dial_with(Some(slot), open).await?, false));
+                    }
+                    // As Envoy: an endpoint without any connection gets one even at
+                    // max_connections (the other endpoints hold them), or its pending
+                    // requests could never be served.
+                    if let Some(open) = OpenGuard::first(&self.open) {
+                        return Ok((self.dial_with(None, open).await?, false));
                     }
                     tokio::select! {
                         () = released => {}
@@ -187,9 +222,10 @@ impl H1Set {
         }
     }
 
-    async fn dial_with(&self, slot: Slot) -> Result<Sender, BoxError> {
+    async fn dial_with(&self, slot: Option<Slot>, open: OpenGuard) -> Result<Sender, BoxError> {
         let mut sender = (self.dial)().await?;
-        sender.slot = Some(slot);
+        sender.slot = slot;
+        sender._open = Some(open);
         Ok(sender)
     }
 
@@ -209,7 +245,7 @@ impl H1Set {
                 let slot = set.breaker.try_connection(p);
                 started.store(slot.is_some(), Ordering::Relaxed);
                 match slot {
-                    Some(slot) => set.dial_with(slot).await,
+                    Some(slot) => set.dial_with(Some(slot), OpenGuard::new(&set.open)).await,
                     // At max_connections: only the busy connection can serve us.
                     None => std::future::pending().await,
                 }
@@ -309,6 +345,7 @@ where
         tx,
         info,
         slot: None,
+        _open: None,
         served: 0,
         born: Instant::now(),
     })

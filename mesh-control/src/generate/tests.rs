@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, Node, header_value_option};
 use envoy_types::pb::envoy::config::route::v3 as rds;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use mesh_core::model;
 use mesh_xds::resource::{Resource, ResourceType, decode};
 use prost::Message;
@@ -340,4 +340,259 @@ spec:
 
 fn prost_types_any(c: &cds::Cluster) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::util::pack_any(c.clone())
+}
+
+/// Every VirtualService route field and DestinationRule hash policy that has no traffic test
+/// yet lands in the generated route: matches (every string-match kind, `ignoreUriCase`,
+/// `withoutHeaders`, `queryParams`, `port`), header operations, rewrites, redirects, fault
+/// delay and gRPC abort, mirror subset and port, the destination port, and cookie and
+/// source-IP hashing (issue #16's table names this test for them).
+#[test]
+fn every_route_field_is_generated() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: alt, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18080, alt: 18081}, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ip, namespace: default}
+spec:
+  hosts: [ip.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18082}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpCookie: {name: sticky, path: /p, ttl: 5s}}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ip, namespace: default}
+spec:
+  host: ip.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  http:
+  - name: all
+    match:
+    - uri: {exact: /Exact}
+      ignoreUriCase: true
+      method: {exact: GET}
+      authority: {prefix: auth}
+      scheme: {regex: "https?"}
+      headers: {x-pre: {prefix: p}, x-re: {regex: "r.*"}}
+      withoutHeaders: {x-not: {exact: "1"}}
+      queryParams: {q-ex: {exact: v}, q-pre: {prefix: p}, q-re: {regex: "r.*"}}
+      port: 80
+    route: [{destination: {host: svc.default.svc.cluster.local, subset: v1, port: {number: 81}}}]
+    headers:
+      request: {set: {x-set: s}, add: {x-add: a}, remove: [x-rm]}
+      response: {set: {x-rset: s}, add: {x-radd: a}, remove: [x-rrm]}
+    rewrite: {uri: /new, authority: new.host}
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 50}}
+      abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}
+    mirror: {host: svc.default.svc.cluster.local, subset: v1, port: {number: 81}}
+  - name: regex
+    match:
+    - uri: {regex: "/re/.*"}
+      method: {prefix: PO}
+      authority: {exact: auth.example}
+      scheme: {exact: https}
+      headers: {x-ex: {exact: e}}
+      port: 81
+    rewrite: {uriRegexRewrite: {match: "^/re/(.*)", rewrite: "/\\1"}}
+    route: [{destination: {host: svc.default.svc.cluster.local, port: {number: 81}}}]
+  - name: moved
+    match: [{uri: {prefix: /moved}, method: {regex: "G.*"}, authority: {regex: "a.*"}, scheme: {prefix: ht}}]
+    redirect: {uri: /r, scheme: https, redirectCode: 302}
+  - route: [{destination: {host: svc.default.svc.cluster.local, port: {number: 80}}}]
+"#;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = MeshGenerator::default().proxyless(&config);
+    let host = "svc.default.svc.cluster.local";
+    let rc: rds::RouteConfiguration =
+        get(&r, ResourceType::RouteConfiguration, &format!("{host}:80"));
+    let routes = &rc.virtual_hosts[0].routes;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    // `match.port`: the 81-only match is not on port 80's routes.
+    assert_eq!(names, ["all", "moved", ""], "{names:?}");
+    let rc81: rds::RouteConfiguration =
+        get(&r, ResourceType::RouteConfiguration, &format!("{host}:81"));
+    let names81: Vec<&str> = rc81.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names81, ["regex", "moved", ""], "{names81:?}");
+
+    // Route "all": every match field.
+    let all = &routes[0];
+    let m = all.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(rds::route_match::PathSpecifier::Path("/Exact".into()))
+    );
+    assert_eq!(m.case_sensitive, Some(BoolValue { value: false }));
+    let header = |name: &str| {
+        let h = m.headers.iter().find(|h| h.name == name);
+        format!(
+            "{:?}",
+            h.unwrap_or_else(|| panic!("no matcher for {name}: {m:?}"))
+        )
+    };
+    assert!(header(":method").contains("Exact(\"GET\")"));
+    assert!(header(":authority").contains("Prefix(\"auth\")"));
+    assert!(header(":scheme").contains("https?"));
+    assert!(header("x-pre").contains("Prefix(\"p\")"));
+    assert!(header("x-re").contains("SafeRegex") && header("x-re").contains("r.*"));
+    let not = m.headers.iter().find(|h| h.name == "x-not").unwrap();
+    assert!(not.invert_match && format!("{not:?}").contains("Exact(\"1\")"));
+    let query = |name: &str| {
+        format!(
+            "{:?}",
+            m.query_parameters.iter().find(|q| q.name == name).unwrap()
+        )
+    };
+    assert!(query("q-ex").contains("Exact(\"v\")"));
+    assert!(query("q-pre").contains("Prefix(\"p\")"));
+    assert!(query("q-re").contains("r.*"));
+    // Header operations: set overwrites, add appends, remove.
+    let ops = |v: &[HeaderValueOption]| -> Vec<(String, String, i32)> {
+        v.iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.clone(), h.value.clone(), o.append_action)
+            })
+            .collect()
+    };
+    use header_value_option::HeaderAppendAction as A;
+    assert_eq!(
+        ops(&all.request_headers_to_add),
+        [
+            ("x-set".into(), "s".into(), A::OverwriteIfExistsOrAdd as i32),
+            ("x-add".into(), "a".into(), A::AppendIfExistsOrAdd as i32)
+        ]
+    );
+    assert_eq!(all.request_headers_to_remove, ["x-rm"]);
+    assert_eq!(
+        ops(&all.response_headers_to_add),
+        [
+            (
+                "x-rset".into(),
+                "s".into(),
+                A::OverwriteIfExistsOrAdd as i32
+            ),
+            ("x-radd".into(), "a".into(), A::AppendIfExistsOrAdd as i32)
+        ]
+    );
+    assert_eq!(all.response_headers_to_remove, ["x-rrm"]);
+    // Destination subset and port, rewrite, mirror, cookie hash.
+    let Some(rds::route::Action::Route(a)) = &all.action else {
+        panic!("{all:?}")
+    };
+    assert_eq!(
+        a.cluster_specifier,
+        Some(rds::route_action::ClusterSpecifier::Cluster(format!(
+            "outbound|81|v1|{host}"
+        )))
+    );
+    assert_eq!(a.prefix_rewrite, "/new");
+    assert!(format!("{:?}", a.host_rewrite_specifier).contains("new.host"));
+    assert_eq!(
+        a.request_mirror_policies[0].cluster,
+        format!("outbound|81|v1|{host}")
+    );
+    let hash = format!("{:?}", a.hash_policy);
+    assert!(
+        hash.contains("Cookie")
+            && hash.contains("sticky")
+            && hash.contains("/p")
+            && hash.contains("seconds: 5"),
+        "{hash}"
+    );
+    // Fault: a 2 s delay for 50 %, gRPC UNAVAILABLE (14) for 10 %.
+    let any = &all.typed_per_filter_config[super::route::FAULT_FILTER];
+    let f = envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault::decode(
+        any.value.as_slice(),
+    )
+    .unwrap();
+    let f = format!("{f:?}");
+    assert!(f.contains("FixedDelay(Duration { seconds: 2"), "{f}");
+    assert!(
+        f.contains("numerator: 50") && f.contains("numerator: 10"),
+        "{f}"
+    );
+    assert!(f.contains("GrpcStatus(14)"), "{f}");
+
+    // Route "regex" (port 81): regex path and regex rewrite, the other match kinds.
+    let re = &rc81.virtual_hosts[0].routes[0];
+    let m = re.r#match.as_ref().unwrap();
+    assert!(format!("{:?}", m.path_specifier).contains("/re/.*"));
+    let m = format!("{m:?}");
+    assert!(
+        m.contains("Prefix(\"PO\")") && m.contains("Exact(\"auth.example\")"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Exact(\"https\")") && m.contains("Exact(\"e\")"),
+        "{m}"
+    );
+    let Some(rds::route::Action::Route(a)) = &re.action else {
+        panic!("{re:?}")
+    };
+    let rw = format!("{:?}", a.regex_rewrite);
+    assert!(rw.contains("^/re/(.*)") && rw.contains("/\\\\1"), "{rw}");
+
+    // Route "moved": redirect with scheme and code, regex and prefix pseudo-header matches.
+    let moved = &routes[1];
+    let m = format!("{:?}", moved.r#match);
+    assert!(
+        m.contains("G.*") && m.contains("a.*") && m.contains("Prefix(\"ht\")"),
+        "{m}"
+    );
+    let Some(rds::route::Action::Redirect(red)) = &moved.action else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(
+        red.response_code,
+        rds::redirect_action::RedirectResponseCode::Found as i32
+    );
+    assert!(format!("{:?}", red.scheme_rewrite_specifier).contains("https"));
+    assert!(format!("{:?}", red.path_rewrite_specifier).contains("/r"));
+
+    // useSourceIp: the default route to `ip` hashes on the source address.
+    let ip: rds::RouteConfiguration = get(
+        &r,
+        ResourceType::RouteConfiguration,
+        "ip.default.svc.cluster.local:80",
+    );
+    let Some(rds::route::Action::Route(a)) = &ip.virtual_hosts[0].routes[0].action else {
+        panic!()
+    };
+    assert!(format!("{:?}", a.hash_policy).contains("source_ip: true"));
 }

@@ -596,3 +596,139 @@ spec:
     };
     assert!(format!("{:?}", a.hash_policy).contains("source_ip: true"));
 }
+
+/// DestinationRule fields with no traffic test yet land in the generated clusters: ring
+/// sizes, idle timeouts (HTTP, else TCP), `useClientProtocol`, `maxConcurrentStreams`, the
+/// local-origin and gateway outlier settings, `tls.sni`, and a subset's own policy taking
+/// precedence over the top-level one (issue #16's table names this test for them).
+#[test]
+fn every_cluster_field_is_generated() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18080}, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18081}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: default}
+spec:
+  host: a.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}}
+    connectionPool:
+      tcp: {idleTimeout: 30s}
+      http: {useClientProtocol: true, maxConcurrentStreams: 7}
+    outlierDetection:
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 3
+      consecutiveGatewayErrors: 4
+    tls: {mode: ISTIO_MUTUAL, sni: a.example}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {idleTimeout: 20s, maxConcurrentStreams: 9, h2UpgradePolicy: UPGRADE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: default}
+spec:
+  host: b.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, minimumRingSize: 512}}}
+"#;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = MeshGenerator::default().proxyless(&config);
+    let cluster = |name: &str| -> cds::Cluster { get(&r, ResourceType::Cluster, name) };
+    let options = |c: &cds::Cluster| {
+        let any = &c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        format!(
+            "{:?}",
+            HttpProtocolOptions::decode(any.value.as_slice()).unwrap()
+        )
+    };
+    let ring = |c: &cds::Cluster| match &c.lb_config {
+        Some(cds::cluster::LbConfig::RingHashLbConfig(r)) => {
+            r.minimum_ring_size.as_ref().unwrap().value
+        }
+        other => panic!("{other:?}"),
+    };
+
+    let a = cluster("outbound|80||a.default.svc.cluster.local");
+    assert_eq!(ring(&a), 2048);
+    let o = options(&a);
+    assert!(o.contains("UseDownstreamProtocolConfig"), "{o}");
+    assert!(
+        o.contains("max_concurrent_streams: Some(UInt32Value { value: 7 })"),
+        "{o}"
+    );
+    // No HTTP idle timeout: the TCP one, as istiod.
+    assert!(
+        o.contains("idle_timeout: Some(Duration { seconds: 30"),
+        "{o}"
+    );
+    let od = a.outlier_detection.as_ref().unwrap();
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(
+        od.consecutive_local_origin_failure.as_ref().unwrap().value,
+        3
+    );
+    assert_eq!(od.consecutive_gateway_failure.as_ref().unwrap().value, 4);
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        tls,
+    )) = a
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.as_ref())
+    else {
+        panic!("no upstream TLS: {a:?}")
+    };
+    assert_eq!(
+        UpstreamTlsContext::decode(tls.value.as_slice())
+            .unwrap()
+            .sni,
+        "a.example"
+    );
+
+    // The subset's connection pool replaces the top-level one (HTTP/2 by upgrade, not the
+    // client's protocol); the rest is inherited.
+    let v1 = cluster("outbound|80|v1|a.default.svc.cluster.local");
+    let o = options(&v1);
+    assert!(
+        o.contains("max_concurrent_streams: Some(UInt32Value { value: 9 })"),
+        "{o}"
+    );
+    assert!(
+        o.contains("idle_timeout: Some(Duration { seconds: 20"),
+        "{o}"
+    );
+    assert!(!o.contains("UseDownstreamProtocolConfig"), "{o}");
+    assert_eq!(ring(&v1), 2048);
+
+    // The deprecated top-level minimumRingSize.
+    assert_eq!(
+        ring(&cluster("outbound|80||b.default.svc.cluster.local")),
+        512
+    );
+}

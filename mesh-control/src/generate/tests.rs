@@ -400,7 +400,7 @@ spec:
       authority: {prefix: auth}
       scheme: {regex: "https?"}
       headers: {x-pre: {prefix: p}, x-re: {regex: "r.*"}}
-      withoutHeaders: {x-not: {exact: "1"}}
+      withoutHeaders: {x-not: {exact: "1"}, x-not-p: {prefix: np}, x-not-r: {regex: "n.*"}}
       queryParams: {q-ex: {exact: v}, q-pre: {prefix: p}, q-re: {regex: "r.*"}}
       port: 80
     route: [{destination: {host: svc.default.svc.cluster.local, subset: v1, port: {number: 81}}}]
@@ -472,6 +472,10 @@ spec:
     assert!(header("x-re").contains("SafeRegex") && header("x-re").contains("r.*"));
     let not = m.headers.iter().find(|h| h.name == "x-not").unwrap();
     assert!(not.invert_match && format!("{not:?}").contains("Exact(\"1\")"));
+    let not_p = m.headers.iter().find(|h| h.name == "x-not-p").unwrap();
+    assert!(not_p.invert_match && format!("{not_p:?}").contains("Prefix(\"np\")"));
+    let not_r = m.headers.iter().find(|h| h.name == "x-not-r").unwrap();
+    assert!(not_r.invert_match && format!("{not_r:?}").contains("n.*"));
     let query = |name: &str| {
         format!(
             "{:?}",
@@ -613,6 +617,7 @@ spec:
   resolution: STATIC
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints: [{address: 127.0.0.1, ports: {http: 18080}, labels: {version: v1}}]
+  subjectAltNames: [spiffe://other.example/ns/x/sa/y]
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -621,8 +626,8 @@ spec:
   hosts: [b.default.svc.cluster.local]
   location: MESH_INTERNAL
   resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 127.0.0.1, ports: {http: 18081}}]
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9090}]
+  endpoints: [{address: 127.0.0.1, weight: 3}, {address: 127.0.0.2, ports: {http: 18081}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -704,11 +709,12 @@ spec:
     else {
         panic!("no upstream TLS: {a:?}")
     };
-    assert_eq!(
-        UpstreamTlsContext::decode(tls.value.as_slice())
-            .unwrap()
-            .sni,
-        "a.example"
+    let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
+    assert_eq!(tls.sni, "a.example");
+    // subjectAltNames: accepted server identities besides the workloads' own.
+    assert!(
+        format!("{tls:?}").contains("spiffe://other.example/ns/x/sa/y"),
+        "{tls:?}"
     );
 
     // The subset's connection pool replaces the top-level one (HTTP/2 by upgrade, not the
@@ -731,4 +737,24 @@ spec:
         ring(&cluster("outbound|80||b.default.svc.cluster.local")),
         512
     );
+    // targetPort for an endpoint that maps no port; the endpoint's weight.
+    let cla: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment = get(
+        &r,
+        ResourceType::ClusterLoadAssignment,
+        "outbound|80||b.default.svc.cluster.local",
+    );
+    let eps: Vec<String> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| format!("{e:?}"))
+        .collect();
+    let one = eps.iter().find(|e| e.contains("127.0.0.1")).unwrap();
+    assert!(one.contains("PortValue(9090)"), "{one}");
+    assert!(
+        one.contains("load_balancing_weight: Some(UInt32Value { value: 3 })"),
+        "{one}"
+    );
+    let two = eps.iter().find(|e| e.contains("127.0.0.2")).unwrap();
+    assert!(two.contains("PortValue(18081)"), "{two}");
 }

@@ -520,3 +520,347 @@ fn errors_name_file_and_line() {
         "{shown:#?}"
     );
 }
+
+/// Every field of Istio's API that this data plane refuses, as `Kind.spec.path` with `[]`
+/// after a repeated field, and the value the case sets it to. `scripts/config-fields --check`
+/// reads this list: a field marked `refused` in docs/configuration.md's "Istio fields" table
+/// must be here (or below a field that is).
+const REFUSED_FIELDS: &[(&str, &str)] = &[
+    ("ServiceEntry.spec.endpoints[].network", "{}"),
+    ("WorkloadEntry.spec.network", "{}"),
+    ("VirtualService.spec.http[].match[].gateways[]", "{}"),
+    ("VirtualService.spec.http[].match[].statPrefix", "{}"),
+    ("VirtualService.spec.http[].redirect.prefixRewrite", "{}"),
+    ("VirtualService.spec.http[].directResponse", "{}"),
+    ("VirtualService.spec.http[].delegate", "{}"),
+    (
+        "VirtualService.spec.http[].retries.retryRemoteLocalities",
+        "{}",
+    ),
+    (
+        "VirtualService.spec.http[].retries.retryIgnorePreviousHosts",
+        "{}",
+    ),
+    ("VirtualService.spec.http[].retries.backoff", "{}"),
+    ("VirtualService.spec.http[].fault.delay.percent", "{}"),
+    (
+        "VirtualService.spec.http[].fault.delay.exponentialDelay",
+        "{}",
+    ),
+    ("VirtualService.spec.http[].fault.abort.http2Error", "{}"),
+    ("VirtualService.spec.http[].mirrors[]", "{}"),
+    ("VirtualService.spec.http[].mirrorPercent", "{}"),
+    ("VirtualService.spec.http[].corsPolicy", "{}"),
+    ("VirtualService.spec.tls[]", "{}"),
+    ("VirtualService.spec.tcp[]", "{}"),
+    (
+        "DestinationRule.spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.loadBalancer.warmupDurationSecs",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.loadBalancer.warmup",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.connectionPool.tcp.tcpKeepalive",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.connectionPool.http.http2KeepAlive",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.outlierDetection.consecutiveErrors",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.tls.clientCertificate",
+        "{}",
+    ),
+    ("DestinationRule.spec.trafficPolicy.tls.privateKey", "{}"),
+    (
+        "DestinationRule.spec.trafficPolicy.tls.caCertificates",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.tls.credentialName",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.tls.subjectAltNames[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.trafficPolicy.tls.insecureSkipVerify",
+        "{}",
+    ),
+    ("DestinationRule.spec.trafficPolicy.tls.caCrl", "{}"),
+    (
+        "DestinationRule.spec.trafficPolicy.portLevelSettings[]",
+        "{}",
+    ),
+    ("DestinationRule.spec.trafficPolicy.tunnel", "{}"),
+    ("DestinationRule.spec.trafficPolicy.proxyProtocol", "{}"),
+    ("DestinationRule.spec.trafficPolicy.retryBudget", "{}"),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.loadBalancer.warmupDurationSecs",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.loadBalancer.warmup",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.connectionPool.http.http2KeepAlive",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.outlierDetection.consecutiveErrors",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.clientCertificate",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.privateKey",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.caCertificates",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.credentialName",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.subjectAltNames[]",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.insecureSkipVerify",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.tls.caCrl",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.portLevelSettings[]",
+        "{}",
+    ),
+    ("DestinationRule.spec.subsets[].trafficPolicy.tunnel", "{}"),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.proxyProtocol",
+        "{}",
+    ),
+    (
+        "DestinationRule.spec.subsets[].trafficPolicy.retryBudget",
+        "{}",
+    ),
+    ("DestinationRule.spec.workloadSelector", "{}"),
+    ("AuthorizationPolicy.spec.targetRef", "{}"),
+    ("AuthorizationPolicy.spec.targetRefs[]", "{}"),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.requestPrincipals[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.notRequestPrincipals[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.serviceAccounts[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.notServiceAccounts[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.remoteIpBlocks[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.notRemoteIpBlocks[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.trustDomains[]",
+        "{}",
+    ),
+    (
+        "AuthorizationPolicy.spec.rules[].from[].source.notTrustDomains[]",
+        "{}",
+    ),
+    ("AuthorizationPolicy.spec.provider", "{}"),
+];
+
+/// A valid resource of each kind that the refused field is added to (so the refusal, not a
+/// missing field, is what fails), next to [`BASE`].
+fn refusal_base(kind: &str) -> &'static str {
+    match kind {
+        "ServiceEntry" => {
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: case, namespace: default }\nspec:\n  hosts: [case.default.svc.cluster.local]\n  location: MESH_INTERNAL\n  resolution: STATIC\n  ports: [{ number: 80, name: http, protocol: HTTP }]\n  endpoints: [{ address: 127.0.0.1, ports: { http: 18080 } }]\n"
+        }
+        "WorkloadEntry" => {
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: case, namespace: default }\nspec:\n  address: 127.0.0.1\n  labels: { app: case }\n"
+        }
+        "VirtualService" => {
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: { name: case, namespace: default }\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n  http:\n  - match: [{ uri: { prefix: / } }]\n    route: [{ destination: { host: reviews.default.svc.cluster.local } }]\n    retries: { attempts: 1 }\n    fault:\n      delay: { fixedDelay: 1s, percentage: { value: 0 } }\n      abort: { httpStatus: 503, percentage: { value: 0 } }\n    redirect: { uri: /x }\n"
+        }
+        "DestinationRule" => {
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: case, namespace: default }\nspec:\n  host: ratings.default.svc.cluster.local\n  trafficPolicy: &p\n    loadBalancer: { consistentHash: { httpCookie: { name: c, ttl: 1s } } }\n    connectionPool: { tcp: { maxConnections: 1 }, http: { maxRetries: 1 } }\n    outlierDetection: { consecutive5xxErrors: 1 }\n    tls: { mode: ISTIO_MUTUAL }\n  subsets:\n  - name: v1\n    labels: { version: v1 }\n    trafficPolicy: *p\n"
+        }
+        "PeerAuthentication" => {
+            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: { name: case, namespace: default }\nspec:\n  mtls: { mode: STRICT }\n"
+        }
+        "AuthorizationPolicy" => {
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: { name: case, namespace: default }\nspec:\n  rules:\n  - from: [{ source: { principals: [cluster.local/ns/default/sa/a] } }]\n    to: [{ operation: { methods: [GET] } }]\n    when: [{ key: source.ip, values: [127.0.0.1] }]\n"
+        }
+        other => panic!("no refusal base for kind {other}"),
+    }
+}
+
+/// Sets `segments` (the path below the resource, `[]` marking a list whose first item is
+/// meant) to `leaf` in `node`, creating the mappings and one-item lists on the way.
+fn set_path(node: &mut serde_yaml_ng::Value, segments: &[&str], leaf: serde_yaml_ng::Value) {
+    use serde_yaml_ng::Value;
+    let (first, rest) = segments.split_first().expect("a path has a field");
+    let (name, list) = match first.strip_suffix("[]") {
+        Some(name) => (name, true),
+        None => (*first, false),
+    };
+    let map = node
+        .as_mapping_mut()
+        .unwrap_or_else(|| panic!("`{name}`'s parent is not a mapping"));
+    let key = Value::String(name.to_owned());
+    if rest.is_empty() {
+        map.insert(key, leaf);
+        return;
+    }
+    if !map.contains_key(&key) {
+        let empty = Value::Mapping(Default::default());
+        map.insert(
+            key.clone(),
+            if list {
+                Value::Sequence(vec![empty])
+            } else {
+                empty
+            },
+        );
+    }
+    let child = map.get_mut(&key).unwrap();
+    let child = if list {
+        let items = child.as_sequence_mut().expect("a list");
+        if items.is_empty() {
+            items.push(Value::Mapping(Default::default()));
+        }
+        &mut items[0]
+    } else {
+        child
+    };
+    set_path(child, rest, leaf)
+}
+
+/// `spec.http[0].match[1].gateways` -> `spec.http.match.gateways`.
+fn without_indices(field: &str) -> String {
+    let mut out = String::new();
+    let mut in_index = false;
+    for c in field.chars() {
+        match c {
+            '[' => in_index = true,
+            ']' => in_index = false,
+            _ if !in_index => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_refused_field_is_refused() {
+    let mut failures = Vec::new();
+    for (path, value) in REFUSED_FIELDS {
+        let (kind, below) = path.split_once('.').unwrap();
+        let mut doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(refusal_base(kind)).unwrap();
+        let segments: Vec<&str> = below.split('.').collect();
+        set_path(&mut doc, &segments, serde_yaml_ng::from_str(value).unwrap());
+        let yaml = serde_yaml_ng::to_string(&doc).unwrap();
+        let files = [
+            SourceFile {
+                path: "base.yaml".into(),
+                text: BASE.into(),
+            },
+            SourceFile {
+                path: "case.yaml".into(),
+                text: yaml.clone(),
+            },
+        ];
+        let errors = LoadReport::from_files(&files).errors;
+        let want = below.replace("[]", "");
+        let named = errors.iter().any(|e| {
+            e.resource
+                .as_ref()
+                .is_some_and(|r| r.to_string().starts_with(&format!("{kind} ")))
+                && without_indices(&e.field) == want
+                && e.reason.contains("not supported")
+        });
+        if !named {
+            let got: Vec<String> = errors.iter().map(without_origin).collect();
+            failures.push(format!(
+                "{path}: no error says `{want}` is not supported\n{yaml}  got: {got:#?}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The refusal bases load clean: an error in a case comes from the field it adds.
+#[test]
+fn refusal_bases_are_valid() {
+    for kind in [
+        "ServiceEntry",
+        "WorkloadEntry",
+        "VirtualService",
+        "DestinationRule",
+        "PeerAuthentication",
+        "AuthorizationPolicy",
+    ] {
+        let got = errors_of(refusal_base(kind));
+        // The VirtualService base sets both route and redirect, so the cases can add
+        // fields under either; that conflict is its only error.
+        let allowed = |e: &String| kind == "VirtualService" && e.contains("spec.http[0].redirect");
+        let unexpected: Vec<&String> = got.iter().filter(|e| !allowed(e)).collect();
+        assert!(unexpected.is_empty(), "{kind}: {unexpected:#?}");
+    }
+}

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
-use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::config::core::v3::{HeaderValueOption, Node, header_value_option};
 use envoy_types::pb::envoy::config::route::v3 as rds;
-use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::protobuf::{BoolValue, Struct, Value, value::Kind};
 use mesh_core::model;
 use mesh_xds::resource::{Resource, ResourceType, decode};
 use prost::Message;
@@ -340,4 +340,421 @@ spec:
 
 fn prost_types_any(c: &cds::Cluster) -> envoy_types::pb::google::protobuf::Any {
     envoy_types::util::pack_any(c.clone())
+}
+
+/// Every VirtualService route field and DestinationRule hash policy that has no traffic test
+/// yet lands in the generated route: matches (every string-match kind, `ignoreUriCase`,
+/// `withoutHeaders`, `queryParams`, `port`), header operations, rewrites, redirects, fault
+/// delay and gRPC abort, mirror subset and port, the destination port, and cookie and
+/// source-IP hashing (issue #16's table names this test for them).
+#[test]
+fn every_route_field_is_generated() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}, {number: 81, name: alt, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18080, alt: 18081}, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: ip, namespace: default}
+spec:
+  hosts: [ip.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18082}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: svc, namespace: default}
+spec:
+  host: svc.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpCookie: {name: sticky, path: /p, ttl: 5s}}}
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: ip, namespace: default}
+spec:
+  host: ip.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: svc, namespace: default}
+spec:
+  hosts: [svc.default.svc.cluster.local]
+  http:
+  - name: all
+    match:
+    - uri: {exact: /Exact}
+      ignoreUriCase: true
+      method: {exact: GET}
+      authority: {prefix: auth}
+      scheme: {regex: "https?"}
+      headers: {x-pre: {prefix: p}, x-re: {regex: "r.*"}}
+      withoutHeaders: {x-not: {exact: "1"}, x-not-p: {prefix: np}, x-not-r: {regex: "n.*"}}
+      queryParams: {q-ex: {exact: v}, q-pre: {prefix: p}, q-re: {regex: "r.*"}}
+      port: 80
+    route: [{destination: {host: svc.default.svc.cluster.local, subset: v1, port: {number: 81}}}]
+    headers:
+      request: {set: {x-set: s}, add: {x-add: a}, remove: [x-rm]}
+      response: {set: {x-rset: s}, add: {x-radd: a}, remove: [x-rrm]}
+    rewrite: {uri: /new, authority: new.host}
+    fault:
+      delay: {fixedDelay: 2s, percentage: {value: 50}}
+      abort: {grpcStatus: UNAVAILABLE, percentage: {value: 10}}
+    mirror: {host: svc.default.svc.cluster.local, subset: v1, port: {number: 81}}
+  - name: regex
+    match:
+    - uri: {regex: "/re/.*"}
+      method: {prefix: PO}
+      authority: {exact: auth.example}
+      scheme: {exact: https}
+      headers: {x-ex: {exact: e}}
+      port: 81
+    rewrite: {uriRegexRewrite: {match: "^/re/(.*)", rewrite: "/\\1"}}
+    route: [{destination: {host: svc.default.svc.cluster.local, port: {number: 81}}}]
+  - name: moved
+    match: [{uri: {prefix: /moved}, method: {regex: "G.*"}, authority: {regex: "a.*"}, scheme: {prefix: ht}}]
+    redirect: {uri: /r, scheme: https, redirectCode: 302}
+  - route: [{destination: {host: svc.default.svc.cluster.local, port: {number: 80}}}]
+"#;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = MeshGenerator::default().proxyless(&config);
+    let host = "svc.default.svc.cluster.local";
+    let rc: rds::RouteConfiguration =
+        get(&r, ResourceType::RouteConfiguration, &format!("{host}:80"));
+    let routes = &rc.virtual_hosts[0].routes;
+    let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+    // `match.port`: the 81-only match is not on port 80's routes.
+    assert_eq!(names, ["all", "moved", ""], "{names:?}");
+    let rc81: rds::RouteConfiguration =
+        get(&r, ResourceType::RouteConfiguration, &format!("{host}:81"));
+    let names81: Vec<&str> = rc81.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(names81, ["regex", "moved", ""], "{names81:?}");
+
+    // Route "all": every match field.
+    let all = &routes[0];
+    let m = all.r#match.as_ref().unwrap();
+    assert_eq!(
+        m.path_specifier,
+        Some(rds::route_match::PathSpecifier::Path("/Exact".into()))
+    );
+    assert_eq!(m.case_sensitive, Some(BoolValue { value: false }));
+    let header = |name: &str| {
+        let h = m.headers.iter().find(|h| h.name == name);
+        format!(
+            "{:?}",
+            h.unwrap_or_else(|| panic!("no matcher for {name}: {m:?}"))
+        )
+    };
+    assert!(header(":method").contains("Exact(\"GET\")"));
+    assert!(header(":authority").contains("Prefix(\"auth\")"));
+    assert!(header(":scheme").contains("https?"));
+    assert!(header("x-pre").contains("Prefix(\"p\")"));
+    assert!(header("x-re").contains("SafeRegex") && header("x-re").contains("r.*"));
+    let not = m.headers.iter().find(|h| h.name == "x-not").unwrap();
+    assert!(not.invert_match && format!("{not:?}").contains("Exact(\"1\")"));
+    let not_p = m.headers.iter().find(|h| h.name == "x-not-p").unwrap();
+    assert!(not_p.invert_match && format!("{not_p:?}").contains("Prefix(\"np\")"));
+    let not_r = m.headers.iter().find(|h| h.name == "x-not-r").unwrap();
+    assert!(not_r.invert_match && format!("{not_r:?}").contains("n.*"));
+    let query = |name: &str| {
+        format!(
+            "{:?}",
+            m.query_parameters.iter().find(|q| q.name == name).unwrap()
+        )
+    };
+    assert!(query("q-ex").contains("Exact(\"v\")"));
+    assert!(query("q-pre").contains("Prefix(\"p\")"));
+    assert!(query("q-re").contains("r.*"));
+    // Header operations: set overwrites, add appends, remove.
+    let ops = |v: &[HeaderValueOption]| -> Vec<(String, String, i32)> {
+        v.iter()
+            .map(|o| {
+                let h = o.header.as_ref().unwrap();
+                (h.key.clone(), h.value.clone(), o.append_action)
+            })
+            .collect()
+    };
+    use header_value_option::HeaderAppendAction as A;
+    assert_eq!(
+        ops(&all.request_headers_to_add),
+        [
+            ("x-set".into(), "s".into(), A::OverwriteIfExistsOrAdd as i32),
+            ("x-add".into(), "a".into(), A::AppendIfExistsOrAdd as i32)
+        ]
+    );
+    assert_eq!(all.request_headers_to_remove, ["x-rm"]);
+    assert_eq!(
+        ops(&all.response_headers_to_add),
+        [
+            (
+                "x-rset".into(),
+                "s".into(),
+                A::OverwriteIfExistsOrAdd as i32
+            ),
+            ("x-radd".into(), "a".into(), A::AppendIfExistsOrAdd as i32)
+        ]
+    );
+    assert_eq!(all.response_headers_to_remove, ["x-rrm"]);
+    // Destination subset and port, rewrite, mirror, cookie hash.
+    let Some(rds::route::Action::Route(a)) = &all.action else {
+        panic!("{all:?}")
+    };
+    assert_eq!(
+        a.cluster_specifier,
+        Some(rds::route_action::ClusterSpecifier::Cluster(format!(
+            "outbound|81|v1|{host}"
+        )))
+    );
+    assert_eq!(a.prefix_rewrite, "/new");
+    assert!(format!("{:?}", a.host_rewrite_specifier).contains("new.host"));
+    assert_eq!(
+        a.request_mirror_policies[0].cluster,
+        format!("outbound|81|v1|{host}")
+    );
+    let hash = format!("{:?}", a.hash_policy);
+    assert!(
+        hash.contains("Cookie")
+            && hash.contains("sticky")
+            && hash.contains("/p")
+            && hash.contains("seconds: 5"),
+        "{hash}"
+    );
+    // Fault: a 2 s delay for 50 %, gRPC UNAVAILABLE (14) for 10 %.
+    let any = &all.typed_per_filter_config[super::route::FAULT_FILTER];
+    let f = envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault::decode(
+        any.value.as_slice(),
+    )
+    .unwrap();
+    let f = format!("{f:?}");
+    assert!(f.contains("FixedDelay(Duration { seconds: 2"), "{f}");
+    assert!(
+        f.contains("numerator: 50") && f.contains("numerator: 10"),
+        "{f}"
+    );
+    assert!(f.contains("GrpcStatus(14)"), "{f}");
+
+    // Route "regex" (port 81): regex path and regex rewrite, the other match kinds.
+    let re = &rc81.virtual_hosts[0].routes[0];
+    let m = re.r#match.as_ref().unwrap();
+    assert!(format!("{:?}", m.path_specifier).contains("/re/.*"));
+    let m = format!("{m:?}");
+    assert!(
+        m.contains("Prefix(\"PO\")") && m.contains("Exact(\"auth.example\")"),
+        "{m}"
+    );
+    assert!(
+        m.contains("Exact(\"https\")") && m.contains("Exact(\"e\")"),
+        "{m}"
+    );
+    let Some(rds::route::Action::Route(a)) = &re.action else {
+        panic!("{re:?}")
+    };
+    let rw = format!("{:?}", a.regex_rewrite);
+    assert!(rw.contains("^/re/(.*)") && rw.contains("/\\\\1"), "{rw}");
+
+    // Route "moved": redirect with scheme and code, regex and prefix pseudo-header matches.
+    let moved = &routes[1];
+    let m = format!("{:?}", moved.r#match);
+    assert!(
+        m.contains("G.*") && m.contains("a.*") && m.contains("Prefix(\"ht\")"),
+        "{m}"
+    );
+    let Some(rds::route::Action::Redirect(red)) = &moved.action else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(
+        red.response_code,
+        rds::redirect_action::RedirectResponseCode::Found as i32
+    );
+    assert!(format!("{:?}", red.scheme_rewrite_specifier).contains("https"));
+    assert!(format!("{:?}", red.path_rewrite_specifier).contains("/r"));
+
+    // useSourceIp: the default route to `ip` hashes on the source address.
+    let ip: rds::RouteConfiguration = get(
+        &r,
+        ResourceType::RouteConfiguration,
+        "ip.default.svc.cluster.local:80",
+    );
+    let Some(rds::route::Action::Route(a)) = &ip.virtual_hosts[0].routes[0].action else {
+        panic!()
+    };
+    assert!(format!("{:?}", a.hash_policy).contains("source_ip: true"));
+}
+
+/// DestinationRule fields with no traffic test yet land in the generated clusters: ring
+/// sizes, idle timeouts (HTTP, else TCP), `useClientProtocol`, `maxConcurrentStreams`, the
+/// local-origin and gateway outlier settings, `tls.sni`, and a subset's own policy taking
+/// precedence over the top-level one (issue #16's table names this test for them).
+#[test]
+fn every_cluster_field_is_generated() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: a, namespace: default}
+spec:
+  hosts: [a.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 127.0.0.1, ports: {http: 18080}, labels: {version: v1}}]
+  subjectAltNames: [spiffe://other.example/ns/x/sa/y]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: b, namespace: default}
+spec:
+  hosts: [b.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP, targetPort: 9090}]
+  endpoints: [{address: 127.0.0.1, weight: 3}, {address: 127.0.0.2, ports: {http: 18081}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: a, namespace: default}
+spec:
+  host: a.default.svc.cluster.local
+  trafficPolicy:
+    loadBalancer: {consistentHash: {httpHeaderName: x-user, ringHash: {minimumRingSize: 2048}}}
+    connectionPool:
+      tcp: {idleTimeout: 30s}
+      http: {useClientProtocol: true, maxConcurrentStreams: 7}
+    outlierDetection:
+      splitExternalLocalOriginErrors: true
+      consecutiveLocalOriginFailures: 3
+      consecutiveGatewayErrors: 4
+    tls: {mode: ISTIO_MUTUAL, sni: a.example}
+  subsets:
+  - name: v1
+    labels: {version: v1}
+    trafficPolicy: {connectionPool: {http: {idleTimeout: 20s, maxConcurrentStreams: 9, h2UpgradePolicy: UPGRADE}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: b, namespace: default}
+spec:
+  host: b.default.svc.cluster.local
+  trafficPolicy: {loadBalancer: {consistentHash: {httpHeaderName: x-user, minimumRingSize: 512}}}
+"#;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
+    use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let r = MeshGenerator::default().proxyless(&config);
+    let cluster = |name: &str| -> cds::Cluster { get(&r, ResourceType::Cluster, name) };
+    let options = |c: &cds::Cluster| {
+        let any = &c.typed_extension_protocol_options["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+        format!(
+            "{:?}",
+            HttpProtocolOptions::decode(any.value.as_slice()).unwrap()
+        )
+    };
+    let ring = |c: &cds::Cluster| match &c.lb_config {
+        Some(cds::cluster::LbConfig::RingHashLbConfig(r)) => {
+            r.minimum_ring_size.as_ref().unwrap().value
+        }
+        other => panic!("{other:?}"),
+    };
+
+    let a = cluster("outbound|80||a.default.svc.cluster.local");
+    assert_eq!(ring(&a), 2048);
+    let o = options(&a);
+    assert!(o.contains("UseDownstreamProtocolConfig"), "{o}");
+    assert!(
+        o.contains("max_concurrent_streams: Some(UInt32Value { value: 7 })"),
+        "{o}"
+    );
+    // No HTTP idle timeout: the TCP one, as istiod.
+    assert!(
+        o.contains("idle_timeout: Some(Duration { seconds: 30"),
+        "{o}"
+    );
+    let od = a.outlier_detection.as_ref().unwrap();
+    assert!(od.split_external_local_origin_errors);
+    assert_eq!(
+        od.consecutive_local_origin_failure.as_ref().unwrap().value,
+        3
+    );
+    assert_eq!(od.consecutive_gateway_failure.as_ref().unwrap().value, 4);
+    let Some(envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(
+        tls,
+    )) = a
+        .transport_socket
+        .as_ref()
+        .and_then(|t| t.config_type.as_ref())
+    else {
+        panic!("no upstream TLS: {a:?}")
+    };
+    let tls = UpstreamTlsContext::decode(tls.value.as_slice()).unwrap();
+    assert_eq!(tls.sni, "a.example");
+    // subjectAltNames: accepted server identities besides the workloads' own.
+    assert!(
+        format!("{tls:?}").contains("spiffe://other.example/ns/x/sa/y"),
+        "{tls:?}"
+    );
+
+    // The subset's connection pool replaces the top-level one (HTTP/2 by upgrade, not the
+    // client's protocol); the rest is inherited.
+    let v1 = cluster("outbound|80|v1|a.default.svc.cluster.local");
+    let o = options(&v1);
+    assert!(
+        o.contains("max_concurrent_streams: Some(UInt32Value { value: 9 })"),
+        "{o}"
+    );
+    assert!(
+        o.contains("idle_timeout: Some(Duration { seconds: 20"),
+        "{o}"
+    );
+    assert!(!o.contains("UseDownstreamProtocolConfig"), "{o}");
+    assert_eq!(ring(&v1), 2048);
+
+    // The deprecated top-level minimumRingSize.
+    assert_eq!(
+        ring(&cluster("outbound|80||b.default.svc.cluster.local")),
+        512
+    );
+    // targetPort for an endpoint that maps no port; the endpoint's weight.
+    let cla: envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment = get(
+        &r,
+        ResourceType::ClusterLoadAssignment,
+        "outbound|80||b.default.svc.cluster.local",
+    );
+    let eps: Vec<String> = cla
+        .endpoints
+        .iter()
+        .flat_map(|l| &l.lb_endpoints)
+        .map(|e| format!("{e:?}"))
+        .collect();
+    let one = eps.iter().find(|e| e.contains("127.0.0.1")).unwrap();
+    assert!(one.contains("PortValue(9090)"), "{one}");
+    assert!(
+        one.contains("load_balancing_weight: Some(UInt32Value { value: 3 })"),
+        "{one}"
+    );
+    let two = eps.iter().find(|e| e.contains("127.0.0.2")).unwrap();
+    assert!(two.contains("PortValue(18081)"), "{two}");
 }

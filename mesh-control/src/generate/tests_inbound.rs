@@ -406,3 +406,105 @@ fn policy_names_never_collide_across_namespaces() {
         assert!(!filters[0].1.allows(&req(caller, "GET", path)), "{path}");
     }
 }
+
+/// The AuthorizationPolicy fields `deny_then_allow_and_every_field` leaves out, one ALLOW
+/// rule each, evaluated on a request that matches and one that does not (issue #16's table
+/// names this test for them).
+#[test]
+fn remaining_authorization_fields_are_enforced() {
+    struct Call {
+        peer: &'static str,
+        ip: &'static str,
+        port: u16,
+        method: &'static str,
+        host: &'static str,
+        team: &'static str,
+    }
+    const OK: Call = Call {
+        peer: "spiffe://cluster.local/ns/default/sa/web",
+        ip: "10.1.2.3",
+        port: 18080,
+        method: "GET",
+        host: "echo.default",
+        team: "blue",
+    };
+    let allows = |rule: &str, c: &Call| {
+        let l = echo_listener(&format!(
+            "---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\n\
+             metadata: {{name: p, namespace: default}}\nspec:\n  rules: [{rule}]\n"
+        ));
+        let filters = rbac(&l.filter_chains[0]);
+        assert_eq!(filters.len(), 1, "{rule}");
+        let r = RbacRequest {
+            headers: vec![
+                (":method", c.method),
+                (":path", "/x"),
+                (":authority", c.host),
+                ("x-team", c.team),
+            ],
+            authenticated: true,
+            peer_names: vec![c.peer],
+            peer_ip: Some(c.ip.parse().unwrap()),
+            remote_ip: Some(c.ip.parse().unwrap()),
+            destination: Some(("10.0.0.7".parse().unwrap(), c.port)),
+            ..Default::default()
+        };
+        filters[0].1.allows(&r)
+    };
+    let cases: [(&str, Call); 8] = [
+        (
+            "{from: [{source: {namespaces: [default]}}]}",
+            Call {
+                peer: "spiffe://cluster.local/ns/prod/sa/web",
+                ..OK
+            },
+        ),
+        (
+            "{from: [{source: {ipBlocks: [10.1.0.0/16]}}]}",
+            Call {
+                ip: "10.2.0.1",
+                ..OK
+            },
+        ),
+        (
+            "{from: [{source: {notIpBlocks: [10.2.0.0/16]}}]}",
+            Call {
+                ip: "10.2.0.1",
+                ..OK
+            },
+        ),
+        (
+            "{to: [{operation: {notHosts: [evil.example]}}]}",
+            Call {
+                host: "evil.example",
+                ..OK
+            },
+        ),
+        (
+            "{to: [{operation: {ports: [\"18080\"]}}]}",
+            Call { port: 9999, ..OK },
+        ),
+        (
+            "{to: [{operation: {notPorts: [\"9999\"]}}]}",
+            Call { port: 9999, ..OK },
+        ),
+        (
+            "{to: [{operation: {notMethods: [DELETE]}}]}",
+            Call {
+                method: "DELETE",
+                ..OK
+            },
+        ),
+        (
+            "{when: [{key: \"request.headers[x-team]\", notValues: [red]}]}",
+            Call { team: "red", ..OK },
+        ),
+    ];
+    for (rule, denied) in &cases {
+        assert!(allows(rule, &OK), "{rule} refuses the matching request");
+        assert!(
+            !allows(rule, denied),
+            "{rule} allows the request it excludes"
+        );
+    }
+}

@@ -200,3 +200,86 @@ spec:
         }
     }
 }
+
+/// A server answering with the request's `x-dest` header.
+async fn echo_dest() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+        headers
+            .get("x-dest")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_destination_header_edits_act() {
+    let port = echo_dest().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{version: v1}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+  subsets: [{{name: v1, labels: {{version: v1}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - match: [{{uri: {{prefix: /one}}}}]
+    route:
+    - destination: {{host: {HOST}, subset: v1}}
+      headers:
+        request: {{set: {{x-dest: single}}}}
+        response: {{add: {{x-from: single}}}}
+  - route:
+    - destination: {{host: {HOST}, subset: v1}}
+      weight: 100
+      headers: {{request: {{set: {{x-dest: weighted}}}}}}
+    - destination: {{host: {HOST}}}
+      weight: 0
+"#
+        ),
+    )
+    .unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    for (path, dest, from) in [
+        ("/one", "single", Some("single")),
+        ("/two", "weighted", None),
+    ] {
+        let req = http::Request::get(format!("http://{HOST}:8080{path}"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            resp.headers().get("x-from").map(|v| v.to_str().unwrap()),
+            from,
+            "{path}"
+        );
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, dest, "{path}");
+    }
+}

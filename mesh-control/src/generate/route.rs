@@ -16,8 +16,8 @@ use super::names::cluster_name;
 use super::pb;
 use crate::istio::MeshConfig;
 use crate::istio::api::{
-    DerivePort, Destination, HeaderOperations, HttpFaultInjection, HttpMatchRequest, HttpRedirect,
-    HttpRetry, HttpRoute, ServicePort,
+    DerivePort, Destination, HeaderOperations, Headers, HttpFaultInjection, HttpMatchRequest,
+    HttpRedirect, HttpRetry, HttpRoute, ServicePort,
 };
 use crate::istio::{Service, duration};
 
@@ -259,19 +259,43 @@ fn route(
     {
         out.typed_per_filter_config = HashMap::from([(FAULT_FILTER.to_owned(), any)]);
     }
-    if let Some(h) = &http.headers {
-        if let Some(req) = &h.request {
-            let (add, remove) = header_ops(req);
-            out.request_headers_to_add = add;
-            out.request_headers_to_remove = remove;
-        }
-        if let Some(resp) = &h.response {
-            let (add, remove) = header_ops(resp);
-            out.response_headers_to_add = add;
-            out.response_headers_to_remove = remove;
-        }
+    // The route's header edits, then (one destination) the destination's, as istiod
+    // appends them; a weighted destination's go on its cluster weight (`route_action`).
+    let single = match http.route.as_slice() {
+        [only] if http.redirect.is_none() => only.headers.as_ref(),
+        _ => None,
+    };
+    for h in http.headers.iter().chain(single) {
+        let ops = HeaderEdits::of(h);
+        out.request_headers_to_add.extend(ops.request_add);
+        out.request_headers_to_remove.extend(ops.request_remove);
+        out.response_headers_to_add.extend(ops.response_add);
+        out.response_headers_to_remove.extend(ops.response_remove);
     }
     out
+}
+
+/// A VirtualService `Headers` as Envoy's header edits.
+#[derive(Default)]
+struct HeaderEdits {
+    request_add: Vec<core::HeaderValueOption>,
+    request_remove: Vec<String>,
+    response_add: Vec<core::HeaderValueOption>,
+    response_remove: Vec<String>,
+}
+
+impl HeaderEdits {
+    fn of(h: &Headers) -> Self {
+        let (request_add, request_remove) = h.request.as_ref().map(header_ops).unwrap_or_default();
+        let (response_add, response_remove) =
+            h.response.as_ref().map(header_ops).unwrap_or_default();
+        Self {
+            request_add,
+            request_remove,
+            response_add,
+            response_remove,
+        }
+    }
 }
 
 fn header_ops(ops: &HeaderOperations) -> (Vec<core::HeaderValueOption>, Vec<String>) {
@@ -413,10 +437,17 @@ fn route_action(
             clusters: many
                 .iter()
                 .filter(|d| d.weight > 0)
-                .map(|d| rds::weighted_cluster::ClusterWeight {
-                    name: destination_cluster(config, &d.destination, svc, port),
-                    weight: pb::u32v(u32::try_from(d.weight).unwrap_or(0)),
-                    ..Default::default()
+                .map(|d| {
+                    let ops = d.headers.as_ref().map(HeaderEdits::of).unwrap_or_default();
+                    rds::weighted_cluster::ClusterWeight {
+                        name: destination_cluster(config, &d.destination, svc, port),
+                        weight: pb::u32v(u32::try_from(d.weight).unwrap_or(0)),
+                        request_headers_to_add: ops.request_add,
+                        request_headers_to_remove: ops.request_remove,
+                        response_headers_to_add: ops.response_add,
+                        response_headers_to_remove: ops.response_remove,
+                        ..Default::default()
+                    }
                 })
                 .collect(),
             ..Default::default()

@@ -283,3 +283,68 @@ spec:
         assert_eq!(body, dest, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_to_limits_what_each_namespace_sees() {
+    let (v1, v2) = (answer("v1").await, answer("v2").await);
+    let dir = tempfile::tempdir().unwrap();
+    // The VirtualService (all to v2) and a second service are for namespace `default` only.
+    let text = config(v1, v2)
+        .replace(
+            "kind: VirtualService\nmetadata: {name: api, namespace: default}\nspec:\n",
+            "kind: VirtualService\nmetadata: {name: api, namespace: default}\nspec:\n  exportTo: [\".\"]\n",
+        )
+        .replace(
+            "  - route: [{destination: {host: api.default.svc.cluster.local, subset: v1}}]",
+            "  - route: [{destination: {host: api.default.svc.cluster.local, subset: v2}}]",
+        );
+    let hidden = format!(
+        r#"---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: hidden, namespace: default}}
+spec:
+  hosts: [hidden.default.svc.cluster.local]
+  exportTo: ["."]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {v1}}}}}]
+"#
+    );
+    std::fs::write(dir.path().join("c.yaml"), format!("{text}{hidden}")).unwrap();
+    let inside = caller(dir.path(), "default", "stable").await;
+    let outside = caller(dir.path(), "testing", "stable").await;
+    // Inside: the VirtualService applies (always v2).
+    for _ in 0..10 {
+        assert_eq!(call(&inside).await, "v2");
+    }
+    // Outside (sourceNamespace `testing` would pick v2 too, but the VirtualService is not
+    // exported there): the default route spreads over both versions.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let req = http::Request::get(format!("http://{HOST}:8080/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = outside.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        seen.insert(String::from_utf8_lossy(&body).into_owned());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The hidden service: reachable inside only.
+    let hidden = |m: &Mesh| {
+        let req = http::Request::get("http://hidden.default.svc.cluster.local:8080/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        m.client().oneshot(req)
+    };
+    assert_eq!(hidden(&inside).await.unwrap().status(), 200);
+    assert_ne!(
+        hidden(&outside)
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0),
+        200
+    );
+}

@@ -124,20 +124,22 @@ impl MeshGenerator {
     }
 
     /// The proxyless client side for `config` and the node, generated once per config
-    /// version unless a VirtualService matches on the caller (then per node).
+    /// version unless a VirtualService matches on the caller or a resource is exported to
+    /// some namespaces only (then per node, from what its namespace sees).
     fn outbound(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
-        let per_caller = config
+        let source_matches = config
             .virtual_services
             .iter()
             .flat_map(|vs| &vs.spec.http)
             .flat_map(|h| &h.matches)
             .any(route::has_source_match);
-        if per_caller {
+        if source_matches || config.has_export_limits() {
             let caller = route::Caller {
                 namespace: &node.namespace,
                 labels: &node.labels,
             };
-            return grpc::generate(config, &self.options, Some(caller));
+            let visible = config.visible_to(&node.namespace);
+            return grpc::generate(&visible, &self.options, Some(caller));
         }
         let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((cached, resources)) = cache.as_ref()

@@ -758,3 +758,48 @@ spec:
     let two = eps.iter().find(|e| e.contains("127.0.0.2")).unwrap();
     assert!(two.contains("PortValue(18081)"), "{two}");
 }
+
+#[test]
+fn a_destination_rule_exported_to_its_namespace_applies_to_its_clients_only() {
+    let text = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: default}
+spec:
+  host: api.default.svc.cluster.local
+  exportTo: ["."]
+  trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
+"#;
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    let lb_for = |namespace: &str| {
+        let n = node(&[("GENERATOR", "grpc"), ("NAMESPACE", namespace)]);
+        let r = MeshGenerator::default().generate(&n, &config).unwrap();
+        let c: cds::Cluster = get(
+            &r,
+            ResourceType::Cluster,
+            "outbound|80||api.default.svc.cluster.local",
+        );
+        c.lb_policy
+    };
+    assert_eq!(
+        lb_for("default"),
+        cds::cluster::LbPolicy::LeastRequest as i32
+    );
+    // Not exported to `testing`: the generator's default there.
+    assert_eq!(lb_for("testing"), cds::cluster::LbPolicy::RoundRobin as i32);
+}

@@ -123,14 +123,23 @@ pub struct Service {
     pub workloads: Vec<Workload>,
 }
 
+/// Whether `exportTo` of a resource in namespace `owner` lets `namespace` see it (empty:
+/// every namespace, Istio's default).
+pub fn exported_to(export_to: &[String], owner: &str, namespace: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == namespace || (e == "." && owner == namespace))
+}
+
+fn is_limited(export_to: &[String]) -> bool {
+    !export_to.is_empty() && !export_to.iter().any(|e| e == "*")
+}
+
 impl Service {
-    /// Whether a resource in `namespace` may refer to this service.
+    /// Whether a resource or workload in `namespace` may refer to this service.
     pub fn visible_from(&self, namespace: &str) -> bool {
-        self.export_to.is_empty()
-            || self
-                .export_to
-                .iter()
-                .any(|e| e == "*" || e == namespace || (e == "." && self.namespace == namespace))
+        exported_to(&self.export_to, &self.namespace, namespace)
     }
 
     /// The port with this number.
@@ -274,6 +283,46 @@ pub struct MeshConfig {
 }
 
 impl MeshConfig {
+    /// What a workload in `namespace` sees (Istio's `exportTo` on ServiceEntry,
+    /// VirtualService and DestinationRule): the others are left out.
+    pub fn visible_to(&self, namespace: &str) -> MeshConfig {
+        MeshConfig {
+            services: self
+                .services
+                .iter()
+                .filter(|(_, s)| s.visible_from(namespace))
+                .map(|(h, s)| (h.clone(), s.clone()))
+                .collect(),
+            virtual_services: self
+                .virtual_services
+                .iter()
+                .filter(|v| exported_to(&v.spec.export_to, &v.namespace, namespace))
+                .cloned()
+                .collect(),
+            destination_rules: self
+                .destination_rules
+                .iter()
+                .filter(|d| exported_to(&d.spec.export_to, &d.namespace, namespace))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether some resource is exported to some namespaces only (then what a workload
+    /// sees depends on its namespace).
+    pub fn has_export_limits(&self) -> bool {
+        self.services.values().any(|s| is_limited(&s.export_to))
+            || self
+                .virtual_services
+                .iter()
+                .any(|v| is_limited(&v.spec.export_to))
+            || self
+                .destination_rules
+                .iter()
+                .any(|d| is_limited(&d.spec.export_to))
+    }
+
     /// Builds the snapshot from resources that passed [`validate`](super::validate).
     pub fn from_validated(resources: &[Resource]) -> MeshConfig {
         let services = build_services(resources)

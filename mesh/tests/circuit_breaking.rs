@@ -3,6 +3,8 @@
 //! workload configured by the embedded control plane in process. Overflow is answered at
 //! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -14,11 +16,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh::Mesh;
-use mesh::core::TrustDomain;
-use mesh::tls::dev_ca::DevCa;
 use mesh::xds::bootstrap::IstioNode;
-use mesh_control::istio::WatchOptions;
-use mesh_control::local::{LocalOptions, LocalSource};
 use tower::ServiceExt;
 
 const HOST: &str = "slow.default.svc.cluster.local";
@@ -109,28 +107,13 @@ async fn slow_server(h2: bool) -> (u16, Arc<Seen>) {
 }
 
 async fn mesh(dir: &std::path::Path) -> Mesh {
-    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let node = IstioNode {
         pod_name: "client-0".into(),
         service_account: "client".into(),
         labels: BTreeMap::from([("app".to_owned(), "client".to_owned())]),
         ..Default::default()
     };
-    let id = node.spiffe_id().unwrap();
-    let source = LocalSource::watch_dir(
-        dir,
-        WatchOptions::default(),
-        node.node_proto(),
-        LocalOptions::default(),
-    )
-    .await
-    .unwrap();
-    Mesh::builder()
-        .dev_ca(&ca, &id)
-        .unwrap()
-        .config_source(source)
-        .build()
-        .unwrap()
+    support::local_mesh(&support::dev_ca(), dir, node).await
 }
 
 /// One request's outcome: status, whether it carried `x-envoy-overloaded`, and how long

@@ -2,6 +2,8 @@
 //! process (`mesh_control::LocalSource`), no xDS server and no xDS client: routes, subsets
 //! and mTLS identities as over xDS, and a directory edit reroutes without a restart.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -9,13 +11,10 @@ use axum::extract::Extension;
 use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
-use mesh::core::TrustDomain;
 use mesh::tls::dev_ca::DevCa;
 use mesh::tls::server::serve_with_shutdown;
 use mesh::xds::bootstrap::IstioNode;
 use mesh::{Mesh, PeerIdentity, Upstream};
-use mesh_control::istio::WatchOptions;
-use mesh_control::local::{LocalOptions, LocalSource};
 use tower::ServiceExt;
 
 const ECHO: &str = "echo.default.svc.cluster.local:8080";
@@ -87,23 +86,7 @@ async fn mesh(ca: &DevCa, dir: &std::path::Path, pod: &str, account: &str, versi
         ]),
         ..Default::default()
     };
-    let id = node.spiffe_id().unwrap();
-    let source = LocalSource::watch_dir(
-        dir,
-        WatchOptions {
-            interval: Duration::from_millis(50),
-        },
-        node.node_proto(),
-        LocalOptions::default(),
-    )
-    .await
-    .unwrap();
-    Mesh::builder()
-        .dev_ca(ca, &id)
-        .unwrap()
-        .config_source(source)
-        .build()
-        .unwrap()
+    support::local_mesh(ca, dir, node).await
 }
 
 async fn call(client: &mesh::Client) -> (u16, String, Option<Upstream>) {
@@ -123,7 +106,7 @@ async fn a_local_source_configures_client_and_servers_without_xds() {
     let (p1, p2) = (free_port(), free_port());
     std::fs::write(dir.path().join("services.yaml"), config(0)).unwrap();
     std::fs::write(dir.path().join("workloads.yaml"), workloads(p1, p2)).unwrap();
-    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
+    let ca = support::dev_ca();
 
     for (version, port) in [("v1", p1), ("v2", p2)] {
         let m = mesh(&ca, dir.path(), &format!("echo-{version}"), "echo", version).await;

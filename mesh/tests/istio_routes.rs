@@ -4,16 +4,14 @@
 //! and a stable caller of the same service reach different subsets; redirects derive their
 //! port as istiod does.
 
+mod support;
+
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh::Mesh;
-use mesh::core::TrustDomain;
-use mesh::tls::dev_ca::DevCa;
 use mesh::xds::bootstrap::IstioNode;
-use mesh_control::istio::WatchOptions;
-use mesh_control::local::{LocalOptions, LocalSource};
 use tower::ServiceExt;
 
 const HOST: &str = "api.default.svc.cluster.local";
@@ -73,7 +71,6 @@ async fn answer(text: &'static str) -> u16 {
 }
 
 async fn caller(dir: &std::path::Path, namespace: &str, track: &str) -> Mesh {
-    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let node = IstioNode {
         pod_name: format!("web-{track}"),
         namespace: namespace.into(),
@@ -84,21 +81,7 @@ async fn caller(dir: &std::path::Path, namespace: &str, track: &str) -> Mesh {
         ]),
         ..Default::default()
     };
-    let id = node.spiffe_id().unwrap();
-    let source = LocalSource::watch_dir(
-        dir,
-        WatchOptions::default(),
-        node.node_proto(),
-        LocalOptions::default(),
-    )
-    .await
-    .unwrap();
-    Mesh::builder()
-        .dev_ca(&ca, &id)
-        .unwrap()
-        .config_source(source)
-        .build()
-        .unwrap()
+    support::local_mesh(&support::dev_ca(), dir, node).await
 }
 
 async fn call(m: &Mesh) -> String {

@@ -3,17 +3,15 @@
 //! control plane in process. Every request of one user reaches one endpoint, and removing an
 //! endpoint moves its users and few others (ring hash, as Envoy).
 
+mod support;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh::Mesh;
-use mesh::core::TrustDomain;
-use mesh::tls::dev_ca::DevCa;
 use mesh::xds::bootstrap::IstioNode;
-use mesh_control::istio::WatchOptions;
-use mesh_control::local::{LocalOptions, LocalSource};
 use tower::ServiceExt;
 
 const HOST: &str = "cart.default.svc.cluster.local";
@@ -59,30 +57,13 @@ async fn echo_port() -> u16 {
 }
 
 async fn mesh(dir: &std::path::Path) -> Mesh {
-    let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let node = IstioNode {
         pod_name: "shop-0".into(),
         service_account: "shop".into(),
         labels: BTreeMap::from([("app".to_owned(), "shop".to_owned())]),
         ..Default::default()
     };
-    let id = node.spiffe_id().unwrap();
-    let source = LocalSource::watch_dir(
-        dir,
-        WatchOptions {
-            interval: Duration::from_millis(50),
-        },
-        node.node_proto(),
-        LocalOptions::default(),
-    )
-    .await
-    .unwrap();
-    Mesh::builder()
-        .dev_ca(&ca, &id)
-        .unwrap()
-        .config_source(source)
-        .build()
-        .unwrap()
+    support::local_mesh(&support::dev_ca(), dir, node).await
 }
 
 /// The port that served `user`'s request.

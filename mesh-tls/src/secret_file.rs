@@ -57,24 +57,13 @@ pub(crate) fn write_atomic(path: &Path, contents: &[u8], private: bool) -> Resul
 /// Refuses a key file that its group or others can read or write (a CA key must be
 /// private to the control plane's user).
 pub(crate) fn check_private(path: &Path) -> Result<(), TlsError> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| io_err(path, e))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(TlsError::Other(format!(
-                "{}: a key file must not be accessible to group or others (mode {:o}); run chmod 600",
-                path.display(),
-                mode & 0o777
-            )));
-        }
+    match crate::source::files::shared_mode(path) {
+        Some(mode) => Err(TlsError::Other(format!(
+            "{}: a key file must not be accessible to group or others (mode {mode:o}); run chmod 600",
+            path.display()
+        ))),
+        None => Ok(()),
     }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
 }
 
 #[cfg(all(test, unix))]

@@ -197,21 +197,28 @@ impl FileSource {
     }
 }
 
-/// Warns when others than the owner may read the key file. Not refused: Kubernetes mounts
-/// secrets 0644 by default, inside the pod's own filesystem. (The CA's key is refused.)
-fn warn_if_shared(key: &Path) {
+/// The permission bits of a key file that its group or others may use (`None` when there
+/// are none, off Unix, or the file cannot be read). The dev CA refuses such a key.
+pub(crate) fn shared_mode(path: &Path) -> Option<u32> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(key) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(path = %key.display(), mode = format!("{mode:o}"), "private key file is accessible to group or others; chmod 600");
-            }
-        }
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o077 != 0).then_some(mode)
     }
     #[cfg(not(unix))]
-    let _ = key;
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Warns when others than the owner may read the key file. Not refused: Kubernetes mounts
+/// secrets 0644 by default, inside the pod's own filesystem. (The CA's key is refused.)
+fn warn_if_shared(key: &Path) {
+    if let Some(mode) = shared_mode(key) {
+        tracing::warn!(path = %key.display(), mode = format!("{mode:o}"), "private key file is accessible to group or others; chmod 600");
+    }
 }
 
 impl CertSource for FileSource {

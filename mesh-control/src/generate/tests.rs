@@ -41,6 +41,17 @@ fn node(meta: &[(&str, &str)]) -> Node {
 
 const REVIEWS: &str = "reviews.default.svc.cluster.local";
 
+/// The config of one YAML file, which must be valid.
+fn valid_config(text: &str) -> MeshConfig {
+    let files = [crate::istio::SourceFile {
+        path: "c.yaml".into(),
+        text: text.into(),
+    }];
+    let (config, errors) = MeshConfig::from_files(&files).unwrap();
+    assert!(errors.is_empty(), "{errors:?}");
+    config
+}
+
 #[test]
 fn proxyless_bookinfo_decodes_through_our_client() {
     let config = bookinfo();
@@ -296,12 +307,7 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints: [{address: one.example.com}, {address: two.example.com}]
 "#;
-    let files = [crate::istio::SourceFile {
-        path: "c.yaml".into(),
-        text: text.into(),
-    }];
-    let (config, errors) = MeshConfig::from_files(&files).unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let config = valid_config(text);
     let r = MeshGenerator::default()
         .generate(&node(&[("GENERATOR", "grpc")]), &config)
         .unwrap();
@@ -427,12 +433,7 @@ spec:
     redirect: {uri: /r, scheme: https, redirectCode: 302}
   - route: [{destination: {host: svc.default.svc.cluster.local, port: {number: 80}}}]
 "#;
-    let files = [crate::istio::SourceFile {
-        path: "c.yaml".into(),
-        text: text.into(),
-    }];
-    let (config, errors) = MeshConfig::from_files(&files).unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let config = valid_config(text);
     let r = MeshGenerator::default().proxyless(&config);
     let host = "svc.default.svc.cluster.local";
     let rc: rds::RouteConfiguration =
@@ -658,12 +659,7 @@ spec:
 "#;
     use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext;
     use envoy_types::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
-    let files = [crate::istio::SourceFile {
-        path: "c.yaml".into(),
-        text: text.into(),
-    }];
-    let (config, errors) = MeshConfig::from_files(&files).unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let config = valid_config(text);
     let r = MeshGenerator::default().proxyless(&config);
     let cluster = |name: &str| -> cds::Cluster { get(&r, ResourceType::Cluster, name) };
     let options = |c: &cds::Cluster| {
@@ -780,12 +776,7 @@ spec:
   exportTo: ["."]
   trafficPolicy: {loadBalancer: {simple: LEAST_REQUEST}}
 "#;
-    let files = [crate::istio::SourceFile {
-        path: "c.yaml".into(),
-        text: text.into(),
-    }];
-    let (config, errors) = MeshConfig::from_files(&files).unwrap();
-    assert!(errors.is_empty(), "{errors:?}");
+    let config = valid_config(text);
     let lb_for = |namespace: &str| {
         let n = node(&[("GENERATOR", "grpc"), ("NAMESPACE", namespace)]);
         let r = MeshGenerator::default().generate(&n, &config).unwrap();

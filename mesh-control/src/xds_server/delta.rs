@@ -61,23 +61,9 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             }
             () = tx.closed() => break,
         };
-        let request = match request {
-            Some(Ok(r)) => r,
-            Some(Err(status)) => {
-                tracing::debug!(stream = ctx.id, %status, "delta xDS stream error");
-                // E.g. a message over the size limit: tell the client why.
-                let _ = tx.send(Err(status)).await;
-                break;
-            }
-            None => break,
-        };
-        if let Err(status) = ctx.accept_node(request.node.as_ref()) {
-            let _ = tx.send(Err(status)).await;
+        let Some(request) = ctx.admit(request, |r| r.node.as_ref(), &tx).await else {
             break;
-        }
-        if ctx.resources.is_none() {
-            ctx.refresh().await;
-        }
+        };
         if handle(&mut ctx, &mut types, request, &tx).await.is_err() {
             break;
         }
@@ -91,18 +77,8 @@ async fn handle<C: Send + Sync + 'static>(
     tx: &Tx,
 ) -> Result<(), ()> {
     let type_url = request.type_url;
-    if type_url.is_empty() {
-        let _ = tx
-            .send(Err(Status::invalid_argument(
-                "DeltaDiscoveryRequest without type_url",
-            )))
-            .await;
-        return Err(());
-    }
-    if let Err(status) = ctx.check_type(&type_url) {
-        let _ = tx.send(Err(status)).await;
-        return Err(());
-    }
+    ctx.admit_type(&type_url, "DeltaDiscoveryRequest without type_url", tx)
+        .await?;
     let first = !types.contains_key(&type_url);
     let t = types.entry(type_url.clone()).or_default();
     if first {

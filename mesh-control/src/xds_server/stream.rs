@@ -2,7 +2,7 @@
 //! status registry entry (removed when the stream's task ends, however it ends).
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::auth::Caller;
 use super::status::{NackRecord, TypeSync, now, truncate, type_name};
@@ -85,6 +85,54 @@ impl<C: Send + Sync + 'static> StreamCtx<C> {
             "unknown xDS type URL {:?}: this server serves LDS, RDS, CDS and EDS",
             truncate(type_url, 256)
         )))
+    }
+
+    /// The next request to handle, or `None` when the stream must end: it ended, it failed
+    /// (a message over the size limit, ...), or its node may not use it; the client is told
+    /// why. Takes the node from the first request, and makes the node's resources.
+    pub(crate) async fn admit<R, T>(
+        &mut self,
+        request: Option<Result<R, tonic::Status>>,
+        node: impl FnOnce(&R) -> Option<&Node>,
+        tx: &mpsc::Sender<Result<T, tonic::Status>>,
+    ) -> Option<R> {
+        let refused = match request? {
+            Ok(r) => match self.accept_node(node(&r)) {
+                Ok(()) => {
+                    if self.resources.is_none() {
+                        self.refresh().await;
+                    }
+                    return Some(r);
+                }
+                Err(status) => status,
+            },
+            Err(status) => {
+                tracing::debug!(stream = self.id, %status, "xDS stream error");
+                status
+            }
+        };
+        let _ = tx.send(Err(refused)).await;
+        None
+    }
+
+    /// A request's type URL must be set (`missing`: the error otherwise) and served here
+    /// ([`StreamCtx::check_type`]); otherwise the client is told why and `Err` ends the
+    /// stream.
+    pub(crate) async fn admit_type<T>(
+        &self,
+        type_url: &str,
+        missing: &str,
+        tx: &mpsc::Sender<Result<T, tonic::Status>>,
+    ) -> Result<(), ()> {
+        let checked = match type_url.is_empty() {
+            true => Err(tonic::Status::invalid_argument(missing)),
+            false => self.check_type(type_url),
+        };
+        if let Err(status) = checked {
+            let _ = tx.send(Err(status)).await;
+            return Err(());
+        }
+        Ok(())
     }
 
     /// Takes the node from the stream's first request; later requests may omit it.

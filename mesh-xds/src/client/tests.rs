@@ -477,6 +477,25 @@ async fn does_not_exist_after_the_timeout_only_while_connected() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_sotw_omission_leaves_a_never_received_resource_to_its_timer() {
+    // The response to `[l1]` arrives after the client asked for `[l1, late]`: `late` is
+    // still on its way, not gone.
+    let now = Instant::now();
+    let mut s = state();
+    let mut sent = false;
+    sotw_chain(&mut s, &mut sent, now);
+    s.add_target("late", now);
+    let _ = sotw_out(&mut s, &mut sent);
+    sotw::apply(&mut s, &sotw_response(L, "2", "l2", &["l1;R:rc1"]), now);
+    publish(&mut s);
+    assert_eq!(
+        s.status().get(L, "late").unwrap().state,
+        ResourceState::Requested
+    );
+    assert!(has(&s, L, "l1").is_some());
+}
+
+#[tokio::test(start_paused = true)]
 async fn sotw_reconnect_requests_everything_again() {
     let now = Instant::now();
     let mut s = state();

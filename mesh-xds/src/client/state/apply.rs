@@ -162,7 +162,15 @@ impl<C: Codec> State<C> {
                 }
                 if e.value.is_some() && ignore {
                     tracing::warn!(%ty, %name, "omitted by the server; kept (ignore_resource_deletion)");
-                } else if e.value.is_some() || e.state != ResourceState::DoesNotExist {
+                } else if e.value.is_some()
+                    || !matches!(
+                        e.state,
+                        ResourceState::DoesNotExist | ResourceState::Requested
+                    )
+                {
+                    // A resource never received is left to its does-not-exist timer (as
+                    // grpc-go does): the response may answer a request sent before it was
+                    // asked for.
                     gone.push(name.clone());
                 }
             }

@@ -126,6 +126,7 @@ pub(crate) fn cluster(
         ..Default::default()
     };
     dns_discovery(&mut c, spec);
+    panic_threshold(&mut c, 0.0);
     load_balancer(&mut c, &policy);
     circuit_breakers(&mut c, &policy);
     outlier_detection(&mut c, &policy);
@@ -292,26 +293,29 @@ fn http_protocol_options(
     );
 }
 
+/// istiod's sidecar thresholds: what the connection pool sets, unlimited (`u32::MAX`)
+/// otherwise, instead of Envoy's defaults (1,024 connections, 3 retries, ...).
 fn circuit_breakers(c: &mut cds::Cluster, policy: &TrafficPolicy) {
-    let Some(pool) = &policy.connection_pool else {
-        return;
+    let pool = policy.connection_pool.as_ref();
+    let tcp = pool.and_then(|p| p.tcp.as_ref());
+    let http = pool.and_then(|p| p.http.as_ref());
+    let limit = |v: Option<i32>| {
+        pb::u32v(
+            v.and_then(|v| u32::try_from(v).ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(u32::MAX),
+        )
     };
-    let tcp = pool.tcp.as_ref();
-    let http = pool.http.as_ref();
-    let positive = |v: Option<i32>| v.and_then(|v| u32::try_from(v).ok()).and_then(pb::u32v);
-    let t = cds::circuit_breakers::Thresholds {
-        max_connections: positive(tcp.and_then(|t| t.max_connections)),
-        max_pending_requests: positive(http.and_then(|h| h.http1_max_pending_requests)),
-        max_requests: positive(http.and_then(|h| h.http2_max_requests)),
-        max_retries: positive(http.and_then(|h| h.max_retries)),
-        ..Default::default()
-    };
-    if t != cds::circuit_breakers::Thresholds::default() {
-        c.circuit_breakers = Some(cds::CircuitBreakers {
-            thresholds: vec![t],
+    c.circuit_breakers = Some(cds::CircuitBreakers {
+        thresholds: vec![cds::circuit_breakers::Thresholds {
+            max_connections: limit(tcp.and_then(|t| t.max_connections)),
+            max_pending_requests: limit(http.and_then(|h| h.http1_max_pending_requests)),
+            max_requests: limit(http.and_then(|h| h.http2_max_requests)),
+            max_retries: limit(http.and_then(|h| h.max_retries)),
             ..Default::default()
-        });
-    }
+        }],
+        ..Default::default()
+    });
 }
 
 fn outlier_detection(c: &mut cds::Cluster, policy: &TrafficPolicy) {
@@ -331,8 +335,10 @@ fn outlier_detection(c: &mut cds::Cluster, policy: &TrafficPolicy) {
                 .and_then(|p| u32::try_from(p).ok())
                 .unwrap_or(10),
         ),
-        // Istio: 5xx detection only when asked; gateway errors on by default.
+        // Istio: 5xx detection only when asked; gateway errors on by default; no
+        // success-rate ejection.
         enforcing_consecutive_5xx: pb::u32v(0),
+        enforcing_success_rate: pb::u32v(0),
         ..Default::default()
     };
     if let Some(n) = od.consecutive_5xx_errors {
@@ -351,13 +357,16 @@ fn outlier_detection(c: &mut cds::Cluster, policy: &TrafficPolicy) {
     }
     c.outlier_detection = Some(out);
     if let Some(min) = od.min_health_percent.filter(|m| *m >= 0) {
-        c.common_lb_config = Some(cds::cluster::CommonLbConfig {
-            healthy_panic_threshold: Some(Percent {
-                value: f64::from(min),
-            }),
-            ..Default::default()
-        });
+        panic_threshold(c, f64::from(min));
     }
+}
+
+/// Envoy's `healthy_panic_threshold` (istiod: 0, panic mode off, unless the outlier
+/// detection's `minHealthPercent` says otherwise).
+fn panic_threshold(c: &mut cds::Cluster, percent: f64) {
+    c.common_lb_config
+        .get_or_insert_with(Default::default)
+        .healthy_panic_threshold = Some(Percent { value: percent });
 }
 
 // grpcgen emits the deprecated certificate-provider-instance fields, which every gRPC

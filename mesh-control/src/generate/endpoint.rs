@@ -55,7 +55,6 @@ fn lb_endpoint(address: &str, port: u32, weight: u32) -> eds::LbEndpoint {
             address: pb::socket(address, port),
             ..Default::default()
         })),
-        health_status: core::HealthStatus::Healthy as i32,
         load_balancing_weight: pb::u32v(weight),
         ..Default::default()
     }

@@ -137,24 +137,48 @@ pub(crate) fn has_source_match(m: &HttpMatchRequest) -> bool {
 }
 
 fn default_route(config: &MeshConfig, svc: &Service, port: &ServicePort) -> rds::Route {
+    let mut action = rds::RouteAction {
+        cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster_name(
+            port.number,
+            "",
+            &svc.host,
+        ))),
+        timeout: Some(pb::duration(std::time::Duration::ZERO)),
+        // istiod's default route: no limit, and a caller's grpc-timeout honoured.
+        max_stream_duration: Some(rds::route_action::MaxStreamDuration {
+            max_stream_duration: Some(pb::duration(std::time::Duration::ZERO)),
+            grpc_timeout_header_max: Some(pb::duration(std::time::Duration::ZERO)),
+            ..Default::default()
+        }),
+        retry_policy: Some(retry_policy(&HttpRetry {
+            attempts: 2,
+            ..Default::default()
+        })),
+        hash_policy: hash_policy(config, &svc.host, "").into_iter().collect(),
+        ..Default::default()
+    };
+    sticky_retries(&mut action);
     rds::Route {
         name: "default".into(),
         r#match: Some(prefix_match("/")),
-        action: Some(rds::route::Action::Route(rds::RouteAction {
-            cluster_specifier: Some(rds::route_action::ClusterSpecifier::Cluster(cluster_name(
-                port.number,
-                "",
-                &svc.host,
-            ))),
-            timeout: Some(pb::duration(std::time::Duration::ZERO)),
-            retry_policy: Some(retry_policy(&HttpRetry {
-                attempts: 2,
-                ..Default::default()
-            })),
-            hash_policy: hash_policy(config, &svc.host, "").into_iter().collect(),
-            ..Default::default()
-        })),
+        action: Some(rds::route::Action::Route(action)),
         ..Default::default()
+    }
+}
+
+/// istiod's retries to one consistently hashed destination: a retry may go back to the
+/// hashed host (no `previous_hosts` predicate), since every other host is the wrong one.
+/// (istiod keeps the predicate on weighted routes.)
+fn sticky_retries(action: &mut rds::RouteAction) {
+    let single = matches!(
+        action.cluster_specifier,
+        Some(rds::route_action::ClusterSpecifier::Cluster(_))
+    );
+    if let Some(r) = action.retry_policy.as_mut()
+        && single
+        && !action.hash_policy.is_empty()
+    {
+        r.retry_host_predicate.clear();
     }
 }
 
@@ -503,6 +527,7 @@ fn route_action(
             ..Default::default()
         }];
     }
+    sticky_retries(&mut action);
     action
 }
 

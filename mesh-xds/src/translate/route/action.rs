@@ -97,8 +97,10 @@ pub(super) fn forward_action(
     // max_stream_duration wins over the deprecated max_grpc_timeout / grpc_timeout_offset.
     let max_stream_duration = match &a.max_stream_duration {
         Some(m) => MaxStreamDuration {
+            // Envoy: 0 is "not enforced" (istiod's proxyless routes say 0 without a timeout).
             max_stream_duration: opt_duration(m.max_stream_duration.as_ref())
-                .at(".max_stream_duration.max_stream_duration")?,
+                .at(".max_stream_duration.max_stream_duration")?
+                .filter(|d| !d.is_zero()),
             grpc_timeout_header_max: opt_duration(m.grpc_timeout_header_max.as_ref())
                 .at(".max_stream_duration.grpc_timeout_header_max")?,
             grpc_timeout_header_offset: opt_duration(m.grpc_timeout_header_offset.as_ref())

@@ -5,6 +5,9 @@
 //!   listener on 127.0.0.1, and JWT authentication against [`jwt::TestIssuer`].
 //! - [`jwt`]: an OIDC-style token issuer for tests: RS256 tokens with Kubernetes
 //!   service-account claims, and the JWKS served over local HTTP for istiod to fetch.
+//! - [`model_diff`]: field-by-field differences between two decoded client models (our
+//!   control plane against istiod on the same directory).
+//! - [`xds`]: test pacing and "everything asked for has arrived" for xDS clients.
 //! - [`workload`]: a workload built on the library as an Istio proxyless workload: its
 //!   certificate from the control plane's CA, its xDS, a MeshClient, and an mTLS server
 //!   enforcing the RBAC of its xDS inbound listener.
@@ -14,7 +17,9 @@
 
 pub mod istiod;
 pub mod jwt;
+pub mod model_diff;
 pub mod workload;
+pub mod xds;
 
 /// Harness failures (a peer that does not start, a bad fixture), with what went wrong.
 #[derive(Debug, thiserror::Error)]

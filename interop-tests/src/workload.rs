@@ -38,7 +38,7 @@ use mesh_tls::rotation::Rotation;
 use mesh_tls::server::ConnectionAddrs;
 use mesh_tls::{CertSource, IdentityStore, PeerIdentity};
 use mesh_xds::bootstrap::{Bootstrap, ISTIO_SERVER_LISTENER_PREFIX, IstioNode};
-use mesh_xds::client::{BackoffConfig, XdsClient, XdsClientConfig, channel};
+use mesh_xds::client::{XdsClient, XdsClientConfig, channel};
 use rustls::pki_types::CertificateDer;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
@@ -258,12 +258,7 @@ impl Workload {
         let config = XdsClientConfig {
             node: bootstrap.node_proto(),
             token_file,
-            backoff: BackoffConfig {
-                initial: Duration::from_millis(100),
-                max: Duration::from_secs(1),
-                multiplier: 2.0,
-                jitter: 0.2,
-            },
+            backoff: crate::xds::fast_backoff(),
             resource_timeout: Duration::from_secs(10),
             ..Default::default()
         };

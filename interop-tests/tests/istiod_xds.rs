@@ -22,12 +22,12 @@ use mesh_core::model::{
 };
 use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
 use mesh_interop_tests::jwt::TestIssuer;
+use mesh_interop_tests::xds::{fast_backoff, not_acked, settled};
 use mesh_tls::ca::IstioCaClient;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::{CertProvider, Credentials};
 use mesh_xds::client::{
-    BackoffConfig, ClientStatus, ConfigSnapshot, Protocol, ResourceState, XdsClient,
-    XdsClientConfig, channel,
+    ClientStatus, ConfigSnapshot, Protocol, ResourceState, XdsClient, XdsClientConfig, channel,
 };
 use mesh_xds::resource::ResourceType;
 
@@ -121,12 +121,7 @@ fn config(node: Node, protocol: Protocol, token_file: Option<PathBuf>) -> XdsCli
         node,
         protocol,
         token_file,
-        backoff: BackoffConfig {
-            initial: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-            multiplier: 2.0,
-            jitter: 0.2,
-        },
+        backoff: fast_backoff(),
         resource_timeout: Duration::from_secs(10),
         ..Default::default()
     }
@@ -154,40 +149,13 @@ fn tls_config(
 
 /// Waits for readiness, then fails listing every resource not ACKed (with the reason).
 async fn ready_and_all_acked(client: &XdsClient, istiod: &Istiod) -> ClientStatus {
-    if tokio::time::timeout(WAIT, client.ready()).await.is_err() {
-        let status = client.status().await.unwrap();
+    let status = settled(client, WAIT).await.unwrap_or_else(|status| {
         panic!(
             "not ready in {WAIT:?}: {status:#?}\nistiod log:\n{}",
             istiod.log_tail(40)
-        );
-    }
-    // Ready means every type had a first answer; resources subscribed later (the endpoints
-    // of a second target's clusters) may still be on their way.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut status = client.status().await.unwrap();
-    while status
-        .resources
-        .iter()
-        .any(|r| r.state == ResourceState::Requested)
-        && tokio::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        status = client.status().await.unwrap();
-    }
-    let bad: Vec<String> = status
-        .resources
-        .iter()
-        .filter(|r| r.state != ResourceState::Acked)
-        .map(|r| {
-            format!(
-                "{} {} {}: {:?}",
-                r.kind.short_name(),
-                r.name,
-                r.state,
-                r.last_error
-            )
-        })
-        .collect();
+        )
+    });
+    let bad = not_acked(&status);
     assert!(bad.is_empty(), "resources not ACKED:\n{}", bad.join("\n"));
     status
 }

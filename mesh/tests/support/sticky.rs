@@ -1,0 +1,75 @@
+//! The sticky-session scenario of issue #16, whatever configures the client: every request
+//! of one user reaches one endpoint, and removing an endpoint moves its users and few
+//! others. Shared by mesh/tests/sticky_sessions.rs (embedded control plane) and
+//! interop-tests/tests/istiod_sticky.rs (istiod), which include this file.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+
+/// Users per scenario.
+pub const USERS: usize = 20;
+
+/// A server answering every request with its own port.
+pub async fn echo_port() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(move || async move { port.to_string() });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// Each user's endpoint over `rounds` requests per user (`call(user)` answers the port that
+/// served it); panics if a user moved.
+pub async fn placement<F, Fut>(call: F, rounds: usize) -> HashMap<usize, u16>
+where
+    F: Fn(usize) -> Fut,
+    Fut: Future<Output = u16>,
+{
+    let mut seen: HashMap<usize, BTreeSet<u16>> = HashMap::new();
+    for _ in 0..rounds {
+        for user in 0..USERS {
+            seen.entry(user).or_default().insert(call(user).await);
+        }
+    }
+    seen.into_iter()
+        .map(|(user, ports)| {
+            assert_eq!(ports.len(), 1, "user-{user} reached {ports:?}");
+            (user, *ports.first().unwrap())
+        })
+        .collect()
+}
+
+/// The endpoint serving the most users of `placement`.
+pub fn busiest(placement: &HashMap<usize, u16>) -> u16 {
+    let mut count: HashMap<u16, usize> = HashMap::new();
+    for p in placement.values() {
+        *count.entry(*p).or_default() += 1;
+    }
+    *count.iter().max_by_key(|(_, n)| **n).unwrap().0
+}
+
+/// After `gone` was removed: its users all moved, the others mostly stayed. As in Envoy's
+/// ring hash each remaining endpoint gets more points on the ring (min ring size / hosts),
+/// so a few keys change owner (about 15% expected; a random balancer moves 80%).
+pub fn assert_only_its_users_moved(
+    before: &HashMap<usize, u16>,
+    after: &HashMap<usize, u16>,
+    gone: u16,
+) {
+    let (mut others, mut stayed) = (0, 0);
+    for user in 0..USERS {
+        if before[&user] == gone {
+            assert_ne!(
+                after[&user], gone,
+                "user-{user} still on the removed endpoint"
+            );
+        } else {
+            others += 1;
+            stayed += usize::from(after[&user] == before[&user]);
+        }
+    }
+    assert!(
+        stayed * 10 >= others * 6,
+        "only {stayed} of {others} users of the remaining endpoints stayed"
+    );
+}

@@ -67,6 +67,12 @@ pub fn cluster_load_assignment(
         if policy.weighted_priority_health {
             return bail("weighted_priority_health is not supported").at("policy");
         }
+        if policy.endpoint_stale_after.is_some() {
+            return bail("endpoint_stale_after is not supported").at("policy");
+        }
+    }
+    if !cla.named_endpoints.is_empty() {
+        return bail("named_endpoints are not supported");
     }
     let mut localities = Vec::with_capacity(cla.endpoints.len());
     let mut interned: HashMap<(&str, &str, &str), Arc<Locality>> = HashMap::new();

@@ -106,6 +106,21 @@ pub fn bail<T>(message: impl Into<String>) -> Res<T> {
     Err(Invalid::new(message))
 }
 
+/// Refuses the first field of `fields` that is set (`(name, is_set)` pairs): fields that would
+/// change behaviour in Envoy and that this data plane does not implement are NACKed rather
+/// than accepted and ignored (issue #16).
+pub fn refuse_set(fields: &[(&str, bool)]) -> Res<()> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((name, _)) => bail(format!("{name} is not supported")),
+        None => Ok(()),
+    }
+}
+
+/// Whether an optional `BoolValue` is set to true.
+pub fn is_true(b: Option<&envoy_types::pb::google::protobuf::BoolValue>) -> bool {
+    b.is_some_and(|b| b.value)
+}
+
 /// Converts a protobuf duration, rejecting negative or out-of-range values.
 pub fn duration(d: &PbDuration) -> Res<Duration> {
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {

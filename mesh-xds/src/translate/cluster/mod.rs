@@ -18,7 +18,7 @@ use http::http_protocol;
 use resilience::{circuit_breakers, outlier_detection};
 
 use super::endpoint::{AddressKind, cluster_load_assignment};
-use super::{At, Res, bail, opt_duration, unpack};
+use super::{At, Res, bail, opt_duration, refuse_set, unpack};
 use crate::resource::Rejection;
 
 const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
@@ -193,6 +193,27 @@ fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
     if c.upstream_bind_config.is_some() {
         return bail("upstream_bind_config is not supported");
     }
+    refuse_set(&[
+        (
+            "upstream_connection_options",
+            c.upstream_connection_options.is_some(),
+        ),
+        (
+            "close_connections_on_host_health_failure",
+            c.close_connections_on_host_health_failure,
+        ),
+        (
+            "ignore_health_on_host_removal",
+            c.ignore_health_on_host_removal,
+        ),
+        ("lrs_server", c.lrs_server.is_some()),
+        (
+            "connection_pool_per_downstream_connection",
+            c.connection_pool_per_downstream_connection,
+        ),
+        ("preconnect_policy", c.preconnect_policy.is_some()),
+        ("queuing_policies", c.queuing_policies.is_some()),
+    ])?;
     if let Some(u) = &c.upstream_http_protocol_options
         && (u.auto_sni || u.auto_san_validation)
     {

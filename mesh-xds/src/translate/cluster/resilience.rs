@@ -38,6 +38,10 @@ pub(super) fn circuit_breakers(c: Option<&pb::CircuitBreakers>) -> Res<CircuitBr
         let v = |w: &Option<UInt32Value>, d: u32| w.as_ref().map_or(d, |w| w.value);
         let retry_budget = match &t.retry_budget {
             None => None,
+            Some(b) if b.budget_interval.is_some() => {
+                return bail("budget_interval is not supported")
+                    .at_with(|| format!(".thresholds[{i}].retry_budget"));
+            }
             Some(b) => Some(RetryBudget {
                 budget_percent: percent(b.budget_percent.as_ref(), 20.0)
                     .at_with(|| format!(".thresholds[{i}].retry_budget.budget_percent"))?,

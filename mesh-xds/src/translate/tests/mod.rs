@@ -6,6 +6,7 @@ mod endpoint;
 mod istio;
 mod listener;
 mod route;
+mod unsupported;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;

@@ -148,6 +148,10 @@ fn lb_endpoint(e: &pb::LbEndpoint, addresses: AddressKind) -> Res<Endpoint> {
         }
         None => return bail("endpoint is required"),
     };
+    // Envoy connects to them happy-eyeballs style; one address per endpoint here.
+    if !ep.additional_addresses.is_empty() {
+        return bail("endpoint.additional_addresses are not supported");
+    }
     let address = match &ep.address {
         Some(a) => address(a, addresses).at(".endpoint.address")?,
         None => return bail("endpoint.address is required"),

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilterProto;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as RouterProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::model::{
@@ -293,7 +294,7 @@ fn http_connection_manager(
             if rds.route_config_name.is_empty() {
                 return bail("rds.route_config_name is required");
             }
-            config_source(rds.config_source.as_ref()).at(".rds.config_source")?;
+            super::ads_config_source(rds.config_source.as_ref()).at(".rds.config_source")?;
             RouteSource::Rds(rds.route_config_name.clone())
         }
         Some(R::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
@@ -515,16 +516,6 @@ fn path_normalization(m: &hcm::HttpConnectionManager) -> Res<PathNormalization> 
     })
 }
 
-/// gRPC A27: RDS must come over the same ADS stream (`ads` or `self`).
-fn config_source(c: Option<&core::ConfigSource>) -> Res<()> {
-    use core::config_source::ConfigSourceSpecifier as S;
-    match c.and_then(|c| c.config_source_specifier.as_ref()) {
-        Some(S::Ads(_)) | Some(S::Self_(_)) => Ok(()),
-        None => bail("ads or self is required"),
-        Some(_) => bail("only ads or self config sources are supported"),
-    }
-}
-
 /// Translates one HTTP filter; `Ok(None)` for an optional filter we do not know (A39).
 fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
     use hcm::http_filter::ConfigType;
@@ -545,7 +536,17 @@ fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
     }
     let type_name = any_type_name(any);
     let config = match type_name {
-        ROUTER_TYPE => HttpFilterConfig::Router,
+        ROUTER_TYPE => {
+            let r: RouterProto = unpack(any)?;
+            // Stats, tracing and upstream logs are accepted (no effect on traffic).
+            refuse_set(&[
+                ("upstream_http_filters", !r.upstream_http_filters.is_empty()),
+                ("strict_check_headers", !r.strict_check_headers.is_empty()),
+                ("respect_expected_rq_timeout", r.respect_expected_rq_timeout),
+            ])
+            .at(".typed_config")?;
+            HttpFilterConfig::Router
+        }
         FAULT_TYPE => {
             let fault: HttpFault = unpack(any)?;
             HttpFilterConfig::Fault(super::fault::http_fault(&fault).at(".typed_config")?)

@@ -90,7 +90,7 @@ pub fn downstream(ts: &core::TransportSocket) -> Res<Option<DownstreamTls>> {
     }
     if ctx.session_ticket_keys_type.is_some() {
         return bail(
-            "session_ticket_keys / session_ticket_keys_sds_secret_config are not supported",
+            "session_ticket_keys / session_ticket_keys_sds_secret_config / disable_stateless_session_resumption are not supported",
         );
     }
     let Some(common) = &ctx.common_tls_context else {

@@ -207,11 +207,13 @@ fn upstream_http_options(
                 out.max_concurrent_streams =
                     http2(h2).at(".explicit_http_config.http2_protocol_options")?;
             }
-            Some(P::Http3ProtocolOptions(_)) => return bail("HTTP/3 upstreams are not supported"),
+            Some(P::Http3ProtocolOptions(_)) => {
+                return bail("http3_protocol_options (HTTP/3 upstreams) are not supported");
+            }
         },
         Some(U::UseDownstreamProtocolConfig(d)) => {
             if d.http3_protocol_options.is_some() {
-                return bail("HTTP/3 upstreams are not supported");
+                return bail("http3_protocol_options (HTTP/3 upstreams) are not supported");
             }
             if let Some(h1) = &d.http_protocol_options {
                 http1(h1).at(".use_downstream_protocol_config.http_protocol_options")?;
@@ -226,7 +228,7 @@ fn upstream_http_options(
         }
         Some(U::AutoConfig(a)) => {
             if a.http3_protocol_options.is_some() {
-                return bail("HTTP/3 upstreams are not supported");
+                return bail("http3_protocol_options (HTTP/3 upstreams) are not supported");
             }
             if a.alternate_protocols_cache_options.is_some() {
                 return bail(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
-use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use mesh_core::model::{Cluster, Discovery};
 
@@ -89,21 +88,8 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
         Some(T::Type(t)) => match D::try_from(*t) {
             Ok(D::Eds) => {
                 let cfg = c.eds_cluster_config.clone().unwrap_or_default();
-                match cfg
-                    .eds_config
-                    .as_ref()
-                    .and_then(|s| s.config_source_specifier.as_ref())
-                {
-                    Some(core::config_source::ConfigSourceSpecifier::Ads(_))
-                    | Some(core::config_source::ConfigSourceSpecifier::Self_(_)) => {}
-                    None => {
-                        return bail("ads or self is required").at("eds_cluster_config.eds_config");
-                    }
-                    Some(_) => {
-                        return bail("only ads or self config sources are supported")
-                            .at("eds_cluster_config.eds_config");
-                    }
-                }
+                super::ads_config_source(cfg.eds_config.as_ref())
+                    .at("eds_cluster_config.eds_config")?;
                 Ok(Discovery::Eds {
                     service_name: (!cfg.service_name.is_empty()).then_some(cfg.service_name),
                 })
@@ -173,7 +159,9 @@ fn static_cluster(c: &pb::Cluster) -> Res<Discovery> {
 
 fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
     if !c.transport_socket_matches.is_empty() || c.transport_socket_matcher.is_some() {
-        return bail("transport_socket_matches are not supported (use transport_socket)");
+        return bail(
+            "transport_socket_matches / transport_socket_matcher are not supported (use transport_socket)",
+        );
     }
     if !c.health_checks.is_empty() {
         return bail("health_checks (active health checking) are not supported");

@@ -692,7 +692,7 @@ fn rejections() {
         ),
         (
             api(bad_rds),
-            "api_listener.rds.config_source: only ads or self config sources are supported",
+            "api_listener.rds.config_source: path is not supported: only ads or self config sources are",
         ),
         (
             api(ws),

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3 as fault;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uphttp;
@@ -19,7 +20,7 @@ use envoy_types::pb::google::protobuf::{
 use envoy_types::util::pack_any;
 
 use super::listener::{filter, router};
-use super::{ads, reason, socket};
+use super::{ads, socket};
 use crate::resource::ResourceType;
 
 fn dur() -> Option<PbDuration> {
@@ -169,6 +170,15 @@ fn route(f: impl FnOnce(&mut rds::Route)) -> Any {
     route_config(|r| f(&mut r.virtual_hosts[0].routes[0]))
 }
 
+fn action(f: impl FnOnce(&mut rds::RouteAction)) -> Any {
+    route(|r| {
+        let Some(rds::route::Action::Route(a)) = &mut r.action else {
+            unreachable!()
+        };
+        f(a)
+    })
+}
+
 fn cla(f: impl FnOnce(&mut eds::ClusterLoadAssignment)) -> Any {
     let mut c = eds::ClusterLoadAssignment {
         cluster_name: "c".into(),
@@ -215,6 +225,25 @@ fn fault_abort(f: impl FnOnce(&mut fault::FaultAbort)) -> Any {
         ..Default::default()
     };
     client(|h| h.http_filters.insert(0, filter("fault", pack_any(fc))))
+}
+
+fn router_with(f: impl FnOnce(&mut Router)) -> Any {
+    let mut r = Router::default();
+    f(&mut r);
+    client(|h| h.http_filters = vec![filter("envoy.filters.http.router", pack_any(r))])
+}
+
+/// Every case is NACKed with an error naming its field; all failures are listed at once.
+fn assert_all_named(cases: Vec<(&str, ResourceType, Any)>) {
+    let failures: Vec<String> = cases
+        .into_iter()
+        .filter_map(|(field, ty, any)| match crate::resource::decode(ty, &any) {
+            Ok(_) => Some(format!("{field}: accepted")),
+            Err(e) if e.reason.contains(field) && e.reason.contains("not supported") => None,
+            Err(e) => Some(format!("{field}: {}", e.reason)),
+        })
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 #[test]
@@ -866,6 +895,80 @@ fn unsupported_envoy_fields_are_nacked() {
             RouteConfiguration,
             route(|r| r.route_specifiers = vec![ext()]),
         ),
+        // RouteAction and what it holds.
+        (
+            "rate_limits",
+            RouteConfiguration,
+            action(|a| a.rate_limits = vec![Default::default()]),
+        ),
+        (
+            "include_vh_rate_limits",
+            RouteConfiguration,
+            action(|a| a.include_vh_rate_limits = yes()),
+        ),
+        (
+            "cors",
+            RouteConfiguration,
+            action(|a| a.cors = Some(Default::default())),
+        ),
+        (
+            "flush_timeout",
+            RouteConfiguration,
+            action(|a| a.flush_timeout = dur()),
+        ),
+        (
+            "early_data_policy",
+            RouteConfiguration,
+            action(|a| a.early_data_policy = Some(ext())),
+        ),
+        (
+            "upgrade_configs",
+            RouteConfiguration,
+            action(|a| a.upgrade_configs = vec![Default::default()]),
+        ),
+        (
+            "use_hash_policy",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(rds::route_action::ClusterSpecifier::WeightedClusters(
+                    rds::WeightedCluster {
+                        clusters: vec![rds::weighted_cluster::ClusterWeight {
+                            name: "c".into(),
+                            weight: u32v(),
+                            ..Default::default()
+                        }],
+                        random_value_specifier: Some(
+                            rds::weighted_cluster::RandomValueSpecifier::UseHashPolicy(BoolValue {
+                                value: true,
+                            }),
+                        ),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "disable_shadow_host_suffix_append",
+            RouteConfiguration,
+            action(|a| {
+                a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+                    cluster: "shadow".into(),
+                    disable_shadow_host_suffix_append: true,
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "refresh_cluster_on_retry",
+            RouteConfiguration,
+            action(|a| {
+                a.retry_policy = Some(rds::RetryPolicy {
+                    retry_on: "5xx".into(),
+                    refresh_cluster_on_retry: true,
+                    ..Default::default()
+                })
+            }),
+        ),
         // ClusterLoadAssignment.
         (
             "endpoint_stale_after",
@@ -884,6 +987,22 @@ fn unsupported_envoy_fields_are_nacked() {
                 c.named_endpoints.insert("e".into(), Default::default());
             }),
         ),
+        // The router filter.
+        (
+            "upstream_http_filters",
+            Listener,
+            router_with(|r| r.upstream_http_filters = vec![Default::default()]),
+        ),
+        (
+            "strict_check_headers",
+            Listener,
+            router_with(|r| r.strict_check_headers = vec!["x-envoy-max-retries".into()]),
+        ),
+        (
+            "respect_expected_rq_timeout",
+            Listener,
+            router_with(|r| r.respect_expected_rq_timeout = true),
+        ),
         // The fault filter.
         (
             "response_body",
@@ -891,11 +1010,1443 @@ fn unsupported_envoy_fields_are_nacked() {
             fault_abort(|a| a.response_body = "x".into()),
         ),
     ];
-    for (field, ty, any) in cases {
-        let why = reason(ty, &any);
+    assert_all_named(cases);
+}
+
+/// RBAC rules this data plane does not evaluate (metadata, filter state, CEL, custom
+/// matchers) are not NACKed, since Istio sends them for JWT rules: the rule set fails closed
+/// and denies every request, so no request is let through by a rule it cannot check.
+#[test]
+fn unmodelled_rbac_rules_fail_closed() {
+    use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+    use mesh_core::model::{RbacRequest, RbacRuleSet};
+    use rbac::permission::Rule;
+    use rbac::principal::Identifier;
+
+    let any_principal = || rbac::Principal {
+        identifier: Some(Identifier::Any(true)),
+    };
+    let any_permission = || rbac::Permission {
+        rule: Some(Rule::Any(true)),
+    };
+    let policy = |permission: rbac::Permission, principal: rbac::Principal| rbac::Policy {
+        permissions: vec![permission],
+        principals: vec![principal],
+        ..Default::default()
+    };
+    let with_condition = |f: fn(&mut rbac::Policy)| {
+        let mut p = policy(any_permission(), any_principal());
+        f(&mut p);
+        p
+    };
+    let cases: Vec<(&str, rbac::Policy)> = vec![
+        (
+            "metadata",
+            policy(
+                any_permission(),
+                rbac::Principal {
+                    identifier: Some(Identifier::Metadata(Default::default())),
+                },
+            ),
+        ),
+        (
+            "filter_state",
+            policy(
+                any_permission(),
+                rbac::Principal {
+                    identifier: Some(Identifier::FilterState(Default::default())),
+                },
+            ),
+        ),
+        (
+            "sourced_metadata",
+            policy(
+                any_permission(),
+                rbac::Principal {
+                    identifier: Some(Identifier::SourcedMetadata(Default::default())),
+                },
+            ),
+        ),
+        (
+            "custom",
+            policy(
+                any_permission(),
+                rbac::Principal {
+                    identifier: Some(Identifier::Custom(Default::default())),
+                },
+            ),
+        ),
+        (
+            "metadata",
+            policy(
+                rbac::Permission {
+                    rule: Some(Rule::Metadata(Default::default())),
+                },
+                any_principal(),
+            ),
+        ),
+        (
+            "matcher",
+            policy(
+                rbac::Permission {
+                    rule: Some(Rule::Matcher(Default::default())),
+                },
+                any_principal(),
+            ),
+        ),
+        (
+            "uri_template",
+            policy(
+                rbac::Permission {
+                    rule: Some(Rule::UriTemplate(Default::default())),
+                },
+                any_principal(),
+            ),
+        ),
+        (
+            "sourced_metadata",
+            policy(
+                rbac::Permission {
+                    rule: Some(Rule::SourcedMetadata(Default::default())),
+                },
+                any_principal(),
+            ),
+        ),
+        (
+            "condition",
+            with_condition(|p| p.condition = Some(Default::default())),
+        ),
+        (
+            "checked_condition",
+            with_condition(|p| p.checked_condition = Some(Default::default())),
+        ),
+    ];
+    for (field, p) in cases {
+        let filter = RbacFilter {
+            rules: Some(rbac::Rbac {
+                action: rbac::rbac::Action::Allow as i32,
+                policies: [("p".to_string(), p)].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let got = crate::translate::rbac::rbac_filter(&filter)
+            .unwrap_or_else(|e| panic!("{field}: unexpected NACK {e}"));
         assert!(
-            why.contains(field) && why.contains("not supported"),
-            "{field}: {why}"
+            matches!(got.rules, RbacRuleSet::Unmodelled { .. }),
+            "{field}: {:?}",
+            got.rules
         );
+        assert!(!got.rules.allows(&RbacRequest::default()), "{field}");
     }
+}
+
+fn validation(f: impl FnOnce(&mut tls::CertificateValidationContext)) -> Any {
+    let mut v = tls::CertificateValidationContext {
+        ca_certificate_provider_instance: Some(tls::CertificateProviderPluginInstance {
+            instance_name: "default".into(),
+            certificate_name: "ROOTCA".into(),
+        }),
+        ..Default::default()
+    };
+    f(&mut v);
+    upstream_tls(|t| {
+        t.common_tls_context
+            .as_mut()
+            .unwrap()
+            .validation_context_type =
+            Some(tls::common_tls_context::ValidationContextType::ValidationContext(v))
+    })
+}
+
+fn common_tls(f: impl FnOnce(&mut tls::CommonTlsContext)) -> Any {
+    upstream_tls(|t| f(t.common_tls_context.as_mut().unwrap()))
+}
+
+fn downstream_tls(f: impl FnOnce(&mut tls::DownstreamTlsContext)) -> Any {
+    let mut ctx = tls::DownstreamTlsContext {
+        common_tls_context: Some(tls::CommonTlsContext {
+            tls_certificate_provider_instance: Some(tls::CertificateProviderPluginInstance {
+                instance_name: "default".into(),
+                certificate_name: "default".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    f(&mut ctx);
+    server(|_, chain| {
+        chain.transport_socket = Some(core::TransportSocket {
+            name: "envoy.transport_sockets.tls".into(),
+            config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack_any(
+                ctx,
+            ))),
+        })
+    })
+}
+
+fn upstream_options(f: impl FnOnce(&mut uphttp::HttpProtocolOptions)) -> Any {
+    let mut opts = uphttp::HttpProtocolOptions::default();
+    f(&mut opts);
+    cluster(|c| {
+        c.typed_extension_protocol_options.insert(
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+            pack_any(opts),
+        );
+    })
+}
+
+fn lb_policy(any: Any) -> Any {
+    cluster(|c| {
+        c.load_balancing_policy = Some(cds::LoadBalancingPolicy {
+            policies: vec![cds::load_balancing_policy::Policy {
+                typed_extension_config: Some(core::TypedExtensionConfig {
+                    name: "p".into(),
+                    typed_config: Some(any),
+                }),
+            }],
+        })
+    })
+}
+
+fn outlier(f: impl FnOnce(&mut cds::OutlierDetection)) -> Any {
+    let mut o = cds::OutlierDetection::default();
+    f(&mut o);
+    cluster(|c| c.outlier_detection = Some(o))
+}
+
+fn socket_address(f: impl FnOnce(&mut core::Address)) -> Any {
+    let mut a = socket("10.0.0.1", 80).unwrap();
+    f(&mut a);
+    cla(|c| {
+        c.endpoints = vec![eds::LocalityLbEndpoints {
+            lb_endpoints: vec![eds::LbEndpoint {
+                host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(eds::Endpoint {
+                    address: Some(a),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }]
+    })
+}
+
+/// NACKs that predate the Envoy table: each names the field it refuses.
+#[test]
+fn refused_envoy_fields_are_named() {
+    use ResourceType::{Cluster, ClusterLoadAssignment as Cla, Listener, RouteConfiguration};
+    use envoy_types::pb::envoy::extensions::load_balancing_policies as lbp;
+    let cases: Vec<(&str, ResourceType, Any)> = vec![
+        // Cluster.
+        (
+            "transport_socket_matches",
+            Cluster,
+            cluster(|c| c.transport_socket_matches = vec![Default::default()]),
+        ),
+        (
+            "transport_socket_matcher",
+            Cluster,
+            cluster(|c| c.transport_socket_matcher = Some(Default::default())),
+        ),
+        (
+            "health_checks",
+            Cluster,
+            cluster(|c| c.health_checks = vec![Default::default()]),
+        ),
+        (
+            "upstream_http_protocol_options",
+            Cluster,
+            cluster(|c| {
+                c.upstream_http_protocol_options = Some(core::UpstreamHttpProtocolOptions {
+                    auto_sni: true,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "upstream_bind_config",
+            Cluster,
+            cluster(|c| c.upstream_bind_config = Some(Default::default())),
+        ),
+        (
+            "lb_subset_config",
+            Cluster,
+            cluster(|c| {
+                c.lb_subset_config = Some(cds::cluster::LbSubsetConfig {
+                    subset_selectors: vec![Default::default()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "original_dst_lb_config",
+            Cluster,
+            cluster(|c| {
+                c.lb_config = Some(cds::cluster::LbConfig::OriginalDstLbConfig(
+                    Default::default(),
+                ))
+            }),
+        ),
+        (
+            "filters",
+            Cluster,
+            cluster(|c| c.filters = vec![Default::default()]),
+        ),
+        (
+            "upstream_config",
+            Cluster,
+            cluster(|c| c.upstream_config = Some(ext())),
+        ),
+        (
+            "per_host_thresholds",
+            Cluster,
+            cluster(|c| {
+                c.circuit_breakers = Some(cds::CircuitBreakers {
+                    per_host_thresholds: vec![Default::default()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "max_connection_pools",
+            Cluster,
+            cluster(|c| {
+                c.circuit_breakers = Some(cds::CircuitBreakers {
+                    thresholds: vec![cds::circuit_breakers::Thresholds {
+                        max_connection_pools: u32v(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                })
+            }),
+        ),
+        ("monitors", Cluster, outlier(|o| o.monitors = vec![ext()])),
+        (
+            "always_eject_one_host",
+            Cluster,
+            outlier(|o| o.always_eject_one_host = yes()),
+        ),
+        (
+            "detect_degraded_hosts",
+            Cluster,
+            outlier(|o| o.detect_degraded_hosts = yes()),
+        ),
+        (
+            "active_request_bias",
+            Cluster,
+            cluster(|c| {
+                c.lb_policy = cds::cluster::LbPolicy::LeastRequest as i32;
+                c.lb_config = Some(cds::cluster::LbConfig::LeastRequestLbConfig(
+                    cds::cluster::LeastRequestLbConfig {
+                        active_request_bias: Some(Default::default()),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "slow_start_config",
+            Cluster,
+            cluster(|c| {
+                c.lb_policy = cds::cluster::LbPolicy::LeastRequest as i32;
+                c.lb_config = Some(cds::cluster::LbConfig::LeastRequestLbConfig(
+                    cds::cluster::LeastRequestLbConfig {
+                        slow_start_config: Some(Default::default()),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "slow_start_config",
+            Cluster,
+            cluster(|c| {
+                c.lb_config = Some(cds::cluster::LbConfig::RoundRobinLbConfig(
+                    cds::cluster::RoundRobinLbConfig {
+                        slow_start_config: Some(Default::default()),
+                    },
+                ))
+            }),
+        ),
+        (
+            "consistent_hashing_lb_config",
+            Cluster,
+            cluster(|c| {
+                c.common_lb_config = Some(cds::cluster::CommonLbConfig {
+                    consistent_hashing_lb_config: Some(
+                        cds::cluster::common_lb_config::ConsistentHashingLbConfig {
+                            use_hostname_for_hashing: true,
+                            ..Default::default()
+                        },
+                    ),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "override_host_status",
+            Cluster,
+            cluster(|c| {
+                c.common_lb_config = Some(cds::cluster::CommonLbConfig {
+                    override_host_status: Some(Default::default()),
+                    ..Default::default()
+                })
+            }),
+        ),
+        // Typed LB policies.
+        (
+            "active_request_bias",
+            Cluster,
+            lb_policy(pack_any(lbp::least_request::v3::LeastRequest {
+                active_request_bias: Some(Default::default()),
+                ..Default::default()
+            })),
+        ),
+        (
+            "slow_start_config",
+            Cluster,
+            lb_policy(pack_any(lbp::least_request::v3::LeastRequest {
+                slow_start_config: Some(Default::default()),
+                ..Default::default()
+            })),
+        ),
+        (
+            "enable_full_scan",
+            Cluster,
+            lb_policy(pack_any(lbp::least_request::v3::LeastRequest {
+                enable_full_scan: yes(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "selection_method",
+            Cluster,
+            lb_policy(pack_any(lbp::least_request::v3::LeastRequest {
+                selection_method: lbp::least_request::v3::least_request::SelectionMethod::FullScan
+                    as i32,
+                ..Default::default()
+            })),
+        ),
+        (
+            "consistent_hashing_lb_config",
+            Cluster,
+            lb_policy(pack_any(lbp::maglev::v3::Maglev {
+                consistent_hashing_lb_config: Some(Default::default()),
+                ..Default::default()
+            })),
+        ),
+        (
+            "use_hostname_for_hashing",
+            Cluster,
+            lb_policy(pack_any(lbp::ring_hash::v3::RingHash {
+                use_hostname_for_hashing: true,
+                ..Default::default()
+            })),
+        ),
+        (
+            "hash_balance_factor",
+            Cluster,
+            lb_policy(pack_any(lbp::ring_hash::v3::RingHash {
+                hash_balance_factor: u32v(),
+                ..Default::default()
+            })),
+        ),
+        (
+            "consistent_hashing_lb_config",
+            Cluster,
+            lb_policy(pack_any(lbp::ring_hash::v3::RingHash {
+                consistent_hashing_lb_config: Some(Default::default()),
+                ..Default::default()
+            })),
+        ),
+        (
+            "slow_start_config",
+            Cluster,
+            lb_policy(pack_any(lbp::round_robin::v3::RoundRobin {
+                slow_start_config: Some(Default::default()),
+                ..Default::default()
+            })),
+        ),
+        // Upstream HTTP options.
+        (
+            "upstream_http_protocol_options",
+            Cluster,
+            upstream_options(|o| {
+                o.upstream_http_protocol_options = Some(core::UpstreamHttpProtocolOptions {
+                    auto_san_validation: true,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "http_filters",
+            Cluster,
+            upstream_options(|o| o.http_filters = vec![Default::default()]),
+        ),
+        (
+            "outlier_detection",
+            Cluster,
+            upstream_options(|o| o.outlier_detection = Some(Default::default())),
+        ),
+        (
+            "request_mirror_policies",
+            Cluster,
+            upstream_options(|o| o.request_mirror_policies = vec![Default::default()]),
+        ),
+        (
+            "hash_policy",
+            Cluster,
+            upstream_options(|o| o.hash_policy = vec![Default::default()]),
+        ),
+        (
+            "retry_policy",
+            Cluster,
+            upstream_options(|o| o.retry_policy = Some(Default::default())),
+        ),
+        (
+            "http3_protocol_options",
+            Cluster,
+            upstream_options(|o| {
+                use uphttp::http_protocol_options as hp;
+                o.upstream_protocol_options = Some(hp::UpstreamProtocolOptions::ExplicitHttpConfig(
+                    hp::ExplicitHttpConfig {
+                        protocol_config: Some(
+                            hp::explicit_http_config::ProtocolConfig::Http3ProtocolOptions(
+                                Default::default(),
+                            ),
+                        ),
+                    },
+                ))
+            }),
+        ),
+        (
+            "http3_protocol_options",
+            Cluster,
+            upstream_options(|o| {
+                use uphttp::http_protocol_options as hp;
+                o.upstream_protocol_options =
+                    Some(hp::UpstreamProtocolOptions::UseDownstreamProtocolConfig(
+                        hp::UseDownstreamHttpConfig {
+                            http3_protocol_options: Some(Default::default()),
+                            ..Default::default()
+                        },
+                    ))
+            }),
+        ),
+        (
+            "http3_protocol_options",
+            Cluster,
+            upstream_options(|o| {
+                use uphttp::http_protocol_options as hp;
+                o.upstream_protocol_options = Some(hp::UpstreamProtocolOptions::AutoConfig(
+                    hp::AutoHttpConfig {
+                        http3_protocol_options: Some(Default::default()),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        // TLS.
+        (
+            "auto_host_sni",
+            Cluster,
+            upstream_tls(|t| t.auto_host_sni = true),
+        ),
+        (
+            "auto_sni_san_validation",
+            Cluster,
+            upstream_tls(|t| t.auto_sni_san_validation = true),
+        ),
+        (
+            "tls_certificates",
+            Cluster,
+            common_tls(|c| c.tls_certificates = vec![Default::default()]),
+        ),
+        (
+            "tls_certificate_sds_secret_configs",
+            Cluster,
+            common_tls(|c| c.tls_certificate_sds_secret_configs = vec![Default::default()]),
+        ),
+        (
+            "custom_tls_certificate_selector",
+            Cluster,
+            common_tls(|c| c.custom_tls_certificate_selector = Some(ext())),
+        ),
+        (
+            "tls_certificate_certificate_provider",
+            Cluster,
+            common_tls(|c| c.tls_certificate_certificate_provider = Some(Default::default())),
+        ),
+        (
+            "custom_handshaker",
+            Cluster,
+            common_tls(|c| c.custom_handshaker = Some(ext())),
+        ),
+        (
+            "validation_context_sds_secret_config",
+            Cluster,
+            common_tls(|c| {
+                c.validation_context_type = Some(
+                    tls::common_tls_context::ValidationContextType::ValidationContextSdsSecretConfig(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "validation_context_certificate_provider",
+            Cluster,
+            common_tls(|c| {
+                c.validation_context_type = Some(
+                    tls::common_tls_context::ValidationContextType::ValidationContextCertificateProvider(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "validation_context_sds_secret_config",
+            Cluster,
+            common_tls(|c| {
+                c.validation_context_type = Some(
+                    tls::common_tls_context::ValidationContextType::CombinedValidationContext(
+                        tls::common_tls_context::CombinedCertificateValidationContext {
+                            validation_context_sds_secret_config: Some(Default::default()),
+                            ..Default::default()
+                        },
+                    ),
+                )
+            }),
+        ),
+        (
+            "validation_context_certificate_provider",
+            Cluster,
+            common_tls(|c| {
+                c.validation_context_type = Some(
+                    tls::common_tls_context::ValidationContextType::CombinedValidationContext(
+                        tls::common_tls_context::CombinedCertificateValidationContext {
+                            validation_context_certificate_provider: Some(Default::default()),
+                            ..Default::default()
+                        },
+                    ),
+                )
+            }),
+        ),
+        (
+            "trusted_ca",
+            Cluster,
+            validation(|v| v.trusted_ca = Some(Default::default())),
+        ),
+        (
+            "system_root_certs",
+            Cluster,
+            validation(|v| v.system_root_certs = Some(Default::default())),
+        ),
+        (
+            "watched_directory",
+            Cluster,
+            validation(|v| v.watched_directory = Some(Default::default())),
+        ),
+        (
+            "verify_certificate_spki",
+            Cluster,
+            validation(|v| v.verify_certificate_spki = vec!["x".into()]),
+        ),
+        (
+            "verify_certificate_hash",
+            Cluster,
+            validation(|v| v.verify_certificate_hash = vec!["x".into()]),
+        ),
+        (
+            "require_signed_certificate_timestamp",
+            Cluster,
+            validation(|v| v.require_signed_certificate_timestamp = yes()),
+        ),
+        (
+            "crl",
+            Cluster,
+            validation(|v| v.crl = Some(Default::default())),
+        ),
+        (
+            "allow_expired_certificate",
+            Cluster,
+            validation(|v| v.allow_expired_certificate = true),
+        ),
+        (
+            "trust_chain_verification",
+            Cluster,
+            validation(|v| {
+                v.trust_chain_verification =
+                    tls::certificate_validation_context::TrustChainVerification::AcceptUntrusted
+                        as i32
+            }),
+        ),
+        (
+            "custom_validator_config",
+            Cluster,
+            validation(|v| v.custom_validator_config = Some(ext())),
+        ),
+        (
+            "require_sni",
+            Listener,
+            downstream_tls(|t| t.require_sni = yes()),
+        ),
+        (
+            "ocsp_staple_policy",
+            Listener,
+            downstream_tls(|t| {
+                t.ocsp_staple_policy =
+                    tls::downstream_tls_context::OcspStaplePolicy::MustStaple as i32
+            }),
+        ),
+        (
+            "session_ticket_keys",
+            Listener,
+            downstream_tls(|t| {
+                t.session_ticket_keys_type = Some(
+                    tls::downstream_tls_context::SessionTicketKeysType::SessionTicketKeys(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "session_ticket_keys_sds_secret_config",
+            Listener,
+            downstream_tls(|t| {
+                t.session_ticket_keys_type = Some(
+                    tls::downstream_tls_context::SessionTicketKeysType::SessionTicketKeysSdsSecretConfig(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "disable_stateless_session_resumption",
+            Listener,
+            downstream_tls(|t| {
+                t.session_ticket_keys_type = Some(
+                    tls::downstream_tls_context::SessionTicketKeysType::DisableStatelessSessionResumption(
+                        true,
+                    ),
+                )
+            }),
+        ),
+        // ClusterLoadAssignment and addresses.
+        (
+            "weighted_priority_health",
+            Cla,
+            cla(|c| {
+                c.policy = Some(eds::cluster_load_assignment::Policy {
+                    weighted_priority_health: true,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "drop_overloads",
+            Cla,
+            cla(|c| {
+                c.policy = Some(eds::cluster_load_assignment::Policy {
+                    drop_overloads: vec![Default::default()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "load_balancer_endpoints",
+            Cla,
+            cla(|c| {
+                c.endpoints = vec![eds::LocalityLbEndpoints {
+                    lb_config: Some(eds::locality_lb_endpoints::LbConfig::LoadBalancerEndpoints(
+                        Default::default(),
+                    )),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "leds_cluster_locality_config",
+            Cla,
+            cla(|c| {
+                c.endpoints = vec![eds::LocalityLbEndpoints {
+                    lb_config: Some(
+                        eds::locality_lb_endpoints::LbConfig::LedsClusterLocalityConfig(
+                            Default::default(),
+                        ),
+                    ),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "endpoint_name",
+            Cla,
+            cla(|c| {
+                c.endpoints = vec![eds::LocalityLbEndpoints {
+                    lb_endpoints: vec![eds::LbEndpoint {
+                        host_identifier: Some(eds::lb_endpoint::HostIdentifier::EndpointName(
+                            "e".into(),
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "additional_addresses",
+            Cla,
+            cla(|c| {
+                c.endpoints = vec![eds::LocalityLbEndpoints {
+                    lb_endpoints: vec![eds::LbEndpoint {
+                        host_identifier: Some(eds::lb_endpoint::HostIdentifier::Endpoint(
+                            eds::Endpoint {
+                                address: socket("10.0.0.1", 80),
+                                additional_addresses: vec![Default::default()],
+                                ..Default::default()
+                            },
+                        )),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "pipe",
+            Cla,
+            socket_address(|a| a.address = Some(core::address::Address::Pipe(Default::default()))),
+        ),
+        (
+            "envoy_internal_address",
+            Cla,
+            socket_address(|a| {
+                a.address = Some(core::address::Address::EnvoyInternalAddress(
+                    Default::default(),
+                ))
+            }),
+        ),
+        // Listener, filter chains, HCM.
+        (
+            "fcds_config",
+            Listener,
+            server(|l, _| l.fcds_config = Some(Default::default())),
+        ),
+        (
+            "filter_chain_matcher",
+            Listener,
+            server(|l, _| l.filter_chain_matcher = Some(Default::default())),
+        ),
+        (
+            "use_original_dst",
+            Listener,
+            server(|l, _| l.use_original_dst = yes()),
+        ),
+        (
+            "udp_listener_config",
+            Listener,
+            server(|l, _| l.udp_listener_config = Some(Default::default())),
+        ),
+        (
+            "listener_filters",
+            Listener,
+            server(|l, _| l.listener_filters = vec![Default::default()]),
+        ),
+        (
+            "use_proxy_proto",
+            Listener,
+            server(|_, c| c.use_proxy_proto = yes()),
+        ),
+        (
+            "address_suffix",
+            Listener,
+            server(|_, c| {
+                c.filter_chain_match = Some(lds::FilterChainMatch {
+                    address_suffix: "x".into(),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "suffix_len",
+            Listener,
+            server(|_, c| {
+                c.filter_chain_match = Some(lds::FilterChainMatch {
+                    suffix_len: u32v(),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "direct_source_prefix_ranges",
+            Listener,
+            server(|_, c| {
+                c.filter_chain_match = Some(lds::FilterChainMatch {
+                    direct_source_prefix_ranges: vec![Default::default()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "config_discovery",
+            Listener,
+            server(|_, c| {
+                c.filters[0].config_type =
+                    Some(lds::filter::ConfigType::ConfigDiscovery(Default::default()))
+            }),
+        ),
+        (
+            "scoped_routes",
+            Listener,
+            client(|h| {
+                h.route_specifier = Some(
+                    hcm::http_connection_manager::RouteSpecifier::ScopedRoutes(Default::default()),
+                )
+            }),
+        ),
+        (
+            "local_reply_config",
+            Listener,
+            client(|h| h.local_reply_config = Some(Default::default())),
+        ),
+        (
+            "strip_matching_host_port",
+            Listener,
+            client(|h| h.strip_matching_host_port = true),
+        ),
+        (
+            "strip_trailing_host_dot",
+            Listener,
+            client(|h| h.strip_trailing_host_dot = true),
+        ),
+        (
+            "upgrade_configs",
+            Listener,
+            client(|h| h.upgrade_configs = vec![Default::default()]),
+        ),
+        (
+            "path_normalization_options",
+            Listener,
+            client(|h| h.path_normalization_options = Some(Default::default())),
+        ),
+        (
+            "config_discovery",
+            Listener,
+            client(|h| {
+                let mut f = filter("x", pack_any(Router::default()));
+                f.config_type = Some(hcm::http_filter::ConfigType::ConfigDiscovery(
+                    Default::default(),
+                ));
+                h.http_filters.insert(0, f)
+            }),
+        ),
+        (
+            "disabled",
+            Listener,
+            client(|h| {
+                let mut f = filter("fault", pack_any(fault::HttpFault::default()));
+                f.disabled = true;
+                h.http_filters.insert(0, f)
+            }),
+        ),
+        (
+            "downstream_nodes",
+            Listener,
+            client(|h| {
+                let f = fault::HttpFault {
+                    downstream_nodes: vec!["n".into()],
+                    ..Default::default()
+                };
+                h.http_filters.insert(0, filter("fault", pack_any(f)))
+            }),
+        ),
+        (
+            "upstream_cluster",
+            Listener,
+            client(|h| {
+                let f = fault::HttpFault {
+                    upstream_cluster: "c".into(),
+                    ..Default::default()
+                };
+                h.http_filters.insert(0, filter("fault", pack_any(f)))
+            }),
+        ),
+        (
+            "response_rate_limit",
+            Listener,
+            client(|h| {
+                let f = fault::HttpFault {
+                    response_rate_limit: Some(Default::default()),
+                    ..Default::default()
+                };
+                h.http_filters.insert(0, filter("fault", pack_any(f)))
+            }),
+        ),
+        // Routes.
+        (
+            "cluster_specifier_plugins",
+            RouteConfiguration,
+            route_config(|r| r.cluster_specifier_plugins = vec![Default::default()]),
+        ),
+        (
+            "ignore_port_in_host_matching",
+            RouteConfiguration,
+            route_config(|r| r.ignore_port_in_host_matching = true),
+        ),
+        (
+            "vhost_header",
+            RouteConfiguration,
+            route_config(|r| r.vhost_header = "x".into()),
+        ),
+        (
+            "ignore_path_parameters_in_path_matching",
+            RouteConfiguration,
+            route_config(|r| r.ignore_path_parameters_in_path_matching = true),
+        ),
+        (
+            "vhds",
+            RouteConfiguration,
+            route_config(|r| r.vhds = Some(Default::default())),
+        ),
+        (
+            "require_tls",
+            RouteConfiguration,
+            vhost(|v| v.require_tls = 1),
+        ),
+        (
+            "matcher",
+            RouteConfiguration,
+            vhost(|v| v.matcher = Some(Default::default())),
+        ),
+        (
+            "hedge_policy",
+            RouteConfiguration,
+            vhost(|v| v.hedge_policy = Some(Default::default())),
+        ),
+        (
+            "retry_policy_typed_config",
+            RouteConfiguration,
+            vhost(|v| v.retry_policy_typed_config = Some(Default::default())),
+        ),
+        (
+            "filter_action",
+            RouteConfiguration,
+            route(|r| r.action = Some(rds::route::Action::FilterAction(Default::default()))),
+        ),
+        (
+            "path_match_policy",
+            RouteConfiguration,
+            route(|r| {
+                r.r#match.as_mut().unwrap().path_specifier =
+                    Some(rds::route_match::PathSpecifier::PathMatchPolicy(ext()))
+            }),
+        ),
+        (
+            "connect_matcher",
+            RouteConfiguration,
+            route(|r| {
+                r.r#match.as_mut().unwrap().path_specifier = Some(
+                    rds::route_match::PathSpecifier::ConnectMatcher(Default::default()),
+                )
+            }),
+        ),
+        (
+            "cookies",
+            RouteConfiguration,
+            route(|r| r.r#match.as_mut().unwrap().cookies = vec![Default::default()]),
+        ),
+        (
+            "tls_context",
+            RouteConfiguration,
+            route(|r| r.r#match.as_mut().unwrap().tls_context = Some(Default::default())),
+        ),
+        (
+            "dynamic_metadata",
+            RouteConfiguration,
+            route(|r| r.r#match.as_mut().unwrap().dynamic_metadata = vec![Default::default()]),
+        ),
+        (
+            "filter_state",
+            RouteConfiguration,
+            route(|r| r.r#match.as_mut().unwrap().filter_state = vec![Default::default()]),
+        ),
+        (
+            "cluster_specifier_plugin",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(
+                    rds::route_action::ClusterSpecifier::ClusterSpecifierPlugin("p".into()),
+                )
+            }),
+        ),
+        (
+            "inline_cluster_specifier_plugin",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(
+                    rds::route_action::ClusterSpecifier::InlineClusterSpecifierPlugin(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "cluster_not_found_response_code",
+            RouteConfiguration,
+            action(|a| a.cluster_not_found_response_code = 1),
+        ),
+        (
+            "metadata_match",
+            RouteConfiguration,
+            action(|a| a.metadata_match = Some(Default::default())),
+        ),
+        (
+            "path_rewrite_policy",
+            RouteConfiguration,
+            action(|a| a.path_rewrite_policy = Some(ext())),
+        ),
+        (
+            "path_rewrite",
+            RouteConfiguration,
+            action(|a| a.path_rewrite = "x".into()),
+        ),
+        (
+            "host_rewrite_path_regex",
+            RouteConfiguration,
+            action(|a| {
+                a.host_rewrite_specifier = Some(
+                    rds::route_action::HostRewriteSpecifier::HostRewritePathRegex(
+                        Default::default(),
+                    ),
+                )
+            }),
+        ),
+        (
+            "host_rewrite",
+            RouteConfiguration,
+            action(|a| {
+                a.host_rewrite_specifier = Some(
+                    rds::route_action::HostRewriteSpecifier::HostRewrite("x".into()),
+                )
+            }),
+        ),
+        (
+            "append_x_forwarded_host",
+            RouteConfiguration,
+            action(|a| a.append_x_forwarded_host = true),
+        ),
+        (
+            "retry_policy_typed_config",
+            RouteConfiguration,
+            action(|a| a.retry_policy_typed_config = Some(Default::default())),
+        ),
+        (
+            "hedge_policy",
+            RouteConfiguration,
+            action(|a| a.hedge_policy = Some(Default::default())),
+        ),
+        (
+            "internal_redirect_policy",
+            RouteConfiguration,
+            action(|a| a.internal_redirect_policy = Some(Default::default())),
+        ),
+        (
+            "internal_redirect_action",
+            RouteConfiguration,
+            action(|a| a.internal_redirect_action = 1),
+        ),
+        (
+            "max_internal_redirects",
+            RouteConfiguration,
+            action(|a| a.max_internal_redirects = u32v()),
+        ),
+        ("priority", RouteConfiguration, action(|a| a.priority = 1)),
+        (
+            "cluster_header",
+            RouteConfiguration,
+            action(|a| {
+                a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+                    cluster_header: "x-mirror".into(),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "request_headers_mutations",
+            RouteConfiguration,
+            action(|a| {
+                a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+                    cluster: "shadow".into(),
+                    request_headers_mutations: vec![Default::default()],
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "host_rewrite_literal",
+            RouteConfiguration,
+            action(|a| {
+                a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
+                    cluster: "shadow".into(),
+                    host_rewrite_literal: "h".into(),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "retry_priority",
+            RouteConfiguration,
+            action(|a| {
+                a.retry_policy = Some(rds::RetryPolicy {
+                    retry_priority: Some(Default::default()),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "retry_options_predicates",
+            RouteConfiguration,
+            action(|a| {
+                a.retry_policy = Some(rds::RetryPolicy {
+                    retry_options_predicates: vec![ext()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "rate_limited_retry_back_off",
+            RouteConfiguration,
+            action(|a| {
+                a.retry_policy = Some(rds::RetryPolicy {
+                    rate_limited_retry_back_off: Some(Default::default()),
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "retriable_request_headers",
+            RouteConfiguration,
+            action(|a| {
+                a.retry_policy = Some(rds::RetryPolicy {
+                    retriable_request_headers: vec![Default::default()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "header_name",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(rds::route_action::ClusterSpecifier::WeightedClusters(
+                    rds::WeightedCluster {
+                        clusters: vec![rds::weighted_cluster::ClusterWeight {
+                            name: "c".into(),
+                            weight: u32v(),
+                            ..Default::default()
+                        }],
+                        random_value_specifier: Some(
+                            rds::weighted_cluster::RandomValueSpecifier::HeaderName("h".into()),
+                        ),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "cluster_header",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(rds::route_action::ClusterSpecifier::WeightedClusters(
+                    rds::WeightedCluster {
+                        clusters: vec![rds::weighted_cluster::ClusterWeight {
+                            cluster_header: "h".into(),
+                            weight: u32v(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "host_rewrite_literal",
+            RouteConfiguration,
+            action(|a| {
+                a.cluster_specifier = Some(rds::route_action::ClusterSpecifier::WeightedClusters(
+                    rds::WeightedCluster {
+                        clusters: vec![rds::weighted_cluster::ClusterWeight {
+                            name: "c".into(),
+                            weight: u32v(),
+                            host_rewrite_specifier: Some(
+                                rds::weighted_cluster::cluster_weight::HostRewriteSpecifier::HostRewriteLiteral(
+                                    "h".into(),
+                                ),
+                            ),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "attributes",
+            RouteConfiguration,
+            action(|a| {
+                a.hash_policy = vec![rds::route_action::HashPolicy {
+                    policy_specifier: Some(
+                        rds::route_action::hash_policy::PolicySpecifier::Cookie(
+                            rds::route_action::hash_policy::Cookie {
+                                name: "c".into(),
+                                attributes: vec![Default::default()],
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        (
+            "path_rewrite",
+            RouteConfiguration,
+            route(|r| {
+                r.action = Some(rds::route::Action::Redirect(rds::RedirectAction {
+                    path_rewrite_specifier: Some(
+                        rds::redirect_action::PathRewriteSpecifier::PathRewrite("x".into()),
+                    ),
+                    ..Default::default()
+                }))
+            }),
+        ),
+        (
+            "body_format",
+            RouteConfiguration,
+            route(|r| {
+                r.action = Some(rds::route::Action::DirectResponse(
+                    rds::DirectResponseAction {
+                        status: 200,
+                        body_format: Some(Default::default()),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "environment_variable",
+            RouteConfiguration,
+            route(|r| {
+                r.action = Some(rds::route::Action::DirectResponse(
+                    rds::DirectResponseAction {
+                        status: 200,
+                        body: Some(core::DataSource {
+                            specifier: Some(core::data_source::Specifier::EnvironmentVariable(
+                                "X".into(),
+                            )),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "watched_directory",
+            RouteConfiguration,
+            route(|r| {
+                r.action = Some(rds::route::Action::DirectResponse(
+                    rds::DirectResponseAction {
+                        status: 200,
+                        body: Some(core::DataSource {
+                            specifier: Some(core::data_source::Specifier::InlineString("b".into())),
+                            watched_directory: Some(Default::default()),
+                        }),
+                        ..Default::default()
+                    },
+                ))
+            }),
+        ),
+        (
+            "custom",
+            RouteConfiguration,
+            route(|r| {
+                r.r#match.as_mut().unwrap().headers = vec![rds::HeaderMatcher {
+                    name: "h".into(),
+                    header_match_specifier: Some(
+                        rds::header_matcher::HeaderMatchSpecifier::StringMatch(
+                            envoy_types::pb::envoy::r#type::matcher::v3::StringMatcher {
+                                match_pattern: Some(
+                                    envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern::Custom(
+                                        Default::default(),
+                                    ),
+                                ),
+                                ..Default::default()
+                            },
+                        ),
+                    ),
+                    ..Default::default()
+                }]
+            }),
+        ),
+        // Config sources.
+        (
+            "path_config_source",
+            Listener,
+            client(|h| {
+                h.route_specifier = Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                    hcm::Rds {
+                        config_source: Some(core::ConfigSource {
+                            config_source_specifier: Some(
+                                core::config_source::ConfigSourceSpecifier::PathConfigSource(
+                                    Default::default(),
+                                ),
+                            ),
+                            ..Default::default()
+                        }),
+                        route_config_name: "r".into(),
+                    },
+                ))
+            }),
+        ),
+        (
+            "api_config_source",
+            Listener,
+            client(|h| {
+                h.route_specifier = Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                    hcm::Rds {
+                        config_source: Some(core::ConfigSource {
+                            config_source_specifier: Some(
+                                core::config_source::ConfigSourceSpecifier::ApiConfigSource(
+                                    Default::default(),
+                                ),
+                            ),
+                            ..Default::default()
+                        }),
+                        route_config_name: "r".into(),
+                    },
+                ))
+            }),
+        ),
+        (
+            "path",
+            Listener,
+            client(|h| {
+                h.route_specifier = Some(hcm::http_connection_manager::RouteSpecifier::Rds(
+                    hcm::Rds {
+                        config_source: Some(core::ConfigSource {
+                            config_source_specifier: Some(
+                                core::config_source::ConfigSourceSpecifier::Path("/x".into()),
+                            ),
+                            ..Default::default()
+                        }),
+                        route_config_name: "r".into(),
+                    },
+                ))
+            }),
+        ),
+    ];
+    assert_all_named(cases);
 }

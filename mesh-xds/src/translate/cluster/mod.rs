@@ -56,6 +56,9 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
         Some(ts) => super::tls::upstream(ts).at("transport_socket")?,
         None => None,
     };
+    let http_protocol = http_protocol(c)?;
+    resilience::breakers_need_a_counted_pool(c, http_protocol.protocol, tls.is_some())
+        .at("circuit_breakers")?;
     Ok(Cluster {
         name: c.name.clone(),
         discovery,
@@ -75,7 +78,7 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
             .transpose()
             .at("outlier_detection")?,
         tls,
-        http_protocol: http_protocol(c)?,
+        http_protocol,
     })
 }
 

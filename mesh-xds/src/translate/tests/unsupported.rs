@@ -2450,3 +2450,72 @@ fn refused_envoy_fields_are_named() {
     ];
     assert_all_named(cases);
 }
+
+/// `max_connections` / `max_pending_requests` are refused where hyper's own pool carries
+/// the requests (the downstream protocol, or ALPN over TLS) since nothing there would hold
+/// them; Istio's "no limit" (4294967295) and the counted HTTP/1.1 and HTTP/2 pools accept them.
+#[test]
+fn breakers_are_refused_where_the_pool_cannot_count_them() {
+    use uphttp::http_protocol_options as hp;
+    let with =
+        |proto: hp::UpstreamProtocolOptions, tls: bool, t: cds::circuit_breakers::Thresholds| {
+            let opts = uphttp::HttpProtocolOptions {
+                upstream_protocol_options: Some(proto),
+                ..Default::default()
+            };
+            let mut any = cluster(|c| {
+                c.typed_extension_protocol_options.insert(
+                    "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+                    pack_any(opts),
+                );
+                c.circuit_breakers = Some(cds::CircuitBreakers {
+                    thresholds: vec![t],
+                    ..Default::default()
+                });
+            });
+            if tls {
+                let mut c = <cds::Cluster as prost::Message>::decode(any.value.as_slice()).unwrap();
+                let tls_any = upstream_tls(|_| {});
+                let tls_cluster =
+                    <cds::Cluster as prost::Message>::decode(tls_any.value.as_slice()).unwrap();
+                c.transport_socket = tls_cluster.transport_socket;
+                any = pack_any(c);
+            }
+            crate::resource::decode(ResourceType::Cluster, &any).map_err(|e| e.reason)
+        };
+    let downstream =
+        || hp::UpstreamProtocolOptions::UseDownstreamProtocolConfig(Default::default());
+    let auto = || hp::UpstreamProtocolOptions::AutoConfig(Default::default());
+    let h1 = || {
+        hp::UpstreamProtocolOptions::ExplicitHttpConfig(hp::ExplicitHttpConfig {
+            protocol_config: Some(
+                hp::explicit_http_config::ProtocolConfig::HttpProtocolOptions(Default::default()),
+            ),
+        })
+    };
+    let conns = |n: u32| cds::circuit_breakers::Thresholds {
+        max_connections: Some(UInt32Value { value: n }),
+        ..Default::default()
+    };
+    let pending = cds::circuit_breakers::Thresholds {
+        max_pending_requests: u32v(),
+        ..Default::default()
+    };
+    let why = with(downstream(), false, conns(2)).unwrap_err();
+    assert!(
+        why.ends_with(
+            "circuit_breakers.thresholds[0]: max_connections is not supported on a cluster whose protocol is use_downstream_protocol (use an explicit HTTP/1.1 or HTTP/2 protocol)"
+        ),
+        "{why}"
+    );
+    let why = with(auto(), true, pending.clone()).unwrap_err();
+    assert!(
+        why.contains("max_pending_requests is not supported"),
+        "{why}"
+    );
+    assert!(why.contains("auto_config over TLS (ALPN)"), "{why}");
+    // Counted pools, and Istio's "no limit".
+    assert!(with(auto(), false, conns(2)).is_ok());
+    assert!(with(h1(), true, pending).is_ok());
+    assert!(with(downstream(), true, conns(u32::MAX)).is_ok());
+}

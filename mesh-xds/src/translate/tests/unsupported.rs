@@ -2508,7 +2508,7 @@ fn breakers_are_refused_where_the_pool_cannot_count_them() {
         ),
         "{why}"
     );
-    let why = with(auto(), true, pending.clone()).unwrap_err();
+    let why = with(auto(), true, pending).unwrap_err();
     assert!(
         why.contains("max_pending_requests is not supported"),
         "{why}"

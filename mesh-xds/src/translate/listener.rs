@@ -303,9 +303,16 @@ fn http_connection_manager(
         Some(R::ScopedRoutes(_)) => return bail("scoped_routes are not supported"),
         None => return bail("one of rds or route_config is required"),
     };
-    if side == Side::Server && m.codec_type == hcm::http_connection_manager::CodecType::Http3 as i32
+    // A server listener serves HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on every
+    // connection, which is AUTO; restricting it to one codec is not implemented. A client
+    // listener's requests are in-process calls: no codec to choose.
+    if side == Side::Server && m.codec_type != hcm::http_connection_manager::CodecType::Auto as i32
     {
-        return bail("codec_type HTTP3 is not supported");
+        return bail(format!(
+            "codec_type {} is not supported on a server listener (AUTO only)",
+            hcm::http_connection_manager::CodecType::try_from(m.codec_type)
+                .map_or_else(|_| m.codec_type.to_string(), |c| c.as_str_name().to_owned())
+        ));
     }
     if !m.upgrade_configs.is_empty() {
         return bail("upgrade_configs (websocket, CONNECT) are not supported");

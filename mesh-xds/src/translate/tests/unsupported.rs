@@ -523,6 +523,16 @@ fn unsupported_envoy_fields_are_nacked() {
             server(|l, _| l.tcp_backlog_size = u32v()),
         ),
         (
+            "codec_type",
+            Listener,
+            server(|_, chain| {
+                let mut h = base_hcm();
+                h.codec_type = hcm::http_connection_manager::CodecType::Http1 as i32;
+                chain.filters[0].config_type =
+                    Some(lds::filter::ConfigType::TypedConfig(pack_any(h)));
+            }),
+        ),
+        (
             "bind_to_port",
             Listener,
             server(|l, _| l.bind_to_port = Some(BoolValue { value: false })),

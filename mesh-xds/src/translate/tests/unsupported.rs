@@ -2529,3 +2529,177 @@ fn breakers_are_refused_where_the_pool_cannot_count_them() {
     assert!(with(h1(), true, pending).is_ok());
     assert!(with(downstream(), true, conns(u32::MAX)).is_ok());
 }
+
+/// Each RBAC permission and principal the data plane evaluates is translated into its model
+/// variant (the rule set is enforced, not failed closed).
+#[test]
+fn rbac_permissions_and_principals_translate_to_their_rules() {
+    use envoy_types::pb::envoy::config::core::v3::CidrRange as PbCidr;
+    use envoy_types::pb::envoy::config::rbac::v3 as rbac;
+    use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilter;
+    use envoy_types::pb::envoy::r#type::matcher::v3 as m;
+    use envoy_types::pb::envoy::r#type::v3::Int32Range;
+    use mesh_core::model::{Permission as P, Principal as Q, RbacRuleSet};
+    use rbac::permission::Rule;
+    use rbac::principal::Identifier;
+
+    let exact = |s: &str| m::StringMatcher {
+        match_pattern: Some(m::string_matcher::MatchPattern::Exact(s.into())),
+        ..Default::default()
+    };
+    let path = || m::PathMatcher {
+        rule: Some(m::path_matcher::Rule::Path(exact("/a"))),
+    };
+    let cidr = || PbCidr {
+        address_prefix: "10.0.0.0".into(),
+        prefix_len: Some(UInt32Value { value: 8 }),
+    };
+    let header = || rds::HeaderMatcher {
+        name: "x-a".into(),
+        header_match_specifier: Some(rds::header_matcher::HeaderMatchSpecifier::StringMatch(
+            exact("1"),
+        )),
+        ..Default::default()
+    };
+    let any_perm = || rbac::Permission {
+        rule: Some(Rule::Any(true)),
+    };
+    let any_id = || rbac::Principal {
+        identifier: Some(Identifier::Any(true)),
+    };
+    let perm = |r: Rule| rbac::Permission { rule: Some(r) };
+    let id = |i: Identifier| rbac::Principal {
+        identifier: Some(i),
+    };
+    let translate = |p: rbac::Permission, q: rbac::Principal| {
+        let filter = RbacFilter {
+            rules: Some(rbac::Rbac {
+                action: rbac::rbac::Action::Allow as i32,
+                policies: [(
+                    "p".to_string(),
+                    rbac::Policy {
+                        permissions: vec![p],
+                        principals: vec![q],
+                        ..Default::default()
+                    },
+                )]
+                .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        match crate::translate::rbac::rbac_filter(&filter).unwrap().rules {
+            RbacRuleSet::Rules(r) => r.policies.into_iter().next().unwrap(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let permission = |r: Rule| translate(perm(r), any_id()).permissions.remove(0);
+    let principal = |i: Identifier| translate(any_perm(), id(i)).principals.remove(0);
+    let set = |r: Vec<rbac::Permission>| rbac::permission::Set { rules: r };
+    let ids = |i: Vec<rbac::Principal>| rbac::principal::Set { ids: i };
+
+    assert!(
+        matches!(permission(Rule::AndRules(set(vec![any_perm()]))), P::And(v) if v == [P::Any])
+    );
+    assert!(matches!(permission(Rule::OrRules(set(vec![any_perm()]))), P::Or(v) if v == [P::Any]));
+    assert!(matches!(permission(Rule::NotRule(Box::new(any_perm()))), P::Not(b) if *b == P::Any));
+    assert!(matches!(permission(Rule::Header(header())), P::Header(_)));
+    assert!(matches!(permission(Rule::UrlPath(path())), P::UrlPath(_)));
+    assert!(matches!(
+        permission(Rule::DestinationIp(cidr())),
+        P::DestinationIp(_)
+    ));
+    assert!(matches!(
+        permission(Rule::DestinationPortRange(Int32Range {
+            start: 80,
+            end: 90
+        })),
+        P::DestinationPortRange { start: 80, end: 90 }
+    ));
+    assert!(matches!(
+        permission(Rule::RequestedServerName(exact("a"))),
+        P::RequestedServerName(_)
+    ));
+    assert!(
+        matches!(principal(Identifier::AndIds(ids(vec![any_id()]))), Q::And(v) if v == [Q::Any])
+    );
+    assert!(matches!(principal(Identifier::OrIds(ids(vec![any_id()]))), Q::Or(v) if v == [Q::Any]));
+    assert!(matches!(principal(Identifier::NotId(Box::new(any_id()))), Q::Not(b) if *b == Q::Any));
+    assert!(matches!(
+        principal(Identifier::RemoteIp(cidr())),
+        Q::RemoteIp(_)
+    ));
+    assert!(matches!(
+        principal(Identifier::Header(header())),
+        Q::Header(_)
+    ));
+    assert!(matches!(
+        principal(Identifier::UrlPath(path())),
+        Q::UrlPath(_)
+    ));
+}
+
+/// Every outlier-detection field is carried into the model (mesh-resilience's detector reads
+/// them); a field left at its default here would silently keep Envoy's default.
+#[test]
+fn every_outlier_detection_field_is_translated() {
+    let secs = |s| {
+        Some(PbDuration {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+    let v = |n| Some(UInt32Value { value: n });
+    let o = cds::OutlierDetection {
+        consecutive_5xx: v(11),
+        interval: secs(2),
+        base_ejection_time: secs(3),
+        max_ejection_percent: v(41),
+        enforcing_consecutive_5xx: v(91),
+        enforcing_success_rate: v(92),
+        success_rate_minimum_hosts: v(6),
+        success_rate_request_volume: v(101),
+        success_rate_stdev_factor: v(1901),
+        consecutive_gateway_failure: v(7),
+        enforcing_consecutive_gateway_failure: v(93),
+        split_external_local_origin_errors: true,
+        consecutive_local_origin_failure: v(8),
+        enforcing_consecutive_local_origin_failure: v(94),
+        enforcing_local_origin_success_rate: v(95),
+        failure_percentage_threshold: v(86),
+        enforcing_failure_percentage: v(96),
+        enforcing_failure_percentage_local_origin: v(97),
+        failure_percentage_minimum_hosts: v(9),
+        failure_percentage_request_volume: v(51),
+        max_ejection_time: secs(400),
+        max_ejection_time_jitter: secs(4),
+        ..Default::default()
+    };
+    let got = match crate::resource::decode(ResourceType::Cluster, &outlier(|x| *x = o)) {
+        Ok(crate::resource::Resource::Cluster(c)) => c.outlier_detection.clone().unwrap(),
+        other => panic!("{other:?}"),
+    };
+    use std::time::Duration;
+    assert_eq!(got.consecutive_5xx, 11);
+    assert_eq!(got.interval, Duration::from_secs(2));
+    assert_eq!(got.base_ejection_time, Duration::from_secs(3));
+    assert_eq!(got.max_ejection_percent, 41);
+    assert_eq!(got.enforcing_consecutive_5xx, 91);
+    assert_eq!(got.success_rate.enforcing_percentage, 92);
+    assert_eq!(got.success_rate.minimum_hosts, 6);
+    assert_eq!(got.success_rate.request_volume, 101);
+    assert_eq!(got.success_rate.stdev_factor, 1901);
+    assert_eq!(got.consecutive_gateway_failure, 7);
+    assert_eq!(got.enforcing_consecutive_gateway_failure, 93);
+    assert!(got.split_external_local_origin_errors);
+    assert_eq!(got.consecutive_local_origin_failure, 8);
+    assert_eq!(got.enforcing_consecutive_local_origin_failure, 94);
+    assert_eq!(got.enforcing_local_origin_success_rate, 95);
+    assert_eq!(got.failure_percentage.threshold, 86);
+    assert_eq!(got.failure_percentage.enforcing_percentage, 96);
+    assert_eq!(got.enforcing_failure_percentage_local_origin, 97);
+    assert_eq!(got.failure_percentage.minimum_hosts, 9);
+    assert_eq!(got.failure_percentage.request_volume, 51);
+    assert_eq!(got.max_ejection_time, Duration::from_secs(400));
+    assert_eq!(got.max_ejection_time_jitter, Duration::from_secs(4));
+}

@@ -2676,7 +2676,7 @@ fn every_outlier_detection_field_is_translated() {
         ..Default::default()
     };
     let got = match crate::resource::decode(ResourceType::Cluster, &outlier(|x| *x = o)) {
-        Ok(crate::resource::Resource::Cluster(c)) => c.outlier_detection.clone().unwrap(),
+        Ok(crate::resource::Resource::Cluster(c)) => c.outlier_detection.unwrap(),
         other => panic!("{other:?}"),
     };
     use std::time::Duration;

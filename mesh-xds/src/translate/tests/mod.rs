@@ -1,6 +1,7 @@
 //! Table-driven translation tests: protos built in code, packed into `Any`s and decoded
 //! through [`crate::resource::decode`] exactly as the ADS client does.
 
+mod applied;
 mod cluster;
 mod endpoint;
 mod istio;

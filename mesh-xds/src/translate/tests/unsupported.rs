@@ -59,7 +59,7 @@ fn base_hcm() -> hcm::HttpConnectionManager {
 }
 
 /// A client (API) listener whose connection manager `f` edits.
-fn client(f: impl FnOnce(&mut hcm::HttpConnectionManager)) -> Any {
+pub(super) fn client(f: impl FnOnce(&mut hcm::HttpConnectionManager)) -> Any {
     let mut h = base_hcm();
     f(&mut h);
     pack_any(lds::Listener {
@@ -91,7 +91,7 @@ fn server(f: impl FnOnce(&mut lds::Listener, &mut lds::FilterChain)) -> Any {
     pack_any(l)
 }
 
-fn cluster(f: impl FnOnce(&mut cds::Cluster)) -> Any {
+pub(super) fn cluster(f: impl FnOnce(&mut cds::Cluster)) -> Any {
     let mut c = cds::Cluster {
         name: "c".into(),
         cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
@@ -135,7 +135,7 @@ fn upstream_common(f: impl FnOnce(&mut core::HttpProtocolOptions)) -> Any {
     })
 }
 
-fn route_config(f: impl FnOnce(&mut rds::RouteConfiguration)) -> Any {
+pub(super) fn route_config(f: impl FnOnce(&mut rds::RouteConfiguration)) -> Any {
     let mut r = rds::RouteConfiguration {
         name: "r".into(),
         virtual_hosts: vec![rds::VirtualHost {
@@ -162,15 +162,15 @@ fn route_config(f: impl FnOnce(&mut rds::RouteConfiguration)) -> Any {
     pack_any(r)
 }
 
-fn vhost(f: impl FnOnce(&mut rds::VirtualHost)) -> Any {
+pub(super) fn vhost(f: impl FnOnce(&mut rds::VirtualHost)) -> Any {
     route_config(|r| f(&mut r.virtual_hosts[0]))
 }
 
-fn route(f: impl FnOnce(&mut rds::Route)) -> Any {
+pub(super) fn route(f: impl FnOnce(&mut rds::Route)) -> Any {
     route_config(|r| f(&mut r.virtual_hosts[0].routes[0]))
 }
 
-fn action(f: impl FnOnce(&mut rds::RouteAction)) -> Any {
+pub(super) fn action(f: impl FnOnce(&mut rds::RouteAction)) -> Any {
     route(|r| {
         let Some(rds::route::Action::Route(a)) = &mut r.action else {
             unreachable!()
@@ -188,7 +188,7 @@ fn cla(f: impl FnOnce(&mut eds::ClusterLoadAssignment)) -> Any {
     pack_any(c)
 }
 
-fn upstream_tls(f: impl FnOnce(&mut tls::UpstreamTlsContext)) -> Any {
+pub(super) fn upstream_tls(f: impl FnOnce(&mut tls::UpstreamTlsContext)) -> Any {
     let mut ctx = tls::UpstreamTlsContext {
         common_tls_context: Some(tls::CommonTlsContext {
             validation_context_type: Some(
@@ -214,7 +214,7 @@ fn upstream_tls(f: impl FnOnce(&mut tls::UpstreamTlsContext)) -> Any {
     })
 }
 
-fn fault_abort(f: impl FnOnce(&mut fault::FaultAbort)) -> Any {
+pub(super) fn fault_abort(f: impl FnOnce(&mut fault::FaultAbort)) -> Any {
     let mut a = fault::FaultAbort {
         error_type: Some(fault::fault_abort::ErrorType::HttpStatus(503)),
         ..Default::default()
@@ -1170,7 +1170,7 @@ fn validation(f: impl FnOnce(&mut tls::CertificateValidationContext)) -> Any {
     })
 }
 
-fn common_tls(f: impl FnOnce(&mut tls::CommonTlsContext)) -> Any {
+pub(super) fn common_tls(f: impl FnOnce(&mut tls::CommonTlsContext)) -> Any {
     upstream_tls(|t| f(t.common_tls_context.as_mut().unwrap()))
 }
 
@@ -1196,7 +1196,7 @@ fn downstream_tls(f: impl FnOnce(&mut tls::DownstreamTlsContext)) -> Any {
     })
 }
 
-fn upstream_options(f: impl FnOnce(&mut uphttp::HttpProtocolOptions)) -> Any {
+pub(super) fn upstream_options(f: impl FnOnce(&mut uphttp::HttpProtocolOptions)) -> Any {
     let mut opts = uphttp::HttpProtocolOptions::default();
     f(&mut opts);
     cluster(|c| {
@@ -1207,7 +1207,7 @@ fn upstream_options(f: impl FnOnce(&mut uphttp::HttpProtocolOptions)) -> Any {
     })
 }
 
-fn lb_policy(any: Any) -> Any {
+pub(super) fn lb_policy(any: Any) -> Any {
     cluster(|c| {
         c.load_balancing_policy = Some(cds::LoadBalancingPolicy {
             policies: vec![cds::load_balancing_policy::Policy {

@@ -67,6 +67,12 @@ pub fn cluster_load_assignment(
         if policy.weighted_priority_health {
             return bail("weighted_priority_health is not supported").at("policy");
         }
+        if policy.endpoint_stale_after.is_some() {
+            return bail("endpoint_stale_after is not supported").at("policy");
+        }
+    }
+    if !cla.named_endpoints.is_empty() {
+        return bail("named_endpoints are not supported");
     }
     let mut localities = Vec::with_capacity(cla.endpoints.len());
     let mut interned: HashMap<(&str, &str, &str), Arc<Locality>> = HashMap::new();
@@ -142,6 +148,10 @@ fn lb_endpoint(e: &pb::LbEndpoint, addresses: AddressKind) -> Res<Endpoint> {
         }
         None => return bail("endpoint is required"),
     };
+    // Envoy connects to them happy-eyeballs style; one address per endpoint here.
+    if !ep.additional_addresses.is_empty() {
+        return bail("endpoint.additional_addresses are not supported");
+    }
     let address = match &ep.address {
         Some(a) => address(a, addresses).at(".endpoint.address")?,
         None => return bail("endpoint.address is required"),

@@ -54,6 +54,9 @@ fn delay(d: &common::FaultDelay) -> Res<FaultDelay> {
 
 fn abort(a: &pb::FaultAbort) -> Res<FaultAbort> {
     use pb::fault_abort::ErrorType as E;
+    if !a.response_body.is_empty() {
+        return bail("response_body is not supported");
+    }
     let kind = match &a.error_type {
         Some(E::HttpStatus(s)) if (200..600).contains(s) => AbortKind::Http(*s as u16),
         Some(E::HttpStatus(s)) => {

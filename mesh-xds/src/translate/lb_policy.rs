@@ -59,7 +59,7 @@ fn select(p: &pb::LoadBalancingPolicy, depth: usize) -> Res<(LbPolicy, bool)> {
                     || l.selection_method
                         == lbp::least_request::v3::least_request::SelectionMethod::FullScan as i32
                 {
-                    return bail("full-scan selection is not supported").at_with(at);
+                    return bail("enable_full_scan / selection_method FULL_SCAN (full-scan selection) is not supported").at_with(at);
                 }
                 let choice_count = l.choice_count.as_ref().map_or(2, |v| v.value);
                 if choice_count < 2 {
@@ -77,7 +77,9 @@ fn select(p: &pb::LoadBalancingPolicy, depth: usize) -> Res<(LbPolicy, bool)> {
                     || r.hash_balance_factor.is_some()
                     || r.consistent_hashing_lb_config.is_some()
                 {
-                    return bail("hostname hashing / hash_balance_factor are not supported")
+                    return bail(
+                        "use_hostname_for_hashing / hash_balance_factor / consistent_hashing_lb_config are not supported",
+                    )
                         .at_with(at);
                 }
                 let min = r.minimum_ring_size.as_ref().map_or(1024, |v| v.value);

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::listener::v3 as pb;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::rbac::v3::Rbac as RbacFilterProto;
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as RouterProto;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::model::{
@@ -17,7 +18,7 @@ use mesh_core::model::{
 use mesh_core::path::{EscapedSlashesAction, PathNormalization};
 
 use super::matcher::cidrs;
-use super::{At, Invalid, Res, any_type_name, bail, opt_duration, q, unpack};
+use super::{At, Invalid, Res, any_type_name, bail, is_true, opt_duration, q, refuse_set, unpack};
 use crate::resource::Rejection;
 
 const HCM_TYPE: &str =
@@ -100,6 +101,30 @@ fn server_listener(l: &pb::Listener) -> Res<ServerListener> {
     if l.udp_listener_config.is_some() {
         return bail("udp_listener_config is not supported");
     }
+    // Socket options that change which connections arrive or how: the server binds one plain
+    // TCP socket at `address`.
+    refuse_set(&[
+        ("additional_addresses", !l.additional_addresses.is_empty()),
+        ("transparent", is_true(l.transparent.as_ref())),
+        ("freebind", is_true(l.freebind.as_ref())),
+        ("socket_options", !l.socket_options.is_empty()),
+        (
+            "tcp_fast_open_queue_length",
+            l.tcp_fast_open_queue_length.is_some(),
+        ),
+        (
+            "connection_balance_config",
+            l.connection_balance_config.is_some(),
+        ),
+        ("tcp_backlog_size", l.tcp_backlog_size.is_some()),
+        (
+            "bind_to_port",
+            l.bind_to_port.as_ref().is_some_and(|b| !b.value),
+        ),
+        ("internal_listener", l.listener_specifier.is_some()),
+        ("enable_mptcp", l.enable_mptcp),
+        ("tcp_keepalive", l.tcp_keepalive.is_some()),
+    ])?;
     let mut filter_chains = Vec::with_capacity(l.filter_chains.len());
     for (i, fc) in l.filter_chains.iter().enumerate() {
         let chain = filter_chain(fc).at_with(|| format!("filter_chains[{i}]"))?;
@@ -158,6 +183,9 @@ fn filter_chain(fc: &pb::FilterChain) -> Res<FilterChain> {
     use pb::filter::ConfigType;
     if fc.use_proxy_proto.as_ref().is_some_and(|b| b.value) {
         return bail("use_proxy_proto is not supported");
+    }
+    if fc.transport_socket_connect_timeout.is_some() {
+        return bail("transport_socket_connect_timeout is not supported");
     }
     let filter_chain_match = fc
         .filter_chain_match
@@ -266,7 +294,7 @@ fn http_connection_manager(
             if rds.route_config_name.is_empty() {
                 return bail("rds.route_config_name is required");
             }
-            config_source(rds.config_source.as_ref()).at(".rds.config_source")?;
+            super::ads_config_source(rds.config_source.as_ref()).at(".rds.config_source")?;
             RouteSource::Rds(rds.route_config_name.clone())
         }
         Some(R::RouteConfig(rc)) => RouteSource::Inline(Arc::new(
@@ -275,9 +303,16 @@ fn http_connection_manager(
         Some(R::ScopedRoutes(_)) => return bail("scoped_routes are not supported"),
         None => return bail("one of rds or route_config is required"),
     };
-    if side == Side::Server && m.codec_type == hcm::http_connection_manager::CodecType::Http3 as i32
+    // A server listener serves HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on every
+    // connection, which is AUTO; restricting it to one codec is not implemented. A client
+    // listener's requests are in-process calls: no codec to choose.
+    if side == Side::Server && m.codec_type != hcm::http_connection_manager::CodecType::Auto as i32
     {
-        return bail("codec_type HTTP3 is not supported");
+        return bail(format!(
+            "codec_type {} is not supported on a server listener (AUTO only)",
+            hcm::http_connection_manager::CodecType::try_from(m.codec_type)
+                .map_or_else(|_| m.codec_type.to_string(), |c| c.as_str_name().to_owned())
+        ));
     }
     if !m.upgrade_configs.is_empty() {
         return bail("upgrade_configs (websocket, CONNECT) are not supported");
@@ -289,10 +324,36 @@ fn http_connection_manager(
     if m.local_reply_config.is_some() {
         return bail("local_reply_config is not supported");
     }
-    if m.strip_matching_host_port || m.strip_trailing_host_dot || m.strip_port_mode.is_some() {
-        return bail("host port stripping (strip_*) is not supported");
-    }
+    refuse_set(&[
+        ("strip_matching_host_port", m.strip_matching_host_port),
+        ("strip_trailing_host_dot", m.strip_trailing_host_dot),
+        ("strip_any_host_port", m.strip_port_mode.is_some()),
+    ])?;
+    unsupported_hcm_fields(m)?;
     let common = m.common_http_protocol_options.unwrap_or_default();
+    // The connection-level options act on a downstream connection, which only a server
+    // listener has; the client listener's requests are in-process calls.
+    refuse_set(&[
+        ("idle_timeout", common.idle_timeout.is_some()),
+        (
+            "max_connection_duration",
+            common.max_connection_duration.is_some(),
+        ),
+        ("max_headers_count", common.max_headers_count.is_some()),
+        (
+            "max_response_headers_kb",
+            common.max_response_headers_kb.is_some(),
+        ),
+        (
+            "headers_with_underscores_action",
+            common.headers_with_underscores_action != 0,
+        ),
+        (
+            "max_requests_per_connection",
+            common.max_requests_per_connection.is_some(),
+        ),
+    ])
+    .at(".common_http_protocol_options")?;
     let mut http_filters = Vec::with_capacity(m.http_filters.len());
     for (i, f) in m.http_filters.iter().enumerate() {
         let at = || format!(".http_filters[{i}] {}", q(&f.name));
@@ -334,11 +395,105 @@ fn http_connection_manager(
         http_filters,
         max_stream_duration: opt_duration(common.max_stream_duration.as_ref())
             .at(".common_http_protocol_options.max_stream_duration")?,
-        idle_timeout: opt_duration(common.idle_timeout.as_ref())
-            .at(".common_http_protocol_options.idle_timeout")?,
-        xff_num_trusted_hops: m.xff_num_trusted_hops,
+        // Both refused above when set.
+        idle_timeout: None,
+        xff_num_trusted_hops: 0,
         path_normalization,
     })
+}
+
+/// HCM fields that change what Envoy does with a request or a connection and that this data
+/// plane does not implement: NACKed when set to anything but their default. Stats, access
+/// logs and tracing are accepted (no effect on traffic).
+fn unsupported_hcm_fields(m: &hcm::HttpConnectionManager) -> Res<()> {
+    refuse_set(&[
+        ("add_user_agent", is_true(m.add_user_agent.as_ref())),
+        ("http_protocol_options", m.http_protocol_options.is_some()),
+        ("http2_protocol_options", m.http2_protocol_options.is_some()),
+        ("http3_protocol_options", m.http3_protocol_options.is_some()),
+        (
+            "http1_safe_max_connection_duration",
+            m.http1_safe_max_connection_duration,
+        ),
+        ("server_name", !m.server_name.is_empty()),
+        (
+            "server_header_transformation",
+            m.server_header_transformation != 0,
+        ),
+        (
+            "scheme_header_transformation",
+            m.scheme_header_transformation.is_some(),
+        ),
+        ("max_request_headers_kb", m.max_request_headers_kb.is_some()),
+        ("stream_idle_timeout", m.stream_idle_timeout.is_some()),
+        ("stream_flush_timeout", m.stream_flush_timeout.is_some()),
+        ("request_timeout", m.request_timeout.is_some()),
+        (
+            "request_headers_timeout",
+            m.request_headers_timeout.is_some(),
+        ),
+        ("drain_timeout", m.drain_timeout.is_some()),
+        ("drain_timeout_jitter", m.drain_timeout_jitter.is_some()),
+        ("delayed_close_timeout", m.delayed_close_timeout.is_some()),
+        ("use_remote_address", is_true(m.use_remote_address.as_ref())),
+        ("xff_num_trusted_hops", m.xff_num_trusted_hops != 0),
+        (
+            "original_ip_detection_extensions",
+            !m.original_ip_detection_extensions.is_empty(),
+        ),
+        (
+            "early_header_mutation_extensions",
+            !m.early_header_mutation_extensions.is_empty(),
+        ),
+        (
+            "internal_address_config",
+            m.internal_address_config.is_some(),
+        ),
+        ("skip_xff_append", m.skip_xff_append),
+        ("via", !m.via.is_empty()),
+        (
+            "generate_request_id",
+            is_true(m.generate_request_id.as_ref()),
+        ),
+        (
+            "preserve_external_request_id",
+            m.preserve_external_request_id,
+        ),
+        (
+            "always_set_request_id_in_response",
+            m.always_set_request_id_in_response,
+        ),
+        (
+            "forward_client_cert_details",
+            m.forward_client_cert_details != 0,
+        ),
+        (
+            "set_current_client_cert_details",
+            m.set_current_client_cert_details.is_some(),
+        ),
+        (
+            "forward_client_cert_matcher",
+            m.forward_client_cert_matcher.is_some(),
+        ),
+        ("proxy_100_continue", m.proxy_100_continue),
+        (
+            "represent_ipv4_remote_address_as_ipv4_mapped_ipv6",
+            m.represent_ipv4_remote_address_as_ipv4_mapped_ipv6,
+        ),
+        ("request_id_extension", m.request_id_extension.is_some()),
+        (
+            "stream_error_on_invalid_http_message",
+            m.stream_error_on_invalid_http_message.is_some(),
+        ),
+        ("proxy_status_config", m.proxy_status_config.is_some()),
+        (
+            "typed_header_validation_config",
+            m.typed_header_validation_config.is_some(),
+        ),
+        ("append_x_forwarded_port", m.append_x_forwarded_port),
+        ("append_local_overload", m.append_local_overload),
+        ("forward_proto_config", m.forward_proto_config.is_some()),
+    ])
 }
 
 /// `normalize_path`, `merge_slashes` and `path_with_escaped_slashes_action`. An unset
@@ -368,16 +523,6 @@ fn path_normalization(m: &hcm::HttpConnectionManager) -> Res<PathNormalization> 
     })
 }
 
-/// gRPC A27: RDS must come over the same ADS stream (`ads` or `self`).
-fn config_source(c: Option<&core::ConfigSource>) -> Res<()> {
-    use core::config_source::ConfigSourceSpecifier as S;
-    match c.and_then(|c| c.config_source_specifier.as_ref()) {
-        Some(S::Ads(_)) | Some(S::Self_(_)) => Ok(()),
-        None => bail("ads or self is required"),
-        Some(_) => bail("only ads or self config sources are supported"),
-    }
-}
-
 /// Translates one HTTP filter; `Ok(None)` for an optional filter we do not know (A39).
 fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
     use hcm::http_filter::ConfigType;
@@ -398,7 +543,17 @@ fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
     }
     let type_name = any_type_name(any);
     let config = match type_name {
-        ROUTER_TYPE => HttpFilterConfig::Router,
+        ROUTER_TYPE => {
+            let r: RouterProto = unpack(any)?;
+            // Stats, tracing and upstream logs are accepted (no effect on traffic).
+            refuse_set(&[
+                ("upstream_http_filters", !r.upstream_http_filters.is_empty()),
+                ("strict_check_headers", !r.strict_check_headers.is_empty()),
+                ("respect_expected_rq_timeout", r.respect_expected_rq_timeout),
+            ])
+            .at(".typed_config")?;
+            HttpFilterConfig::Router
+        }
         FAULT_TYPE => {
             let fault: HttpFault = unpack(any)?;
             HttpFilterConfig::Fault(super::fault::http_fault(&fault).at(".typed_config")?)

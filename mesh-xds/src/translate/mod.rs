@@ -106,6 +106,39 @@ pub fn bail<T>(message: impl Into<String>) -> Res<T> {
     Err(Invalid::new(message))
 }
 
+/// Refuses the first field of `fields` that is set (`(name, is_set)` pairs): fields that would
+/// change behaviour in Envoy and that this data plane does not implement are NACKed rather
+/// than accepted and ignored (issue #16).
+pub fn refuse_set(fields: &[(&str, bool)]) -> Res<()> {
+    match fields.iter().find(|(_, set)| *set) {
+        Some((name, _)) => bail(format!("{name} is not supported")),
+        None => Ok(()),
+    }
+}
+
+/// gRPC A27: RDS and EDS must come over the same ADS stream (`ads` or `self`); the other
+/// specifiers are refused by name.
+pub fn ads_config_source(
+    c: Option<&envoy_types::pb::envoy::config::core::v3::ConfigSource>,
+) -> Res<()> {
+    use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
+    let other = match c.and_then(|c| c.config_source_specifier.as_ref()) {
+        Some(S::Ads(_)) | Some(S::Self_(_)) => return Ok(()),
+        None => return bail("ads or self is required"),
+        Some(S::Path(_)) => "path",
+        Some(S::PathConfigSource(_)) => "path_config_source",
+        Some(S::ApiConfigSource(_)) => "api_config_source",
+    };
+    bail(format!(
+        "{other} is not supported: only ads or self config sources are"
+    ))
+}
+
+/// Whether an optional `BoolValue` is set to true.
+pub fn is_true(b: Option<&envoy_types::pb::google::protobuf::BoolValue>) -> bool {
+    b.is_some_and(|b| b.value)
+}
+
 /// Converts a protobuf duration, rejecting negative or out-of-range values.
 pub fn duration(d: &PbDuration) -> Res<Duration> {
     if d.seconds < 0 || d.nanos < 0 || d.nanos >= 1_000_000_000 {

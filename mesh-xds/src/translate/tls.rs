@@ -55,6 +55,10 @@ pub fn upstream(ts: &core::TransportSocket) -> Res<Option<UpstreamTls>> {
     if ctx.auto_sni_san_validation {
         return bail("auto_sni_san_validation is not supported");
     }
+    // rustls never renegotiates.
+    if ctx.allow_renegotiation {
+        return bail("allow_renegotiation is not supported");
+    }
     let Some(common) = &ctx.common_tls_context else {
         return bail("common_tls_context is required");
     };
@@ -83,6 +87,11 @@ pub fn downstream(ts: &core::TransportSocket) -> Res<Option<DownstreamTls>> {
     }
     if ctx.ocsp_staple_policy == pb::downstream_tls_context::OcspStaplePolicy::MustStaple as i32 {
         return bail("ocsp_staple_policy MUST_STAPLE is not supported");
+    }
+    if ctx.session_ticket_keys_type.is_some() {
+        return bail(
+            "session_ticket_keys / session_ticket_keys_sds_secret_config / disable_stateless_session_resumption are not supported",
+        );
     }
     let Some(common) = &ctx.common_tls_context else {
         return bail("common_tls_context is required");
@@ -143,6 +152,9 @@ fn common_context(c: &pb::CommonTlsContext) -> Res<Common> {
     }
     if c.custom_handshaker.is_some() {
         return bail("custom_handshaker is not supported");
+    }
+    if c.key_log.is_some() {
+        return bail("key_log is not supported");
     }
     if c.custom_tls_certificate_selector.is_some() {
         return bail("custom_tls_certificate_selector is not supported");

@@ -116,6 +116,9 @@ pub(super) fn common_lb_config(c: Option<&pb::cluster::CommonLbConfig>) -> Res<C
     if c.override_host_status.is_some() {
         return bail("override_host_status is not supported");
     }
+    if c.close_connections_on_host_set_change {
+        return bail("close_connections_on_host_set_change is not supported");
+    }
     if let Some(h) = &c.consistent_hashing_lb_config
         && (h.use_hostname_for_hashing || h.hash_balance_factor.is_some())
     {

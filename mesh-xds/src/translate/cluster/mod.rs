@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
-use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
 use mesh_core::model::{Cluster, Discovery};
 
@@ -18,7 +17,7 @@ use http::http_protocol;
 use resilience::{circuit_breakers, outlier_detection};
 
 use super::endpoint::{AddressKind, cluster_load_assignment};
-use super::{At, Res, bail, opt_duration, unpack};
+use super::{At, Res, bail, opt_duration, refuse_set, unpack};
 use crate::resource::Rejection;
 
 const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
@@ -57,6 +56,9 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
         Some(ts) => super::tls::upstream(ts).at("transport_socket")?,
         None => None,
     };
+    let http_protocol = http_protocol(c)?;
+    resilience::breakers_need_a_counted_pool(c, http_protocol.protocol, tls.is_some())
+        .at("circuit_breakers")?;
     Ok(Cluster {
         name: c.name.clone(),
         discovery,
@@ -76,7 +78,7 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
             .transpose()
             .at("outlier_detection")?,
         tls,
-        http_protocol: http_protocol(c)?,
+        http_protocol,
     })
 }
 
@@ -89,21 +91,8 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
         Some(T::Type(t)) => match D::try_from(*t) {
             Ok(D::Eds) => {
                 let cfg = c.eds_cluster_config.clone().unwrap_or_default();
-                match cfg
-                    .eds_config
-                    .as_ref()
-                    .and_then(|s| s.config_source_specifier.as_ref())
-                {
-                    Some(core::config_source::ConfigSourceSpecifier::Ads(_))
-                    | Some(core::config_source::ConfigSourceSpecifier::Self_(_)) => {}
-                    None => {
-                        return bail("ads or self is required").at("eds_cluster_config.eds_config");
-                    }
-                    Some(_) => {
-                        return bail("only ads or self config sources are supported")
-                            .at("eds_cluster_config.eds_config");
-                    }
-                }
+                super::ads_config_source(cfg.eds_config.as_ref())
+                    .at("eds_cluster_config.eds_config")?;
                 Ok(Discovery::Eds {
                     service_name: (!cfg.service_name.is_empty()).then_some(cfg.service_name),
                 })
@@ -173,7 +162,9 @@ fn static_cluster(c: &pb::Cluster) -> Res<Discovery> {
 
 fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
     if !c.transport_socket_matches.is_empty() || c.transport_socket_matcher.is_some() {
-        return bail("transport_socket_matches are not supported (use transport_socket)");
+        return bail(
+            "transport_socket_matches / transport_socket_matcher are not supported (use transport_socket)",
+        );
     }
     if !c.health_checks.is_empty() {
         return bail("health_checks (active health checking) are not supported");
@@ -193,6 +184,27 @@ fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
     if c.upstream_bind_config.is_some() {
         return bail("upstream_bind_config is not supported");
     }
+    refuse_set(&[
+        (
+            "upstream_connection_options",
+            c.upstream_connection_options.is_some(),
+        ),
+        (
+            "close_connections_on_host_health_failure",
+            c.close_connections_on_host_health_failure,
+        ),
+        (
+            "ignore_health_on_host_removal",
+            c.ignore_health_on_host_removal,
+        ),
+        ("lrs_server", c.lrs_server.is_some()),
+        (
+            "connection_pool_per_downstream_connection",
+            c.connection_pool_per_downstream_connection,
+        ),
+        ("preconnect_policy", c.preconnect_policy.is_some()),
+        ("queuing_policies", c.queuing_policies.is_some()),
+    ])?;
     if let Some(u) = &c.upstream_http_protocol_options
         && (u.auto_sni || u.auto_san_validation)
     {

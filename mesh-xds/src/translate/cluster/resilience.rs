@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use mesh_core::model::{
     CircuitBreakers, FailurePercentageEjection, OutlierDetection, RetryBudget, SuccessRateEjection,
-    Thresholds,
+    Thresholds, UpstreamProtocol,
 };
 
 use super::balancing::percent;
@@ -38,6 +38,10 @@ pub(super) fn circuit_breakers(c: Option<&pb::CircuitBreakers>) -> Res<CircuitBr
         let v = |w: &Option<UInt32Value>, d: u32| w.as_ref().map_or(d, |w| w.value);
         let retry_budget = match &t.retry_budget {
             None => None,
+            Some(b) if b.budget_interval.is_some() => {
+                return bail("budget_interval is not supported")
+                    .at_with(|| format!(".thresholds[{i}].retry_budget"));
+            }
             Some(b) => Some(RetryBudget {
                 budget_percent: percent(b.budget_percent.as_ref(), 20.0)
                     .at_with(|| format!(".thresholds[{i}].retry_budget.budget_percent"))?,
@@ -58,6 +62,44 @@ pub(super) fn circuit_breakers(c: Option<&pb::CircuitBreakers>) -> Res<CircuitBr
         }
     }
     Ok(out)
+}
+
+/// `max_connections` and `max_pending_requests` are enforced by the HTTP/1.1 and HTTP/2
+/// pools. A cluster whose protocol is the downstream request's, or negotiated with ALPN
+/// over TLS, uses hyper's own pool, which holds no connection or pending-request slots: a
+/// limit set there would be accepted and not act, so it is refused. (`max_requests` and
+/// `max_retries` act on every cluster, in the request stack.) A value of 4294967295, which
+/// Istio writes for "no limit", is accepted.
+pub(super) fn breakers_need_a_counted_pool(
+    c: &pb::Cluster,
+    protocol: UpstreamProtocol,
+    tls: bool,
+) -> Res<()> {
+    let uncounted = match protocol {
+        UpstreamProtocol::UseDownstream => "use_downstream_protocol",
+        UpstreamProtocol::Auto if tls => "auto_config over TLS (ALPN)",
+        _ => return Ok(()),
+    };
+    let limited = |v: &Option<UInt32Value>| v.as_ref().is_some_and(|v| v.value < u32::MAX);
+    for (i, t) in c
+        .circuit_breakers
+        .iter()
+        .flat_map(|b| &b.thresholds)
+        .enumerate()
+    {
+        for (field, set) in [
+            ("max_connections", limited(&t.max_connections)),
+            ("max_pending_requests", limited(&t.max_pending_requests)),
+        ] {
+            if set {
+                return bail(format!(
+                    "{field} is not supported on a cluster whose protocol is {uncounted} (use an explicit HTTP/1.1 or HTTP/2 protocol)"
+                ))
+                .at(format!(".thresholds[{i}]"));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn outlier_detection(o: &pb::OutlierDetection) -> Res<OutlierDetection> {

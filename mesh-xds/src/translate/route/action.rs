@@ -10,7 +10,7 @@ use mesh_core::model::{
 };
 
 use crate::translate::matcher::{regex_search, runtime_fraction};
-use crate::translate::{At, Invalid, Res, bail, opt_duration};
+use crate::translate::{At, Invalid, Res, bail, is_true, opt_duration, refuse_set};
 
 use super::filters::filter_overrides;
 use super::headers::{header_ops, valid_header_name};
@@ -22,6 +22,17 @@ pub(super) fn forward_action(
 ) -> Res<ForwardAction> {
     use pb::route_action::ClusterSpecifier as C;
     use pb::route_action::HostRewriteSpecifier as H;
+    refuse_set(&[
+        ("rate_limits", !a.rate_limits.is_empty()),
+        (
+            "include_vh_rate_limits",
+            is_true(a.include_vh_rate_limits.as_ref()),
+        ),
+        ("cors", a.cors.is_some()),
+        ("flush_timeout", a.flush_timeout.is_some()),
+        ("early_data_policy", a.early_data_policy.is_some()),
+        ("upgrade_configs", !a.upgrade_configs.is_empty()),
+    ])?;
     let cluster = match &a.cluster_specifier {
         None => {
             return bail(
@@ -61,10 +72,13 @@ pub(super) fn forward_action(
         return bail("hedge_policy is not supported");
     }
     if a.internal_redirect_policy.is_some()
+        || a.max_internal_redirects.is_some()
         || a.internal_redirect_action
             == pb::route_action::InternalRedirectAction::HandleInternalRedirect as i32
     {
-        return bail("internal redirects are not supported");
+        return bail(
+            "internal_redirect_policy / internal_redirect_action / max_internal_redirects (internal redirects) are not supported",
+        );
     }
     if a.priority == core::RoutingPriority::High as i32 {
         return bail("priority HIGH is not supported");
@@ -158,7 +172,7 @@ pub(super) fn weighted_clusters(w: &pb::WeightedCluster) -> Res<ClusterSpecifier
     }
     // runtime_key_prefix only lets a runtime override the weights; there is no runtime.
     if w.random_value_specifier.is_some() {
-        return bail("random_value_specifier (header_name) is not supported");
+        return bail("random_value_specifier (header_name, use_hash_policy) is not supported");
     }
     let mut total: u64 = 0;
     let mut out = Vec::with_capacity(w.clusters.len());
@@ -234,6 +248,9 @@ pub(super) fn mirror_policies(
 }
 
 pub(super) fn mirror_policy(m: &pb::route_action::RequestMirrorPolicy) -> Res<MirrorPolicy> {
+    if m.disable_shadow_host_suffix_append {
+        return bail("disable_shadow_host_suffix_append is not supported");
+    }
     if m.cluster.is_empty() {
         return bail(if m.cluster_header.is_empty() {
             "cluster is required"
@@ -367,6 +384,12 @@ pub(super) fn direct_response(d: &pb::DirectResponseAction) -> Res<DirectRespons
     };
     if d.body_format.is_some() {
         return bail("body_format is not supported");
+    }
+    if d.body
+        .as_ref()
+        .is_some_and(|b| b.watched_directory.is_some())
+    {
+        return bail("body.watched_directory is not supported");
     }
     let body = match d.body.as_ref().and_then(|b| b.specifier.as_ref()) {
         None => None,

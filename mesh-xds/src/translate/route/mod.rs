@@ -18,7 +18,7 @@ use mesh_core::model::{
 };
 
 use super::matcher::{header_matchers, query_parameter_matcher, regex_full, runtime_fraction};
-use super::{At, Res, bail, q};
+use super::{At, Res, bail, is_true, q, refuse_set};
 use crate::resource::Rejection;
 
 pub use filters::filter_overrides;
@@ -62,6 +62,21 @@ pub fn route_config(r: &pb::RouteConfiguration) -> Res<RouteConfig> {
     if r.ignore_path_parameters_in_path_matching {
         return bail("ignore_path_parameters_in_path_matching is not supported");
     }
+    // `validate_clusters: false` is what this data plane does (a route to an unknown cluster
+    // answers 503); `true` would NACK such a configuration, which we do not.
+    refuse_set(&[
+        ("internal_only_headers", !r.internal_only_headers.is_empty()),
+        (
+            "most_specific_header_mutations_wins",
+            r.most_specific_header_mutations_wins,
+        ),
+        ("validate_clusters", is_true(r.validate_clusters.as_ref())),
+        (
+            "max_direct_response_body_size_bytes",
+            r.max_direct_response_body_size_bytes.is_some(),
+        ),
+        ("route_specifiers", !r.route_specifiers.is_empty()),
+    ])?;
     let config_overrides = filter_overrides(&r.typed_per_filter_config)?;
     let config_mirrors = mirror_policies(&r.request_mirror_policies)?;
     let mut seen_domains = HashSet::new();
@@ -109,6 +124,28 @@ fn virtual_host(
     if vh.require_tls != pb::virtual_host::TlsRequirementType::None as i32 {
         return bail("require_tls is not supported");
     }
+    // `virtual_clusters` only name stats; the rest would change requests or responses.
+    refuse_set(&[
+        ("rate_limits", !vh.rate_limits.is_empty()),
+        ("cors", vh.cors.is_some()),
+        (
+            "include_attempt_count_in_response",
+            vh.include_attempt_count_in_response,
+        ),
+        (
+            "include_is_timeout_retry_header",
+            vh.include_is_timeout_retry_header,
+        ),
+        (
+            "per_request_buffer_limit_bytes",
+            vh.per_request_buffer_limit_bytes.is_some(),
+        ),
+        (
+            "request_body_buffer_limit",
+            vh.request_body_buffer_limit.is_some(),
+        ),
+        ("route_specifiers", !vh.route_specifiers.is_empty()),
+    ])?;
     if vh.hedge_policy.is_some() {
         return bail("hedge_policy is not supported");
     }
@@ -170,6 +207,17 @@ fn route(r: &pb::Route, inherited_mirrors: &[MirrorPolicy]) -> Res<Route> {
         return bail("match is required");
     };
     let route_match = route_match(m).at(".match")?;
+    refuse_set(&[
+        (
+            "per_request_buffer_limit_bytes",
+            r.per_request_buffer_limit_bytes.is_some(),
+        ),
+        (
+            "request_body_buffer_limit",
+            r.request_body_buffer_limit.is_some(),
+        ),
+        ("route_specifiers", !r.route_specifiers.is_empty()),
+    ])?;
     let action = match &r.action {
         None => return bail("an action (route, redirect, direct_response) is required"),
         Some(pb::route::Action::Route(a)) => {

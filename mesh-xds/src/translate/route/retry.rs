@@ -8,6 +8,9 @@ use crate::translate::{At, Res, any_type_name, bail, opt_duration};
 
 /// Translates a retry policy (gRPC A44, Envoy `RetryPolicy`).
 pub fn retry_policy(r: &pb::RetryPolicy) -> Res<RetryPolicy> {
+    if r.refresh_cluster_on_retry {
+        return bail("refresh_cluster_on_retry is not supported");
+    }
     let mut retry_on = Vec::new();
     for token in r
         .retry_on

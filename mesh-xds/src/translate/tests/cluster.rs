@@ -528,7 +528,7 @@ fn rejections() {
         ),
         (
             tsm,
-            "cluster 'c': transport_socket_matches are not supported (use transport_socket)",
+            "cluster 'c': transport_socket_matches / transport_socket_matcher are not supported (use transport_socket)",
         ),
         (
             od,

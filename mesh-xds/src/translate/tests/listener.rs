@@ -107,16 +107,12 @@ fn client_listener_with_rds_fault_and_router() {
     ]);
     h.common_http_protocol_options = Some(core::HttpProtocolOptions {
         max_stream_duration: d(10, 0),
-        idle_timeout: d(300, 0),
         ..Default::default()
     });
-    h.xff_num_trusted_hops = 1;
     let l = listener(api(h));
     let h = client_hcm(&l);
     assert_eq!(h.route_source, RouteSource::Rds("route-a".into()));
     assert_eq!(h.max_stream_duration, Some(Duration::from_secs(10)));
-    assert_eq!(h.idle_timeout, Some(Duration::from_secs(300)));
-    assert_eq!(h.xff_num_trusted_hops, 1);
     // An HCM that says nothing gets Istio's default, not Envoy's (off).
     assert_eq!(h.path_normalization, PathNormalization::BASE);
     assert_eq!(h.http_filters.len(), 2);
@@ -696,7 +692,7 @@ fn rejections() {
         ),
         (
             api(bad_rds),
-            "api_listener.rds.config_source: only ads or self config sources are supported",
+            "api_listener.rds.config_source: path is not supported: only ads or self config sources are",
         ),
         (
             api(ws),

@@ -1,11 +1,13 @@
 //! Table-driven translation tests: protos built in code, packed into `Any`s and decoded
 //! through [`crate::resource::decode`] exactly as the ADS client does.
 
+mod applied;
 mod cluster;
 mod endpoint;
 mod istio;
 mod listener;
 mod route;
+mod unsupported;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;

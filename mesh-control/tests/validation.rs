@@ -122,6 +122,22 @@ fn each_rule_reports_its_error() {
             ],
         ),
         (
+            "a pool following the caller's protocol with connection limits",
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
+             metadata: { name: r, namespace: default }\nspec:\n  host: ratings.default.svc.cluster.local\n  \
+             trafficPolicy:\n    connectionPool: { tcp: { maxConnections: 2 }, http: { useClientProtocol: true } }\n  \
+             subsets:\n  - name: v1\n    labels: { version: v1 }\n    \
+             trafficPolicy: { connectionPool: { http: { useClientProtocol: false } } }\n  \
+             - name: v2\n    labels: { version: v2 }\n    \
+             trafficPolicy: { connectionPool: { http: { http1MaxPendingRequests: 3 } } }\n"
+                .into(),
+            vec![
+                "DestinationRule default/r: spec.subsets[1].trafficPolicy.connectionPool.http.useClientProtocol: not supported together with tcp.maxConnections or http.http1MaxPendingRequests: a pool that follows the caller's protocol cannot hold connection slots",
+                "DestinationRule default/r: spec.trafficPolicy.connectionPool.http.useClientProtocol: not supported together with tcp.maxConnections or http.http1MaxPendingRequests: a pool that follows the caller's protocol cannot hold connection slots",
+                "DestinationRule default/r: spec.subsets[1]: subset `v2` selects no workload of `ratings.default.svc.cluster.local` (labels {version=v2})",
+            ],
+        ),
+        (
             "unknown host in a DestinationRule",
             "apiVersion: networking.istio.io/v1\nkind: DestinationRule\n\
              metadata: { name: d, namespace: default }\nspec:\n  host: details.default.svc.cluster.local\n"

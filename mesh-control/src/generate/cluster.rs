@@ -14,7 +14,7 @@ use envoy_types::pb::google::protobuf::UInt64Value;
 use envoy_types::util::pack_any;
 
 use super::names::cluster_name;
-use super::{GeneratorOptions, pb};
+use super::{GeneratorOptions, locality, pb};
 use crate::istio::api::{
     ConnectionPoolSettings, H2UpgradePolicy, Resolution, ServicePort, SimpleLb, Subset, TlsMode,
     TrafficPolicy,
@@ -40,6 +40,8 @@ pub(crate) struct ClusterSpec<'a> {
     pub(crate) port: &'a ServicePort,
     pub(crate) subset: Option<&'a Subset>,
     pub(crate) name: String,
+    /// The DestinationRule's policy, merged with the subset's.
+    pub(crate) policy: TrafficPolicy,
 }
 
 /// Every cluster of the config.
@@ -53,6 +55,7 @@ pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
                 port,
                 subset: None,
                 name: cluster_name(port.number, "", &svc.host),
+                policy: merged_policy(config, svc, None),
             });
             for subset in dr.iter().flat_map(|dr| dr.spec.subsets.iter()) {
                 out.push(ClusterSpec {
@@ -60,6 +63,7 @@ pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
                     port,
                     subset: Some(subset),
                     name: cluster_name(port.number, &subset.name, &svc.host),
+                    policy: merged_policy(config, svc, Some(subset)),
                 });
             }
         }
@@ -69,12 +73,12 @@ pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
 
 /// The DestinationRule's policy with the subset's settings taking precedence, field by
 /// field, as in Istio.
-fn merged_policy(config: &MeshConfig, spec: &ClusterSpec<'_>) -> TrafficPolicy {
+fn merged_policy(config: &MeshConfig, svc: &Service, subset: Option<&Subset>) -> TrafficPolicy {
     let top = config
-        .destination_rule_for(&spec.svc.host)
+        .destination_rule_for(&svc.host)
         .and_then(|dr| dr.spec.traffic_policy.clone())
         .unwrap_or_default();
-    let Some(sub) = spec.subset.and_then(|s| s.traffic_policy.as_ref()) else {
+    let Some(sub) = subset.and_then(|s| s.traffic_policy.as_ref()) else {
         return top;
     };
     TrafficPolicy {
@@ -99,13 +103,14 @@ pub(crate) fn service_identities(svc: &Service, trust_domain: &str) -> Vec<Strin
     ids
 }
 
+/// The cluster of `spec`; a DNS cluster's inline endpoints are those `client` gets.
 pub(crate) fn cluster(
-    config: &MeshConfig,
     spec: &ClusterSpec<'_>,
     options: &GeneratorOptions,
     flavor: &TlsFlavor,
+    client: Option<&locality::Client>,
 ) -> cds::Cluster {
-    let policy = merged_policy(config, spec);
+    let policy = &spec.policy;
     let pool = policy.connection_pool.as_ref();
     let connect_timeout = pool
         .and_then(|p| p.tcp.as_ref())
@@ -125,10 +130,19 @@ pub(crate) fn cluster(
         }),
         ..Default::default()
     };
-    dns_discovery(&mut c, spec);
-    load_balancer(&mut c, &policy);
-    circuit_breakers(&mut c, &policy);
-    outlier_detection(&mut c, &policy);
+    dns_discovery(&mut c, spec, client);
+    load_balancer(&mut c, policy);
+    circuit_breakers(&mut c, policy);
+    outlier_detection(&mut c, policy);
+    if locality::weighted(policy) {
+        c.common_lb_config
+            .get_or_insert_default()
+            .locality_config_specifier = Some(
+            cds::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                Default::default(),
+            ),
+        );
+    }
     http_protocol_options(&mut c, pool, spec);
     if let Some(t) = &policy.tls
         && matches!(t.mode, TlsMode::IstioMutual)
@@ -195,14 +209,14 @@ fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
 /// Istio's DNS resolutions: `DNS` a `STRICT_DNS` cluster (every address of every name is
 /// an endpoint), `DNS_ROUND_ROBIN` a `LOGICAL_DNS` one (its first endpoint), each with the
 /// endpoints inline and istiod's default refresh rate (60 s) instead of EDS.
-fn dns_discovery(c: &mut cds::Cluster, spec: &ClusterSpec<'_>) {
+fn dns_discovery(c: &mut cds::Cluster, spec: &ClusterSpec<'_>, client: Option<&locality::Client>) {
     use cds::cluster::DiscoveryType;
     let kind = match spec.svc.resolution {
         Resolution::Dns => DiscoveryType::StrictDns,
         Resolution::DnsRoundRobin => DiscoveryType::LogicalDns,
         Resolution::Static | Resolution::None => return,
     };
-    let mut la = super::endpoint::load_assignment(spec);
+    let mut la = super::endpoint::load_assignment(spec, client);
     if kind == DiscoveryType::LogicalDns {
         la.endpoints.truncate(1);
         if let Some(l) = la.endpoints.first_mut() {

@@ -8,24 +8,32 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 
 use super::cluster::ClusterSpec;
-use super::pb;
+use super::{locality, pb};
 use crate::istio::api::Resolution;
 
 /// The cluster's endpoints: IPs for EDS; for DNS resolution (a `STRICT_DNS` or
 /// `LOGICAL_DNS` cluster's inline assignment) names too, and the service's host itself when
-/// the ServiceEntry lists no endpoints.
-pub(crate) fn load_assignment(spec: &ClusterSpec<'_>) -> eds::ClusterLoadAssignment {
+/// the ServiceEntry lists no endpoints. Priorities and locality weights are those `client`
+/// gets (see [`locality`]).
+pub(crate) fn load_assignment(
+    spec: &ClusterSpec<'_>,
+    client: Option<&locality::Client>,
+) -> eds::ClusterLoadAssignment {
     let dns = matches!(
         spec.svc.resolution,
         Resolution::Dns | Resolution::DnsRoundRobin
     );
+    let mut by_locality: BTreeMap<&str, Vec<(eds::LbEndpoint, BTreeMap<String, String>)>> =
+        BTreeMap::new();
     if dns && spec.svc.workloads.is_empty() {
-        return assignment(
-            spec,
-            BTreeMap::from([("", vec![lb_endpoint(&spec.svc.host, spec.port.number, 1)])]),
+        by_locality.insert(
+            "",
+            vec![(
+                lb_endpoint(&spec.svc.host, spec.port.number, 1),
+                BTreeMap::new(),
+            )],
         );
     }
-    let mut by_locality: BTreeMap<&str, Vec<eds::LbEndpoint>> = BTreeMap::new();
     for w in &spec.svc.workloads {
         if let Some(subset) = spec.subset
             && !w.matches(&subset.labels)
@@ -37,16 +45,27 @@ pub(crate) fn load_assignment(spec: &ClusterSpec<'_>) -> eds::ClusterLoadAssignm
             continue;
         }
         let port = w.port_for(spec.port);
+        let labels = locality::augment(&w.entry.labels, &locality::parse(&w.entry.locality));
         by_locality
             .entry(w.entry.locality.as_str())
             .or_default()
-            .push(lb_endpoint(
-                &w.entry.address,
-                port,
-                w.entry.weight.unwrap_or(1).max(1),
+            .push((
+                lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1)),
+                labels,
             ));
     }
-    assignment(spec, by_locality)
+    let groups = by_locality
+        .into_iter()
+        .map(|(l, endpoints)| locality::Group {
+            locality: locality::parse(l),
+            endpoints,
+        })
+        .collect();
+    eds::ClusterLoadAssignment {
+        cluster_name: spec.name.clone(),
+        endpoints: locality::assign(groups, &spec.policy, client),
+        ..Default::default()
+    }
 }
 
 fn lb_endpoint(address: &str, port: u32, weight: u32) -> eds::LbEndpoint {
@@ -57,38 +76,6 @@ fn lb_endpoint(address: &str, port: u32, weight: u32) -> eds::LbEndpoint {
         })),
         health_status: core::HealthStatus::Healthy as i32,
         load_balancing_weight: pb::u32v(weight),
-        ..Default::default()
-    }
-}
-
-fn assignment(
-    spec: &ClusterSpec<'_>,
-    by_locality: BTreeMap<&str, Vec<eds::LbEndpoint>>,
-) -> eds::ClusterLoadAssignment {
-    let endpoints = by_locality
-        .into_iter()
-        .map(|(locality, lb_endpoints)| {
-            let mut parts = locality.splitn(3, '/');
-            let weight: u32 = lb_endpoints
-                .iter()
-                .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
-                .sum();
-            eds::LocalityLbEndpoints {
-                locality: Some(core::Locality {
-                    region: parts.next().unwrap_or_default().into(),
-                    zone: parts.next().unwrap_or_default().into(),
-                    sub_zone: parts.next().unwrap_or_default().into(),
-                }),
-                lb_endpoints,
-                // gRPC ignores localities without a weight.
-                load_balancing_weight: pb::u32v(weight.max(1)),
-                ..Default::default()
-            }
-        })
-        .collect();
-    eds::ClusterLoadAssignment {
-        cluster_name: spec.name.clone(),
-        endpoints,
         ..Default::default()
     }
 }

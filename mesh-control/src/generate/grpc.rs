@@ -9,15 +9,16 @@ use envoy_types::util::pack_any;
 
 use super::cluster::{self, TlsFlavor};
 use super::names::host_port;
-use super::{GeneratorOptions, endpoint, listener, pb, route};
+use super::{GeneratorOptions, endpoint, listener, locality, pb, route};
 use crate::istio::MeshConfig;
 
 /// The client side: client listeners, routes (for `caller`: see [`route::Caller`]),
-/// clusters, endpoints.
+/// clusters, endpoints (with `client`'s locality priorities: see [`locality`]).
 pub(crate) fn generate(
     config: &MeshConfig,
     options: &GeneratorOptions,
     caller: Option<route::Caller<'_>>,
+    client: Option<&locality::Client>,
 ) -> Resources {
     let mut out = Resources::default();
     for url in mesh_xds::ResourceType::ALL.map(|t| t.type_url()) {
@@ -57,11 +58,11 @@ pub(crate) fn generate(
     for spec in cluster::cluster_specs(config) {
         out.add(
             spec.name.clone(),
-            cluster::cluster(config, &spec, options, &TlsFlavor::CertificateProvider),
+            cluster::cluster(&spec, options, &TlsFlavor::CertificateProvider, client),
         );
         // DNS-resolved clusters carry their endpoints inline.
         if spec.svc.resolution == crate::istio::api::Resolution::Static {
-            out.add(spec.name.clone(), endpoint::load_assignment(&spec));
+            out.add(spec.name.clone(), endpoint::load_assignment(&spec, client));
         }
     }
     out

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::util::pack_any;
 
 use super::cluster::{self, TlsFlavor};
-use super::names::host_port;
+use super::names::{host_port, vips};
 use super::{GeneratorOptions, endpoint, listener, locality, node_meta, pb, route};
 use crate::istio::MeshConfig;
 
@@ -132,9 +132,12 @@ pub(crate) fn generate(
     for svc in config.services.values() {
         for (i, port) in svc.ports.iter().enumerate() {
             // The bare host goes to the first port only: domains must be unique.
+            // With the service's VIPs, as istiod's virtual host domains.
             let mut domains = vec![host_port(&svc.host, port.number)];
+            domains.extend(vips(&svc.addresses).map(|vip| host_port(&vip, port.number)));
             if i == 0 {
                 domains.push(svc.host.clone());
+                domains.extend(vips(&svc.addresses));
             }
             virtual_hosts.push(route::virtual_host(config, svc, port, domains, None));
         }

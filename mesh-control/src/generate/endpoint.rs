@@ -9,7 +9,9 @@ use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 
 use super::cluster::ClusterSpec;
 use super::{locality, pb};
-use crate::istio::api::Resolution;
+use crate::istio::Workload;
+use crate::istio::api::{Location, MtlsMode, Resolution};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 /// The cluster's endpoints: IPs for EDS; for DNS resolution (a `STRICT_DNS` or
 /// `LOGICAL_DNS` cluster's inline assignment) names too, and the service's host itself when
@@ -46,13 +48,14 @@ pub(crate) fn load_assignment(
         }
         let port = w.port_for(spec.port);
         let labels = locality::augment(&w.entry.labels, &locality::parse(&w.entry.locality));
+        let mut e = lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1));
+        if istio_mtls(spec, w, port) {
+            e.metadata = Some(tls_mode_istio());
+        }
         by_locality
             .entry(w.entry.locality.as_str())
             .or_default()
-            .push((
-                lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1)),
-                labels,
-            ));
+            .push((e, labels));
     }
     let groups = by_locality
         .into_iter()
@@ -64,6 +67,37 @@ pub(crate) fn load_assignment(
     eds::ClusterLoadAssignment {
         cluster_name: spec.name.clone(),
         endpoints: locality::assign(groups, &spec.policy, client),
+        ..Default::default()
+    }
+}
+
+/// Whether the endpoint takes Istio mTLS, as istiod marks it in EDS: a workload of a
+/// MESH_INTERNAL service with `security.istio.io/tlsMode: istio`, or without that label and
+/// with a service account (`getTLSModeFromWorkloadEntry`), unless its PeerAuthentication
+/// disables mTLS on the port.
+fn istio_mtls(spec: &ClusterSpec<'_>, w: &Workload, port: u32) -> bool {
+    let mode = match w.entry.labels.get("security.istio.io/tlsMode") {
+        Some(mode) => mode == "istio",
+        None => !w.entry.service_account.is_empty(),
+    };
+    mode && spec.svc.location == Location::MeshInternal
+        && super::inbound::mtls_mode(spec.config, w, &w.entry.labels, port) != MtlsMode::Disable
+}
+
+/// `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`, which selects the
+/// auto-mTLS transport socket of a sidecar's cluster.
+fn tls_mode_istio() -> core::Metadata {
+    let value = Value {
+        kind: Some(Kind::StringValue("istio".into())),
+    };
+    core::Metadata {
+        filter_metadata: [(
+            "envoy.transport_socket_match".to_owned(),
+            Struct {
+                fields: [("tlsMode".to_owned(), value)].into(),
+            },
+        )]
+        .into(),
         ..Default::default()
     }
 }

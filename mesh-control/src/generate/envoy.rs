@@ -160,7 +160,13 @@ pub(crate) fn generate(
     for spec in cluster::cluster_specs(config) {
         out.add(
             spec.name.clone(),
-            cluster::cluster(&spec, options, &flavor, Some(&client)),
+            cluster::cluster(
+                &spec,
+                options,
+                &flavor,
+                Some(&client),
+                cluster::Peer::Sidecar,
+            ),
         );
         out.add(
             spec.name.clone(),

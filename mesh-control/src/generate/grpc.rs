@@ -82,7 +82,13 @@ pub(crate) fn generate(
     for spec in cluster::cluster_specs(config) {
         out.add(
             spec.name.clone(),
-            cluster::cluster(&spec, options, &TlsFlavor::CertificateProvider, client),
+            cluster::cluster(
+                &spec,
+                options,
+                &TlsFlavor::CertificateProvider,
+                client,
+                cluster::Peer::Proxyless,
+            ),
         );
         // DNS-resolved clusters carry their endpoints inline.
         if spec.svc.resolution == crate::istio::api::Resolution::Static {

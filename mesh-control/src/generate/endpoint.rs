@@ -25,8 +25,7 @@ pub(crate) fn load_assignment(
         spec.svc.resolution,
         Resolution::Dns | Resolution::DnsRoundRobin
     );
-    let mut by_locality: BTreeMap<&str, Vec<(eds::LbEndpoint, BTreeMap<String, String>)>> =
-        BTreeMap::new();
+    let mut by_locality: BTreeMap<&str, Vec<locality::Labelled>> = BTreeMap::new();
     if dns && spec.svc.workloads.is_empty() {
         by_locality.insert(
             "",

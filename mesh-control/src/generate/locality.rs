@@ -135,10 +135,13 @@ pub(crate) fn per_client(config: &MeshConfig) -> bool {
     })
 }
 
-/// The endpoints of one locality, each with its labels (topology labels added).
+/// An endpoint with its labels (topology labels added).
+pub(crate) type Labelled = (eds::LbEndpoint, BTreeMap<String, String>);
+
+/// The endpoints of one locality.
 pub(crate) struct Group {
     pub(crate) locality: core::Locality,
-    pub(crate) endpoints: Vec<(eds::LbEndpoint, BTreeMap<String, String>)>,
+    pub(crate) endpoints: Vec<Labelled>,
 }
 
 /// The `LocalityLbEndpoints` of `groups` for `client` under `policy`.
@@ -319,7 +322,7 @@ fn by_failover_priority(
     labels: &[String],
 ) -> Vec<eds::LocalityLbEndpoints> {
     let n = labels.len() as u32;
-    let mut by: BTreeMap<u32, Vec<(eds::LbEndpoint, BTreeMap<String, String>)>> = BTreeMap::new();
+    let mut by: BTreeMap<u32, Vec<Labelled>> = BTreeMap::new();
     for (e, ls) in g.endpoints {
         let mut p = 0;
         for (j, label) in labels.iter().enumerate() {

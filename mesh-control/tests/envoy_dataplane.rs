@@ -569,12 +569,18 @@ async fn envoy_uses_mtls_to_mesh_internal_endpoints_and_plaintext_to_external_on
     let legacy = plain_backend("legacy").await;
     let external = plain_backend("external").await;
     let se = |name: &str, location: &str, port: u16, sa: &str| {
+        let vip = match name {
+            "internal" => "240.240.0.1",
+            "legacy" => "240.240.0.2",
+            _ => "240.240.0.3",
+        };
         format!(
             "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {{name: {name}, namespace: default}}
 spec:
   hosts: [{name}.default.svc.cluster.local]
+  addresses: [{vip}]
   location: {location}
   resolution: STATIC
   ports: [{{number: 80, name: http, protocol: HTTP}}]
@@ -643,6 +649,12 @@ spec:
         assert_eq!(get(name), Some((200, name.to_owned())), "{}", envoy.log());
     }
     assert_eq!(internal.hits(), 1, "the mTLS backend served the request");
+    // The services' VIPs are domains of their virtual hosts, as istiod makes them.
+    for (vip, name) in [("240.240.0.1", "internal"), ("240.240.0.3:80", "external")] {
+        let got = http_get(outbound, "/", &[("Host", vip)]);
+        assert_eq!(got, Some((200, name.to_owned())), "Host: {vip}");
+    }
+    assert_eq!(internal.hits(), 2);
     let tls = "cluster.outbound|80||internal.default.svc.cluster.local.ssl.handshake";
     assert_eq!(
         stat(&envoy, tls),

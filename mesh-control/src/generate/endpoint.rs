@@ -65,7 +65,7 @@ pub(crate) fn load_assignment(
         .collect();
     eds::ClusterLoadAssignment {
         cluster_name: spec.name.clone(),
-        endpoints: locality::assign(groups, &spec.policy, client),
+        endpoints: locality::assign(groups, &spec.policy, client, !dns),
         ..Default::default()
     }
 }

@@ -144,11 +144,14 @@ pub(crate) struct Group {
     pub(crate) endpoints: Vec<Labelled>,
 }
 
-/// The `LocalityLbEndpoints` of `groups` for `client` under `policy`.
+/// The `LocalityLbEndpoints` of `groups` for `client` under `policy`. `by_labels: false`
+/// (a DNS cluster's inline endpoints) leaves `failoverPriority` out, as istiod, which applies
+/// it to EDS only.
 pub(crate) fn assign(
     groups: Vec<Group>,
     policy: &TrafficPolicy,
     client: Option<&Client>,
+    by_labels: bool,
 ) -> Vec<eds::LocalityLbEndpoints> {
     let setting = client.and_then(|c| setting(policy).map(|s| (c, s)));
     let Some((client, s)) = setting else {
@@ -171,7 +174,7 @@ pub(crate) fn assign(
             .map(|g| locality_endpoints(g, 0))
             .collect();
     }
-    let mut out = if s.failover_priority.is_empty() || client.labels.is_empty() {
+    let mut out = if s.failover_priority.is_empty() || client.labels.is_empty() || !by_labels {
         groups
             .into_iter()
             .map(|g| locality_endpoints(g, 0))

@@ -62,7 +62,7 @@ fn default_failover_orders_by_shared_locality_only_with_outlier_detection() {
         ])
     };
     let c = client("r1/a/x", &[]);
-    let out = assign(g(), &policy(OUTLIER), Some(&c));
+    let out = assign(g(), &policy(OUTLIER), Some(&c), true);
     let prios: Vec<u32> = summary(&out).iter().map(|s| s.1).collect();
     assert_eq!(prios, vec![0, 1, 2, 3]);
     // Without outlier detection, or with `enabled: false`, or without a client: one priority.
@@ -72,10 +72,14 @@ fn default_failover_orders_by_shared_locality_only_with_outlier_detection() {
             "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {{enabled: false}}}}}}"
         )),
     ] {
-        assert!(assign(g(), &p, Some(&c)).iter().all(|l| l.priority == 0));
+        assert!(
+            assign(g(), &p, Some(&c), true)
+                .iter()
+                .all(|l| l.priority == 0)
+        );
     }
     assert!(
-        assign(g(), &policy(OUTLIER), None)
+        assign(g(), &policy(OUTLIER), None, true)
             .iter()
             .all(|l| l.priority == 0)
     );
@@ -84,6 +88,7 @@ fn default_failover_orders_by_shared_locality_only_with_outlier_detection() {
         groups(&[("r1/a/x", &[]), ("r2/c/", &[])]),
         &policy(OUTLIER),
         Some(&c),
+        true,
     );
     assert_eq!(
         out.iter().map(|l| l.priority).collect::<Vec<_>>(),
@@ -100,6 +105,7 @@ fn failover_sends_other_regions_below_the_target_region() {
         groups(&[("r2/a/", &[]), ("r3/a/", &[]), ("r1/b/", &[])]),
         &p,
         Some(&client("r1/a/", &[])),
+        true,
     );
     let prios: Vec<(String, u32)> = summary(&out).into_iter().map(|s| (s.0, s.1)).collect();
     assert_eq!(
@@ -128,6 +134,7 @@ fn distribute_weighs_named_localities_and_drops_the_others() {
         ]),
         &p,
         Some(&client("r1/a/x", &[])),
+        true,
     );
     // r1/a/* matches two localities of weight 1: 70 split in two; r2 is dropped.
     assert_eq!(
@@ -143,6 +150,7 @@ fn distribute_weighs_named_localities_and_drops_the_others() {
         groups(&[("r1/a/x", &[]), ("r2/c/", &[])]),
         &p,
         Some(&client("r5/a/x", &[])),
+        true,
     );
     assert_eq!(
         summary(&out).iter().map(|s| s.2).collect::<Vec<_>>(),
@@ -165,7 +173,7 @@ fn failover_priority_prefers_endpoints_matching_the_clients_labels() {
         ("r1/a/", &[("track", "canary")]),
         ("r1/a/", &[("track", "stable")]),
     ]);
-    let out = assign(g, &p, Some(&client("r1/a/", &[("track", "canary")])));
+    let out = assign(g, &p, Some(&client("r1/a/", &[("track", "canary")])), true);
     // Both labels match: 0; the zone differs: 1; the track differs: 2. Localities are
     // ignored otherwise (no `failover`).
     let prios: Vec<u32> = out.iter().map(|l| l.priority).collect();
@@ -178,7 +186,7 @@ fn failover_priority_prefers_endpoints_matching_the_clients_labels() {
         ("r1/a/", &[("track", "canary")]),
         ("r1/a/", &[("track", "stable")]),
     ]);
-    let out = assign(g, &p, Some(&client("r1/a/", &[("track", "canary")])));
+    let out = assign(g, &p, Some(&client("r1/a/", &[("track", "canary")])), true);
     assert_eq!(
         out.iter().map(|l| l.priority).collect::<Vec<_>>(),
         vec![1, 0]
@@ -195,4 +203,27 @@ fn the_client_locality_comes_from_topology_labels_first() {
     assert_eq!(c.labels.get(SUBZONE).map(String::as_str), Some("z"));
     let c = client("r1/a/x", &[]);
     assert_eq!(c.locality, parse("r1/a/x"));
+}
+
+#[test]
+fn dns_clusters_leave_failover_priority_out() {
+    let p = policy(&format!(
+        "{{{OUTLIER}, loadBalancer: {{localityLbSetting: {{failoverPriority: [track]}}}}}}"
+    ));
+    let g = || {
+        groups(&[
+            ("r1/a/", &[("track", "stable")]),
+            ("r1/b/", &[("track", "canary")]),
+        ])
+    };
+    let c = client("r1/a/", &[("track", "canary")]);
+    let prios = |by_labels| -> Vec<u32> {
+        assign(g(), &p, Some(&c), by_labels)
+            .iter()
+            .map(|l| l.priority)
+            .collect()
+    };
+    assert_eq!(prios(true), vec![1, 0]);
+    // Without labels, and no `failover`: no locality priorities either.
+    assert_eq!(prios(false), vec![0, 0]);
 }

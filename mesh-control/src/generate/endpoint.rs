@@ -25,10 +25,10 @@ pub(crate) fn load_assignment(
         spec.svc.resolution,
         Resolution::Dns | Resolution::DnsRoundRobin
     );
-    let mut by_locality: BTreeMap<&str, Vec<locality::Labelled>> = BTreeMap::new();
+    let mut by_locality: BTreeMap<String, Vec<locality::Labelled>> = BTreeMap::new();
     if dns && spec.svc.workloads.is_empty() {
         by_locality.insert(
-            "",
+            String::new(),
             vec![(
                 lb_endpoint(&spec.svc.host, spec.port.number, 1),
                 BTreeMap::new(),
@@ -46,20 +46,22 @@ pub(crate) fn load_assignment(
             continue;
         }
         let port = w.port_for(spec.port);
-        let labels = locality::augment(&w.entry.labels, &locality::parse(&w.entry.locality));
+        // istiod: the `istio-locality` label (`.`-separated) when no locality is set.
+        let loc = match w.entry.labels.get("istio-locality") {
+            Some(l) if w.entry.locality.is_empty() => l.replace('.', "/"),
+            _ => w.entry.locality.clone(),
+        };
+        let labels = locality::augment(&w.entry.labels, &locality::parse(&loc));
         let mut e = lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1));
         if istio_mtls(spec, w, port) {
             e.metadata = Some(tls_mode_istio());
         }
-        by_locality
-            .entry(w.entry.locality.as_str())
-            .or_default()
-            .push((e, labels));
+        by_locality.entry(loc).or_default().push((e, labels));
     }
     let groups = by_locality
         .into_iter()
         .map(|(l, endpoints)| locality::Group {
-            locality: locality::parse(l),
+            locality: locality::parse(&l),
             endpoints,
         })
         .collect();

@@ -796,8 +796,8 @@ spec:
 }
 
 /// Locality load balancing per node: the node's locality (xDS `locality`) and labels
-/// (`LABELS`) key its snapshot and order its endpoints; an Envoy cluster with `distribute`
-/// weighs localities.
+/// (`LABELS`) key its snapshot and order its endpoints (located by `locality` or the
+/// `istio-locality` label); a cluster with `distribute` weighs localities.
 #[test]
 fn each_node_gets_the_priorities_of_its_locality() {
     use envoy_types::pb::envoy::config::core::v3::Locality;
@@ -813,7 +813,7 @@ spec:
   ports: [{number: 80, name: http, protocol: HTTP}]
   endpoints:
   - {address: 10.0.0.1, locality: us/a, labels: {track: canary}}
-  - {address: 10.0.0.2, locality: us/b}
+  - {address: 10.0.0.2, labels: {istio-locality: us.b}}
   - {address: 10.0.0.3, locality: eu/c}
 ---
 apiVersion: networking.istio.io/v1

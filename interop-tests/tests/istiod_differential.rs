@@ -544,11 +544,31 @@ fn compare(
         // Route configurations by the listener that refers to them (the two name them
         // differently).
         for (listener, _) in ours.listeners.iter() {
-            if let (Some(a), Some(b)) = (
+            match (
                 ours.route_config_of(listener),
                 theirs.route_config_of(listener),
             ) {
-                out.extend(diff("RDS", listener, &flatten(&*a), &flatten(&*b)));
+                (Some(a), Some(b)) => {
+                    out.extend(diff("RDS", listener, &flatten(&*a), &flatten(&*b)))
+                }
+                (None, None) => {}
+                (a, b) => out.push(Difference {
+                    kind: "RDS",
+                    resource: listener.to_string(),
+                    path: String::new(),
+                    ours: a.map(|_| "present".to_string()),
+                    theirs: b.map(|_| "present".to_string()).or_else(|| {
+                        // NACKed by our translation?
+                        theirs_status
+                            .resources
+                            .iter()
+                            .find(|r| {
+                                r.kind == mesh_xds::resource::ResourceType::RouteConfiguration
+                                    && r.state != ResourceState::Acked
+                            })
+                            .map(|r| format!("{} {}: {:?}", r.name, r.state, r.last_error))
+                    }),
+                }),
             }
         }
     }

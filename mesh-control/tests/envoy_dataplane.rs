@@ -524,3 +524,143 @@ async fn envoy_over_delta_xds() {
     assert_eq!(get(&m, FLAKY, &[]).0, 404);
     assert_all_acked(&m);
 }
+
+/// A plaintext HTTP/1.1 server answering every request with `body`.
+async fn plain_backend(body: &'static str) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// istiod's auto-mTLS for a sidecar, with no DestinationRule: mTLS to a MESH_INTERNAL
+/// service's endpoints that have a mesh identity (`tlsMode: istio` in EDS, selecting the
+/// cluster's `tlsMode-istio` transport socket), plaintext to its endpoints without one and
+/// to a MESH_EXTERNAL service's, service account or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_uses_mtls_to_mesh_internal_endpoints_and_plaintext_to_external_ones() {
+    let Some(bin) = mesh_test_support::peer("MESH_ENVOY_BIN") else {
+        return;
+    };
+    let ca = mesh_tls::dev_ca::DevCa::new(mesh_core::TrustDomain::new("cluster.local").unwrap())
+        .unwrap();
+    let ca_dir = tempfile::tempdir().unwrap();
+    ca.save(ca_dir.path()).unwrap();
+    let internal = mtls_backend(ca.issue(&id("internal"), HOUR).unwrap(), "internal", false).await;
+    let legacy = plain_backend("legacy").await;
+    let external = plain_backend("external").await;
+    let se = |name: &str, location: &str, port: u16, sa: &str| {
+        let vip = match name {
+            "internal" => "240.240.0.1",
+            "legacy" => "240.240.0.2",
+            _ => "240.240.0.3",
+        };
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [{name}.default.svc.cluster.local]
+  addresses: [{vip}]
+  location: {location}
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}{sa}}}]
+---
+"
+        )
+    };
+    let config = tempfile::tempdir().unwrap();
+    let yaml = se(
+        "internal",
+        "MESH_INTERNAL",
+        internal.addr.port(),
+        ", serviceAccount: internal",
+    ) + &se("legacy", "MESH_INTERNAL", legacy.port(), "")
+        + &se(
+            "external",
+            "MESH_EXTERNAL",
+            external.port(),
+            ", serviceAccount: external",
+        );
+    std::fs::write(config.path().join("services.yaml"), yaml).unwrap();
+    let cp = mesh_control::server::ControlPlane::start(mesh_control::server::ControlPlaneOptions {
+        config_dir: config.path().to_path_buf(),
+        xds_addr: "127.0.0.1:0".parse().unwrap(),
+        ca_dir: Some(ca_dir.path().to_path_buf()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let envoy_dir = tempfile::tempdir().unwrap();
+    write_certs(
+        envoy_dir.path(),
+        &cp.ca().issue(&id("envoy"), HOUR).unwrap(),
+    );
+    let outbound_port = free_port();
+    let envoy = Envoy::start(
+        &bin,
+        envoy_dir.path(),
+        &envoy_bootstrap(cp.xds_addr(), outbound_port, envoy_dir.path(), false),
+    );
+    let outbound: std::net::SocketAddr = format!("127.0.0.1:{outbound_port}").parse().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), cp.xds().synced(1))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "envoy did not ACK: {:#?}\n{}",
+                cp.xds().status(),
+                envoy.log()
+            )
+        });
+    let get = |name: &str| {
+        http_get(
+            outbound,
+            "/",
+            &[("Host", &format!("{name}.default.svc.cluster.local"))],
+        )
+    };
+    within(
+        Duration::from_secs(20),
+        "envoy serves the outbound listener",
+        || get("legacy").is_some_and(|(s, _)| s == 200),
+    )
+    .await;
+    for name in ["internal", "legacy", "external"] {
+        assert_eq!(get(name), Some((200, name.to_owned())), "{}", envoy.log());
+    }
+    assert_eq!(internal.hits(), 1, "the mTLS backend served the request");
+    // The services' VIPs are domains of their virtual hosts, as istiod makes them.
+    for (vip, name) in [("240.240.0.1", "internal"), ("240.240.0.3:80", "external")] {
+        let got = http_get(outbound, "/", &[("Host", vip)]);
+        assert_eq!(got, Some((200, name.to_owned())), "Host: {vip}");
+    }
+    assert_eq!(internal.hits(), 2);
+    let tls = "cluster.outbound|80||internal.default.svc.cluster.local.ssl.handshake";
+    assert_eq!(
+        stat(&envoy, tls),
+        1,
+        "one TLS handshake to the internal service"
+    );
+    let plain = "cluster.outbound|80||external.default.svc.cluster.local.ssl.handshake";
+    assert_eq!(stat(&envoy, plain), 0, "no TLS to the external service");
+}

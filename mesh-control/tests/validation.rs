@@ -336,6 +336,17 @@ fn each_rule_reports_its_error() {
             ],
         ),
         (
+            "a CIDR range of addresses (single addresses only, /32 being one)",
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\n\
+             metadata: { name: details, namespace: default }\nspec:\n  hosts: [details]\n  \
+             addresses: [10.0.0.0/16, 10.1.0.1/32, 240.240.0.10]\n  resolution: STATIC\n  \
+             ports: [{ number: 9080, name: http, protocol: HTTP }]\n  endpoints: [{ address: 127.0.0.1 }]\n"
+                .into(),
+            vec![
+                "ServiceEntry default/details: spec.addresses[0]: CIDR range `10.0.0.0/16` is not supported: istiod matches ranges only on TCP listeners by destination IP, and requests here are routed by their authority; list single addresses",
+            ],
+        ),
+        (
             "field outside the supported subset",
             vs("x", "  - route:\n    - destination: { host: reviews }\n    corsPolicy: { allowOrigins: [{ exact: \"*\" }] }\n"),
             vec!["VirtualService default/x: spec.http[0].corsPolicy: not supported by this data plane (see docs/istio-config.md for the subset)"],

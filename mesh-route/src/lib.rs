@@ -73,6 +73,6 @@ pub use hash::{HashOutcome, request_hash};
 pub use lb::{ActiveRequest, Balancer, EndpointRef, PickContext};
 pub use request::RequestView;
 pub use router::{
-    Action, Forward, HeaderPlan, HostPortMode, HostRewriteDecision, RouteDecision, RoutePolicy,
-    Router, RouterOptions,
+    Action, Forward, HeaderPlan, HostPortMode, HostRewriteDecision, Mirror, RouteDecision,
+    RoutePolicy, Router, RouterOptions,
 };

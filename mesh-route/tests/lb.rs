@@ -484,3 +484,32 @@ fn in_flight_requests_survive_endpoint_changes() {
     b.set_ejected(&new, true);
     assert!(old.is_ejected(), "one flag per address");
 }
+
+/// In panic, Envoy's zone-aware balancers pick from all hosts of the priority, locality
+/// weights ignored (`hostSourceToUse` returns `AllHosts` before choosing a locality).
+#[test]
+fn panic_ignores_locality_weights() {
+    // X: weight 9, 1 of 10 healthy; Y: weight 1, 1 of 10 healthy: 10% healthy < 50%.
+    let mut x = healthy(0..1);
+    x.extend((1..10).map(|i| ep(i, 1, HealthStatus::Unhealthy)));
+    let mut y = healthy(100..101);
+    y.extend((101..110).map(|i| ep(i, 1, HealthStatus::Unhealthy)));
+    let common = CommonLbConfig {
+        locality_weighted: true,
+        ..Default::default()
+    };
+    let b = Balancer::new(
+        "c",
+        &LbPolicy::RoundRobin,
+        &common,
+        cla(vec![
+            locality("x", 0, Some(9), x),
+            locality("y", 0, Some(1), y),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(b.priority_load().panic, vec![true]);
+    let c = counts(&b, 20_000, |_| None);
+    let x_total: u64 = (0..10).map(|i| c.get(&key(i)).copied().unwrap_or(0)).sum();
+    assert!(within(x_total, 10_000.0, 0.02), "{x_total} of 20000 to X");
+}

@@ -812,10 +812,12 @@ fn policies_and_mirrors() {
                         MirrorPolicy {
                             cluster: "all".into(),
                             fraction: None,
+                            keep_host: false,
                         },
                         MirrorPolicy {
                             cluster: "tenth".into(),
                             fraction: Some(Fraction::new(10, 100)),
+                            keep_host: true,
                         },
                     ],
                     timeout: Some(Duration::ZERO),
@@ -844,8 +846,11 @@ fn policies_and_mirrors() {
     };
     let m = f("/m", 5);
     assert_eq!(
-        m.mirrors.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-        ["all", "tenth"]
+        m.mirrors
+            .iter()
+            .map(|c| (c.cluster.to_string(), c.keep_host))
+            .collect::<Vec<_>>(),
+        [("all".to_string(), false), ("tenth".to_string(), true)]
     );
     assert_eq!(f("/m", 50).mirrors.len(), 1);
     assert_eq!(m.policy.timeout, None, "timeout 0 disables it");

@@ -1,6 +1,6 @@
 //! Request mirroring through `Mesh::client()`: a VirtualService `mirror` (Envoy's
 //! `request_mirror_policies`) sends a fire-and-forget copy, body included, to the shadow
-//! cluster with `-shadow` appended to the host; a slow or failing shadow never delays or
+//! cluster with the request's host (istiod's `disable_shadow_host_suffix_append`); a slow or failing shadow never delays or
 //! fails the main request.
 
 use std::collections::BTreeMap;
@@ -161,7 +161,7 @@ async fn mirrored_copy_reaches_the_shadow_without_delaying_the_main_request() {
             .unwrap();
         assert_eq!(resp.status(), 200);
     }
-    // The shadow got every copy with its full body and the -shadow host.
+    // The shadow got every copy with its full body and the request's host.
     let copies = tokio::time::timeout(Duration::from_secs(5), async {
         loop {
             let n = shadow_seen.lock().unwrap().len();
@@ -182,7 +182,8 @@ async fn mirrored_copy_reaches_the_shadow_without_delaying_the_main_request() {
     assert_eq!(main_seen.len(), 5);
     for ((host, body), (shost, sbody)) in main_seen.iter().zip(shadow_seen.iter()) {
         assert_eq!(host, "main.default.svc.cluster.local:8080");
-        assert_eq!(shost, "main.default.svc.cluster.local-shadow:8080");
+        // As istiod configures it: the request's own host, no `-shadow` suffix.
+        assert_eq!(shost, "main.default.svc.cluster.local:8080");
         assert_eq!(body.len(), sbody.len());
     }
 }

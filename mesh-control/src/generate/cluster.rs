@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as cds;
 use envoy_types::pb::envoy::config::core::v3 as core;
+use envoy_types::pb::envoy::extensions::transport_sockets::raw_buffer::v3 as raw_buffer;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3 as uphttp;
 use envoy_types::pb::envoy::r#type::v3::Percent;
@@ -14,10 +15,10 @@ use envoy_types::pb::google::protobuf::UInt64Value;
 use envoy_types::util::pack_any;
 
 use super::names::cluster_name;
-use super::{GeneratorOptions, pb};
+use super::{GeneratorOptions, locality, pb};
 use crate::istio::api::{
-    ConnectionPoolSettings, H2UpgradePolicy, Resolution, ServicePort, SimpleLb, Subset, TlsMode,
-    TrafficPolicy,
+    ConnectionPoolSettings, H2UpgradePolicy, Location, Resolution, ServicePort, SimpleLb, Subset,
+    TlsMode, TrafficPolicy,
 };
 use crate::istio::{MeshConfig, Service};
 
@@ -36,10 +37,13 @@ pub(crate) enum TlsFlavor {
 
 /// One cluster to build: a service port, optionally a subset.
 pub(crate) struct ClusterSpec<'a> {
+    pub(crate) config: &'a MeshConfig,
     pub(crate) svc: &'a Service,
     pub(crate) port: &'a ServicePort,
     pub(crate) subset: Option<&'a Subset>,
     pub(crate) name: String,
+    /// The DestinationRule's policy, merged with the subset's.
+    pub(crate) policy: TrafficPolicy,
 }
 
 /// Every cluster of the config.
@@ -49,17 +53,21 @@ pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
         let dr = config.destination_rule_for(&svc.host);
         for port in &svc.ports {
             out.push(ClusterSpec {
+                config,
                 svc,
                 port,
                 subset: None,
                 name: cluster_name(port.number, "", &svc.host),
+                policy: merged_policy(config, svc, None),
             });
             for subset in dr.iter().flat_map(|dr| dr.spec.subsets.iter()) {
                 out.push(ClusterSpec {
+                    config,
                     svc,
                     port,
                     subset: Some(subset),
                     name: cluster_name(port.number, &subset.name, &svc.host),
+                    policy: merged_policy(config, svc, Some(subset)),
                 });
             }
         }
@@ -69,12 +77,12 @@ pub(crate) fn cluster_specs(config: &MeshConfig) -> Vec<ClusterSpec<'_>> {
 
 /// The DestinationRule's policy with the subset's settings taking precedence, field by
 /// field, as in Istio.
-fn merged_policy(config: &MeshConfig, spec: &ClusterSpec<'_>) -> TrafficPolicy {
+fn merged_policy(config: &MeshConfig, svc: &Service, subset: Option<&Subset>) -> TrafficPolicy {
     let top = config
-        .destination_rule_for(&spec.svc.host)
+        .destination_rule_for(&svc.host)
         .and_then(|dr| dr.spec.traffic_policy.clone())
         .unwrap_or_default();
-    let Some(sub) = spec.subset.and_then(|s| s.traffic_policy.as_ref()) else {
+    let Some(sub) = subset.and_then(|s| s.traffic_policy.as_ref()) else {
         return top;
     };
     TrafficPolicy {
@@ -99,13 +107,24 @@ pub(crate) fn service_identities(svc: &Service, trust_domain: &str) -> Vec<Strin
     ids
 }
 
+/// Who the clusters are for: Envoy sidecars get auto-mTLS, proxyless clients TLS only
+/// when the DestinationRule asks (as istiod's grpcgen: a gRPC client may not use xDS
+/// credentials, nor reach a PERMISSIVE server over mTLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Sidecar,
+    Proxyless,
+}
+
+/// The cluster of `spec`; a DNS cluster's inline endpoints are those `client` gets.
 pub(crate) fn cluster(
-    config: &MeshConfig,
     spec: &ClusterSpec<'_>,
     options: &GeneratorOptions,
     flavor: &TlsFlavor,
+    client: Option<&locality::Client>,
+    peer: Peer,
 ) -> cds::Cluster {
-    let policy = merged_policy(config, spec);
+    let policy = &spec.policy;
     let pool = policy.connection_pool.as_ref();
     let connect_timeout = pool
         .and_then(|p| p.tcp.as_ref())
@@ -125,35 +144,91 @@ pub(crate) fn cluster(
         }),
         ..Default::default()
     };
-    dns_discovery(&mut c, spec);
+    dns_discovery(&mut c, spec, client);
     panic_threshold(&mut c, 0.0);
-    load_balancer(&mut c, &policy);
-    circuit_breakers(&mut c, &policy);
-    outlier_detection(&mut c, &policy);
+    load_balancer(&mut c, policy);
+    circuit_breakers(&mut c, policy);
+    outlier_detection(&mut c, policy);
+    if locality::weighted(policy) {
+        c.common_lb_config
+            .get_or_insert_default()
+            .locality_config_specifier = Some(
+            cds::cluster::common_lb_config::LocalityConfigSpecifier::LocalityWeightedLbConfig(
+                Default::default(),
+            ),
+        );
+    }
     http_protocol_options(&mut c, pool, spec);
-    if let Some(t) = &policy.tls
-        && matches!(t.mode, TlsMode::IstioMutual)
-    {
-        let sans = service_identities(spec.svc, &options.trust_domain);
-        let sni = format!(
+    match &policy.tls {
+        Some(t) if matches!(t.mode, TlsMode::IstioMutual) => {
+            c.transport_socket = Some(istio_mutual(spec, options, flavor, t.sni.clone()));
+        }
+        Some(_) => {}
+        // istiod's auto-mTLS (`buildAutoMtlsSettings`): no TLS to a MESH_EXTERNAL service;
+        // to a MESH_INTERNAL one, mTLS to the endpoints whose EDS metadata says
+        // `tlsMode: istio` (generate::endpoint), plaintext to the others.
+        None if peer == Peer::Sidecar && spec.svc.location == Location::MeshInternal => {
+            let tls_mode = |mode: &str| envoy_types::pb::google::protobuf::Struct {
+                fields: [(
+                    "tlsMode".to_owned(),
+                    envoy_types::pb::google::protobuf::Value {
+                        kind: Some(envoy_types::pb::google::protobuf::value::Kind::StringValue(
+                            mode.into(),
+                        )),
+                    },
+                )]
+                .into(),
+            };
+            c.transport_socket_matches = vec![
+                cds::cluster::TransportSocketMatch {
+                    name: "tlsMode-istio".into(),
+                    r#match: Some(tls_mode("istio")),
+                    transport_socket: Some(istio_mutual(spec, options, flavor, None)),
+                },
+                cds::cluster::TransportSocketMatch {
+                    name: "tlsMode-disabled".into(),
+                    r#match: Some(Default::default()),
+                    transport_socket: Some(core::TransportSocket {
+                        name: "envoy.transport_sockets.raw_buffer".into(),
+                        config_type: Some(core::transport_socket::ConfigType::TypedConfig(
+                            pack_any(raw_buffer::RawBuffer {}),
+                        )),
+                    }),
+                },
+            ];
+        }
+        None => {}
+    }
+    c
+}
+
+/// The `ISTIO_MUTUAL` transport socket: the mesh identity, the service's identities as
+/// SANs, Istio's SNI unless `sni` says otherwise.
+fn istio_mutual(
+    spec: &ClusterSpec<'_>,
+    options: &GeneratorOptions,
+    flavor: &TlsFlavor,
+    sni: Option<String>,
+) -> core::TransportSocket {
+    let sans = service_identities(spec.svc, &options.trust_domain);
+    let sni = sni.unwrap_or_else(|| {
+        format!(
             "outbound_.{}_.{}_.{}",
             spec.port.number,
             spec.subset.map(|s| s.name.as_str()).unwrap_or(""),
             spec.svc.host
-        );
-        let sni = t.sni.clone().unwrap_or(sni);
-        c.transport_socket = Some(core::TransportSocket {
-            name: "envoy.transport_sockets.tls".into(),
-            config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack_any(
-                tls::UpstreamTlsContext {
-                    common_tls_context: Some(common_tls(flavor, &sans)),
-                    sni,
-                    ..Default::default()
-                },
-            ))),
-        });
+        )
+    });
+    core::TransportSocket {
+        name: "envoy.transport_sockets.tls".into(),
+        config_type: Some(core::transport_socket::ConfigType::TypedConfig(pack_any(
+            tls::UpstreamTlsContext {
+                common_tls_context: Some(common_tls(flavor, &sans)),
+                sni,
+                ..Default::default()
+            },
+        ))),
     }
-    c
 }
 
 fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
@@ -196,14 +271,14 @@ fn load_balancer(c: &mut cds::Cluster, policy: &TrafficPolicy) {
 /// Istio's DNS resolutions: `DNS` a `STRICT_DNS` cluster (every address of every name is
 /// an endpoint), `DNS_ROUND_ROBIN` a `LOGICAL_DNS` one (its first endpoint), each with the
 /// endpoints inline and istiod's default refresh rate (60 s) instead of EDS.
-fn dns_discovery(c: &mut cds::Cluster, spec: &ClusterSpec<'_>) {
+fn dns_discovery(c: &mut cds::Cluster, spec: &ClusterSpec<'_>, client: Option<&locality::Client>) {
     use cds::cluster::DiscoveryType;
     let kind = match spec.svc.resolution {
         Resolution::Dns => DiscoveryType::StrictDns,
         Resolution::DnsRoundRobin => DiscoveryType::LogicalDns,
         Resolution::Static | Resolution::None => return,
     };
-    let mut la = super::endpoint::load_assignment(spec);
+    let mut la = super::endpoint::load_assignment(spec, client);
     if kind == DiscoveryType::LogicalDns {
         la.endpoints.truncate(1);
         if let Some(l) = la.endpoints.first_mut() {

@@ -8,24 +8,33 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::config::endpoint::v3 as eds;
 
 use super::cluster::ClusterSpec;
-use super::pb;
-use crate::istio::api::Resolution;
+use super::{locality, pb};
+use crate::istio::Workload;
+use crate::istio::api::{Location, MtlsMode, Resolution};
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 
 /// The cluster's endpoints: IPs for EDS; for DNS resolution (a `STRICT_DNS` or
 /// `LOGICAL_DNS` cluster's inline assignment) names too, and the service's host itself when
-/// the ServiceEntry lists no endpoints.
-pub(crate) fn load_assignment(spec: &ClusterSpec<'_>) -> eds::ClusterLoadAssignment {
+/// the ServiceEntry lists no endpoints. Priorities and locality weights are those `client`
+/// gets (see [`locality`]).
+pub(crate) fn load_assignment(
+    spec: &ClusterSpec<'_>,
+    client: Option<&locality::Client>,
+) -> eds::ClusterLoadAssignment {
     let dns = matches!(
         spec.svc.resolution,
         Resolution::Dns | Resolution::DnsRoundRobin
     );
+    let mut by_locality: BTreeMap<String, Vec<locality::Labelled>> = BTreeMap::new();
     if dns && spec.svc.workloads.is_empty() {
-        return assignment(
-            spec,
-            BTreeMap::from([("", vec![lb_endpoint(&spec.svc.host, spec.port.number, 1)])]),
+        by_locality.insert(
+            String::new(),
+            vec![(
+                lb_endpoint(&spec.svc.host, spec.port.number, 1),
+                BTreeMap::new(),
+            )],
         );
     }
-    let mut by_locality: BTreeMap<&str, Vec<eds::LbEndpoint>> = BTreeMap::new();
     for w in &spec.svc.workloads {
         if let Some(subset) = spec.subset
             && !w.matches(&subset.labels)
@@ -37,16 +46,61 @@ pub(crate) fn load_assignment(spec: &ClusterSpec<'_>) -> eds::ClusterLoadAssignm
             continue;
         }
         let port = w.port_for(spec.port);
-        by_locality
-            .entry(w.entry.locality.as_str())
-            .or_default()
-            .push(lb_endpoint(
-                &w.entry.address,
-                port,
-                w.entry.weight.unwrap_or(1).max(1),
-            ));
+        // istiod: the `istio-locality` label (`.`-separated) when no locality is set.
+        let loc = match w.entry.labels.get("istio-locality") {
+            Some(l) if w.entry.locality.is_empty() => l.replace('.', "/"),
+            _ => w.entry.locality.clone(),
+        };
+        let labels = locality::augment(&w.entry.labels, &locality::parse(&loc));
+        let mut e = lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1));
+        if istio_mtls(spec, w, port) {
+            e.metadata = Some(tls_mode_istio());
+        }
+        by_locality.entry(loc).or_default().push((e, labels));
     }
-    assignment(spec, by_locality)
+    let groups = by_locality
+        .into_iter()
+        .map(|(l, endpoints)| locality::Group {
+            locality: locality::parse(&l),
+            endpoints,
+        })
+        .collect();
+    eds::ClusterLoadAssignment {
+        cluster_name: spec.name.clone(),
+        endpoints: locality::assign(groups, &spec.policy, client, !dns),
+        ..Default::default()
+    }
+}
+
+/// Whether the endpoint takes Istio mTLS, as istiod marks it in EDS: a workload of a
+/// MESH_INTERNAL service with `security.istio.io/tlsMode: istio`, or without that label and
+/// with a service account (`getTLSModeFromWorkloadEntry`), unless its PeerAuthentication
+/// disables mTLS on the port.
+fn istio_mtls(spec: &ClusterSpec<'_>, w: &Workload, port: u32) -> bool {
+    let mode = match w.entry.labels.get("security.istio.io/tlsMode") {
+        Some(mode) => mode == "istio",
+        None => !w.entry.service_account.is_empty(),
+    };
+    mode && spec.svc.location == Location::MeshInternal
+        && super::inbound::mtls_mode(spec.config, w, &w.entry.labels, port) != MtlsMode::Disable
+}
+
+/// `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`, which selects the
+/// auto-mTLS transport socket of a sidecar's cluster.
+fn tls_mode_istio() -> core::Metadata {
+    let value = Value {
+        kind: Some(Kind::StringValue("istio".into())),
+    };
+    core::Metadata {
+        filter_metadata: [(
+            "envoy.transport_socket_match".to_owned(),
+            Struct {
+                fields: [("tlsMode".to_owned(), value)].into(),
+            },
+        )]
+        .into(),
+        ..Default::default()
+    }
 }
 
 fn lb_endpoint(address: &str, port: u32, weight: u32) -> eds::LbEndpoint {
@@ -56,38 +110,6 @@ fn lb_endpoint(address: &str, port: u32, weight: u32) -> eds::LbEndpoint {
             ..Default::default()
         })),
         load_balancing_weight: pb::u32v(weight),
-        ..Default::default()
-    }
-}
-
-fn assignment(
-    spec: &ClusterSpec<'_>,
-    by_locality: BTreeMap<&str, Vec<eds::LbEndpoint>>,
-) -> eds::ClusterLoadAssignment {
-    let endpoints = by_locality
-        .into_iter()
-        .map(|(locality, lb_endpoints)| {
-            let mut parts = locality.splitn(3, '/');
-            let weight: u32 = lb_endpoints
-                .iter()
-                .map(|e| e.load_balancing_weight.as_ref().map_or(1, |w| w.value))
-                .sum();
-            eds::LocalityLbEndpoints {
-                locality: Some(core::Locality {
-                    region: parts.next().unwrap_or_default().into(),
-                    zone: parts.next().unwrap_or_default().into(),
-                    sub_zone: parts.next().unwrap_or_default().into(),
-                }),
-                lb_endpoints,
-                // gRPC ignores localities without a weight.
-                load_balancing_weight: pb::u32v(weight.max(1)),
-                ..Default::default()
-            }
-        })
-        .collect();
-    eds::ClusterLoadAssignment {
-        cluster_name: spec.name.clone(),
-        endpoints,
         ..Default::default()
     }
 }

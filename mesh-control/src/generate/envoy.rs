@@ -2,6 +2,7 @@
 //! the node's metadata) whose route configuration holds a virtual host per service port,
 //! the same clusters and endpoints as proxyless clients, and TLS from files on Envoy's disk.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::xds_server::Resources;
@@ -11,8 +12,8 @@ use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::util::pack_any;
 
 use super::cluster::{self, TlsFlavor};
-use super::names::host_port;
-use super::{GeneratorOptions, endpoint, listener, node_meta, pb, route};
+use super::names::{host_port, vips};
+use super::{GeneratorOptions, endpoint, listener, locality, node_meta, pb, route};
 use crate::istio::MeshConfig;
 
 /// What an Envoy node tells the generator in its metadata (all optional).
@@ -24,6 +25,10 @@ use crate::istio::MeshConfig;
 /// | `TLS_CERT_CHAIN` | Envoy's certificate chain (PEM file), for `ISTIO_MUTUAL` clusters | `/etc/certs/cert-chain.pem` |
 /// | `TLS_PRIVATE_KEY` | its key | `/etc/certs/key.pem` |
 /// | `TLS_ROOT_CERT` | the mesh root to verify servers with | `/etc/certs/root-cert.pem` |
+/// | `LABELS` | the workload's labels (for `failoverPriority`) | none |
+///
+/// The node's `locality` (or its topology labels) orders endpoints for locality load
+/// balancing, as istiod does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EnvoyNodeMeta {
     /// Outbound listener port.
@@ -36,6 +41,10 @@ pub struct EnvoyNodeMeta {
     pub private_key: PathBuf,
     /// Root certificate file.
     pub root_cert: PathBuf,
+    /// The node's locality, `region/zone/subzone` (empty when unset).
+    pub locality: String,
+    /// The workload's labels.
+    pub labels: BTreeMap<String, String>,
 }
 
 impl Default for EnvoyNodeMeta {
@@ -46,6 +55,8 @@ impl Default for EnvoyNodeMeta {
             cert_chain: "/etc/certs/cert-chain.pem".into(),
             private_key: "/etc/certs/key.pem".into(),
             root_cert: "/etc/certs/root-cert.pem".into(),
+            locality: String::new(),
+            labels: BTreeMap::new(),
         }
     }
 }
@@ -64,18 +75,27 @@ impl EnvoyNodeMeta {
             cert_chain: get("TLS_CERT_CHAIN").map_or(d.cert_chain, PathBuf::from),
             private_key: get("TLS_PRIVATE_KEY").map_or(d.private_key, PathBuf::from),
             root_cert: get("TLS_ROOT_CERT").map_or(d.root_cert, PathBuf::from),
+            locality: super::node_locality(node),
+            labels: super::node_labels(node),
         }
     }
 
     /// Nodes with equal metadata share a snapshot.
     pub fn key(&self) -> String {
+        let labels: Vec<String> = self
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!(
-            "envoy|{}|{}|{}|{}|{}",
+            "envoy|{}|{}|{}|{}|{}|{}|{}",
             self.outbound_address,
             self.outbound_port,
             self.cert_chain.display(),
             self.private_key.display(),
-            self.root_cert.display()
+            self.root_cert.display(),
+            self.locality,
+            labels.join(",")
         )
     }
 }
@@ -112,9 +132,12 @@ pub(crate) fn generate(
     for svc in config.services.values() {
         for (i, port) in svc.ports.iter().enumerate() {
             // The bare host goes to the first port only: domains must be unique.
+            // With the service's VIPs, as istiod's virtual host domains.
             let mut domains = vec![host_port(&svc.host, port.number)];
+            domains.extend(vips(&svc.addresses).map(|vip| host_port(&vip, port.number)));
             if i == 0 {
                 domains.push(svc.host.clone());
+                domains.extend(vips(&svc.addresses));
             }
             virtual_hosts.push(route::virtual_host(config, svc, port, domains, None));
         }
@@ -133,12 +156,22 @@ pub(crate) fn generate(
         key: meta.private_key.clone(),
         root: meta.root_cert.clone(),
     };
+    let client = locality::Client::new(Some(&locality::parse(&meta.locality)), &meta.labels);
     for spec in cluster::cluster_specs(config) {
         out.add(
             spec.name.clone(),
-            cluster::cluster(config, &spec, options, &flavor),
+            cluster::cluster(
+                &spec,
+                options,
+                &flavor,
+                Some(&client),
+                cluster::Peer::Sidecar,
+            ),
         );
-        out.add(spec.name.clone(), endpoint::load_assignment(&spec));
+        out.add(
+            spec.name.clone(),
+            endpoint::load_assignment(&spec, Some(&client)),
+        );
     }
     out
 }

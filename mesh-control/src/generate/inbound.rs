@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::config::listener::v3 as lds;
 use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as tls;
-use envoy_types::pb::google::protobuf::{BoolValue, value::Kind};
+use envoy_types::pb::google::protobuf::BoolValue;
 use envoy_types::util::pack_any;
 
 use super::names::inbound_listener_name;
@@ -45,6 +45,8 @@ pub struct InboundNode {
     pub pod_name: String,
     /// `LABELS`.
     pub labels: BTreeMap<String, String>,
+    /// The node's locality, `region/zone/subzone` (empty parts when unset).
+    pub locality: String,
 }
 
 impl InboundNode {
@@ -68,30 +70,14 @@ impl InboundNode {
         let service_account = node_meta(node, "SERVICE_ACCOUNT")
             .map(|sa| sa.rsplit("/sa/").next().unwrap_or_default().to_owned())
             .unwrap_or_default();
-        let labels = node
-            .metadata
-            .as_ref()
-            .and_then(|m| m.fields.get("LABELS"))
-            .and_then(|v| match &v.kind {
-                Some(Kind::StructValue(s)) => Some(s),
-                _ => None,
-            })
-            .map(|s| {
-                s.fields
-                    .iter()
-                    .filter_map(|(k, v)| match &v.kind {
-                        Some(Kind::StringValue(v)) => Some((k.clone(), v.clone())),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let labels = super::node_labels(node);
         InboundNode {
             ips,
             namespace,
             service_account,
             pod_name: pod_name.to_owned(),
             labels,
+            locality: super::node_locality(node),
         }
     }
 
@@ -103,12 +89,13 @@ impl InboundNode {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         format!(
-            "{}|{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}|{}",
             self.ips.join(","),
             self.namespace,
             self.service_account,
             self.pod_name,
-            labels.join(",")
+            labels.join(","),
+            self.locality
         )
     }
 

@@ -25,6 +25,7 @@ mod envoy;
 mod grpc;
 mod inbound;
 mod listener;
+mod locality;
 mod names;
 mod pb;
 mod route;
@@ -89,6 +90,34 @@ pub fn node_meta(node: &Node, key: &str) -> Option<String> {
     }
 }
 
+/// The node's `LABELS` metadata (string values only).
+pub(crate) fn node_labels(node: &Node) -> std::collections::BTreeMap<String, String> {
+    let Some(Kind::StructValue(s)) = node
+        .metadata
+        .as_ref()
+        .and_then(|m| m.fields.get("LABELS"))
+        .and_then(|v| v.kind.as_ref())
+    else {
+        return Default::default();
+    };
+    s.fields
+        .iter()
+        .filter_map(|(k, v)| match &v.kind {
+            Some(Kind::StringValue(v)) => Some((k.clone(), v.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The node's locality as `region/zone/subzone` (empty when it sends none).
+pub(crate) fn node_locality(node: &Node) -> String {
+    node.locality
+        .as_ref()
+        .map(|l| format!("{}/{}/{}", l.region, l.zone, l.sub_zone))
+        .filter(|l| l != "//")
+        .unwrap_or_default()
+}
+
 /// Istio's generators for [`MeshConfig`]: proxyless or Envoy, per node.
 #[derive(Clone, Debug, Default)]
 pub struct MeshGenerator {
@@ -124,8 +153,9 @@ impl MeshGenerator {
     }
 
     /// The proxyless client side for `config` and the node, generated once per config
-    /// version unless a VirtualService matches on the caller or a resource is exported to
-    /// some namespaces only (then per node, from what its namespace sees).
+    /// version unless a VirtualService matches on the caller, a resource is exported to
+    /// some namespaces only, or locality load balancing may act (then per node, from what
+    /// its namespace sees, with its locality's priorities).
     fn outbound(&self, config: &MeshConfig, node: &InboundNode) -> Resources {
         let source_matches = config
             .virtual_services
@@ -133,13 +163,15 @@ impl MeshGenerator {
             .flat_map(|vs| &vs.spec.http)
             .flat_map(|h| &h.matches)
             .any(route::has_source_match);
-        if source_matches || config.has_export_limits() {
+        if source_matches || config.has_export_limits() || locality::per_client(config) {
             let caller = route::Caller {
                 namespace: &node.namespace,
                 labels: &node.labels,
             };
+            let client =
+                locality::Client::new(Some(&locality::parse(&node.locality)), &node.labels);
             let visible = config.visible_to(&node.namespace);
-            return grpc::generate(&visible, &self.options, Some(caller));
+            return grpc::generate(&visible, &self.options, Some(caller), Some(&client));
         }
         let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((cached, resources)) = cache.as_ref()
@@ -147,7 +179,7 @@ impl MeshGenerator {
         {
             return resources.clone();
         }
-        let resources = grpc::generate(config, &self.options, None);
+        let resources = grpc::generate(config, &self.options, None, None);
         *cache = Some((config.clone(), resources.clone()));
         resources
     }
@@ -156,7 +188,7 @@ impl MeshGenerator {
     /// endpoint set), independent of any node: for tools and tests. With workloads sharing
     /// an address and port, the first one's inbound listener is included.
     pub fn proxyless(&self, config: &MeshConfig) -> Resources {
-        let mut out = grpc::generate(config, &self.options, None);
+        let mut out = grpc::generate(config, &self.options, None, None);
         inbound::add_all(&mut out, config);
         out
     }

@@ -35,6 +35,18 @@ pub(crate) fn host_port(host: &str, port: u32) -> String {
     format!("{host}:{port}")
 }
 
+/// The service's virtual IPs as an authority names them: `ip` (`[ip]` for IPv6), and with
+/// the port. Validation lets single addresses only through (a `/32` or `/128` is one).
+pub(crate) fn vips(addresses: &[String]) -> impl Iterator<Item = String> + '_ {
+    addresses.iter().filter_map(|a| {
+        let ip: std::net::IpAddr = a.split('/').next()?.parse().ok()?;
+        Some(match ip {
+            std::net::IpAddr::V4(v4) => v4.to_string(),
+            std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+        })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -520,6 +520,8 @@ fn route_action(
         let pct = http.mirror_percentage.map(|p| p.value).unwrap_or(100.0);
         action.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
             cluster: destination_cluster(config, mirror, svc, port),
+            // istiod: the copy keeps the request's host (no `-shadow` suffix).
+            disable_shadow_host_suffix_append: true,
             runtime_fraction: Some(core::RuntimeFractionalPercent {
                 default_value: pb::percent(pct),
                 runtime_key: String::new(),

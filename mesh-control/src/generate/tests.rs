@@ -794,3 +794,102 @@ spec:
     // Not exported to `testing`: the generator's default there.
     assert_eq!(lb_for("testing"), cds::cluster::LbPolicy::RoundRobin as i32);
 }
+
+/// Locality load balancing per node: the node's locality (xDS `locality`) and labels
+/// (`LABELS`) key its snapshot and order its endpoints (located by `locality` or the
+/// `istio-locality` label); a cluster with `distribute` weighs localities.
+#[test]
+fn each_node_gets_the_priorities_of_its_locality() {
+    use envoy_types::pb::envoy::config::core::v3::Locality;
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    let config = valid_config(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: cart, namespace: default}
+spec:
+  hosts: [cart.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  endpoints:
+  - {address: 10.0.0.1, locality: us/a, labels: {track: canary}}
+  - {address: 10.0.0.2, labels: {istio-locality: us.b}}
+  - {address: 10.0.0.3, locality: eu/c}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: cart, namespace: default}
+spec:
+  host: cart.default.svc.cluster.local
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+  subsets:
+  - name: split
+    trafficPolicy:
+      loadBalancer: {localityLbSetting: {distribute: [{from: us/a, to: {us/a: 70, eu: 30}}]}}
+",
+    );
+    let g = MeshGenerator::default();
+    let at = |kind: &str, zone: &str| {
+        let mut n = node(&[("GENERATOR", kind)]);
+        n.locality = Some(Locality {
+            region: "us".into(),
+            zone: zone.into(),
+            sub_zone: String::new(),
+        });
+        n
+    };
+    let priorities = |kind: &str, zone: &str, subset: &str| {
+        let n = at(kind, zone);
+        let r = g.generate(&n, &config).unwrap();
+        let name = format!("outbound|80|{subset}|cart.default.svc.cluster.local");
+        let la: ClusterLoadAssignment = get(&r, ResourceType::ClusterLoadAssignment, &name);
+        let c: cds::Cluster = get(&r, ResourceType::Cluster, &name);
+        let weighted = c
+            .common_lb_config
+            .is_some_and(|l| l.locality_config_specifier.is_some());
+        let mut out: Vec<(String, u32, u32)> = la
+            .endpoints
+            .iter()
+            .map(|l| {
+                let loc = l.locality.clone().unwrap_or_default();
+                let w = l.load_balancing_weight.as_ref().map_or(0, |w| w.value);
+                (format!("{}/{}", loc.region, loc.zone), l.priority, w)
+            })
+            .collect();
+        out.sort();
+        (out, weighted)
+    };
+    for kind in ["grpc", "envoy"] {
+        assert_ne!(g.node_key(&at(kind, "a")), g.node_key(&at(kind, "b")));
+        let (a, weighted) = priorities(kind, "a", "");
+        assert_eq!(
+            a,
+            [
+                ("eu/c".into(), 2, 1),
+                ("us/a".into(), 0, 1),
+                ("us/b".into(), 1, 1)
+            ],
+            "{kind}"
+        );
+        assert!(!weighted, "default failover keeps plain weights");
+        let (b, _) = priorities(kind, "b", "");
+        assert_eq!(
+            b,
+            [
+                ("eu/c".into(), 2, 1),
+                ("us/a".into(), 1, 1),
+                ("us/b".into(), 0, 1)
+            ],
+            "{kind}"
+        );
+        // The subset's `distribute` replaces the rule's default failover.
+        let (split, weighted) = priorities(kind, "a", "split");
+        assert_eq!(
+            split,
+            [("eu/c".into(), 0, 30), ("us/a".into(), 0, 70)],
+            "{kind}"
+        );
+        assert!(weighted, "{kind}");
+    }
+}

@@ -390,6 +390,9 @@ pub struct MirrorPolicy {
     pub cluster: String,
     /// Fraction mirrored (`None`: all).
     pub fraction: Option<Fraction>,
+    /// Send the copy with the request's own host (Envoy's
+    /// `disable_shadow_host_suffix_append`, which istiod sets) instead of `<host>-shadow`.
+    pub keep_host: bool,
 }
 
 /// What a hash policy hashes.

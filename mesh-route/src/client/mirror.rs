@@ -1,5 +1,6 @@
 //! Request mirroring (Envoy's `request_mirror_policies`): a fire-and-forget copy of the
-//! request to a shadow cluster, with `-shadow` appended to the host as Envoy does. The
+//! request to a shadow cluster, with `-shadow` appended to the host as Envoy does (unless
+//! the policy keeps the host, `disable_shadow_host_suffix_append`, as istiod sets it). The
 //! router has already drawn each policy's runtime fraction.
 //!
 //! The copy never delays or fails the main request: its body is a tee of the main body
@@ -138,12 +139,13 @@ type ShadowCall = Pin<
     Box<dyn std::future::Future<Output = Result<http::Response<super::MeshBody>, BoxError>> + Send>,
 >;
 
-/// Sends a copy of the request (`parts` as forwarded) to each of `shadows`, and returns the
+/// Sends a copy of the request (`parts` as forwarded) to each of `shadows` (with the host
+/// kept when its flag says so, else `<host>-shadow`), and returns the
 /// main body to send instead of `body`.
 pub(crate) fn mirror(
     parts: &Parts,
     body: RequestBody,
-    shadows: Vec<ClusterService>,
+    shadows: Vec<(ClusterService, bool)>,
     timeout: Option<Duration>,
 ) -> RequestBody {
     if shadows.is_empty() {
@@ -152,7 +154,7 @@ pub(crate) fn mirror(
     let empty = body.is_end_stream();
     let hint = body.size_hint();
     let mut tees = Vec::new();
-    for svc in shadows {
+    for (svc, keep_host) in shadows {
         let shadow_body: RequestBody = if empty {
             http_body_util::Empty::new()
                 .map_err(|e| match e {})
@@ -170,7 +172,11 @@ pub(crate) fn mirror(
         *req.method_mut() = parts.method.clone();
         *req.version_mut() = parts.version;
         *req.headers_mut() = parts.headers.clone();
-        *req.uri_mut() = shadow_uri(&parts.uri);
+        *req.uri_mut() = if keep_host {
+            parts.uri.clone()
+        } else {
+            shadow_uri(&parts.uri)
+        };
         if let Some(p) = parts.extensions.get::<Arc<crate::RoutePolicy>>() {
             // Shadows are sent once: no retries.
             let mut p = (**p).clone();

@@ -171,7 +171,10 @@ fn tier(
             .map(|h| f64::from(h.endpoint().weight.max(1)) / sum.max(1.0))
             .collect()
     };
-    if !common.locality_weighted {
+    // In panic Envoy's zone-aware balancers pick from all the priority's hosts, localities
+    // ignored (`hostSourceToUse` returns `AllHosts` before choosing a locality); hash
+    // balancers keep the locality weights.
+    if !common.locality_weighted || (!healthy_only && !hashing) {
         let hosts: Vec<EndpointRef> = per_locality.into_iter().flat_map(|(_, h)| h).collect();
         let w = host_weights(&hosts);
         return Tier {

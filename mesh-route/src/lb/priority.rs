@@ -47,15 +47,15 @@ pub fn compute(
         .collect();
     let normalized: u32 = health.iter().sum::<u32>().min(100);
     let mut load = vec![0u32; n];
-    if normalized > 0 {
-        let mut remaining: i64 = 100;
-        while remaining > 0 {
-            for i in 0..n {
-                let delta = (i64::from(health[i]) * 100 / i64::from(normalized)).min(remaining);
-                remaining -= delta;
-                load[i] += delta as u32;
-            }
+    // Envoy's `distributeLoad`: each priority its share, in order, while load remains; the
+    // rounding remainder to the first priority with any health (none: nothing healthy).
+    if let Some(first) = health.iter().position(|h| *h > 0) {
+        let mut remaining = 100u32;
+        for (l, h) in load.iter_mut().zip(&health) {
+            *l = (h * 100 / normalized).min(remaining);
+            remaining -= *l;
         }
+        load[first] += remaining;
     }
     let panic: Vec<bool> = counts
         .iter()
@@ -135,6 +135,21 @@ mod tests {
             vec![84, 16, 0]
         );
         assert_eq!(compute(&pct(&[0, 0, 100]), 140, 0.0).load, vec![0, 0, 100]);
+    }
+
+    #[test]
+    fn the_rounding_remainder_goes_to_the_first_healthy_priority() {
+        // Health 1, 32, 32, 32 (factor 1.0): normalized 97, shares 1, 32, 32, 32; Envoy gives
+        // the remaining 3 to P0, not spread in a second round (which made 2, 34, 32, 32).
+        assert_eq!(
+            compute(&pct(&[1, 32, 32, 32]), 100, 0.0).load,
+            vec![4, 32, 32, 32]
+        );
+        // An empty P0 gets nothing: the remainder goes to P1.
+        assert_eq!(
+            compute(&pct(&[0, 20, 20, 20]), 140, 0.0).load,
+            vec![0, 34, 33, 33]
+        );
     }
 
     #[test]

@@ -62,8 +62,8 @@ pub struct Forward {
     pub path: Option<String>,
     /// The authority rewrite.
     pub host: Option<HostRewriteDecision>,
-    /// Clusters that receive a copy of the request (their fractions already applied).
-    pub mirrors: Vec<Arc<str>>,
+    /// Where a copy of the request goes (their fractions already applied).
+    pub mirrors: Vec<Mirror>,
     /// The route's policies.
     pub policy: Arc<RoutePolicy>,
 }
@@ -126,13 +126,23 @@ enum Clusters {
     },
 }
 
+/// A copy of the request for a shadow cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mirror {
+    /// The shadow cluster.
+    pub cluster: Arc<str>,
+    /// Keep the request's host instead of appending `-shadow` (Envoy's
+    /// `disable_shadow_host_suffix_append`).
+    pub keep_host: bool,
+}
+
 #[derive(Debug)]
 struct CompiledForward {
     clusters: Clusters,
     prefix_rewrite: Option<String>,
     regex_rewrite: Option<RegexRewrite>,
     host_rewrite: Option<HostRewrite>,
-    mirrors: Vec<(Arc<str>, Option<Fraction>)>,
+    mirrors: Vec<(Mirror, Option<Fraction>)>,
 }
 
 #[derive(Debug)]
@@ -307,7 +317,7 @@ fn forward(
         .mirrors
         .iter()
         .filter(|(_, fraction)| fraction.is_none_or(|fr| fraction_hit(fr, random)))
-        .map(|(c, _)| c.clone())
+        .map(|(m, _)| m.clone())
         .collect();
     (
         Action::Forward(Forward {
@@ -442,7 +452,13 @@ fn compile_forward(
         mirrors: fwd
             .mirror_policies
             .iter()
-            .map(|m| (Arc::from(m.cluster.as_str()), m.fraction))
+            .map(|m| {
+                let mirror = Mirror {
+                    cluster: Arc::from(m.cluster.as_str()),
+                    keep_host: m.keep_host,
+                };
+                (mirror, m.fraction)
+            })
             .collect(),
     })
 }

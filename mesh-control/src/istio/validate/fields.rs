@@ -37,6 +37,23 @@ fn service_entry(se: &ServiceEntry, errs: &mut Errs<'_>) {
     }
     for (i, a) in se.addresses.iter().enumerate() {
         check_ip_or_cidr(&format!("spec.addresses[{i}]"), a, errs);
+        // istiod matches a range only in TCP listeners, by destination IP; clients here
+        // route HTTP by authority, where a range matches nothing.
+        if let Some((ip, len)) = a.split_once('/')
+            && let Ok(ip) = ip.parse::<std::net::IpAddr>()
+            && len
+                .parse::<u32>()
+                .is_ok_and(|l| l < if ip.is_ipv4() { 32 } else { 128 })
+        {
+            errs.push(
+                format!("spec.addresses[{i}]"),
+                format!(
+                    "CIDR range `{a}` is not supported: istiod matches ranges only on TCP \
+                     listeners by destination IP, and requests here are routed by their \
+                     authority; list single addresses"
+                ),
+            );
+        }
     }
     if se.ports.is_empty() {
         errs.push("spec.ports", "ports missing: at least one port is required");

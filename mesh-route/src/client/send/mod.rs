@@ -150,7 +150,10 @@ impl MeshClient {
             let shadows = forward
                 .mirrors
                 .iter()
-                .filter_map(|c| built.clusters.get(c)?.service().ok().cloned())
+                .filter_map(|m| {
+                    let svc = built.clusters.get(&m.cluster)?.service().ok()?;
+                    Some((svc.clone(), m.keep_host))
+                })
                 .collect();
             mirror::mirror(&parts, body, shadows, timeout)
         };

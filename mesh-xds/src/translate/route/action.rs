@@ -248,9 +248,6 @@ pub(super) fn mirror_policies(
 }
 
 pub(super) fn mirror_policy(m: &pb::route_action::RequestMirrorPolicy) -> Res<MirrorPolicy> {
-    if m.disable_shadow_host_suffix_append {
-        return bail("disable_shadow_host_suffix_append is not supported");
-    }
     if m.cluster.is_empty() {
         return bail(if m.cluster_header.is_empty() {
             "cluster is required"
@@ -265,6 +262,7 @@ pub(super) fn mirror_policy(m: &pb::route_action::RequestMirrorPolicy) -> Res<Mi
         return bail("host_rewrite_literal is not supported");
     }
     Ok(MirrorPolicy {
+        keep_host: m.disable_shadow_host_suffix_append,
         cluster: m.cluster.clone(),
         fraction: m
             .runtime_fraction

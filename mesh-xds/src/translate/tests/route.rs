@@ -329,7 +329,8 @@ fn forward_action_fields() {
         f.mirror_policies,
         vec![MirrorPolicy {
             cluster: "shadow".into(),
-            fraction: Some(Fraction::new(5, 100))
+            fraction: Some(Fraction::new(5, 100)),
+            keep_host: false,
         }]
     );
     let kinds: Vec<&HashPolicyKind> = f.hash_policies.iter().map(|h| &h.kind).collect();

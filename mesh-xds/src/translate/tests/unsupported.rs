@@ -958,17 +958,6 @@ fn unsupported_envoy_fields_are_nacked() {
             }),
         ),
         (
-            "disable_shadow_host_suffix_append",
-            RouteConfiguration,
-            action(|a| {
-                a.request_mirror_policies = vec![rds::route_action::RequestMirrorPolicy {
-                    cluster: "shadow".into(),
-                    disable_shadow_host_suffix_append: true,
-                    ..Default::default()
-                }]
-            }),
-        ),
-        (
             "refresh_cluster_on_retry",
             RouteConfiguration,
             action(|a| {

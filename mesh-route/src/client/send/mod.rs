@@ -152,7 +152,9 @@ impl MeshClient {
         if let Some(HostRewriteDecision::FromEndpoint) = forward.host {
             parts.extensions.insert(AutoHostRewrite);
         }
-        let timeout = route_timeout(policy, self.inner.config.default_timeout);
+        let grpc = mesh_resilience::body::is_grpc_headers(&parts.headers);
+        let timeout = route_timeout(policy, self.inner.config.default_timeout)
+            .filter(|_| !(grpc && policy.timeout_is_default));
         let body = if forward.mirrors.is_empty() {
             body
         } else {

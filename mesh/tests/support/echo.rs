@@ -257,6 +257,19 @@ where
         Ok(r.await?.into_inner())
     }
 
+    /// A unary call to any path (another service's method).
+    pub async fn unary_path(
+        &mut self,
+        path: &str,
+        req: impl tonic::IntoRequest<Msg>,
+    ) -> Result<Msg, Status> {
+        self.ready().await?;
+        let codec = ProstCodec::<Msg, Msg>::default();
+        let path = path.parse().map_err(|_| Status::internal("bad path"))?;
+        let r = self.inner.unary(req.into_request(), path, codec);
+        Ok(r.await?.into_inner())
+    }
+
     pub async fn server_streaming(
         &mut self,
         method: &str,

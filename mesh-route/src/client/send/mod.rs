@@ -88,7 +88,12 @@ impl MeshClient {
                 .await
                 .is_err()
             {
-                return respond::local(503, &format!("no route configuration for {listener}"));
+                return respond::local(
+                    503,
+                    &format!(
+                        "no route configuration for {listener}: the control plane sent none within {timeout:?}"
+                    ),
+                );
             }
             built = self.current();
         }

@@ -48,12 +48,14 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 /// streams `n` copies, `Count` counts a client stream, `Chat` echoes each message of a
 /// bidirectional stream as it arrives, `Hang` never answers, `Flaky` fails its first
 /// `fail_first` calls with UNAVAILABLE, `FlakyStream` sends one message then UNAVAILABLE,
-/// `Slow` streams `n` messages `data[0]` ms apart.
+/// `Slow` streams `n` messages `data[0]` ms apart, `Which` answers `tag`.
 #[derive(Clone, Default)]
 pub struct Echo {
     /// Calls of `Flaky` and `FlakyStream` so far.
     pub calls: Arc<AtomicUsize>,
     pub fail_first: usize,
+    /// What `Which` answers (in `n`): tells servers apart.
+    pub tag: u32,
 }
 
 impl tonic::server::NamedService for Echo {
@@ -146,6 +148,16 @@ where
                         svc!(|r: Request<Streaming<Msg>>| async move {
                             let s: MsgStream = Box::pin(r.into_inner());
                             Ok::<_, Status>(Response::new(s))
+                        }),
+                        req,
+                    )
+                    .await
+                }
+                "Which" => {
+                    let tag = this.tag;
+                    grpc.unary(
+                        svc!(move |_: Request<Msg>| async move {
+                            Ok::<_, Status>(Response::new(Msg::new(Vec::new(), tag)))
                         }),
                         req,
                     )

@@ -62,11 +62,15 @@ impl tonic::server::NamedService for Echo {
     const NAME: &'static str = "mesh.test.Echo";
 }
 
-fn who(ext: &http::Extensions) -> String {
-    let peer = ext
-        .get::<PeerIdentity>()
-        .map_or("plaintext".to_owned(), |p| p.to_string());
-    let version = ext.get::<http::Version>().copied().unwrap_or_default();
+/// The caller's identity, as a tonic handler reads it, and the request's HTTP version.
+fn who<T>(r: &Request<T>) -> String {
+    let peer: Option<&PeerIdentity> = mesh::tls::server::peer_identity(r);
+    let peer = peer.map_or("plaintext".to_owned(), |p| p.to_string());
+    let version = r
+        .extensions()
+        .get::<http::Version>()
+        .copied()
+        .unwrap_or_default();
     format!("{peer} {version:?}")
 }
 
@@ -103,7 +107,7 @@ where
                 "Unary" => {
                     grpc.unary(
                         svc!(|r: Request<Msg>| async move {
-                            let info = who(r.extensions());
+                            let info = who(&r);
                             let mut m = r.into_inner();
                             m.info = info;
                             Ok::<_, Status>(Response::new(m))

@@ -36,7 +36,8 @@ use tower::{BoxError, Service};
 
 /// What [`Mesh::client`] returns: [`MeshClient`] (routing, load balancing, mTLS pools, and
 /// per cluster the [`ResilienceStack`]) behind Istio's source-side request metrics. A
-/// `tower::Service` for `http::Request<B>` (any body) and a tonic channel.
+/// `tower::Service` for `http::Request<B>` (any body); for tonic, use [`Mesh::channel`],
+/// which also sets each request's authority.
 pub type Client = mesh_telemetry::metrics::IstioMetricsService<MeshClient>;
 
 /// A workload's mesh: its identity, its config source (an xDS client or another

@@ -75,3 +75,46 @@ async fn unavailable_is_retried_before_headers_only() {
     assert_eq!(e.code(), Code::Unavailable);
     assert_eq!(f.echo.calls.load(Ordering::SeqCst), 1, "never retried");
 }
+
+/// The embedded control plane sets every route's timeout (0 when the VirtualService sets
+/// none, as istiod does); other control planes may leave it unset, which is Envoy's 15 s
+/// default for HTTP. The client's config here is the embedded control plane's with every
+/// route timeout removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unary_call_longer_than_15s_passes_on_a_route_without_timeout() {
+    use mesh::core::config::StaticSource;
+    use mesh::core::model::RouteAction;
+
+    let f = start(Echo::default(), |p| mtls(p, "")).await;
+    let mut snapshot = (*f.client.mesh_client().applied()).clone();
+    let configs: Vec<_> = snapshot.route_configs.values().cloned().collect();
+    for rc in configs {
+        let mut rc = (*rc).clone();
+        for route in rc.virtual_hosts.iter_mut().flat_map(|vh| &mut vh.routes) {
+            if let RouteAction::Forward(f) = &mut route.action {
+                f.timeout = None;
+            }
+        }
+        snapshot.insert_route_config(rc);
+    }
+    let listener = format!("{HOST}:9080");
+    let rc = snapshot
+        .route_config_of(&listener)
+        .expect("the target's routes");
+    assert!(
+        rc.virtual_hosts
+            .iter()
+            .flat_map(|vh| &vh.routes)
+            .all(|r| matches!(&r.action, RouteAction::Forward(f) if f.timeout.is_none()))
+    );
+    let static_mesh = mesh::Mesh::builder()
+        .identity_store(f.client.identity().clone())
+        .config_source(StaticSource::new(snapshot))
+        .build()
+        .unwrap();
+    let mut c = support::echo::EchoClient::new(static_mesh.channel(support::grpc::TARGET));
+    let start = Instant::now();
+    let reply = c.unary("Sleep", Msg::new("slow", 16_000)).await.unwrap();
+    assert_eq!(reply.n, 16_000);
+    assert!(start.elapsed() >= Duration::from_secs(16));
+}

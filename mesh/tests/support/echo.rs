@@ -48,7 +48,7 @@ type BoxFuture<T> = Pin<Box<dyn std::future::Future<Output = T> + Send>>;
 /// streams `n` copies, `Count` counts a client stream, `Chat` echoes each message of a
 /// bidirectional stream as it arrives, `Hang` never answers, `Flaky` fails its first
 /// `fail_first` calls with UNAVAILABLE, `FlakyStream` sends one message then UNAVAILABLE,
-/// `Slow` streams `n` messages `data[0]` ms apart, `Which` answers `tag`.
+/// `Slow` streams `n` messages `data[0]` ms apart, `Which` answers `tag`, `Sleep` answers after `n` ms.
 #[derive(Clone, Default)]
 pub struct Echo {
     /// Calls of `Flaky` and `FlakyStream` so far.
@@ -162,6 +162,17 @@ where
                     grpc.unary(
                         svc!(move |_: Request<Msg>| async move {
                             Ok::<_, Status>(Response::new(Msg::new(Vec::new(), tag)))
+                        }),
+                        req,
+                    )
+                    .await
+                }
+                "Sleep" => {
+                    grpc.unary(
+                        svc!(|r: Request<Msg>| async move {
+                            let m = r.into_inner();
+                            tokio::time::sleep(Duration::from_millis(u64::from(m.n))).await;
+                            Ok::<_, Status>(Response::new(m))
                         }),
                         req,
                     )

@@ -84,6 +84,10 @@ pub struct MeshConnectInfo {
 pub struct RoutePolicy {
     /// Overall request timeout; `None`: no timeout (Envoy's 15 s default is already applied).
     pub timeout: Option<Duration>,
+    /// `timeout` is Envoy's 15 s default, the route set none: gRPC requests do not get it
+    /// (proxyless gRPC, gRFC A31, has no default deadline; the caller's `grpc-timeout` is
+    /// the deadline).
+    pub timeout_is_default: bool,
     /// Stream idle timeout.
     pub idle_timeout: Option<Duration>,
     /// The route's retry policy, or the virtual host's (shared: the retry layer takes it

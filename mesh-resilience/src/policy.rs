@@ -34,6 +34,8 @@ pub use mesh_core::extensions::{
 pub struct TimeoutPolicy {
     /// Whole-request timeout until the response headers (`None` or zero: none).
     pub timeout: Option<Duration>,
+    /// `timeout` is a default, not the route's: gRPC requests do not get it.
+    pub timeout_is_default: bool,
     /// Stream idle timeout: longest gap between response body frames.
     pub idle_timeout: Option<Duration>,
     /// Upper bound of the stream's whole life, body included.
@@ -49,6 +51,7 @@ impl TimeoutPolicy {
     pub fn from_route(p: &RoutePolicy) -> Self {
         Self {
             timeout: p.timeout,
+            timeout_is_default: p.timeout_is_default,
             idle_timeout: p.idle_timeout,
             max_stream_duration: p.max_stream_duration.max_stream_duration,
             grpc_timeout_header_max: p.max_stream_duration.grpc_timeout_header_max,

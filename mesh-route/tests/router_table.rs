@@ -867,6 +867,11 @@ fn policies_and_mirrors() {
         "Envoy's default"
     );
     assert!(
+        d.policy.timeout_is_default,
+        "which gRPC requests do not get"
+    );
+    assert!(!m.policy.timeout_is_default);
+    assert!(
         d.policy
             .filter_overrides
             .contains_key("envoy.filters.http.fault")

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod builder;
+mod channel;
 pub mod inbound;
 
 use std::future::Future;
@@ -8,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use builder::{BuildError, MeshBuilder, control_plane_tls, identity_tls};
+pub use channel::{Channel, ChannelBody};
 pub use inbound::{InboundError, InboundServer};
 pub use mesh_admin as admin;
 pub use mesh_core as core;
@@ -34,7 +36,8 @@ use tower::{BoxError, Service};
 
 /// What [`Mesh::client`] returns: [`MeshClient`] (routing, load balancing, mTLS pools, and
 /// per cluster the [`ResilienceStack`]) behind Istio's source-side request metrics. A
-/// `tower::Service` for `http::Request<B>` (any body) and a tonic channel.
+/// `tower::Service` for `http::Request<B>` (any body); for tonic, use [`Mesh::channel`],
+/// which also sets each request's authority.
 pub type Client = mesh_telemetry::metrics::IstioMetricsService<MeshClient>;
 
 /// A workload's mesh: its identity, its config source (an xDS client or another
@@ -76,6 +79,35 @@ impl Mesh {
     /// source-side request metrics recorded into [`Mesh::metrics`].
     pub fn client(&self) -> Client {
         self.client.clone()
+    }
+
+    /// A tonic channel to `target` (`xds:///host:port` or `host:port`) through
+    /// [`Mesh::client`]: every request gets the target as its authority, so generated
+    /// clients take it as it is:
+    ///
+    /// ```no_run
+    /// # async fn run(mesh: mesh::Mesh) -> Result<(), Box<dyn std::error::Error>> {
+    /// use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    /// let mut health = HealthClient::new(mesh.channel("xds:///reviews.default.svc.cluster.local:9080"));
+    /// let status = health.check(HealthCheckRequest::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// An invalid target fails every call with `INVALID_ARGUMENT`; [`Mesh::try_channel`]
+    /// reports it up front. Local failures come back as gRPC statuses (no route, no healthy
+    /// upstream and circuit-breaker overflow: `UNAVAILABLE`; timeouts: `DEADLINE_EXCEEDED`).
+    pub fn channel(&self, target: &str) -> Channel {
+        Channel::new(self.client.clone(), target)
+    }
+
+    /// Like [`Mesh::channel`], refusing an invalid target.
+    pub fn try_channel(
+        &self,
+        target: &str,
+    ) -> Result<Channel, mesh_route::client::MeshClientError> {
+        channel::parse_target(target)
+            .map_err(|_| mesh_route::client::MeshClientError::InvalidTarget(target.to_owned()))?;
+        Ok(self.channel(target))
     }
 
     /// Subscribes to `target` (`host:port`) and waits until its routes, clusters and

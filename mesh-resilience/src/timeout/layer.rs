@@ -71,17 +71,21 @@ pub(super) fn limits<B>(req: &Request<B>, fallback: &TimeoutPolicy) -> Limits {
     } else {
         fallback
     };
-    let mut route = positive(p.timeout);
-    if let Some(max) = p.grpc_timeout_header_max {
-        let header = is_grpc(req)
-            .then(|| req.headers().get("grpc-timeout"))
-            .flatten()
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout);
-        if let Some(t) = header {
-            let t = t.saturating_sub(p.grpc_timeout_header_offset.unwrap_or_default());
-            route = Some(if max.is_zero() { t } else { t.min(max) });
-        }
+    let grpc = is_grpc(req);
+    let mut route = positive(p.timeout).filter(|_| !(grpc && p.timeout_is_default));
+    let header = grpc
+        .then(|| req.headers().get("grpc-timeout"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout);
+    if let Some(t) = header {
+        let t = t.saturating_sub(p.grpc_timeout_header_offset.unwrap_or_default());
+        route = match p.grpc_timeout_header_max {
+            // Envoy: the header, capped, replaces the route timeout.
+            Some(max) => Some(if max.is_zero() { t } else { t.min(max) }),
+            // Proxyless gRPC: the caller's deadline always holds, within the route's.
+            None => min_opt(route, Some(t)),
+        };
     }
     let stream = positive(p.max_stream_duration);
     let idle = positive(p.idle_timeout);

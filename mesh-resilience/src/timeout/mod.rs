@@ -5,9 +5,12 @@
 //! extensions, else the layer's static policy) and answers `504` with Envoy's body
 //! `upstream request timeout`; gRPC requests get a trailers-only `DEADLINE_EXCEEDED`.
 //!
-//! - `grpc-timeout` is honoured for gRPC requests when `grpc_timeout_header_max` is set:
-//!   the header's value minus `grpc_timeout_header_offset`, capped by the max (zero: no
-//!   cap); without the header the route timeout applies.
+//! - `grpc-timeout` is honoured for gRPC requests, as a proxyless gRPC client honours its
+//!   caller's deadline: the header's value minus `grpc_timeout_header_offset`; when
+//!   `grpc_timeout_header_max` is set it is capped by the max (zero: no cap) and replaces
+//!   the route timeout (Envoy), else the shorter of the two applies. Without the header
+//!   the route timeout applies, except a default one (`timeout_is_default`: the route set
+//!   none), which gRPC requests do not get (gRFC A31 has no default deadline).
 //! - `max_stream_duration` bounds the whole stream, response body included.
 //! - `idle_timeout` bounds the wait for the headers and every gap between body frames;
 //!   an idle body ends with a [`TimedOut`] error.

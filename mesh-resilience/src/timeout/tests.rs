@@ -132,11 +132,37 @@ async fn grpc_timeout_header_is_honoured_and_capped() {
         ms(10_000),
         "a bad header falls back to the route timeout"
     );
-    // without grpc_timeout_header_max, the header is ignored
+    // Without grpc_timeout_header_max the caller's deadline still holds (proxyless
+    // gRPC), within the route timeout.
     let svc = TimeoutLayer::new(policy(1000)).layer(slow(ms(60_000), Default::default()));
     let start = tokio::time::Instant::now();
-    let _ = svc.oneshot(grpc_req(Some("100m"))).await.unwrap();
-    assert_eq!(start.elapsed(), ms(1000));
+    let _ = svc.clone().oneshot(grpc_req(Some("100m"))).await.unwrap();
+    assert_eq!(start.elapsed(), ms(100));
+    let start = tokio::time::Instant::now();
+    let _ = svc.oneshot(grpc_req(Some("5S"))).await.unwrap();
+    assert_eq!(start.elapsed(), ms(1000), "the route timeout is shorter");
+}
+
+#[tokio::test(start_paused = true)]
+async fn grpc_gets_no_default_timeout() {
+    // A route that set no timeout: Envoy's 15 s default, marked as such.
+    let p = TimeoutPolicy {
+        timeout: Some(ms(15_000)),
+        timeout_is_default: true,
+        ..Default::default()
+    };
+    let svc = TimeoutLayer::new(p).layer(slow(ms(20_000), Default::default()));
+    let start = tokio::time::Instant::now();
+    let resp = svc.clone().oneshot(grpc_req(None)).await.unwrap();
+    assert!(resp.headers().get("grpc-status").is_none(), "answered");
+    assert_eq!(start.elapsed(), ms(20_000), "a 20 s gRPC call passes");
+    let start = tokio::time::Instant::now();
+    let _ = svc.clone().oneshot(grpc_req(Some("2S"))).await.unwrap();
+    assert_eq!(start.elapsed(), ms(2_000), "the caller's deadline holds");
+    let start = tokio::time::Instant::now();
+    let resp = svc.oneshot(Request::new(())).await.unwrap();
+    assert_eq!(resp.status(), 504, "HTTP keeps Envoy's default");
+    assert_eq!(start.elapsed(), ms(15_000));
 }
 
 #[tokio::test(start_paused = true)]

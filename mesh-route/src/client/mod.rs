@@ -14,7 +14,8 @@
 //! TLS context. Redirects, direct responses, rewrites, header edits and request mirroring
 //! are applied here. Failures become responses as Envoy sends them: no route 404, no
 //! cluster or no healthy endpoint 503 (`no healthy upstream`), connection failures 503,
-//! route timeout 504.
+//! route timeout 504; to gRPC requests as trailers-only gRPC statuses (no route and the
+//! 503s UNAVAILABLE, timeouts DEADLINE_EXCEEDED).
 //!
 //! Each cluster's requests go through a service its [`ClusterStack`] builds once around the
 //! cluster's [`EndpointService`] (LB pick + pool): [`MeshClient::with_stack`] takes the
@@ -38,8 +39,8 @@
 //!     .body(Empty::<bytes::Bytes>::new())?;
 //! let resp = client.clone().oneshot(req).await?;
 //! println!("{} {:?}", resp.status(), resp.into_body().collect().await?.to_bytes());
-//! // tonic: any generated client takes it as its channel, e.g.
-//! // `GreeterClient::new(client.clone())`.
+//! // tonic: generated clients send path-only URIs; give them the origin
+//! // (`Grpc::with_origin`) or, with the `mesh` facade, `mesh.channel(target)`.
 //! # Ok(()) }
 //! ```
 

@@ -32,6 +32,11 @@
 //!   headers arrive. Sequential requests all use the first connection. A connection that
 //!   breaks or closes is replaced by a new one to the same endpoint on its next request.
 //!
+//! - **gRPC requests** (`content-type: application/grpc*`) to a cluster that is not HTTP/2
+//!   take HTTP/2 connections of their own, kept as for an HTTP/2 cluster (same breaker
+//!   and counters): gRPC needs HTTP/2, and istiod's proxyless generator sends gRPC clusters
+//!   without HTTP/2 options, leaving the protocol to the gRPC library.
+//!
 //! Picking an HTTP/2 connection reads an `ArcSwap`'d list and an atomic per connection; a
 //! lock is taken only to add an endpoint or a connection (HTTP/1.1 holds a short lock on
 //! its endpoint's idle list per request). Idle connections close after the

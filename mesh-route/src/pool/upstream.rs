@@ -28,6 +28,11 @@ use super::state::{Endpoint, Shared};
 #[derive(Clone, Debug)]
 pub struct UpstreamPool {
     shared: Arc<Shared>,
+    /// HTTP/2 connections for gRPC requests when the cluster is not HTTP/2: gRPC needs
+    /// HTTP/2 whatever the cluster says (istiod's proxyless generator sets no protocol
+    /// options on gRPC clusters and leaves HTTP/2 to the gRPC library). Same breaker and
+    /// counters as the cluster's other connections.
+    grpc: Option<Arc<Shared>>,
 }
 
 impl UpstreamPool {
@@ -45,66 +50,89 @@ impl UpstreamPool {
         expected: PeerPolicy,
         config: PoolConfig,
     ) -> Self {
-        let proto = cluster.http_protocol.protocol;
-        let idle_timeout = cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE);
-        let mut builder = Client::builder(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle_timeout)
-            .http2_keep_alive_interval(None);
-        let h1 = proto == UpstreamProtocol::Http1
-            || (proto == UpstreamProtocol::Auto && cluster.tls.is_none());
-        let mut h2 = None;
-        if proto == UpstreamProtocol::Http2 {
-            // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
-            // multiplexed connection, also when the first requests arrive together.
-            builder.http2_only(true);
-            let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
-            h2 = Some(Limits {
-                spread: config.http2_connections().min(max_connections),
-                max_streams: cluster
-                    .http_protocol
-                    .max_concurrent_streams
-                    .map(|n| n.max(1) as usize),
-                max_connections,
-                life: Lifetime::of(cluster),
-            });
-        }
-        let transport = match &cluster.tls {
-            Some(tls) => {
-                let alpn = alpn_for(proto, &tls.alpn_protocols);
-                let settings = ClientSettings {
-                    peers: expected,
-                    alpn,
-                    connect_timeout: cluster.connect_timeout,
-                };
-                Transport::Tls(MeshConnector::new(identity.clone(), settings))
-            }
-            None => {
-                let mut http = HttpConnector::new();
-                http.set_nodelay(true);
-                http.set_connect_timeout(Some(cluster.connect_timeout));
-                Transport::Plain(http)
-            }
-        };
+        let breaker = CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers);
+        let counters = Arc::<super::counted::Counters>::default();
+        let grpc = (cluster.http_protocol.protocol != UpstreamProtocol::Http2).then(|| {
+            let mut h2 = cluster.clone();
+            h2.http_protocol.protocol = UpstreamProtocol::Http2;
+            let parts = (breaker.clone(), counters.clone());
+            Arc::new(shared(&h2, identity, expected.clone(), config, parts))
+        });
+        let shared = shared(cluster, identity, expected, config, (breaker, counters));
         Self {
-            shared: Arc::new(Shared {
-                builder,
-                transport,
-                h2,
-                h1,
-                idle_timeout,
-                sweeping: Default::default(),
-                endpoints: ArcSwap::default(),
-                writer: Mutex::new(()),
-                counters: Arc::default(),
-                breaker: CircuitBreaker::new(&cluster.name, &cluster.circuit_breakers),
-                life: Lifetime::of(cluster),
-            }),
+            shared: Arc::new(shared),
+            grpc,
         }
     }
+}
 
+/// The shared state of one pool's connections for `cluster`'s protocol.
+fn shared(
+    cluster: &Cluster,
+    identity: &IdentityStore,
+    expected: PeerPolicy,
+    config: PoolConfig,
+    (breaker, counters): (Arc<CircuitBreaker>, Arc<super::counted::Counters>),
+) -> Shared {
+    let proto = cluster.http_protocol.protocol;
+    let idle_timeout = cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE);
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(idle_timeout)
+        .http2_keep_alive_interval(None);
+    let h1 = proto == UpstreamProtocol::Http1
+        || (proto == UpstreamProtocol::Auto && cluster.tls.is_none());
+    let mut h2 = None;
+    if proto == UpstreamProtocol::Http2 {
+        // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
+        // multiplexed connection, also when the first requests arrive together.
+        builder.http2_only(true);
+        let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
+        h2 = Some(Limits {
+            spread: config.http2_connections().min(max_connections),
+            max_streams: cluster
+                .http_protocol
+                .max_concurrent_streams
+                .map(|n| n.max(1) as usize),
+            max_connections,
+            life: Lifetime::of(cluster),
+        });
+    }
+    let transport = match &cluster.tls {
+        Some(tls) => {
+            let alpn = alpn_for(proto, &tls.alpn_protocols);
+            let settings = ClientSettings {
+                peers: expected,
+                alpn,
+                connect_timeout: cluster.connect_timeout,
+            };
+            Transport::Tls(MeshConnector::new(identity.clone(), settings))
+        }
+        None => {
+            let mut http = HttpConnector::new();
+            http.set_nodelay(true);
+            http.set_connect_timeout(Some(cluster.connect_timeout));
+            Transport::Plain(http)
+        }
+    };
+    Shared {
+        builder,
+        transport,
+        h2,
+        h1,
+        idle_timeout,
+        sweeping: Default::default(),
+        endpoints: ArcSwap::default(),
+        writer: Mutex::new(()),
+        counters,
+        breaker,
+        life: Lifetime::of(cluster),
+    }
+}
+
+impl UpstreamPool {
     /// The cluster's circuit breaker, built from its thresholds: HTTP/1.1 connections hold
     /// its `max_connections` slots and requests waiting for one its `max_pending_requests`
     /// slots. Give it to the [`CircuitBreakerLayer`] of the cluster's stack so that one
@@ -129,83 +157,26 @@ impl UpstreamPool {
         address: &EndpointAddress,
         req: http::Request<RequestBody>,
     ) -> ResponseFuture {
-        let endpoints = self.shared.endpoints.load();
+        let shared = match &self.grpc {
+            Some(h2) if mesh_resilience::body::is_grpc(&req) => h2,
+            _ => &self.shared,
+        };
+        let endpoints = shared.endpoints.load();
         match endpoints.get(endpoint) {
-            Some(ep) => self.send_on(ep, req),
+            Some(ep) => send_on(shared, ep, req),
             None => {
                 drop(endpoints);
-                self.send_on(&self.endpoint(endpoint, address), req)
+                send_on(shared, &endpoint_of(shared, endpoint, address), req)
             }
         }
-    }
-
-    fn send_on(&self, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
-        match ep {
-            Endpoint::H1(set) => {
-                let set = set.clone();
-                ResponseFuture {
-                    inner: Inner::H1(Box::pin(set.send(req))),
-                    stream: None,
-                }
-            }
-            Endpoint::H2(set) => {
-                let conn = set.pick(|target| self.shared.client(target));
-                conn.streams.fetch_add(1, Ordering::Relaxed);
-                ResponseFuture {
-                    inner: Inner::Legacy(conn.client.request(req)),
-                    stream: Some(Stream(conn)),
-                }
-            }
-            Endpoint::Single(c) => ResponseFuture {
-                inner: Inner::Legacy(c.request(req)),
-                stream: None,
-            },
-        }
-    }
-
-    fn endpoint(&self, endpoint: &Arc<str>, address: &EndpointAddress) -> Endpoint {
-        let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.shared.endpoints.load_full();
-        if let Some(e) = current.get(endpoint) {
-            return e.clone();
-        }
-        let target = endpoint_uri(address);
-        let ep = match self.shared.h2 {
-            Some(limits) => Endpoint::H2(Arc::new(H2Set {
-                target,
-                limits,
-                conns: ArcSwap::default(),
-                grow: Mutex::new(()),
-            })),
-            None if self.shared.h1 => {
-                self.shared.start_sweeping();
-                Endpoint::H1(Arc::new(H1Set::new(
-                    self.shared.dial_h1(target),
-                    self.shared.breaker.clone(),
-                    self.shared.life,
-                )))
-            }
-            None => Endpoint::Single(Arc::new(self.shared.client(target))),
-        };
-        let mut next = HashMap::clone(&current);
-        next.insert(endpoint.clone(), ep.clone());
-        self.shared.endpoints.store(Arc::new(next));
-        ep
     }
 
     /// Drops the clients (and so the idle connections) of endpoints not in `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        let _w = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.shared.endpoints.load_full();
-        if current.keys().all(|k| keep(k)) {
-            return;
+        retain(&self.shared, &keep);
+        if let Some(h2) = &self.grpc {
+            retain(h2, &keep);
         }
-        let next = current
-            .iter()
-            .filter(|(k, _)| keep(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        self.shared.endpoints.store(Arc::new(next));
     }
 
     /// Endpoints with a client (connections open or idle).
@@ -225,6 +196,74 @@ impl UpstreamPool {
     }
 }
 
+fn send_on(shared: &Arc<Shared>, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
+    match ep {
+        Endpoint::H1(set) => {
+            let set = set.clone();
+            ResponseFuture {
+                inner: Inner::H1(Box::pin(set.send(req))),
+                stream: None,
+            }
+        }
+        Endpoint::H2(set) => {
+            let conn = set.pick(|target| shared.client(target));
+            conn.streams.fetch_add(1, Ordering::Relaxed);
+            ResponseFuture {
+                inner: Inner::Legacy(conn.client.request(req)),
+                stream: Some(Stream(conn)),
+            }
+        }
+        Endpoint::Single(c) => ResponseFuture {
+            inner: Inner::Legacy(c.request(req)),
+            stream: None,
+        },
+    }
+}
+
+fn endpoint_of(shared: &Arc<Shared>, endpoint: &Arc<str>, address: &EndpointAddress) -> Endpoint {
+    let _w = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let current = shared.endpoints.load_full();
+    if let Some(e) = current.get(endpoint) {
+        return e.clone();
+    }
+    let target = endpoint_uri(address);
+    let ep = match shared.h2 {
+        Some(limits) => Endpoint::H2(Arc::new(H2Set {
+            target,
+            limits,
+            conns: ArcSwap::default(),
+            grow: Mutex::new(()),
+        })),
+        None if shared.h1 => {
+            shared.start_sweeping();
+            Endpoint::H1(Arc::new(H1Set::new(
+                shared.dial_h1(target),
+                shared.breaker.clone(),
+                shared.life,
+            )))
+        }
+        None => Endpoint::Single(Arc::new(shared.client(target))),
+    };
+    let mut next = HashMap::clone(&current);
+    next.insert(endpoint.clone(), ep.clone());
+    shared.endpoints.store(Arc::new(next));
+    ep
+}
+
+fn retain(shared: &Shared, keep: &impl Fn(&str) -> bool) {
+    let _w = shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+    let current = shared.endpoints.load_full();
+    if current.keys().all(|k| keep(k)) {
+        return;
+    }
+    let next = current
+        .iter()
+        .filter(|(k, _)| keep(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    shared.endpoints.store(Arc::new(next));
+}
+
 /// A pool's counters, readable while the pool exists. See [`UpstreamPool::downgrade`].
 #[derive(Clone, Debug)]
 pub struct WeakPool(Weak<Shared>);
@@ -234,6 +273,6 @@ impl WeakPool {
     pub fn counters(&self) -> Option<PoolCounters> {
         self.0
             .upgrade()
-            .map(|shared| UpstreamPool { shared }.counters())
+            .map(|shared| UpstreamPool { shared, grpc: None }.counters())
     }
 }

@@ -381,6 +381,7 @@ fn compile_forward(
             Some(d) if d.is_zero() => None,
             Some(d) => Some(d),
         },
+        timeout_is_default: fwd.timeout.is_none(),
         idle_timeout: fwd.idle_timeout,
         retry_policy: fwd
             .retry_policy

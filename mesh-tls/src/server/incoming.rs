@@ -19,8 +19,8 @@ const QUEUE: usize = 64;
 /// mesh-core, so that layers read it without depending on this crate).
 pub use mesh_core::extensions::MeshConnectInfo;
 
-/// The client identity of a tonic request served over [`MeshAcceptor::incoming`]
-/// (feature `tonic`).
+/// The client identity of a tonic request served over [`MeshAcceptor::incoming`] or by
+/// `serve`/`Mesh::serve` (feature `tonic`).
 ///
 /// ```
 /// fn handler(req: &tonic::Request<()>) -> String {
@@ -33,7 +33,10 @@ pub use mesh_core::extensions::MeshConnectInfo;
 /// ```
 #[cfg(feature = "tonic")]
 pub fn peer_identity<T>(req: &tonic::Request<T>) -> Option<&PeerIdentity> {
-    req.extensions().get::<MeshConnectInfo>().map(|c| &c.peer)
+    // `serve`/`Mesh::serve` put the identity itself; tonic's own server the connect info.
+    req.extensions()
+        .get::<PeerIdentity>()
+        .or_else(|| req.extensions().get::<MeshConnectInfo>().map(|c| &c.peer))
 }
 
 /// One server-side mTLS connection, for tonic (`Connected`, feature `tonic`) or any tokio IO

@@ -1,6 +1,9 @@
 //! What several test files share: a workload configured by the embedded control plane in
 //! process (`LocalSource` watching a directory of Istio YAML), with a dev-CA identity.
 
+pub mod echo;
+pub mod grpc;
+
 use std::time::Duration;
 
 use mesh::Mesh;

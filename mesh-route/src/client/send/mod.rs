@@ -64,11 +64,20 @@ fn normalize_path(
 }
 
 impl MeshClient {
-    /// Routes and sends one request; every failure is a response.
+    /// Routes and sends one request; every failure is a response (for gRPC requests a
+    /// trailers-only gRPC status).
     pub(super) async fn send(self, req: Request<RequestBody>) -> Response<MeshBody> {
+        if mesh_resilience::body::is_grpc(&req) {
+            respond::for_grpc(self.route_and_send(req).await)
+        } else {
+            self.route_and_send(req).await
+        }
+    }
+
+    async fn route_and_send(self, req: Request<RequestBody>) -> Response<MeshBody> {
         let (mut parts, body) = req.into_parts();
         let Some(listener) = listener_name(&parts.uri, &parts.headers) else {
-            return respond::local(400, "request has no authority");
+            return respond::local_grpc(400, respond::UNAVAILABLE, NO_AUTHORITY);
         };
         // Owned: path normalization below may replace the URI it borrows from.
         let listener = listener.into_owned();
@@ -79,7 +88,12 @@ impl MeshClient {
                 .await
                 .is_err()
             {
-                return respond::local(503, &format!("no route configuration for {listener}"));
+                return respond::local(
+                    503,
+                    &format!(
+                        "no route configuration for {listener}: the control plane sent none within {timeout:?}"
+                    ),
+                );
             }
             built = self.current();
         }
@@ -91,7 +105,7 @@ impl MeshClient {
         }
         let view = RequestView::from_parts(&parts);
         let Some(decision) = router.route(&view) else {
-            return respond::local(404, "");
+            return no_route(&listener, view.path);
         };
         let forward = match &decision.action {
             Action::Forward(f) => f,
@@ -108,7 +122,7 @@ impl MeshClient {
                 decision.headers.apply_response(resp.headers_mut());
                 return resp;
             }
-            Action::NonForwarding => return respond::local(404, ""),
+            Action::NonForwarding => return no_route(&listener, view.path),
         };
         let policy = &forward.policy;
         let hash = request_hash(&policy.hash_policies, &view, None).hash;
@@ -143,7 +157,9 @@ impl MeshClient {
         if let Some(HostRewriteDecision::FromEndpoint) = forward.host {
             parts.extensions.insert(AutoHostRewrite);
         }
-        let timeout = route_timeout(policy, self.inner.config.default_timeout);
+        let grpc = mesh_resilience::body::is_grpc_headers(&parts.headers);
+        let timeout = route_timeout(policy, self.inner.config.default_timeout)
+            .filter(|_| !(grpc && policy.timeout_is_default));
         let body = if forward.mirrors.is_empty() {
             body
         } else {
@@ -162,7 +178,13 @@ impl MeshClient {
         let result = match timeout.filter(|_| !self.inner.stack.applies_timeouts()) {
             Some(t) => match tokio::time::timeout(t, fut).await {
                 Ok(r) => r,
-                Err(_) => return respond::local(504, "upstream request timeout"),
+                Err(_) => {
+                    return respond::local_grpc(
+                        504,
+                        respond::DEADLINE_EXCEEDED,
+                        "upstream request timeout",
+                    );
+                }
             },
             None => fut.await,
         };
@@ -243,6 +265,25 @@ impl MeshClient {
             None => Err(respond::local(503, "no healthy upstream")),
         }
     }
+}
+
+/// What a request without an authority is told: tonic's generated clients send path-only
+/// URIs unless given an origin, which `mesh.channel(target)` sets.
+const NO_AUTHORITY: &str = "request has no authority: the mesh client routes by host:port; \
+    give tonic clients mesh.channel(\"host:port\") (or set an origin)";
+
+/// No route matched: Envoy's empty 404; for gRPC, UNAVAILABLE naming what did not match
+/// (as proxyless gRPC reports it).
+fn no_route(listener: &str, path: &str) -> Response<MeshBody> {
+    let mut resp = respond::local_grpc(
+        404,
+        respond::UNAVAILABLE,
+        &format!("no route in the configuration of {listener} matches {path}"),
+    );
+    // HTTP callers get Envoy's empty 404.
+    *resp.body_mut() = MeshBody::default();
+    resp.headers_mut().remove(http::header::CONTENT_TYPE);
+    resp
 }
 
 /// A failed attempt as Envoy answers it: 503 with the reset reason, or `no healthy

@@ -117,20 +117,6 @@ const PROXYLESS: &[Expected] = &[
         reason: "policy names: istiod's `<ns>-<policy>-<rule>` can read two ways when names \
                  contain dashes; ours say `ns[..]-policy[..]-rule[..]` (docs/security.md)",
     },
-    Expected {
-        kind: "RDS",
-        resource: "",
-        path: "virtual_hosts[0].domains[*]",
-        reason: "istiod's virtual hosts also answer to `host.` and the short forms \
-                 (`reviews`, `reviews.default`, `reviews.default.svc`, each with the port); \
-                 ours do not yet",
-    },
-    Expected {
-        kind: "EDS",
-        resource: "",
-        path: "*.tls_mode",
-        reason: "istiod labels mesh endpoints `tlsMode: istio`; ours do not yet",
-    },
 ];
 
 /// Proxyless differences of the fidelity corpus only.
@@ -179,12 +165,6 @@ const SIDECAR: &[Expected] = &[
         reason: "a sidecar offers ALPN istio-peer-exchange/istio (and h2) so that an Envoy \
                  inbound in PERMISSIVE mode recognises Istio mTLS; our clients offer h2 or \
                  http/1.1 by the cluster's protocol",
-    },
-    Expected {
-        kind: "EDS",
-        resource: "",
-        path: "*.tls_mode",
-        reason: "istiod labels mesh endpoints `tlsMode: istio`; ours do not yet",
     },
 ];
 

@@ -8,15 +8,18 @@ use envoy_types::pb::envoy::config::route::v3 as rds;
 use envoy_types::util::pack_any;
 
 use super::cluster::{self, TlsFlavor};
-use super::names::{host_port, vips};
+use super::names::{host_port, vips, virtual_host_domains};
 use super::{GeneratorOptions, endpoint, listener, locality, pb, route};
 use crate::istio::MeshConfig;
 
-/// The client side: client listeners, routes (for `caller`: see [`route::Caller`]),
-/// clusters, endpoints (with `client`'s locality priorities: see [`locality`]).
+/// The client side for a client in namespace `client_ns` (its services' short names are
+/// domains; `None`: no short names): client listeners, routes (for `caller`: see
+/// [`route::Caller`]), clusters, endpoints (with `client`'s locality priorities: see
+/// [`locality`]).
 pub(crate) fn generate(
     config: &MeshConfig,
     options: &GeneratorOptions,
+    client_ns: Option<&str>,
     caller: Option<route::Caller<'_>>,
     client: Option<&locality::Client>,
 ) -> Resources {
@@ -32,7 +35,7 @@ pub(crate) fn generate(
             // Istio's sidecar routes a request addressed to a service VIP to the service
             // (the VIP is a domain of its virtual host); a proxyless client asks for the
             // listener named by the authority, so each VIP gets one too.
-            let mut domains = vec![svc.host.clone(), name.clone()];
+            let mut domains = virtual_host_domains(&svc.host, port.number, client_ns);
             for vip in vips(&svc.addresses) {
                 domains.push(host_port(&vip, port.number));
                 domains.push(vip);

@@ -30,6 +30,7 @@ mod names;
 mod pb;
 mod route;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::xds_server::{GenerateError, Generator, Resources};
@@ -40,7 +41,7 @@ use crate::istio::MeshConfig;
 
 pub use envoy::EnvoyNodeMeta;
 pub use inbound::InboundNode;
-pub use names::{cluster_name, inbound_listener_name, parse_cluster_name};
+pub use names::{cluster_name, inbound_listener_name, parse_cluster_name, virtual_host_domains};
 
 /// Generator settings shared by every kind of node.
 #[derive(Clone, Debug)]
@@ -122,8 +123,9 @@ pub(crate) fn node_locality(node: &Node) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct MeshGenerator {
     options: GeneratorOptions,
-    /// The proxyless client side of the last config, shared by every proxyless node.
-    outbound: Arc<Mutex<Option<(MeshConfig, Resources)>>>,
+    /// The proxyless client side of the last config per client namespace, shared by
+    /// every proxyless node of the namespace.
+    outbound: Arc<Mutex<Option<(MeshConfig, HashMap<String, Resources>)>>>,
 }
 
 /// Whether two configs hold the very same `Arc`s (so the same content: the cache keeps
@@ -171,24 +173,37 @@ impl MeshGenerator {
             let client =
                 locality::Client::new(Some(&locality::parse(&node.locality)), &node.labels);
             let visible = config.visible_to(&node.namespace);
-            return grpc::generate(&visible, &self.options, Some(caller), Some(&client));
+            return grpc::generate(
+                &visible,
+                &self.options,
+                Some(&node.namespace),
+                Some(caller),
+                Some(&client),
+            );
         }
+        // Shared by the nodes of one namespace (a service's short name is a domain of its
+        // virtual host in its own namespace only).
         let mut cache = self.outbound.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached, resources)) = cache.as_ref()
-            && same_arcs(cached, config)
+        if !cache
+            .as_ref()
+            .is_some_and(|(cached, _)| same_arcs(cached, config))
         {
-            return resources.clone();
+            *cache = Some((config.clone(), HashMap::new()));
         }
-        let resources = grpc::generate(config, &self.options, None, None);
-        *cache = Some((config.clone(), resources.clone()));
-        resources
+        let (_, by_namespace) = cache.as_mut().expect("just set");
+        by_namespace
+            .entry(node.namespace.clone())
+            .or_insert_with(|| {
+                grpc::generate(config, &self.options, Some(&node.namespace), None, None)
+            })
+            .clone()
     }
 
     /// The proxyless resources (every client and server listener, route, cluster and
     /// endpoint set), independent of any node: for tools and tests. With workloads sharing
     /// an address and port, the first one's inbound listener is included.
     pub fn proxyless(&self, config: &MeshConfig) -> Resources {
-        let mut out = grpc::generate(config, &self.options, None, None);
+        let mut out = grpc::generate(config, &self.options, None, None, None);
         inbound::add_all(&mut out, config);
         out
     }

@@ -30,6 +30,50 @@ pub fn inbound_listener_name(ip: &str, port: u32) -> String {
     }
 }
 
+/// The domains a service port's virtual host answers to, as istiod lists them for a client
+/// in namespace `client_ns`: the host and `host:port`, the absolute `host.` forms, and for a
+/// Kubernetes-style host `<name>.<ns>.svc.cluster.local` the short forms `<name>` (only in
+/// the client's own namespace), `<name>.<ns>.svc` and `<name>.<ns>`, each also with the
+/// port.
+///
+/// ```
+/// use mesh_control::generate::virtual_host_domains;
+/// assert_eq!(
+///     virtual_host_domains("reviews.default.svc.cluster.local", 9080, Some("default")),
+///     [
+///         "reviews.default.svc.cluster.local", "reviews.default.svc.cluster.local:9080",
+///         "reviews.default.svc.cluster.local.", "reviews.default.svc.cluster.local.:9080",
+///         "reviews", "reviews:9080", "reviews.default.svc", "reviews.default.svc:9080",
+///         "reviews.default", "reviews.default:9080",
+///     ]
+/// );
+/// assert_eq!(virtual_host_domains("api.example.com", 443, None).len(), 4);
+/// ```
+pub fn virtual_host_domains(host: &str, port: u32, client_ns: Option<&str>) -> Vec<String> {
+    let mut out = vec![host.to_string(), host_port(host, port)];
+    let absolute = format!("{host}.");
+    out.push(host_port(&absolute, port));
+    out.insert(2, absolute);
+    if let Some(name_ns) = host.strip_suffix(".svc.cluster.local")
+        && let Some((name, ns)) = name_ns.split_once('.')
+        && !name.is_empty()
+        && !ns.is_empty()
+        && !ns.contains('.')
+    {
+        let mut short = Vec::new();
+        if client_ns == Some(ns) {
+            short.push(name.to_string());
+        }
+        short.push(format!("{name_ns}.svc"));
+        short.push(name_ns.to_string());
+        for s in short {
+            out.push(host_port(&s, port));
+            out.insert(out.len() - 1, s);
+        }
+    }
+    out
+}
+
 /// `<fqdn>:<port>`: the client listener and route configuration of a service port.
 pub(crate) fn host_port(host: &str, port: u32) -> String {
     format!("{host}:{port}")

@@ -132,7 +132,7 @@ fn virtual_service_and_destination_rule_are_translated() {
     let routes = &rc.virtual_hosts[0].routes;
     assert_eq!(
         rc.virtual_hosts[0].domains,
-        [REVIEWS.to_string(), format!("{REVIEWS}:9080")]
+        virtual_host_domains(REVIEWS, 9080, None)
     );
     // jason -> v2 by header.
     assert_eq!(routes[0].name, "jason");
@@ -892,4 +892,33 @@ spec:
         );
         assert!(weighted, "{kind}");
     }
+}
+
+#[test]
+fn a_service_short_name_is_a_domain_in_its_own_namespace_only() {
+    let config = bookinfo();
+    let g = MeshGenerator::default();
+    let domains = |namespace: &str| {
+        let n = node(&[("GENERATOR", "grpc"), ("NAMESPACE", namespace)]);
+        let r = g.generate(&n, &config).unwrap();
+        let rc: rds::RouteConfiguration = get(
+            &r,
+            ResourceType::RouteConfiguration,
+            &format!("{REVIEWS}:9080"),
+        );
+        rc.virtual_hosts[0].domains.clone()
+    };
+    let same = domains("default");
+    assert!(same.iter().any(|d| d == "reviews:9080"), "{same:?}");
+    let other = domains("other");
+    assert!(
+        !other.iter().any(|d| d == "reviews" || d == "reviews:9080"),
+        "{other:?}"
+    );
+    assert!(
+        other.iter().any(|d| d == "reviews.default:9080"),
+        "{other:?}"
+    );
+    // One generator shares its generations per namespace: `default` still has it.
+    assert_eq!(domains("default"), same);
 }

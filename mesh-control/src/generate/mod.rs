@@ -125,8 +125,11 @@ pub struct MeshGenerator {
     options: GeneratorOptions,
     /// The proxyless client side of the last config per client namespace, shared by
     /// every proxyless node of the namespace.
-    outbound: Arc<Mutex<Option<(MeshConfig, HashMap<String, Resources>)>>>,
+    outbound: Arc<Mutex<Option<(MeshConfig, ByNamespace)>>>,
 }
+
+/// Generated resources by client namespace.
+type ByNamespace = HashMap<String, Resources>;
 
 /// Whether two configs hold the very same `Arc`s (so the same content: the cache keeps
 /// its config alive, so an address cannot be reused while compared).

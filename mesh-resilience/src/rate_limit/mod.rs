@@ -48,6 +48,10 @@ use tokio::time::Instant;
 use tower::{BoxError, Service};
 use tower_layer::Layer;
 
+mod local;
+
+pub use local::{LocalRateLimit, LocalRateLimitLayer, LocalRateLimits};
+
 use crate::LocalBody;
 use crate::body::{is_grpc, local_grpc_response, local_response};
 use crate::classify::grpc_code;

@@ -78,8 +78,8 @@ pub(super) fn build(
 }
 
 /// What a listener's connection manager gives routes that do not say otherwise: its HTTP
-/// filter configs that act on requests (a fault filter that injects something) and its
-/// `max_stream_duration`.
+/// filter configs that act on requests (a fault filter that injects something, a local
+/// rate limit) and its `max_stream_duration`.
 type ListenerDefaults = (FilterOverrides, Option<std::time::Duration>);
 
 fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefaults {
@@ -92,6 +92,10 @@ fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefau
         .filter_map(|f| match &f.config {
             HttpFilterConfig::Fault(cfg) if *cfg != FaultConfig::default() => {
                 Some((f.name.clone(), FilterOverride::Fault(cfg.clone())))
+            }
+            // Kept even without a bucket, so routes may override it; the layer skips those.
+            HttpFilterConfig::LocalRateLimit(cfg) => {
+                Some((f.name.clone(), FilterOverride::LocalRateLimit(cfg.clone())))
             }
             _ => None,
         })

@@ -1,0 +1,194 @@
+//! Envoy's `envoy.filters.http.local_ratelimit` driven by the route: each
+//! [`LocalRateLimitConfig`] the request's [`RoutePolicy`](crate::policy::RoutePolicy)
+//! carries (a listener-level filter with a bucket, or a virtual host / route override) is
+//! checked in turn against its own bucket.
+//!
+//! A bucket belongs to one config `Arc`: routes that share the `Arc` (every route under a
+//! listener-level filter) share the bucket, and it lives as long as the `Arc` does, so a
+//! config update that keeps the route table keeps the buckets' tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use http::{HeaderValue, Request, Response, StatusCode};
+use mesh_core::model::{AppendAction, Fraction, LocalRateLimitConfig};
+use tower::{BoxError, Service};
+use tower_layer::Layer;
+
+use super::{ResponseFuture, TokenBucket, TokenBucketConfig};
+use crate::LocalBody;
+use crate::body::{http_to_grpc_status, is_grpc, local_grpc_response, local_response};
+use crate::policy::route_policy;
+
+/// The buckets of live configs, keyed by the config `Arc`'s address (checked against a
+/// `Weak` so that a reused address never inherits a dropped config's bucket).
+#[derive(Debug, Default)]
+pub struct LocalRateLimits {
+    buckets: Mutex<HashMap<usize, Entry>>,
+}
+
+/// A config (weakly held, to tell a live one from a reused address) and its bucket.
+type Entry = (Weak<LocalRateLimitConfig>, Arc<TokenBucket>);
+
+impl LocalRateLimits {
+    /// An empty set; share one (`Arc`) between every layer of a client so that a route's
+    /// bucket is the same whatever cluster the request goes to.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// The bucket of `cfg` (`None` when it has no `token_bucket`), created full on first use.
+    pub fn bucket(&self, cfg: &Arc<LocalRateLimitConfig>) -> Option<Arc<TokenBucket>> {
+        let spec = cfg.token_bucket?;
+        let key = Arc::as_ptr(cfg) as usize;
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((weak, bucket)) = map.get(&key)
+            && weak.upgrade().is_some_and(|c| Arc::ptr_eq(&c, cfg))
+        {
+            return Some(bucket.clone());
+        }
+        // A new config: drop the buckets of configs no route holds any more.
+        map.retain(|_, (weak, _)| weak.strong_count() > 0);
+        let bucket = TokenBucket::new(TokenBucketConfig {
+            max_tokens: spec.max_tokens,
+            tokens_per_fill: spec.tokens_per_fill,
+            fill_interval: spec.fill_interval,
+        });
+        map.insert(key, (Arc::downgrade(cfg), bucket.clone()));
+        Some(bucket)
+    }
+
+    /// Requests over the limit so far, enforced or not, across live buckets (Envoy's
+    /// `rate_limited` stat summed over filters).
+    pub fn limited_total(&self) -> u64 {
+        let map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().map(|(_, b)| b.limited_total()).sum()
+    }
+}
+
+/// Applies the route's local rate limits (see the [module docs](self)).
+#[derive(Clone, Debug)]
+pub struct LocalRateLimitLayer {
+    limits: Arc<LocalRateLimits>,
+}
+
+impl LocalRateLimitLayer {
+    /// A layer whose buckets live in `limits`.
+    pub fn new(limits: Arc<LocalRateLimits>) -> Self {
+        Self { limits }
+    }
+}
+
+impl<S> Layer<S> for LocalRateLimitLayer {
+    type Service = LocalRateLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        LocalRateLimit {
+            inner,
+            limits: self.limits.clone(),
+        }
+    }
+}
+
+/// The service made by [`LocalRateLimitLayer`].
+#[derive(Clone, Debug)]
+pub struct LocalRateLimit<S> {
+    inner: S,
+    limits: Arc<LocalRateLimits>,
+}
+
+impl<S, B, RB> Service<Request<B>> for LocalRateLimit<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Response = Response<LocalBody<RB>>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, RB>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Some(policy) = route_policy(req.extensions()) {
+            for cfg in policy.local_rate_limits() {
+                if let Some(resp) = self.check(cfg, is_grpc(&req)) {
+                    return ResponseFuture::Limited(Some(resp));
+                }
+            }
+        }
+        ResponseFuture::Inner(self.inner.call(req))
+    }
+}
+
+impl<S> LocalRateLimit<S> {
+    /// Envoy's order: not enabled -> pass untouched; a token -> pass; none -> counted, and
+    /// refused only if enforced.
+    fn check<RB>(
+        &self,
+        cfg: &Arc<LocalRateLimitConfig>,
+        grpc: bool,
+    ) -> Option<Response<LocalBody<RB>>> {
+        if !sample(cfg.filter_enabled) {
+            return None;
+        }
+        let bucket = self.limits.bucket(cfg)?;
+        if bucket.try_take() || !sample(cfg.filter_enforced) {
+            return None;
+        }
+        let flag = [("x-envoy-ratelimited", "true")];
+        let mut resp = if grpc {
+            let code = if cfg.rate_limited_as_resource_exhausted {
+                8 // RESOURCE_EXHAUSTED
+            } else {
+                http_to_grpc_status(cfg.status)
+            };
+            local_grpc_response(code, "local_rate_limited", &flag)
+        } else {
+            let status = StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
+            local_response(status, "local_rate_limited", &flag)
+        };
+        add_headers(resp.headers_mut(), cfg);
+        Some(resp)
+    }
+}
+
+fn sample(f: Fraction) -> bool {
+    let ppm = f.per_million();
+    ppm >= 1_000_000 || (ppm > 0 && rand::random::<u32>() % 1_000_000 < ppm)
+}
+
+/// `response_headers_to_add`, with Envoy's append actions.
+fn add_headers(headers: &mut http::HeaderMap, cfg: &LocalRateLimitConfig) {
+    for h in &cfg.response_headers_to_add {
+        if h.value.is_empty() && !h.keep_empty_value {
+            continue;
+        }
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::try_from(h.name.as_str()),
+            HeaderValue::try_from(h.value.as_str()),
+        ) else {
+            continue; // validated by the translation; never fail a reply over a header
+        };
+        match h.action {
+            AppendAction::Append => {
+                headers.append(name, value);
+            }
+            AppendAction::AddIfAbsent => {
+                headers.entry(name).or_insert(value);
+            }
+            AppendAction::OverwriteIfExistsOrAdd => {
+                headers.insert(name, value);
+            }
+            AppendAction::OverwriteIfExists => {
+                if headers.contains_key(&name) {
+                    headers.insert(name, value);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The HTTP local rate limit filter (`envoy.extensions.filters.http.local_ratelimit.v3.
+//! LocalRateLimit`): one token bucket per filter or per-route config. Descriptors, stages,
+//! per-connection buckets and the other knobs are refused by name.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3 as pb;
+use mesh_core::model::{Fraction, LocalRateLimitConfig, TokenBucketSpec};
+
+use super::matcher::runtime_fraction;
+use super::route::headers::header_adds;
+use super::{At, Res, bail, duration, refuse_set};
+
+/// The type URL's name.
+pub const TYPE: &str = "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit";
+
+/// Translates a `LocalRateLimit`; `per_route` configs must have a `token_bucket` (as in
+/// Envoy, where only the listener-level filter may leave it to the routes).
+pub fn local_rate_limit(l: &pb::LocalRateLimit, per_route: bool) -> Res<Arc<LocalRateLimitConfig>> {
+    refuse_set(&[
+        (
+            "request_headers_to_add_when_not_enforced",
+            !l.request_headers_to_add_when_not_enforced.is_empty(),
+        ),
+        ("descriptors", !l.descriptors.is_empty()),
+        ("stage", l.stage != 0),
+        (
+            "local_rate_limit_per_downstream_connection",
+            l.local_rate_limit_per_downstream_connection,
+        ),
+        (
+            "local_cluster_rate_limit",
+            l.local_cluster_rate_limit.is_some(),
+        ),
+        (
+            "enable_x_ratelimit_headers",
+            l.enable_x_ratelimit_headers != 0,
+        ),
+        ("vh_rate_limits", l.vh_rate_limits != 0),
+        ("rate_limits", !l.rate_limits.is_empty()),
+        (
+            "max_dynamic_descriptors",
+            l.max_dynamic_descriptors.is_some(),
+        ),
+        ("enable_retry_after_header", l.enable_retry_after_header),
+    ])?;
+    // `always_consume_default_token_bucket` only matters when a descriptor matches; with
+    // descriptors refused, the default bucket is always the one consumed, whatever it says.
+    let token_bucket = match &l.token_bucket {
+        Some(b) => Some(token_bucket(b).at(".token_bucket")?),
+        None if per_route => return bail("token_bucket is required in a per-route config"),
+        None => None,
+    };
+    // Both fractions default to 0% "for safety": such a filter checks nothing.
+    let fraction = |f: Option<&_>, field: &str| match f {
+        Some(f) => runtime_fraction(f).at(format!(".{field}")),
+        None => Ok(Fraction::new(0, 100)),
+    };
+    let status = match l.status.as_ref().map(|s| s.code) {
+        None => 429,
+        Some(c) if !(1..600).contains(&c) => {
+            return bail(format!("status {c} is not an HTTP status"));
+        }
+        // Envoy replaces codes below 400 by 429.
+        Some(c) if c < 400 => 429,
+        Some(c) => c as u16,
+    };
+    Ok(Arc::new(LocalRateLimitConfig {
+        stat_prefix: l.stat_prefix.clone(),
+        token_bucket,
+        filter_enabled: fraction(l.filter_enabled.as_ref(), "filter_enabled")?,
+        filter_enforced: fraction(l.filter_enforced.as_ref(), "filter_enforced")?,
+        status,
+        response_headers_to_add: header_adds(
+            &l.response_headers_to_add,
+            "response_headers_to_add",
+        )?,
+        rate_limited_as_resource_exhausted: l.rate_limited_as_resource_exhausted,
+    }))
+}
+
+fn token_bucket(b: &envoy_types::pb::envoy::r#type::v3::TokenBucket) -> Res<TokenBucketSpec> {
+    if b.max_tokens == 0 {
+        return bail("max_tokens must be greater than 0");
+    }
+    let tokens_per_fill = b.tokens_per_fill.as_ref().map_or(1, |v| v.value);
+    if tokens_per_fill == 0 {
+        return bail("tokens_per_fill must be greater than 0");
+    }
+    let fill_interval = match &b.fill_interval {
+        Some(d) => duration(d).at(".fill_interval")?,
+        None => return bail("fill_interval is required"),
+    };
+    // Envoy refuses refills faster than every 50 ms.
+    if fill_interval < Duration::from_millis(50) {
+        return bail("fill_interval must be at least 50ms");
+    }
+    Ok(TokenBucketSpec {
+        max_tokens: b.max_tokens,
+        tokens_per_fill,
+        fill_interval,
+    })
+}

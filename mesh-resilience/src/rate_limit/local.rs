@@ -192,3 +192,102 @@ fn add_headers(headers: &mut http::HeaderMap, cfg: &LocalRateLimitConfig) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mesh_core::model::{FilterOverride, HeaderValueOption, TokenBucketSpec};
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::policy::RoutePolicy;
+
+    fn cfg(status: u16, exhausted: bool) -> Arc<LocalRateLimitConfig> {
+        Arc::new(LocalRateLimitConfig {
+            stat_prefix: String::new(),
+            token_bucket: Some(TokenBucketSpec {
+                max_tokens: 1,
+                tokens_per_fill: 1,
+                fill_interval: Duration::from_secs(60),
+            }),
+            filter_enabled: Fraction::ALWAYS,
+            filter_enforced: Fraction::ALWAYS,
+            status,
+            response_headers_to_add: vec![HeaderValueOption {
+                name: "x-limited".into(),
+                value: "1".into(),
+                action: AppendAction::OverwriteIfExistsOrAdd,
+                keep_empty_value: false,
+            }],
+            rate_limited_as_resource_exhausted: exhausted,
+        })
+    }
+
+    fn req(c: &Arc<LocalRateLimitConfig>, grpc: bool) -> Request<()> {
+        let policy = RoutePolicy {
+            filter_overrides: [("rl".to_owned(), FilterOverride::LocalRateLimit(c.clone()))].into(),
+            ..Default::default()
+        };
+        let mut r = Request::builder();
+        if grpc {
+            r = r.header("content-type", "application/grpc");
+        }
+        let mut r = r.body(()).unwrap();
+        r.extensions_mut().insert(Arc::new(policy));
+        r
+    }
+
+    fn ok() -> impl Service<Request<()>, Response = Response<String>, Error = BoxError> + Clone {
+        tower::service_fn(|_r: Request<()>| async {
+            Ok::<_, BoxError>(Response::new(String::new()))
+        })
+    }
+
+    #[tokio::test]
+    async fn status_headers_and_grpc_codes() {
+        let limits = LocalRateLimits::new();
+        let svc = LocalRateLimitLayer::new(limits.clone()).layer(ok());
+        let c = cfg(503, false);
+        assert_eq!(
+            svc.clone().oneshot(req(&c, false)).await.unwrap().status(),
+            200
+        );
+        let r = svc.clone().oneshot(req(&c, false)).await.unwrap();
+        assert_eq!(r.status(), 503, "the configured status");
+        assert_eq!(r.headers()["x-envoy-ratelimited"], "true");
+        assert_eq!(r.headers()["x-limited"], "1");
+        // gRPC: the status mapped as Envoy maps local replies (503 -> UNAVAILABLE), or
+        // RESOURCE_EXHAUSTED when asked.
+        let r = svc.clone().oneshot(req(&c, true)).await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["grpc-status"], "14");
+        let e = cfg(429, true);
+        assert_eq!(
+            svc.clone()
+                .oneshot(req(&e, true))
+                .await
+                .unwrap()
+                .headers()
+                .get("grpc-status"),
+            None
+        );
+        let r = svc.clone().oneshot(req(&e, true)).await.unwrap();
+        assert_eq!(r.headers()["grpc-status"], "8");
+        assert_eq!(limits.limited_total(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_bucket_per_config_arc_not_per_value() {
+        let limits = LocalRateLimits::new();
+        let a = cfg(429, false);
+        let b = cfg(429, false); // equal value, another config: another bucket
+        let bucket = limits.bucket(&a).unwrap();
+        assert!(Arc::ptr_eq(&bucket, &limits.bucket(&a.clone()).unwrap()));
+        assert!(!Arc::ptr_eq(&bucket, &limits.bucket(&b).unwrap()));
+        // A dropped config's bucket goes when a new config is seen.
+        drop(a);
+        let _c = limits.bucket(&cfg(429, false));
+        assert_eq!(limits.buckets.lock().unwrap().len(), 2);
+    }
+}

@@ -102,3 +102,195 @@ fn token_bucket(b: &envoy_types::pb::envoy::r#type::v3::TokenBucket) -> Res<Toke
         fill_interval,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{
+        HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    };
+    use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, HttpStatus, TokenBucket};
+    use envoy_types::pb::google::protobuf::{BoolValue, Duration as PbDuration, UInt32Value};
+    use mesh_core::model::AppendAction;
+
+    use super::*;
+
+    fn bucket(ms: i32) -> Option<TokenBucket> {
+        Some(TokenBucket {
+            max_tokens: 5,
+            tokens_per_fill: Some(UInt32Value { value: 2 }),
+            fill_interval: Some(PbDuration {
+                seconds: 0,
+                nanos: ms * 1_000_000,
+            }),
+        })
+    }
+
+    fn pct(n: u32) -> Option<RuntimeFractionalPercent> {
+        Some(RuntimeFractionalPercent {
+            default_value: Some(FractionalPercent {
+                numerator: n,
+                denominator: 0,
+            }),
+            runtime_key: String::new(),
+        })
+    }
+
+    #[test]
+    fn local_rate_limit_fields_reach_the_model() {
+        let l = pb::LocalRateLimit {
+            stat_prefix: "rl".into(),
+            token_bucket: bucket(100),
+            filter_enabled: pct(50),
+            filter_enforced: pct(25),
+            status: Some(HttpStatus { code: 503 }),
+            response_headers_to_add: vec![HeaderValueOption {
+                header: Some(HeaderValue {
+                    key: "x-limited".into(),
+                    value: "yes".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            rate_limited_as_resource_exhausted: true,
+            always_consume_default_token_bucket: Some(BoolValue { value: false }),
+            ..Default::default()
+        };
+        let got = local_rate_limit(&l, true).unwrap();
+        assert_eq!(
+            got.token_bucket,
+            Some(TokenBucketSpec {
+                max_tokens: 5,
+                tokens_per_fill: 2,
+                fill_interval: Duration::from_millis(100),
+            })
+        );
+        assert_eq!(got.filter_enabled, Fraction::new(50, 100));
+        assert_eq!(got.filter_enforced, Fraction::new(25, 100));
+        assert_eq!(got.status, 503);
+        assert_eq!(got.response_headers_to_add[0].name, "x-limited");
+        assert_eq!(got.response_headers_to_add[0].action, AppendAction::Append);
+        assert!(got.rate_limited_as_resource_exhausted);
+        assert_eq!(got.stat_prefix, "rl");
+    }
+
+    #[test]
+    fn local_rate_limit_defaults_as_envoy() {
+        // A listener-level filter may leave the bucket to the routes; both fractions
+        // default to 0% and the status to 429 (also for codes below 400).
+        let l = pb::LocalRateLimit {
+            status: Some(HttpStatus { code: 302 }),
+            ..Default::default()
+        };
+        let got = local_rate_limit(&l, false).unwrap();
+        assert_eq!(got.token_bucket, None);
+        assert_eq!(got.filter_enabled, Fraction::new(0, 100));
+        assert_eq!(got.filter_enforced, Fraction::new(0, 100));
+        assert_eq!(got.status, 429);
+        assert_eq!(
+            local_rate_limit(&l, true).unwrap_err().to_string(),
+            "token_bucket is required in a per-route config"
+        );
+    }
+
+    #[test]
+    fn local_rate_limit_refusals() {
+        let base = || pb::LocalRateLimit {
+            token_bucket: bucket(100),
+            ..Default::default()
+        };
+        let err = |l: pb::LocalRateLimit| local_rate_limit(&l, false).unwrap_err().to_string();
+        let cases: Vec<(&str, pb::LocalRateLimit)> = vec![
+            (
+                "request_headers_to_add_when_not_enforced",
+                pb::LocalRateLimit {
+                    request_headers_to_add_when_not_enforced: vec![Default::default()],
+                    ..base()
+                },
+            ),
+            (
+                "descriptors",
+                pb::LocalRateLimit {
+                    descriptors: vec![Default::default()],
+                    ..base()
+                },
+            ),
+            ("stage", pb::LocalRateLimit { stage: 1, ..base() }),
+            (
+                "local_rate_limit_per_downstream_connection",
+                pb::LocalRateLimit {
+                    local_rate_limit_per_downstream_connection: true,
+                    ..base()
+                },
+            ),
+            (
+                "local_cluster_rate_limit",
+                pb::LocalRateLimit {
+                    local_cluster_rate_limit: Some(Default::default()),
+                    ..base()
+                },
+            ),
+            (
+                "enable_x_ratelimit_headers",
+                pb::LocalRateLimit {
+                    enable_x_ratelimit_headers: 1,
+                    ..base()
+                },
+            ),
+            (
+                "vh_rate_limits",
+                pb::LocalRateLimit {
+                    vh_rate_limits: 1,
+                    ..base()
+                },
+            ),
+            (
+                "rate_limits",
+                pb::LocalRateLimit {
+                    rate_limits: vec![Default::default()],
+                    ..base()
+                },
+            ),
+            (
+                "max_dynamic_descriptors",
+                pb::LocalRateLimit {
+                    max_dynamic_descriptors: Some(UInt32Value { value: 5 }),
+                    ..base()
+                },
+            ),
+            (
+                "enable_retry_after_header",
+                pb::LocalRateLimit {
+                    enable_retry_after_header: true,
+                    ..base()
+                },
+            ),
+        ];
+        for (field, l) in cases {
+            assert_eq!(err(l), format!("{field} is not supported"));
+        }
+        assert_eq!(
+            err(pb::LocalRateLimit {
+                token_bucket: bucket(10),
+                ..Default::default()
+            }),
+            ".token_bucket: fill_interval must be at least 50ms"
+        );
+        assert_eq!(
+            err(pb::LocalRateLimit {
+                token_bucket: Some(TokenBucket {
+                    max_tokens: 0,
+                    ..bucket(100).unwrap()
+                }),
+                ..Default::default()
+            }),
+            ".token_bucket: max_tokens must be greater than 0"
+        );
+        assert_eq!(
+            err(pb::LocalRateLimit {
+                status: Some(HttpStatus { code: 700 }),
+                ..base()
+            }),
+            "status 700 is not an HTTP status"
+        );
+    }
+}

@@ -14,7 +14,7 @@
 //! | [`PreviousHosts`] | request | retry layer | endpoint picker (re-picks) |
 //! | [`UpstreamEndpoint`] | response | endpoint picker | outlier detection, retry, telemetry |
 //! | [`EndpointError`] | error | endpoint picker | outlier detection, retry |
-//! | [`ResponseFlags`] | response | circuit breaker (`UO`), proxies (`UF`) | metrics, access logs |
+//! | [`ResponseFlags`] | response | circuit breaker (`UO`), local rate limit (`RL`), proxies (`UF`) | metrics, access logs |
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -359,6 +359,21 @@ async fn five_per_second_answers_five_then_429_at_once_and_refills() {
         [200, 200, 200, 200, 200, 429]
     );
     assert_eq!(f.served.load(Ordering::SeqCst), 10);
+    // Both refusals are in istio_requests_total as local 429s with Envoy's `RL` flag.
+    let mut registry = prometheus_client::registry::Registry::default();
+    f.mesh.register_metrics(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let rl: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("istio_requests_total")
+                && l.contains("response_flags=\"RL\"")
+                && l.contains("response_code=\"429\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(rl, 2.0, "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

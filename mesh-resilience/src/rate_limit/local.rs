@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use http::{HeaderValue, Request, Response, StatusCode};
+use mesh_core::extensions::ResponseFlags;
 use mesh_core::model::{AppendAction, Fraction, LocalRateLimitConfig};
 use tower::{BoxError, Service};
 use tower_layer::Layer;
@@ -153,6 +154,8 @@ impl<S> LocalRateLimit<S> {
             local_response(status, "local_rate_limited", &flag)
         };
         add_headers(resp.headers_mut(), cfg);
+        // Envoy's `RL` flag: istio_requests_total and access logs tell it from a 429 upstream.
+        resp.extensions_mut().insert(ResponseFlags("RL"));
         Some(resp)
     }
 }
@@ -257,6 +260,10 @@ mod tests {
         assert_eq!(r.status(), 503, "the configured status");
         assert_eq!(r.headers()["x-envoy-ratelimited"], "true");
         assert_eq!(r.headers()["x-limited"], "1");
+        assert_eq!(
+            r.extensions().get::<ResponseFlags>(),
+            Some(&ResponseFlags("RL"))
+        );
         // gRPC: the status mapped as Envoy maps local replies (503 -> UNAVAILABLE), or
         // RESOURCE_EXHAUSTED when asked.
         let r = svc.clone().oneshot(req(&c, true)).await.unwrap();

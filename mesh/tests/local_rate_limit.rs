@@ -1,7 +1,8 @@
 //! Envoy's local rate limit filter (`envoy.filters.http.local_ratelimit`) served by our xDS
 //! server as hand-written Envoy resources and applied by `Mesh::client()` on real traffic:
 //! a listener-level bucket shared by its routes, per-route buckets, `filter_enabled` and
-//! `filter_enforced`, refills, and buckets that survive unrelated config pushes.
+//! `filter_enforced`, refills, and buckets that survive unrelated config pushes; and the
+//! same filter config in a real Envoy 1.40 (`MESH_ENVOY_BIN`) answers the same sequence.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -28,7 +29,7 @@ use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as Rou
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, http_connection_manager, http_filter,
 };
-use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, TokenBucket};
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, HttpStatus, TokenBucket};
 use envoy_types::pb::google::protobuf::{Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 use http::{Request, Response};
@@ -335,13 +336,8 @@ async fn five_per_second_answers_five_then_429_at_once_and_refills() {
     let limited = get(&f.mesh, "/").await;
     assert_eq!(
         limited,
-        (
-            429,
-            Some("true".into()),
-            Some("true".into()),
-            "local_rate_limited".into()
-        ),
-        "refused locally with Envoy's body and headers"
+        (429, None, Some("true".into()), "local_rate_limited".into()),
+        "refused locally with Envoy's body and added header (Envoy 1.40 sends no x-envoy-ratelimited)"
     );
     assert!(
         start.elapsed() < Duration::from_secs(1),
@@ -468,4 +464,133 @@ async fn an_unrelated_config_push_does_not_refill_the_bucket() {
     })
     .await;
     assert_eq!(statuses(&f.mesh, "/", 3).await, [200, 200, 429]);
+}
+
+/// The same listener for Envoy, as YAML: `limit(3, 60s)` on the listener, `/big` overridden
+/// by `limit(5, 60s)` with status 503, every fraction 100%.
+fn envoy_yaml(listen: u16, backend: u16) -> String {
+    let limit = |max: u32, status: u32| {
+        format!(
+            r#"{{"@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit,
+  stat_prefix: http_local_rate_limiter, status: {{code: {status}}},
+  token_bucket: {{max_tokens: {max}, tokens_per_fill: {max}, fill_interval: 60s}},
+  filter_enabled: {{runtime_key: e, default_value: {{numerator: 100, denominator: HUNDRED}}}},
+  filter_enforced: {{runtime_key: f, default_value: {{numerator: 100, denominator: HUNDRED}}}},
+  response_headers_to_add: [{{header: {{key: x-local-rate-limit, value: "true"}}}}]}}"#
+        )
+    };
+    format!(
+        r#"admin: {{address: {{socket_address: {{address: 127.0.0.1, port_value: 0}}}}}}
+static_resources:
+  listeners:
+  - name: rl
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: rl
+          route_config:
+            name: routes
+            virtual_hosts:
+            - name: svc
+              domains: ["*"]
+              routes:
+              - match: {{prefix: /big}}
+                route: {{cluster: backend}}
+                typed_per_filter_config:
+                  {FILTER}: {big}
+              - match: {{prefix: /}}
+                route: {{cluster: backend}}
+          http_filters:
+          - name: {FILTER}
+            typed_config: {listener}
+          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: backend
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {backend}}}}}}}}}]}}]
+"#,
+        big = limit(5, 503),
+        listener = limit(3, 429),
+    )
+}
+
+/// Status, `x-envoy-ratelimited`, `x-local-rate-limit` and body of a GET to Envoy.
+async fn envoy_get(port: u16, path: &str) -> (u16, Option<String>, Option<String>, String) {
+    let client: hyper_util::client::legacy::Client<_, Empty<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
+    let req = Request::get(format!("http://127.0.0.1:{port}{path}"))
+        .header("host", TARGET)
+        .body(Empty::new())
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (status, limited, added) = (
+        resp.status().as_u16(),
+        header("x-envoy-ratelimited"),
+        header("x-local-rate-limit"),
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        limited,
+        added,
+        String::from_utf8_lossy(&body).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_answers_the_same_sequence() {
+    let bin = mesh_test_support::require_peer!("MESH_ENVOY_BIN");
+    let minute = Duration::from_secs(60);
+    let big = LocalRateLimit {
+        status: Some(HttpStatus { code: 503 }),
+        ..limit(5, minute, 100, 100)
+    };
+    let f = start(
+        limit(3, minute, 100, 100),
+        vec![("/big", Some(big)), ("/", None)],
+    )
+    .await;
+    let (envoy_backend, envoy_served) = backend_server().await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let _envoy = mesh_test_support::EnvoyProcess::start_live(
+        &bin,
+        dir.path(),
+        &envoy_yaml(listen, envoy_backend),
+    );
+    let sequence = [
+        "/a", "/big", "/a", "/b", "/big", "/a", "/big", "/big", "/big", "/big",
+    ];
+    let mut ours = Vec::new();
+    let mut envoys = Vec::new();
+    for path in sequence {
+        ours.push(get(&f.mesh, path).await);
+        envoys.push(envoy_get(listen, path).await);
+    }
+    for ((path, o), e) in sequence.iter().zip(&ours).zip(&envoys) {
+        assert_eq!(o, e, "{path}: ours vs Envoy's");
+    }
+    let statuses: Vec<u16> = ours.iter().map(|r| r.0).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 200, 200, 200, 503]);
+    assert_eq!(
+        f.served.load(Ordering::SeqCst),
+        envoy_served.load(Ordering::SeqCst)
+    );
 }

@@ -141,17 +141,19 @@ impl<S> LocalRateLimit<S> {
         if bucket.try_take() || !sample(cfg.filter_enforced) {
             return None;
         }
-        let flag = [("x-envoy-ratelimited", "true")];
+        // No `x-envoy-ratelimited`: Envoy's docs say this filter sets it, but Envoy 1.40
+        // does not (only the global rate limit filter does); `envoy_answers_the_same_sequence`
+        // (mesh/tests/local_rate_limit.rs) compares.
         let mut resp = if grpc {
             let code = if cfg.rate_limited_as_resource_exhausted {
                 8 // RESOURCE_EXHAUSTED
             } else {
                 http_to_grpc_status(cfg.status)
             };
-            local_grpc_response(code, "local_rate_limited", &flag)
+            local_grpc_response(code, "local_rate_limited", &[])
         } else {
             let status = StatusCode::from_u16(cfg.status).unwrap_or(StatusCode::TOO_MANY_REQUESTS);
-            local_response(status, "local_rate_limited", &flag)
+            local_response(status, "local_rate_limited", &[])
         };
         add_headers(resp.headers_mut(), cfg);
         // Envoy's `RL` flag: istio_requests_total and access logs tell it from a 429 upstream.
@@ -258,7 +260,11 @@ mod tests {
         );
         let r = svc.clone().oneshot(req(&c, false)).await.unwrap();
         assert_eq!(r.status(), 503, "the configured status");
-        assert_eq!(r.headers()["x-envoy-ratelimited"], "true");
+        assert_eq!(
+            r.headers().get("x-envoy-ratelimited"),
+            None,
+            "as Envoy 1.40"
+        );
         assert_eq!(r.headers()["x-limited"], "1");
         assert_eq!(
             r.extensions().get::<ResponseFlags>(),

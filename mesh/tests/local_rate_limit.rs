@@ -594,3 +594,28 @@ async fn envoy_answers_the_same_sequence() {
         envoy_served.load(Ordering::SeqCst)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_bucket() {
+    let f = start(
+        limit(5, Duration::from_secs(60), 100, 100),
+        vec![("/", None)],
+    )
+    .await;
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let mesh = f.mesh.clone();
+        set.spawn(async move {
+            let req = Request::get(format!("http://{TARGET}/"))
+                .body(Empty::<Bytes>::new())
+                .unwrap();
+            mesh.client().oneshot(req).await.unwrap().status().as_u16()
+        });
+    }
+    let mut statuses = set.join_all().await;
+    statuses.sort_unstable();
+    let mut want = vec![200; 5];
+    want.extend([429; 15]);
+    assert_eq!(statuses, want);
+    assert_eq!(f.served.load(Ordering::SeqCst), 5);
+}

@@ -41,7 +41,7 @@ use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
 use mesh_control::xds_server::{GenerateError, Generator, Resources, ServerOptions, XdsServer};
 use mesh_core::TrustDomain;
 use mesh_core::config::ConfigSnapshot;
-use mesh_core::model::{HttpFilterConfig, ListenerKind};
+use mesh_core::model::{HttpFilterConfig, ListenerKind, RouteSource};
 use mesh_route::client::MeshClient;
 use mesh_tls::dev_ca::DevCa;
 use tokio::net::TcpListener;
@@ -58,6 +58,8 @@ const FILTER: &str = "envoy.filters.http.local_ratelimit";
 struct Scenario {
     filter: LocalRateLimit,
     routes: Vec<(&'static str, Option<LocalRateLimit>)>,
+    /// Routes whose override is keyed by a filter name the listener does not have.
+    stray: Vec<(&'static str, LocalRateLimit)>,
     connect_timeout_ms: i64,
     backend_port: u16,
 }
@@ -76,10 +78,13 @@ impl Generator<Scenario> for Serve {
 }
 
 fn listener(s: &Scenario) -> Listener {
-    let routes = s
-        .routes
+    let stray = s
+        .stray
         .iter()
-        .map(|(prefix, over)| Route {
+        .map(|(p, l)| (*p, Some(l.clone()), "envoy.filters.http.not_in_the_chain"));
+    let routes = stray
+        .chain(s.routes.iter().map(|(p, l)| (*p, l.clone(), FILTER)))
+        .map(|(prefix, over, key)| Route {
             name: (*prefix).into(),
             r#match: Some(RouteMatch {
                 path_specifier: Some(route_match::PathSpecifier::Prefix((*prefix).into())),
@@ -91,7 +96,7 @@ fn listener(s: &Scenario) -> Listener {
             })),
             typed_per_filter_config: over
                 .iter()
-                .map(|o| (FILTER.to_owned(), pack_any(o.clone())))
+                .map(|o| (key.to_owned(), pack_any(o.clone())))
                 .collect(),
             ..Default::default()
         })
@@ -250,6 +255,7 @@ async fn start(
     let scenario = Scenario {
         filter,
         routes,
+        stray: Vec::new(),
         connect_timeout_ms: 500,
         backend_port,
     };
@@ -618,4 +624,27 @@ async fn concurrent_requests_share_one_bucket() {
     want.extend([429; 15]);
     assert_eq!(statuses, want);
     assert_eq!(f.served.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_override_for_a_filter_not_in_the_chain_does_nothing() {
+    let minute = Duration::from_secs(60);
+    let f = start(limit(2, minute, 0, 100), vec![("/", None)]).await;
+    // Served as a new version with a route whose override names another filter: Envoy
+    // looks per-route configs up only for the filters in the chain.
+    f.config.send_modify(|s| {
+        Arc::make_mut(s)
+            .stray
+            .push(("/stray", limit(1, minute, 100, 100)))
+    });
+    let client = f.mesh.mesh_client();
+    applied(&client, |s| {
+        s.listeners.get(TARGET).is_some_and(|l| match &l.kind {
+            ListenerKind::Client(hcm) => matches!(&hcm.route_source,
+                RouteSource::Inline(rc) if rc.virtual_hosts[0].routes.len() == 2),
+            _ => false,
+        })
+    })
+    .await;
+    assert_eq!(statuses(&f.mesh, "/stray", 5).await, [200; 5]);
 }

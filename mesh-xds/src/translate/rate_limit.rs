@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3 as pb;
+use envoy_types::pb::envoy::r#type::v3::StatusCode;
 use mesh_core::model::{Fraction, LocalRateLimitConfig, TokenBucketSpec};
 
 use super::matcher::runtime_fraction;
@@ -59,7 +60,8 @@ pub fn local_rate_limit(l: &pb::LocalRateLimit, per_route: bool) -> Res<Arc<Loca
     };
     let status = match l.status.as_ref().map(|s| s.code) {
         None => 429,
-        Some(c) if !(1..600).contains(&c) => {
+        // Envoy's validation: a code of the `StatusCode` enum (named statuses only).
+        Some(c) if StatusCode::try_from(c).is_err() || c == 0 => {
             return bail(format!("status {c} is not an HTTP status"));
         }
         // Envoy replaces codes below 400 by 429.
@@ -285,12 +287,14 @@ mod tests {
             }),
             ".token_bucket: max_tokens must be greater than 0"
         );
-        assert_eq!(
-            err(pb::LocalRateLimit {
-                status: Some(HttpStatus { code: 700 }),
-                ..base()
-            }),
-            "status 700 is not an HTTP status"
-        );
+        for code in [700, 450, 0] {
+            assert_eq!(
+                err(pb::LocalRateLimit {
+                    status: Some(HttpStatus { code }),
+                    ..base()
+                }),
+                format!("status {code} is not an HTTP status")
+            );
+        }
     }
 }

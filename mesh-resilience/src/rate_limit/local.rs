@@ -67,7 +67,9 @@ impl LocalRateLimits {
     }
 }
 
-/// Applies the route's local rate limits (see the [module docs](self)).
+/// Applies the route's local rate limits: each `LocalRateLimitConfig` of the request's
+/// `RoutePolicy` that has a bucket is checked, in turn, against its bucket in
+/// [`LocalRateLimits`] (one per config `Arc`, so routes sharing a config share a bucket).
 #[derive(Clone, Debug)]
 pub struct LocalRateLimitLayer {
     limits: Arc<LocalRateLimits>,

@@ -14,7 +14,7 @@
 //! | [`PreviousHosts`] | request | retry layer | endpoint picker (re-picks) |
 //! | [`UpstreamEndpoint`] | response | endpoint picker | outlier detection, retry, telemetry |
 //! | [`EndpointError`] | error | endpoint picker | outlier detection, retry |
-//! | [`ResponseFlags`] | response | circuit breaker (`UO`), proxies (`UF`) | metrics, access logs |
+//! | [`ResponseFlags`] | response | circuit breaker (`UO`), local rate limit (`RL`), proxies (`UF`) | metrics, access logs |
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use std::time::Duration;
 use crate::SpiffeId;
 use crate::error::BoxError;
 use crate::model::{
-    FaultConfig, FilterOverride, FilterOverrides, HashPolicy, MaxStreamDuration, RetryPolicy,
+    FaultConfig, FilterOverride, FilterOverrides, HashPolicy, LocalRateLimitConfig,
+    MaxStreamDuration, RetryPolicy,
 };
 
 /// The peer's SPIFFE ID, verified during the mTLS handshake.
@@ -108,6 +109,15 @@ impl RoutePolicy {
             Some(FilterOverride::Fault(f)) => Some(f),
             _ => None,
         }
+    }
+
+    /// The local rate limits that apply to this route, by filter name, with a bucket
+    /// (a listener-level filter without one, or one disabled here, is left out).
+    pub fn local_rate_limits(&self) -> impl Iterator<Item = &Arc<LocalRateLimitConfig>> {
+        self.filter_overrides.values().filter_map(|o| match o {
+            FilterOverride::LocalRateLimit(c) if c.token_bucket.is_some() => Some(c),
+            _ => None,
+        })
     }
 }
 

@@ -13,6 +13,7 @@
 //! | fault | `Arc<FaultConfig>` | `fault(filter_name)` (per-route override) |
 //! | circuit breaker | [`Priority`] | (the breaker itself comes from the cluster) |
 //! | rate limit | [`RateLimitBucket`](crate::rate_limit::RateLimitBucket) | – |
+//! | local rate limit (xDS) | – | `local_rate_limits()` (one bucket per config `Arc`) |
 //!
 //! In the other direction, the service that picks an endpoint inserts
 //! [`UpstreamEndpoint`] into the response's extensions (or into the error's context via

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::fault::FaultConfig;
 use super::matcher::CidrRange;
+use super::rate_limit::LocalRateLimitConfig;
 use super::rbac::RbacFilter;
 use super::route::RouteConfig;
 use super::tls::DownstreamTls;
@@ -78,6 +79,8 @@ pub enum HttpFilterConfig {
     Fault(FaultConfig),
     /// `envoy.filters.http.rbac`.
     Rbac(RbacFilter),
+    /// `envoy.filters.http.local_ratelimit` (client side: routes through this listener).
+    LocalRateLimit(Arc<LocalRateLimitConfig>),
 }
 
 /// A server listener (gRPC A36): address plus filter chains.

@@ -2,10 +2,12 @@
 //! policies (timeouts, retries, mirroring, hashing, header rewrites, fault overrides).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::fault::FaultConfig;
 use super::matcher::{Fraction, HeaderMatcher, QueryParameterMatcher, Regex};
+use super::rate_limit::LocalRateLimitConfig;
 
 /// A route configuration resource.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -43,6 +45,8 @@ pub type FilterOverrides = BTreeMap<String, FilterOverride>;
 pub enum FilterOverride {
     /// Replaces the fault filter's config.
     Fault(FaultConfig),
+    /// Replaces the local rate limit filter's config, with its own bucket (the `Arc`).
+    LocalRateLimit(Arc<LocalRateLimitConfig>),
     /// Disables the filter (`envoy.config.route.v3.FilterConfig{disabled: true}`).
     Disabled,
 }

@@ -5,6 +5,10 @@
 //! The bucket comes from the request's [`RateLimitBucket`] extension (a router puts the
 //! route's or virtual host's bucket there), else from the layer.
 //!
+//! [`LocalRateLimitLayer`] is the xDS-driven variant: it takes the route's
+//! `envoy.filters.http.local_ratelimit` configs from its `RoutePolicy` and keeps their
+//! buckets itself (MeshClient's `ResilienceStack` uses it).
+//!
 //! Alone, on a server: in front of an axum `Router` served by hyper (`tests/standalone.rs`
 //! runs this):
 //!
@@ -47,6 +51,10 @@ use pin_project::pin_project;
 use tokio::time::Instant;
 use tower::{BoxError, Service};
 use tower_layer::Layer;
+
+mod local;
+
+pub use local::{LocalRateLimit, LocalRateLimitLayer, LocalRateLimits};
 
 use crate::LocalBody;
 use crate::body::{is_grpc, local_grpc_response, local_response};

@@ -7,7 +7,8 @@ use std::sync::{Arc, Weak};
 
 use mesh_core::config::ConfigSnapshot;
 use mesh_core::model::{
-    FaultConfig, FilterOverride, FilterOverrides, HttpFilterConfig, ListenerKind, RouteConfig,
+    ClusterSpecifier, FaultConfig, FilterOverride, FilterOverrides, HttpFilterConfig, ListenerKind,
+    RouteAction, RouteConfig,
 };
 use mesh_tls::IdentityStore;
 use tokio::sync::{oneshot, watch};
@@ -57,13 +58,15 @@ pub(super) fn build(
         };
         let router = match reused {
             Some((_, _, r)) => Arc::clone(r),
-            None => match Router::with_options(&rc, options) {
-                Ok(r) => Arc::new(r),
-                Err(e) => {
-                    tracing::warn!(listener = %name, error = %e, "route configuration unusable");
-                    continue;
+            None => {
+                match Router::with_options(&without_absent_rate_limits(&rc, &defaults.0), options) {
+                    Ok(r) => Arc::new(r),
+                    Err(e) => {
+                        tracing::warn!(listener = %name, error = %e, "route configuration unusable");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         by_config.insert(name.clone(), (rc.clone(), defaults, router.clone()));
         routers.insert(name.clone(), router);
@@ -78,8 +81,8 @@ pub(super) fn build(
 }
 
 /// What a listener's connection manager gives routes that do not say otherwise: its HTTP
-/// filter configs that act on requests (a fault filter that injects something) and its
-/// `max_stream_duration`.
+/// filter configs that act on requests (a fault filter that injects something, a local
+/// rate limit) and its `max_stream_duration`.
 type ListenerDefaults = (FilterOverrides, Option<std::time::Duration>);
 
 fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefaults {
@@ -93,10 +96,48 @@ fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefau
             HttpFilterConfig::Fault(cfg) if *cfg != FaultConfig::default() => {
                 Some((f.name.clone(), FilterOverride::Fault(cfg.clone())))
             }
+            // Kept even without a bucket, so routes may override it; the layer skips those.
+            HttpFilterConfig::LocalRateLimit(cfg) => {
+                Some((f.name.clone(), FilterOverride::LocalRateLimit(cfg.clone())))
+            }
             _ => None,
         })
         .collect();
     (filters, hcm.max_stream_duration)
+}
+
+/// The route table without local rate limit overrides keyed by a name that is no
+/// `local_ratelimit` filter of the listener: Envoy only looks per-route configs up for the
+/// filters in the chain, so such an override does nothing there either.
+fn without_absent_rate_limits(
+    rc: &Arc<RouteConfig>,
+    defaults: &FilterOverrides,
+) -> Arc<RouteConfig> {
+    let mut removed = false;
+    let mut strip = |m: &mut FilterOverrides| {
+        let before = m.len();
+        m.retain(|k, v| {
+            !matches!(v, FilterOverride::LocalRateLimit(_))
+                || matches!(defaults.get(k), Some(FilterOverride::LocalRateLimit(_)))
+        });
+        removed |= m.len() != before;
+    };
+    let mut out = (**rc).clone();
+    for vh in &mut out.virtual_hosts {
+        strip(&mut vh.filter_overrides);
+        for r in &mut vh.routes {
+            strip(&mut r.filter_overrides);
+            if let RouteAction::Forward(f) = &mut r.action
+                && let ClusterSpecifier::Weighted(ws) = &mut f.cluster
+            {
+                for w in ws {
+                    strip(&mut w.filter_overrides);
+                }
+            }
+        }
+    }
+    // Keep the original (and its `Arc`s) when nothing was removed.
+    if removed { Arc::new(out) } else { rc.clone() }
 }
 
 /// Rebuilds on every new snapshot until the client is dropped (`stop` fires) or the source

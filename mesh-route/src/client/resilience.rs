@@ -11,6 +11,8 @@
 //!  └ MeshClient                        route by authority, pick the cluster, header edits,
 //!                                      mirroring; Arc<RoutePolicy> into extensions
 //!     └ per cluster (built once, kept while the cluster resource is unchanged):
+//!       LocalRateLimitLayer            the route's local_ratelimit buckets -> 429 (shared
+//!                                      by all clusters: one set per ResilienceStack)
 //!        FaultLayer                    route's fault override (Istio VirtualService fault)
 //!         └ TimeoutLayer               route timeout, idle timeout, grpc-timeout -> 504
 //!            └ RetryLayer              route's retry policy, cluster's retry budget
@@ -40,6 +42,7 @@ use mesh_resilience::circuit_breaker::{CircuitBreaker, CircuitBreakerLayer};
 use mesh_resilience::fault::FaultLayer;
 use mesh_resilience::outlier::{OutlierDetector, OutlierLayer};
 use mesh_resilience::policy::Priority;
+use mesh_resilience::rate_limit::{LocalRateLimitLayer, LocalRateLimits};
 use mesh_resilience::retry::{RetryConfig, RetryLayer};
 use mesh_resilience::timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
@@ -72,6 +75,7 @@ type Observer = Arc<dyn Fn(&str, ClusterResilience) + Send + Sync>;
 pub struct ResilienceStack {
     buffer_cap: usize,
     observer: Option<Observer>,
+    local_rate_limits: Arc<LocalRateLimits>,
 }
 
 impl Default for ResilienceStack {
@@ -79,6 +83,7 @@ impl Default for ResilienceStack {
         Self {
             buffer_cap: RetryConfig::default().buffer_cap,
             observer: None,
+            local_rate_limits: LocalRateLimits::new(),
         }
     }
 }
@@ -112,6 +117,12 @@ impl ResilienceStack {
         self.observer = Some(Arc::new(observer));
         self
     }
+
+    /// The local rate limit buckets of the routes this stack serves (clones of the stack
+    /// share them), e.g. to read how many requests were limited.
+    pub fn local_rate_limits(&self) -> &Arc<LocalRateLimits> {
+        &self.local_rate_limits
+    }
 }
 
 impl ClusterStack for ResilienceStack {
@@ -141,6 +152,7 @@ impl ClusterStack for ResilienceStack {
             .budget(breaker.retry_budget(Priority::Default))
             .buffer_cap(self.buffer_cap);
         let svc = ServiceBuilder::new()
+            .layer(LocalRateLimitLayer::new(self.local_rate_limits.clone()))
             .layer(FaultLayer::new(None))
             .layer(TimeoutLayer::default())
             .layer(RetryLayer::new(retry))

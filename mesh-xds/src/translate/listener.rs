@@ -364,6 +364,14 @@ fn http_connection_manager(
             return bail("duplicate filter name").at_with(at);
         }
         if let Some(config) = http_filter(f).at_with(at)? {
+            // The server side applies only RBAC of the request filters; a local rate limit
+            // there would be accepted and ignored.
+            if side == Side::Server && matches!(config, HttpFilterConfig::LocalRateLimit(_)) {
+                if f.is_optional {
+                    continue;
+                }
+                return bail("local_ratelimit on a server listener is not supported").at_with(at);
+            }
             if let Some(last) = http_filters.last()
                 && matches!(
                     last,
@@ -557,6 +565,12 @@ fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
         FAULT_TYPE => {
             let fault: HttpFault = unpack(any)?;
             HttpFilterConfig::Fault(super::fault::http_fault(&fault).at(".typed_config")?)
+        }
+        super::rate_limit::TYPE => {
+            let l = unpack(any)?;
+            HttpFilterConfig::LocalRateLimit(
+                super::rate_limit::local_rate_limit(&l, false).at(".typed_config")?,
+            )
         }
         RBAC_TYPE => {
             let r: RbacFilterProto = unpack(any)?;

@@ -16,6 +16,7 @@ mod lb_limits;
 pub mod lb_policy;
 pub mod listener;
 pub mod matcher;
+pub mod rate_limit;
 pub mod rbac;
 pub mod route;
 pub mod tls;

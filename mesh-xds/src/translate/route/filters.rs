@@ -9,7 +9,7 @@ use mesh_core::model::{FilterOverride, FilterOverrides};
 
 use crate::translate::{At, Res, any_type_name, bail, unpack};
 
-/// Translates `typed_per_filter_config` (gRPC A39): fault overrides and `FilterConfig`
+/// Translates `typed_per_filter_config` (gRPC A39): fault and local rate limit overrides and `FilterConfig`
 /// wrappers (disabled, or optional); an unknown non-optional override is rejected.
 pub fn filter_overrides(map: &HashMap<String, Any>) -> Res<FilterOverrides> {
     let mut out = BTreeMap::new();
@@ -40,6 +40,12 @@ fn filter_override(any: &Any) -> Res<Option<FilterOverride>> {
             let f: HttpFault = unpack(&config)?;
             Ok(Some(FilterOverride::Fault(
                 crate::translate::fault::http_fault(&f)?,
+            )))
+        }
+        crate::translate::rate_limit::TYPE => {
+            let l = unpack(&config)?;
+            Ok(Some(FilterOverride::LocalRateLimit(
+                crate::translate::rate_limit::local_rate_limit(&l, true)?,
             )))
         }
         _ if optional => Ok(None),

@@ -62,7 +62,7 @@ pub(super) fn header_value_option(o: &core::HeaderValueOption) -> Res<HeaderValu
     })
 }
 
-pub(super) fn header_adds(
+pub(crate) fn header_adds(
     list: &[core::HeaderValueOption],
     field: &str,
 ) -> Res<Vec<HeaderValueOption>> {

@@ -4,7 +4,7 @@
 
 mod action;
 mod filters;
-mod headers;
+pub(crate) mod headers;
 mod retry;
 
 use std::collections::HashSet;

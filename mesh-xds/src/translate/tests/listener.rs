@@ -749,3 +749,40 @@ fn rejections() {
         assert!(got.contains(want), "\n got: {got}\nwant: {want}");
     }
 }
+
+#[test]
+fn local_ratelimit_on_a_client_listener_is_kept_and_refused_on_a_server_one() {
+    use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+    let name = "envoy.filters.http.local_ratelimit";
+    // No token_bucket: a listener-level no-op that per-route configs enable.
+    let l = listener(api(rds_hcm(vec![
+        filter(name, pack_any(LocalRateLimit::default())),
+        router(),
+    ])));
+    let HttpFilterConfig::LocalRateLimit(c) = &client_hcm(&l).http_filters[0].config else {
+        panic!("{:?}", client_hcm(&l).http_filters[0]);
+    };
+    assert_eq!(c.token_bucket, None);
+    let chain = |optional| {
+        let mut f = filter(name, pack_any(LocalRateLimit::default()));
+        f.is_optional = optional;
+        server(vec![server_chain(rds_hcm(vec![f, router()]), None)])
+    };
+    assert!(
+        lds_reason(chain(false)).contains("local_ratelimit on a server listener is not supported"),
+        "{}",
+        lds_reason(chain(false))
+    );
+    let l = listener(chain(true));
+    let ListenerKind::Server(s) = &l.kind else {
+        panic!()
+    };
+    assert_eq!(
+        s.filter_chains[0]
+            .http_connection_manager
+            .http_filters
+            .len(),
+        1,
+        "optional: skipped"
+    );
+}

@@ -19,40 +19,10 @@ use mesh_interop_tests::jwt::TestIssuer;
 use mesh_interop_tests::workload::{ControlPlaneAccess, Workload, WorkloadSpec};
 use mesh_route::client::MeshClient;
 use mesh_tls::dev_ca::DevCa;
-use sticky::{assert_only_its_users_moved, busiest, echo_port, placement};
+use sticky::{HOST, assert_only_its_users_moved, busiest, config, echo_port, placement};
 use tower::ServiceExt;
 
-const HOST: &str = "cart.default.svc.cluster.local";
-
-fn config(ports: &[u16]) -> String {
-    let endpoints: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{address: 127.0.0.1, ports: {{http: {p}}}}}"))
-        .collect();
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: cart, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: cart, namespace: default}}
-spec:
-  host: {HOST}
-  trafficPolicy:
-    tls: {{mode: DISABLE}}
-    loadBalancer: {{consistentHash: {{httpHeaderName: x-user}}}}
-"#,
-        endpoints.join(", ")
-    )
-}
+const LB: &str = "{consistentHash: {httpHeaderName: x-user}}";
 
 /// The port that served `user`'s request.
 async fn call(client: &MeshClient, user: usize) -> u16 {
@@ -78,7 +48,7 @@ async fn a_header_hash_from_istiod_keeps_each_user_on_one_endpoint() {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("config");
     std::fs::create_dir(&dir).unwrap();
-    std::fs::write(dir.join("cart.yaml"), config(&ports)).unwrap();
+    std::fs::write(dir.join("cart.yaml"), config(&ports, LB)).unwrap();
     let ca = DevCa::with_intermediate(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let issuer = Arc::new(TestIssuer::start().await.unwrap());
     let options = IstiodOptions {
@@ -115,7 +85,7 @@ async fn a_header_hash_from_istiod_keeps_each_user_on_one_endpoint() {
     // later for new versions): only its users move.
     let gone = busiest(&before);
     let rest: Vec<u16> = ports.iter().copied().filter(|p| *p != gone).collect();
-    std::fs::write(dir.join("cart.yaml"), config(&rest)).unwrap();
+    std::fs::write(dir.join("cart.yaml"), config(&rest, LB)).unwrap();
     tokio::time::sleep(Duration::from_millis(1100)).await;
     istiod.restart().await.unwrap_or_else(|e| panic!("{e}"));
     let moved_user = *before.iter().find(|(_, p)| **p == gone).unwrap().0;

@@ -14,40 +14,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh::Mesh;
 use mesh::xds::bootstrap::IstioNode;
-use sticky::{USERS, assert_only_its_users_moved, busiest, echo_port, placement};
+use sticky::{HOST, USERS, assert_only_its_users_moved, busiest, config, echo_port, placement};
 use tower::ServiceExt;
-
-const HOST: &str = "cart.default.svc.cluster.local";
-
-fn config(ports: &[u16], lb: &str) -> String {
-    let endpoints: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{address: 127.0.0.1, ports: {{http: {p}}}}}"))
-        .collect();
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: cart, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: cart, namespace: default}}
-spec:
-  host: {HOST}
-  trafficPolicy:
-    tls: {{mode: DISABLE}}
-    loadBalancer: {lb}
-"#,
-        endpoints.join(", ")
-    )
-}
 
 async fn mesh(dir: &std::path::Path) -> Mesh {
     let node = IstioNode {

@@ -6,8 +6,43 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 
+/// The service the users call.
+pub const HOST: &str = "cart.default.svc.cluster.local";
+
 /// Users per scenario.
 pub const USERS: usize = 20;
+
+/// The cart service on `ports` of 127.0.0.1, plaintext, balanced by `lb` (a
+/// DestinationRule `loadBalancer`).
+pub fn config(ports: &[u16], lb: &str) -> String {
+    let endpoints: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{address: 127.0.0.1, ports: {{http: {p}}}}}"))
+        .collect();
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: cart, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: cart, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy:
+    tls: {{mode: DISABLE}}
+    loadBalancer: {lb}
+"#,
+        endpoints.join(", ")
+    )
+}
 
 /// A server answering every request with its own port.
 pub async fn echo_port() -> u16 {

@@ -12,8 +12,9 @@
 //!   certificate from the control plane's CA, its xDS, a MeshClient, and an mTLS server
 //!   enforcing the RBAC of its xDS inbound listener.
 //!
-//! The tests live in `tests/` (`istiod_ca.rs`, `istiod_xds.rs`, `istiod_mesh.rs`); the
-//! config they run is `interop/istio/config`; see docs/istio.md.
+//! The tests live in `tests/` (`istiod_ca.rs`, `istiod_xds.rs`, `istiod_mesh.rs` on the
+//! config `interop/istio/config`; `istiod_grpc.rs` with grpc-go on its own); see
+//! docs/istio.md and docs/grpc.md.
 
 pub mod istiod;
 pub mod jwt;

@@ -3,14 +3,15 @@
 //! control plane's resources (listeners, route configurations, clusters, endpoints), field
 //! for field (interop-tests/src/model_diff.rs).
 //!
-//! Two comparisons, both for Bookinfo's productpage workload:
+//! Two comparisons, for Bookinfo's productpage and the fidelity corpus's frontend workload:
 //! - **proxyless**: our generator against istiod's proxyless generator (`GENERATOR: grpc`),
 //!   every listener, route configuration, cluster and endpoint assignment;
 //! - **sidecar clusters**: our clusters and endpoints against what istiod sends an Envoy
 //!   sidecar (the semantics our generator targets: outlier detection, circuit breakers,
 //!   connection pool settings that istiod's proxyless generator drops).
 //!
-//! Each difference must be one of [`PROXYLESS`] / [`SIDECAR`], which docs/istio.md lists
+//! Each difference must be one of [`PROXYLESS`] / [`SIDECAR`] (or of a corpus's own list),
+//! which docs/istio.md lists
 //! with the same reasons; an entry that explains no difference fails the test too, so the
 //! list stays true. The corpora: examples/config/bookinfo and interop-tests/corpus/fidelity
 //! (a directory that sets the applied fields of the "Istio fields" table).
@@ -24,6 +25,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_control::istio::WatchOptions;
 use mesh_control::local::{LocalOptions, LocalSource};
 use mesh_core::config::{ConfigSnapshot, ConfigSource};
+use mesh_core::model::{ListenerKind, RouteSource};
 use mesh_interop_tests::istiod::{ISTIOD_SERVER_NAME, Istiod, IstiodOptions};
 use mesh_interop_tests::jwt::TestIssuer;
 use mesh_interop_tests::model_diff::{Difference, Expected, diff, flatten};
@@ -538,15 +540,20 @@ fn compare(
                     path: String::new(),
                     ours: a.map(|_| "present".to_string()),
                     theirs: b.map(|_| "present".to_string()).or_else(|| {
-                        // NACKed by our translation?
-                        theirs_status
-                            .resources
-                            .iter()
-                            .find(|r| {
-                                r.kind == mesh_xds::resource::ResourceType::RouteConfiguration
-                                    && r.state != ResourceState::Acked
-                            })
-                            .map(|r| format!("{} {}: {:?}", r.name, r.state, r.last_error))
+                        // The route configuration their listener names: NACKed by our
+                        // translation, or never sent?
+                        let name = match &theirs.listeners.get(&**listener)?.kind {
+                            ListenerKind::Client(hcm) => match &hcm.route_source {
+                                RouteSource::Rds(name) => name.clone(),
+                                RouteSource::Inline(_) => return None,
+                            },
+                            ListenerKind::Server(_) => return None,
+                        };
+                        let status = theirs_status.resources.iter().find(|r| r.name == name);
+                        Some(match status {
+                            Some(r) => format!("{name} {}: {:?}", r.state, r.last_error),
+                            None => format!("{name} never sent"),
+                        })
                     }),
                 }),
             }

@@ -1,0 +1,461 @@
+//! The HBONE client: `CONNECT` streams over pooled mTLS HTTP/2 connections.
+//!
+//! Connections are pooled per (source identity, destination identity, HBONE address), as
+//! ztunnel pools them; a connection carries at most
+//! [`HboneClientSettings::max_streams_per_connection`] tunnels at once (100, ztunnel's
+//! limit), then another connection is dialled. Dialling is serialized per key, so a burst
+//! of N tunnels opens N/100 connections, not N. The server must present exactly the
+//! destination's SPIFFE identity.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::Empty;
+use hyper::client::conn::http2::SendRequest;
+use hyper::upgrade::Upgraded;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use mesh_core::SpiffeId;
+use mesh_tls::verify::{VerifyStats, handshake_error};
+use mesh_tls::{IdentityStore, TlsError};
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::server::HBONE_PORT;
+use crate::tls::ClientTls;
+
+/// Where a tunnel goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct HboneTarget {
+    /// The address the mTLS connection is made to (the destination's IP, port 15008).
+    pub hbone_addr: SocketAddr,
+    /// The `CONNECT` authority: the destination's `<ip>:<port>`.
+    pub authority: SocketAddr,
+    /// The SPIFFE identity the server must present.
+    pub identity: SpiffeId,
+}
+
+impl HboneTarget {
+    /// A tunnel to `destination` through its own HBONE port (`<ip>:15008`), as Istio
+    /// reaches a workload labelled `networking.istio.io/tunnel: http`.
+    pub fn new(destination: SocketAddr, identity: SpiffeId) -> Self {
+        Self {
+            hbone_addr: SocketAddr::new(destination.ip(), HBONE_PORT),
+            authority: destination,
+            identity,
+        }
+    }
+
+    /// Sends the tunnel through `hbone_addr` instead (another port, a node proxy).
+    pub fn via(mut self, hbone_addr: SocketAddr) -> Self {
+        self.hbone_addr = hbone_addr;
+        self
+    }
+}
+
+/// Why a tunnel could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum HboneError {
+    /// No credentials, a failed handshake, or the server's identity was not the expected one.
+    #[error("HBONE TLS to {addr}: {source}")]
+    Tls {
+        /// The HBONE address.
+        addr: SocketAddr,
+        /// The cause.
+        source: TlsError,
+    },
+    /// TCP connect failed.
+    #[error("HBONE connect to {addr}: {source}")]
+    Connect {
+        /// The HBONE address.
+        addr: SocketAddr,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The connection was not ready within the connect timeout.
+    #[error("HBONE connect to {0} timed out")]
+    Timeout(SocketAddr),
+    /// The server did not negotiate `h2`.
+    #[error("HBONE server {0} did not negotiate h2")]
+    NoH2(SocketAddr),
+    /// HTTP/2 failed (connection lost, stream reset).
+    #[error("HBONE HTTP/2: {0}")]
+    Http(#[from] hyper::Error),
+    /// The server answered the `CONNECT` with a status other than 200.
+    #[error("HBONE CONNECT {authority} refused: {status}")]
+    Refused {
+        /// The tunnel's authority.
+        authority: SocketAddr,
+        /// The server's answer (400, 401, 503, ...).
+        status: StatusCode,
+    },
+    /// A URI the connector cannot tunnel to (the host must be an IP address).
+    #[error("HBONE: {0}")]
+    BadUri(String),
+}
+
+/// Client settings; the defaults are ztunnel's.
+#[derive(Clone, Debug)]
+pub struct HboneClientSettings {
+    /// Tunnels carried at once by one connection (default 100).
+    pub max_streams_per_connection: usize,
+    /// TCP connect plus TLS handshake plus HTTP/2 handshake (default 10 s).
+    pub connect_timeout: Duration,
+    /// HTTP/2 stream window (default 4 MiB).
+    pub stream_window: u32,
+    /// HTTP/2 connection window (default 16 MiB).
+    pub connection_window: u32,
+    /// HTTP/2 max frame size (default 1 MiB).
+    pub max_frame_size: u32,
+}
+
+impl Default for HboneClientSettings {
+    fn default() -> Self {
+        Self {
+            max_streams_per_connection: 100,
+            connect_timeout: Duration::from_secs(10),
+            stream_window: 4 << 20,
+            connection_window: 16 << 20,
+            max_frame_size: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    source: SpiffeId,
+    destination: SpiffeId,
+    addr: SocketAddr,
+}
+
+#[derive(Clone)]
+struct Pooled {
+    send: SendRequest<Empty<Bytes>>,
+    streams: Arc<AtomicUsize>,
+}
+
+type Slots = Arc<tokio::sync::Mutex<Vec<Pooled>>>;
+
+struct ClientInner {
+    tls: ClientTls,
+    settings: HboneClientSettings,
+    pools: Mutex<HashMap<PoolKey, Slots>>,
+    dialled: AtomicU64,
+}
+
+/// Opens HBONE tunnels; see the crate docs. Cheap to clone; clones share the pool.
+///
+/// As a tower `Service<HboneTarget>` it yields an [`HboneStream`]; [`HboneClient::connector`]
+/// gives a `Service<Uri>` for hyper-util's client and tonic.
+#[derive(Clone)]
+pub struct HboneClient {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for HboneClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HboneClient")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HboneClient {
+    /// A client presenting the SVID in `store`, with ztunnel's settings.
+    pub fn new(store: IdentityStore) -> Self {
+        Self::with_settings(store, HboneClientSettings::default())
+    }
+
+    /// A client with explicit settings.
+    pub fn with_settings(store: IdentityStore, settings: HboneClientSettings) -> Self {
+        Self {
+            inner: Arc::new(ClientInner {
+                tls: ClientTls::new(store),
+                settings: HboneClientSettings {
+                    max_streams_per_connection: settings.max_streams_per_connection.max(1),
+                    ..settings
+                },
+                pools: Mutex::new(HashMap::new()),
+                dialled: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// mTLS connections dialled so far.
+    pub fn connections_dialled(&self) -> u64 {
+        self.inner.dialled.load(Ordering::Relaxed)
+    }
+
+    /// Server certificate verification counters.
+    pub fn verify_stats(&self) -> &Arc<VerifyStats> {
+        self.inner.tls.stats()
+    }
+
+    /// A `Service<Uri>` connector: `http://<ip>:<port>/` is tunnelled to `<ip>:<port>`
+    /// through `<ip>:15008`, the server verified as `identity`.
+    pub fn connector(&self, identity: SpiffeId) -> HboneConnector {
+        HboneConnector {
+            client: self.clone(),
+            identity,
+            hbone_port: HBONE_PORT,
+        }
+    }
+
+    /// Opens one tunnel to `target`.
+    pub async fn connect(&self, target: &HboneTarget) -> Result<HboneStream, HboneError> {
+        let (mut send, slot) = self.checkout(target).await?;
+        let req = Request::builder()
+            .method(Method::CONNECT)
+            .uri(target.authority.to_string())
+            .body(Empty::new())
+            .map_err(|e| HboneError::BadUri(e.to_string()))?;
+        let resp = send.send_request(req).await?;
+        if resp.status() != StatusCode::OK {
+            return Err(HboneError::Refused {
+                authority: target.authority,
+                status: resp.status(),
+            });
+        }
+        let upgraded = hyper::upgrade::on(resp).await?;
+        Ok(HboneStream {
+            io: TokioIo::new(upgraded),
+            _slot: Slot(slot),
+            peer: target.identity.clone(),
+        })
+    }
+
+    /// A stream slot on a pooled connection, dialling one when all are full or closed.
+    async fn checkout(
+        &self,
+        target: &HboneTarget,
+    ) -> Result<(SendRequest<Empty<Bytes>>, Arc<AtomicUsize>), HboneError> {
+        let tls_err = |source| HboneError::Tls {
+            addr: target.hbone_addr,
+            source,
+        };
+        let source = self
+            .inner
+            .tls
+            .store()
+            .require()
+            .map_err(tls_err)?
+            .id
+            .clone();
+        let key = PoolKey {
+            source,
+            destination: target.identity.clone(),
+            addr: target.hbone_addr,
+        };
+        let slots = {
+            let mut pools = self.inner.pools.lock().unwrap_or_else(|e| e.into_inner());
+            pools.entry(key).or_default().clone()
+        };
+        // Held while dialling: concurrent callers wait for this connection, not dial more.
+        let mut conns = slots.lock().await;
+        conns.retain(|c| !c.send.is_closed());
+        let max = self.inner.settings.max_streams_per_connection;
+        if let Some(c) = conns
+            .iter()
+            .find(|c| c.streams.load(Ordering::Acquire) < max)
+        {
+            c.streams.fetch_add(1, Ordering::AcqRel);
+            return Ok((c.send.clone(), c.streams.clone()));
+        }
+        let c = self.dial(target).await?;
+        c.streams.fetch_add(1, Ordering::AcqRel);
+        conns.push(c.clone());
+        Ok((c.send, c.streams))
+    }
+
+    async fn dial(&self, target: &HboneTarget) -> Result<Pooled, HboneError> {
+        let addr = target.hbone_addr;
+        let config = self
+            .inner
+            .tls
+            .config(&target.identity)
+            .map_err(|source| HboneError::Tls { addr, source })?;
+        let settings = &self.inner.settings;
+        let dial = async {
+            let tcp = TcpStream::connect(addr)
+                .await
+                .map_err(|source| HboneError::Connect { addr, source })?;
+            let _ = tcp.set_nodelay(true);
+            // No SNI is sent (ServerTls picks by destination); the name only fills the API.
+            let name = ServerName::IpAddress(addr.ip().into());
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| HboneError::Tls {
+                    addr,
+                    source: handshake_error(e),
+                })?;
+            if tls.get_ref().1.alpn_protocol() != Some(mesh_tls::config::ALPN_H2) {
+                return Err(HboneError::NoH2(addr));
+            }
+            let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .initial_stream_window_size(settings.stream_window)
+                .initial_connection_window_size(settings.connection_window)
+                .max_frame_size(settings.max_frame_size)
+                .keep_alive_interval(Duration::from_secs(30))
+                .keep_alive_while_idle(true);
+            let (send, conn) = builder.handshake(TokioIo::new(tls)).await?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(%addr, error = %e, "HBONE connection ended");
+                }
+            });
+            Ok(send)
+        };
+        let send = tokio::time::timeout(settings.connect_timeout, dial)
+            .await
+            .map_err(|_| HboneError::Timeout(addr))??;
+        self.inner.dialled.fetch_add(1, Ordering::Relaxed);
+        Ok(Pooled {
+            send,
+            streams: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+}
+
+impl tower_service::Service<HboneTarget> for HboneClient {
+    type Response = HboneStream;
+    type Error = HboneError;
+    type Future = Pin<Box<dyn Future<Output = Result<HboneStream, HboneError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), HboneError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, target: HboneTarget) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.connect(&target).await })
+    }
+}
+
+/// Frees a connection's stream slot when the tunnel ends.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One open tunnel: a byte stream (tokio `AsyncRead + AsyncWrite`). Wrap it in `TokioIo`
+/// for hyper.
+pub struct HboneStream {
+    io: TokioIo<Upgraded>,
+    _slot: Slot,
+    peer: SpiffeId,
+}
+
+impl HboneStream {
+    /// The server's verified identity.
+    pub fn peer(&self) -> &SpiffeId {
+        &self.peer
+    }
+}
+
+impl std::fmt::Debug for HboneStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HboneStream")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for HboneStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for HboneStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl Connection for HboneStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+/// A `tower::Service<Uri>` that tunnels to the URI's `<ip>:<port>` (default port 80)
+/// through `<ip>:15008`; for `hyper_util::client::legacy::Client` and tonic.
+#[derive(Clone, Debug)]
+pub struct HboneConnector {
+    client: HboneClient,
+    identity: SpiffeId,
+    hbone_port: u16,
+}
+
+impl HboneConnector {
+    /// Dials HBONE on `port` instead of 15008.
+    pub fn hbone_port(mut self, port: u16) -> Self {
+        self.hbone_port = port;
+        self
+    }
+
+    fn target(&self, uri: &Uri) -> Result<HboneTarget, HboneError> {
+        let host = uri
+            .host()
+            .ok_or_else(|| HboneError::BadUri(format!("{uri} has no host")))?;
+        let ip: IpAddr = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| HboneError::BadUri(format!("{uri}: the host must be an IP")))?;
+        let port = uri.port_u16().unwrap_or(80);
+        Ok(HboneTarget {
+            hbone_addr: SocketAddr::new(ip, self.hbone_port),
+            authority: SocketAddr::new(ip, port),
+            identity: self.identity.clone(),
+        })
+    }
+}
+
+impl tower_service::Service<Uri> for HboneConnector {
+    type Response = TokioIo<HboneStream>;
+    type Error = HboneError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, HboneError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), HboneError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let target = self.target(&uri);
+        let client = self.client.clone();
+        Box::pin(async move { Ok(TokioIo::new(client.connect(&target?).await?)) })
+    }
+}

@@ -1,0 +1,143 @@
+//! HTTP and TCP through HBONE tunnels between our client and our server, over real
+//! sockets: the caller's identity reaches the app, pooling stays within 100 streams per
+//! connection, and a reset stream fails alone.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use mesh_hbone::{HboneClient, HboneTarget};
+use mesh_tls::dev_ca::DevCa;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn target(hbone: SocketAddr, port: u16) -> HboneTarget {
+    HboneTarget::new(SocketAddr::new(hbone.ip(), port), id("reviews")).via(hbone)
+}
+
+#[tokio::test]
+async fn http_and_tcp_travel_inside_the_tunnel() {
+    let ca = DevCa::new(td()).unwrap();
+    let server = builder(store(&ca, "reviews")).build();
+    let metrics = server.metrics().clone();
+    let hbone = spawn(server).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+
+    // HTTP: hyper-util's client over the connector, as the docs show.
+    let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(client.connector(id("reviews")).hbone_port(hbone.port()));
+    let resp = http
+        .get(format!("http://127.0.0.1:{HTTP_PORT}/").parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        body,
+        format!("spiffe://cluster.local/ns/default/sa/productpage 127.0.0.1:{HTTP_PORT}")
+    );
+
+    // TCP: a raw byte stream.
+    let mut stream = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+    assert_eq!(stream.peer(), &id("reviews"));
+    stream.write_all(b"hello through hbone").await.unwrap();
+    let mut buf = [0u8; 19];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"hello through hbone");
+
+    assert_eq!(metrics.tunnels(), 2);
+    assert_eq!(
+        client.connections_dialled(),
+        1,
+        "both tunnels share one connection"
+    );
+}
+
+#[tokio::test]
+async fn the_server_must_be_the_destination_identity() {
+    let ca = DevCa::new(td()).unwrap();
+    let hbone = spawn(builder(store(&ca, "ratings")).build()).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let err = client.connect(&target(hbone, TCP_PORT)).await.unwrap_err();
+    assert!(
+        matches!(err, mesh_hbone::HboneError::Tls { .. }),
+        "expected a TLS refusal of the wrong server, got {err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_tunnels_use_at_most_ten_connections() {
+    let ca = DevCa::new(td()).unwrap();
+    let server = builder(store(&ca, "reviews")).build();
+    let metrics = server.metrics().clone();
+    let hbone = spawn(server).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let http: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .build(client.connector(id("reviews")).hbone_port(hbone.port()));
+
+    // Each HTTP/1.1 request of a burst gets its own tunnel (one CONNECT stream each).
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(1000));
+    let tasks: Vec<_> = (0..1000)
+        .map(|_| {
+            let http = http.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let resp = http
+                    .get(format!("http://127.0.0.1:{HTTP_PORT}/").parse().unwrap())
+                    .await?;
+                let status = resp.status();
+                resp.into_body().collect().await?;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(status)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap() == 200 {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 1000);
+    let dialled = client.connections_dialled();
+    println!(
+        "1000 requests: {} tunnels on {dialled} connections",
+        metrics.tunnels()
+    );
+    assert!(dialled <= 10, "{dialled} connections");
+    assert!(metrics.tunnels() >= 100, "the burst really was concurrent");
+    assert!(metrics.connections() <= 10);
+}
+
+#[tokio::test]
+async fn a_stream_the_peer_resets_fails_alone() {
+    let ca = DevCa::new(td()).unwrap();
+    let hbone = spawn(builder(store(&ca, "reviews")).build()).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let mut a = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+    let mut doomed = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+    let mut b = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+
+    doomed.write_all(b"reset").await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = doomed.read(&mut buf).await;
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "the abandoned stream ends: {read:?}"
+    );
+
+    for s in [&mut a, &mut b] {
+        s.write_all(b"still up").await.unwrap();
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"still up");
+    }
+    // And new tunnels still open on the same connection.
+    let mut c = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+    c.write_all(b"new one!").await.unwrap();
+    c.read_exact(&mut buf).await.unwrap();
+    assert_eq!(client.connections_dialled(), 1);
+}

@@ -13,6 +13,7 @@ pub use channel::{Channel, ChannelBody};
 pub use inbound::{InboundError, InboundServer};
 pub use mesh_admin as admin;
 pub use mesh_core as core;
+pub use mesh_hbone as hbone;
 pub use mesh_resilience as resilience;
 pub use mesh_route as route;
 pub use mesh_route::client::{
@@ -172,6 +173,20 @@ impl Mesh {
     /// The workload's credentials.
     pub fn identity(&self) -> &IdentityStore {
         &self.identity
+    }
+
+    /// An HBONE server (Istio ambient mode's :15008, see docs/hbone.md) presenting this
+    /// workload's identity: add its ports' handlers, then `build()` and `serve(..)`. Wrap
+    /// an HTTP handler in [`Mesh::inbound_metrics`] for `istio_requests_total` with
+    /// `connection_security_policy="mutual_tls"`.
+    pub fn hbone_server(&self) -> mesh_hbone::HboneServerBuilder {
+        mesh_hbone::HboneServer::builder(self.identity.clone())
+    }
+
+    /// An HBONE client presenting this workload's identity (pooled connections, at most
+    /// 100 tunnels each).
+    pub fn hbone_client(&self) -> mesh_hbone::HboneClient {
+        mesh_hbone::HboneClient::new(self.identity.clone())
     }
 
     /// The xDS client, when the config comes from one (built from a bootstrap or given with

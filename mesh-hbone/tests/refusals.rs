@@ -254,3 +254,45 @@ async fn a_thousand_open_tunnels_share_ten_connections() {
     assert_eq!(client.connections_dialled(), 10);
     assert_eq!(metrics.connections(), 10);
 }
+
+#[tokio::test]
+async fn tls_1_2_is_refused() {
+    use mesh_tls::config::default_provider;
+    use mesh_tls::verify::{SpiffeServerVerifier, VerifyStats};
+
+    let ca = DevCa::new(td()).unwrap();
+    let server = builder(store(&ca, "reviews")).build();
+    let metrics = server.metrics().clone();
+    let hbone = spawn(server).await;
+
+    // A client with a valid SVID that speaks only TLS 1.2.
+    let creds = ca.issue(&id("productpage"), HOUR).unwrap();
+    let provider = default_provider();
+    let verifier = SpiffeServerVerifier::new(
+        &creds.roots,
+        &td(),
+        &PeerPolicy::identities([id("reviews")]),
+        &provider,
+        VerifyStats::new(),
+    )
+    .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(hbone).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("reviews").unwrap();
+    let handshake = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    assert!(handshake.is_err(), "a TLS 1.2 handshake must fail");
+    eventually("TLS 1.2 counted", || {
+        metrics.refused(Refusal::tls_handshake) == 1
+    })
+    .await;
+    assert_eq!(metrics.connections(), 0);
+}

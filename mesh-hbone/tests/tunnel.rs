@@ -141,3 +141,30 @@ async fn a_stream_the_peer_resets_fails_alone() {
     c.read_exact(&mut buf).await.unwrap();
     assert_eq!(client.connections_dialled(), 1);
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_drains_open_tunnels() {
+    let ca = DevCa::new(td()).unwrap();
+    let server = builder(store(&ca, "reviews"))
+        .drain_timeout(std::time::Duration::from_secs(5))
+        .build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hbone = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve(listener, async {
+        let _ = stopped.await;
+    }));
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let mut open = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+
+    stop.send(()).unwrap();
+    serving.await.unwrap().unwrap();
+    // The listener is closed: a new client cannot connect.
+    let fresh = HboneClient::new(store(&ca, "productpage"));
+    assert!(fresh.connect(&target(hbone, TCP_PORT)).await.is_err());
+    // The tunnel opened before keeps working while the connection drains.
+    open.write_all(b"draining").await.unwrap();
+    let mut buf = [0u8; 8];
+    open.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"draining");
+}

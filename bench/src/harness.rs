@@ -10,7 +10,8 @@ use mesh_tls::dev_ca::DevCa;
 use serde::{Deserialize, Serialize};
 
 use crate::cases::{
-    Case, CaseId, EnvoyPair, HyperH1, HyperMtls, InProcessMesh, ProxyPair, ProxyPairConfig,
+    Case, CaseId, EnvoyPair, GrpcMesh, GrpcTonicMtls, HyperH1, HyperMtls, InProcessMesh, ProxyPair,
+    ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
@@ -149,6 +150,8 @@ async fn start_case(
                 .ok_or("no Envoy binary (set MESH_ENVOY_BIN or pass --envoy)")?;
             Arc::new(EnvoyPair::start(bin, ca).await?)
         }
+        CaseId::GrpcTonicMtls => Arc::new(GrpcTonicMtls::start(ca).await?),
+        CaseId::GrpcMesh => Arc::new(GrpcMesh::start(ca, ca_dir).await?),
     })
 }
 

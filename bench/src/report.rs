@@ -274,6 +274,28 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             unit: "x",
         },
         Target {
+            issue: "#17",
+            what: "gRPC mesh.channel p50 at 2,000 rps / case 6 (tonic mTLS)".into(),
+            figure: div(
+                get(CaseId::GrpcMesh, RATE, |r| r.p50),
+                get(CaseId::GrpcTonicMtls, RATE, |r| r.p50),
+            ),
+            limit: 1.10,
+            at_most: true,
+            unit: "x",
+        },
+        Target {
+            issue: "#17",
+            what: "gRPC mesh.channel throughput at saturation / case 6 (tonic mTLS)".into(),
+            figure: div(
+                get(CaseId::GrpcMesh, SAT, |r| r.rps),
+                get(CaseId::GrpcTonicMtls, SAT, |r| r.rps),
+            ),
+            limit: 0.90,
+            at_most: false,
+            unit: "x",
+        },
+        Target {
             issue: "#9",
             what: "proxy pair resident memory (both proxies, largest seen) / Envoy pair".into(),
             figure: div(rss(CaseId::ProxyPair), rss(CaseId::EnvoyPair)),

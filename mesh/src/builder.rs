@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mesh_admin::UpstreamMetrics;
 use mesh_core::SpiffeId;
@@ -11,6 +12,7 @@ use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;
+use mesh_tls::source::{FileSource, FileSourceConfig};
 use mesh_tls::{CertSource, IdentityStore};
 use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::channel::TlsConfigFn;
@@ -24,8 +26,10 @@ use mesh_core::path::PathNormalization;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BuildError {
-    /// No identity source was given.
-    #[error("no identity: call identity_source, identity_store or dev_ca")]
+    /// No identity source was given, and the bootstrap names no certificate files.
+    #[error(
+        "no identity: call identity_source, identity_store or dev_ca, or use a bootstrap whose certificate_providers name the workload certificate (file_watcher)"
+    )]
     NoIdentity,
     /// No config source was given.
     #[error("no config: call bootstrap, bootstrap_from_env, xds_client or config_source")]
@@ -172,6 +176,10 @@ impl MeshBuilder {
     }
 
     /// xDS from `GRPC_XDS_BOOTSTRAP` / `GRPC_XDS_BOOTSTRAP_CONFIG`.
+    ///
+    /// With no identity given, the identity comes from the bootstrap's `file_watcher`
+    /// certificate provider (see [`bootstrap_identity`]): under Istio's agent in its
+    /// `grpc-agent` mode this one call is all a workload needs.
     pub fn bootstrap_from_env(self) -> Result<Self, BuildError> {
         let b = Bootstrap::from_env().map_err(|e| BuildError::Bootstrap(e.to_string()))?;
         Ok(self.bootstrap(b))
@@ -258,7 +266,16 @@ impl MeshBuilder {
 
     /// Starts the identity source and the xDS client, if any (on the current Tokio runtime).
     pub fn build(self) -> Result<Mesh, BuildError> {
-        let identity = match self.identity.ok_or(BuildError::NoIdentity)? {
+        let identity = match self.identity {
+            Some(i) => i,
+            None => match &self.config {
+                Some(Config::Bootstrap(b)) => bootstrap_identity(b)?
+                    .map(|s| Identity::Source(Box::new(s)))
+                    .ok_or(BuildError::NoIdentity)?,
+                _ => return Err(BuildError::NoIdentity),
+            },
+        };
+        let identity = match identity {
             Identity::Store(s) => s,
             Identity::Source(src) => {
                 let store = IdentityStore::new();
@@ -321,6 +338,45 @@ impl MeshBuilder {
             inbound,
         })
     }
+}
+
+/// How often certificate files are read at least: an agent renews them without notice, and
+/// a stale certificate fails handshakes once it expires.
+const CERT_FILE_POLL: Duration = Duration::from_secs(1);
+
+/// The workload identity a bootstrap names: the `file_watcher` certificate provider
+/// `default` (the instance Istio's agent writes and its xDS TLS contexts reference), or the
+/// only provider when there is one. Its files are watched (read every `refresh_interval`,
+/// and at least every second) and a renewed certificate replaces the old one. `None` when
+/// the bootstrap has no such provider, or it names no certificate (CA file only).
+pub fn bootstrap_identity(b: &Bootstrap) -> Result<Option<FileSource>, BuildError> {
+    let providers = &b.certificate_providers;
+    let Some((name, provider)) = providers.get_key_value("default").or_else(|| {
+        (providers.len() == 1)
+            .then(|| providers.iter().next())
+            .flatten()
+    }) else {
+        return Ok(None);
+    };
+    let fw = provider
+        .file_watcher()
+        .map_err(|e| BuildError::Bootstrap(format!("certificate_providers.{name}: {e}")))?;
+    let refresh = fw
+        .refresh()
+        .map_err(|e| BuildError::Bootstrap(format!("certificate_providers.{name}: {e}")))?;
+    let (Some(cert_chain), Some(key), Some(roots)) = (
+        fw.certificate_file,
+        fw.private_key_file,
+        fw.ca_certificate_file,
+    ) else {
+        return Ok(None);
+    };
+    Ok(Some(FileSource::new(FileSourceConfig {
+        cert_chain,
+        key,
+        roots,
+        poll_interval: refresh.min(CERT_FILE_POLL),
+    })))
 }
 
 /// The first of the bootstrap node's `INSTANCE_IPS`.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use builder::{BuildError, MeshBuilder, control_plane_tls, identity_tls};
+pub use builder::{BuildError, MeshBuilder, bootstrap_identity, control_plane_tls, identity_tls};
 pub use channel::{Channel, ChannelBody};
 pub use inbound::{InboundError, InboundServer};
 pub use mesh_admin as admin;

@@ -32,6 +32,39 @@ async fn grpc_timeout_100m_ends_in_deadline_exceeded_after_100ms() {
     }
 }
 
+/// The same without the default layers: a mesh over [`PlainStack`] (what
+/// `MeshClient::new` uses: one attempt, no retries) still ends the call at the caller's
+/// deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_timeout_holds_without_the_default_layers() {
+    use mesh::core::config::StaticSource;
+    use mesh::route::client::PlainStack;
+
+    let f = start(Echo::default(), |p| mtls(p, "")).await;
+    let snapshot = (*f.client.mesh_client().applied()).clone();
+    let plain = mesh::Mesh::builder()
+        .identity_store(f.client.identity().clone())
+        .config_source(StaticSource::new(snapshot))
+        .cluster_stack(PlainStack)
+        .build()
+        .unwrap();
+    let mut c = support::echo::EchoClient::new(plain.channel(support::grpc::TARGET));
+    let mut req = tonic::Request::new(Msg::default());
+    req.set_timeout(Duration::from_millis(100));
+    let start = Instant::now();
+    // tonic only sends the deadline: without the mesh the call would hang.
+    let e = tokio::time::timeout(Duration::from_secs(5), c.unary("Hang", req))
+        .await
+        .expect("the mesh ends the call at the caller's deadline")
+        .unwrap_err();
+    let took = start.elapsed();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e}");
+    assert!(
+        took >= Duration::from_millis(95) && took < Duration::from_millis(600),
+        "{took:?}"
+    );
+}
+
 fn retry_on_unavailable(port: u16) -> String {
     mtls(
         port,

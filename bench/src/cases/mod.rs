@@ -1,6 +1,7 @@
-//! The five cases, each a way to serve [`crate::payload`] and open client lanes to it.
+//! The cases, each a way to serve [`crate::payload`] and open client lanes to it.
 
 mod envoy_pair;
+mod grpc;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use envoy_pair::EnvoyPair;
+pub use grpc::{GrpcMesh, GrpcTonicMtls};
 pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
@@ -35,19 +37,25 @@ pub enum CaseId {
     ProxyPair,
     /// 5. an Envoy 1.40 pair.
     EnvoyPair,
+    /// 6. unary gRPC, tonic over hyper + rustls mTLS: the gRPC baseline.
+    GrpcTonicMtls,
+    /// 7. unary gRPC through the mesh: `mesh.channel` -> mesh server.
+    GrpcMesh,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 5] = [
+    pub const ALL: [CaseId; 7] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
         CaseId::ProxyPair,
         CaseId::EnvoyPair,
+        CaseId::GrpcTonicMtls,
+        CaseId::GrpcMesh,
     ];
 
-    /// The case's number (1-5).
+    /// The case's number (1-7).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -65,6 +73,8 @@ impl CaseId {
             CaseId::Mesh => "in-process mesh",
             CaseId::ProxyPair => "our proxy pair",
             CaseId::EnvoyPair => "Envoy pair",
+            CaseId::GrpcTonicMtls => "gRPC tonic+rustls mTLS",
+            CaseId::GrpcMesh => "gRPC mesh.channel",
         }
     }
 }

@@ -39,8 +39,9 @@ use std::sync::Arc;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use mesh_core::model::Cluster;
+use mesh_resilience::timeout::TimeoutLayer;
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceExt};
+use tower::{BoxError, Layer, ServiceExt};
 
 use super::{EndpointService, MeshBody};
 use crate::lb::Balancer;
@@ -82,18 +83,20 @@ where
     }
 }
 
-/// No layers: each request makes one attempt; MeshClient applies the route timeout.
+/// No resilience layers: each request makes one attempt. MeshClient applies the route
+/// timeout (with its `default_timeout`); mesh-resilience's [`TimeoutLayer`] applies the
+/// rest of the route's deadlines, as with [`ResilienceStack`](super::ResilienceStack): the
+/// caller's `grpc-timeout` (capped by `grpc_timeout_header_max`), `max_stream_duration` and
+/// the idle timeout, over the whole stream. Every client honours a gRPC caller's deadline.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PlainStack;
 
 impl ClusterStack for PlainStack {
     fn build(&self, _cluster: &ClusterContext, endpoints: EndpointService) -> ClusterService {
-        BoxCloneSyncService::new(ServiceExt::<Request<RequestBody>>::map_response(
-            endpoints,
-            |r: Response<hyper::body::Incoming>| {
-                r.map(|b| b.map_err(BoxError::from).boxed_unsync())
-            },
-        ))
+        let svc = TimeoutLayer::default().layer(endpoints);
+        BoxCloneSyncService::new(ServiceExt::<Request<RequestBody>>::map_response(svc, |r| {
+            r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
+        }))
     }
 
     fn applies_timeouts(&self) -> bool {

@@ -331,3 +331,71 @@ spec:
         200
     );
 }
+
+/// Envoy's `x-envoy-attempt-count` (the control plane sets `include_request_attempt_count`
+/// on every virtual host, as istiod does): each attempt of a retried request carries its
+/// number, from 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_carries_its_number_upstream() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = seen.clone();
+    // Fails the first two attempts of each request (503), answers the third.
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let log = log.clone();
+        async move {
+            let n = headers
+                .get("x-envoy-attempt-count")
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .unwrap_or_default();
+            let status = if n == "3" { 200 } else { 503 };
+            log.lock().unwrap().push(n);
+            http::StatusCode::from_u16(status).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - route: [{{destination: {{host: {HOST}}}}}]
+    retries: {{attempts: 2, retryOn: 5xx}}
+"#
+        ),
+    )
+    .unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{HOST}:8080/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(*seen.lock().unwrap(), ["1", "2", "3", "1", "2", "3"]);
+}

@@ -333,9 +333,16 @@ spec:
     );
     // DNS_ROUND_ROBIN: the first endpoint only.
     let rr = cluster("outbound|80||rr.example.com");
-    let model::Discovery::LogicalDns(cla) = &rr.discovery else {
+    let model::Discovery::LogicalDns {
+        assignment: cla,
+        lookup_family,
+        ..
+    } = &rr.discovery
+    else {
         panic!("{:?}", rr.discovery)
     };
+    // istiod's choice for a proxy without IPv6 addresses.
+    assert_eq!(*lookup_family, model::DnsLookupFamily::V4Only);
     assert_eq!(cla.localities[0].endpoints.len(), 1);
     // No EDS resource for them.
     assert!(

@@ -512,7 +512,15 @@ spec:
     let m = caller(dir.path(), "default", "stable").await;
     let authority = format!("{HOST}:8080");
     // (method, path, headers, the route that must answer, the path it must see, its host)
-    let cases: &[(&str, &str, &[(&str, &str)], &str, &str, &str)] = &[
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case<'_>] = &[
         ("GET", "/exact", &[], "exact", "/exact", &authority),
         ("GET", "/exact/no", &[], "default", "/exact/no", &authority),
         ("GET", "/re/42", &[], "regex", "/re/42", &authority),

@@ -415,7 +415,6 @@ fn header_matcher(
         invert_match: invert,
         header_match_specifier: Some(spec),
         treat_missing_header_as_empty,
-        ..Default::default()
     }
 }
 

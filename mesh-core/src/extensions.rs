@@ -100,7 +100,16 @@ pub struct RoutePolicy {
     pub filter_overrides: FilterOverrides,
     /// Stream duration limits and `grpc-timeout` handling.
     pub max_stream_duration: MaxStreamDuration,
+    /// Set [`ATTEMPT_COUNT_HEADER`] on every attempt (the virtual host's
+    /// `include_request_attempt_count`): the router sends 1, the retry layer counts on.
+    pub include_attempt_count: bool,
+    /// The listener's router filter says `suppress_envoy_headers`: add none of the
+    /// router's `x-envoy-*` headers (see `model::RouterFilter`).
+    pub suppress_envoy_headers: bool,
 }
+
+/// The request header that numbers each attempt of a request, from 1 (Envoy's).
+pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
 
 impl RoutePolicy {
     /// The fault filter's override for this route, if any (`None` also when disabled).

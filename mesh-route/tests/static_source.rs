@@ -554,7 +554,7 @@ async fn a_listener_level_fault_filter_acts_unless_a_route_overrides_it() {
         },
         HttpFilter {
             name: "envoy.filters.http.router".into(),
-            config: HttpFilterConfig::Router,
+            config: HttpFilterConfig::Router(Default::default()),
         },
     ];
     s.insert_listener(Listener {
@@ -623,4 +623,155 @@ async fn the_connection_managers_max_stream_duration_bounds_routes_that_set_none
         "{:?}",
         started.elapsed()
     );
+}
+
+/// Envoy's router headers (`suppress_envoy_headers` false, istiod's default): the upstream
+/// sees the expected timeout and the path before the rewrite, the caller the upstream's
+/// service time; with `suppress_envoy_headers` none of them.
+#[tokio::test]
+async fn the_router_adds_envoy_headers_unless_suppress_envoy_headers() {
+    // Answers `<x-envoy-expected-rq-timeout-ms>|<x-envoy-original-path>|<path>`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| {
+                let h = |n: &str| {
+                    req.headers()
+                        .get(n)
+                        .map(|v| v.to_str().unwrap_or("?").to_owned())
+                        .unwrap_or_default()
+                };
+                let body = format!(
+                    "{}|{}|{}",
+                    h("x-envoy-expected-rq-timeout-ms"),
+                    h("x-envoy-original-path"),
+                    req.uri().path()
+                );
+                async move { Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body)))) }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), svc),
+            );
+        }
+    });
+    for suppress in [false, true] {
+        let mut r = route(
+            "old",
+            "/old",
+            vec![],
+            ClusterSpecifier::Cluster("app".into()),
+        );
+        if let RouteAction::Forward(f) = &mut r.action {
+            f.prefix_rewrite = Some("/new".into());
+            f.timeout = Some(Duration::from_secs(2));
+        }
+        let mut s = snapshot(
+            vec![r],
+            vec![(cluster("app", LbPolicy::RoundRobin, None), vec![addr])],
+        );
+        let Some(ListenerKind::Client(mut hcm)) = s.listeners.get(LISTENER).map(|l| l.kind.clone())
+        else {
+            panic!("no client listener")
+        };
+        hcm.http_filters = vec![HttpFilter {
+            name: "envoy.filters.http.router".into(),
+            config: HttpFilterConfig::Router(RouterFilter {
+                suppress_envoy_headers: suppress,
+            }),
+        }];
+        s.insert_listener(Listener {
+            name: LISTENER.into(),
+            kind: ListenerKind::Client(hcm),
+        });
+        let client = MeshClient::new(
+            StaticSource::new(s),
+            IdentityStore::new(),
+            MeshClientConfig::default(),
+        );
+        let req = http::Request::get(format!("http://{LISTENER}/old/x"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = client.oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let service_time = resp
+            .headers()
+            .get("x-envoy-upstream-service-time")
+            .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if suppress {
+            assert_eq!(body, "||/new/x");
+            assert_eq!(service_time, None);
+        } else {
+            assert_eq!(body, "2000|/old/x|/new/x");
+            assert!(service_time.is_some_and(|ms| ms < 2000), "{service_time:?}");
+        }
+    }
+}
+
+/// `dns_lookup_family` on a `STRICT_DNS` cluster of `localhost` (IPv4 only here, as on
+/// most CI machines): `V4_ONLY` and `AUTO` (IPv6 if any, else IPv4) reach the server;
+/// `V6_ONLY` leaves the cluster without endpoints once resolved, as Envoy: 503.
+#[tokio::test]
+async fn dns_lookup_family_picks_the_addresses_of_a_dns_cluster() {
+    let backend = Backend::plain("dns").await;
+    let has_v6 = tokio::net::lookup_host(("localhost", 1))
+        .await
+        .unwrap()
+        .any(|a| a.is_ipv6());
+    for (family, expect) in [
+        (DnsLookupFamily::V4Only, 200),
+        (DnsLookupFamily::Auto, if has_v6 { 503 } else { 200 }),
+        (DnsLookupFamily::V6Only, 503),
+    ] {
+        let mut c = cluster("dns", LbPolicy::RoundRobin, None);
+        let mut assignment = endpoints("dns", &[]);
+        assignment.localities[0].endpoints = vec![Endpoint {
+            address: EndpointAddress::Dns {
+                host: "localhost".into(),
+                port: backend.addr.port(),
+            },
+            health: HealthStatus::Healthy,
+            weight: 1,
+            hostname: None,
+            tls_mode: TlsMode::default(),
+        }];
+        c.discovery = Discovery::StrictDns {
+            assignment: Arc::new(assignment),
+            refresh: Duration::from_secs(60),
+            jitter: Duration::ZERO,
+            lookup_family: family,
+        };
+        let s = snapshot(
+            vec![route(
+                "all",
+                "/",
+                vec![],
+                ClusterSpecifier::Cluster("dns".into()),
+            )],
+            vec![(c, vec![])],
+        );
+        let client = MeshClient::new(
+            StaticSource::new(s),
+            IdentityStore::new(),
+            MeshClientConfig::default(),
+        );
+        // The first resolution replaces the name (which the pool would dial) at once.
+        let mut status = 0;
+        for _ in 0..50 {
+            status = get(&client, "/", &[]).await.0;
+            if status == expect {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, expect, "{family:?}");
+        // And stays so.
+        for _ in 0..5 {
+            assert_eq!(get(&client, "/", &[]).await.0, expect, "{family:?}");
+        }
+    }
 }

@@ -315,4 +315,60 @@ mod tests {
         assert!(!Arc::ptr_eq(&a, &c));
         assert_eq!(server.builds(), 2);
     }
+
+    /// Moves what each side has to send to the other until neither has more.
+    fn pump(c: &mut rustls::ClientConnection, s: &mut rustls::ServerConnection) {
+        for _ in 0..10 {
+            let mut to_server = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut to_server).unwrap();
+            }
+            let mut rd = &to_server[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+            }
+            s.process_new_packets().unwrap();
+            let mut to_client = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut to_client).unwrap();
+            }
+            let mut rd = &to_client[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+            }
+            c.process_new_packets().unwrap();
+            if to_server.is_empty() && to_client.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Envoy's `disable_stateful_session_resumption` (and no tickets): a client that keeps
+    /// sessions and asks to resume gets a full handshake every time, so each connection
+    /// re-verifies the peer's current certificate.
+    #[test]
+    fn the_server_never_resumes_a_session() {
+        let td = TrustDomain::new("cluster.local").unwrap();
+        let ca = DevCa::new(td.clone()).unwrap();
+        let id = SpiffeId::istio(&td, "default", "web").unwrap();
+        let store = IdentityStore::new();
+        store
+            .publish(ca.issue(&id, Duration::from_secs(60)).unwrap())
+            .unwrap();
+        let server = ServerConfigs::new(store.clone(), ServerSettings::default());
+        let mut client = (*ClientConfigs::new(store, ClientSettings::default())
+            .config()
+            .unwrap())
+        .clone();
+        client.resumption = rustls::client::Resumption::in_memory_sessions(8);
+        let client = Arc::new(client);
+        let name = rustls::pki_types::ServerName::try_from("web.default.svc").unwrap();
+        for _ in 0..3 {
+            let mut c = rustls::ClientConnection::new(client.clone(), name.clone()).unwrap();
+            let mut s = rustls::ServerConnection::new(server.config().unwrap()).unwrap();
+            pump(&mut c, &mut s);
+            assert!(!c.is_handshaking() && !s.is_handshaking());
+            assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        }
+    }
 }

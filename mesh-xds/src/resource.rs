@@ -160,7 +160,7 @@ impl Resource {
                     .map(|n| (ResourceType::Cluster, n.clone()))
                     .collect(),
                 model::Discovery::Static(_)
-                | model::Discovery::LogicalDns(_)
+                | model::Discovery::LogicalDns { .. }
                 | model::Discovery::StrictDns { .. } => Vec::new(),
             },
             Self::ClusterLoadAssignment(_) => Vec::new(),

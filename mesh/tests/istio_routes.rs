@@ -331,3 +331,275 @@ spec:
         200
     );
 }
+
+/// Envoy's `x-envoy-attempt-count` (the control plane sets `include_request_attempt_count`
+/// on every virtual host, as istiod does): each attempt of a retried request carries its
+/// number, from 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_attempt_carries_its_number_upstream() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = seen.clone();
+    // Fails the first two attempts of each request (503), answers the third.
+    let app = axum::Router::new().fallback(move |headers: http::HeaderMap| {
+        let log = log.clone();
+        async move {
+            let n = headers
+                .get("x-envoy-attempt-count")
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .unwrap_or_default();
+            let status = if n == "3" { 200 } else { 503 };
+            log.lock().unwrap().push(n);
+            http::StatusCode::from_u16(status).unwrap()
+        }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+  - route: [{{destination: {{host: {HOST}}}}}]
+    retries: {{attempts: 2, retryOn: 5xx}}
+"#
+        ),
+    )
+    .unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{HOST}:8080/"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(*seen.lock().unwrap(), ["1", "2", "3", "1", "2", "3"]);
+}
+
+/// A server answering `<x-route>|<path and query>|<host>`.
+async fn echo_route() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|uri: http::Uri, headers: http::HeaderMap| async move {
+        let h = |n: &str| {
+            headers
+                .get(n)
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .unwrap_or_default()
+        };
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("");
+        format!("{}|{path}|{}", h("x-route"), h("host"))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// VirtualService match, rewrite and redirect fields on real traffic, one route per field
+/// (each names itself in `x-route`), as users write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_matches_rewrites_and_redirects_act() {
+    let port = echo_route().await;
+    let dir = tempfile::tempdir().unwrap();
+    let to = |name: &str| {
+        format!(
+            "route: [{{destination: {{host: {HOST}}}, headers: {{request: {{set: {{x-route: {name}}}}}}}}}]"
+        )
+    };
+    let routes = [
+        ("{uri: {exact: /exact}}", "exact", ""),
+        (r#"{uri: {regex: "/re/[0-9]+"}}"#, "regex", ""),
+        ("{uri: {prefix: /m}, method: {exact: POST}}", "method", ""),
+        (
+            "{uri: {prefix: /auth}, authority: {prefix: api.default}}",
+            "authority",
+            "",
+        ),
+        ("{headers: {x-h: {prefix: ab}}}", "header-prefix", ""),
+        (r#"{headers: {x-h: {regex: "z+"}}}"#, "header-regex", ""),
+        ("{queryParams: {q: {exact: \"1\"}}}", "query", ""),
+        (
+            "{uri: {prefix: /case}, ignoreUriCase: true}",
+            "ignore-case",
+            "",
+        ),
+        (
+            "{uri: {prefix: /without}, withoutHeaders: {x-skip: {exact: \"1\"}}}",
+            "without",
+            "",
+        ),
+        (
+            "{uri: {prefix: /rw/}}",
+            "rewrite-uri",
+            "rewrite: {uri: /new/}",
+        ),
+        (
+            "{uri: {prefix: /ra}}",
+            "rewrite-authority",
+            "rewrite: {authority: other.example}",
+        ),
+        (
+            r#"{uri: {prefix: /rr/}}"#,
+            "rewrite-regex",
+            r#"rewrite: {uriRegexRewrite: {match: "^/rr/(.*)$", rewrite: "/x/\\1"}}"#,
+        ),
+    ];
+    let mut rules = String::new();
+    for (m, name, extra) in routes {
+        rules.push_str(&format!("  - match: [{m}]\n    {}\n", to(name)));
+        if !extra.is_empty() {
+            rules.push_str(&format!("    {extra}\n"));
+        }
+    }
+    rules.push_str(
+        "  - match: [{uri: {prefix: /redir}}]\n    redirect: {uri: /there, scheme: https, redirectCode: 302}\n",
+    );
+    rules.push_str(&format!("  - {}\n", to("default")));
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        format!(
+            r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+{rules}"#
+        ),
+    )
+    .unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    let authority = format!("{HOST}:8080");
+    // (method, path, headers, the route that must answer, the path it must see, its host)
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a str,
+        &'a str,
+        &'a str,
+    );
+    let cases: &[Case<'_>] = &[
+        ("GET", "/exact", &[], "exact", "/exact", &authority),
+        ("GET", "/exact/no", &[], "default", "/exact/no", &authority),
+        ("GET", "/re/42", &[], "regex", "/re/42", &authority),
+        ("GET", "/re/x", &[], "default", "/re/x", &authority),
+        ("POST", "/m", &[], "method", "/m", &authority),
+        ("GET", "/m", &[], "default", "/m", &authority),
+        ("GET", "/auth", &[], "authority", "/auth", &authority),
+        (
+            "GET",
+            "/h",
+            &[("x-h", "abc")],
+            "header-prefix",
+            "/h",
+            &authority,
+        ),
+        (
+            "GET",
+            "/h",
+            &[("x-h", "zzz")],
+            "header-regex",
+            "/h",
+            &authority,
+        ),
+        ("GET", "/h", &[("x-h", "q")], "default", "/h", &authority),
+        ("GET", "/p?q=1", &[], "query", "/p?q=1", &authority),
+        ("GET", "/p?q=2", &[], "default", "/p?q=2", &authority),
+        ("GET", "/CASE/x", &[], "ignore-case", "/CASE/x", &authority),
+        ("GET", "/without", &[], "without", "/without", &authority),
+        (
+            "GET",
+            "/without",
+            &[("x-skip", "1")],
+            "default",
+            "/without",
+            &authority,
+        ),
+        ("GET", "/rw/a", &[], "rewrite-uri", "/new/a", &authority),
+        (
+            "GET",
+            "/ra",
+            &[],
+            "rewrite-authority",
+            "/ra",
+            "other.example",
+        ),
+        ("GET", "/rr/a/b", &[], "rewrite-regex", "/x/a/b", &authority),
+    ];
+    let mut failures = Vec::new();
+    for (method, path, headers, route, seen_path, host) in cases {
+        let mut req = http::Request::builder()
+            .method(*method)
+            .uri(format!("http://{HOST}:8080{path}"));
+        for (k, v) in *headers {
+            req = req.header(*k, *v);
+        }
+        let resp = m
+            .client()
+            .oneshot(req.body(Empty::<Bytes>::new()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let want = format!("{route}|{seen_path}|{host}");
+        if status != 200 || body != want.as_bytes() {
+            failures.push(format!(
+                "{method} {path} {headers:?}: {status} {body:?}, want {want}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // redirect.scheme and redirect.redirectCode.
+    let req = http::Request::get(format!("http://{HOST}:8080/redir"))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = m.client().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 302);
+    let location = resp.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("https://{HOST}")) && location.ends_with("/there"),
+        "{location}"
+    );
+}

@@ -3,6 +3,8 @@
 //! client whose node says where it runs, on a workload configured by the embedded control
 //! plane in process. Each endpoint is a real HTTP server answering with its name.
 
+#[path = "support/sticky.rs"]
+mod sticky;
 mod support;
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +18,8 @@ use mesh::Mesh;
 use mesh::xds::bootstrap::{IstioNode, LocalityConfig};
 use tower::ServiceExt;
 
-const HOST: &str = "cart.default.svc.cluster.local";
+use sticky::{HOST, cart_service};
+
 /// Outlier detection that ejects an endpoint at its first 5xx, for a minute.
 const OUTLIER: &str = "outlierDetection: {consecutive5xxErrors: 1, interval: 1s, \
                        baseEjectionTime: 60s, maxEjectionPercent: 100}";
@@ -63,27 +66,7 @@ async fn servers(list: &[(&'static str, &str, &str)]) -> Servers {
 
 /// The ServiceEntry with inline `endpoints` and a DestinationRule with `policy`.
 fn config(endpoints: &[String], policy: &str) -> String {
-    format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: cart, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: cart, namespace: default}}
-spec:
-  host: {HOST}
-  trafficPolicy: {{tls: {{mode: DISABLE}}, {policy}}}
-"#,
-        endpoints.join(", ")
-    )
+    cart_service(endpoints, &format!("tls: {{mode: DISABLE}}, {policy}"))
 }
 
 /// A client workload in `region/zone` with `labels`, configured from `yaml`.

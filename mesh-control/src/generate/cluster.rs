@@ -294,6 +294,9 @@ fn dns_discovery(c: &mut cds::Cluster, spec: &ClusterSpec<'_>, client: Option<&l
     {
         c.dns_refresh_rate = Some(pb::duration(Duration::from_secs(60)));
     }
+    // istiod's `SelectDNSLookupFamily` for a proxy with no (or only IPv4) addresses, as a
+    // proxyless client's node has.
+    c.dns_lookup_family = cds::cluster::DnsLookupFamily::V4Only as i32;
 }
 
 /// The cluster's `envoy.extensions.upstreams.http.v3.HttpProtocolOptions`, as istiod's

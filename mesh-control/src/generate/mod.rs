@@ -131,6 +131,10 @@ pub struct MeshGenerator {
 /// Generated resources by client namespace.
 type ByNamespace = HashMap<String, Resources>;
 
+/// How many namespaces' outputs the cache keeps: a node names its own namespace, so an
+/// unbounded cache would grow with whatever namespaces clients claim.
+const MAX_CACHED_NAMESPACES: usize = 256;
+
 /// Whether two configs hold the very same `Arc`s (so the same content: the cache keeps
 /// its config alive, so an address cannot be reused while compared).
 fn same_arcs(a: &MeshConfig, b: &MeshConfig) -> bool {
@@ -194,6 +198,13 @@ impl MeshGenerator {
             *cache = Some((config.clone(), HashMap::new()));
         }
         let (_, by_namespace) = cache.as_mut().expect("just set");
+        if by_namespace.len() >= MAX_CACHED_NAMESPACES
+            && !by_namespace.contains_key(&node.namespace)
+            && let Some(old) = by_namespace.keys().next().cloned()
+        {
+            // Any one goes: its nodes get it generated again when they next ask.
+            by_namespace.remove(&old);
+        }
         by_namespace
             .entry(node.namespace.clone())
             .or_insert_with(|| {

@@ -407,11 +407,14 @@ fn header_matcher(
         Some(s) => H::StringMatch(s),
         None => H::PresentMatch(true),
     };
+    // istiod: a `withoutHeaders` value match also holds when the header is absent (Envoy
+    // would otherwise fail an inverted match on a missing header); not for a present match.
+    let treat_missing_header_as_empty = invert && matches!(spec, H::StringMatch(_));
     rds::HeaderMatcher {
         name: name.into(),
         invert_match: invert,
         header_match_specifier: Some(spec),
-        ..Default::default()
+        treat_missing_header_as_empty,
     }
 }
 

@@ -333,9 +333,16 @@ spec:
     );
     // DNS_ROUND_ROBIN: the first endpoint only.
     let rr = cluster("outbound|80||rr.example.com");
-    let model::Discovery::LogicalDns(cla) = &rr.discovery else {
+    let model::Discovery::LogicalDns {
+        assignment: cla,
+        lookup_family,
+        ..
+    } = &rr.discovery
+    else {
         panic!("{:?}", rr.discovery)
     };
+    // istiod's choice for a proxy without IPv6 addresses.
+    assert_eq!(*lookup_family, model::DnsLookupFamily::V4Only);
     assert_eq!(cla.localities[0].endpoints.len(), 1);
     // No EDS resource for them.
     assert!(
@@ -921,4 +928,40 @@ fn a_service_short_name_is_a_domain_in_its_own_namespace_only() {
     );
     // One generator shares its generations per namespace: `default` still has it.
     assert_eq!(domains("default"), same);
+}
+
+/// The per-namespace cache of the shared proxyless output stays bounded whatever
+/// namespaces nodes claim, and still answers each of them.
+#[test]
+fn the_per_namespace_output_cache_is_bounded() {
+    // No caller-specific routes, exports or localities: the shared (cached) path.
+    let config = valid_config(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  endpoints: [{address: 10.0.0.1}]
+"#,
+    );
+    let g = MeshGenerator::default();
+    for i in 0..MAX_CACHED_NAMESPACES + 20 {
+        let node = InboundNode {
+            namespace: format!("ns-{i}"),
+            ..Default::default()
+        };
+        let r = g.proxyless_for(&config, &node);
+        assert!(
+            r.of_type(ResourceType::Listener.type_url())
+                .next()
+                .is_some()
+        );
+    }
+    let cache = g.outbound.lock().unwrap();
+    let (_, by_namespace) = cache.as_ref().unwrap();
+    assert_eq!(by_namespace.len(), MAX_CACHED_NAMESPACES);
 }

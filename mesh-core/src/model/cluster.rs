@@ -29,6 +29,22 @@ pub struct Cluster {
     pub http_protocol: HttpProtocolOptions,
 }
 
+/// Which addresses of a DNS cluster's names are used (Envoy's `dns_lookup_family`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DnsLookupFamily {
+    /// IPv6 addresses when the name has any, else IPv4 (Envoy's default, `AUTO`).
+    #[default]
+    Auto,
+    /// IPv4 only.
+    V4Only,
+    /// IPv6 only.
+    V6Only,
+    /// IPv4 addresses when the name has any, else IPv6.
+    V4Preferred,
+    /// Every address.
+    All,
+}
+
 /// How a cluster finds its endpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Discovery {
@@ -39,8 +55,18 @@ pub enum Discovery {
     },
     /// A fixed list of endpoints.
     Static(Arc<ClusterLoadAssignment>),
-    /// One DNS name, re-resolved; connections go to the first address.
-    LogicalDns(Arc<ClusterLoadAssignment>),
+    /// One DNS name re-resolved every `refresh`: its first address (of `lookup_family`)
+    /// is the endpoint (Envoy's `LOGICAL_DNS`).
+    LogicalDns {
+        /// The endpoint as configured (a host name or an IP).
+        assignment: Arc<ClusterLoadAssignment>,
+        /// `dns_refresh_rate` (Envoy's default 5 s).
+        refresh: Duration,
+        /// `dns_jitter`: each refresh comes up to this much later, at random (zero: none).
+        jitter: Duration,
+        /// `dns_lookup_family`.
+        lookup_family: DnsLookupFamily,
+    },
     /// Host names re-resolved every `refresh`: each address is an endpoint (Envoy's
     /// `STRICT_DNS`).
     StrictDns {
@@ -48,6 +74,10 @@ pub enum Discovery {
         assignment: Arc<ClusterLoadAssignment>,
         /// `dns_refresh_rate` (Envoy's default 5 s).
         refresh: Duration,
+        /// `dns_jitter`: each refresh comes up to this much later, at random (zero: none).
+        jitter: Duration,
+        /// `dns_lookup_family`.
+        lookup_family: DnsLookupFamily,
     },
     /// An aggregate cluster (`envoy.clusters.aggregate`): child clusters in priority order.
     Aggregate(Vec<String>),

@@ -70,11 +70,21 @@ pub struct HttpFilter {
     pub config: HttpFilterConfig,
 }
 
+/// The router filter's settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouterFilter {
+    /// `suppress_envoy_headers`: the router adds none of its `x-envoy-*` headers
+    /// (`x-envoy-expected-rq-timeout-ms` and `x-envoy-original-path` upstream,
+    /// `x-envoy-upstream-service-time` and `x-envoy-overloaded` downstream), as Envoy.
+    /// `x-envoy-attempt-count` is the virtual host's choice, not this one.
+    pub suppress_envoy_headers: bool,
+}
+
 /// The HTTP filters we implement.
 #[derive(Clone, Debug, PartialEq)]
 pub enum HttpFilterConfig {
     /// `envoy.filters.http.router`: the terminal filter.
-    Router,
+    Router(RouterFilter),
     /// `envoy.filters.http.fault`.
     Fault(FaultConfig),
     /// `envoy.filters.http.rbac`.

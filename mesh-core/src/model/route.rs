@@ -35,6 +35,9 @@ pub struct VirtualHost {
     pub headers: HeaderOps,
     /// Per-filter overrides keyed by HTTP filter name.
     pub filter_overrides: FilterOverrides,
+    /// Send `x-envoy-attempt-count` upstream on every attempt, 1-based
+    /// (`include_request_attempt_count`; istiod sets it on every sidecar route).
+    pub include_request_attempt_count: bool,
 }
 
 /// Per-filter config overrides (`typed_per_filter_config`), keyed by the HTTP filter's name.

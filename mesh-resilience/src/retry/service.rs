@@ -4,8 +4,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::Body;
+use mesh_core::extensions::ATTEMPT_COUNT_HEADER;
 use mesh_core::model::RetryPolicy;
 use tower::{BoxError, Service, ServiceExt};
 
@@ -80,6 +81,8 @@ where
         let done = move |r: Result<Response<RB>, BoxError>| {
             r.map(|r| r.map(|b| TimeoutBody::new(b, body_idle, None)))
         };
+        let count_attempts =
+            route_policy(&parts.extensions).is_some_and(|p| p.include_attempt_count);
         Box::pin(async move {
             let _active = config.budget.start_request();
             let mut backoff = Backoff::new(&policy.back_off);
@@ -96,6 +99,11 @@ where
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 *req.extensions_mut() = parts.extensions.clone();
+                // The router numbered the first attempt.
+                if count_attempts && attempt > 0 {
+                    req.headers_mut()
+                        .insert(ATTEMPT_COUNT_HEADER, HeaderValue::from(attempt + 1));
+                }
                 if policy.retry_previous_hosts && !tried.is_empty() {
                     req.extensions_mut().insert(PreviousHosts {
                         hosts: tried.clone(),

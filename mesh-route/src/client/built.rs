@@ -55,6 +55,7 @@ pub(super) fn build(
             filter_defaults: defaults.0.clone(),
             max_stream_duration: defaults.1,
             host_port_mode: config.host_port_mode,
+            suppress_envoy_headers: defaults.2,
         };
         let router = match reused {
             Some((_, _, r)) => Arc::clone(r),
@@ -82,8 +83,8 @@ pub(super) fn build(
 
 /// What a listener's connection manager gives routes that do not say otherwise: its HTTP
 /// filter configs that act on requests (a fault filter that injects something, a local
-/// rate limit) and its `max_stream_duration`.
-type ListenerDefaults = (FilterOverrides, Option<std::time::Duration>);
+/// rate limit), its `max_stream_duration` and its router's `suppress_envoy_headers`.
+type ListenerDefaults = (FilterOverrides, Option<std::time::Duration>, bool);
 
 fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefaults {
     let Some(ListenerKind::Client(hcm)) = snapshot.listeners.get(listener).map(|l| &l.kind) else {
@@ -103,7 +104,13 @@ fn listener_defaults(snapshot: &ConfigSnapshot, listener: &str) -> ListenerDefau
             _ => None,
         })
         .collect();
-    (filters, hcm.max_stream_duration)
+    let suppress = hcm.http_filters.iter().any(|f| {
+        matches!(
+            f.config,
+            HttpFilterConfig::Router(r) if r.suppress_envoy_headers
+        )
+    });
+    (filters, hcm.max_stream_duration, suppress)
 }
 
 /// The route table without local rate limit overrides keyed by a name that is no

@@ -1,27 +1,44 @@
-//! `STRICT_DNS` clusters: every host name of the cluster's endpoints is resolved again
-//! every refresh period, and each address becomes an endpoint with the configured
-//! endpoint's locality, weight and health, as Envoy's strict DNS cluster does.
+//! `STRICT_DNS` and `LOGICAL_DNS` clusters: every host name of the cluster's endpoints is
+//! resolved again every refresh period. For `STRICT_DNS` each address becomes an endpoint
+//! with the configured endpoint's locality, weight and health; for `LOGICAL_DNS` only the
+//! first address does, as Envoy's DNS clusters do.
+//!
+//! `dns_lookup_family` picks the addresses: Envoy's `AUTO` (IPv6 when the name has any,
+//! else IPv4), `V4_PREFERRED` (the reverse), `V4_ONLY`, `V6_ONLY` or `ALL`. A resolution
+//! that succeeds without an address of the family leaves the name without endpoints (Envoy
+//! removes its hosts); one that fails keeps the last addresses.
 //!
 //! Until the first resolution the balancer holds the names themselves (the pool resolves
-//! them when it connects), so a new cluster serves at once. A name that fails to resolve
-//! keeps its last addresses. IPv4 addresses are used when a name has any, else IPv6
-//! (Envoy's `V4_PREFERRED`).
+//! them when it connects), so a new cluster serves at once.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use mesh_core::model::{ClusterLoadAssignment, Endpoint, EndpointAddress};
+use mesh_core::model::{ClusterLoadAssignment, DnsLookupFamily, Endpoint, EndpointAddress};
 
 use crate::lb::Balancer;
+
+/// How a DNS cluster's names are resolved.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Resolution {
+    /// `dns_refresh_rate`.
+    pub(crate) refresh: Duration,
+    /// `dns_jitter`.
+    pub(crate) jitter: Duration,
+    /// `dns_lookup_family`.
+    pub(crate) family: DnsLookupFamily,
+    /// `LOGICAL_DNS`: only the first address.
+    pub(crate) first_only: bool,
+}
 
 /// Starts the resolver of `assignment` for `balancer`; it ends when the balancer (the
 /// cluster) is dropped. Does nothing outside a Tokio runtime.
 pub(crate) fn spawn(
     balancer: Weak<Balancer>,
     assignment: Arc<ClusterLoadAssignment>,
-    refresh: Duration,
+    how: Resolution,
 ) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
@@ -31,7 +48,7 @@ pub(crate) fn spawn(
         let mut last: Option<ClusterLoadAssignment> = None;
         loop {
             for (host, port) in names(&assignment) {
-                if let Some(addrs) = resolve(&host, port).await {
+                if let Some(addrs) = resolve(&host, port, how).await {
                     known.insert((host, port), addrs);
                 }
             }
@@ -42,7 +59,7 @@ pub(crate) fn spawn(
                 last = Some(resolved);
             }
             drop(b);
-            tokio::time::sleep(refresh).await;
+            tokio::time::sleep(next_refresh(how, rand::random::<f64>())).await;
         }
     });
 }
@@ -62,20 +79,43 @@ fn names(cla: &ClusterLoadAssignment) -> Vec<(Arc<str>, u16)> {
     out
 }
 
-async fn resolve(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+/// The addresses of `host` to use; `None` when the lookup failed.
+async fn resolve(host: &str, port: u16, how: Resolution) -> Option<Vec<SocketAddr>> {
     match tokio::net::lookup_host((host, port)).await {
         Ok(addrs) => {
-            let all: Vec<SocketAddr> = addrs.collect();
-            let v4: Vec<SocketAddr> = all.iter().copied().filter(SocketAddr::is_ipv4).collect();
-            let mut chosen = if v4.is_empty() { all } else { v4 };
-            chosen.sort();
-            chosen.dedup();
-            (!chosen.is_empty()).then_some(chosen)
+            let mut chosen = choose(how.family, addrs.collect());
+            if how.first_only {
+                chosen.truncate(1);
+            } else {
+                chosen.sort();
+                chosen.dedup();
+            }
+            Some(chosen)
         }
         Err(e) => {
             tracing::debug!(%host, error = %e, "DNS resolution failed; keeping the last addresses");
             None
         }
+    }
+}
+
+/// The wait before the next resolution: the refresh rate plus `unit` (in [0, 1)) of the
+/// jitter, so that clusters refreshed together spread their lookups.
+fn next_refresh(how: Resolution, unit: f64) -> Duration {
+    how.refresh + how.jitter.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+/// The addresses `family` allows, in the resolver's order.
+fn choose(family: DnsLookupFamily, all: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let (v4, v6): (Vec<SocketAddr>, Vec<SocketAddr>) = all.iter().partition(|a| a.is_ipv4());
+    match family {
+        DnsLookupFamily::All => all,
+        DnsLookupFamily::V4Only => v4,
+        DnsLookupFamily::V6Only => v6,
+        DnsLookupFamily::V4Preferred if v4.is_empty() => v6,
+        DnsLookupFamily::V4Preferred => v4,
+        DnsLookupFamily::Auto if v6.is_empty() => v4,
+        DnsLookupFamily::Auto => v6,
     }
 }
 
@@ -157,10 +197,56 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_lookup_family_picks_the_addresses() {
+        let v4: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        let both = vec![v4, v6];
+        use DnsLookupFamily as F;
+        assert_eq!(choose(F::Auto, both.clone()), [v6]);
+        assert_eq!(choose(F::Auto, vec![v4]), [v4]);
+        assert_eq!(choose(F::V4Preferred, both.clone()), [v4]);
+        assert_eq!(choose(F::V4Preferred, vec![v6]), [v6]);
+        assert_eq!(choose(F::V4Only, both.clone()), [v4]);
+        assert_eq!(choose(F::V4Only, vec![v6]), []);
+        assert_eq!(choose(F::V6Only, both.clone()), [v6]);
+        assert_eq!(choose(F::All, both.clone()), both);
+    }
+
+    #[test]
+    fn dns_jitter_delays_each_refresh_by_up_to_the_jitter() {
+        let how = Resolution {
+            refresh: Duration::from_secs(5),
+            jitter: Duration::from_millis(100),
+            family: DnsLookupFamily::Auto,
+            first_only: false,
+        };
+        assert_eq!(next_refresh(how, 0.0), Duration::from_secs(5));
+        assert_eq!(next_refresh(how, 0.5), Duration::from_millis(5050));
+        assert!(next_refresh(how, 0.999) < Duration::from_millis(5100));
+        let none = Resolution {
+            jitter: Duration::ZERO,
+            ..how
+        };
+        assert_eq!(next_refresh(none, 0.7), Duration::from_secs(5));
+    }
+
     #[tokio::test]
-    async fn localhost_resolves_to_ipv4_first() {
-        let addrs = resolve("localhost", 8080).await.unwrap();
-        assert!(addrs.iter().all(SocketAddr::is_ipv4), "{addrs:?}");
-        assert!(addrs.contains(&"127.0.0.1:8080".parse().unwrap()));
+    async fn localhost_resolves_by_family() {
+        let how = |family| Resolution {
+            refresh: Duration::from_secs(1),
+            jitter: Duration::ZERO,
+            family,
+            first_only: false,
+        };
+        let v4 = resolve("localhost", 8080, how(DnsLookupFamily::V4Only))
+            .await
+            .unwrap();
+        assert!(v4.contains(&"127.0.0.1:8080".parse().unwrap()), "{v4:?}");
+        assert!(v4.iter().all(SocketAddr::is_ipv4), "{v4:?}");
+        let v6 = resolve("localhost", 8080, how(DnsLookupFamily::V6Only))
+            .await
+            .unwrap();
+        assert!(v6.iter().all(SocketAddr::is_ipv6), "{v6:?}");
     }
 }

@@ -57,12 +57,38 @@ impl ClusterState {
             Balancer::for_cluster(&cluster, endpoints.clone())
                 .map_err(|e| format!("cluster {}: {e}", cluster.name))?,
         );
-        if let Discovery::StrictDns {
-            assignment,
-            refresh,
-        } = &cluster.discovery
-        {
-            dns::spawn(Arc::downgrade(&balancer), assignment.clone(), *refresh);
+        match &cluster.discovery {
+            Discovery::StrictDns {
+                assignment,
+                refresh,
+                jitter,
+                lookup_family,
+            } => dns::spawn(
+                Arc::downgrade(&balancer),
+                assignment.clone(),
+                dns::Resolution {
+                    refresh: *refresh,
+                    jitter: *jitter,
+                    family: *lookup_family,
+                    first_only: false,
+                },
+            ),
+            Discovery::LogicalDns {
+                assignment,
+                refresh,
+                jitter,
+                lookup_family,
+            } => dns::spawn(
+                Arc::downgrade(&balancer),
+                assignment.clone(),
+                dns::Resolution {
+                    refresh: *refresh,
+                    jitter: *jitter,
+                    family: *lookup_family,
+                    first_only: true,
+                },
+            ),
+            _ => {}
         }
         let peers = match &cluster.tls {
             Some(tls) => expected_peers(tls),

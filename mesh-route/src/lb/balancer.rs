@@ -56,7 +56,7 @@ impl Balancer {
         let assignment = match (&cluster.discovery, eds) {
             (
                 Discovery::Static(a)
-                | Discovery::LogicalDns(a)
+                | Discovery::LogicalDns { assignment: a, .. }
                 | Discovery::StrictDns { assignment: a, .. },
                 _,
             ) => a.clone(),

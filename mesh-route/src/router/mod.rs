@@ -39,6 +39,8 @@ pub struct RouterOptions {
     /// The connection manager's `common_http_protocol_options.max_stream_duration`: the
     /// limit of routes that set none (Envoy, gRPC A31).
     pub max_stream_duration: Option<Duration>,
+    /// The listener's router filter's `suppress_envoy_headers`.
+    pub suppress_envoy_headers: bool,
 }
 
 pub use mesh_core::extensions::RoutePolicy;
@@ -395,6 +397,8 @@ fn compile_forward(
             m.max_stream_duration = m.max_stream_duration.or(options.max_stream_duration);
             m
         },
+        include_attempt_count: vh.include_request_attempt_count,
+        suppress_envoy_headers: options.suppress_envoy_headers,
     };
     let base = Arc::new(base);
     let clusters = match &fwd.cluster {

@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 use envoy_types::pb::google::protobuf::Any;
 use mesh_core::model::{
     FilterChain, FilterChainMatch, HttpConnectionManager, HttpFilter, HttpFilterConfig, Listener,
-    ListenerKind, RouteSource, ServerListener, SourceType,
+    ListenerKind, RouteSource, RouterFilter, ServerListener, SourceType,
 };
 use mesh_core::path::{EscapedSlashesAction, PathNormalization};
 
@@ -69,6 +69,18 @@ pub fn listener(l: &pb::Listener) -> Res<Listener> {
         }
         None => ListenerKind::Server(Box::new(server_listener(l)?)),
     };
+    // hyper's own flow control bounds what a connection buffers; Envoy's byte limit (istiod
+    // sets it only on gateways) is refused rather than ignored.
+    refuse_set(&[
+        (
+            "per_connection_buffer_limit_bytes",
+            l.per_connection_buffer_limit_bytes.is_some(),
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            l.per_connection_buffer_high_watermark_timeout.is_some(),
+        ),
+    ])?;
     Ok(Listener {
         name: l.name.clone(),
         kind,
@@ -376,7 +388,7 @@ fn http_connection_manager(
                 && matches!(
                     last,
                     HttpFilter {
-                        config: HttpFilterConfig::Router,
+                        config: HttpFilterConfig::Router(_),
                         ..
                     }
                 )
@@ -392,7 +404,7 @@ fn http_connection_manager(
     if !matches!(
         http_filters.last(),
         Some(HttpFilter {
-            config: HttpFilterConfig::Router,
+            config: HttpFilterConfig::Router(_),
             ..
         })
     ) {
@@ -560,7 +572,9 @@ fn http_filter(f: &hcm::HttpFilter) -> Res<Option<HttpFilterConfig>> {
                 ("respect_expected_rq_timeout", r.respect_expected_rq_timeout),
             ])
             .at(".typed_config")?;
-            HttpFilterConfig::Router
+            HttpFilterConfig::Router(RouterFilter {
+                suppress_envoy_headers: r.suppress_envoy_headers,
+            })
         }
         FAULT_TYPE => {
             let fault: HttpFault = unpack(any)?;

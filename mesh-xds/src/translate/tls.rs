@@ -9,7 +9,7 @@ use mesh_core::model::{
 };
 
 use super::matcher::string_matcher;
-use super::{At, Res, any_type_name, bail, unpack};
+use super::{At, Res, any_type_name, bail, refuse_set, unpack};
 
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
 const RAW_BUFFER: &str = "envoy.transport_sockets.raw_buffer";
@@ -93,6 +93,13 @@ pub fn downstream(ts: &core::TransportSocket) -> Res<Option<DownstreamTls>> {
             "session_ticket_keys / session_ticket_keys_sds_secret_config / disable_stateless_session_resumption are not supported",
         );
     }
+    // `disable_stateful_session_resumption` is accepted either way: our servers never
+    // store or resume sessions (mesh-tls config). With no session there is no lifetime to
+    // set, and rustls uses its own cipher order; istiod sets neither.
+    refuse_set(&[
+        ("session_timeout", ctx.session_timeout.is_some()),
+        ("prefer_client_ciphers", ctx.prefer_client_ciphers),
+    ])?;
     let Some(common) = &ctx.common_tls_context else {
         return bail("common_tls_context is required");
     };
@@ -257,6 +264,10 @@ fn validation_context(
     }
     if v.custom_validator_config.is_some() {
         return bail("custom_validator_config is not supported");
+    }
+    // webpki applies its own chain depth limit; istiod never sets one.
+    if v.max_verify_depth.is_some() {
+        return bail("max_verify_depth is not supported");
     }
     let ca_certificate = match (&v.ca_certificate_provider_instance, ca_from_combined) {
         (Some(p), _) => Some(

@@ -173,7 +173,7 @@ mod tests {
             .collect();
         http_filters.push(HttpFilter {
             name: "router".into(),
-            config: HttpFilterConfig::Router,
+            config: HttpFilterConfig::Router(Default::default()),
         });
         HttpConnectionManager {
             route_source: RouteSource::Inline(Arc::new(Default::default())),

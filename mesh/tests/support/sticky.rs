@@ -1,7 +1,9 @@
 //! The sticky-session scenario of issue #16, whatever configures the client: every request
 //! of one user reaches one endpoint, and removing an endpoint moves its users and few
 //! others. Shared by mesh/tests/sticky_sessions.rs (embedded control plane) and
-//! interop-tests/tests/istiod_sticky.rs (istiod), which include this file.
+//! interop-tests/tests/istiod_sticky.rs (istiod), which include this file, and by
+//! mesh/tests/locality.rs (its [`cart_service`]). Each includer uses part of it.
+#![allow(dead_code)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -19,6 +21,15 @@ pub fn config(ports: &[u16], lb: &str) -> String {
         .iter()
         .map(|p| format!("{{address: 127.0.0.1, ports: {{http: {p}}}}}"))
         .collect();
+    cart_service(
+        &endpoints,
+        &format!("tls: {{mode: DISABLE}}, loadBalancer: {lb}"),
+    )
+}
+
+/// The cart service (a ServiceEntry with `endpoints`, YAML flow maps) and its
+/// DestinationRule whose `trafficPolicy` holds `traffic_policy` (the inside of a flow map).
+pub fn cart_service(endpoints: &[String], traffic_policy: &str) -> String {
     format!(
         r#"
 apiVersion: networking.istio.io/v1
@@ -36,9 +47,7 @@ kind: DestinationRule
 metadata: {{name: cart, namespace: default}}
 spec:
   host: {HOST}
-  trafficPolicy:
-    tls: {{mode: DISABLE}}
-    loadBalancer: {lb}
+  trafficPolicy: {{{traffic_policy}}}
 "#,
         endpoints.join(", ")
     )

@@ -18,6 +18,8 @@ use crate::pool::RequestBody;
 use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, request_hash};
 use mesh_core::model::Discovery;
 
+mod envoy_headers;
+
 /// The client listener's path normalization, as Envoy's outbound HCM applies it before
 /// route matching: the router and the upstream see the normalized path. A response when the
 /// path is refused (400) or redirected (307).
@@ -146,6 +148,11 @@ impl MeshClient {
             Ok(s) => s.clone(),
             Err(e) => return respond::local(503, e),
         };
+        let original_path = forward
+            .path
+            .is_some()
+            .then(|| parts.uri.path_and_query().map(|p| p.as_str().to_owned()))
+            .flatten();
         parts.uri = uri;
         // The URI's authority is the upstream's `Host` / `:authority`.
         parts.headers.remove(http::header::HOST);
@@ -160,6 +167,12 @@ impl MeshClient {
         let grpc = mesh_resilience::body::is_grpc_headers(&parts.headers);
         let timeout = route_timeout(policy, self.inner.config.default_timeout)
             .filter(|_| !(grpc && policy.timeout_is_default));
+        envoy_headers::on_request(
+            policy,
+            timeout,
+            original_path.as_deref(),
+            &mut parts.headers,
+        );
         let body = if forward.mirrors.is_empty() {
             body
         } else {
@@ -174,6 +187,7 @@ impl MeshClient {
             mirror::mirror(&parts, body, shadows, timeout)
         };
         let req = Request::from_parts(parts, body);
+        let started = std::time::Instant::now();
         let fut = tower::Service::call(&mut svc, req);
         let result = match timeout.filter(|_| !self.inner.stack.applies_timeouts()) {
             Some(t) => match tokio::time::timeout(t, fut).await {
@@ -192,6 +206,8 @@ impl MeshClient {
             Ok(r) => r,
             Err(e) => error_response(&*e),
         };
+        let upstream = resp.extensions().get::<UpstreamEndpoint>().is_some();
+        envoy_headers::on_response(policy, upstream, started, &mut resp);
         decision.headers.apply_response(resp.headers_mut());
         let endpoint = resp
             .extensions()

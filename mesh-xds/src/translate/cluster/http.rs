@@ -176,6 +176,10 @@ fn upstream_http_options(
     if o.outlier_detection.is_some() {
         return bail("outlier_detection (upstream error matcher) is not supported");
     }
+    // hyper validates headers its own way; a custom validator (istiod sets none) is refused.
+    if o.header_validation_config.is_some() {
+        return bail("header_validation_config is not supported");
+    }
     if !o.request_mirror_policies.is_empty()
         || !o.hash_policy.is_empty()
         || o.retry_policy.is_some()

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use envoy_types::pb::envoy::config::cluster::v3 as pb;
 use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateConfig;
-use mesh_core::model::{Cluster, Discovery};
+use mesh_core::model::{Cluster, Discovery, DnsLookupFamily};
 
 use balancing::{common_lb_config, lb_policy};
 use http::http_protocol;
@@ -109,7 +109,14 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
                 }
                 let cla =
                     cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
-                Ok(Discovery::LogicalDns(Arc::new(cla)))
+                Ok(Discovery::LogicalDns {
+                    assignment: Arc::new(cla),
+                    refresh: dns_refresh(c)?,
+                    jitter: opt_duration(c.dns_jitter.as_ref())
+                        .at("dns_jitter")?
+                        .unwrap_or_default(),
+                    lookup_family: lookup_family(c)?,
+                })
             }
             Ok(D::StrictDns) => {
                 let Some(la) = &c.load_assignment else {
@@ -117,13 +124,13 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
                 };
                 let cla =
                     cluster_load_assignment(la, AddressKind::IpOrDns).at("load_assignment")?;
-                let refresh = opt_duration(c.dns_refresh_rate.as_ref())
-                    .at("dns_refresh_rate")?
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(DEFAULT_DNS_REFRESH);
                 Ok(Discovery::StrictDns {
                     assignment: Arc::new(cla),
-                    refresh,
+                    refresh: dns_refresh(c)?,
+                    jitter: opt_duration(c.dns_jitter.as_ref())
+                        .at("dns_jitter")?
+                        .unwrap_or_default(),
+                    lookup_family: lookup_family(c)?,
                 })
             }
             Ok(D::OriginalDst) => bail("type ORIGINAL_DST is not supported"),
@@ -150,6 +157,30 @@ fn discovery(c: &pb::Cluster) -> Res<Discovery> {
             Ok(Discovery::Aggregate(cfg.clusters))
         }
     }
+}
+
+fn dns_refresh(c: &pb::Cluster) -> Res<Duration> {
+    Ok(opt_duration(c.dns_refresh_rate.as_ref())
+        .at("dns_refresh_rate")?
+        .filter(|d| !d.is_zero())
+        .unwrap_or(DEFAULT_DNS_REFRESH))
+}
+
+fn lookup_family(c: &pb::Cluster) -> Res<DnsLookupFamily> {
+    use pb::cluster::DnsLookupFamily as F;
+    Ok(match F::try_from(c.dns_lookup_family) {
+        Ok(F::Auto) => DnsLookupFamily::Auto,
+        Ok(F::V4Only) => DnsLookupFamily::V4Only,
+        Ok(F::V6Only) => DnsLookupFamily::V6Only,
+        Ok(F::V4Preferred) => DnsLookupFamily::V4Preferred,
+        Ok(F::All) => DnsLookupFamily::All,
+        Err(_) => {
+            return bail(format!(
+                "dns_lookup_family {} is unknown",
+                c.dns_lookup_family
+            ));
+        }
+    })
 }
 
 fn static_cluster(c: &pb::Cluster) -> Res<Discovery> {
@@ -204,6 +235,23 @@ fn reject_unsupported(c: &pb::Cluster) -> Res<()> {
         ),
         ("preconnect_policy", c.preconnect_policy.is_some()),
         ("queuing_policies", c.queuing_policies.is_some()),
+        // hyper's flow control bounds what a connection buffers; istiod never sets these.
+        (
+            "per_connection_buffer_limit_bytes",
+            c.per_connection_buffer_limit_bytes.is_some(),
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            c.per_connection_buffer_high_watermark_timeout.is_some(),
+        ),
+        // DNS clusters use the system resolver; istiod sets none of these.
+        (
+            "dns_failure_refresh_rate",
+            c.dns_failure_refresh_rate.is_some(),
+        ),
+        ("dns_resolvers", !c.dns_resolvers.is_empty()),
+        ("use_tcp_for_dns_lookups", c.use_tcp_for_dns_lookups),
+        ("dns_resolution_config", c.dns_resolution_config.is_some()),
     ])?;
     if let Some(u) = &c.upstream_http_protocol_options
         && (u.auto_sni || u.auto_san_validation)

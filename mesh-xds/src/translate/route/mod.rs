@@ -182,6 +182,7 @@ fn virtual_host(
             &vh.response_headers_to_remove,
         )?,
         filter_overrides: overrides,
+        include_request_attempt_count: vh.include_request_attempt_count,
     })
 }
 

@@ -49,6 +49,11 @@ fn cluster_fields_reach_the_model() {
             seconds: 7,
             nanos: 0,
         });
+        c.dns_lookup_family = cds::cluster::DnsLookupFamily::V6Only as i32;
+        c.dns_jitter = Some(PbDuration {
+            seconds: 0,
+            nanos: 250_000_000,
+        });
         c.load_assignment = Some(eds::ClusterLoadAssignment {
             cluster_name: "c".into(),
             endpoints: vec![eds::LocalityLbEndpoints {
@@ -67,7 +72,16 @@ fn cluster_fields_reach_the_model() {
         });
     });
     match &decoded_cluster(&dns).discovery {
-        Discovery::StrictDns { refresh, .. } => assert_eq!(*refresh, Duration::from_secs(7)),
+        Discovery::StrictDns {
+            refresh,
+            jitter,
+            lookup_family,
+            ..
+        } => {
+            assert_eq!(*refresh, Duration::from_secs(7));
+            assert_eq!(*jitter, Duration::from_millis(250));
+            assert_eq!(*lookup_family, mesh_core::model::DnsLookupFamily::V6Only);
+        }
         other => panic!("{other:?}"),
     }
     // protocol_selection (deprecated) and the typed auto_config.

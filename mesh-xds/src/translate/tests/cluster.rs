@@ -100,7 +100,10 @@ fn static_logical_dns_and_aggregate() {
     ));
     s.load_assignment = Some(one_endpoint("api.example.com", 443));
     let c = cluster(s);
-    let Discovery::LogicalDns(cla) = &c.discovery else {
+    let Discovery::LogicalDns {
+        assignment: cla, ..
+    } = &c.discovery
+    else {
         panic!("{:?}", c.discovery)
     };
     assert_eq!(

@@ -120,7 +120,10 @@ fn client_listener_with_rds_fault_and_router() {
         panic!()
     };
     assert_eq!(fc.delay.as_ref().unwrap().kind, DelayKind::FromHeader);
-    assert_eq!(h.http_filters[1].config, HttpFilterConfig::Router);
+    assert_eq!(
+        h.http_filters[1].config,
+        HttpFilterConfig::Router(Default::default())
+    );
     assert_eq!(
         Resource::Listener(l).dependencies(),
         vec![(ResourceType::RouteConfiguration, "route-a".into())]

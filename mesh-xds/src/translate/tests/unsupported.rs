@@ -1688,6 +1688,68 @@ fn refused_envoy_fields_are_named() {
             validation(|v| v.custom_validator_config = Some(ext())),
         ),
         (
+            "max_verify_depth",
+            Cluster,
+            validation(|v| v.max_verify_depth = u32v()),
+        ),
+        (
+            "session_timeout",
+            Listener,
+            downstream_tls(|t| t.session_timeout = dur()),
+        ),
+        (
+            "prefer_client_ciphers",
+            Listener,
+            downstream_tls(|t| t.prefer_client_ciphers = true),
+        ),
+        // Buffer limits: hyper's flow control bounds buffering instead.
+        (
+            "per_connection_buffer_limit_bytes",
+            Cluster,
+            cluster(|c| c.per_connection_buffer_limit_bytes = u32v()),
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            Cluster,
+            cluster(|c| c.per_connection_buffer_high_watermark_timeout = dur()),
+        ),
+        (
+            "per_connection_buffer_limit_bytes",
+            Listener,
+            server(|l, _| l.per_connection_buffer_limit_bytes = u32v()),
+        ),
+        (
+            "per_connection_buffer_high_watermark_timeout",
+            Listener,
+            server(|l, _| l.per_connection_buffer_high_watermark_timeout = dur()),
+        ),
+        // DNS resolver settings: the system resolver is used.
+        (
+            "dns_failure_refresh_rate",
+            Cluster,
+            cluster(|c| c.dns_failure_refresh_rate = Some(Default::default())),
+        ),
+        (
+            "dns_resolvers",
+            Cluster,
+            cluster(|c| c.dns_resolvers = vec![Default::default()]),
+        ),
+        (
+            "use_tcp_for_dns_lookups",
+            Cluster,
+            cluster(|c| c.use_tcp_for_dns_lookups = true),
+        ),
+        (
+            "dns_resolution_config",
+            Cluster,
+            cluster(|c| c.dns_resolution_config = Some(Default::default())),
+        ),
+        (
+            "header_validation_config",
+            Cluster,
+            upstream_options(|o| o.header_validation_config = Some(ext())),
+        ),
+        (
             "require_sni",
             Listener,
             downstream_tls(|t| t.require_sni = yes()),

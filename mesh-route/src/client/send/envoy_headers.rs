@@ -1,0 +1,72 @@
+//! The `x-envoy-*` headers Envoy's router adds, as it adds them: `x-envoy-attempt-count`
+//! when the virtual host says `include_request_attempt_count`, and, unless the listener's
+//! router filter says `suppress_envoy_headers`, `x-envoy-expected-rq-timeout-ms` and
+//! `x-envoy-original-path` upstream, `x-envoy-upstream-service-time` downstream. Without
+//! `suppress_envoy_headers` a circuit breaker's overflow reply keeps `x-envoy-overloaded`;
+//! with it the header is taken off that reply (an upstream's own is passed on).
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, HeaderValue, Response};
+use mesh_core::extensions::{ATTEMPT_COUNT_HEADER, ResponseFlags};
+
+use crate::RoutePolicy;
+
+const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
+const ORIGINAL_PATH: &str = "x-envoy-original-path";
+const SERVICE_TIME: &str = "x-envoy-upstream-service-time";
+const OVERLOADED: &str = "x-envoy-overloaded";
+
+/// The headers of the upstream request. `timeout` is the route timeout that applies;
+/// `original_path` the path before the route rewrote it (`None` when it did not).
+pub(super) fn on_request(
+    policy: &RoutePolicy,
+    timeout: Option<Duration>,
+    original_path: Option<&str>,
+    headers: &mut HeaderMap,
+) {
+    if policy.include_attempt_count {
+        // The first attempt; a retry layer renumbers the ones after it.
+        headers.insert(ATTEMPT_COUNT_HEADER, HeaderValue::from_static("1"));
+    }
+    if policy.suppress_envoy_headers {
+        return;
+    }
+    // Envoy: the per-try timeout when there is one, else the route's.
+    let per_try = policy
+        .retry_policy
+        .as_ref()
+        .and_then(|r| r.per_try_timeout)
+        .filter(|t| !t.is_zero());
+    if let Some(t) = per_try.or(timeout).filter(|t| !t.is_zero()) {
+        headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(millis(t)));
+    }
+    if let Some(v) = original_path.and_then(|p| HeaderValue::from_str(p).ok()) {
+        headers.insert(ORIGINAL_PATH, v);
+    }
+}
+
+/// The headers of the response; `upstream` says whether it came from the upstream (not a
+/// local reply), `started` when the request was handed to the cluster.
+pub(super) fn on_response<B>(
+    policy: &RoutePolicy,
+    upstream: bool,
+    started: Instant,
+    resp: &mut Response<B>,
+) {
+    if policy.suppress_envoy_headers {
+        if resp.extensions().get::<ResponseFlags>() == Some(&ResponseFlags("UO")) {
+            resp.headers_mut().remove(OVERLOADED);
+        }
+        return;
+    }
+    if upstream {
+        let ms = millis(started.elapsed());
+        resp.headers_mut()
+            .insert(SERVICE_TIME, HeaderValue::from(ms));
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

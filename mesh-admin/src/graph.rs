@@ -60,9 +60,19 @@ struct EdgeStats {
 }
 
 /// A bucket bound with a total order (bounds are never NaN: NaN bounds are skipped).
-#[derive(Clone, Copy, Debug, PartialEq, PartialOrd)]
+#[derive(Clone, Copy, Debug)]
 struct OrderedBound(f64);
+impl PartialEq for OrderedBound {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
 impl Eq for OrderedBound {}
+impl PartialOrd for OrderedBound {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrderedBound {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
@@ -239,10 +249,10 @@ fn edges(exposition: &str) -> BTreeMap<EdgeKey, EdgeStats> {
                     _ => e.plain_requests += value,
                 }
             }
-        } else if let Some(le) = labels.get("le").and_then(|b| parse_value(b)) {
-            if !le.is_nan() {
-                *e.buckets.entry(OrderedBound(le)).or_default() += value;
-            }
+        } else if let Some(le) = labels.get("le").and_then(|b| parse_value(b))
+            && !le.is_nan()
+        {
+            *e.buckets.entry(OrderedBound(le)).or_default() += value;
         }
     }
     let [dest, source] = by_reporter;

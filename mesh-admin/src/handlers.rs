@@ -146,17 +146,14 @@ fn not_ready(admin: &Admin) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
-/// The registry in Prometheus' text format, or the error response.
-fn exposition(admin: &Admin) -> Result<String, Resp> {
+/// The registry in Prometheus' text format, or the error status and message.
+fn exposition(admin: &Admin) -> Result<String, (StatusCode, &'static str)> {
     let Some(registry) = &admin.registry else {
-        return Err(text(
-            StatusCode::NOT_FOUND,
-            "no metrics registry configured\n",
-        ));
+        return Err((StatusCode::NOT_FOUND, "no metrics registry configured\n"));
     };
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, registry).map_err(|_| {
-        text(
+        (
             StatusCode::INTERNAL_SERVER_ERROR,
             "encoding the metrics failed\n",
         )
@@ -185,7 +182,7 @@ fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
                 );
                 r
             }
-            Err(r) => r,
+            Err((status, why)) => text(status, why),
         },
         (&Method::GET, "/graph") => {
             let mut r = text(StatusCode::OK, crate::graph::PAGE);
@@ -197,7 +194,7 @@ fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
         }
         (&Method::GET, "/graph.json") => match exposition(admin) {
             Ok(out) => json_resp(&admin.graph.read(&out, std::time::Instant::now())),
-            Err(r) => r,
+            Err((status, why)) => text(status, why),
         },
         (&Method::GET, "/config_dump") => {
             let mut dump = serde_json::Map::new();

@@ -146,6 +146,21 @@ fn not_ready(admin: &Admin) -> Option<String> {
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// The registry in Prometheus' text format, or the error status and message.
+fn exposition(admin: &Admin) -> Result<String, (StatusCode, &'static str)> {
+    let Some(registry) = &admin.registry else {
+        return Err((StatusCode::NOT_FOUND, "no metrics registry configured\n"));
+    };
+    let mut out = String::new();
+    prometheus_client::encoding::prometheus_text::encode(&mut out, registry).map_err(|_| {
+        (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding the metrics failed\n",
+        )
+    })?;
+    Ok(out)
+}
+
 fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
     match (method, uri.path()) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "OK\n"),
@@ -156,26 +171,31 @@ fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
                 format!("NOT READY: {why}\n"),
             ),
         },
-        (&Method::GET, "/stats/prometheus") => {
-            let Some(registry) = &admin.registry else {
-                return text(StatusCode::NOT_FOUND, "no metrics registry configured\n");
-            };
-            let mut out = String::new();
-            if prometheus_client::encoding::prometheus_text::encode(&mut out, registry).is_err() {
-                return text(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "encoding the metrics failed\n",
+        (&Method::GET, "/stats/prometheus") => match exposition(admin) {
+            Ok(out) => {
+                let mut r = text(StatusCode::OK, out);
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static(
+                        prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    ),
                 );
+                r
             }
-            let mut r = text(StatusCode::OK, out);
+            Err((status, why)) => text(status, why),
+        },
+        (&Method::GET, "/graph") => {
+            let mut r = text(StatusCode::OK, crate::graph::PAGE);
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static(
-                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
-                ),
+                header::HeaderValue::from_static("text/html; charset=utf-8"),
             );
             r
         }
+        (&Method::GET, "/graph.json") => match exposition(admin) {
+            Ok(out) => json_resp(&admin.graph.read(&out, std::time::Instant::now())),
+            Err((status, why)) => text(status, why),
+        },
         (&Method::GET, "/config_dump") => {
             let mut dump = serde_json::Map::new();
             if let Some(f) = &admin.config_dump {
@@ -210,8 +230,8 @@ fn route(admin: &Admin, method: &Method, uri: &Uri) -> Resp {
         (_, path) => text(
             StatusCode::NOT_FOUND,
             format!(
-                "no admin endpoint {path}; endpoints: /stats/prometheus /config_dump /clusters \
-                 /certs /ready /healthz POST /logging?filter=\n"
+                "no admin endpoint {path}; endpoints: /stats/prometheus /graph /graph.json \
+                 /config_dump /clusters /certs /ready /healthz POST /logging?filter=\n"
             ),
         ),
     }

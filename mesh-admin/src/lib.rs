@@ -1,6 +1,7 @@
 //! Where routing, resilience, identity and xDS state meet telemetry: an opt-in admin HTTP
 //! server, Envoy-style (`/stats/prometheus`, `/config_dump`, `/clusters`, `/certs`, `/ready`,
-//! `/healthz`, `POST /logging`), CSDS for an admin gRPC port, and the collectors that read
+//! `/healthz`, `POST /logging`) plus a live service graph (`/graph`, `/graph.json`, computed
+//! from the registry's Istio metrics), CSDS for an admin gRPC port, and the collectors that read
 //! the other crates' state at scrape time:
 //!
 //! | item | what it reads | what it exports |
@@ -43,6 +44,7 @@
 pub mod config_dump;
 pub mod csds;
 pub mod debug_json;
+mod graph;
 mod handlers;
 mod identity;
 mod server;

@@ -25,6 +25,8 @@ pub struct Admin {
     pub(crate) identity: Option<IdentityStore>,
     pub(crate) xds: Option<Arc<dyn XdsStatusSource>>,
     pub(crate) log_filter: Option<LogFilterFn>,
+    /// `/graph.json`'s previous read, for rates (shared by clones).
+    pub(crate) graph: Arc<crate::graph::GraphState>,
 }
 
 impl fmt::Debug for Admin {

@@ -276,5 +276,6 @@ async fn trace_crosses_two_services_and_arrives_at_the_collector() {
     assert_eq!(client.3, CLIENT);
     assert_eq!(Some(client.1.clone()), in_a.parent_span_id.map(hex));
     assert_eq!(client.2, "", "the client's span is the root of the trace");
-    assert!(spans.iter().all(|s| s.4 == "request"));
+    // Istio's operation names: `<host>:<port>/*` of the authority each span addressed.
+    assert!(spans.iter().all(|s| s.4.ends_with("/*")), "{spans:#?}");
 }

@@ -96,11 +96,20 @@ async fn b3_trace_crosses_two_services() {
 async fn no_incoming_context_starts_a_new_trace() {
     let mut svc =
         TraceLayer::server(Propagation::Both).layer(service_fn(|req: Request<()>| async move {
-            Ok::<_, BoxError>(*req.extensions().get::<TraceContext>().unwrap())
+            Ok::<_, BoxError>(Response::new(
+                *req.extensions().get::<TraceContext>().unwrap(),
+            ))
         }));
     let mut req = Request::new(());
     req.headers_mut()
         .insert("traceparent", "garbage".parse().unwrap());
-    let ctx = svc.ready().await.unwrap().call(req).await.unwrap();
+    let ctx = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(req)
+        .await
+        .unwrap()
+        .into_body();
     assert_eq!(ctx.parent_span_id, None);
 }

@@ -10,6 +10,7 @@ use mesh_core::SpiffeId;
 use mesh_core::config::ConfigSource;
 use mesh_route::client::{ClusterStack, MeshClient, MeshClientConfig};
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, WorkloadInfo};
+use mesh_telemetry::trace::{Propagation, SpanTags, TraceLayer};
 use mesh_tls::config::ServerSettings;
 use mesh_tls::dev_ca::DevCa;
 use mesh_tls::source::{FileSource, FileSourceConfig};
@@ -17,6 +18,7 @@ use mesh_tls::{CertSource, IdentityStore};
 use mesh_xds::bootstrap::Bootstrap;
 use mesh_xds::client::channel::TlsConfigFn;
 use mesh_xds::client::{IdentityTls, XdsClient, XdsClientConfig, channel_from_bootstrap_with};
+use tower::Layer;
 
 use crate::inbound::{AuthzMetrics, ISTIO_LISTENER_TEMPLATE};
 use crate::{InboundSettings, Mesh, ResilienceStack};
@@ -37,6 +39,10 @@ pub enum BuildError {
     /// The bootstrap is invalid.
     #[error("xDS bootstrap: {0}")]
     Bootstrap(String),
+    /// OpenTelemetry's environment variables ask for something unsupported (the error
+    /// names the variable).
+    #[error("tracing: {0}")]
+    Tracing(String),
     /// The identity could not be created.
     #[error("identity: {0}")]
     Identity(#[from] mesh_tls::TlsError),
@@ -321,10 +327,17 @@ impl MeshBuilder {
         let mesh_client =
             MeshClient::with_shared_stack(source.clone(), identity.clone(), self.client, stack);
         let metrics = self.metrics.unwrap_or_default();
-        let client = tower::Layer::layer(
-            &IstioMetricsLayer::source(&metrics, self.workload.clone()),
-            mesh_client.clone(),
-        );
+        let tags = SpanTags::from_workload(&self.workload);
+        #[cfg(feature = "otlp")]
+        let otlp = crate::otel::from_env(&service_name(&self.workload))
+            .map_err(|e| BuildError::Tracing(e.to_string()))?;
+        // Outermost: the client span covers the whole call, retries included.
+        let client = TraceLayer::client(Propagation::Both)
+            .with_tags(tags.clone())
+            .layer(tower::Layer::layer(
+                &IstioMetricsLayer::source(&metrics, self.workload.clone()),
+                mesh_client.clone(),
+            ));
         Ok(Mesh {
             identity,
             xds,
@@ -336,6 +349,9 @@ impl MeshBuilder {
             workload: self.workload,
             server: self.server,
             inbound,
+            trace_server: TraceLayer::server(Propagation::Both).with_tags(tags),
+            #[cfg(feature = "otlp")]
+            otlp,
         })
     }
 }
@@ -377,6 +393,17 @@ pub fn bootstrap_identity(b: &Bootstrap) -> Result<Option<FileSource>, BuildErro
         roots,
         poll_interval: refresh.min(CERT_FILE_POLL),
     })))
+}
+
+/// The `service.name` when `OTEL_SERVICE_NAME` does not give one: the workload's canonical
+/// service, app or workload name.
+#[cfg(feature = "otlp")]
+fn service_name(w: &WorkloadInfo) -> String {
+    [&w.canonical_service, &w.app, &w.workload]
+        .into_iter()
+        .find(|v| !v.is_empty() && *v != "unknown")
+        .cloned()
+        .unwrap_or_else(|| "unknown_service".into())
 }
 
 /// The first of the bootstrap node's `INSTANCE_IPS`.

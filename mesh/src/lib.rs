@@ -3,6 +3,8 @@
 mod builder;
 mod channel;
 pub mod inbound;
+#[cfg(feature = "otlp")]
+pub mod otel;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,17 +31,20 @@ use hyper::body::{Body, Incoming};
 use mesh_admin::UpstreamMetrics;
 use mesh_core::config::ConfigSource;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
+use mesh_telemetry::trace::TraceLayer;
 use mesh_tls::config::ServerSettings;
 use mesh_tls::server::{MeshAcceptor, PeerAuthMode, PeerAuthentication};
 use mesh_xds::client::XdsClient;
 use prometheus_client::registry::Registry;
-use tower::{BoxError, Service};
+use tower::{BoxError, Layer, Service};
 
 /// What [`Mesh::client`] returns: [`MeshClient`] (routing, load balancing, mTLS pools, and
-/// per cluster the [`ResilienceStack`]) behind Istio's source-side request metrics. A
+/// per cluster the [`ResilienceStack`]) behind Istio's source-side request metrics and a
+/// client span (W3C `traceparent` and B3 headers injected; see [`mesh_telemetry::trace`]). A
 /// `tower::Service` for `http::Request<B>` (any body); for tonic, use [`Mesh::channel`],
 /// which also sets each request's authority.
-pub type Client = mesh_telemetry::metrics::IstioMetricsService<MeshClient>;
+pub type Client =
+    mesh_telemetry::trace::TraceService<mesh_telemetry::metrics::IstioMetricsService<MeshClient>>;
 
 /// A workload's mesh: its identity, its config source (an xDS client or another
 /// [`ConfigSource`]), its outbound [`Client`] and the mTLS server side. Cheap to clone.
@@ -57,6 +62,10 @@ pub struct Mesh {
     workload: WorkloadInfo,
     server: ServerSettings,
     inbound: InboundSettings,
+    /// The server span layer of [`Mesh::serve`]'s and [`Mesh::serve_fixed`]'s requests.
+    trace_server: TraceLayer,
+    #[cfg(feature = "otlp")]
+    otlp: Option<mesh_telemetry::otlp::OtlpExporter>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -118,7 +127,15 @@ impl Mesh {
         self.mesh_client.resolve(target).await
     }
 
-    /// The same client without the metrics layer.
+    /// The OTLP exporter the environment configured (see [`otel`]), to add its layer to
+    /// your own `tracing` subscriber or to flush it at exit; `None` without
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    #[cfg(feature = "otlp")]
+    pub fn otlp_exporter(&self) -> Option<&mesh_telemetry::otlp::OtlpExporter> {
+        self.otlp.as_ref()
+    }
+
+    /// The same client without the tracing and metrics layers.
     pub fn mesh_client(&self) -> MeshClient {
         self.mesh_client.clone()
     }
@@ -273,8 +290,9 @@ impl Mesh {
         B: Body<Data = bytes::Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        // The server span (the caller's trace continued from `traceparent` or B3).
         self.inbound_server(addr)?
-            .serve_with_shutdown(service, signal)
+            .serve_with_shutdown(self.trace_server.layer(service), signal)
             .await
     }
 
@@ -299,8 +317,10 @@ impl Mesh {
     {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let peer_auth = PeerAuthentication::new(mode);
-        let service =
-            mesh_core::path::PathNormalize::new(service, self.inbound.fixed_path_normalization);
+        let service = self.trace_server.layer(mesh_core::path::PathNormalize::new(
+            service,
+            self.inbound.fixed_path_normalization,
+        ));
         mesh_tls::server::serve_peer_auth(listener, self.acceptor(), peer_auth, service, signal)
             .await
     }

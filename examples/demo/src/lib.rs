@@ -80,7 +80,8 @@ pub async fn run(
     if !opts.quiet {
         println!(
             "admin on http://{}/ (stats/prometheus, config_dump, clusters, certs, ready, healthz, \
-             logging, stats), CSDS on {}; driving {} rps for {}",
+             logging, stats), live graph on http://{}/graph, CSDS on {}; driving {} rps for {}",
+            admin.http,
             admin.http,
             admin.grpc,
             opts.rate,

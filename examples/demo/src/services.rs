@@ -1,5 +1,6 @@
 //! The Bookinfo services, as axum apps behind MeshAcceptor (mTLS, PeerIdentity), each
-//! with Istio's destination-side metrics (`reporter="destination"`).
+//! with Istio's destination-side metrics (`reporter="destination"`) and, on their calls,
+//! the source-side ones (`reporter="source"`), as a sidecar records both.
 
 use std::sync::Arc;
 
@@ -10,7 +11,8 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_route::client::{MeshClient, Upstream};
-use mesh_telemetry::metrics::ServiceInfo;
+use mesh_telemetry::metrics::directory::follow_config;
+use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService, ServiceInfo};
 use mesh_tls::PeerIdentity;
 use mesh_tls::server::serve_with_shutdown;
 use serde_json::{Value, json};
@@ -19,7 +21,7 @@ use tokio::task::JoinHandle;
 use tower::{Layer, ServiceExt};
 
 use crate::DemoError;
-use crate::stats::{Stats, directory};
+use crate::stats::{Stats, directory, workload_info};
 use crate::workload::Workload;
 
 /// productpage's address as clients see it.
@@ -84,7 +86,7 @@ pub const BOOKINFO: &[Spec] = &[
 struct App {
     id: String,
     version: &'static str,
-    client: MeshClient,
+    client: IstioMetricsService<MeshClient>,
     stats: Arc<Stats>,
 }
 
@@ -105,7 +107,10 @@ impl App {
             req = req.header("end-user", u);
         }
         let req = req.body(Empty::<Bytes>::new()).map_err(|e| e.to_string())?;
-        let Ok(resp) = self.client.clone().oneshot(req).await;
+        let resp = match self.client.clone().oneshot(req).await {
+            Ok(r) => r,
+            Err(e) => return Err(format!("{target}: {e}")),
+        };
         let status = resp.status();
         let upstream = resp.extensions().get::<Upstream>().cloned();
         let peer = resp.extensions().get::<PeerIdentity>().cloned();
@@ -192,10 +197,17 @@ pub async fn serve(
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, DemoError> {
+    // Source-side metrics of this service's calls; the callee's workload labels follow
+    // the config (the task ends with the process).
+    let source = IstioMetricsLayer::source(
+        &stats.telemetry().metrics,
+        workload_info(spec.name, spec.account, spec.version),
+    );
+    let _follow = follow_config(source.resolver().clone(), w.mesh.source(), directory());
     let app = App {
         id: w.id.to_string(),
         version: spec.version,
-        client: w.mesh.mesh_client(),
+        client: source.layer(w.mesh.mesh_client()),
         stats,
     };
     let router = match spec.name {
@@ -227,7 +239,7 @@ pub async fn serve(
         _ => &[],
     };
     for t in targets {
-        app.client
+        w.mesh
             .resolve(t)
             .await
             .map_err(|e| DemoError(format!("{} {}: {e}", spec.name, spec.version)))?;

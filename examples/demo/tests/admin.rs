@@ -125,6 +125,7 @@ async fn check(http_addr: SocketAddr, grpc_addr: SocketAddr) {
         .find(|l| {
             l.starts_with("istio_requests_total{")
                 && l.contains("reporter=\"source\"")
+                && l.contains("source_workload=\"loadgen-v1\"")
                 && l.contains("response_code=\"200\"")
         })
         .unwrap_or_else(|| panic!("no istio_requests_total 200 series:\n{text}"));
@@ -151,6 +152,7 @@ async fn check(http_addr: SocketAddr, grpc_addr: SocketAddr) {
             .filter(|l| {
                 l.starts_with(&format!("{h}_bucket{{"))
                     && l.contains("reporter=\"source\"")
+                    && l.contains("source_workload=\"loadgen-v1\"")
                     && l.contains("response_code=\"200\"")
             })
             .filter_map(|l| {

@@ -11,6 +11,8 @@ mod layer;
 #[cfg(feature = "otlp")]
 mod otel;
 mod propagation;
+mod tags;
 
 pub use layer::{Side, TraceLayer, TraceService, current};
 pub use propagation::{Propagation, TraceContext};
+pub use tags::SpanTags;

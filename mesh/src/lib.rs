@@ -3,6 +3,7 @@
 mod builder;
 mod channel;
 pub mod inbound;
+mod ready;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ pub use mesh_telemetry as telemetry;
 pub use mesh_tls as tls;
 pub use mesh_tls::{IdentityStore, PeerIdentity};
 pub use mesh_xds as xds;
+pub use ready::NotReady;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};

@@ -96,13 +96,13 @@ fn explain(status: &ClientStatus, listener: &str) -> String {
                 RUST_LOG=mesh_xds=debug shows the connection errors)"
             .into();
     }
-    if let Some(l) = status.get(ResourceType::Listener, listener) {
-        if l.state == ResourceState::DoesNotExist {
-            return format!(
-                "the control plane has no listener {listener:?} (DOES_NOT_EXIST: no such \
-                 service and port in its config?)"
-            );
-        }
+    if let Some(l) = status.get(ResourceType::Listener, listener)
+        && l.state == ResourceState::DoesNotExist
+    {
+        return format!(
+            "the control plane has no listener {listener:?} (DOES_NOT_EXIST: no such \
+             service and port in its config?)"
+        );
     }
     for r in &status.resources {
         match r.state {

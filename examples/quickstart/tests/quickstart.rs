@@ -195,3 +195,25 @@ fn the_getting_started_guide_runs_as_written() {
         "{log}"
     );
 }
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["hello", "--help"],
+        &["call", "-h"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quickstart"))
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            stdout.contains("quickstart hello") && stdout.contains("MESH_CA_ADDR"),
+            "{args:?}: {stdout}"
+        );
+    }
+}

@@ -1,4 +1,4 @@
-//! rustls configs built from the [`IdentityStore`](crate::IdentityStore), and the choice of
+//! rustls configs built from the [`IdentityStore`], and the choice of
 //! crypto provider ([`default_provider`]).
 //!
 //! The provider is always passed explicitly (`builder_with_provider`), never taken from a

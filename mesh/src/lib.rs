@@ -5,6 +5,7 @@ mod channel;
 pub mod inbound;
 #[cfg(feature = "otlp")]
 pub mod otel;
+mod ready;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ pub use mesh_telemetry as telemetry;
 pub use mesh_tls as tls;
 pub use mesh_tls::{IdentityStore, PeerIdentity};
 pub use mesh_xds as xds;
+pub use ready::NotReady;
 
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};

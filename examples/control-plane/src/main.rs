@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use mesh_control::istio::{Kind, LoadReport, MeshConfig};
 
-pub(crate) const USAGE: &str = "usage:
+pub(crate) const USAGE: &str = "usage (`control-plane COMMAND --help` prints this):
   control-plane validate DIR            check an Istio config directory (exit 1 on errors)
   control-plane serve --config-dir DIR [options]
       serve xDS (SotW + delta ADS), the Istio CA and debug endpoints from a watched
@@ -20,7 +20,8 @@ pub(crate) const USAGE: &str = "usage:
         --xds-addr ADDR            ADS, plaintext gRPC (default 127.0.0.1:15010)
         --ca-addr ADDR|off         Istio CA, TLS gRPC (default 127.0.0.1:15012)
         --debug-addr ADDR|off      /debug/syncz, /debug/configz, ... (default 127.0.0.1:15014)
-        --ca-dir DIR               sign with the CA in DIR (ROOT_CA_DIR layout); created if empty
+        --ca-dir DIR               sign with the CA in DIR (ROOT_CA_DIR layout); created if empty;
+                                   without it the CA is in memory: a new root every start
         --out-dir DIR              write root-cert.pem there for data planes
         --ca-token-file FILE       bootstrap bearer token accepted by the CA ...
         --ca-token-identity ID     ... as proof of this SPIFFE ID (default ns/default/sa/default)
@@ -36,12 +37,12 @@ fn main() -> ExitCode {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["validate", dir] => validate(Path::new(dir)),
-        ["serve", rest @ ..] => serve::run(rest),
-        ["help" | "--help" | "-h"] => {
+        [_, .., "--help" | "-h"] | ["help" | "--help" | "-h", ..] => {
             println!("{USAGE}");
             ExitCode::SUCCESS
         }
+        ["validate", dir] => validate(Path::new(dir)),
+        ["serve", rest @ ..] => serve::run(rest),
         _ => {
             eprintln!("{USAGE}");
             ExitCode::from(2)

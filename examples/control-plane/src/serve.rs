@@ -72,6 +72,9 @@ pub(crate) fn run(args: &[&str]) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Restarting without --ca-dir makes a new root: every running workload's
+        // certificate stops verifying. Say so where the operator looks.
+        let in_memory_ca = options.ca_dir.is_none() && options.ca_addr.is_some();
         let cp = match ControlPlane::start(options).await {
             Ok(cp) => cp,
             Err(e) => {
@@ -86,6 +89,13 @@ pub(crate) fn run(args: &[&str]) -> ExitCode {
             cp.ca_addr().map_or("off".into(), |a| a.to_string()),
             cp.debug_addr().map_or("off".into(), |a| a.to_string()),
         );
+        if in_memory_ca {
+            tracing::warn!(
+                "no --ca-dir: the CA's root lives in memory and a restart makes a new one, which \
+                 workloads holding certificates of this one will not trust; pass --ca-dir DIR \
+                 to keep it"
+            );
+        }
         let _ = tokio::signal::ctrl_c().await;
         eprintln!("control-plane serve: shutting down");
         cp.shutdown().await;

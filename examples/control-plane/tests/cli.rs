@@ -76,6 +76,26 @@ fn validate_rejects_a_broken_copy_with_every_error() {
 }
 
 #[test]
+fn every_command_has_help() {
+    for args in [
+        &["--help"][..],
+        &["-h"],
+        &["help"],
+        &["serve", "--help"],
+        &["serve", "--config-dir", "x", "-h"],
+        &["validate", "--help"],
+    ] {
+        let (code, stdout, stderr) = run(args);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(
+            stdout.contains("control-plane serve --config-dir DIR [options]")
+                && stdout.contains("--ca-dir DIR"),
+            "{args:?}: {stdout}"
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     assert_eq!(run(&[]).0, 2);
     assert_eq!(run(&["validate", "/nonexistent/dir"]).0, 2);
@@ -104,9 +124,15 @@ fn serve_runs_until_ctrl_c_and_exits_cleanly() {
         .args(["--debug-addr", "127.0.0.1:0", "--out-dir"])
         .arg(out.path())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut log = String::new();
+        let _ = stderr.read_to_string(&mut log);
+        log
+    });
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -143,6 +169,18 @@ fn serve_runs_until_ctrl_c_and_exits_cleanly() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Without --ca-dir the root dies with the process: said once, loudly; an orderly stop
+    // adds no warning or error.
+    let log = log.join().unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("no --ca-dir: the CA's root lives in memory"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -15,3 +15,18 @@ async fn grpc_hello_runs() {
         ]
     );
 }
+
+#[test]
+fn help_prints_the_usage() {
+    for arg in ["--help", "-h", "help"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_grpc-hello"))
+            .arg(arg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{arg}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).starts_with("usage: grpc-hello [CALLS]"),
+            "{arg}"
+        );
+    }
+}

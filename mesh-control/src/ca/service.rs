@@ -124,7 +124,16 @@ impl tonic::server::UnaryService<IstioCertificateRequest> for CreateCertificate 
 
     fn call(&mut self, request: tonic::Request<IstioCertificateRequest>) -> Self::Future {
         let inner = self.0.clone();
-        Box::pin(async move { inner.create_certificate(request).await })
+        let remote = request.extensions().get::<CaPeer>().map(|p| p.remote);
+        Box::pin(async move {
+            let result = inner.create_certificate(request).await;
+            // A refused CSR leaves the workload without an identity: say why here too, not
+            // only to the caller (which may not log it).
+            if let Err(status) = &result {
+                tracing::warn!(?remote, code = ?status.code(), reason = status.message(), "refused a certificate request");
+            }
+            result
+        })
     }
 }
 

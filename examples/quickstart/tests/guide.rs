@@ -1,0 +1,113 @@
+//! The docs show compiled code: every ```rust block of README.md and docs/*.md is either
+//! a snippet of a crate (`<!-- snippet: PATH#NAME -->` on the line before it, and then it
+//! must equal PATH's `// ANCHOR: NAME` region), or a doctest (README.md, compiled by
+//! `cargo test -p rust-mesh --doc`), or one of the blocks not compiled yet, counted per
+//! file in [`NOT_YET_COMPILED`]: a new uncompiled block fails this test, and so does
+//! converting one without lowering its count.
+
+use std::path::{Path, PathBuf};
+
+/// Files whose blocks are doctests (included as docs of a crate).
+const DOCTESTED: &[&str] = &["README.md"];
+
+/// Blocks in docs/ that are neither snippets nor doctests yet (the rest of the debt).
+const NOT_YET_COMPILED: &[(&str, usize)] = &[
+    ("docs/architecture.md", 1),
+    ("docs/authorization.md", 3),
+    ("docs/control-plane.md", 1),
+    ("docs/grpc.md", 3),
+    ("docs/identity.md", 6),
+    ("docs/istio-config.md", 1),
+    ("docs/istio.md", 3),
+    ("docs/routing.md", 1),
+    ("docs/telemetry.md", 9),
+    ("docs/xds.md", 2),
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The text between `// ANCHOR: name` and `// ANCHOR_END: name` in `file`.
+fn region(file: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(root().join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let start = format!("// ANCHOR: {name}\n");
+    let end = format!("// ANCHOR_END: {name}\n");
+    let from = text
+        .find(&start)
+        .unwrap_or_else(|| panic!("{file}: no `{start}`"))
+        + start.len();
+    let to = text[from..]
+        .find(&end)
+        .unwrap_or_else(|| panic!("{file}: no `{end}`"));
+    text[from..from + to].to_owned()
+}
+
+/// The ```rust blocks of `text`: (line of the fence, the line before it, the contents).
+fn rust_blocks(text: &str) -> Vec<(usize, String, String)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut blocks = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].starts_with("```rust") {
+            let before = if i > 0 { lines[i - 1] } else { "" };
+            let mut body = String::new();
+            let mut j = i + 1;
+            while j < lines.len() && !lines[j].starts_with("```") {
+                body.push_str(lines[j]);
+                body.push('\n');
+                j += 1;
+            }
+            blocks.push((i + 1, before.to_owned(), body));
+            i = j;
+        }
+        i += 1;
+    }
+    blocks
+}
+
+#[test]
+fn every_rust_block_in_the_docs_is_compiled_code() {
+    let mut files = vec!["README.md".to_owned()];
+    for entry in std::fs::read_dir(root().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            files.push(format!("docs/{name}"));
+        }
+    }
+    files.sort();
+    let mut problems = Vec::new();
+    let mut snippets = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let mut uncompiled = 0;
+        for (line, before, body) in rust_blocks(&text) {
+            if let Some(spec) = before
+                .strip_prefix("<!-- snippet: ")
+                .and_then(|s| s.strip_suffix(" -->"))
+            {
+                let (path, name) = spec.split_once('#').expect("snippet: PATH#NAME");
+                if body != region(path, name) {
+                    problems.push(format!(
+                        "{file}:{line}: differs from {path}#{name}: run scripts/sync-doc-snippets"
+                    ));
+                }
+                snippets += 1;
+            } else if !DOCTESTED.contains(&file.as_str()) {
+                uncompiled += 1;
+            }
+        }
+        let allowed = NOT_YET_COMPILED
+            .iter()
+            .find(|(f, _)| f == file)
+            .map_or(0, |(_, n)| *n);
+        if uncompiled != allowed {
+            problems.push(format!(
+                "{file}: {uncompiled} ```rust block(s) not compiled, {allowed} allowed \
+                 (make it a snippet of a crate or a doctest; update NOT_YET_COMPILED when fewer)"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(snippets >= 5, "the guide's snippets: {snippets}");
+}

@@ -60,6 +60,9 @@ async fn demo_stats(State(stats): State<Arc<Stats>>) -> Json<Value> {
         "requests": c.by_route.iter().map(|((r, s), n)| json!({"route": r, "subset": s, "count": n})).collect::<Vec<_>>(),
         "peers": c.peers.iter().map(|((cl, sv), n)| json!({"client": cl, "server": sv, "count": n})).collect::<Vec<_>>(),
         "errors": c.errors.iter().map(|(s, n)| json!({"status": s, "count": n})).collect::<Vec<_>>(),
+        // For scripts/soak: a task leak shows as a count that keeps growing.
+        "tokio_alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
+        "ratings_503_injected": crate::services::RATINGS_503.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

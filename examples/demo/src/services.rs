@@ -2,7 +2,8 @@
 //! with Istio's destination-side metrics (`reporter="destination"`) and, on their calls,
 //! the source-side ones (`reporter="source"`), as a sidecar records both.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -137,8 +138,35 @@ fn bad_gateway(e: String) -> (StatusCode, String) {
     (StatusCode::BAD_GATEWAY, e)
 }
 
+/// 503s ratings answered on purpose (see [`ratings_503_percent`]).
+pub(crate) static RATINGS_503: AtomicU64 = AtomicU64::new(0);
+
+/// `DEMO_RATINGS_503_PERCENT` (for scripts/soak): ratings answers 503 to this share of
+/// requests, an upstream failing now and then whose failures the VirtualService's
+/// retries (`gateway-error`) must hide. Default 0.
+fn ratings_503_percent() -> u64 {
+    static PERCENT: OnceLock<u64> = OnceLock::new();
+    *PERCENT.get_or_init(|| {
+        std::env::var("DEMO_RATINGS_503_PERCENT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
+}
+
 async fn ratings(State(app): State<App>, Extension(peer): Extension<PeerIdentity>) -> Reply {
     app.saw(&peer);
+    let percent = ratings_503_percent();
+    if percent > 0 {
+        // A hash of a counter: uniform enough, and no RNG dependency.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let roll = std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), n) % 100;
+        if roll < percent {
+            RATINGS_503.fetch_add(1, Ordering::Relaxed);
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "injected 503".into()));
+        }
+    }
     Ok(Json(json!({ "stars": 4, "ratings_version": app.version })))
 }
 

@@ -69,12 +69,13 @@ impl Workload {
         })
     }
 
-    /// Creates the identity (signed by the embedded control plane's CA) and the workload's
+    /// Creates the identity (signed by the embedded control plane's CA; its lifetime is
+    /// [`cert_ttl`]) and the workload's
     /// config source: the resources the control plane generates for its Istio proxyless
     /// node (`GENERATOR: grpc`), decoded in process (no xDS server, no stream). Sources
     /// sharing `generator` generate the client side once per config.
     pub fn start(
-        ca: &DevCa,
+        ca: &Arc<DevCa>,
         config: watch::Receiver<Arc<MeshConfig>>,
         generator: &MeshGenerator,
         who: (&str, &str, &str),
@@ -92,10 +93,28 @@ impl Workload {
             ..Default::default()
         };
         let id = node.spiffe_id().map_err(|e| e.to_string())?;
+        let ttl = cert_ttl();
         let creds = ca
-            .issue(&id, Duration::from_secs(3600))
+            .issue(&id, ttl)
             .map_err(|e| format!("issuing {id}: {e}"))?;
         let identity = IdentityStore::from_credentials(creds).map_err(|e| e.to_string())?;
+        if ttl < DEFAULT_CERT_TTL {
+            // Short-lived certificates are renewed at half-life, as the rotation does.
+            let (ca, id, store) = (Arc::clone(ca), id.clone(), identity.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 2).await;
+                    match ca.issue(&id, ttl) {
+                        Ok(creds) => {
+                            if let Err(e) = store.publish(creds) {
+                                tracing::warn!(%id, "renewal refused: {e}");
+                            }
+                        }
+                        Err(e) => tracing::warn!(%id, "renewal failed: {e}"),
+                    }
+                }
+            });
+        }
         let local =
             LocalSource::with_generator(config, node.node_proto(), generator.clone(), false);
         let source = local.clone();
@@ -106,4 +125,16 @@ impl Workload {
             local: Some(local),
         })
     }
+}
+
+const DEFAULT_CERT_TTL: Duration = Duration::from_secs(3600);
+
+/// The embedded mode's certificate lifetime: `DEMO_CERT_TTL_SECS` (for scripts/soak: a
+/// rotation every TTL/2 under load), else an hour (no rotation within a demo run).
+fn cert_ttl() -> Duration {
+    std::env::var("DEMO_CERT_TTL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s >= 2)
+        .map_or(DEFAULT_CERT_TTL, Duration::from_secs)
 }

@@ -16,7 +16,7 @@ use mesh_core::model::{
     HttpProtocolOptions, LbPolicy, TlsMode, UpstreamProtocol, UpstreamTls,
 };
 use mesh_core::{SpiffeId, TrustDomain};
-use mesh_hbone::{HBONE_PORT, HboneServer};
+use mesh_hbone::{HBONE_PORT, HboneServer, Refusal};
 use mesh_route::pool::{PoolConfig, UpstreamPool};
 use mesh_tls::IdentityStore;
 use mesh_tls::dev_ca::DevCa;
@@ -115,6 +115,7 @@ async fn the_tunnel_verifies_the_cluster_identity() {
     let server = HboneServer::builder(store(&ca, "ratings"))
         .http(9080, app)
         .build();
+    let metrics = server.metrics().clone();
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(ip, HBONE_PORT))
         .await
         .unwrap();
@@ -136,4 +137,13 @@ async fn the_tunnel_verifies_the_cluster_identity() {
         )
         .await;
     assert!(sent.is_err(), "a server with another identity was accepted");
+    // The refusal happened in the tunnel's handshake (not by dialling :9080 directly).
+    for _ in 0..100 {
+        if metrics.refused(Refusal::tls_handshake) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metrics.refused(Refusal::tls_handshake), 1);
+    assert_eq!(metrics.tunnels(), 0);
 }

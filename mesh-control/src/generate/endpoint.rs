@@ -54,7 +54,9 @@ pub(crate) fn load_assignment(
         let labels = locality::augment(&w.entry.labels, &locality::parse(&loc));
         let mut e = lb_endpoint(&w.entry.address, port, w.entry.weight.unwrap_or(1).max(1));
         if istio_mtls(spec, w, port) {
-            e.metadata = Some(tls_mode_istio());
+            e.metadata = Some(transport_socket_match("tlsMode", "istio"));
+        } else if hbone(w) {
+            e.metadata = Some(transport_socket_match("tunnel", "http"));
         }
         by_locality.entry(loc).or_default().push((e, labels));
     }
@@ -85,17 +87,31 @@ fn istio_mtls(spec: &ClusterSpec<'_>, w: &Workload, port: u32) -> bool {
         && super::inbound::mtls_mode(spec.config, w, &w.entry.labels, port) != MtlsMode::Disable
 }
 
-/// `filter_metadata["envoy.transport_socket_match"] = {tlsMode: istio}`, which selects the
-/// auto-mTLS transport socket of a sidecar's cluster.
-fn tls_mode_istio() -> core::Metadata {
+/// Whether the workload takes HBONE: its `networking.istio.io/tunnel` label lists `http`
+/// (istiod's `SupportsTunnel`). istiod's sidecar generator sends the tunnel marker only to
+/// such a workload without Istio mTLS (`PILOT_PREFER_SENDING_HBONE` is off by default), and
+/// its proxyless generator never sends it.
+fn hbone(w: &Workload) -> bool {
+    w.entry
+        .labels
+        .get("networking.istio.io/tunnel")
+        .is_some_and(|t| t.split(',').any(|t| t == "http"))
+}
+
+/// `filter_metadata["envoy.transport_socket_match"] = {key: value}`: `tlsMode: istio`
+/// selects the auto-mTLS transport socket of a sidecar's cluster, `tunnel: http` marks an
+/// HBONE endpoint. The workload's own address is kept (istiod points Envoy's endpoints at
+/// its `connect_originate` internal listener instead; clients of this control plane dial
+/// the tunnel themselves).
+fn transport_socket_match(key: &str, value: &str) -> core::Metadata {
     let value = Value {
-        kind: Some(Kind::StringValue("istio".into())),
+        kind: Some(Kind::StringValue(value.into())),
     };
     core::Metadata {
         filter_metadata: [(
             "envoy.transport_socket_match".to_owned(),
             Struct {
-                fields: [("tlsMode".to_owned(), value)].into(),
+                fields: [(key.to_owned(), value)].into(),
             },
         )]
         .into(),

@@ -965,3 +965,62 @@ spec:
     let (_, by_namespace) = cache.as_ref().unwrap();
     assert_eq!(by_namespace.len(), MAX_CACHED_NAMESPACES);
 }
+
+/// A WorkloadEntry labelled `networking.istio.io/tunnel: http` (and without Istio mTLS, as
+/// istiod requires by default) gets istiod's `tunnel: http` endpoint marker, which our client
+/// decodes as an HBONE endpoint; its unlabelled sibling stays a plain endpoint.
+#[test]
+fn tunnel_labelled_workloads_are_hbone_endpoints() {
+    let config = valid_config(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{number: 9080, name: http, protocol: HTTP}]
+  workloadSelector: {labels: {app: reviews}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: ambient, namespace: default}
+spec:
+  address: 10.0.0.1
+  labels: {app: reviews, networking.istio.io/tunnel: http}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: plain, namespace: default}
+spec:
+  address: 10.0.0.2
+  labels: {app: reviews}
+",
+    );
+    let r = MeshGenerator::default()
+        .generate(&node(&[("GENERATOR", "grpc")]), &config)
+        .unwrap();
+    let ty = ResourceType::ClusterLoadAssignment;
+    let name = format!("outbound|9080||{REVIEWS}");
+    let (_, any) = r
+        .of_type(ty.type_url())
+        .find(|(n, _)| *n == name)
+        .expect("the cluster's endpoints");
+    let Ok(Resource::ClusterLoadAssignment(cla)) = decode(ty, any) else {
+        panic!("does not decode");
+    };
+    let mut seen: Vec<_> = cla.localities[0]
+        .endpoints
+        .iter()
+        .map(|e| (e.address.clone(), e.tls_mode))
+        .collect();
+    seen.sort_by_key(|(a, _)| format!("{a:?}"));
+    let at = |s: &str| model::EndpointAddress::Socket(s.parse().unwrap());
+    assert_eq!(
+        seen,
+        vec![
+            (at("10.0.0.1:9080"), model::TlsMode::Hbone),
+            (at("10.0.0.2:9080"), model::TlsMode::Unset),
+        ]
+    );
+}

@@ -99,7 +99,9 @@ pub enum EndpointAddress {
     },
 }
 
-/// Istio's `tlsMode` endpoint label (`istio` when the endpoint accepts mTLS).
+/// How Istio says an endpoint is reached: its `tlsMode` label (`istio` when the endpoint
+/// accepts mTLS), or `tunnel: http` when it takes HBONE. Both come from the endpoint's
+/// `filter_metadata["envoy.transport_socket_match"]`, which istiod fills with one or the other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum TlsMode {
     /// No label.
@@ -109,6 +111,11 @@ pub enum TlsMode {
     Istio,
     /// `disabled`: plaintext.
     Disabled,
+    /// `tunnel: http`: the endpoint speaks HBONE (Istio's ambient mode; the workload is
+    /// labelled `networking.istio.io/tunnel: http`). It is reached through an HTTP/2
+    /// `CONNECT` tunnel over mTLS to its IP's port 15008, the `CONNECT` authority being the
+    /// endpoint's `ip:port`.
+    Hbone,
 }
 
 /// One endpoint. Kept small: a full state holds hundreds of thousands.
@@ -122,7 +129,8 @@ pub struct Endpoint {
     pub weight: u32,
     /// Hostname for `auto_host_rewrite`.
     pub hostname: Option<Arc<str>>,
-    /// Istio's `tlsMode` label from `filter_metadata["envoy.transport_socket_match"]`.
+    /// Istio's `tlsMode` label or HBONE `tunnel` marker from
+    /// `filter_metadata["envoy.transport_socket_match"]`.
     pub tls_mode: TlsMode,
 }
 

@@ -99,7 +99,8 @@ where
             set_authority(&mut req, host);
         }
         let active = ep.start_request();
-        let fut = self.pool.send(ep.key(), ep.address(), req);
+        let tls_mode = ep.endpoint().tls_mode;
+        let fut = self.pool.send_with(ep.key(), ep.address(), tls_mode, req);
         EndpointFuture {
             state: State::Sending {
                 fut,

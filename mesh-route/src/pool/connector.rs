@@ -1,10 +1,11 @@
-//! What each endpoint's client dials: the transport (mTLS or plaintext), the endpoint's URI
-//! and the ALPN offered.
+//! What each endpoint's client dials: the transport (mTLS, plaintext or an HBONE tunnel),
+//! the endpoint's URI and the ALPN offered.
 
 use http::Uri;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use mesh_core::model::{EndpointAddress, UpstreamProtocol};
+use mesh_hbone::HboneConnector;
 use mesh_tls::client::MeshConnector;
 use mesh_tls::config::{ALPN_H2, ALPN_HTTP11};
 
@@ -18,6 +19,9 @@ pub(super) enum Transport {
     Tls(MeshConnector),
     /// Plaintext (the cluster has no TLS context).
     Plain(HttpConnector),
+    /// HTTP/2 `CONNECT` over mTLS to the endpoint's IP port 15008 (endpoints marked
+    /// `TlsMode::Hbone`); plaintext HTTP inside the tunnel.
+    Hbone(HboneConnector),
 }
 
 /// One pooled hyper-util client.
@@ -25,6 +29,7 @@ pub(super) enum Transport {
 pub(super) enum EndpointClient {
     Tls(Client<Fixed<MeshConnector>, RequestBody>),
     Plain(Client<Fixed<HttpConnector>, RequestBody>),
+    Hbone(Client<Fixed<HboneConnector>, RequestBody>),
 }
 
 impl EndpointClient {
@@ -35,6 +40,7 @@ impl EndpointClient {
         match self {
             Self::Tls(c) => c.request(req),
             Self::Plain(c) => c.request(req),
+            Self::Hbone(c) => c.request(req),
         }
     }
 }

@@ -60,6 +60,10 @@ impl Shared {
                 let connect = Fixed::new(c.clone(), target, self.counters.clone());
                 Box::new(move || Box::pin(http1::dial(connect.clone())))
             }
+            Transport::Hbone(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move || Box::pin(http1::dial(connect.clone())))
+            }
         }
     }
 
@@ -97,6 +101,11 @@ impl Shared {
                 self.counters.clone(),
             ))),
             Transport::Plain(c) => EndpointClient::Plain(self.builder.build(Fixed::new(
+                c.clone(),
+                target,
+                self.counters.clone(),
+            ))),
+            Transport::Hbone(c) => EndpointClient::Hbone(self.builder.build(Fixed::new(
                 c.clone(),
                 target,
                 self.counters.clone(),

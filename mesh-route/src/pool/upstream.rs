@@ -8,7 +8,8 @@ use arc_swap::ArcSwap;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use mesh_core::model::{Cluster, EndpointAddress, UpstreamProtocol};
+use mesh_core::model::{Cluster, EndpointAddress, TlsMode, UpstreamProtocol};
+use mesh_hbone::HboneClient;
 use mesh_resilience::circuit_breaker::CircuitBreaker;
 use mesh_tls::IdentityStore;
 use mesh_tls::client::MeshConnector;
@@ -33,6 +34,12 @@ pub struct UpstreamPool {
     /// options on gRPC clusters and leaves HTTP/2 to the gRPC library). Same breaker and
     /// counters as the cluster's other connections.
     grpc: Option<Arc<Shared>>,
+    /// Connections to endpoints marked [`TlsMode::Hbone`]: tunnels through their IP's port
+    /// 15008, the server verified as the cluster's (first) expected SPIFFE identity. `None`
+    /// when the cluster has no TLS context or names no identity (HBONE needs one).
+    hbone: Option<Arc<Shared>>,
+    /// HTTP/2 inside the tunnel for gRPC requests to HBONE endpoints (as `grpc`).
+    hbone_grpc: Option<Arc<Shared>>,
 }
 
 impl UpstreamPool {
@@ -58,12 +65,40 @@ impl UpstreamPool {
             let parts = (breaker.clone(), counters.clone());
             Arc::new(shared(&h2, identity, expected.clone(), config, parts))
         });
+        let tunnel = |c: &Cluster| hbone(c, identity, &expected, config, (&breaker, &counters));
+        let hbone = tunnel(cluster);
+        let hbone_grpc = grpc.as_ref().and_then(|_| {
+            let mut h2 = cluster.clone();
+            h2.http_protocol.protocol = UpstreamProtocol::Http2;
+            tunnel(&h2)
+        });
         let shared = shared(cluster, identity, expected, config, (breaker, counters));
         Self {
             shared: Arc::new(shared),
             grpc,
+            hbone,
+            hbone_grpc,
         }
     }
+}
+
+/// The connections to the cluster's HBONE endpoints: the cluster's HTTP protocol in
+/// plaintext inside the tunnel (the tunnel is the mTLS), same breaker and counters.
+fn hbone(
+    cluster: &Cluster,
+    identity: &IdentityStore,
+    expected: &PeerPolicy,
+    config: PoolConfig,
+    (breaker, counters): (&Arc<CircuitBreaker>, &Arc<super::counted::Counters>),
+) -> Option<Arc<Shared>> {
+    cluster.tls.as_ref()?;
+    let server = expected.identities.first()?.clone();
+    let mut inner = cluster.clone();
+    inner.tls = None;
+    let parts = (breaker.clone(), counters.clone());
+    let mut s = shared(&inner, identity, PeerPolicy::default(), config, parts);
+    s.transport = Transport::Hbone(HboneClient::new(identity.clone()).connector(server));
+    Some(Arc::new(s))
 }
 
 /// The shared state of one pool's connections for `cluster`'s protocol.
@@ -157,8 +192,29 @@ impl UpstreamPool {
         address: &EndpointAddress,
         req: http::Request<RequestBody>,
     ) -> ResponseFuture {
-        let shared = match &self.grpc {
-            Some(h2) if mesh_resilience::body::is_grpc(&req) => h2,
+        self.send_with(endpoint, address, TlsMode::Unset, req)
+    }
+
+    /// Like [`UpstreamPool::send`], for an endpoint with `tls_mode`: a
+    /// [`TlsMode::Hbone`] endpoint is reached through an HBONE tunnel when the cluster has
+    /// mTLS with an expected identity (else as any other endpoint of the cluster).
+    pub fn send_with(
+        &self,
+        endpoint: &Arc<str>,
+        address: &EndpointAddress,
+        tls_mode: TlsMode,
+        req: http::Request<RequestBody>,
+    ) -> ResponseFuture {
+        let grpc = mesh_resilience::body::is_grpc(&req);
+        let hbone = self.hbone.as_ref();
+        let tunnel = match (tls_mode, grpc) {
+            (TlsMode::Hbone, true) => self.hbone_grpc.as_ref().or(hbone),
+            (TlsMode::Hbone, false) => hbone,
+            _ => None,
+        };
+        let shared = match (tunnel, &self.grpc) {
+            (Some(t), _) => t,
+            (None, Some(h2)) if grpc => h2,
             _ => &self.shared,
         };
         let endpoints = shared.endpoints.load();
@@ -174,8 +230,11 @@ impl UpstreamPool {
     /// Drops the clients (and so the idle connections) of endpoints not in `keep`.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         retain(&self.shared, &keep);
-        if let Some(h2) = &self.grpc {
-            retain(h2, &keep);
+        for other in [&self.grpc, &self.hbone, &self.hbone_grpc]
+            .into_iter()
+            .flatten()
+        {
+            retain(other, &keep);
         }
     }
 
@@ -271,8 +330,14 @@ pub struct WeakPool(Weak<Shared>);
 impl WeakPool {
     /// The counters now, or `None` once the pool is gone.
     pub fn counters(&self) -> Option<PoolCounters> {
-        self.0
-            .upgrade()
-            .map(|shared| UpstreamPool { shared, grpc: None }.counters())
+        self.0.upgrade().map(|shared| {
+            let pool = UpstreamPool {
+                shared,
+                grpc: None,
+                hbone: None,
+                hbone_grpc: None,
+            };
+            pool.counters()
+        })
     }
 }

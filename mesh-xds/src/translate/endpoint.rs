@@ -152,7 +152,11 @@ fn lb_endpoint(e: &pb::LbEndpoint, addresses: AddressKind) -> Res<Endpoint> {
     if !ep.additional_addresses.is_empty() {
         return bail("endpoint.additional_addresses are not supported");
     }
+    let tls_mode = tls_mode(e.metadata.as_ref());
     let address = match &ep.address {
+        Some(a) if tls_mode == TlsMode::Hbone && is_connect_originate(a) => {
+            hbone_destination(e.metadata.as_ref()).at(".metadata")?
+        }
         Some(a) => address(a, addresses).at(".endpoint.address")?,
         None => return bail("endpoint.address is required"),
     };
@@ -167,7 +171,7 @@ fn lb_endpoint(e: &pb::LbEndpoint, addresses: AddressKind) -> Res<Endpoint> {
         health,
         weight,
         hostname: (!ep.hostname.is_empty()).then(|| Arc::from(ep.hostname.as_str())),
-        tls_mode: tls_mode(e.metadata.as_ref()),
+        tls_mode,
     })
 }
 
@@ -241,15 +245,55 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 /// Istio marks endpoints that accept mTLS with `filter_metadata["envoy.transport_socket_match"]
-/// ["tlsMode"] = "istio"`.
+/// ["tlsMode"] = "istio"`, and endpoints reached over HBONE with `["tunnel"] = "http"` in
+/// its place (istiod's `endpoint_builder.go`).
 fn tls_mode(md: Option<&core::Metadata>) -> TlsMode {
-    let value = md
+    let fields = md
         .and_then(|m| m.filter_metadata.get("envoy.transport_socket_match"))
-        .and_then(|s| s.fields.get("tlsMode"))
-        .and_then(|v| v.kind.as_ref());
-    match value {
+        .map(|s| &s.fields);
+    let string = |key: &str| {
+        fields
+            .and_then(|f| f.get(key))
+            .and_then(|v| v.kind.as_ref())
+    };
+    if matches!(string("tunnel"), Some(Kind::StringValue(s)) if s == "http") {
+        return TlsMode::Hbone;
+    }
+    match string("tlsMode") {
         Some(Kind::StringValue(s)) if s == "istio" => TlsMode::Istio,
         Some(Kind::StringValue(s)) if s == "disabled" => TlsMode::Disabled,
         _ => TlsMode::Unset,
+    }
+}
+
+/// The internal listener istiod's sidecar generator points HBONE endpoints at: Envoy's
+/// `connect_originate` listener, which opens the tunnel.
+const CONNECT_ORIGINATE: &str = "connect_originate";
+
+fn is_connect_originate(a: &core::Address) -> bool {
+    use core::address::Address as A;
+    use core::envoy_internal_address::AddressNameSpecifier as N;
+    matches!(&a.address, Some(A::EnvoyInternalAddress(i))
+        if matches!(&i.address_name_specifier, Some(N::ServerListenerName(n)) if n == CONNECT_ORIGINATE))
+}
+
+/// The workload behind an HBONE endpoint that istiod addressed to `connect_originate`: its
+/// `ip:port` is in `filter_metadata["envoy.filters.listener.original_dst"]["local"]`.
+fn hbone_destination(md: Option<&core::Metadata>) -> Res<EndpointAddress> {
+    let local = md
+        .and_then(|m| m.filter_metadata.get("envoy.filters.listener.original_dst"))
+        .and_then(|s| s.fields.get("local"))
+        .and_then(|v| v.kind.as_ref());
+    match local {
+        Some(Kind::StringValue(s)) => match s.parse::<SocketAddr>() {
+            Ok(a) => Ok(EndpointAddress::Socket(a)),
+            Err(_) => bail(format!(
+                "envoy.filters.listener.original_dst.local {s:?} is not an ip:port"
+            )),
+        },
+        _ => bail(
+            "an HBONE endpoint addressed to connect_originate needs \
+             envoy.filters.listener.original_dst.local (the workload's ip:port)",
+        ),
     }
 }

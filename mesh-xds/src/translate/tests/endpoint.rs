@@ -231,3 +231,101 @@ fn rejections() {
         assert!(got.contains(want), "\n got: {got}\nwant: {want}");
     }
 }
+
+fn strings(pairs: &[(&str, &str)]) -> Struct {
+    Struct {
+        fields: pairs
+            .iter()
+            .map(|(k, v)| {
+                let kind = Some(Kind::StringValue((*v).into()));
+                ((*k).to_string(), Value { kind })
+            })
+            .collect(),
+    }
+}
+
+/// istiod's sidecar generator (`endpoint_builder.go`) replaces `tlsMode` with `tunnel: http`
+/// for an endpoint labelled `networking.istio.io/tunnel: http`, and addresses it to Envoy's
+/// `connect_originate` internal listener with the workload's `ip:port` in the
+/// `original_dst` metadata. Both shapes (and the plain socket address with the marker, as
+/// the embedded control plane sends it) become an HBONE endpoint at the workload's address.
+#[test]
+fn hbone_tunnel_metadata() {
+    let marker = || {
+        (
+            "envoy.transport_socket_match".to_string(),
+            strings(&[("tunnel", "http")]),
+        )
+    };
+    let mut direct = ep("10.0.0.7", 9080, core::HealthStatus::Healthy, None);
+    direct.metadata = Some(core::Metadata {
+        filter_metadata: HashMap::from([marker()]),
+        ..Default::default()
+    });
+    let internal = |local: Option<&str>| {
+        let mut e = ep("10.0.0.8", 1, core::HealthStatus::Healthy, None);
+        let mut md = HashMap::from([marker()]);
+        if let Some(local) = local {
+            md.insert(
+                "envoy.filters.listener.original_dst".to_string(),
+                strings(&[("local", local)]),
+            );
+        }
+        e.metadata = Some(core::Metadata {
+            filter_metadata: md,
+            ..Default::default()
+        });
+        let Some(eds::lb_endpoint::HostIdentifier::Endpoint(inner)) = &mut e.host_identifier else {
+            unreachable!()
+        };
+        inner.address = Some(core::Address {
+            address: Some(core::address::Address::EnvoyInternalAddress(
+                core::EnvoyInternalAddress {
+                    address_name_specifier: Some(
+                        core::envoy_internal_address::AddressNameSpecifier::ServerListenerName(
+                            "connect_originate".into(),
+                        ),
+                    ),
+                    endpoint_id: local.unwrap_or_default().into(),
+                },
+            )),
+        });
+        e
+    };
+    let plain = istio_tls_mode(
+        ep("10.0.0.9", 9080, core::HealthStatus::Healthy, None),
+        "istio",
+    );
+    let got = cla(eds::ClusterLoadAssignment {
+        cluster_name: "c".into(),
+        endpoints: vec![locality(
+            "z",
+            0,
+            None,
+            vec![direct, internal(Some("10.0.0.8:9080")), plain],
+        )],
+        ..Default::default()
+    });
+    let eps = &got.localities[0].endpoints;
+    let seen: Vec<_> = eps
+        .iter()
+        .map(|e| (e.address.clone(), e.tls_mode))
+        .collect();
+    let at = |s: &str| EndpointAddress::Socket(s.parse().unwrap());
+    assert_eq!(
+        seen,
+        vec![
+            (at("10.0.0.7:9080"), TlsMode::Hbone),
+            (at("10.0.0.8:9080"), TlsMode::Hbone),
+            (at("10.0.0.9:9080"), TlsMode::Istio),
+        ]
+    );
+
+    let missing = eds::ClusterLoadAssignment {
+        cluster_name: "c".into(),
+        endpoints: vec![locality("z", 0, None, vec![internal(None)])],
+        ..Default::default()
+    };
+    let why = reason(ResourceType::ClusterLoadAssignment, &pack_any(missing));
+    assert!(why.contains("original_dst.local"), "{why}");
+}

@@ -62,6 +62,38 @@ spec:
     )
 }
 
+/// One plaintext endpoint of `api` on `port` (mTLS off) and a VirtualService whose `http:`
+/// list is `http` (YAML lines indented by two spaces).
+fn plain_api(port: u16, http: &str) -> String {
+    format!(
+        r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: api, namespace: default}}
+spec:
+  host: {HOST}
+  trafficPolicy: {{tls: {{mode: DISABLE}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http:
+{http}"#
+    )
+}
+
 async fn answer(text: &'static str) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -358,34 +390,11 @@ async fn each_attempt_carries_its_number_upstream() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("c.yaml"),
-        format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: {HOST}
-  trafficPolicy: {{tls: {{mode: DISABLE}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  http:
-  - route: [{{destination: {{host: {HOST}}}}}]
-    retries: {{attempts: 2, retryOn: 5xx}}
-"#
+        plain_api(
+            port,
+            &format!(
+                "  - route: [{{destination: {{host: {HOST}}}}}]\n    retries: {{attempts: 2, retryOn: 5xx}}\n"
+            ),
         ),
     )
     .unwrap();
@@ -478,37 +487,7 @@ async fn virtual_service_matches_rewrites_and_redirects_act() {
         "  - match: [{uri: {prefix: /redir}}]\n    redirect: {uri: /there, scheme: https, redirectCode: 302}\n",
     );
     rules.push_str(&format!("  - {}\n", to("default")));
-    std::fs::write(
-        dir.path().join("c.yaml"),
-        format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {port}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: api, namespace: default}}
-spec:
-  host: {HOST}
-  trafficPolicy: {{tls: {{mode: DISABLE}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: api, namespace: default}}
-spec:
-  hosts: [{HOST}]
-  http:
-{rules}"#
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("c.yaml"), plain_api(port, &rules)).unwrap();
     let m = caller(dir.path(), "default", "stable").await;
     let authority = format!("{HOST}:8080");
     // (method, path, headers, the route that must answer, the path it must see, its host)

@@ -13,8 +13,10 @@ use rustls::crypto::CryptoProvider;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
+use mesh_core::model::TlsParams;
 use rustls::{ClientConfig, ServerConfig};
 
+use crate::params::narrow;
 pub use crate::provider::default_provider;
 use crate::verify::{PeerPolicy, SpiffeClientVerifier, SpiffeServerVerifier, VerifyStats};
 use crate::{Credentials, IdentityStore, TlsError};
@@ -33,6 +35,9 @@ pub struct ServerSettings {
     pub alpn: Vec<Vec<u8>>,
     /// A handshake not finished within this time is dropped (default 10 s).
     pub handshake_timeout: Duration,
+    /// Versions, TLS 1.2 suites and groups accepted (Envoy's `tls_params`; default: all
+    /// the provider implements).
+    pub params: TlsParams,
 }
 
 impl Default for ServerSettings {
@@ -41,6 +46,7 @@ impl Default for ServerSettings {
             peers: PeerPolicy::default(),
             alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
             handshake_timeout: Duration::from_secs(10),
+            params: TlsParams::default(),
         }
     }
 }
@@ -54,6 +60,9 @@ pub struct ClientSettings {
     pub alpn: Vec<Vec<u8>>,
     /// TCP connect plus TLS handshake must finish within this time (default 10 s).
     pub connect_timeout: Duration,
+    /// Versions, TLS 1.2 suites and groups offered (Envoy's `tls_params`; default: all
+    /// the provider implements).
+    pub params: TlsParams,
 }
 
 impl Default for ClientSettings {
@@ -62,6 +71,7 @@ impl Default for ClientSettings {
             peers: PeerPolicy::default(),
             alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
             connect_timeout: Duration::from_secs(10),
+            params: TlsParams::default(),
         }
     }
 }
@@ -151,8 +161,9 @@ impl ServerConfigs {
             &self.src.provider,
             self.src.stats.clone(),
         )?;
-        let mut config = ServerConfig::builder_with_provider(self.src.provider.clone())
-            .with_safe_default_protocol_versions()?
+        let (provider, versions) = narrow(&self.src.provider, &self.settings.params)?;
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)?
             .with_client_cert_verifier(Arc::new(verifier))
             .with_single_cert(creds.chain.clone(), creds.key.clone_key())?;
         config.alpn_protocols = self.settings.alpn.clone();
@@ -243,8 +254,9 @@ impl ClientConfigs {
             &self.src.provider,
             self.src.stats.clone(),
         )?;
-        let mut config = ClientConfig::builder_with_provider(self.src.provider.clone())
-            .with_safe_default_protocol_versions()?
+        let (provider, versions) = narrow(&self.src.provider, &self.settings.params)?;
+        let mut config = ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&versions)?
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(verifier))
             .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?;

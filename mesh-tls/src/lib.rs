@@ -70,6 +70,7 @@ pub mod credentials;
 #[cfg(feature = "dev-ca")]
 pub mod dev_ca;
 pub mod error;
+mod params;
 pub mod peer;
 mod provider;
 pub mod rotation;

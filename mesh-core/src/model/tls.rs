@@ -94,6 +94,8 @@ pub struct UpstreamTls {
     pub validation: CertificateValidation,
     /// ALPN protocols to offer.
     pub alpn_protocols: Vec<String>,
+    /// Narrowing of versions, cipher suites and key-exchange groups offered.
+    pub params: TlsParams,
 }
 
 /// Server-side (downstream) TLS for a filter chain.
@@ -107,4 +109,52 @@ pub struct DownstreamTls {
     pub require_client_certificate: bool,
     /// ALPN protocols to accept.
     pub alpn_protocols: Vec<String>,
+    /// Narrowing of versions, cipher suites and key-exchange groups accepted.
+    pub params: TlsParams,
+}
+
+/// A TLS version a [`TlsParams`] range can name: rustls implements only these two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+/// TLS 1.2 cipher suites (their Envoy/BoringSSL names) that mesh-tls implements: the
+/// ECDHE AEAD suites. TLS 1.3 suites are not configurable (as in Envoy).
+pub const TLS12_CIPHER_SUITES: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-CHACHA20-POLY1305",
+];
+
+/// Key-exchange groups (Envoy's `ecdh_curves` names) that mesh-tls implements.
+pub const ECDH_CURVES: &[&str] = &["X25519", "P-256", "P-384"];
+
+/// What a TLS handshake may use (Envoy's `CommonTlsContext.tls_params`): the offer is
+/// narrowed to these, never widened beyond what the crypto provider implements. Empty
+/// fields leave the provider's defaults (TLS 1.2 and 1.3, all its suites and groups).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct TlsParams {
+    /// Lowest version offered (`None`: TLS 1.2).
+    pub min_version: Option<TlsVersion>,
+    /// Highest version offered (`None`: TLS 1.3).
+    pub max_version: Option<TlsVersion>,
+    /// TLS 1.2 suites, names from [`TLS12_CIPHER_SUITES`], most preferred first.
+    pub cipher_suites: Vec<String>,
+    /// Key-exchange groups, names from [`ECDH_CURVES`], most preferred first.
+    pub ecdh_curves: Vec<String>,
+}
+
+impl TlsParams {
+    /// Whether `version` lies in the range.
+    pub fn allows(&self, version: TlsVersion) -> bool {
+        self.min_version.is_none_or(|m| m <= version)
+            && self.max_version.is_none_or(|m| version <= m)
+    }
 }

@@ -142,6 +142,7 @@ fn shared(
                 peers: expected,
                 alpn,
                 connect_timeout: cluster.connect_timeout,
+                params: tls.params.clone(),
             };
             Transport::Tls(MeshConnector::new(identity.clone(), settings))
         }

@@ -4,8 +4,8 @@
 use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3 as pb;
 use mesh_core::model::{
-    CertificateProviderInstance, CertificateValidation, DownstreamTls, SanMatcher, SanType,
-    UpstreamTls,
+    CertificateProviderInstance, CertificateValidation, DownstreamTls, ECDH_CURVES, SanMatcher,
+    SanType, TLS12_CIPHER_SUITES, TlsParams, TlsVersion, UpstreamTls,
 };
 
 use super::matcher::string_matcher;
@@ -72,6 +72,7 @@ pub fn upstream(ts: &core::TransportSocket) -> Res<Option<UpstreamTls>> {
         identity_certificate: c.identity,
         validation: c.validation,
         alpn_protocols: common.alpn_protocols.clone(),
+        params: c.params,
     }))
 }
 
@@ -122,12 +123,14 @@ pub fn downstream(ts: &core::TransportSocket) -> Res<Option<DownstreamTls>> {
         validation: c.validation,
         require_client_certificate,
         alpn_protocols: common.alpn_protocols.clone(),
+        params: c.params,
     }))
 }
 
 struct Common {
     identity: Option<CertificateProviderInstance>,
     validation: CertificateValidation,
+    params: TlsParams,
 }
 
 fn instance(instance_name: &str, certificate_name: &str) -> Res<CertificateProviderInstance> {
@@ -218,10 +221,128 @@ fn common_context(c: &pb::CommonTlsContext) -> Res<Common> {
             san_matchers: Vec::new(),
         },
     };
+    let params = match &c.tls_params {
+        Some(p) => tls_params(p).at(".tls_params")?,
+        None => TlsParams::default(),
+    };
     Ok(Common {
         identity,
         validation,
+        params,
     })
+}
+
+/// BoringSSL suite names rustls does not implement (static-RSA key exchange, CBC, 3DES):
+/// allowed by a list, they are simply not offered (the offer narrows, never widens).
+/// istiod's default inbound list ends with `AES256-GCM-SHA384` and `AES128-GCM-SHA256`.
+const TLS12_NOT_OFFERED: &[&str] = &[
+    "AES128-GCM-SHA256",
+    "AES256-GCM-SHA384",
+    "AES128-SHA",
+    "AES256-SHA",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-RSA-AES256-SHA",
+    "DES-CBC3-SHA",
+    "ECDHE-PSK-AES128-CBC-SHA",
+    "ECDHE-PSK-AES256-CBC-SHA",
+    "ECDHE-PSK-CHACHA20-POLY1305",
+    "PSK-AES128-CBC-SHA",
+    "PSK-AES256-CBC-SHA",
+];
+
+/// Curves Envoy knows that the provider lacks: not offered, as above.
+const CURVES_NOT_OFFERED: &[&str] = &["P-521", "X25519MLKEM768"];
+
+/// Envoy's `TlsParameters` as a narrowing of what rustls offers: versions to the range
+/// (rustls has only TLS 1.2 and 1.3, so an older minimum means 1.2 and an older maximum is
+/// refused), TLS 1.2 suites and groups to the listed ones it implements. A name Envoy would
+/// reject is refused; a list left with nothing rustls implements is refused (no handshake
+/// could succeed).
+fn tls_params(p: &pb::TlsParameters) -> Res<TlsParams> {
+    use pb::tls_parameters::TlsProtocol as P;
+    refuse_set(&[
+        ("signature_algorithms", !p.signature_algorithms.is_empty()),
+        ("compliance_policies", !p.compliance_policies.is_empty()),
+    ])?;
+    let min_version = match P::try_from(p.tls_minimum_protocol_version) {
+        Ok(P::TlsAuto | P::TlSv10 | P::TlSv11) => None,
+        Ok(P::TlSv12) => Some(TlsVersion::Tls12),
+        Ok(P::TlSv13) => Some(TlsVersion::Tls13),
+        Err(_) => return bail("tls_minimum_protocol_version: unknown value"),
+    };
+    let max_version = match P::try_from(p.tls_maximum_protocol_version) {
+        Ok(P::TlsAuto) => None,
+        Ok(P::TlSv12) => Some(TlsVersion::Tls12),
+        Ok(P::TlSv13) => Some(TlsVersion::Tls13),
+        Ok(P::TlSv10 | P::TlSv11) => {
+            return bail(
+                "tls_maximum_protocol_version below TLSv1_2 is not supported (rustls implements TLS 1.2 and 1.3)",
+            );
+        }
+        Err(_) => return bail("tls_maximum_protocol_version: unknown value"),
+    };
+    if let (Some(min), Some(max)) = (min_version, max_version)
+        && min > max
+    {
+        return bail(
+            "tls_minimum_protocol_version above tls_maximum_protocol_version is not supported",
+        );
+    }
+    let cipher_suites = names(
+        &p.cipher_suites,
+        TLS12_CIPHER_SUITES,
+        TLS12_NOT_OFFERED,
+        "cipher_suites",
+    )?;
+    let ecdh_curves = names(
+        &p.ecdh_curves,
+        ECDH_CURVES,
+        CURVES_NOT_OFFERED,
+        "ecdh_curves",
+    )?;
+    if !p.ecdh_curves.is_empty() && ecdh_curves.is_empty() {
+        return bail("ecdh_curves: a list without a curve rustls implements is not supported");
+    }
+    let params = TlsParams {
+        min_version,
+        max_version,
+        cipher_suites,
+        ecdh_curves,
+    };
+    // Only TLS 1.2 uses the suite list (TLS 1.3 suites are fixed, as in Envoy).
+    if !p.cipher_suites.is_empty()
+        && params.cipher_suites.is_empty()
+        && !params.allows(TlsVersion::Tls13)
+    {
+        return bail("cipher_suites: a list without a suite rustls implements is not supported");
+    }
+    Ok(params)
+}
+
+/// The listed names that are `implemented`, in order; BoringSSL's equal-preference groups
+/// (`[A|B]`) are flattened. A name in neither list is refused with its index.
+fn names(
+    listed: &[String],
+    implemented: &[&str],
+    not_offered: &[&str],
+    field: &str,
+) -> Res<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, entry) in listed.iter().enumerate() {
+        let group = entry.trim().trim_start_matches('[').trim_end_matches(']');
+        for name in group.split('|').map(str::trim) {
+            if implemented.contains(&name) {
+                if !out.iter().any(|n| n == name) {
+                    out.push(name.to_owned());
+                }
+            } else if !not_offered.contains(&name) {
+                return bail(format!("{field}[{i}]: {name:?} is not supported"));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn validation_context(

@@ -59,6 +59,15 @@ pub fn unsupported(listener: &ServerListener) -> Option<String> {
                 c.name
             ));
         }
+        // One acceptor serves every chain: the handshake ends before a chain is chosen.
+        if let (Some(tls), Some(first)) = (&c.tls, chains_tls(listener))
+            && tls.params != first.params
+        {
+            return Some(format!(
+                "filter chain {:?}: tls_params differing between TLS filter chains are not supported",
+                c.name
+            ));
+        }
         if let Some(tls) = &c.tls
             && !tls.require_client_certificate
         {
@@ -69,6 +78,15 @@ pub fn unsupported(listener: &ServerListener) -> Option<String> {
         }
     }
     None
+}
+
+/// The TLS context of the listener's first TLS chain.
+fn chains_tls(listener: &ServerListener) -> Option<&mesh_core::model::DownstreamTls> {
+    listener
+        .filter_chains
+        .iter()
+        .chain(listener.default_filter_chain.as_ref())
+        .find_map(|c| c.tls.as_ref())
 }
 
 /// The index of the chain for `conn` in `listener.filter_chains`, `None` for the default
@@ -356,5 +374,28 @@ mod tests {
         );
         assert!(unsupported(&l).unwrap().contains("server_names"));
         assert!(unsupported(&listener(vec![], true)).is_none());
+    }
+
+    /// One acceptor handshakes before a chain is chosen, so TLS chains must agree on
+    /// `tls_params`.
+    #[test]
+    fn tls_chains_with_different_tls_params_are_refused() {
+        let tls = |max| {
+            let mut c = chain("tls", Default::default());
+            c.tls = Some(mesh_core::model::DownstreamTls {
+                require_client_certificate: true,
+                params: mesh_core::model::TlsParams {
+                    max_version: max,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+            c
+        };
+        use mesh_core::model::TlsVersion::Tls12;
+        let same = listener(vec![tls(Some(Tls12)), tls(Some(Tls12))], true);
+        assert!(unsupported(&same).is_none());
+        let differ = listener(vec![tls(Some(Tls12)), tls(None)], true);
+        assert!(unsupported(&differ).unwrap().contains("tls_params"));
     }
 }

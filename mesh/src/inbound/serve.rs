@@ -13,6 +13,7 @@ use mesh_core::model::DownstreamTls;
 use mesh_core::model::{FilterChain, FilterChainMatch, Listener, ListenerKind, ServerListener};
 use mesh_core::path::{PathNormalization, PathNormalize};
 use mesh_tls::PeerIdentity;
+use mesh_tls::config::ServerSettings;
 use mesh_tls::server::{
     ConnectionLimits, ConnectionPermit, Drain, LimitedListener, MeshAcceptor,
     serve_connection_with_limits,
@@ -50,6 +51,8 @@ struct Current {
     generation: Arc<Generation>,
     shape: Shape,
     policy_senders: Vec<watch::Sender<Arc<AuthzPolicies>>>,
+    /// Built for this listener version: its chains' `tls_params` narrow the handshake.
+    acceptor: MeshAcceptor,
 }
 
 fn chains(l: &ServerListener) -> impl Iterator<Item = &FilterChain> {
@@ -110,7 +113,6 @@ impl InboundServer {
         let mut tcp = LimitedListener::new(tcp, self.limiter.clone());
         let limits = Arc::new(self.limits.clone());
         self.source.demand(&self.listener_name);
-        let acceptor = MeshAcceptor::new(self.identity.clone(), self.settings.clone());
         let mut snapshots = self.source.snapshots();
         snapshots.mark_changed();
         let mut current: Option<Current> = None;
@@ -144,7 +146,7 @@ impl InboundServer {
                     };
                     let conn = Connection {
                         generation: cur.generation.clone(),
-                        acceptor: acceptor.clone(),
+                        acceptor: cur.acceptor.clone(),
                         metrics: self.metrics.clone(),
                         drain_timeout: self.drain_timeout,
                         limits: limits.clone(),
@@ -242,10 +244,20 @@ impl InboundServer {
             policies: receivers,
             drain: watch::channel(false).0,
         });
+        // The TLS chains agree on their params (chain::unsupported).
+        let params = chains(server)
+            .find_map(|c| c.tls.as_ref())
+            .map(|t| t.params.clone())
+            .unwrap_or_default();
+        let settings = ServerSettings {
+            params,
+            ..self.settings.clone()
+        };
         if let Some(old) = current.replace(Current {
             generation,
             shape: new_shape,
             policy_senders,
+            acceptor: MeshAcceptor::new(self.identity.clone(), settings),
         }) {
             tracing::info!(listener = %self.listener_name, "filter chains changed: draining old connections");
             old.generation.drain.send_replace(true);

@@ -829,6 +829,89 @@ fn unsupported_envoy_fields_are_nacked() {
                 t.common_tls_context.as_mut().unwrap().key_log = Some(Default::default())
             }),
         ),
+        // tls_params: what rustls cannot do is refused by name (see tls::tls_params).
+        (
+            "signature_algorithms",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    signature_algorithms: vec!["ecdsa_secp256r1_sha256".into()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "compliance_policies",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    compliance_policies: vec![0],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "tls_maximum_protocol_version",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv11 as i32,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "tls_minimum_protocol_version",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
+                    tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "cipher_suites[1]: \"RC4-SHA\"",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    cipher_suites: vec!["ECDHE-ECDSA-AES128-GCM-SHA256".into(), "RC4-SHA".into()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "cipher_suites: a list without a suite",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
+                    cipher_suites: vec!["AES128-GCM-SHA256".into()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "ecdh_curves[0]: \"B-571\"",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    ecdh_curves: vec!["B-571".into()],
+                    ..Default::default()
+                })
+            }),
+        ),
+        (
+            "ecdh_curves: a list without a curve",
+            Cluster,
+            common_tls(|c| {
+                c.tls_params = Some(tls::TlsParameters {
+                    ecdh_curves: vec!["P-521".into()],
+                    ..Default::default()
+                })
+            }),
+        ),
         // RouteConfiguration, VirtualHost, Route.
         (
             "internal_only_headers",

@@ -153,6 +153,7 @@ impl Codec for ModelCodec {
         Ok(Decoded {
             name: value.name().to_owned(),
             dependencies: value.dependencies(),
+            fetch_timeouts: crate::translate::fetch_timeout::initial_fetch_timeouts(ty, raw),
             value,
         })
     }

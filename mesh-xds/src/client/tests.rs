@@ -67,6 +67,7 @@ impl Codec for Fake {
             name: name.to_owned(),
             value: Arc::from(text.as_str()),
             dependencies,
+            fetch_timeouts: Vec::new(),
         })
     }
 

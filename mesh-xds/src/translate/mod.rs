@@ -12,6 +12,7 @@
 pub mod cluster;
 pub mod endpoint;
 pub mod fault;
+pub mod fetch_timeout;
 mod lb_limits;
 pub mod lb_policy;
 pub mod listener;
@@ -123,6 +124,8 @@ pub fn ads_config_source(
     c: Option<&envoy_types::pb::envoy::config::core::v3::ConfigSource>,
 ) -> Res<()> {
     use envoy_types::pb::envoy::config::core::v3::config_source::ConfigSourceSpecifier as S;
+    // Acted on by the xDS client (fetch_timeout); validated here so a bad one is NACKed.
+    opt_duration(c.and_then(|c| c.initial_fetch_timeout.as_ref())).at(".initial_fetch_timeout")?;
     let other = match c.and_then(|c| c.config_source_specifier.as_ref()) {
         Some(S::Ads(_)) | Some(S::Self_(_)) => return Ok(()),
         None => return bail("ads or self is required"),

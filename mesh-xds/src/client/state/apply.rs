@@ -112,6 +112,11 @@ impl<C: Codec> State<C> {
                     }
                     entry.value = Some(d.value);
                     entry.dependencies = deps;
+                    entry.fetch_timeouts = d
+                        .fetch_timeouts
+                        .into_iter()
+                        .map(|(t, n, d)| (t, Arc::from(n), d))
+                        .collect();
                     entry.raw_hash = hash;
                     ts.by_hash.insert(hash, name.clone());
                     entry.version = res_version;
@@ -187,6 +192,7 @@ impl<C: Codec> State<C> {
                 e.version = Arc::from("");
                 e.raw_hash = 0;
                 e.dependencies = Box::new([]);
+                e.fetch_timeouts = Box::new([]);
                 e.updated = Some(wall);
             } else if wildcard {
                 ts.entries.remove(&name);

@@ -23,6 +23,8 @@ pub(crate) struct Decoded<V> {
     pub(crate) name: String,
     pub(crate) value: V,
     pub(crate) dependencies: Vec<(ResourceType, String)>,
+    /// `initial_fetch_timeout` of the config sources of some dependencies.
+    pub(crate) fetch_timeouts: Vec<(ResourceType, String, Duration)>,
 }
 
 /// Turns `Any`s into values and values into snapshots. The real one decodes through
@@ -48,6 +50,8 @@ pub(crate) trait Codec: Send + Sync + 'static {
 struct Entry<V> {
     value: Option<V>,
     dependencies: Box<[(ResourceType, Arc<str>)]>,
+    /// Timeouts its config sources set for some dependencies (Envoy's `initial_fetch_timeout`).
+    fetch_timeouts: Box<[(ResourceType, Arc<str>, Duration)]>,
     /// Hash of the serialized resource last accepted: an identical resend is not decoded
     /// again and keeps its `Arc` in the snapshot.
     raw_hash: u64,
@@ -65,6 +69,7 @@ impl<V> Entry<V> {
         Self {
             value: None,
             dependencies: Box::new([]),
+            fetch_timeouts: Box::new([]),
             raw_hash: 0,
             version: Arc::from(""),
             state: ResourceState::Requested,
@@ -186,6 +191,9 @@ pub(crate) struct State<C: Codec> {
     /// Listener names asked for by `subscribe_target`.
     targets: BTreeSet<Arc<str>>,
     resource_timeout: Duration,
+    /// Per-resource does-not-exist timeouts from the config sources that reference them
+    /// (rebuilt by each dependency walk); zero never expires.
+    fetch_timeouts: HashMap<(ResourceType, Arc<str>), Duration>,
     /// gRPC A53: SotW LDS/CDS omission does not delete a resource that has a value.
     ignore_resource_deletion: bool,
     timers: BTreeMap<(Instant, u64), (ResourceType, Arc<str>)>,
@@ -214,6 +222,7 @@ impl<C: Codec> State<C> {
             ],
             targets: BTreeSet::new(),
             resource_timeout,
+            fetch_timeouts: HashMap::new(),
             ignore_resource_deletion: false,
             timers: BTreeMap::new(),
             timer_seq: 0,
@@ -284,8 +293,16 @@ impl<C: Codec> State<C> {
     // ---- timers -----------------------------------------------------------------------
 
     fn arm_timer(&mut self, ty: ResourceType, name: Arc<str>, now: Instant) {
-        // A timeout too large to represent never expires.
-        let Some(at) = now.checked_add(self.resource_timeout) else {
+        let timeout = self
+            .fetch_timeouts
+            .get(&(ty, name.clone()))
+            .copied()
+            .unwrap_or(self.resource_timeout);
+        // Zero (Envoy: no timeout) and a timeout too large to represent never expire.
+        if timeout.is_zero() {
+            return;
+        }
+        let Some(at) = now.checked_add(timeout) else {
             return;
         };
         self.timer_seq += 1;

@@ -1,7 +1,7 @@
 //! Subscriptions: the targets and the dependency walk from them to the desired set of
 //! every type.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -47,6 +47,7 @@ impl<C: Codec> State<C> {
                 );
             }
         }
+        let mut fetch_timeouts = HashMap::new();
         while let Some((ty, name)) = stack.pop() {
             if !desired[index(ty)].insert(name.clone()) {
                 continue;
@@ -55,8 +56,12 @@ impl<C: Codec> State<C> {
                 && entry.value.is_some()
             {
                 stack.extend(entry.dependencies.iter().cloned());
+                for (t, n, d) in entry.fetch_timeouts.iter() {
+                    fetch_timeouts.insert((*t, n.clone()), *d);
+                }
             }
         }
+        self.fetch_timeouts = fetch_timeouts;
         for ty in ResourceType::ALL {
             let desired = &desired[index(ty)];
             let connected = self.connected;

@@ -476,12 +476,87 @@ async fn virtual_service_matches_rewrites_and_redirects_act() {
             r#"rewrite: {uriRegexRewrite: {match: "^/rr/(.*)$", rewrite: "/x/\\1"}}"#,
         ),
     ];
+    // Matchers that must not match come first under the same prefix: a matcher that
+    // stopped acting would then answer instead of the one after it.
+    let authority_exact =
+        format!("{{uri: {{prefix: /ae}}, authority: {{exact: \"{HOST}:8080\"}}}}");
+    let more: [(&str, &str); 17] = [
+        (
+            "{uri: {prefix: /mp}, method: {prefix: PU}}",
+            "method-prefix",
+        ),
+        (
+            r#"{uri: {prefix: /mr}, method: {regex: "DEL.*"}}"#,
+            "method-regex",
+        ),
+        (
+            "{uri: {prefix: /ae}, authority: {exact: other.example}}",
+            "wrong-authority",
+        ),
+        (&authority_exact, "authority-exact"),
+        (
+            r#"{uri: {prefix: /ar}, authority: {regex: "nomatch.*"}}"#,
+            "wrong-authority",
+        ),
+        (
+            r#"{uri: {prefix: /ar}, authority: {regex: ".*:8080"}}"#,
+            "authority-regex",
+        ),
+        (
+            "{uri: {prefix: /qp}, queryParams: {q: {prefix: ab}}}",
+            "query-prefix",
+        ),
+        (
+            r#"{uri: {prefix: /qr}, queryParams: {q: {regex: "[0-9]+"}}}"#,
+            "query-regex",
+        ),
+        (
+            "{uri: {prefix: /wp}, withoutHeaders: {x-skip: {prefix: ab}}}",
+            "without-prefix",
+        ),
+        (
+            r#"{uri: {prefix: /wr}, withoutHeaders: {x-skip: {regex: "z+"}}}"#,
+            "without-regex",
+        ),
+        (
+            "{uri: {prefix: /se}, scheme: {exact: https}}",
+            "wrong-scheme",
+        ),
+        (
+            "{uri: {prefix: /se}, scheme: {exact: http}}",
+            "scheme-exact",
+        ),
+        (
+            "{uri: {prefix: /sp}, scheme: {prefix: ftp}}",
+            "wrong-scheme",
+        ),
+        (
+            "{uri: {prefix: /sp}, scheme: {prefix: ht}}",
+            "scheme-prefix",
+        ),
+        (
+            r#"{uri: {prefix: /sr}, scheme: {regex: "https"}}"#,
+            "wrong-scheme",
+        ),
+        (
+            r#"{uri: {prefix: /sr}, scheme: {regex: "h.tp"}}"#,
+            "scheme-regex",
+        ),
+        ("{uri: {prefix: /po}, port: 9999}", "wrong-port"),
+    ];
     let mut rules = String::new();
     for (m, name, extra) in routes {
         rules.push_str(&format!("  - match: [{m}]\n    {}\n", to(name)));
         if !extra.is_empty() {
             rules.push_str(&format!("    {extra}\n"));
         }
+    }
+    for (m, name) in more
+        .iter()
+        .copied()
+        .chain([("{uri: {prefix: /po}, port: 8080}", "port")])
+    {
+        rules.push_str(&format!("  - match: [{m}]\n    {}\n", to(name)));
     }
     rules.push_str(
         "  - match: [{uri: {prefix: /redir}}]\n    redirect: {uri: /there, scheme: https, redirectCode: 302}\n",
@@ -546,6 +621,52 @@ async fn virtual_service_matches_rewrites_and_redirects_act() {
             "other.example",
         ),
         ("GET", "/rr/a/b", &[], "rewrite-regex", "/x/a/b", &authority),
+        ("PUT", "/mp", &[], "method-prefix", "/mp", &authority),
+        ("GET", "/mp", &[], "default", "/mp", &authority),
+        ("DELETE", "/mr", &[], "method-regex", "/mr", &authority),
+        ("GET", "/mr", &[], "default", "/mr", &authority),
+        ("GET", "/ae", &[], "authority-exact", "/ae", &authority),
+        ("GET", "/ar", &[], "authority-regex", "/ar", &authority),
+        (
+            "GET",
+            "/qp?q=abc",
+            &[],
+            "query-prefix",
+            "/qp?q=abc",
+            &authority,
+        ),
+        ("GET", "/qp?q=xab", &[], "default", "/qp?q=xab", &authority),
+        (
+            "GET",
+            "/qr?q=42",
+            &[],
+            "query-regex",
+            "/qr?q=42",
+            &authority,
+        ),
+        ("GET", "/qr?q=4a", &[], "default", "/qr?q=4a", &authority),
+        ("GET", "/wp", &[], "without-prefix", "/wp", &authority),
+        (
+            "GET",
+            "/wp",
+            &[("x-skip", "abc")],
+            "default",
+            "/wp",
+            &authority,
+        ),
+        ("GET", "/wr", &[], "without-regex", "/wr", &authority),
+        (
+            "GET",
+            "/wr",
+            &[("x-skip", "zz")],
+            "default",
+            "/wr",
+            &authority,
+        ),
+        ("GET", "/se", &[], "scheme-exact", "/se", &authority),
+        ("GET", "/sp", &[], "scheme-prefix", "/sp", &authority),
+        ("GET", "/sr", &[], "scheme-regex", "/sr", &authority),
+        ("GET", "/po", &[], "port", "/po", &authority),
     ];
     let mut failures = Vec::new();
     for (method, path, headers, route, seen_path, host) in cases {

@@ -703,3 +703,112 @@ async fn virtual_service_matches_rewrites_and_redirects_act() {
         "{location}"
     );
 }
+
+/// A server answering with the request's `x-set`, `x-add`, `x-drop` and `x-keep` headers
+/// (`name=value` lines, sorted, one per value) and three response headers the route's
+/// `headers.response` edits.
+async fn echo_headers() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let app = axum::Router::new().fallback(|headers: http::HeaderMap| async move {
+        let mut lines: Vec<String> = headers
+            .iter()
+            .filter(|(k, _)| ["x-set", "x-add", "x-drop", "x-keep"].contains(&k.as_str()))
+            .map(|(k, v)| format!("{k}={}", v.to_str().unwrap_or("?")))
+            .collect();
+        lines.sort();
+        (
+            [
+                ("x-resp-keep", "1"),
+                ("x-resp-drop", "1"),
+                ("x-resp-set", "old"),
+            ],
+            lines.join("\n"),
+        )
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
+/// VirtualService `headers` (request and response set/add/remove) and `fault` (delay with
+/// its percentage, gRPC abort) on real traffic, as users write them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn virtual_service_headers_and_faults_act() {
+    let port = echo_headers().await;
+    let dir = tempfile::tempdir().unwrap();
+    let dest = format!("route: [{{destination: {{host: {HOST}}}}}]");
+    let rules = format!(
+        "  - match: [{{uri: {{prefix: /h}}}}]\n    {dest}\n    headers: {{request: {{set: {{x-set: new}}, add: {{x-add: two}}, remove: [x-drop]}}, response: {{set: {{x-resp-set: new}}, add: {{x-resp-add: a}}, remove: [x-resp-drop]}}}}\n\
+         \x20 - match: [{{uri: {{prefix: /delay}}}}]\n    {dest}\n    fault: {{delay: {{fixedDelay: 400ms, percentage: {{value: 100}}}}}}\n\
+         \x20 - match: [{{uri: {{prefix: /never}}}}]\n    {dest}\n    fault: {{delay: {{fixedDelay: 400ms, percentage: {{value: 0}}}}}}\n\
+         \x20 - match: [{{uri: {{prefix: /grpc}}}}]\n    {dest}\n    fault: {{abort: {{grpcStatus: UNAVAILABLE, percentage: {{value: 100}}}}}}\n\
+         \x20 - {dest}\n"
+    );
+    std::fs::write(dir.path().join("c.yaml"), plain_api(port, &rules)).unwrap();
+    let m = caller(dir.path(), "default", "stable").await;
+    let send = |path: &str, headers: &[(&str, &str)]| {
+        let mut req = http::Request::get(format!("http://{HOST}:8080{path}"));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        m.client().oneshot(req.body(Empty::<Bytes>::new()).unwrap())
+    };
+    // headers.request.set replaces, .add appends, .remove drops; headers.response likewise
+    // on the answer, leaving what it does not name.
+    let resp = send(
+        "/h",
+        &[
+            ("x-set", "old"),
+            ("x-add", "one"),
+            ("x-drop", "1"),
+            ("x-keep", "1"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = |n: &str| {
+        resp.headers()
+            .get_all(n)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(h("x-resp-set"), ["new"]);
+    assert_eq!(h("x-resp-add"), ["a"]);
+    assert!(h("x-resp-drop").is_empty());
+    assert_eq!(h("x-resp-keep"), ["1"]);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        String::from_utf8_lossy(&body),
+        "x-add=one\nx-add=two\nx-keep=1\nx-set=new"
+    );
+    // fault.delay.fixedDelay at percentage 100 delays every request; at 0, none.
+    let timed = |path: &'static str| {
+        let send = &send;
+        async move {
+            let started = std::time::Instant::now();
+            let status = send(path, &[]).await.unwrap().status();
+            (status, started.elapsed())
+        }
+    };
+    let (status, took) = timed("/delay").await;
+    assert_eq!(status, 200);
+    assert!(took >= std::time::Duration::from_millis(400), "{took:?}");
+    let (status, took) = timed("/never").await;
+    assert_eq!(status, 200);
+    assert!(took < std::time::Duration::from_millis(400), "{took:?}");
+    // fault.abort.grpcStatus: a gRPC request is answered UNAVAILABLE (14) without reaching
+    // the server.
+    let resp = send("/grpc", &[("content-type", "application/grpc")])
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap()),
+        Some("14"),
+        "{:?}",
+        resp.headers()
+    );
+}

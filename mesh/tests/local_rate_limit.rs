@@ -13,16 +13,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster};
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HeaderValue, HeaderValueOption, Node, RuntimeFractionalPercent, SocketAddress,
-    address, socket_address,
+    Address, DataSource, HeaderValue, HeaderValueOption, Node, RuntimeFractionalPercent,
+    SocketAddress, address, data_source, socket_address,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
     ClusterLoadAssignment, Endpoint, LbEndpoint, LocalityLbEndpoints, lb_endpoint,
 };
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener};
 use envoy_types::pb::envoy::config::route::v3::{
-    Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, route, route_action,
-    route_match,
+    DirectResponseAction, RedirectAction, Route, RouteAction, RouteConfiguration, RouteMatch,
+    VirtualHost, redirect_action, route, route_action, route_match,
 };
 use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router as RouterFilter;
@@ -60,6 +60,9 @@ struct Scenario {
     routes: Vec<(&'static str, Option<LocalRateLimit>)>,
     /// Routes whose override is keyed by a filter name the listener does not have.
     stray: Vec<(&'static str, LocalRateLimit)>,
+    /// Routes answered without the backend, first: a redirect for prefixes starting
+    /// `/redirect`, a direct response otherwise; with their override, if any.
+    local: Vec<(&'static str, Option<LocalRateLimit>)>,
     connect_timeout_ms: i64,
     backend_port: u16,
 }
@@ -82,7 +85,9 @@ fn listener(s: &Scenario) -> Listener {
         .stray
         .iter()
         .map(|(p, l)| (*p, Some(l.clone()), "envoy.filters.http.not_in_the_chain"));
-    let routes = stray
+    let local = s.local.iter().map(|(p, l)| (*p, l.clone(), FILTER));
+    let routes = local
+        .chain(stray)
         .chain(s.routes.iter().map(|(p, l)| (*p, l.clone(), FILTER)))
         .map(|(prefix, over, key)| Route {
             name: (*prefix).into(),
@@ -90,10 +95,7 @@ fn listener(s: &Scenario) -> Listener {
                 path_specifier: Some(route_match::PathSpecifier::Prefix((*prefix).into())),
                 ..Default::default()
             }),
-            action: Some(route::Action::Route(RouteAction {
-                cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("backend".into())),
-                ..Default::default()
-            })),
+            action: Some(action(s, prefix)),
             typed_per_filter_config: over
                 .iter()
                 .map(|o| (key.to_owned(), pack_any(o.clone())))
@@ -139,6 +141,33 @@ fn listener(s: &Scenario) -> Listener {
         }),
         ..Default::default()
     }
+}
+
+/// What the route for `prefix` does: answer locally (see [`Scenario::local`]) or forward.
+fn action(s: &Scenario, prefix: &str) -> route::Action {
+    if !s.local.iter().any(|(p, _)| *p == prefix) {
+        return route::Action::Route(RouteAction {
+            cluster_specifier: Some(route_action::ClusterSpecifier::Cluster("backend".into())),
+            ..Default::default()
+        });
+    }
+    if prefix.starts_with("/redirect") {
+        return route::Action::Redirect(RedirectAction {
+            path_rewrite_specifier: Some(redirect_action::PathRewriteSpecifier::PathRedirect(
+                "/elsewhere".into(),
+            )),
+            response_code: redirect_action::RedirectResponseCode::Found as i32,
+            ..Default::default()
+        });
+    }
+    route::Action::DirectResponse(DirectResponseAction {
+        status: 200,
+        body: Some(DataSource {
+            specifier: Some(data_source::Specifier::InlineString("here".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 fn backend(s: &Scenario) -> Cluster {
@@ -256,6 +285,7 @@ async fn start(
         filter,
         routes,
         stray: Vec::new(),
+        local: Vec::new(),
         connect_timeout_ms: 500,
         backend_port,
     };
@@ -647,4 +677,36 @@ async fn an_override_for_a_filter_not_in_the_chain_does_nothing() {
     })
     .await;
     assert_eq!(statuses(&f.mesh, "/stray", 5).await, [200; 5]);
+}
+
+/// Envoy runs the local rate limit filter before its router answers, so redirect and
+/// direct-response routes take tokens too: the listener's bucket, shared with forwarded
+/// requests, or a route override's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_and_direct_response_routes_are_limited_too() {
+    let minute = Duration::from_secs(60);
+    let f = start(limit(3, minute, 100, 100), vec![("/", None)]).await;
+    f.config.send_modify(|s| {
+        Arc::make_mut(s).local = vec![
+            ("/redirect", None),
+            ("/direct", None),
+            ("/own", Some(limit(1, minute, 100, 100))),
+        ]
+    });
+    let client = f.mesh.mesh_client();
+    applied(&client, |s| {
+        s.listeners.get(TARGET).is_some_and(|l| match &l.kind {
+            ListenerKind::Client(hcm) => matches!(&hcm.route_source,
+                RouteSource::Inline(rc) if rc.virtual_hosts[0].routes.len() == 4),
+            _ => false,
+        })
+    })
+    .await;
+    let (status, _, _, body) = get(&f.mesh, "/direct").await;
+    assert_eq!((status, body.as_str()), (200, "here"));
+    assert_eq!(statuses(&f.mesh, "/redirect", 3).await, [302, 302, 429]);
+    assert_eq!(get(&f.mesh, "/direct").await.0, 429);
+    assert_eq!(get(&f.mesh, "/").await.0, 429);
+    assert_eq!(statuses(&f.mesh, "/own", 2).await, [200, 429]);
+    assert_eq!(f.served.load(Ordering::SeqCst), 0);
 }

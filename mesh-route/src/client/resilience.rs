@@ -126,6 +126,17 @@ impl ResilienceStack {
 }
 
 impl ClusterStack for ResilienceStack {
+    /// The route's local rate limits, with the same buckets as forwarded requests.
+    fn local(&self, answer: ClusterService) -> ClusterService {
+        let svc = ServiceBuilder::new()
+            .layer(LocalRateLimitLayer::new(self.local_rate_limits.clone()))
+            .service(answer);
+        let svc = ServiceExt::<http::Request<RequestBody>>::map_response(svc, |r| {
+            r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())
+        });
+        BoxCloneSyncService::new(svc)
+    }
+
     fn build(&self, cx: &ClusterContext, endpoints: EndpointService) -> ClusterService {
         let cluster = &cx.cluster;
         // The pool's breaker: its connection and pending slots and the layer's request

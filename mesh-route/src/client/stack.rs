@@ -72,6 +72,13 @@ pub trait ClusterStack: Send + Sync + 'static {
     fn applies_timeouts(&self) -> bool {
         true
     }
+
+    /// The service for a request a redirect or direct-response route answers locally
+    /// (`answer` gives the answer): the layers that act before Envoy's router, such as a
+    /// local rate limit, wrap it here. By default none.
+    fn local(&self, answer: ClusterService) -> ClusterService {
+        answer
+    }
 }
 
 impl<F> ClusterStack for F

@@ -104,6 +104,11 @@ pub struct RouteDecision {
     pub action: Action,
     /// Header edits for the request and the response, in Envoy's order.
     pub headers: Arc<HeaderPlan>,
+    /// For a redirect or direct response: the route's HTTP filter configs (listener,
+    /// virtual host and route levels merged), which act before the answer as Envoy's
+    /// filters run before its router. `None` for the other actions (a forward carries its
+    /// own policy).
+    pub local_policy: Option<Arc<RoutePolicy>>,
 }
 
 #[derive(Debug)]
@@ -150,8 +155,8 @@ struct CompiledForward {
 #[derive(Debug)]
 enum CompiledAction {
     Forward(Box<CompiledForward>),
-    Redirect(Box<Redirect>, Arc<HeaderPlan>),
-    Direct(u16, Option<Bytes>, Arc<HeaderPlan>),
+    Redirect(Box<Redirect>, Arc<HeaderPlan>, Arc<RoutePolicy>),
+    Direct(u16, Option<Bytes>, Arc<HeaderPlan>, Arc<RoutePolicy>),
     NonForwarding(Arc<HeaderPlan>),
 }
 
@@ -242,22 +247,29 @@ impl Router {
             .routes
             .iter()
             .find_map(|r| r.conditions.matches(req, path, random).map(|m| (r, m)))?;
+        let mut local_policy = None;
         let (action, headers) = match &route.action {
             CompiledAction::Forward(f) => forward(f, req, matched, random),
-            CompiledAction::Redirect(r, h) => (
-                Action::Redirect {
-                    status: r.response_code,
-                    location: rewrite::location(r, req, matched),
-                },
-                h.clone(),
-            ),
-            CompiledAction::Direct(status, body, h) => (
-                Action::DirectResponse {
-                    status: *status,
-                    body: body.clone(),
-                },
-                h.clone(),
-            ),
+            CompiledAction::Redirect(r, h, p) => {
+                local_policy = Some(p.clone());
+                (
+                    Action::Redirect {
+                        status: r.response_code,
+                        location: rewrite::location(r, req, matched),
+                    },
+                    h.clone(),
+                )
+            }
+            CompiledAction::Direct(status, body, h, p) => {
+                local_policy = Some(p.clone());
+                (
+                    Action::DirectResponse {
+                        status: *status,
+                        body: body.clone(),
+                    },
+                    h.clone(),
+                )
+            }
             CompiledAction::NonForwarding(h) => (Action::NonForwarding, h.clone()),
         };
         Some(RouteDecision {
@@ -265,6 +277,7 @@ impl Router {
             route_name: route.name.clone(),
             action,
             headers,
+            local_policy,
         })
     }
 }
@@ -350,10 +363,17 @@ fn compile_route(
         RouteAction::Forward(fwd) => {
             CompiledAction::Forward(Box::new(compile_forward(vh, r, fwd, &plan, options)?))
         }
-        RouteAction::Redirect(red) => CompiledAction::Redirect(Box::new(red.clone()), plan(None)?),
-        RouteAction::DirectResponse(d) => {
-            CompiledAction::Direct(d.status, d.body.clone().map(Bytes::from), plan(None)?)
-        }
+        RouteAction::Redirect(red) => CompiledAction::Redirect(
+            Box::new(red.clone()),
+            plan(None)?,
+            local_policy(vh, r, options),
+        ),
+        RouteAction::DirectResponse(d) => CompiledAction::Direct(
+            d.status,
+            d.body.clone().map(Bytes::from),
+            plan(None)?,
+            local_policy(vh, r, options),
+        ),
         RouteAction::NonForwarding => CompiledAction::NonForwarding(plan(None)?),
     };
     Ok(CompiledRoute {
@@ -366,6 +386,24 @@ fn compile_route(
 /// Compiles the header plan of a route, with an optional weighted-cluster level first.
 type PlanFn<'a> = dyn Fn(Option<&HeaderOps>) -> Result<Arc<HeaderPlan>, BuildError> + 'a;
 
+/// The filter configs of a route, its virtual host's where it has none, then the
+/// listener's: the most specific level wins, as for a forward's policy.
+fn merged_overrides(vh: &VirtualHost, r: &Route, options: &RouterOptions) -> FilterOverrides {
+    let mut overrides = r.filter_overrides.clone();
+    for (k, v) in vh.filter_overrides.iter().chain(&options.filter_defaults) {
+        overrides.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    overrides
+}
+
+/// The policy of a route answered locally: only its filter configs.
+fn local_policy(vh: &VirtualHost, r: &Route, options: &RouterOptions) -> Arc<RoutePolicy> {
+    Arc::new(RoutePolicy {
+        filter_overrides: merged_overrides(vh, r, options),
+        ..Default::default()
+    })
+}
+
 fn compile_forward(
     vh: &VirtualHost,
     r: &Route,
@@ -373,10 +411,7 @@ fn compile_forward(
     plan: &PlanFn<'_>,
     options: &RouterOptions,
 ) -> Result<CompiledForward, BuildError> {
-    let mut overrides = r.filter_overrides.clone();
-    for (k, v) in vh.filter_overrides.iter().chain(&options.filter_defaults) {
-        overrides.entry(k.clone()).or_insert_with(|| v.clone());
-    }
+    let overrides = merged_overrides(vh, r, options);
     let base = RoutePolicy {
         timeout: match fwd.timeout {
             None => Some(DEFAULT_ROUTE_TIMEOUT),

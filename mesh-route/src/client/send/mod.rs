@@ -66,6 +66,40 @@ fn normalize_path(
 }
 
 impl MeshClient {
+    /// `resp`, the answer of a redirect or direct-response route, through the stack's
+    /// [`local`](super::ClusterStack::local) layers when the route has a local rate limit
+    /// (Envoy's filters run before its router answers). Built from owned values so the
+    /// future holds no borrow of the request.
+    fn answer_locally(
+        &self,
+        policy: Option<Arc<RoutePolicy>>,
+        mut parts: http::request::Parts,
+        resp: Response<MeshBody>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<MeshBody>> + Send>> {
+        let Some(policy) = policy.filter(|p| p.local_rate_limits().next().is_some()) else {
+            return Box::pin(std::future::ready(resp));
+        };
+        parts.extensions.insert(policy);
+        let answer = Arc::new(std::sync::Mutex::new(Some(resp)));
+        let svc = tower::service_fn(move |_req: Request<RequestBody>| {
+            let resp = answer.lock().unwrap_or_else(|p| p.into_inner()).take();
+            std::future::ready(resp.ok_or_else(|| tower::BoxError::from("answered twice")))
+        });
+        let mut svc = self
+            .inner
+            .stack
+            .local(tower::util::BoxCloneSyncService::new(svc));
+        let req = Request::from_parts(parts, RequestBody::default());
+        // Called as the forward path calls a cluster's service (always ready).
+        let fut = tower::Service::call(&mut svc, req);
+        Box::pin(async move {
+            match fut.await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&*e),
+            }
+        })
+    }
+
     /// Routes and sends one request; every failure is a response (for gRPC requests a
     /// trailers-only gRPC status).
     pub(super) async fn send(self, req: Request<RequestBody>) -> Response<MeshBody> {
@@ -117,12 +151,16 @@ impl MeshClient {
                     resp.headers_mut().insert(http::header::LOCATION, v);
                 }
                 decision.headers.apply_response(resp.headers_mut());
-                return resp;
+                return self
+                    .answer_locally(decision.local_policy.clone(), parts, resp)
+                    .await;
             }
             Action::DirectResponse { status, body } => {
                 let mut resp = respond::bytes(*status, body.clone().unwrap_or_default());
                 decision.headers.apply_response(resp.headers_mut());
-                return resp;
+                return self
+                    .answer_locally(decision.local_policy.clone(), parts, resp)
+                    .await;
             }
             Action::NonForwarding => return no_route(&listener, view.path),
         };

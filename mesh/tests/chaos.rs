@@ -37,6 +37,8 @@ enum Behaviour {
     AlwaysUnavailable,
     /// Healthy, 200 ms per request, one request per connection.
     VerySlow,
+    /// Always 500 (a 5xx that is not a gateway error).
+    AlwaysInternalError,
 }
 
 async fn serve(b: Behaviour) -> SocketAddr {
@@ -61,6 +63,7 @@ async fn serve(b: Behaviour) -> SocketAddr {
                             let status = match b {
                                 Behaviour::HalfUnavailable if n.is_multiple_of(2) => 503,
                                 Behaviour::AlwaysUnavailable => 503,
+                                Behaviour::AlwaysInternalError => 500,
                                 Behaviour::Slow => {
                                     tokio::time::sleep(Duration::from_millis(5)).await;
                                     200
@@ -540,4 +543,36 @@ async fn virtual_service_fault_abort_is_injected() {
         assert_eq!(resp.status(), 418, "the route's fault aborts every request");
         assert!(resp.extensions().get::<mesh::Upstream>().is_some());
     }
+}
+
+/// `outlierDetection.consecutiveGatewayErrors` counts 502, 503 and 504 only: with the 5xx
+/// rule off, the endpoint answering 503 is ejected after two in a row, the one answering
+/// 500 is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_gateway_errors_eject_on_gateway_errors_only() {
+    let gateway = serve(Behaviour::AlwaysUnavailable).await;
+    let internal = serve(Behaviour::AlwaysInternalError).await;
+    let good = serve(Behaviour::Slow).await;
+    let f = Fixture::start(
+        &services(
+            "{loadBalancer: {simple: ROUND_ROBIN}, \
+             outlierDetection: {consecutiveGatewayErrors: 2, consecutive5xxErrors: 0, \
+             interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 100, minHealthPercent: 0}}",
+            "{attempts: 0}",
+        ),
+        &[gateway, internal, good],
+    )
+    .await;
+    let client = f.mesh.client();
+    for _ in 0..30 {
+        let _ = client.clone().oneshot(request()).await;
+    }
+    let od = f.cluster().outlier.expect("outlier detection configured");
+    assert!(od.is_ejected(&gateway.to_string()), "{:#?}", od.endpoints());
+    assert!(
+        !od.is_ejected(&internal.to_string()),
+        "{:#?}",
+        od.endpoints()
+    );
+    assert!(!od.is_ejected(&good.to_string()), "{:#?}", od.endpoints());
 }

@@ -13,7 +13,15 @@
 //! Timers run on [`tokio::time::Instant`], computed from the certificate's *remaining*
 //! lifetime at the moment it was received, so a paused Tokio clock drives the schedule in
 //! tests.
+//!
+//! Certificate validity is judged on the wall clock, which can jump (NTP steps, a resumed
+//! VM). The rotation looks at it every [`RotationConfig::wall_clock_check`]: a jump forward
+//! past the renewal time renews at once rather than when the monotonic timer fires (perhaps
+//! after the certificate expired). A jump backward never postpones renewal: the monotonic
+//! timer stays, and the remaining lifetime is capped at the certificate's whole lifetime.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
@@ -39,6 +47,46 @@ pub struct RotationConfig {
     /// A fetch that takes longer counts as a failure (default 60 s), so a hung CA cannot
     /// stall renewal.
     pub fetch_timeout: Duration,
+    /// How often, between renewals, to check whether the wall clock jumped past the renewal
+    /// time (default 30 s); zero turns the check off (renewal follows the monotonic clock
+    /// only).
+    pub wall_clock_check: Duration,
+    /// The wall clock validity is judged on (default [`SystemTime::now`]; tests inject a
+    /// jumping one).
+    pub wall_clock: WallClock,
+}
+
+/// A source of wall-clock time; see [`RotationConfig::wall_clock`].
+#[derive(Clone)]
+pub struct WallClock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl WallClock {
+    /// The system's clock.
+    pub fn system() -> Self {
+        Self::new(SystemTime::now)
+    }
+
+    /// A clock that reads `now` (e.g. the system clock plus an offset a test changes).
+    pub fn new(now: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        Self(Arc::new(now))
+    }
+
+    /// The current wall-clock time.
+    pub fn now(&self) -> SystemTime {
+        (self.0)()
+    }
+}
+
+impl Default for WallClock {
+    fn default() -> Self {
+        Self::system()
+    }
+}
+
+impl fmt::Debug for WallClock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WallClock")
+    }
 }
 
 impl Default for RotationConfig {
@@ -50,6 +98,8 @@ impl Default for RotationConfig {
             max_backoff: Duration::from_secs(150),
             backoff_jitter: 0.2,
             fetch_timeout: Duration::from_secs(60),
+            wall_clock_check: Duration::from_secs(30),
+            wall_clock: WallClock::system(),
         }
     }
 }
@@ -140,6 +190,9 @@ impl<P: CertProvider> Rotation<P> {
         // When the installed certificate expires, on the Tokio clock.
         let mut expires_at: Option<Instant> = None;
         loop {
+            // When renewal is due on the wall clock (after a success only: retries follow
+            // the backoff).
+            let mut renew_wall = None;
             let fetched = tokio::time::timeout(cfg.fetch_timeout, self.provider.fetch())
                 .await
                 .unwrap_or_else(|_| {
@@ -150,10 +203,12 @@ impl<P: CertProvider> Rotation<P> {
                 });
             let next = match fetched {
                 Ok(creds) => {
-                    let (renew_in, valid_for) = schedule(&creds, cfg, SystemTime::now());
+                    let wall_now = cfg.wall_clock.now();
+                    let (renew_in, valid_for) = schedule(&creds, cfg, wall_now);
                     match store.publish(creds) {
                         Ok(()) => {
                             backoff.reset();
+                            renew_wall = Some(wall_now + renew_in);
                             let now = Instant::now();
                             expires_at = Some(now + valid_for);
                             tracing::debug!(?renew_in, "next certificate renewal scheduled");
@@ -171,13 +226,36 @@ impl<P: CertProvider> Rotation<P> {
             // Wake up at expiry (if it comes first) to log that we now fail closed; the
             // store's status says so on its own, with the last renewal error.
             if let Some(exp) = expires_at.filter(|exp| *exp < next) {
-                tokio::time::sleep_until(exp).await;
+                if !self.sleep_until(exp, renew_wall).await {
+                    continue;
+                }
                 expires_at = None;
                 tracing::warn!(
                     "workload certificate expired before it could be renewed; failing closed"
                 );
             }
-            tokio::time::sleep_until(next).await;
+            self.sleep_until(next, renew_wall).await;
+        }
+    }
+
+    /// Sleeps until `deadline` on the monotonic clock, or until the wall clock reaches
+    /// `wall_due` (checked every `wall_clock_check`). Returns false in the second case.
+    async fn sleep_until(&self, deadline: Instant, wall_due: Option<SystemTime>) -> bool {
+        let check = self.config.wall_clock_check;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            if wall_due.is_some_and(|due| self.config.wall_clock.now() >= due) {
+                tracing::info!("the wall clock jumped past the renewal time; renewing now");
+                return false;
+            }
+            let wake = match check.is_zero() {
+                true => deadline,
+                false => deadline.min(now + check),
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -193,9 +271,18 @@ impl<P: CertProvider> CertSource for Rotation<P> {
 /// Renewal is due after `renew_at` of the *remaining* lifetime, less up to `renew_jitter`
 /// of it. For a freshly issued certificate that is its half life; measuring from `now`
 /// rather than `not_before` keeps backdated certificates (CAs backdate `notBefore` for clock
-/// skew) from looking overdue the moment they arrive.
+/// skew) from looking overdue the moment they arrive. The remaining lifetime is capped at
+/// the whole lifetime, so a wall clock set back before `not_before` cannot postpone renewal.
 fn schedule(creds: &Credentials, cfg: &RotationConfig, now: SystemTime) -> (Duration, Duration) {
-    let valid_for = creds.not_after.duration_since(now).unwrap_or_default();
+    let lifetime = creds
+        .not_after
+        .duration_since(creds.not_before)
+        .unwrap_or_default();
+    let valid_for = creds
+        .not_after
+        .duration_since(now)
+        .unwrap_or_default()
+        .min(lifetime);
     let at = cfg.renew_at.clamp(0.0, 1.0);
     let jitter = if cfg.renew_jitter > 0.0 {
         rand::rng().random_range(0.0..=cfg.renew_jitter.clamp(0.0, at))
@@ -203,8 +290,12 @@ fn schedule(creds: &Credentials, cfg: &RotationConfig, now: SystemTime) -> (Dura
         0.0
     };
     // Never sooner than `min_backoff` (unless the certificate expires first): a CA that
-    // hands out nearly expired certificates must not be hammered in a tight loop.
-    let floor = cfg.min_backoff.min(valid_for);
+    // hands out nearly expired certificates must not be hammered in a tight loop. One
+    // already expired by our clock (a CA whose clock disagrees) is asked again after it.
+    let floor = match valid_for.is_zero() {
+        true => cfg.min_backoff,
+        false => cfg.min_backoff.min(valid_for),
+    };
     (valid_for.mul_f64(at - jitter).max(floor), valid_for)
 }
 
@@ -262,10 +353,26 @@ mod tests {
         let (renew_in, valid_for) = schedule(&creds, &cfg, SystemTime::now());
         assert!(valid_for < Duration::from_secs(2));
         assert_eq!(renew_in, Duration::from_secs(1).min(valid_for));
-        // Expired: renew_in and valid_for are zero (publish rejects it anyway).
+        // Expired by our clock (publish rejects it, unless the clocks disagree): asked
+        // again after min_backoff, not at once.
         let (renew_in, valid_for) =
             schedule(&creds, &cfg, SystemTime::now() + Duration::from_secs(10));
-        assert_eq!((renew_in, valid_for), (Duration::ZERO, Duration::ZERO));
+        assert_eq!(
+            (renew_in, valid_for),
+            (Duration::from_secs(1), Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn schedule_caps_the_remaining_lifetime_at_the_whole_lifetime() {
+        // A wall clock set back an hour: the certificate looks valid for an hour more than
+        // it lives; renewal stays at half of its 1,000 s.
+        let cfg = RotationConfig::default();
+        let creds = creds_valid_for(Duration::from_secs(1000));
+        let (renew_in, valid_for) =
+            schedule(&creds, &cfg, SystemTime::now() - Duration::from_secs(3600));
+        assert_eq!(valid_for, Duration::from_secs(1000));
+        assert!(renew_in <= Duration::from_secs(500), "{renew_in:?}");
     }
 
     #[test]

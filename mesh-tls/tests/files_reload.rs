@@ -118,9 +118,26 @@ async fn broken_writes_keep_the_old_identity() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.stats().failures, 2);
 
+    // Garbage, not PEM at all: rejected, naming the file; the old identity stays.
+    write_atomic(
+        dir.path().join("cert-chain.pem"),
+        b"\x00\x9f\xff garbage, not a certificate\n",
+    );
+    assert!(common::wait_for(LIMIT, || store.stats().failures >= 3).await);
+    let err = store.stats().last_error.unwrap();
+    assert!(err.contains("cert-chain.pem"), "{err}");
+    println!("garbage chain: {err}");
+    assert_eq!(
+        leaf_of(&store),
+        Some(a.chain[0].to_vec()),
+        "old identity lost"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(store.stats().failures, 3);
+
     // A missing file: the error names it.
     std::fs::remove_file(dir.path().join("root-cert.pem")).unwrap();
-    assert!(common::wait_for(LIMIT, || store.stats().failures >= 3).await);
+    assert!(common::wait_for(LIMIT, || store.stats().failures >= 4).await);
     let err = store.stats().last_error.unwrap();
     assert!(err.contains("root-cert.pem"), "{err}");
     assert_eq!(
@@ -130,7 +147,7 @@ async fn broken_writes_keep_the_old_identity() {
     );
     // Reported once, not on every poll.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(store.stats().failures, 3);
+    assert_eq!(store.stats().failures, 4);
 
     // A complete, consistent set is installed again.
     let c = common::issue(&ca, "c", Duration::from_secs(3600));

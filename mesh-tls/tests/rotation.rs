@@ -1,15 +1,15 @@
 //! Rotation schedule on a paused Tokio clock with a fake CertProvider: renewal at half
-//! life, backoff bounds, fail closed at expiry, recovery.
+//! life, backoff bounds, fail closed at expiry, recovery, wall-clock jumps.
 
 mod common;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use mesh_tls::dev_ca::DevCa;
-use mesh_tls::rotation::Rotation;
+use mesh_tls::rotation::{Rotation, RotationConfig, WallClock};
 use mesh_tls::{CertProvider, CertSource, Credentials, IdentityStatus, IdentityStore, TlsError};
 use tokio::time::Instant;
 
@@ -186,4 +186,96 @@ async fn a_hung_request_times_out_and_is_retried() {
     let gap = secs(calls[1] - calls[0]);
     assert!((60.8..=61.2).contains(&gap), "retry after {gap} s");
     assert_eq!(store.stats().failures, 1);
+}
+
+/// The system clock plus an offset the test moves (an NTP step, a resumed VM).
+#[derive(Clone, Default)]
+struct JumpingClock(Arc<Mutex<(bool, Duration)>>);
+
+impl JumpingClock {
+    fn jump(&self, forward: bool, by: Duration) {
+        *self.0.lock().unwrap() = (forward, by);
+    }
+
+    fn wall_clock(&self) -> WallClock {
+        let offset = self.0.clone();
+        WallClock::new(move || match *offset.lock().unwrap() {
+            (true, by) => SystemTime::now() + by,
+            (false, by) => SystemTime::now() - by,
+        })
+    }
+
+    /// A rotation of `fake` on this clock, checked every 30 s (the default).
+    fn spawn(&self, fake: &FakeCa) -> IdentityStore {
+        let config = RotationConfig {
+            wall_clock: self.wall_clock(),
+            ..RotationConfig::default()
+        };
+        let store = IdentityStore::new();
+        let source = Box::new(Rotation::with_config(fake.clone(), config));
+        tokio::spawn(source.run(store.clone()));
+        store
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_jump_past_half_life_renews_at_once() {
+    // One-hour certificates: the monotonic timer would renew after 27-30 minutes.
+    let fake = FakeCa::new(&[Answer::Issue(Duration::from_secs(3600))]);
+    let clock = JumpingClock::default();
+    let store = clock.spawn(&fake);
+    store.ready().await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(fake.calls().len(), 1, "renewed before half life");
+
+    // The wall clock steps 40 minutes forward: past half life, short of expiry.
+    clock.jump(true, Duration::from_secs(40 * 60));
+    let jumped = Instant::now();
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    let calls = fake.calls();
+    assert_eq!(calls.len(), 2, "no renewal within 31 s of the jump");
+    assert!(secs(calls[1] - jumped) <= 30.0);
+    assert_eq!(store.stats().rotations, 2);
+
+    // A second jump, past the new certificate's expiry: renewed again within the check.
+    clock.jump(true, Duration::from_secs(3 * 3600));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert!(
+        fake.calls().len() >= 3,
+        "no renewal after a jump past expiry"
+    );
+    // The CA's certificates look expired to the jumped clock: asked again every second
+    // at most (min_backoff), not in a tight loop.
+    let before = fake.calls().len();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let asked = fake.calls().len() - before;
+    assert!((5..=11).contains(&asked), "{asked} requests in 10 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_jump_backward_does_not_stall_renewal() {
+    // 100 s certificates (backdated 60 s: 160 s lifetimes); renewal every 40-80 s.
+    let fake = FakeCa::new(&[Answer::Issue(Duration::from_secs(100))]);
+    let clock = JumpingClock::default();
+    let store = clock.spawn(&fake);
+    store.ready().await;
+
+    // The wall clock steps an hour back: every certificate now looks valid for an hour
+    // longer than it lives, and the next ones are not yet valid by it.
+    clock.jump(false, Duration::from_secs(3600));
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    let calls = fake.calls();
+    assert!(
+        calls.len() >= 4,
+        "renewal stalled: {} requests in 300 s",
+        calls.len()
+    );
+    for pair in calls.windows(2) {
+        let gap = secs(pair[1] - pair[0]);
+        assert!(gap <= 80.0, "renewal after {gap} s");
+    }
+    // Still serving, no failure recorded.
+    assert!(store.current().is_some());
+    assert_eq!(store.stats().failures, 0);
+    assert_eq!(store.stats().rotations as usize, calls.len());
 }

@@ -9,7 +9,8 @@
 //! - 10,000 idle connections against a cap of 5,000: the cap holds, the rest are closed at
 //!   once, memory stays bounded (RSS measured), a real client is served.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -21,29 +22,10 @@ use mesh::IdentityStore;
 use mesh::core::TrustDomain;
 use mesh::inbound::{ConnectionLimiter, ConnectionLimits, InboundServer, ServingStatus};
 use mesh::tls::dev_ca::DevCa;
-use mesh::xds::bootstrap::{Bootstrap, IstioNode};
-use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use support::xds::{control_plane, free_port, node, rss_kib, xds_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 /// The workload `web` on 127.0.0.1:`port`, PERMISSIVE.
 fn write_config(dir: &Path, port: u16) {
@@ -79,18 +61,6 @@ spec: {{mtls: {{mode: PERMISSIVE}}}}
     .unwrap();
 }
 
-async fn start_cp(dir: &Path, xds_addr: SocketAddr) -> ControlPlane {
-    ControlPlane::start(ControlPlaneOptions {
-        config_dir: dir.into(),
-        xds_addr,
-        ca_addr: None,
-        debug_addr: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
 struct Workload {
     addr: SocketAddr,
     limiter: ConnectionLimiter,
@@ -100,23 +70,7 @@ struct Workload {
 /// The inbound server of `web` on `port`, its xDS from `xds_addr` (up or not), the app
 /// an axum router (`GET /`, `POST /upload` reading the whole body).
 fn start_workload(port: u16, xds_addr: SocketAddr, limits: ConnectionLimits) -> Workload {
-    let node = IstioNode {
-        ip: "127.0.0.1".parse().unwrap(),
-        pod_name: "web".into(),
-        namespace: "default".into(),
-        service_account: "web".into(),
-        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
-        ..Default::default()
-    };
-    let uri = format!("http://{xds_addr}");
-    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
-    let xds = XdsClient::new(
-        XdsClientConfig {
-            node: bootstrap.node_proto(),
-            ..Default::default()
-        },
-        channel::insecure(&uri).unwrap(),
-    );
+    let (bootstrap, xds) = xds_client(node("web"), xds_addr);
     let ca = DevCa::new(TrustDomain::new("cluster.local").unwrap()).unwrap();
     let id = "spiffe://cluster.local/ns/default/sa/web".parse().unwrap();
     let identity =
@@ -197,7 +151,7 @@ async fn fault_control_plane_down_at_start_fails_closed_then_recovers() {
 
     // The control plane comes up on its address: the xDS client's next retry finds it.
     let started = Instant::now();
-    let _cp = start_cp(dir.path(), xds_addr).await;
+    let _cp = control_plane(dir.path(), xds_addr).await;
     wait_serving(&mut w, Duration::from_secs(15)).await;
     eprintln!(
         "serving {:?} after the control plane came up",
@@ -211,7 +165,7 @@ async fn fault_oversize_headers_get_431_and_bodies_past_the_app_limit_413() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     write_config(dir.path(), port);
-    let cp = start_cp(dir.path(), ([127, 0, 0, 1], 0).into()).await;
+    let cp = control_plane(dir.path(), ([127, 0, 0, 1], 0).into()).await;
     let mut w = start_workload(port, cp.xds_addr(), ConnectionLimits::default());
     wait_serving(&mut w, Duration::from_secs(15)).await;
 
@@ -281,7 +235,7 @@ async fn fault_ten_thousand_idle_connections_are_bounded_by_the_cap() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     write_config(dir.path(), port);
-    let cp = start_cp(dir.path(), ([127, 0, 0, 1], 0).into()).await;
+    let cp = control_plane(dir.path(), ([127, 0, 0, 1], 0).into()).await;
     let limits = ConnectionLimits {
         max_connections: CAP,
         // Longer than the test: the admitted idle connections stay for the whole test.

@@ -8,7 +8,8 @@
 //!   endpoint, so every request succeeds; once the head went out the response is the
 //!   caller's and is not retried.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -16,9 +17,8 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use mesh::Mesh;
-use mesh::xds::bootstrap::{Bootstrap, IstioNode};
-use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use mesh_control::server::ControlPlane;
+use support::xds::{control_plane, node, xds_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
@@ -123,30 +123,8 @@ spec:\n  address: 127.0.0.1\n  ports: {{http: {}}}\n  labels: {{app: fault}}\n  
         ));
     }
     std::fs::write(dir.path().join("fault.yaml"), yaml).unwrap();
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        config_dir: dir.path().into(),
-        xds_addr: ([127, 0, 0, 1], 0).into(),
-        ca_addr: None,
-        debug_addr: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let node = IstioNode {
-        pod_name: "caller".into(),
-        service_account: "caller".into(),
-        labels: BTreeMap::from([("app".to_owned(), "caller".to_owned())]),
-        ..Default::default()
-    };
-    let uri = format!("http://{}", cp.xds_addr());
-    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
-    let xds = XdsClient::new(
-        XdsClientConfig {
-            node: bootstrap.node_proto(),
-            ..Default::default()
-        },
-        channel::insecure(&uri).unwrap(),
-    );
+    let cp = control_plane(dir.path(), ([127, 0, 0, 1], 0).into()).await;
+    let (_, xds) = xds_client(node("caller"), cp.xds_addr());
     let mesh = Mesh::builder()
         .dev_ca(
             cp.ca(),

@@ -63,6 +63,7 @@ async fn demo_stats(State(stats): State<Arc<Stats>>) -> Json<Value> {
         // For scripts/soak: a task leak shows as a count that keeps growing.
         "tokio_alive_tasks": tokio::runtime::Handle::current().metrics().num_alive_tasks(),
         "ratings_503_injected": crate::services::RATINGS_503.load(std::sync::atomic::Ordering::Relaxed),
+        "control_plane_restarts": crate::istiod::RESTARTS.load(std::sync::atomic::Ordering::Relaxed),
     }))
 }
 

@@ -31,8 +31,13 @@ use crate::options::{ControlPlaneKind, DemoOptions};
 use crate::stats::Telemetry;
 use crate::workload::Workload;
 
-/// How long istiod's workload certificates live (renewed at half life).
-const CERT_TTL: Duration = Duration::from_secs(3600);
+/// `DEMO_CONTROL_PLANE_RESTART_SECS` (for scripts/soak, istiod mode): kill istiod (SIGKILL:
+/// its streams are cut mid-flight) this often and start it again on the same ports, CA and
+/// config, as a supervisor would.
+const RESTART_ENV: &str = "DEMO_CONTROL_PLANE_RESTART_SECS";
+
+/// How many times the restarter brought istiod back (reported by `/stats`).
+pub(crate) static RESTARTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A running control plane.
 pub(crate) enum Plane {
@@ -52,7 +57,10 @@ pub(crate) enum Plane {
 /// istiod, the token issuer it trusts, and the proxyless workloads' mesh parts (their
 /// certificate renewal runs as long as they are held).
 pub(crate) struct IstiodPlane {
-    istiod: Istiod,
+    istiod: Arc<tokio::sync::Mutex<Istiod>>,
+    /// `describe` of the running istiod (its addresses survive restarts).
+    description: String,
+    restarter: Option<tokio::task::JoinHandle<()>>,
     access: ControlPlaneAccess,
     held: Mutex<Vec<proxyless::Workload>>,
     _issuer: Arc<TestIssuer>,
@@ -87,12 +95,7 @@ impl Plane {
                  config {}, CA in process (trust domain cluster.local)",
                 opts.config_dir.display()
             ),
-            Plane::Istiod(p) => format!(
-                "control plane: istiod, CA and xDS on {} (TLS, JWT auth), debug on http://{}/debug/syncz, config {}",
-                p.istiod.secure_url(),
-                p.istiod.addrs().http,
-                opts.config_dir.display()
-            ),
+            Plane::Istiod(p) => p.description.clone(),
         }
     }
 
@@ -117,7 +120,14 @@ impl Plane {
                 let spec = WorkloadSpec::new(name, version, account, [127, 0, 0, 1]);
                 let w = proxyless::Workload::start(&p.access, spec)
                     .await
-                    .map_err(|e| format!("{e}\nistiod log:\n{}", p.istiod.log_tail(20)))?;
+                    .map_err(|e| e.to_string());
+                let w = match w {
+                    Ok(w) => w,
+                    Err(e) => {
+                        let log = p.istiod.lock().await.log_tail(20);
+                        return Err(format!("{e}\nistiod log:\n{log}"));
+                    }
+                };
                 // The same mesh as the embedded mode's workloads (resilience layers
                 // configured by the VirtualServices and DestinationRules, telemetry).
                 let out = Workload::new(
@@ -141,7 +151,12 @@ impl Plane {
         match self {
             // Dropping the watcher stops it; the sources keep their last config.
             Plane::Embedded { .. } => {}
-            Plane::Istiod(mut p) => p.istiod.kill().await,
+            Plane::Istiod(p) => {
+                if let Some(r) = &p.restarter {
+                    r.abort();
+                }
+                p.istiod.lock().await.kill().await
+            }
         }
     }
 }
@@ -182,13 +197,51 @@ async fn start_istiod(opts: &DemoOptions) -> Result<IstiodPlane, DemoError> {
         xds_url: istiod.secure_url(),
         tokens: Some(issuer.clone()),
         token_dir: work.path().into(),
-        cert_ttl: CERT_TTL,
+        cert_ttl: crate::workload::cert_ttl(),
     };
+    let description = format!(
+        "control plane: istiod, CA and xDS on {} (TLS, JWT auth), debug on http://{}/debug/syncz, config {}",
+        istiod.secure_url(),
+        istiod.addrs().http,
+        opts.config_dir.display()
+    );
+    let istiod = Arc::new(tokio::sync::Mutex::new(istiod));
+    let restarter = restart_every().map(|every| tokio::spawn(restart_loop(istiod.clone(), every)));
     Ok(IstiodPlane {
         istiod,
+        description,
+        restarter,
         access,
         held: Mutex::new(Vec::new()),
         _issuer: issuer,
         _work: work,
     })
+}
+
+/// The restart period asked for by [`RESTART_ENV`], if any.
+fn restart_every() -> Option<Duration> {
+    std::env::var(RESTART_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+}
+
+/// Kills istiod every `every` and starts it again at once; says so on stderr.
+async fn restart_loop(istiod: Arc<tokio::sync::Mutex<Istiod>>, every: Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let started = std::time::Instant::now();
+        let mut istiod = istiod.lock().await;
+        match istiod.restart().await {
+            Ok(()) => {
+                let n = RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                eprintln!(
+                    "control plane: istiod killed and restarted ({n}), serving again after {:?}",
+                    started.elapsed()
+                );
+            }
+            Err(e) => eprintln!("control plane: istiod restart failed: {e}"),
+        }
+    }
 }

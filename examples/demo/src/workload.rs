@@ -129,9 +129,9 @@ impl Workload {
 
 const DEFAULT_CERT_TTL: Duration = Duration::from_secs(3600);
 
-/// The embedded mode's certificate lifetime: `DEMO_CERT_TTL_SECS` (for scripts/soak: a
+/// The workloads' certificate lifetime: `DEMO_CERT_TTL_SECS` (for scripts/soak: a
 /// rotation every TTL/2 under load), else an hour (no rotation within a demo run).
-fn cert_ttl() -> Duration {
+pub(crate) fn cert_ttl() -> Duration {
     std::env::var("DEMO_CERT_TTL_SECS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -12,6 +12,8 @@
 //! them when it connects), so a new cluster serves at once.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -43,25 +45,48 @@ pub(crate) fn spawn(
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;
     };
-    rt.spawn(async move {
-        let mut known: HashMap<(Arc<str>, u16), Vec<SocketAddr>> = HashMap::new();
-        let mut last: Option<ClusterLoadAssignment> = None;
-        loop {
-            for (host, port) in names(&assignment) {
-                if let Some(addrs) = resolve(&host, port, how).await {
-                    known.insert((host, port), addrs);
+    rt.spawn(refresh(balancer, assignment, how, system_lookup));
+}
+
+/// The system's resolver (getaddrinfo: /etc/hosts, then DNS).
+async fn system_lookup(host: Arc<str>, port: u16) -> io::Result<Vec<SocketAddr>> {
+    tokio::net::lookup_host((&*host, port))
+        .await
+        .map(Iterator::collect)
+}
+
+/// The refresh loop of [`spawn`], over any `lookup` (the system's resolver, or a test's).
+async fn refresh<L, F>(
+    balancer: Weak<Balancer>,
+    assignment: Arc<ClusterLoadAssignment>,
+    how: Resolution,
+    lookup: L,
+) where
+    L: Fn(Arc<str>, u16) -> F,
+    F: Future<Output = io::Result<Vec<SocketAddr>>>,
+{
+    let mut known: HashMap<(Arc<str>, u16), Vec<SocketAddr>> = HashMap::new();
+    let mut last: Option<ClusterLoadAssignment> = None;
+    loop {
+        for (host, port) in names(&assignment) {
+            match lookup(host.clone(), port).await {
+                Ok(addrs) => {
+                    known.insert((host, port), pick(how, addrs));
+                }
+                Err(e) => {
+                    tracing::debug!(%host, error = %e, "DNS resolution failed; keeping the last addresses");
                 }
             }
-            let resolved = expand(&assignment, &known);
-            let Some(b) = balancer.upgrade() else { return };
-            if last.as_ref() != Some(&resolved) {
-                b.update(Arc::new(resolved.clone()));
-                last = Some(resolved);
-            }
-            drop(b);
-            tokio::time::sleep(next_refresh(how, rand::random::<f64>())).await;
         }
-    });
+        let resolved = expand(&assignment, &known);
+        let Some(b) = balancer.upgrade() else { return };
+        if last.as_ref() != Some(&resolved) {
+            b.update(Arc::new(resolved.clone()));
+            last = Some(resolved);
+        }
+        drop(b);
+        tokio::time::sleep(next_refresh(how, rand::random::<f64>())).await;
+    }
 }
 
 fn names(cla: &ClusterLoadAssignment) -> Vec<(Arc<str>, u16)> {
@@ -79,24 +104,17 @@ fn names(cla: &ClusterLoadAssignment) -> Vec<(Arc<str>, u16)> {
     out
 }
 
-/// The addresses of `host` to use; `None` when the lookup failed.
-async fn resolve(host: &str, port: u16, how: Resolution) -> Option<Vec<SocketAddr>> {
-    match tokio::net::lookup_host((host, port)).await {
-        Ok(addrs) => {
-            let mut chosen = choose(how.family, addrs.collect());
-            if how.first_only {
-                chosen.truncate(1);
-            } else {
-                chosen.sort();
-                chosen.dedup();
-            }
-            Some(chosen)
-        }
-        Err(e) => {
-            tracing::debug!(%host, error = %e, "DNS resolution failed; keeping the last addresses");
-            None
-        }
+/// The addresses of a successful lookup to use: the family's, the first only for
+/// `LOGICAL_DNS`.
+fn pick(how: Resolution, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    let mut chosen = choose(how.family, addrs);
+    if how.first_only {
+        chosen.truncate(1);
+    } else {
+        chosen.sort();
+        chosen.dedup();
     }
+    chosen
 }
 
 /// The wait before the next resolution: the refresh rate plus `unit` (in [0, 1)) of the
@@ -239,14 +257,90 @@ mod tests {
             family,
             first_only: false,
         };
-        let v4 = resolve("localhost", 8080, how(DnsLookupFamily::V4Only))
-            .await
-            .unwrap();
+        let lookup = || system_lookup("localhost".into(), 8080);
+        let v4 = pick(how(DnsLookupFamily::V4Only), lookup().await.unwrap());
         assert!(v4.contains(&"127.0.0.1:8080".parse().unwrap()), "{v4:?}");
         assert!(v4.iter().all(SocketAddr::is_ipv4), "{v4:?}");
-        let v6 = resolve("localhost", 8080, how(DnsLookupFamily::V6Only))
-            .await
-            .unwrap();
+        let v6 = pick(how(DnsLookupFamily::V6Only), lookup().await.unwrap());
         assert!(v6.iter().all(SocketAddr::is_ipv6), "{v6:?}");
+    }
+
+    /// A resolver the test scripts: `Some` answers these addresses, `None` fails.
+    #[derive(Clone, Default)]
+    struct ScriptedDns {
+        answer: Arc<std::sync::Mutex<Option<Vec<SocketAddr>>>>,
+        lookups: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl ScriptedDns {
+        fn set(&self, answer: Option<&str>) {
+            *self.answer.lock().unwrap() = answer.map(|a| vec![a.parse().unwrap()]);
+        }
+
+        fn lookups(&self) -> usize {
+            self.lookups.load(std::sync::atomic::Ordering::Relaxed)
+        }
+
+        fn lookup(
+            &self,
+        ) -> impl Fn(Arc<str>, u16) -> std::future::Ready<io::Result<Vec<SocketAddr>>> + use<>
+        {
+            let this = self.clone();
+            move |_, _| {
+                this.lookups
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = this.answer.lock().unwrap().clone();
+                std::future::ready(answer.ok_or_else(|| io::Error::other("SERVFAIL")))
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_refresh_keeps_the_last_addresses_until_dns_answers_again() {
+        let cla = Arc::new(ClusterLoadAssignment {
+            localities: vec![LocalityEndpoints {
+                locality: Default::default(),
+                priority: 0,
+                load_balancing_weight: None,
+                endpoints: vec![named("svc.test", 80)],
+            }],
+            ..Default::default()
+        });
+        let balancer = Arc::new(
+            Balancer::new("dns", &Default::default(), &Default::default(), cla.clone()).unwrap(),
+        );
+        let addresses = || -> Vec<EndpointAddress> {
+            let eps = balancer.endpoints();
+            eps.iter().map(|e| e.address().clone()).collect()
+        };
+        let socket = |a: &str| EndpointAddress::Socket(a.parse().unwrap());
+        let dns = ScriptedDns::default();
+        dns.set(Some("10.0.0.1:80"));
+        let how = Resolution {
+            refresh: Duration::from_secs(1),
+            jitter: Duration::ZERO,
+            family: DnsLookupFamily::Auto,
+            first_only: false,
+        };
+        let task = tokio::spawn(refresh(Arc::downgrade(&balancer), cla, how, dns.lookup()));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(addresses(), [socket("10.0.0.1:80")]);
+
+        // DNS fails for five refreshes: the cluster keeps the last good address.
+        dns.set(None);
+        let before = dns.lookups();
+        tokio::time::sleep(Duration::from_millis(5500)).await;
+        assert!(dns.lookups() - before >= 5, "no refresh while DNS was down");
+        assert_eq!(addresses(), [socket("10.0.0.1:80")]);
+
+        // DNS answers again, with a new address: the next refresh takes it.
+        dns.set(Some("10.0.0.2:80"));
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(addresses(), [socket("10.0.0.2:80")]);
+
+        // The loop ends with the cluster.
+        drop(balancer);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(task.is_finished());
     }
 }

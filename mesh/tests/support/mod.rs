@@ -3,6 +3,7 @@
 
 pub mod echo;
 pub mod grpc;
+pub mod xds;
 
 use std::time::Duration;
 

@@ -74,6 +74,11 @@ pub async fn run(
     let files = certs::write_pem(dir.path(), "client", &certs::issue(&ca, "bench-client")?)?;
     let server_id = certs::spiffe_id(&ca, "echo")?.to_string();
 
+    // The proxies' logs, kept when MESH_BENCH_COLDSTART_LOGS names a directory (with
+    // MESH_BENCH_PROXY_LOG=debug, say, to see where a start spends its time).
+    let log_dir = std::env::var_os("MESH_BENCH_COLDSTART_LOGS")
+        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&log_dir)?;
     let mut out = Vec::new();
     if proxy.is_some() {
         out.push(ColdStarts {
@@ -104,8 +109,8 @@ pub async fn run(
                     "app=bench-client",
                 ])
                 .args(["--workers", "1"])
-                .env("RUST_LOG", "warn");
-            let log = dir.path().join(format!("mesh-proxy-{i}.log"));
+                .env("RUST_LOG", proxy_log_level());
+            let log = log_dir.join(format!("mesh-proxy-{i}.log"));
             let ms = time_first_request(cmd, "mesh-proxy", &log, port).await?;
             out[k].millis.push(ms);
             k += 1;
@@ -117,12 +122,17 @@ pub async fn run(
                 envoy_client(port, server.port(), &files, &server_id),
             )?;
             let cmd = envoy(bin, &envoy_yaml);
-            let log = dir.path().join(format!("envoy-{i}.log"));
+            let log = log_dir.join(format!("envoy-{i}.log"));
             let ms = time_first_request(cmd, "Envoy", &log, port).await?;
             out[k].millis.push(ms);
         }
     }
     Ok(out)
+}
+
+/// `RUST_LOG` of the proxies: `MESH_BENCH_PROXY_LOG`, else `warn`.
+fn proxy_log_level() -> String {
+    std::env::var("MESH_BENCH_PROXY_LOG").unwrap_or_else(|_| "warn".into())
 }
 
 /// The mesh-tls server of the `echo` workload (SPIFFE mTLS, HTTP/2 or HTTP/1.1 by ALPN).

@@ -140,8 +140,12 @@ async fn start_case(
 ) -> Result<Arc<dyn Case>, Error> {
     Ok(match id {
         CaseId::HyperH1 => Arc::new(HyperH1::start().await?),
-        CaseId::HyperMtls => Arc::new(HyperMtls::start(ca).await?),
-        CaseId::Mesh => Arc::new(InProcessMesh::start(ca, ca_dir, opts.mesh_h2_connections).await?),
+        CaseId::HyperMtls => Arc::new(HyperMtls::start(ca, true).await?),
+        CaseId::HyperMtlsH1 => Arc::new(HyperMtls::start(ca, false).await?),
+        CaseId::Mesh => Arc::new(InProcessMesh::start(ca, ca_dir, false, None).await?),
+        CaseId::MeshH2 => {
+            Arc::new(InProcessMesh::start(ca, ca_dir, true, opts.mesh_h2_connections).await?)
+        }
         CaseId::ProxyPair => Arc::new(ProxyPair::start(&opts.proxy, ca, ca_dir).await?),
         CaseId::EnvoyPair => {
             let bin = opts

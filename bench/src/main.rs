@@ -9,11 +9,12 @@ use mesh_bench::loadgen::Load;
 use mesh_bench::{Error, criterion, report, svg};
 
 const USAGE: &str = "usage: mesh-bench [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
-                  [--cases 1,2,3,4,5,6,7]  (6, 7: unary gRPC, tonic mTLS / mesh) [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
-                  [--mesh-h2-connections N]  (case 3's pool; default one per worker thread)
+                  [--cases 1,2,...,9]  (6, 7: unary gRPC, tonic mTLS / mesh; 8: hyper mTLS h1; 9: mesh h2) [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
+                  [--mesh-h2-connections N]  (case 9's pool; default one per worker thread)
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
                   [--from-json IN.json]   (only rewrite docs/svg from a saved run)
+       mesh-bench --cold-start N   (N cold starts of mesh-proxy and Envoy, interleaved)
 Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN.";
 
 struct Args {
@@ -24,6 +25,7 @@ struct Args {
     criterion_dir: Option<PathBuf>,
     criterion_since: SystemTime,
     from_json: Option<PathBuf>,
+    cold_start: Option<usize>,
 }
 
 fn parse() -> Result<Args, Error> {
@@ -35,6 +37,7 @@ fn parse() -> Result<Args, Error> {
         criterion_dir: None,
         criterion_since: UNIX_EPOCH,
         from_json: None,
+        cold_start: None,
     };
     a.opts.envoy_bin = std::env::var_os("MESH_ENVOY_BIN").map(PathBuf::from);
     a.opts.proxy.bin = std::env::var_os("MESH_PROXY_BIN").map(PathBuf::from);
@@ -64,7 +67,7 @@ fn parse() -> Result<Args, Error> {
                             .parse()
                             .ok()
                             .and_then(CaseId::from_number)
-                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-7"))
+                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-9"))
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -90,6 +93,7 @@ fn parse() -> Result<Args, Error> {
                 a.criterion_since = UNIX_EPOCH + Duration::from_secs(value()?.parse()?);
             }
             "--from-json" => a.from_json = Some(value()?.into()),
+            "--cold-start" => a.cold_start = Some(value()?.parse()?),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -136,6 +140,9 @@ fn main() {
 
 fn real_main() -> Result<(), Error> {
     let args = parse()?;
+    if let Some(n) = args.cold_start {
+        return cold_start(&args, n);
+    }
     let results = match &args.from_json {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
         None => tokio::runtime::Builder::new_multi_thread()
@@ -144,4 +151,38 @@ fn real_main() -> Result<(), Error> {
             .block_on(harness::run(&args.opts))?,
     };
     write_outputs(&args, &results)
+}
+
+/// Prints the cold-start table (markdown) for `n` starts of each proxy.
+fn cold_start(args: &Args, n: usize) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let la = mesh_bench::procstat::load_average();
+    let all = runtime.block_on(mesh_bench::coldstart::run(
+        args.opts.proxy.bin.as_deref(),
+        args.opts.envoy_bin.as_deref(),
+        n,
+    ))?;
+    println!(
+        "Cold start, {n} starts each, interleaved; 1-minute load average {} before, {} after\n",
+        la.map_or("?".into(), |v| format!("{v:.2}")),
+        mesh_bench::procstat::load_average().map_or("?".into(), |v| format!("{v:.2}")),
+    );
+    println!("| proxy | median | max | min |");
+    println!("|---|---|---|---|");
+    for c in &all {
+        let min = c.millis.iter().copied().fold(f64::INFINITY, f64::min);
+        println!(
+            "| {} | {:.1} ms | {:.1} ms | {:.1} ms |",
+            c.name,
+            c.median(),
+            c.max(),
+            min
+        );
+    }
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(())
 }

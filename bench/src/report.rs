@@ -97,6 +97,12 @@ pub fn summarize(results: &Results) -> Vec<Row> {
         .collect()
 }
 
+/// The case a row is compared with in the tables: the in-process baseline of the same
+/// protocol ([`CaseId::same_protocol_baseline`]), else case 2.
+pub fn baseline_of(case: CaseId) -> CaseId {
+    case.same_protocol_baseline().unwrap_or(CaseId::HyperMtls)
+}
+
 /// The row of `case` at `load`.
 pub fn row(rows: &[Row], case: CaseId, load: Load) -> Option<&Row> {
     rows.iter().find(|r| r.case == case && r.load == load)
@@ -170,7 +176,7 @@ const RATE: Load = Load::Rate {
 };
 const SAT: Load = Load::Saturation { connections: 32 };
 
-/// The targets of issues #5, #6, #7 and #9, evaluated on `rows` and `estimates`.
+/// The targets of issues #5, #6, #7, #9, #17 and #19, evaluated on `rows` and `estimates`.
 pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
     let get = |case, load, f: fn(&Row) -> f64| row(rows, case, load).filter(|r| r.ok()).map(f);
     let div = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -184,60 +190,72 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             .max()
             .map(|b| b as f64)
     };
-    let mut t = vec![
-        Target {
-            issue: "#5 #9",
-            what: "in-process mesh p50 at 2,000 rps / case 2".into(),
-            figure: div(
-                get(CaseId::Mesh, RATE, |r| r.p50),
-                get(CaseId::HyperMtls, RATE, |r| r.p50),
-            ),
-            limit: 1.15,
-            at_most: true,
+    let mut t = Vec::new();
+    // Each in-process mesh case against the baseline of its own protocol (issue 19).
+    for (mesh, base) in [
+        (CaseId::Mesh, CaseId::HyperMtlsH1),
+        (CaseId::MeshH2, CaseId::HyperMtls),
+    ] {
+        let (m, b) = (mesh.number(), base.number());
+        let ratio = |what: &str, load, f: fn(&Row) -> f64, limit, at_most| Target {
+            issue: "#5 #19",
+            what: format!("case {m} {what} / case {b}"),
+            figure: div(get(mesh, load, f), get(base, load, f)),
+            limit,
+            at_most,
             unit: "x",
-        },
-        Target {
-            issue: "#5",
-            what: "in-process mesh p99 at 2,000 rps / case 2".into(),
-            figure: div(
-                get(CaseId::Mesh, RATE, |r| r.p99),
-                get(CaseId::HyperMtls, RATE, |r| r.p99),
-            ),
-            limit: 1.3,
+        };
+        t.push(ratio("p50 at 2,000 rps", RATE, |r| r.p50, 1.15, true));
+        t.push(ratio("p99 at 2,000 rps", RATE, |r| r.p99, 1.3, true));
+        t.push(ratio("p50 at saturation", SAT, |r| r.p50, 1.15, true));
+        t.push(ratio("p99 at saturation", SAT, |r| r.p99, 1.3, true));
+        t.push(ratio(
+            "throughput at saturation",
+            SAT,
+            |r| r.rps,
+            0.85,
+            false,
+        ));
+        t.push(Target {
+            issue: "#19",
+            what: format!("case {m} CPU per request at saturation - case {b}"),
+            figure: get(mesh, SAT, |r| r.cpu)
+                .zip(get(base, SAT, |r| r.cpu))
+                .map(|(m, b)| m - b),
+            limit: 1.0,
             at_most: true,
-            unit: "x",
-        },
+            unit: " µs",
+        });
+    }
+    t.extend([
         Target {
-            issue: "#5",
-            what: "in-process mesh p50 at saturation / case 2".into(),
+            issue: "#19",
+            what: "proxy pair throughput at saturation / Envoy pair".into(),
             figure: div(
-                get(CaseId::Mesh, SAT, |r| r.p50),
-                get(CaseId::HyperMtls, SAT, |r| r.p50),
+                get(CaseId::ProxyPair, SAT, |r| r.rps),
+                get(CaseId::EnvoyPair, SAT, |r| r.rps),
             ),
-            limit: 1.15,
-            at_most: true,
-            unit: "x",
-        },
-        Target {
-            issue: "#5",
-            what: "in-process mesh p99 at saturation / case 2".into(),
-            figure: div(
-                get(CaseId::Mesh, SAT, |r| r.p99),
-                get(CaseId::HyperMtls, SAT, |r| r.p99),
-            ),
-            limit: 1.3,
-            at_most: true,
-            unit: "x",
-        },
-        Target {
-            issue: "#5 #9",
-            what: "in-process mesh throughput at saturation / case 2".into(),
-            figure: div(
-                get(CaseId::Mesh, SAT, |r| r.rps),
-                get(CaseId::HyperMtls, SAT, |r| r.rps),
-            ),
-            limit: 0.85,
+            limit: 3.0,
             at_most: false,
+            unit: "x",
+        },
+        Target {
+            issue: "#19",
+            what: "proxy pair p99 at 2,000 rps / Envoy pair".into(),
+            figure: div(
+                get(CaseId::ProxyPair, RATE, |r| r.p99),
+                get(CaseId::EnvoyPair, RATE, |r| r.p99),
+            ),
+            limit: 0.3,
+            at_most: true,
+            unit: "x",
+        },
+        Target {
+            issue: "#19",
+            what: "proxy pair resident memory (both proxies, largest seen) / Envoy pair".into(),
+            figure: div(rss(CaseId::ProxyPair), rss(CaseId::EnvoyPair)),
+            limit: 0.15,
+            at_most: true,
             unit: "x",
         },
         Target {
@@ -303,7 +321,7 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             at_most: true,
             unit: "x",
         },
-    ];
+    ]);
     let cost = |layered: &str, bare: &str| match (
         criterion::median(estimates, layered),
         criterion::median(estimates, bare),
@@ -394,7 +412,10 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
          its slot (open loop, corrected for coordinated omission), from the send otherwise. \
          CPU per request is all CPU time of all processes involved (the harness process with \
          load generator and app, plus the proxies) divided by successful requests. RSS is the \
-         proxies' resident memory (largest seen, both proxies together).\n"
+         proxies' resident memory (largest seen, both proxies together). Ratios \"vs base\" \
+         compare each case with the in-process baseline of its own protocol (column \
+         \"baseline\": case 8 for HTTP/1.1, case 2 for HTTP/2, case 6 for gRPC; case 2 for \
+         the others); the Envoy pair's own figures are its row.\n"
     );
     let _ = writeln!(s, "Cases:\n");
     for c in &results.cases {
@@ -420,21 +441,22 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
         l
     };
     for load in loads {
-        let base = row(&rows, CaseId::HyperMtls, load).filter(|r| r.ok());
         let envoy = row(&rows, CaseId::EnvoyPair, load).filter(|r| r.ok());
         let _ = writeln!(s, "### {load}\n");
         let _ = writeln!(
             s,
-            "| case | p50 | p90 | p99 | rps | CPU/req | proxy RSS | p50 vs 2 | p99 vs 2 | rps vs 2 | p50 vs Envoy | p99 vs Envoy | rps vs Envoy | errors |"
+            "| case | p50 | p90 | p99 | rps | CPU/req | proxy RSS | baseline | p50 vs base | p99 vs base | rps vs base | CPU/req - base | p50 vs Envoy | p99 vs Envoy | rps vs Envoy | errors |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows.iter().filter(|r| r.load == load) {
+            let base_id = baseline_of(r.case);
+            let base = row(&rows, base_id, load).filter(|r| r.ok());
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.0} | {:.1} µs | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {:.1} µs | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.case,
                 us(r.p50),
                 us(r.p90),
@@ -442,9 +464,11 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
                 r.rps,
                 r.cpu,
                 r.rss_total().map_or("—".into(), mib),
+                base_id.number(),
                 ratio(r.p50, base.map(|b| b.p50)),
                 ratio(r.p99, base.map(|b| b.p99)),
                 ratio(r.rps, base.map(|b| b.rps)),
+                base.map_or("—".into(), |b| format!("{:+.1} µs", r.cpu - b.cpu)),
                 ratio(r.p50, envoy.map(|b| b.p50)),
                 ratio(r.p99, envoy.map(|b| b.p99)),
                 ratio(r.rps, envoy.map(|b| b.rps)),

@@ -1,4 +1,4 @@
-//! The harness end to end, briefly, on the in-process cases 1-3: every case starts, every
+//! The harness end to end, briefly, on the in-process HTTP cases (1-3, 8, 9): every case starts, every
 //! load runs, and numbers come out (no timing assertions: speed is measured by
 //! `scripts/bench`, not by tests).
 
@@ -10,12 +10,18 @@ use mesh_bench::loadgen::Load;
 use mesh_bench::{report, svg};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn quick_run_of_cases_1_to_3_produces_numbers() {
+async fn quick_run_of_the_in_process_cases_produces_numbers() {
     let opts = Options {
         rounds: 1,
         duration: Duration::from_millis(100),
         warmup: Duration::from_millis(20),
-        cases: vec![CaseId::HyperH1, CaseId::HyperMtls, CaseId::Mesh],
+        cases: vec![
+            CaseId::HyperH1,
+            CaseId::HyperMtls,
+            CaseId::Mesh,
+            CaseId::HyperMtlsH1,
+            CaseId::MeshH2,
+        ],
         ..Options::quick()
     };
     let results = harness::run(&opts).await.unwrap();
@@ -27,7 +33,7 @@ async fn quick_run_of_cases_1_to_3_produces_numbers() {
             c.not_measured
         );
     }
-    assert_eq!(results.measurements.len(), 3 * Load::ALL.len());
+    assert_eq!(results.measurements.len(), 5 * Load::ALL.len());
     for m in &results.measurements {
         assert!(
             m.ok > 0,
@@ -52,10 +58,21 @@ async fn quick_run_of_cases_1_to_3_produces_numbers() {
     }
 
     let rows = report::summarize(&results);
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 15);
     let md = report::markdown(&results, &[], Some("plot.svg"));
     assert!(md.starts_with(report::BEGIN) && md.trim_end().ends_with(report::END));
     assert!(md.contains("| 3. in-process mesh |"));
+    // Each mesh case is compared with the baseline of its own protocol.
+    assert!(md.contains("| 3. in-process mesh |") && md.contains("| 9. in-process mesh h2 |"));
+    for line in md.lines() {
+        if line.starts_with("| 3. in-process mesh |") {
+            assert_eq!(line.split(" | ").nth(7), Some("8"), "{line}");
+        }
+        if line.starts_with("| 9. in-process mesh h2 |") {
+            assert_eq!(line.split(" | ").nth(7), Some("2"), "{line}");
+        }
+    }
+    assert!(md.contains("| #5 #19 | case 3 p50 at 2,000 rps / case 8 |"));
     // Cases 4 and 5 were not asked for: their targets are reported as not measured.
     assert!(md.contains(
         "| #9 | proxy pair throughput at saturation / Envoy pair | — | >= 1.50x | not measured |"

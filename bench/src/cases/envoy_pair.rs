@@ -73,7 +73,7 @@ fn tls_context(files: &PemFiles, peer: &str) -> String {
     )
 }
 
-fn client_config(port: u16, upstream: u16, files: &PemFiles, server_id: &str) -> String {
+pub(crate) fn client_config(port: u16, upstream: u16, files: &PemFiles, server_id: &str) -> String {
     format!(
         r#"static_resources:
   listeners:
@@ -140,7 +140,8 @@ fn indent(s: &str, n: usize) -> String {
     s.lines().map(|l| format!("{pad}{l}\n")).collect()
 }
 
-fn envoy(bin: &Path, config: &Path) -> Command {
+/// Envoy on `config`, one worker, as both cases and the cold start run it.
+pub(crate) fn envoy(bin: &Path, config: &Path) -> Command {
     let mut cmd = Command::new(bin);
     cmd.arg("-c").arg(config).args([
         "--concurrency",

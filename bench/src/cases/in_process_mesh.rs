@@ -2,7 +2,9 @@
 //! embedded control plane over ADS, least-request LB, mTLS pool with the cluster's expected
 //! SPIFFE ID) with Istio source metrics, calling a mesh server (mesh-tls acceptor, SPIFFE
 //! verification, `PeerIdentity`, Istio destination metrics) in the same process. The
-//! VirtualService sets a route timeout and a retry policy.
+//! VirtualService sets a route timeout and a retry policy. Case 3 talks HTTP/1.1 to the
+//! server, as Istio does without `h2UpgradePolicy`; case 9 is the same with
+//! `h2UpgradePolicy: UPGRADE`, so it talks HTTP/2.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,17 +34,24 @@ pub const HOST: &str = "echo.bench.svc.cluster.local";
 /// The service port.
 pub const PORT: u16 = 8080;
 
-/// Case 3.
+/// Case 3 (HTTP/1.1 cluster) or 9 (HTTP/2 cluster).
 pub struct InProcessMesh {
     client: mesh::Client,
+    h2: bool,
     uri: http::Uri,
     _cp: ControlPlane,
     _config: tempfile::TempDir,
     _server: AbortOnDrop,
 }
 
-/// The Istio config of the bench service with one workload listening on `port`.
-pub fn config(port: u16) -> String {
+/// The Istio config of the bench service with one workload listening on `port`; with `h2`
+/// its DestinationRule sets `h2UpgradePolicy: UPGRADE`, so clients talk HTTP/2 to it.
+pub fn config(port: u16, h2: bool) -> String {
+    let upgrade = if h2 {
+        "\n    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}"
+    } else {
+        ""
+    };
     format!(
         r#"apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -70,7 +79,7 @@ spec:
   host: {HOST}
   trafficPolicy:
     tls: {{mode: ISTIO_MUTUAL}}
-    loadBalancer: {{simple: LEAST_REQUEST}}
+    loadBalancer: {{simple: LEAST_REQUEST}}{upgrade}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -98,16 +107,18 @@ fn workload(name: &str) -> WorkloadInfo {
 impl InProcessMesh {
     /// Starts the embedded control plane (signing with the CA saved in `ca_dir`, the same
     /// CA as `ca`), the mesh server and the mesh client, and waits until the client has
-    /// resolved the target. `h2_connections`: HTTP/2 connections per endpoint of the
-    /// client's pool (`None`: the pool's default).
+    /// resolved the target. `h2`: an HTTP/2 cluster (case 9), else HTTP/1.1 (case 3).
+    /// `h2_connections`: HTTP/2 connections per endpoint of the client's pool (`None`: the
+    /// pool's default).
     pub async fn start(
         ca: &DevCa,
         ca_dir: &Path,
+        h2: bool,
         h2_connections: Option<usize>,
     ) -> Result<Self, Error> {
         let port = super::lanes::free_port()?;
         let dir = tempfile::tempdir()?;
-        std::fs::write(dir.path().join("bench.yaml"), config(port))?;
+        std::fs::write(dir.path().join("bench.yaml"), config(port, h2))?;
         let cp = ControlPlane::start(ControlPlaneOptions {
             config_dir: dir.path().into(),
             xds_addr: ([127, 0, 0, 1], 0).into(),
@@ -170,6 +181,7 @@ impl InProcessMesh {
         let client = mesh.client();
         Ok(Self {
             client,
+            h2,
             uri: format!("http://{HOST}:{PORT}{}", payload::PATH).parse()?,
             _cp: cp,
             _config: dir,
@@ -180,7 +192,11 @@ impl InProcessMesh {
 
 impl Case for InProcessMesh {
     fn id(&self) -> CaseId {
-        CaseId::Mesh
+        if self.h2 {
+            CaseId::MeshH2
+        } else {
+            CaseId::Mesh
+        }
     }
 
     fn connect(&self) -> BoxFuture<'_, Result<Box<dyn Lane>, Error>> {
@@ -190,16 +206,23 @@ impl Case for InProcessMesh {
     }
 
     fn describe(&self) -> String {
-        "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
+        let protocol = if self.h2 {
+            "HTTP/2 (`h2UpgradePolicy: UPGRADE`): `hyper::client::conn::http2` connections \
+             shared by all lanes, one per worker thread unless `--mesh-h2-connections`"
+        } else {
+            "HTTP/1.1 as Istio without `h2UpgradePolicy`: keep-alive \
+             `hyper::client::conn::http1` connections shared by all lanes, one per request in \
+             flight"
+        };
+        format!(
+            "the facade's composed client `mesh::Mesh::client()`: `MeshClient` (routing from xDS \
          served by the embedded control plane, least-request LB, mesh-route's pool over \
-         mesh-tls mTLS, HTTP/1.1 as Istio without `h2UpgradePolicy`: keep-alive \
-         `hyper::client::conn::http1` connections shared by all lanes, one per request in \
-         flight) with the per-cluster \
+         mesh-tls mTLS, {protocol}) with the per-cluster \
          `ResilienceStack` (route timeout 10 s, retry policy of 2 attempts on \
          5xx/reset/connect-failure, circuit breaker, outlier detection) behind \
          `IstioMetricsLayer::source` -> mesh-tls `serve_with_shutdown` (SPIFFE mTLS, \
          `PeerIdentity`) -> `IstioMetricsLayer::destination` -> app; each lane holds a clone \
          of the client and calls it (`ready`, `call`)"
-            .into()
+        )
     }
 }

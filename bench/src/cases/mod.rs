@@ -5,8 +5,8 @@ mod grpc;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
-mod lanes;
-mod process;
+pub(crate) mod lanes;
+pub(crate) mod process;
 mod proxy_pair;
 
 use std::fmt;
@@ -20,6 +20,9 @@ pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
 pub use proxy_pair::{ProxyPair, ProxyPairConfig};
+
+pub(crate) use envoy_pair::{client_config as envoy_client, envoy};
+pub(crate) use in_process_mesh::{HOST, PORT, config as mesh_config};
 
 use crate::Error;
 use crate::loadgen::Lane;
@@ -41,11 +44,15 @@ pub enum CaseId {
     GrpcTonicMtls,
     /// 7. unary gRPC through the mesh: `mesh.channel` -> mesh server.
     GrpcMesh,
+    /// 8. hyper + rustls mTLS, HTTP/1.1: the baseline of case 3's protocol.
+    HyperMtlsH1,
+    /// 9. the in-process mesh over an HTTP/2 cluster (`h2UpgradePolicy: UPGRADE`).
+    MeshH2,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 7] = [
+    pub const ALL: [CaseId; 9] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -53,9 +60,11 @@ impl CaseId {
         CaseId::EnvoyPair,
         CaseId::GrpcTonicMtls,
         CaseId::GrpcMesh,
+        CaseId::HyperMtlsH1,
+        CaseId::MeshH2,
     ];
 
-    /// The case's number (1-7).
+    /// The case's number (1-9).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -75,6 +84,20 @@ impl CaseId {
             CaseId::EnvoyPair => "Envoy pair",
             CaseId::GrpcTonicMtls => "gRPC tonic+rustls mTLS",
             CaseId::GrpcMesh => "gRPC mesh.channel",
+            CaseId::HyperMtlsH1 => "hyper+rustls mTLS h1",
+            CaseId::MeshH2 => "in-process mesh h2",
+        }
+    }
+
+    /// The in-process baseline speaking the same protocol as this case (the mesh over
+    /// HTTP/1.1 against hyper + rustls over HTTP/1.1, over HTTP/2 against HTTP/2), so a
+    /// ratio shows the mesh's own cost rather than the protocols' difference.
+    pub fn same_protocol_baseline(self) -> Option<CaseId> {
+        match self {
+            CaseId::Mesh | CaseId::HyperMtlsH1 => Some(CaseId::HyperMtlsH1),
+            CaseId::MeshH2 | CaseId::HyperMtls => Some(CaseId::HyperMtls),
+            CaseId::GrpcMesh | CaseId::GrpcTonicMtls => Some(CaseId::GrpcTonicMtls),
+            _ => None,
         }
     }
 }

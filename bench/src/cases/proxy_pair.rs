@@ -1,6 +1,7 @@
 //! Case 4: our proxy pair (examples/proxy, `mesh-proxy --workers 1` each). Load generator
 //! -> (HTTP/1.1) the client proxy's outbound listener -> `MeshClient` routing from xDS
-//! (embedded control plane, same Istio config as case 3) -> mTLS HTTP/2 -> the server
+//! (embedded control plane, same Istio config as case 9: `h2UpgradePolicy: UPGRADE`) ->
+//! mTLS HTTP/2, multiplexed as between the Envoys of case 5 -> the server
 //! proxy's STRICT inbound (authorization, Istio metrics) -> (HTTP/1.1) the app in the
 //! harness process. Certificates: the same dev CA, as istio-agent style PEM files.
 
@@ -65,7 +66,7 @@ impl ProxyPair {
         let inbound = free_port()?;
         let config_dir = dir.path().join("config");
         std::fs::create_dir(&config_dir)?;
-        std::fs::write(config_dir.join("bench.yaml"), config(inbound))?;
+        std::fs::write(config_dir.join("bench.yaml"), config(inbound, true))?;
         let cp = ControlPlane::start(ControlPlaneOptions {
             config_dir: config_dir.clone(),
             xds_addr: ([127, 0, 0, 1], 0).into(),
@@ -183,8 +184,9 @@ impl Case for ProxyPair {
     fn describe(&self) -> String {
         "hyper HTTP/1.1 client -> client `mesh-proxy` (`--workers 1`; outbound listener, \
          `MeshClient` routing from the embedded control plane with the same Istio config as \
-         case 3, so HTTP/1.1 upstream as in Istio without `h2UpgradePolicy`) -> mTLS \
-         HTTP/1.1 -> server `mesh-proxy` (`--workers 1`; STRICT inbound, \
+         case 9, whose `h2UpgradePolicy: UPGRADE` makes the upstream HTTP/2) -> one \
+         multiplexed mTLS HTTP/2 connection (as the Envoy pair) -> server `mesh-proxy` \
+         (`--workers 1`; STRICT inbound, \
          authorization, Istio metrics) -> HTTP/1.1 -> the hyper app in the harness process; \
          identities from PEM files issued by the same dev CA"
             .into()

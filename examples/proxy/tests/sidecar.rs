@@ -26,9 +26,21 @@ use tokio::process::{Child, Command};
 
 const API: &str = "api.default.svc.cluster.local:8080";
 
+/// A loopback port nothing listens on, never the same twice in this process. The port is
+/// released before a child binds it, so the kernel may offer it again to the next
+/// `bind(0)`: two sidecars (of this test or of the one running beside it) given the same
+/// port made one forward to the other's listener.
 fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = l.local_addr().expect("addr").port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 fn local(port: u16) -> SocketAddr {
@@ -314,15 +326,29 @@ async fn wait_ready(c: &Client<HttpConnector, Empty<Bytes>>, admin: u16, what: &
     panic!("{what} not ready: {last}");
 }
 
-async fn wait_listening(port: u16, what: &str) {
+/// Waits until the echo app `name` answers on `port`: the app itself, not whatever else
+/// might hold the port.
+async fn wait_app(port: u16, name: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let expected = format!("\"name\": \"{name}\"");
+    let mut last = String::new();
     while Instant::now() < deadline {
-        if tokio::net::TcpStream::connect(local(port)).await.is_ok() {
-            return;
+        match tokio::net::TcpStream::connect(local(port)).await {
+            Ok(mut tcp) => {
+                let mut answer = String::new();
+                let asked = tcp.write_all(b"GET / HTTP/1.0\r\n\r\n").await;
+                if asked.is_ok() && tcp.read_to_string(&mut answer).await.is_ok() {
+                    if answer.contains(&expected) {
+                        return;
+                    }
+                    last = answer;
+                }
+            }
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("{what} is not listening on {port}");
+    panic!("the {name} app does not answer on {port}: {last}");
 }
 
 /// The value of the first series of `name` whose labels include every `k="v"` of `labels`.
@@ -387,8 +413,12 @@ async fn python_apps_behind_proxies_route_mtls_with_metrics_and_drain() {
     mesh.proxy(api1, "api", "v1", &["--access-log".into(), "json".into()]);
     let api2_proxy = mesh.proxy(api2, "api", "v2", &["--drain-timeout".into(), "5s".into()]);
     let c = client();
-    for (s, what) in [(web, "web"), (api1, "api v1"), (api2, "api v2")] {
-        wait_listening(s.app, what).await;
+    for (s, app, what) in [
+        (web, "web", "web"),
+        (api1, "api-v1", "api v1"),
+        (api2, "api-v2", "api v2"),
+    ] {
+        wait_app(s.app, app).await;
         wait_ready(&c, s.admin, what).await;
     }
     let out = local(web.outbound.expect("web outbound"));
@@ -735,8 +765,8 @@ async fn static_mesh_config_and_local_ca() {
     children.push(spawn_proxy(&other_args));
     let c = client();
     wait_ready(&c, other.admin, "other").await;
-    for (s, what) in [(web, "web"), (api2, "api v2")] {
-        wait_listening(s.app, what).await;
+    for (s, app, what) in [(web, "web", "web"), (api2, "api-v2", "api v2")] {
+        wait_app(s.app, app).await;
         wait_ready(&c, s.admin, what).await;
     }
     // No loopback xDS server (nor any other port) beyond the configured ones.

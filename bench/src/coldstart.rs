@@ -1,0 +1,174 @@
+//! Cold start: from spawning a proxy process to its first successful routed mTLS request
+//! (`mesh-bench --cold-start N`). The upstream, a mesh-tls server with the `echo` identity
+//! serving [`crate::payload`] over HTTP/2, runs in the harness for the whole measurement;
+//! each start spawns a fresh client-side proxy and sends `GET /payload` through its outbound
+//! listener as soon as it accepts a connection, retrying every 0.2 ms until one answers 200.
+//!
+//! - `mesh-proxy` in static mode: `--mesh-config` (the Istio YAML of case 9, generated in
+//!   process, no xDS server) and `--identity ca:` (its certificate issued by the local CA
+//!   at start), so the time includes issuing the identity, loading and generating the
+//!   config, and the first mTLS handshake;
+//! - Envoy with a static config (listener, route, cluster and endpoint inline, certificate
+//!   files already written): the same route to the same server.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use mesh_tls::IdentityStore;
+use mesh_tls::config::ServerSettings;
+use mesh_tls::dev_ca::DevCa;
+use mesh_tls::server::{MeshAcceptor, serve_with_shutdown};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cases::lanes::{AbortOnDrop, H1Lane, free_port};
+use crate::cases::process::ChildProcess;
+use crate::cases::{HOST, PORT, envoy, envoy_client, mesh_config};
+use crate::loadgen::Lane;
+use crate::{Error, certs, payload};
+
+/// The start-up times of one proxy, milliseconds, in the order measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ColdStarts {
+    /// Which proxy.
+    pub name: String,
+    /// Each start's time to the first 200.
+    pub millis: Vec<f64>,
+}
+
+impl ColdStarts {
+    /// The median start.
+    pub fn median(&self) -> f64 {
+        crate::report::median(self.millis.clone())
+    }
+
+    /// The slowest start.
+    pub fn max(&self) -> f64 {
+        self.millis.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Measures `starts` cold starts of each proxy available, interleaved (mesh-proxy, Envoy,
+/// mesh-proxy, ...), so load drift hits both alike.
+pub async fn run(
+    proxy: Option<&Path>,
+    envoy_bin: Option<&Path>,
+    starts: usize,
+) -> Result<Vec<ColdStarts>, Error> {
+    let ca = DevCa::new(mesh_core::TrustDomain::new("cluster.local")?)?;
+    let dir = tempfile::tempdir()?;
+    let ca_dir = dir.path().join("ca");
+    std::fs::create_dir(&ca_dir)?;
+    ca.save(&ca_dir)?;
+    let (server, _task) = upstream(&ca).await?;
+
+    let config_dir = dir.path().join("mesh");
+    std::fs::create_dir(&config_dir)?;
+    std::fs::write(
+        config_dir.join("bench.yaml"),
+        mesh_config(server.port(), true),
+    )?;
+    let envoy_yaml = dir.path().join("client-envoy.yaml");
+    let files = certs::write_pem(dir.path(), "client", &certs::issue(&ca, "bench-client")?)?;
+    let server_id = certs::spiffe_id(&ca, "echo")?.to_string();
+
+    // The proxies' logs, kept when MESH_BENCH_COLDSTART_LOGS names a directory (with
+    // MESH_BENCH_PROXY_LOG=debug, say, to see where a start spends its time).
+    let log_dir = std::env::var_os("MESH_BENCH_COLDSTART_LOGS")
+        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+    std::fs::create_dir_all(&log_dir)?;
+    let mut out = Vec::new();
+    if proxy.is_some() {
+        out.push(ColdStarts {
+            name: "mesh-proxy, static mode (--mesh-config, --identity ca:)".into(),
+            millis: Vec::new(),
+        });
+    }
+    if envoy_bin.is_some() {
+        out.push(ColdStarts {
+            name: "Envoy 1.40, static config".into(),
+            millis: Vec::new(),
+        });
+    }
+    for i in 0..starts {
+        let mut k = 0;
+        if let Some(bin) = proxy {
+            let port = free_port()?;
+            let mut cmd = Command::new(bin);
+            cmd.args(["--mesh-config", &config_dir.display().to_string()])
+                .args(["--identity", &format!("ca:{}", ca_dir.display())])
+                .args(["--inbound", "off", "--admin", "off"])
+                .args(["--outbound", &format!("127.0.0.1:{port}")])
+                .args(["--name", "bench-client-0", "--namespace", "bench"])
+                .args([
+                    "--service-account",
+                    "bench-client",
+                    "--label",
+                    "app=bench-client",
+                ])
+                .args(["--workers", "1"])
+                .env("RUST_LOG", proxy_log_level());
+            let log = log_dir.join(format!("mesh-proxy-{i}.log"));
+            let ms = time_first_request(cmd, "mesh-proxy", &log, port).await?;
+            out[k].millis.push(ms);
+            k += 1;
+        }
+        if let Some(bin) = envoy_bin {
+            let port = free_port()?;
+            std::fs::write(
+                &envoy_yaml,
+                envoy_client(port, server.port(), &files, &server_id),
+            )?;
+            let cmd = envoy(bin, &envoy_yaml);
+            let log = log_dir.join(format!("envoy-{i}.log"));
+            let ms = time_first_request(cmd, "Envoy", &log, port).await?;
+            out[k].millis.push(ms);
+        }
+    }
+    Ok(out)
+}
+
+/// `RUST_LOG` of the proxies: `MESH_BENCH_PROXY_LOG`, else `warn`.
+fn proxy_log_level() -> String {
+    std::env::var("MESH_BENCH_PROXY_LOG").unwrap_or_else(|_| "warn".into())
+}
+
+/// The mesh-tls server of the `echo` workload (SPIFFE mTLS, HTTP/2 or HTTP/1.1 by ALPN).
+async fn upstream(ca: &DevCa) -> Result<(SocketAddr, AbortOnDrop), Error> {
+    let store = IdentityStore::from_credentials(certs::issue(ca, "echo")?)?;
+    let acceptor = MeshAcceptor::new(store, ServerSettings::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = tower::service_fn(payload::app);
+    let task = tokio::spawn(async move {
+        let _ = serve_with_shutdown(listener, acceptor, app, std::future::pending()).await;
+    });
+    Ok((addr, AbortOnDrop(task)))
+}
+
+/// Spawns `cmd` and returns the milliseconds until a request through `port` answered 200.
+async fn time_first_request(cmd: Command, name: &str, log: &Path, port: u16) -> Result<f64, Error> {
+    let entry: SocketAddr = ([127, 0, 0, 1], port).into();
+    let authority = format!("{HOST}:{PORT}");
+    let started = Instant::now();
+    let mut child = ChildProcess::spawn(name, cmd, log)?;
+    let deadline = started + Duration::from_secs(20);
+    loop {
+        let attempt = async {
+            let tcp = TcpStream::connect(entry).await?;
+            tcp.set_nodelay(true)?;
+            H1Lane::new(tcp, &authority).await?.send().await
+        };
+        match attempt.await {
+            Ok(()) => return Ok(started.elapsed().as_secs_f64() * 1e3),
+            Err(e) if Instant::now() > deadline => {
+                child.check_running(log)?;
+                return Err(format!("{name}: no answer 20 s after start: {e}").into());
+            }
+            // A spin with a short pause: tokio's timer would round up to 1 ms.
+            Err(_) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+}

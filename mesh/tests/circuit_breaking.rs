@@ -282,3 +282,31 @@ async fn an_endpoint_without_connections_gets_one_at_max_connections() {
     assert_eq!(seen_a.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(seen_b.accepted.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeouts_close_unused_connections() {
+    // (pool, protocol, connections the server accepts for two requests 1.5 s apart): an
+    // idle timeout of 1 s closes the first connection before the second request; without
+    // one (Envoy's default is an hour) the second request reuses it.
+    let rows = [
+        ("{http: {idleTimeout: 1s}}", "HTTP", false, 2),
+        ("{http: {idleTimeout: 1s}}", "HTTP2", true, 2),
+        ("{tcp: {idleTimeout: 1s}}", "HTTP", false, 2),
+        ("{http: {maxRetries: 3}}", "HTTP", false, 1),
+    ];
+    for (pool, protocol, h2, connections) in rows {
+        let (port, seen) = slow_server(h2).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, protocol, pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert_eq!(
+            seen.accepted.load(Ordering::SeqCst),
+            connections,
+            "{pool} {protocol}"
+        );
+    }
+}

@@ -1,7 +1,8 @@
 //! Circuit breakers on the connection pool, as Istio users write them: a DestinationRule's
 //! `connectionPool` (`maxConnections`, `http1MaxPendingRequests`, `http2MaxRequests`) on a
 //! workload configured by the embedded control plane in process. Overflow is answered at
-//! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do.
+//! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do. The
+//! pool's timeouts (`connectTimeout`, `idleTimeout`) and connection lifetimes are here too.
 
 mod support;
 
@@ -307,6 +308,55 @@ async fn idle_timeouts_close_unused_connections() {
             seen.accepted.load(Ordering::SeqCst),
             connections,
             "{pool} {protocol}"
+        );
+    }
+}
+
+/// A port whose connections never complete: a listener that never accepts, with its
+/// backlog filled, so the kernel drops further SYNs and a connect hangs until timed out.
+async fn black_hole() -> (u16, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    // Fill the accept queue; once it is full a connect no longer completes.
+    while let Ok(Ok(s)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        held.push(s);
+    }
+    std::mem::forget(listener);
+    (addr.port(), held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_each_connection_attempt() {
+    let (port, _held) = black_hole().await;
+    // (connectTimeout, the least and most a failed request may take). Istio's default
+    // retry policy makes three attempts on connect failure, each bounded by the timeout;
+    // without it the default (10 s) would hold the first attempt past the bound.
+    for (timeout, least, most) in [
+        (
+            "250ms",
+            Duration::from_millis(250),
+            Duration::from_millis(2500),
+        ),
+        ("1s", Duration::from_secs(1), Duration::from_secs(6)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = format!("{{tcp: {{connectTimeout: {timeout}}}}}");
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP", &pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let outcome = fire(&m.client(), 1).await.remove(0);
+        assert_eq!(outcome.status, 503, "{timeout}");
+        assert!(
+            (least..most).contains(&outcome.took),
+            "{timeout}: failed after {:?}",
+            outcome.took
         );
     }
 }

@@ -360,3 +360,24 @@ async fn connect_timeout_bounds_each_connection_attempt() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_spreads_requests_over_connections() {
+    // (pool, HTTP/2 connections the server accepts for 8 concurrent requests): two streams
+    // per connection need four; without a limit they share one per worker thread (two), as
+    // Envoy's per-worker pools do (see mesh-route's pool docs).
+    for (pool, connections) in [
+        ("{http: {maxConcurrentStreams: 2}}", 4),
+        ("{http: {maxRetries: 3}}", 2),
+    ] {
+        let (port, seen) = slow_server(true).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP2", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        // One connection first, as a warm pool holds.
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert!(fire(&client, 8).await.iter().all(|o| o.status == 200));
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), connections, "{pool}");
+    }
+}

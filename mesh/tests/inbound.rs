@@ -879,3 +879,60 @@ async fn authorization_fields_act_on_requests() {
         }
     }
 }
+
+/// A workload PeerAuthentication for `app` (its `spec` fields in flow YAML after `selector`).
+fn workload_peer_auth(app: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {app}, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: {app}}}}}, {rest}}}\n"
+    )
+}
+
+/// PeerAuthentication's selector and portLevelMtls on connections: (namespace mode, the
+/// workload policy, whether plaintext is served). mTLS callers are served in every row.
+#[tokio::test]
+async fn peer_authentication_selector_and_port_level_mtls_act() {
+    let rows = [
+        // The selector picks the workload: its mode wins over the namespace's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "mtls: {mode: PERMISSIVE}"),
+            true,
+        ),
+        // A selector for another workload leaves the namespace's mode.
+        (
+            "STRICT",
+            workload_peer_auth("other", "mtls: {mode: PERMISSIVE}"),
+            false,
+        ),
+        // The port's mode wins over the workload's and the namespace's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "portLevelMtls: {\"$PORT\": {mode: PERMISSIVE}}"),
+            true,
+        ),
+        (
+            "PERMISSIVE",
+            workload_peer_auth(
+                "web",
+                "mtls: {mode: PERMISSIVE}, portLevelMtls: {\"$PORT\": {mode: STRICT}}",
+            ),
+            false,
+        ),
+        // Another port's setting leaves this one's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "portLevelMtls: {\"1\": {mode: PERMISSIVE}}"),
+            false,
+        ),
+    ];
+    for (namespace, workload, plaintext) in rows {
+        let f = start(&format!("{}---\n{workload}", peer_auth(namespace))).await;
+        let what = format!("{namespace} + {workload}");
+        assert_eq!(plaintext_get(&f).await.is_ok(), plaintext, "{what}");
+        assert_eq!(
+            mtls_get(&f, "reviews").await.map(|r| r.0),
+            Ok(200),
+            "{what}"
+        );
+    }
+}

@@ -381,3 +381,56 @@ async fn max_concurrent_streams_spreads_requests_over_connections() {
         assert_eq!(seen.accepted.load(Ordering::SeqCst), connections, "{pool}");
     }
 }
+
+/// A server speaking HTTP/1.1 and HTTP/2 (prior knowledge) that answers with the version
+/// the request reached it in.
+async fn version_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let v = format!("{:?}", req.version());
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(v))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_client_protocol_forwards_in_the_callers_version() {
+    let port = version_server().await;
+    // (pool, the caller's version, the version the server sees).
+    for (pool, caller, seen) in [
+        (
+            "{http: {useClientProtocol: true}}",
+            http::Version::HTTP_2,
+            "HTTP/2.0",
+        ),
+        (
+            "{http: {useClientProtocol: true}}",
+            http::Version::HTTP_11,
+            "HTTP/1.1",
+        ),
+        ("{http: {maxRetries: 3}}", http::Version::HTTP_2, "HTTP/1.1"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let req = http::Request::get(format!("http://{HOST}:8080/"))
+            .version(caller)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{pool} {caller:?}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, seen.as_bytes(), "{pool} {caller:?}");
+    }
+}

@@ -434,3 +434,49 @@ async fn use_client_protocol_forwards_in_the_callers_version() {
         assert_eq!(body, seen.as_bytes(), "{pool} {caller:?}");
     }
 }
+
+/// [`config`] with the pool on a subset (`v1`) that a VirtualService routes to, as
+/// `merged_policy` merges subset settings over the host's.
+fn subset_config(port: u16, protocol: &str, pool: &str) -> String {
+    config(port, protocol, "{http: {maxRetries: 3}}")
+        + &format!(
+            r#"  subsets: [{{name: v1, labels: {{}}, trafficPolicy: {{connectionPool: {pool}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http: [{{route: [{{destination: {{host: {HOST}, subset: v1}}}}]}}]
+"#
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_connection_pools_apply_to_their_subset() {
+    // As idle_timeouts_close_unused_connections, with the pool on the routed subset.
+    for pool in ["{http: {idleTimeout: 1s}}", "{tcp: {idleTimeout: 1s}}"] {
+        let (port, seen) = slow_server(false).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), subset_config(port, "HTTP", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), 2, "{pool}");
+    }
+    // As connect_timeout_bounds_each_connection_attempt.
+    let (port, _held) = black_hole().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "{tcp: {connectTimeout: 250ms}}";
+    std::fs::write(dir.path().join("c.yaml"), subset_config(port, "HTTP", pool)).unwrap();
+    let m = mesh(dir.path()).await;
+    let outcome = fire(&m.client(), 1).await.remove(0);
+    assert_eq!(outcome.status, 503);
+    assert!(
+        (Duration::from_millis(250)..Duration::from_millis(2500)).contains(&outcome.took),
+        "failed after {:?}",
+        outcome.took
+    );
+}

@@ -1,7 +1,8 @@
 //! Circuit breakers on the connection pool, as Istio users write them: a DestinationRule's
 //! `connectionPool` (`maxConnections`, `http1MaxPendingRequests`, `http2MaxRequests`) on a
 //! workload configured by the embedded control plane in process. Overflow is answered at
-//! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do.
+//! once with Envoy's 503 `UO` and counted, as Envoy's HTTP/1.1 and HTTP/2 pools do. The
+//! pool's timeouts (`connectTimeout`, `idleTimeout`) and connection lifetimes are here too.
 
 mod support;
 
@@ -281,4 +282,201 @@ async fn an_endpoint_without_connections_gets_one_at_max_connections() {
     assert!(outcomes.iter().all(|o| o.took < Duration::from_secs(5)));
     assert_eq!(seen_a.accepted.load(Ordering::SeqCst), 1);
     assert_eq!(seen_b.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeouts_close_unused_connections() {
+    // (pool, protocol, connections the server accepts for two requests 1.5 s apart): an
+    // idle timeout of 1 s closes the first connection before the second request; without
+    // one (Envoy's default is an hour) the second request reuses it.
+    let rows = [
+        ("{http: {idleTimeout: 1s}}", "HTTP", false, 2),
+        ("{http: {idleTimeout: 1s}}", "HTTP2", true, 2),
+        ("{tcp: {idleTimeout: 1s}}", "HTTP", false, 2),
+        ("{http: {maxRetries: 3}}", "HTTP", false, 1),
+    ];
+    for (pool, protocol, h2, connections) in rows {
+        let (port, seen) = slow_server(h2).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, protocol, pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert_eq!(
+            seen.accepted.load(Ordering::SeqCst),
+            connections,
+            "{pool} {protocol}"
+        );
+    }
+}
+
+/// A port whose connections never complete: a listener that never accepts, with its
+/// backlog filled, so the kernel drops further SYNs and a connect hangs until timed out.
+async fn black_hole() -> (u16, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    // Fill the accept queue; once it is full a connect no longer completes.
+    while let Ok(Ok(s)) = tokio::time::timeout(
+        Duration::from_millis(200),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    {
+        held.push(s);
+    }
+    std::mem::forget(listener);
+    (addr.port(), held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_timeout_bounds_each_connection_attempt() {
+    let (port, _held) = black_hole().await;
+    // (connectTimeout, the least and most a failed request may take). Istio's default
+    // retry policy makes three attempts on connect failure, each bounded by the timeout;
+    // without it the default (10 s) would hold the first attempt past the bound.
+    for (timeout, least, most) in [
+        (
+            "250ms",
+            Duration::from_millis(250),
+            Duration::from_millis(2500),
+        ),
+        ("1s", Duration::from_secs(1), Duration::from_secs(6)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = format!("{{tcp: {{connectTimeout: {timeout}}}}}");
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP", &pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let outcome = fire(&m.client(), 1).await.remove(0);
+        assert_eq!(outcome.status, 503, "{timeout}");
+        assert!(
+            (least..most).contains(&outcome.took),
+            "{timeout}: failed after {:?}",
+            outcome.took
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_spreads_requests_over_connections() {
+    // (pool, HTTP/2 connections the server accepts for 8 concurrent requests): two streams
+    // per connection need four; without a limit they share one per worker thread (two), as
+    // Envoy's per-worker pools do (see mesh-route's pool docs).
+    for (pool, connections) in [
+        ("{http: {maxConcurrentStreams: 2}}", 4),
+        ("{http: {maxRetries: 3}}", 2),
+    ] {
+        let (port, seen) = slow_server(true).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP2", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        // One connection first, as a warm pool holds.
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert!(fire(&client, 8).await.iter().all(|o| o.status == 200));
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), connections, "{pool}");
+    }
+}
+
+/// A server speaking HTTP/1.1 and HTTP/2 (prior knowledge) that answers with the version
+/// the request reached it in.
+async fn version_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let svc = service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                    let v = format!("{:?}", req.version());
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(v))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn use_client_protocol_forwards_in_the_callers_version() {
+    let port = version_server().await;
+    // (pool, the caller's version, the version the server sees).
+    for (pool, caller, seen) in [
+        (
+            "{http: {useClientProtocol: true}}",
+            http::Version::HTTP_2,
+            "HTTP/2.0",
+        ),
+        (
+            "{http: {useClientProtocol: true}}",
+            http::Version::HTTP_11,
+            "HTTP/1.1",
+        ),
+        ("{http: {maxRetries: 3}}", http::Version::HTTP_2, "HTTP/1.1"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), config(port, "HTTP", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let req = http::Request::get(format!("http://{HOST}:8080/"))
+            .version(caller)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = m.client().oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{pool} {caller:?}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, seen.as_bytes(), "{pool} {caller:?}");
+    }
+}
+
+/// [`config`] with the pool on a subset (`v1`) that a VirtualService routes to, as
+/// `merged_policy` merges subset settings over the host's.
+fn subset_config(port: u16, protocol: &str, pool: &str) -> String {
+    config(port, protocol, "{http: {maxRetries: 3}}")
+        + &format!(
+            r#"  subsets: [{{name: v1, labels: {{}}, trafficPolicy: {{connectionPool: {pool}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: slow, namespace: default}}
+spec:
+  hosts: [{HOST}]
+  http: [{{route: [{{destination: {{host: {HOST}, subset: v1}}}}]}}]
+"#
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_connection_pools_apply_to_their_subset() {
+    // As idle_timeouts_close_unused_connections, with the pool on the routed subset.
+    for pool in ["{http: {idleTimeout: 1s}}", "{tcp: {idleTimeout: 1s}}"] {
+        let (port, seen) = slow_server(false).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("c.yaml"), subset_config(port, "HTTP", pool)).unwrap();
+        let m = mesh(dir.path()).await;
+        let client = m.client();
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(fire(&client, 1).await[0].status, 200);
+        assert_eq!(seen.accepted.load(Ordering::SeqCst), 2, "{pool}");
+    }
+    // As connect_timeout_bounds_each_connection_attempt.
+    let (port, _held) = black_hole().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "{tcp: {connectTimeout: 250ms}}";
+    std::fs::write(dir.path().join("c.yaml"), subset_config(port, "HTTP", pool)).unwrap();
+    let m = mesh(dir.path()).await;
+    let outcome = fire(&m.client(), 1).await.remove(0);
+    assert_eq!(outcome.status, 503);
+    assert!(
+        (Duration::from_millis(250)..Duration::from_millis(2500)).contains(&outcome.took),
+        "failed after {:?}",
+        outcome.took
+    );
 }

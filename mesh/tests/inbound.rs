@@ -132,6 +132,8 @@ async fn start_with(security: &str, how: Server) -> Fixture {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("web.yaml"), service_yaml(port)).unwrap();
+    // `$PORT` in a policy stands for the server's port.
+    let security = security.replace("$PORT", &port.to_string());
     std::fs::write(dir.path().join("security.yaml"), security).unwrap();
     let cp = ControlPlane::start(ControlPlaneOptions {
         config_dir: dir.path().into(),
@@ -741,5 +743,196 @@ async fn serve_fixed_normalizes_paths_with_base_unless_told_otherwise() {
         };
         eventually("serve_fixed serves", || async { get().await.is_ok() }).await;
         assert_eq!(get().await.unwrap(), (200, seen.to_owned()));
+    }
+}
+
+/// One request of [`authorization_fields_act_on_requests`]: caller, method, path, `host`
+/// header (`None`: the server's address), an `x-team` header, and the status expected.
+type Call = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    u16,
+);
+
+/// Sends `call` over mTLS as its caller.
+async fn mtls_call(f: &Fixture, call: &Call) -> u16 {
+    let (sa, method, path, host, team, _) = *call;
+    let connector = MeshConnector::new(identity(&f.cp, sa), ClientSettings::default());
+    let uri: http::Uri = format!("https://{}/", f.addr).parse().unwrap();
+    let stream = connector.connect(&uri).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream.into_inner()))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let addr = f.addr.to_string();
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host.unwrap_or(&addr));
+    if let Some(team) = team {
+        req = req.header("x-team", team);
+    }
+    let resp = send
+        .send_request(req.body(Empty::<Bytes>::new()).unwrap())
+        .await
+        .unwrap();
+    resp.status().as_u16()
+}
+
+/// Each `from`, `to` and `when` field of an ALLOW rule, on requests to a server configured
+/// from the YAML: one request the rule admits (200) and one it does not (403), so a field
+/// the generator dropped (an empty rule admits everything) fails its row.
+#[tokio::test]
+async fn authorization_fields_act_on_requests() {
+    let rows: [(&str, &[Call]); 15] = [
+        (
+            "from: [{source: {notPrincipals: [cluster.local/ns/default/sa/ratings]}}]",
+            &[
+                ("reviews", "GET", "/", None, None, 200),
+                ("ratings", "GET", "/", None, None, 403),
+            ],
+        ),
+        (
+            "from: [{source: {namespaces: [default]}}]",
+            &[("reviews", "GET", "/", None, None, 200)],
+        ),
+        (
+            "from: [{source: {namespaces: [other]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "from: [{source: {notNamespaces: [default]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "from: [{source: {ipBlocks: [10.0.0.0/8]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "from: [{source: {ipBlocks: [127.0.0.1/32]}}]",
+            &[("reviews", "GET", "/", None, None, 200)],
+        ),
+        (
+            "from: [{source: {notIpBlocks: [127.0.0.0/8]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "to: [{operation: {hosts: [web.example]}}]",
+            &[
+                ("reviews", "GET", "/", Some("web.example"), None, 200),
+                ("reviews", "GET", "/", Some("other.example"), None, 403),
+            ],
+        ),
+        (
+            "to: [{operation: {notHosts: [web.example]}}]",
+            &[
+                ("reviews", "GET", "/", Some("web.example"), None, 403),
+                ("reviews", "GET", "/", Some("other.example"), None, 200),
+            ],
+        ),
+        (
+            "to: [{operation: {ports: [\"$PORT\"]}}]",
+            &[("reviews", "GET", "/", None, None, 200)],
+        ),
+        (
+            "to: [{operation: {ports: [\"1\"]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "to: [{operation: {notPorts: [\"$PORT\"]}}]",
+            &[("reviews", "GET", "/", None, None, 403)],
+        ),
+        (
+            "to: [{operation: {methods: [GET], notPaths: [/admin*]}}]",
+            &[
+                ("reviews", "GET", "/", None, None, 200),
+                ("reviews", "POST", "/", None, None, 403),
+                ("reviews", "GET", "/admin", None, None, 403),
+            ],
+        ),
+        (
+            "to: [{operation: {notMethods: [POST]}}]",
+            &[
+                ("reviews", "GET", "/", None, None, 200),
+                ("reviews", "POST", "/", None, None, 403),
+            ],
+        ),
+        (
+            "when: [{key: \"request.headers[x-team]\", values: [a, b], notValues: [b]}]",
+            &[
+                ("reviews", "GET", "/", None, Some("a"), 200),
+                ("reviews", "GET", "/", None, Some("b"), 403),
+                ("reviews", "GET", "/", None, Some("c"), 403),
+            ],
+        ),
+    ];
+    for (rule, calls) in rows {
+        let policy = format!(
+            "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {{name: web, namespace: default}}\nspec:\n  selector: {{matchLabels: {{app: web}}}}\n  action: ALLOW\n  rules: [{{{rule}}}]\n"
+        );
+        let f = start(&format!("{}---\n{policy}", peer_auth("STRICT"))).await;
+        for call in calls {
+            assert_eq!(mtls_call(&f, call).await, call.5, "{rule}: {call:?}");
+        }
+    }
+}
+
+/// A workload PeerAuthentication for `app` (its `spec` fields in flow YAML after `selector`).
+fn workload_peer_auth(app: &str, rest: &str) -> String {
+    format!(
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: {app}, namespace: default}}\nspec: {{selector: {{matchLabels: {{app: {app}}}}}, {rest}}}\n"
+    )
+}
+
+/// PeerAuthentication's selector and portLevelMtls on connections: (namespace mode, the
+/// workload policy, whether plaintext is served). mTLS callers are served in every row.
+#[tokio::test]
+async fn peer_authentication_selector_and_port_level_mtls_act() {
+    let rows = [
+        // The selector picks the workload: its mode wins over the namespace's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "mtls: {mode: PERMISSIVE}"),
+            true,
+        ),
+        // A selector for another workload leaves the namespace's mode.
+        (
+            "STRICT",
+            workload_peer_auth("other", "mtls: {mode: PERMISSIVE}"),
+            false,
+        ),
+        // The port's mode wins over the workload's and the namespace's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "portLevelMtls: {\"$PORT\": {mode: PERMISSIVE}}"),
+            true,
+        ),
+        (
+            "PERMISSIVE",
+            workload_peer_auth(
+                "web",
+                "mtls: {mode: PERMISSIVE}, portLevelMtls: {\"$PORT\": {mode: STRICT}}",
+            ),
+            false,
+        ),
+        // Another port's setting leaves this one's.
+        (
+            "STRICT",
+            workload_peer_auth("web", "portLevelMtls: {\"1\": {mode: PERMISSIVE}}"),
+            false,
+        ),
+    ];
+    for (namespace, workload, plaintext) in rows {
+        let f = start(&format!("{}---\n{workload}", peer_auth(namespace))).await;
+        let what = format!("{namespace} + {workload}");
+        assert_eq!(plaintext_get(&f).await.is_ok(), plaintext, "{what}");
+        assert_eq!(
+            mtls_get(&f, "reviews").await.map(|r| r.0),
+            Ok(200),
+            "{what}"
+        );
     }
 }

@@ -36,6 +36,8 @@
 //!   take HTTP/2 connections of their own, kept as for an HTTP/2 cluster (same breaker
 //!   and counters): gRPC needs HTTP/2, and istiod's proxyless generator sends gRPC clusters
 //!   without HTTP/2 options, leaving the protocol to the gRPC library.
+//!   HTTP/2 requests to a cluster that forwards in the caller's version
+//!   (`use_downstream_protocol_config`, Istio's `useClientProtocol`) take them too.
 //!
 //! Picking an HTTP/2 connection reads an `ArcSwap`'d list and an atomic per connection; a
 //! lock is taken only to add an endpoint or a connection (HTTP/1.1 holds a short lock on

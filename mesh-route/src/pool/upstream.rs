@@ -40,6 +40,9 @@ pub struct UpstreamPool {
     hbone: Option<Arc<Shared>>,
     /// HTTP/2 inside the tunnel for gRPC requests to HBONE endpoints (as `grpc`).
     hbone_grpc: Option<Arc<Shared>>,
+    /// The cluster forwards in the caller's HTTP version (Envoy's
+    /// `use_downstream_protocol_config`): HTTP/2 requests take the `grpc` connections.
+    use_downstream: bool,
 }
 
 impl UpstreamPool {
@@ -78,6 +81,7 @@ impl UpstreamPool {
             grpc,
             hbone,
             hbone_grpc,
+            use_downstream: cluster.http_protocol.protocol == UpstreamProtocol::UseDownstream,
         }
     }
 }
@@ -206,7 +210,8 @@ impl UpstreamPool {
         tls_mode: TlsMode,
         req: http::Request<RequestBody>,
     ) -> ResponseFuture {
-        let grpc = mesh_resilience::body::is_grpc(&req);
+        let grpc = mesh_resilience::body::is_grpc(&req)
+            || (self.use_downstream && req.version() == http::Version::HTTP_2);
         let hbone = self.hbone.as_ref();
         let tunnel = match (tls_mode, grpc) {
             (TlsMode::Hbone, true) => self.hbone_grpc.as_ref().or(hbone),
@@ -337,6 +342,7 @@ impl WeakPool {
                 grpc: None,
                 hbone: None,
                 hbone_grpc: None,
+                use_downstream: false,
             };
             pool.counters()
         })

@@ -2,6 +2,7 @@
 
 mod envoy_pair;
 mod grpc;
+mod grpc_go;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
@@ -10,19 +11,21 @@ mod process;
 mod proxy_pair;
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use envoy_pair::EnvoyPair;
 pub use grpc::{GrpcMesh, GrpcTonicMtls};
+pub use grpc_go::GrpcGoPair;
 pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
 pub use proxy_pair::{ProxyPair, ProxyPairConfig};
 
 use crate::Error;
-use crate::loadgen::Lane;
+use crate::loadgen::{Lane, Load};
 
 /// Which case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -41,11 +44,13 @@ pub enum CaseId {
     GrpcTonicMtls,
     /// 7. unary gRPC through the mesh: `mesh.channel` -> mesh server.
     GrpcMesh,
+    /// 8. unary gRPC between a grpc-go proxyless client and server.
+    GrpcGoPair,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 7] = [
+    pub const ALL: [CaseId; 8] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -53,9 +58,10 @@ impl CaseId {
         CaseId::EnvoyPair,
         CaseId::GrpcTonicMtls,
         CaseId::GrpcMesh,
+        CaseId::GrpcGoPair,
     ];
 
-    /// The case's number (1-7).
+    /// The case's number (1-8).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -75,6 +81,7 @@ impl CaseId {
             CaseId::EnvoyPair => "Envoy pair",
             CaseId::GrpcTonicMtls => "gRPC tonic+rustls mTLS",
             CaseId::GrpcMesh => "gRPC mesh.channel",
+            CaseId::GrpcGoPair => "gRPC grpc-go pair",
         }
     }
 }
@@ -100,4 +107,44 @@ pub trait Case: Send + Sync {
 
     /// What exactly is measured, for the report.
     fn describe(&self) -> String;
+
+    /// Whether the case runs `load` (a case with its own load generator may not).
+    fn supports(&self, _load: Load) -> bool {
+        true
+    }
+
+    /// For a case whose load comes from a program of its own: runs `load` for `warmup`
+    /// unmeasured then `duration` measured, and returns its figures. `None` (the default):
+    /// the harness drives lanes from [`Case::connect`].
+    fn run_load(
+        &self,
+        _load: Load,
+        _warmup: Duration,
+        _duration: Duration,
+    ) -> Option<BoxFuture<'_, Result<ExternalRun, Error>>> {
+        None
+    }
+}
+
+/// What a case's own load generator reports for one run (see [`Case::run_load`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalRun {
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Largest latency.
+    pub max_us: f64,
+    /// The load generator's own CPU time during the measured part.
+    pub cpu_ms: f64,
+    /// The first failure.
+    pub first_error: Option<String>,
 }

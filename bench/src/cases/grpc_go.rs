@@ -206,18 +206,17 @@ impl Case for GrpcGoPair {
     ) -> Option<BoxFuture<'_, Result<ExternalRun, Error>>> {
         Some(Box::pin(async move {
             let bootstrap = self.dir.path().join("bench-go-client/bootstrap.json");
-            let out = tokio::process::Command::new(&self.bin)
-                .args([
-                    "load",
-                    &format!("xds:///{HOST}:{PORT}"),
-                    &load.connections().to_string(),
-                    &warmup.as_secs_f64().to_string(),
-                    &duration.as_secs_f64().to_string(),
-                ])
-                .env("GRPC_XDS_BOOTSTRAP", bootstrap)
-                .kill_on_drop(true)
-                .output()
-                .await?;
+            let mut cmd = Command::new(&self.bin);
+            cmd.args([
+                "load",
+                &format!("xds:///{HOST}:{PORT}"),
+                &load.connections().to_string(),
+                &warmup.as_secs_f64().to_string(),
+                &duration.as_secs_f64().to_string(),
+            ])
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap);
+            // The run ends by itself after warmup + duration.
+            let out = tokio::task::spawn_blocking(move || cmd.output()).await??;
             let stdout = String::from_utf8_lossy(&out.stdout);
             let stderr = String::from_utf8_lossy(&out.stderr);
             if !out.status.success() {

@@ -9,9 +9,10 @@ use mesh_core::TrustDomain;
 use mesh_tls::dev_ca::DevCa;
 use serde::{Deserialize, Serialize};
 
+use crate::cases::ExternalRun;
 use crate::cases::{
-    Case, CaseId, EnvoyPair, GrpcMesh, GrpcTonicMtls, HyperH1, HyperMtls, InProcessMesh, ProxyPair,
-    ProxyPairConfig,
+    Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, HyperH1, HyperMtls,
+    InProcessMesh, ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
@@ -32,6 +33,8 @@ pub struct Options {
     pub loads: Vec<Load>,
     /// The Envoy binary (case 5).
     pub envoy_bin: Option<PathBuf>,
+    /// The grpc-go proxyless workload, `interop/grpc-go-xds` (case 10).
+    pub grpc_go_bin: Option<PathBuf>,
     /// The proxy binary (case 4).
     pub proxy: ProxyPairConfig,
     /// HTTP/2 connections per endpoint of the in-process mesh's pool (case 3); `None`: the
@@ -49,6 +52,7 @@ impl Options {
             cases: CaseId::ALL.to_vec(),
             loads: Load::ALL.to_vec(),
             envoy_bin: None,
+            grpc_go_bin: None,
             proxy: ProxyPairConfig::default(),
             mesh_h2_connections: None,
         }
@@ -156,6 +160,13 @@ async fn start_case(
         }
         CaseId::GrpcTonicMtls => Arc::new(GrpcTonicMtls::start(ca).await?),
         CaseId::GrpcMesh => Arc::new(GrpcMesh::start(ca, ca_dir).await?),
+        CaseId::GrpcGoPair => {
+            let bin = opts.grpc_go_bin.as_ref().ok_or(
+                "no grpc-go-xds binary (set MESH_GRPC_GO_XDS_BIN or pass --grpc-go; \
+                 scripts/peers/grpc-go-xds.sh builds it)",
+            )?;
+            Arc::new(GrpcGoPair::start(bin, ca, ca_dir).await?)
+        }
     })
 }
 
@@ -199,6 +210,9 @@ pub async fn run(opts: &Options) -> Result<Results, Error> {
             let n = cases.len().max(1);
             for k in 0..cases.len() {
                 let case = &cases[(k + round) % n];
+                if !case.supports(load) {
+                    continue;
+                }
                 let m = measure(case.as_ref(), load, round, opts).await?;
                 eprintln!(
                     "round {round} {load:<32} {:<24} p50 {:>8.0} us  p99 {:>8.0} us  {:>8.0} rps  {:>6.1} us CPU/req  errors {}",
@@ -238,6 +252,9 @@ async fn measure(
     round: usize,
     opts: &Options,
 ) -> Result<Measurement, Error> {
+    if let Some(run) = case.run_load(load, opts.warmup, opts.duration) {
+        return measure_external(case, load, round, run).await;
+    }
     let mut lanes = connect(case, load.connections())
         .await
         .map_err(|e| format!("case {}: connecting: {e}", case.id()))?;
@@ -281,6 +298,50 @@ async fn measure(
             0.0
         } else {
             total.as_secs_f64() * 1e6 / sample.ok as f64
+        },
+        rss,
+    })
+}
+
+/// One measurement of a case that generates its own load: its figures, its load
+/// generator's CPU plus the case's processes' (the harness does nothing meanwhile).
+async fn measure_external(
+    case: &dyn Case,
+    load: Load,
+    round: usize,
+    run: futures::future::BoxFuture<'_, Result<ExternalRun, Error>>,
+) -> Result<Measurement, Error> {
+    let procs = case.processes();
+    let pids: Vec<u32> = procs.iter().map(|(_, p)| *p).collect();
+    let meter = CpuMeter::start(&pids)?;
+    let r = run
+        .await
+        .map_err(|e| format!("case {}: load: {e}", case.id()))?;
+    // The server's CPU is metered over the whole run, warm-up included: slightly high.
+    let (_own, others) = meter.stop()?;
+    let rss = procs
+        .iter()
+        .map(|(name, pid)| Ok((name.clone(), procstat::pid_rss(*pid)?)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let cpu_ms = r.cpu_ms + others.as_secs_f64() * 1e3;
+    Ok(Measurement {
+        case: case.id(),
+        load,
+        round,
+        p50_us: r.p50_us,
+        p90_us: r.p90_us,
+        p99_us: r.p99_us,
+        max_us: r.max_us,
+        rps: r.rps,
+        ok: r.ok,
+        errors: r.errors,
+        first_error: r.first_error,
+        cpu_harness_ms: 0.0,
+        cpu_proxies_ms: cpu_ms,
+        cpu_us_per_req: if r.ok == 0 {
+            0.0
+        } else {
+            cpu_ms * 1e3 / r.ok as f64
         },
         rss,
     })

@@ -8,14 +8,15 @@ use mesh_bench::harness::{self, Options, Results};
 use mesh_bench::loadgen::Load;
 use mesh_bench::{Error, criterion, report, svg};
 
-const USAGE: &str = "usage: mesh-bench [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
-                  [--cases 1,2,...,9]  (6, 7: unary gRPC, tonic mTLS / mesh; 8: hyper mTLS h1; 9: mesh h2) [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
+const USAGE: &str = "usage: mesh-bench [--quick (short defaults; other flags still apply)] [--rounds N] [--duration SECS] [--warmup SECS]
+                  [--cases 1,2,...,10]  (6, 7, 10: unary gRPC, tonic mTLS / mesh / grpc-go pair; 8: hyper mTLS h1; 9: mesh h2)
+                  [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH] [--grpc-go PATH]
                   [--mesh-h2-connections N]  (case 9's pool; default one per worker thread)
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
                   [--from-json IN.json]   (only rewrite docs/svg from a saved run)
        mesh-bench --cold-start N   (N cold starts of mesh-proxy and Envoy, interleaved)
-Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN.";
+Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN, grpc-go-xds to $MESH_GRPC_GO_XDS_BIN.";
 
 struct Args {
     opts: Options,
@@ -29,8 +30,14 @@ struct Args {
 }
 
 fn parse() -> Result<Args, Error> {
+    // `--quick` picks the defaults the other flags then change, wherever it stands.
+    let quick = std::env::args().any(|a| a == "--quick");
     let mut a = Args {
-        opts: Options::full(),
+        opts: if quick {
+            Options::quick()
+        } else {
+            Options::full()
+        },
         json: None,
         docs: None,
         svg: None,
@@ -41,6 +48,7 @@ fn parse() -> Result<Args, Error> {
     };
     a.opts.envoy_bin = std::env::var_os("MESH_ENVOY_BIN").map(PathBuf::from);
     a.opts.proxy.bin = std::env::var_os("MESH_PROXY_BIN").map(PathBuf::from);
+    a.opts.grpc_go_bin = std::env::var_os("MESH_GRPC_GO_XDS_BIN").map(PathBuf::from);
     let mut it = std::env::args().skip(1);
     let secs = |v: String| -> Result<Duration, Error> {
         Ok(Duration::try_from_secs_f64(v.parse()?).map_err(|e| format!("{v}: {e}"))?)
@@ -51,11 +59,7 @@ fn parse() -> Result<Args, Error> {
                 .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
         };
         match flag.as_str() {
-            "--quick" => {
-                let keep = (a.opts.envoy_bin.clone(), a.opts.proxy.clone());
-                a.opts = Options::quick();
-                (a.opts.envoy_bin, a.opts.proxy) = keep;
-            }
+            "--quick" => {}
             "--rounds" => a.opts.rounds = value()?.parse()?,
             "--duration" => a.opts.duration = secs(value()?)?,
             "--warmup" => a.opts.warmup = secs(value()?)?,
@@ -67,7 +71,7 @@ fn parse() -> Result<Args, Error> {
                             .parse()
                             .ok()
                             .and_then(CaseId::from_number)
-                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-9"))
+                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-10"))
                     })
                     .collect::<Result<_, _>>()?;
             }
@@ -84,6 +88,7 @@ fn parse() -> Result<Args, Error> {
             }
             "--envoy" => a.opts.envoy_bin = Some(value()?.into()),
             "--proxy" => a.opts.proxy.bin = Some(value()?.into()),
+            "--grpc-go" => a.opts.grpc_go_bin = Some(value()?.into()),
             "--mesh-h2-connections" => a.opts.mesh_h2_connections = Some(value()?.parse()?),
             "--json" => a.json = Some(value()?.into()),
             "--docs" => a.docs = Some(value()?.into()),

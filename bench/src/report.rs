@@ -314,6 +314,17 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             unit: "x",
         },
         Target {
+            issue: "#17",
+            what: "gRPC mesh.channel throughput at saturation / case 10 (grpc-go pair)".into(),
+            figure: div(
+                get(CaseId::GrpcMesh, SAT, |r| r.rps),
+                get(CaseId::GrpcGoPair, SAT, |r| r.rps),
+            ),
+            limit: 1.5,
+            at_most: false,
+            unit: "x",
+        },
+        Target {
             issue: "#9",
             what: "proxy pair resident memory (both proxies, largest seen) / Envoy pair".into(),
             figure: div(rss(CaseId::ProxyPair), rss(CaseId::EnvoyPair)),

@@ -8,6 +8,12 @@
 //	    dials TARGET (xds:///host:port) with xDS client credentials, makes N unary
 //	    Health/Check calls, then one Health/Watch stream (first message), and prints
 //	    "check CODE" / "watch CODE" for each.
+//	grpc-go-xds load TARGET CONCURRENCY WARMUP_SECS SECS
+//	    the benchmark's load: one channel to TARGET (xDS client credentials), CONCURRENCY
+//	    goroutines calling Health/Check back to back, WARMUP_SECS unmeasured then SECS
+//	    measured; prints one line "ok N errors N rps F p50_us F p90_us F p99_us F max_us F
+//	    cpu_ms F" (cpu_ms: this process's user+system CPU during the measured part), and
+//	    the first error on stderr.
 //
 // Fallback credentials are insecure, as in gRPC's examples: with ISTIO_MUTUAL and STRICT
 // the control plane's config makes both sides mTLS (the tests check it from our side).
@@ -40,6 +46,17 @@ func main() {
 	switch os.Args[1] {
 	case "server":
 		server(os.Args[2])
+	case "load":
+		if len(os.Args) != 6 {
+			fail("usage: grpc-go-xds load TARGET CONCURRENCY WARMUP_SECS SECS")
+		}
+		n, err1 := strconv.Atoi(os.Args[3])
+		warm, err2 := strconv.ParseFloat(os.Args[4], 64)
+		secs, err3 := strconv.ParseFloat(os.Args[5], 64)
+		if err1 != nil || err2 != nil || err3 != nil || n < 1 {
+			fail("load: CONCURRENCY must be a positive integer, WARMUP_SECS and SECS numbers")
+		}
+		load(os.Args[2], n, seconds(warm), seconds(secs))
 	case "client":
 		n := 1
 		if len(os.Args) > 3 {

@@ -2,6 +2,7 @@
 
 mod envoy_pair;
 mod grpc;
+mod grpc_go;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
@@ -10,12 +11,14 @@ pub(crate) mod process;
 mod proxy_pair;
 
 use std::fmt;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 pub use envoy_pair::EnvoyPair;
 pub use grpc::{GrpcMesh, GrpcTonicMtls};
+pub use grpc_go::GrpcGoPair;
 pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
@@ -25,7 +28,7 @@ pub(crate) use envoy_pair::{client_config as envoy_client, envoy};
 pub(crate) use in_process_mesh::{HOST, PORT, config as mesh_config};
 
 use crate::Error;
-use crate::loadgen::Lane;
+use crate::loadgen::{Lane, Load};
 
 /// Which case.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,11 +51,13 @@ pub enum CaseId {
     HyperMtlsH1,
     /// 9. the in-process mesh over an HTTP/2 cluster (`h2UpgradePolicy: UPGRADE`).
     MeshH2,
+    /// 10. unary gRPC between a grpc-go proxyless client and server.
+    GrpcGoPair,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 9] = [
+    pub const ALL: [CaseId; 10] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -62,9 +67,10 @@ impl CaseId {
         CaseId::GrpcMesh,
         CaseId::HyperMtlsH1,
         CaseId::MeshH2,
+        CaseId::GrpcGoPair,
     ];
 
-    /// The case's number (1-9).
+    /// The case's number (1-10).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -86,6 +92,7 @@ impl CaseId {
             CaseId::GrpcMesh => "gRPC mesh.channel",
             CaseId::HyperMtlsH1 => "hyper+rustls mTLS h1",
             CaseId::MeshH2 => "in-process mesh h2",
+            CaseId::GrpcGoPair => "gRPC grpc-go pair",
         }
     }
 
@@ -123,4 +130,44 @@ pub trait Case: Send + Sync {
 
     /// What exactly is measured, for the report.
     fn describe(&self) -> String;
+
+    /// Whether the case runs `load` (a case with its own load generator may not).
+    fn supports(&self, _load: Load) -> bool {
+        true
+    }
+
+    /// For a case whose load comes from a program of its own: runs `load` for `warmup`
+    /// unmeasured then `duration` measured, and returns its figures. `None` (the default):
+    /// the harness drives lanes from [`Case::connect`].
+    fn run_load(
+        &self,
+        _load: Load,
+        _warmup: Duration,
+        _duration: Duration,
+    ) -> Option<BoxFuture<'_, Result<ExternalRun, Error>>> {
+        None
+    }
+}
+
+/// What a case's own load generator reports for one run (see [`Case::run_load`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExternalRun {
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests.
+    pub errors: u64,
+    /// Successful requests per second.
+    pub rps: f64,
+    /// Latency percentiles in microseconds.
+    pub p50_us: f64,
+    /// 90th percentile.
+    pub p90_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// Largest latency.
+    pub max_us: f64,
+    /// The load generator's own CPU time during the measured part.
+    pub cpu_ms: f64,
+    /// The first failure.
+    pub first_error: Option<String>,
 }

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use mesh_core::error::find_cause;
 use mesh_resilience::circuit_breaker::Overflow;
 use tower::{BoxError, Service};
@@ -19,7 +18,7 @@ use super::extensions::{
     AutoHostRewrite, EndpointError, PreviousHosts, RequestHash, UpstreamEndpoint,
 };
 use crate::lb::{ActiveRequest, Balancer, EndpointRef, PickContext};
-use crate::pool::{self, UpstreamPool};
+use crate::pool::{self, PoolBody, UpstreamPool};
 
 /// The cluster has no endpoint that may serve (Envoy's `no healthy upstream`, flag `UH`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,7 +77,7 @@ where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    type Response = Response<Incoming>;
+    type Response = Response<PoolBody>;
     type Error = BoxError;
     type Future = EndpointFuture;
 
@@ -146,7 +145,7 @@ impl std::fmt::Debug for EndpointFuture {
 }
 
 impl Future for EndpointFuture {
-    type Output = Result<Response<Incoming>, BoxError>;
+    type Output = Result<Response<PoolBody>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Every field is Unpin (the pool's future is).

@@ -14,7 +14,7 @@
 //!
 //! ```
 //! use mesh_route::client::{ClusterContext, ClusterService, EndpointService};
-//! use mesh_route::pool::RequestBody;
+//! use mesh_route::pool::{PoolBody, RequestBody};
 //! use http_body_util::BodyExt;
 //! use tower::util::BoxCloneSyncService;
 //! use tower::{BoxError, ServiceExt};
@@ -26,7 +26,7 @@
 //!             tracing::trace!(cluster = %name, "sending");
 //!             req
 //!         })
-//!         .map_response(|r: http::Response<hyper::body::Incoming>| {
+//!         .map_response(|r: http::Response<PoolBody>| {
 //!             r.map(|b| b.map_err(BoxError::from).boxed_unsync())
 //!         });
 //!     BoxCloneSyncService::new(svc)

@@ -11,13 +11,21 @@ use http::Uri;
 use super::config::Lifetime;
 use super::connector::EndpointClient;
 
+/// Streams per connection when the cluster sets no `max_concurrent_streams`. The server's
+/// own `SETTINGS_MAX_CONCURRENT_STREAMS` is not visible through hyper-util's pooled client
+/// (only hyper's connection-level `SendRequest` reports it), so 100, as ztunnel's pool:
+/// the smallest limit RFC 9113 recommends servers to allow, so with a server that follows
+/// it no stream waits behind others for a place on a full connection.
+pub(super) const DEFAULT_MAX_STREAMS: usize = 100;
+
 /// When an HTTP/2 endpoint opens another connection.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Limits {
     /// Connections opened as soon as every one carries a stream.
     pub(super) spread: usize,
-    /// Streams that fill a connection (the cluster's `max_concurrent_streams`).
-    pub(super) max_streams: Option<usize>,
+    /// Streams that fill a connection: the cluster's `max_concurrent_streams`, else
+    /// [`DEFAULT_MAX_STREAMS`].
+    pub(super) max_streams: usize,
     /// Connections opened at most.
     pub(super) max_connections: usize,
     /// When a connection is replaced (it closes once its streams end).
@@ -47,24 +55,28 @@ pub(super) struct H2Set {
 }
 
 impl H2Set {
-    /// The connection for the next stream, opening one (its client from `open`, given the
-    /// endpoint's URI) if the limits say so.
-    pub(super) fn pick(&self, open: impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
+    /// A place for the next stream on a connection, opening one (its client from `open`,
+    /// given the endpoint's URI) if the limits say so. The place is taken before it is
+    /// returned, so concurrent picks never put more than the limit on one connection.
+    pub(super) fn pick(&self, open: impl Fn(Uri) -> EndpointClient) -> Stream {
         let mut conn = match choose(&self.conns.load(), self.limits) {
             Some(c) => c,
             None => self.grow(&open),
         };
         if self.limits.life.expired(conn.born) {
+            conn.streams.fetch_sub(1, Ordering::Relaxed);
             conn = self.replace(&conn, &open);
+            conn.streams.fetch_add(1, Ordering::Relaxed);
         }
         let sent = conn.sent.fetch_add(1, Ordering::Relaxed) + 1;
         if self.limits.life.max_requests == Some(sent) {
             // This stream is its last.
             self.replace(&conn, &open);
         }
-        conn
+        Stream(conn)
     }
 
+    /// Under the lock: a place on a connection, or on a new one.
     fn grow(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
@@ -72,6 +84,7 @@ impl H2Set {
             return c;
         }
         let conn = self.new_conn(open);
+        conn.streams.fetch_add(1, Ordering::Relaxed);
         let mut next = Vec::with_capacity(current.len() + 1);
         next.extend(current.iter().cloned());
         next.push(conn.clone());
@@ -108,21 +121,33 @@ impl H2Set {
     }
 }
 
-/// The least-loaded connection (the first of equals), or `None` when another should be
-/// opened.
+/// A place on the least-loaded connection (the first of equals), taken, or `None` when
+/// another connection should be opened.
 fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
-    let (best, load) = conns
-        .iter()
-        .map(|c| (c, c.streams.load(Ordering::Relaxed)))
-        .min_by_key(|(_, load)| *load)?;
-    let open = conns.len();
-    let grow = load > 0
-        && (open < limits.spread
-            || (open < limits.max_connections && limits.max_streams.is_some_and(|m| load >= m)));
-    (!grow).then(|| best.clone())
+    loop {
+        let (best, load) = conns
+            .iter()
+            .map(|c| (c, c.streams.load(Ordering::Relaxed)))
+            .min_by_key(|(_, load)| *load)?;
+        let open = conns.len();
+        let grow = load > 0
+            && (open < limits.spread
+                || (open < limits.max_connections && load >= limits.max_streams));
+        if grow {
+            return None;
+        }
+        // Another pick or a finished stream changed the load since: look again.
+        let taken =
+            best.streams
+                .compare_exchange(load, load + 1, Ordering::AcqRel, Ordering::Relaxed);
+        if taken.is_ok() {
+            return Some(best.clone());
+        }
+    }
 }
 
-/// A stream in flight on an HTTP/2 connection, until its response headers arrive.
+/// A stream in flight on an HTTP/2 connection, until its response ends (the response
+/// body holds it) or the request fails.
 #[derive(Debug)]
 pub(super) struct Stream(pub(super) Arc<H2Conn>);
 

@@ -22,15 +22,19 @@
 //!     Envoy keeps one connection pool per worker thread, so an Envoy with N workers holds
 //!     N connections to a busy endpoint, and one connection is served by one task on each
 //!     side, so a single connection cannot use more than one core), or
-//!   - the cluster sets HTTP/2 `max_concurrent_streams` and every connection carries that
-//!     many streams (as Envoy's HTTP/2 pool does), up to the cluster's circuit-breaker
+//!   - every connection carries the cluster's HTTP/2 `max_concurrent_streams` (as Envoy's
+//!     HTTP/2 pool does), or 100 streams when the cluster sets none (gRFC A105 opens
+//!     another connection at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, which
+//!     hyper-util's pooled client does not expose; 100 is ztunnel's limit and the least
+//!     RFC 9113 recommends servers allow), up to the cluster's circuit-breaker
 //!     `max_connections` per endpoint.
 //!
 //!   Beyond those limits streams share the least-loaded connection (hyper then holds
 //!   streams over the server's own `SETTINGS_MAX_CONCURRENT_STREAMS` until one ends). A
-//!   stream counts as in flight, as for the least-request balancer, until its response
-//!   headers arrive. Sequential requests all use the first connection. A connection that
-//!   breaks or closes is replaced by a new one to the same endpoint on its next request.
+//!   stream counts as in flight until its response ends: the response's [`PoolBody`]
+//!   holds its place, so a long server stream keeps it. Sequential requests all use the
+//!   first connection. A connection that breaks or closes is replaced by a new one to the
+//!   same endpoint on its next request.
 //!
 //! - **gRPC requests** (`content-type: application/grpc*`) to a cluster that is not HTTP/2
 //!   take HTTP/2 connections of their own, kept as for an HTTP/2 cluster (same breaker
@@ -62,7 +66,7 @@ use tower::BoxError;
 pub use config::PoolConfig;
 pub use counted::{Counted, PoolCounters};
 pub use mesh_core::ConnectError;
-pub use response::ResponseFuture;
+pub use response::{PoolBody, ResponseFuture};
 pub use upstream::{UpstreamPool, WeakPool};
 
 /// The request body type every pool sends (any body is boxed into it).

@@ -1,10 +1,12 @@
-//! The response future of [`UpstreamPool::send`](super::UpstreamPool::send).
+//! The response future of [`UpstreamPool::send`](super::UpstreamPool::send) and its body.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::Response;
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tower::BoxError;
 
@@ -33,7 +35,7 @@ impl std::fmt::Debug for ResponseFuture {
 }
 
 impl Future for ResponseFuture {
-    type Output = Result<Response<Incoming>, BoxError>;
+    type Output = Result<Response<PoolBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         // Unpin: both kinds are boxed.
@@ -41,9 +43,64 @@ impl Future for ResponseFuture {
             Inner::H1(f) => f.as_mut().poll(cx),
             Inner::Legacy(f) => Pin::new(f).poll(cx).map_err(Into::into),
         };
-        if out.is_ready() {
+        match out {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(resp)) => {
+                // The stream keeps its place on the connection until the body ends: a
+                // long gRPC stream still holds one of the server's concurrent streams.
+                let stream = self.stream.take();
+                Poll::Ready(Ok(resp.map(|inner| PoolBody { inner, stream })))
+            }
+            Poll::Ready(Err(e)) => {
+                self.stream = None;
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+}
+
+/// The body of a response from an [`UpstreamPool`](super::UpstreamPool): hyper's body,
+/// counted among its HTTP/2 connection's streams in flight until it ends, fails or is
+/// dropped (so the pool opens another connection rather than queue a stream behind
+/// long-lived ones).
+pub struct PoolBody {
+    inner: Incoming,
+    stream: Option<Stream>,
+}
+
+impl PoolBody {
+    /// hyper's body (the stream stops counting as in flight).
+    pub fn into_inner(self) -> Incoming {
+        self.inner
+    }
+}
+
+impl std::fmt::Debug for PoolBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolBody").finish_non_exhaustive()
+    }
+}
+
+impl Body for PoolBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let out = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(out, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
             self.stream = None;
         }
         out
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,7 +1,6 @@
 //! [`UpstreamPool`], the pooled connections to one cluster's endpoints, and [`WeakPool`].
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
@@ -20,7 +19,7 @@ use super::RequestBody;
 use super::config::{DEFAULT_IDLE, Lifetime, PoolConfig};
 use super::connector::{Transport, alpn_for, endpoint_uri};
 use super::counted::PoolCounters;
-use super::h2::{H2Set, Limits, Stream};
+use super::h2::{H2Set, Limits};
 use super::http1::H1Set;
 use super::response::{Inner, ResponseFuture};
 use super::state::{Endpoint, Shared};
@@ -134,7 +133,7 @@ fn shared(
             max_streams: cluster
                 .http_protocol
                 .max_concurrent_streams
-                .map(|n| n.max(1) as usize),
+                .map_or(super::h2::DEFAULT_MAX_STREAMS, |n| n.max(1) as usize),
             max_connections,
             life: Lifetime::of(cluster),
         });
@@ -271,11 +270,10 @@ fn send_on(shared: &Arc<Shared>, ep: &Endpoint, req: http::Request<RequestBody>)
             }
         }
         Endpoint::H2(set) => {
-            let conn = set.pick(|target| shared.client(target));
-            conn.streams.fetch_add(1, Ordering::Relaxed);
+            let stream = set.pick(|target| shared.client(target));
             ResponseFuture {
-                inner: Inner::Legacy(conn.client.request(req)),
-                stream: Some(Stream(conn)),
+                inner: Inner::Legacy(stream.0.client.request(req)),
+                stream: Some(stream),
             }
         }
         Endpoint::Single(c) => ResponseFuture {

@@ -128,6 +128,15 @@ pub async fn start(echo: Echo, yaml: impl Fn(u16) -> String) -> Fixture {
     }
 }
 
+/// A client mesh alone, configured with `yaml` (for tests that run their own server);
+/// keep the directory for as long as the mesh.
+pub async fn client_mesh(yaml: String) -> (tempfile::TempDir, Mesh) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("echo.yaml"), yaml).unwrap();
+    let client = super::local_mesh(&super::dev_ca(), dir.path(), node("client", "client")).await;
+    (dir, client)
+}
+
 impl Fixture {
     pub fn channel(&self) -> EchoClient<mesh::Channel> {
         EchoClient::new(self.client.channel(TARGET))

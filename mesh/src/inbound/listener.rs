@@ -176,6 +176,7 @@ impl AsyncWrite for InboundStream {
 pub struct MeshListener {
     rx: mpsc::Receiver<InboundStream>,
     local: SocketAddr,
+    status: watch::Receiver<ServingStatus>,
     accept_task: tokio::task::JoinHandle<()>,
 }
 
@@ -222,6 +223,12 @@ impl MeshListener {
     pub fn local_addr(&self) -> SocketAddr {
         self.local
     }
+
+    /// Watches the serving status: connections are closed until the control plane's
+    /// inbound listener arrives (wait for [`ServingStatus::is_serving`] before announcing).
+    pub fn status(&self) -> watch::Receiver<ServingStatus> {
+        self.status.clone()
+    }
 }
 
 impl InboundServer {
@@ -230,6 +237,7 @@ impl InboundServer {
     /// when the listener is dropped.
     pub async fn listen(self) -> Result<MeshListener, InboundError> {
         let (tcp, bound) = self.bind().await?;
+        let status = self.status();
         let (tx, rx) = mpsc::channel(QUEUE);
         let accept_task = tokio::spawn(async move {
             let acceptor = MeshAcceptor::new(self.identity.clone(), self.settings.clone());
@@ -273,6 +281,7 @@ impl InboundServer {
         Ok(MeshListener {
             rx,
             local: bound,
+            status,
             accept_task,
         })
     }

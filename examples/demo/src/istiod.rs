@@ -141,7 +141,15 @@ impl Plane {
         match self {
             // Dropping the watcher stops it; the sources keep their last config.
             Plane::Embedded { .. } => {}
-            Plane::Istiod(mut p) => p.istiod.kill().await,
+            Plane::Istiod(mut p) => {
+                // Workloads first: their xDS streams end as a client's normal close, not
+                // as a failure when istiod goes away under them.
+                let held = p.held.lock().map(|mut h| std::mem::take(&mut *h));
+                for w in held.unwrap_or_default() {
+                    w.xds.close().await;
+                }
+                p.istiod.kill().await
+            }
         }
     }
 }

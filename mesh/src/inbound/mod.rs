@@ -41,8 +41,8 @@
 //! # }
 //! ```
 //!
-//! With `axum::serve` (and your own graceful shutdown), use [`Mesh::listener`] and
-//! [`Mesh::app`] instead (feature `axum`, see [`MeshListener`]).
+//! With `axum::serve` (and your own graceful shutdown), use [`Mesh::listener`](crate::Mesh::listener) and
+//! [`Mesh::app`](crate::Mesh::app) instead (feature `axum`, see [`MeshListener`]).
 //!
 //! What is not applied from the listener: the inline route table (every request goes to
 //! the application, as Istio's `NonForwardingAction` route says), per-route filter
@@ -50,7 +50,7 @@
 
 pub mod chain;
 #[cfg(feature = "axum")]
-mod listener;
+pub mod listener;
 pub mod policy;
 mod serve;
 

@@ -163,6 +163,7 @@ fn invalid_config_lists_every_error() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 3, "{err}");
     assert!(lines[0].starts_with("2 error(s) in config "), "{err}");
-    assert!(lines[1].contains("a.yaml:1: ServiceEntry default/a: spec.ports[0].number: port 0 is out of range 1..=65535"), "{err}");
+    // The field's line (flow style: the line of `ports`), not the document's.
+    assert!(lines[1].contains("a.yaml:8: ServiceEntry default/a: spec.ports[0].number: port 0 is out of range 1..=65535"), "{err}");
     assert!(lines[2].contains("b.yaml:1: invalid YAML"), "{err}");
 }

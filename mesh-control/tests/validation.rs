@@ -525,6 +525,7 @@ fn every_structural_error_of_a_document_is_reported() {
     );
 }
 
+/// The line is the field's (the document starts at line 3; `timeout` is on line 11).
 #[test]
 fn errors_name_file_and_line() {
     let files = [SourceFile {
@@ -541,7 +542,7 @@ fn errors_name_file_and_line() {
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert!(
         shown.contains(
-            &"dir/routes.yaml:3: VirtualService default/x: spec.http[0].timeout: invalid duration `1q`: unknown unit `q`"
+            &"dir/routes.yaml:11: VirtualService default/x: spec.http[0].timeout: invalid duration `1q`: unknown unit `q`"
                 .to_string()
         ),
         "{shown:#?}"

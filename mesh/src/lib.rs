@@ -298,6 +298,24 @@ impl Mesh {
             .await
     }
 
+    /// Binds `addr` and returns it as a listener for `axum::serve`, following the
+    /// workload's inbound listener as [`Mesh::serve`] does (mTLS mode per port, closed
+    /// until the listener arrives). Serve [`Mesh::app`] on it: connections served by
+    /// anything else are closed. See [`MeshListener`](inbound::MeshListener).
+    #[cfg(feature = "axum")]
+    pub async fn listener(&self, addr: SocketAddr) -> Result<inbound::MeshListener, InboundError> {
+        self.inbound_server(addr)?.listen().await
+    }
+
+    /// Wraps `app` for `axum::serve` over [`Mesh::listener`]: each request gets the server
+    /// span, then its connection's path normalization and authorization policies, with
+    /// the caller's [`PeerIdentity`] and `ConnectInfo<`[`InboundConnectInfo`](inbound::InboundConnectInfo)`>`
+    /// in its extensions.
+    #[cfg(feature = "axum")]
+    pub fn app<S>(&self, app: S) -> inbound::MeshApp<mesh_telemetry::trace::TraceService<S>> {
+        inbound::MeshApp::new(self.trace_server.layer(app))
+    }
+
     /// Serves `service` on `addr` in a fixed PeerAuthentication `mode`, ignoring the control
     /// plane's (no authorization policies are applied), until `signal` completes. For
     /// workloads without an inbound listener in their control plane, and tests. Request

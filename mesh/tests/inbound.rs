@@ -7,12 +7,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::Extension;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::extract::{ConnectInfo, Extension};
 use axum::routing::get;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use mesh::inbound::{AuthzMetrics, InboundServer, ServingStatus};
+use mesh::inbound::{AuthzMetrics, InboundConnectInfo, InboundServer, ServingStatus};
 use mesh::tls::client::MeshConnector;
 use mesh::tls::config::ClientSettings;
 use mesh::xds::bootstrap::{Bootstrap, IstioNode};
@@ -89,6 +92,9 @@ fn peer_auth(mode: &str) -> String {
     )
 }
 
+/// How long `/slow` takes.
+const SLOW: Duration = Duration::from_secs(2);
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -104,7 +110,11 @@ struct Fixture {
     status: watch::Receiver<ServingStatus>,
     /// The server's authorization counters.
     metrics: AuthzMetrics,
+    /// Requests that reached the app.
+    reached: Arc<AtomicUsize>,
     _stop: tokio::sync::oneshot::Sender<()>,
+    /// The server's task (ends once shut down and drained).
+    served: tokio::task::JoinHandle<()>,
 }
 
 fn identity(cp: &ControlPlane, sa: &str) -> IdentityStore {
@@ -121,6 +131,12 @@ enum Server {
     Inbound,
     /// `Mesh::serve_with_shutdown` on 0.0.0.0, the listener named from the pod IP.
     MeshServe,
+    /// `axum::serve(mesh.listener(..), mesh.app(app))` with graceful shutdown, as the guide
+    /// writes it.
+    AxumServe,
+    /// `axum::serve` on `mesh.inbound_server(..).listen()` with the bare router (no
+    /// `mesh.app`): a mistake that must fail closed.
+    AxumBare,
 }
 
 /// Starts the control plane on `security` and the `web` server; returns once it serves.
@@ -164,6 +180,8 @@ async fn start_with(security: &str, how: Server) -> Fixture {
     );
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics = AuthzMetrics::default();
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counted = reached.clone();
     let app = axum::Router::new()
         .route(
             "/",
@@ -174,13 +192,42 @@ async fn start_with(security: &str, how: Server) -> Fixture {
                 }
             }),
         )
+        // A slow request, to be in flight when shutdown starts.
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(SLOW).await;
+                "slow done"
+            }),
+        )
+        // What axum handlers see of the connection over `mesh.listener`.
+        .route(
+            "/conn",
+            get(
+                |ConnectInfo(c): ConnectInfo<InboundConnectInfo>| async move {
+                    let peer = c.peer.map(|p| p.to_string());
+                    format!(
+                        "{} {} {}",
+                        c.remote.ip(),
+                        c.local,
+                        peer.as_deref().unwrap_or("-")
+                    )
+                },
+            ),
+        )
         // Any other path: echo the target the app received (after path normalization).
-        .fallback(|uri: http::Uri| async move { format!("path {uri}") });
+        .fallback(|uri: http::Uri| async move { format!("path {uri}") })
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                next.run(req)
+            },
+        ));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let stopped = async {
         let _ = stopped.await;
     };
-    let status = match how {
+    let (status, served) = match how {
         Server::Inbound => {
             let server = InboundServer::from_bootstrap(xds, identity(&cp, "web"), &bootstrap, addr)
                 .unwrap()
@@ -191,7 +238,9 @@ async fn start_with(security: &str, how: Server) -> Fixture {
                 format!("xds.istio.io/grpc/lds/inbound/127.0.0.1:{port}")
             );
             let mut status = server.status();
-            tokio::spawn(server.serve_with_shutdown(app, stopped));
+            let served = tokio::spawn(async move {
+                server.serve_with_shutdown(app, stopped).await.unwrap();
+            });
             tokio::time::timeout(
                 Duration::from_secs(10),
                 status.wait_for(ServingStatus::is_serving),
@@ -199,9 +248,9 @@ async fn start_with(security: &str, how: Server) -> Fixture {
             .await
             .expect("the server serves once its listener arrives")
             .unwrap();
-            status
+            (status, served)
         }
-        Server::MeshServe => {
+        Server::MeshServe | Server::AxumServe | Server::AxumBare => {
             drop(xds);
             let mesh = Mesh::builder()
                 .identity_store(identity(&cp, "web"))
@@ -210,17 +259,46 @@ async fn start_with(security: &str, how: Server) -> Fixture {
                 .build()
                 .unwrap();
             let any: SocketAddr = ([0, 0, 0, 0], port).into();
-            tokio::spawn(async move { mesh.serve_with_shutdown(any, app, stopped).await });
-            // Serving once a mesh caller gets an answer (allowed or denied).
-            let probe = identity(&cp, "probe");
-            eventually("Mesh::serve serves", || async {
-                probe_get(&probe, addr).await.is_ok()
-            })
-            .await;
+            let served = match how {
+                Server::MeshServe => tokio::spawn(async move {
+                    mesh.serve_with_shutdown(any, app, stopped).await.unwrap();
+                }),
+                Server::AxumServe => {
+                    // The guide's form.
+                    let listener = mesh.listener(any).await.unwrap();
+                    tokio::spawn(async move {
+                        axum::serve(listener, mesh.app(app))
+                            .with_graceful_shutdown(stopped)
+                            .await
+                            .unwrap();
+                    })
+                }
+                _ => {
+                    let server = mesh.inbound_server(any).unwrap();
+                    let mut status = server.status();
+                    let listener = server.listen().await.unwrap();
+                    let served = tokio::spawn(async move {
+                        axum::serve(listener, app)
+                            .with_graceful_shutdown(stopped)
+                            .await
+                            .unwrap();
+                    });
+                    status.wait_for(ServingStatus::is_serving).await.unwrap();
+                    served
+                }
+            };
+            if how != Server::AxumBare {
+                // Serving once a mesh caller gets an answer (allowed or denied).
+                let probe = identity(&cp, "probe");
+                eventually("the server serves", || async {
+                    probe_get(&probe, addr).await.is_ok()
+                })
+                .await;
+            }
             let (_, status) = watch::channel(ServingStatus::NotServing(
                 "Mesh::serve: the test has no status".into(),
             ));
-            status
+            (status, served)
         }
     };
     Fixture {
@@ -229,7 +307,9 @@ async fn start_with(security: &str, how: Server) -> Fixture {
         addr,
         status,
         metrics,
+        reached,
         _stop: stop,
+        served,
     }
 }
 
@@ -576,7 +656,9 @@ async fn not_serving_until_the_listener_exists() {
         addr,
         status,
         metrics: f.metrics,
+        reached: f.reached,
         _stop: f._stop,
+        served: f.served,
     };
     assert!(plaintext_get(&ghost).await.is_err(), "not serving");
 }
@@ -935,4 +1017,116 @@ async fn peer_authentication_selector_and_port_level_mtls_act() {
             "{what}"
         );
     }
+}
+
+/// The guide's `axum::serve(mesh.listener(addr).await?, mesh.app(app))`: the control
+/// plane's mTLS mode and AuthorizationPolicies apply per connection and request, edits
+/// included, and handlers see the caller through `PeerIdentity` and `ConnectInfo`.
+#[tokio::test]
+async fn axum_serve_on_the_mesh_listener_follows_peer_authentication_and_policies() {
+    let f = start_with(
+        &format!("{}---\n{}", peer_auth("STRICT"), allow_only("productpage")),
+        Server::AxumServe,
+    )
+    .await;
+    assert_eq!(
+        mtls_get(&f, "productpage").await,
+        Ok((
+            200,
+            "hello spiffe://cluster.local/ns/default/sa/productpage".into()
+        ))
+    );
+    assert_eq!(
+        mtls_get_path(&f, "productpage", "/conn").await,
+        Ok((
+            200,
+            format!(
+                "127.0.0.1 {} spiffe://cluster.local/ns/default/sa/productpage",
+                f.addr
+            )
+        ))
+    );
+    let (denied, reached) = (f.metrics.denied(), f.reached.load(Ordering::SeqCst));
+    assert_eq!(
+        mtls_get(&f, "ratings").await,
+        Ok((403, "RBAC: access denied".into()))
+    );
+    assert_eq!(f.metrics.denied(), denied + 1, "counted");
+    assert_eq!(
+        f.reached.load(Ordering::SeqCst),
+        reached,
+        "denied before the app"
+    );
+    assert!(plaintext_get(&f).await.is_err(), "STRICT refuses plaintext");
+
+    std::fs::write(f.dir.path().join("security.yaml"), peer_auth("PERMISSIVE")).unwrap();
+    eventually("PERMISSIVE and no policy: plaintext served", || async {
+        plaintext_get(&f).await == Ok((200, "hello plaintext".into()))
+    })
+    .await;
+}
+
+/// Serving the bare router on the mesh listener would skip the per-request policies: every
+/// connection is closed before the app is reached instead.
+#[tokio::test]
+async fn axum_serve_without_mesh_app_fails_closed() {
+    let f = start_with(&peer_auth("PERMISSIVE"), Server::AxumBare).await;
+    let mtls = mtls_get(&f, "productpage").await;
+    assert!(mtls.is_err(), "mTLS caller refused: {mtls:?}");
+    let plain = plaintext_get(&f).await;
+    assert!(plain.is_err(), "plaintext caller refused: {plain:?}");
+    assert_eq!(
+        f.reached.load(Ordering::SeqCst),
+        0,
+        "the app was never reached"
+    );
+}
+
+/// Graceful shutdown under `axum::serve`: slow requests in flight when the signal comes
+/// all complete with 200, new connections are refused from then on, and `serve` returns
+/// once the last one is answered.
+#[tokio::test]
+async fn axum_serve_graceful_shutdown_loses_no_request_in_flight() {
+    let f = start_with(&peer_auth("PERMISSIVE"), Server::AxumServe).await;
+    let before = f.reached.load(Ordering::SeqCst);
+    let in_flight: Vec<_> = ["productpage", "reviews", "ratings", "details", "probe"]
+        .into_iter()
+        .map(|sa| {
+            let id = identity(&f.cp, sa);
+            let addr = f.addr;
+            tokio::spawn(async move {
+                let connector = MeshConnector::new(id, ClientSettings::default());
+                let uri: http::Uri = format!("https://{addr}/").parse().unwrap();
+                let stream = connector.connect(&uri).await.map_err(|e| e.to_string())?;
+                http_get_path(TokioIo::new(stream.into_inner()), addr, "/slow").await
+            })
+        })
+        .collect();
+    eventually("every slow request reached the app", || async {
+        f.reached.load(Ordering::SeqCst) == before + in_flight.len()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    drop(f._stop);
+    // New connections are refused while the slow ones are still running.
+    let mut refused = false;
+    for _ in 0..20 {
+        if tokio::net::TcpStream::connect(f.addr).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(refused, "new connections refused after shutdown started");
+    assert!(
+        started.elapsed() < SLOW,
+        "refused before the slow requests ended"
+    );
+    for r in in_flight {
+        assert_eq!(r.await.unwrap(), Ok((200, "slow done".into())));
+    }
+    tokio::time::timeout(Duration::from_secs(5), f.served)
+        .await
+        .expect("serve returns once drained")
+        .unwrap();
 }

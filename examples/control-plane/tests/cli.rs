@@ -62,13 +62,13 @@ fn validate_rejects_a_broken_copy_with_every_error() {
     );
     assert!(
         stderr.contains(
-            "routing.yaml:1: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid regex `(jason`: unclosed group"
+            "routing.yaml:15: VirtualService default/reviews: spec.http[0].match[0].headers.end-user.regex: invalid regex `(jason`: unclosed group"
         ),
         "{stderr}"
     );
     assert!(
         stderr.contains(
-            "routing.yaml:1: VirtualService default/reviews: spec.http[1].route: weights add up to 110, not 100"
+            "routing.yaml:21: VirtualService default/reviews: spec.http[1].route: weights add up to 110, not 100"
         ),
         "{stderr}"
     );

@@ -155,6 +155,12 @@ impl Plane {
                 if let Some(r) = &p.restarter {
                     r.abort();
                 }
+                // Workloads first: their xDS streams end as a client's normal close, not
+                // as a failure when istiod goes away under them.
+                let held = p.held.lock().map(|mut h| std::mem::take(&mut *h));
+                for w in held.unwrap_or_default() {
+                    w.xds.close().await;
+                }
                 p.istiod.lock().await.kill().await
             }
         }

@@ -6,6 +6,7 @@
 //! The regions between `ANCHOR:` comments are the guide's snippets; `tests/guide.rs` checks
 //! that the guide shows them as they are here.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -92,9 +93,13 @@ pub async fn connect(name: &str, settings: &Settings) -> Result<Mesh, BoxError> 
 // ANCHOR_END: connect
 
 // ANCHOR: hello
-/// The `hello` service: an axum app behind the mesh's server, which applies the control
-/// plane's PeerAuthentication (mTLS) and AuthorizationPolicies to every request.
-pub async fn hello(settings: &Settings) -> Result<(), BoxError> {
+/// The `hello` service: an axum app served with `axum::serve` on the mesh's listener,
+/// which applies the control plane's PeerAuthentication (mTLS) and AuthorizationPolicies
+/// to every request, until `shutdown` completes (then requests in flight finish).
+pub async fn hello(
+    settings: &Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), BoxError> {
     let mesh = connect("hello", settings).await?;
     let app = Router::new().route(
         "/",
@@ -102,17 +107,19 @@ pub async fn hello(settings: &Settings) -> Result<(), BoxError> {
             format!("hello, {caller}\n") // the caller's verified SPIFFE ID
         }),
     );
-    let server = mesh.inbound_server(SocketAddr::from(HELLO_ADDR))?;
-    let mut status = server.status();
-    let serving = tokio::spawn(server.serve(app));
+    let listener = mesh.listener(SocketAddr::from(HELLO_ADDR)).await?;
     // Connections are refused until the control plane's inbound listener arrives.
-    status.wait_for(|s| s.is_serving()).await?;
+    listener.status().wait_for(|s| s.is_serving()).await?;
     println!(
         "hello: serving on {} as {}",
         SocketAddr::from(HELLO_ADDR),
         mesh.identity().ready().await.id
     );
-    serving.await??;
+    // `mesh.app` applies each connection's policies per request: required (a bare
+    // router on the mesh listener has its connections closed).
+    axum::serve(listener, mesh.app(app))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }
 // ANCHOR_END: hello

@@ -42,11 +42,9 @@ fn main() -> ExitCode {
     let settings = quickstart::Settings::from_env();
     let result = runtime.block_on(async {
         match command {
+            // Ctrl-C (SIGINT) stops it gracefully: requests in flight are answered.
             "hello" => {
-                tokio::select! {
-                    r = quickstart::hello(&settings) => r,
-                    _ = tokio::signal::ctrl_c() => Ok(()),
-                }
+                quickstart::hello(&settings, async { drop(tokio::signal::ctrl_c().await) }).await
             }
             _ => quickstart::call(&settings)
                 .await

@@ -21,21 +21,23 @@ fn workspace() -> PathBuf {
 struct Proc(Child);
 
 impl Proc {
-    fn stop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(Some(_))) {
-            return;
+    /// SIGINT, then SIGKILL after 5 s; the exit status, `None` when it had to be killed.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.0.try_wait() {
+            return Some(status);
         }
         let _ = Command::new("kill")
             .args(["-INT", &self.0.id().to_string()])
             .status();
         for _ in 0..50 {
-            if matches!(self.0.try_wait(), Ok(Some(_))) {
-                return;
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        None
     }
 }
 
@@ -136,14 +138,16 @@ fn the_getting_started_guide_runs_as_written() {
     let (ca_dir, out_dir) = (tmp.path().join("ca"), tmp.path().join("out"));
     let root = out_dir.join("root-cert.pem");
 
-    let (mut cp, xds, ca, _) = control_plane(&ca_dir, &out_dir, true);
+    let (mut cp, xds, ca, cp_log) = control_plane(&ca_dir, &out_dir, true);
     let first_root = std::fs::read_to_string(&root).unwrap();
 
     let mut hello = quickstart("hello", &xds, &ca, &root)
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .map(Proc)
         .unwrap();
+    let hello_log = collect(hello.0.stderr.take().unwrap());
     let serving = wait_line(hello.0.stdout.take().unwrap(), "hello: serving");
     assert_eq!(
         serving,
@@ -164,9 +168,31 @@ fn the_getting_started_guide_runs_as_written() {
     );
     assert_eq!(stderr, "", "a normal run prints no warning");
 
+    // A normal stop (Ctrl-C), workloads first: graceful, and nothing printed on either side.
+    let status = hello.stop().expect("hello stops on SIGINT");
+    assert!(status.success(), "hello exits 0 on SIGINT: {status}");
+    assert_eq!(
+        *hello_log.lock().unwrap(),
+        "",
+        "hello's stop prints nothing"
+    );
+    let status = cp.stop().expect("the control plane stops on SIGINT");
+    assert!(
+        status.success(),
+        "the control plane exits 0 on SIGINT: {status}"
+    );
+    // The one warning: --ca-open's, deliberate (loud at start).
+    let cp_log = cp_log.lock().unwrap().clone();
+    let warnings: Vec<&str> = cp_log
+        .lines()
+        .filter(|l| (l.contains("WARN") || l.contains("ERROR")) && !l.contains("(open mode)"))
+        .collect();
+    assert!(
+        warnings.is_empty(),
+        "the control plane's run and stop print no other warning: {cp_log}"
+    );
+
     // Restarted on the same --ca-dir: the same root, so running workloads keep trusting it.
-    cp.stop();
-    drop(hello);
     let (_cp, xds, ca, log) = control_plane(&ca_dir, &out_dir, false);
     assert_eq!(std::fs::read_to_string(&root).unwrap(), first_root);
 

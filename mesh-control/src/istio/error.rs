@@ -8,7 +8,8 @@ use super::api::{Origin, ResourceKey};
 /// One problem with the config: a rule broken by a resource (or a file that can't be read).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
-    /// File and line of the YAML document.
+    /// File and line: the field's line when the field is found in block-style YAML, else
+    /// the YAML document's first line.
     pub origin: Origin,
     /// The resource, when the document got far enough to name one.
     pub resource: Option<ResourceKey>,

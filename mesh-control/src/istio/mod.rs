@@ -23,6 +23,7 @@ pub mod api;
 pub mod duration;
 mod error;
 mod load;
+mod locate;
 mod snapshot;
 mod validate;
 mod watch;
@@ -52,7 +53,16 @@ pub struct LoadReport {
 impl LoadReport {
     /// Parses and validates in-memory files.
     pub fn from_files(files: &[SourceFile]) -> LoadReport {
-        LoadReport::from_parsed(parse_files(files))
+        let mut report = LoadReport::from_parsed(parse_files(files));
+        report.locate_fields(files);
+        report
+    }
+
+    /// Points each error with a field path at the field's line in `files` (the files the
+    /// report was made from) instead of its document's first line.
+    pub fn locate_fields(&mut self, files: &[SourceFile]) {
+        // Kept in document order: a document's errors stay together, in rule order.
+        locate::locate_fields(files, &mut self.errors);
     }
 
     /// Validates parsed files.

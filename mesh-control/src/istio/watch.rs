@@ -120,6 +120,7 @@ async fn report_of(cache: ParseCache, contents: Contents) -> (ParseCache, Conten
     let task = tokio::task::spawn_blocking(move || {
         let mut cache = cache;
         let mut report = LoadReport::from_parsed(cache.parse(&contents.0));
+        report.locate_fields(&contents.0);
         report.errors.extend(contents.1.iter().cloned());
         (cache, contents, report)
     });

@@ -34,6 +34,8 @@ pub(crate) enum Command {
     AddTarget(String),
     RemoveTarget(String),
     Status(oneshot::Sender<ClientStatus>),
+    /// Stop now; the sender is dropped once the stream and channel are.
+    Close(oneshot::Sender<()>),
 }
 
 /// How a stream ended.
@@ -115,18 +117,22 @@ pub(crate) struct Driver<C: Codec> {
     pub(crate) commands: mpsc::Receiver<Command>,
     pub(crate) snapshot_tx: watch::Sender<Arc<C::Snapshot>>,
     pub(crate) ready_tx: watch::Sender<bool>,
+    /// Held from [`Command::Close`] until the driver (stream, channel) is dropped.
+    pub(crate) closing: Option<oneshot::Sender<()>>,
 }
 
 impl<C: Codec> Driver<C> {
-    /// Runs until every handle is dropped.
+    /// Runs until every handle is dropped or the client is closed.
     pub(crate) async fn run(mut self) {
         let mut backoff = Backoff::new(self.config.backoff.clone());
         loop {
             // Nothing to ask for yet: wait for a subscription before opening a stream.
             while !self.state.wants_anything() {
-                match self.commands.recv().await {
-                    Some(cmd) => self.handle(cmd),
-                    None => return,
+                let Some(cmd) = self.commands.recv().await else {
+                    return;
+                };
+                if !self.handle(cmd) {
+                    return;
                 }
             }
             let ended = match self.config.protocol {
@@ -150,18 +156,25 @@ impl<C: Codec> Driver<C> {
             loop {
                 tokio::select! {
                     _ = &mut sleep => break,
-                    cmd = self.commands.recv() => match cmd {
-                        Some(cmd) => self.handle(cmd),
-                        None => return,
-                    },
+                    cmd = self.commands.recv() => {
+                        let Some(cmd) = cmd else { return };
+                        if !self.handle(cmd) {
+                            return;
+                        }
+                    }
                 }
             }
         }
     }
 
-    fn handle(&mut self, cmd: Command) {
+    /// Applies `cmd`; `false` when it asks the client to stop.
+    fn handle(&mut self, cmd: Command) -> bool {
         let now = Instant::now();
         match cmd {
+            Command::Close(done) => {
+                self.closing = Some(done);
+                return false;
+            }
             Command::AddTarget(name) => self.state.add_target(&name, now),
             Command::RemoveTarget(name) => self.state.remove_target(&name, now),
             Command::Status(reply) => {
@@ -169,6 +182,7 @@ impl<C: Codec> Driver<C> {
             }
         }
         self.publish();
+        true
     }
 
     fn publish(&mut self) {
@@ -243,7 +257,9 @@ impl<C: Codec> Driver<C> {
                     },
                     cmd = self.commands.recv() => match cmd {
                         Some(cmd) => {
-                            self.handle(cmd);
+                            if !self.handle(cmd) {
+                                return Ended::Closed;
+                            }
                             if self.flush::<W>(&tx, &mut node_sent).await.is_err() {
                                 return Ended::Stream { got_response: false };
                             }
@@ -282,7 +298,9 @@ impl<C: Codec> Driver<C> {
                 },
                 cmd = self.commands.recv() => match cmd {
                     Some(cmd) => {
-                        self.handle(cmd);
+                        if !self.handle(cmd) {
+                            return Ended::Closed;
+                        }
                         if self.flush::<W>(&tx, &mut node_sent).await.is_err() {
                             return Ended::Stream { got_response };
                         }

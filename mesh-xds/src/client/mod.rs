@@ -206,6 +206,7 @@ impl std::fmt::Debug for Command {
             Command::AddTarget(t) => write!(f, "AddTarget({t})"),
             Command::RemoveTarget(t) => write!(f, "RemoveTarget({t})"),
             Command::Status(_) => f.write_str("Status"),
+            Command::Close(_) => f.write_str("Close"),
         }
     }
 }
@@ -238,6 +239,7 @@ impl XdsClient {
             commands,
             snapshot_tx,
             ready_tx,
+            closing: None,
         };
         tokio::spawn(driver.run());
         Self {
@@ -309,6 +311,19 @@ impl XdsClient {
         let (tx, rx) = oneshot::channel();
         self.send(Command::Status(tx)).await?;
         rx.await.map_err(|_| XdsClientError::Stopped)
+    }
+
+    /// Stops the client now, for every handle: ends its ADS stream (the server sees the
+    /// client cancel it) and drops its channel, and returns once both are gone. Consumers
+    /// keep the last snapshot. Close the clients before stopping their control plane, so
+    /// that a normal shutdown does not read as a failed stream. Closing a stopped client
+    /// does nothing.
+    pub async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.send(Command::Close(done)).await.is_ok() {
+            // Resolves (with an error) when the driver drops the sender.
+            let _ = closed.await;
+        }
     }
 
     async fn send(&self, cmd: Command) -> Result<(), XdsClientError> {

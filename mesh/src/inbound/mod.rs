@@ -41,13 +41,21 @@
 //! # }
 //! ```
 //!
+//! With `axum::serve` (and your own graceful shutdown), use [`Mesh::listener`](crate::Mesh::listener) and
+//! [`Mesh::app`](crate::Mesh::app) instead (feature `axum`, see [`MeshListener`]).
+//!
 //! What is not applied from the listener: the inline route table (every request goes to
 //! the application, as Istio's `NonForwardingAction` route says), per-route filter
 //! overrides, and the connection manager's timeouts.
 
 pub mod chain;
+#[cfg(feature = "axum")]
+pub mod listener;
 pub mod policy;
 mod serve;
+
+#[cfg(feature = "axum")]
+pub use listener::{InboundConnectInfo, InboundStream, MeshApp, MeshAppService, MeshListener};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

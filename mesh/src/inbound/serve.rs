@@ -1,8 +1,11 @@
 //! The accept loop: listener updates, per-connection chain choice, and draining.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,9 +22,10 @@ use mesh_tls::server::{
     serve_connection_with_limits,
 };
 use mesh_tls::sniff::{Rewind, Sniffed, sniff_within};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use tokio_rustls::server::TlsStream;
 use tower::{BoxError, Layer, Service};
 
 use super::chain::{self, ConnectionInfo};
@@ -37,7 +41,7 @@ type Shape = Vec<(
 )>;
 
 /// One version of the chains: connections accepted under it keep it until drained.
-struct Generation {
+pub(super) struct Generation {
     listener: ServerListener,
     sniff: bool,
     /// Per chain (then the default chain), the policies of its RBAC filters.
@@ -47,7 +51,7 @@ struct Generation {
 }
 
 /// What the accept loop holds: the current generation and the senders of its policies.
-struct Current {
+pub(super) struct Current {
     generation: Arc<Generation>,
     shape: Shape,
     policy_senders: Vec<watch::Sender<Arc<AuthzPolicies>>>,
@@ -103,6 +107,46 @@ impl InboundServer {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        let (tcp, bound) = self.bind().await?;
+        let limits = Arc::new(self.limits.clone());
+        // Each connection task holds a clone; all are gone once every connection ended.
+        let (alive, mut all_closed) = mpsc::channel::<()>(1);
+        let mut current = self
+            .accept_loop(
+                tcp,
+                bound,
+                signal,
+                |generation, acceptor, stream, remote, permit| {
+                    let conn = Connection {
+                        generation,
+                        acceptor,
+                        metrics: self.metrics.clone(),
+                        drain_timeout: self.drain_timeout,
+                        limits: limits.clone(),
+                        _permit: permit,
+                        _alive: alive.clone(),
+                    };
+                    tokio::spawn(conn.run(stream, remote, service.clone()));
+                },
+            )
+            .await;
+        // Shutdown: accepting stopped; drain and wait.
+        if let Some(cur) = current.take() {
+            cur.generation.drain.send_replace(true);
+        }
+        self.status
+            .send_replace(ServingStatus::NotServing("shut down".into()));
+        drop(alive);
+        let _ = tokio::time::timeout(
+            self.drain_timeout + Duration::from_secs(1),
+            all_closed.recv(),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Binds the server's address.
+    pub(super) async fn bind(&self) -> Result<(LimitedListener, SocketAddr), InboundError> {
         let tcp = TcpListener::bind(self.addr)
             .await
             .map_err(|source| InboundError::Bind {
@@ -110,19 +154,35 @@ impl InboundServer {
                 source,
             })?;
         let bound = tcp.local_addr().unwrap_or(self.addr);
-        let mut tcp = LimitedListener::new(tcp, self.limiter.clone());
-        let limits = Arc::new(self.limits.clone());
+        Ok((LimitedListener::new(tcp, self.limiter.clone()), bound))
+    }
+
+    /// Follows the listener and hands each admitted connection, with the generation of
+    /// chains it is bound to and that version's acceptor, to `on_accept`, until `signal`; then stops accepting and
+    /// returns the current generation (to drain). Connections arriving while not serving
+    /// are closed (A36's NOT_SERVING).
+    pub(super) async fn accept_loop(
+        &self,
+        mut tcp: LimitedListener,
+        bound: SocketAddr,
+        signal: impl Future<Output = ()>,
+        mut on_accept: impl FnMut(
+            Arc<Generation>,
+            MeshAcceptor,
+            TcpStream,
+            SocketAddr,
+            ConnectionPermit,
+        ),
+    ) -> Option<Current> {
         self.source.demand(&self.listener_name);
         let mut snapshots = self.source.snapshots();
         snapshots.mark_changed();
         let mut current: Option<Current> = None;
         let mut last_listener: Option<Arc<Listener>> = None;
-        // Each connection task holds a clone; all are gone once every connection ended.
-        let (alive, mut all_closed) = mpsc::channel::<()>(1);
         let mut signal = std::pin::pin!(signal);
         loop {
             tokio::select! {
-                () = &mut signal => break,
+                () = &mut signal => return current,
                 changed = snapshots.changed() => {
                     if changed.is_err() {
                         tracing::warn!(listener = %self.listener_name, "the config source stopped; keeping the last listener");
@@ -139,38 +199,14 @@ impl InboundServer {
                     self.update(&mut current, listener, bound, &self.metrics);
                 }
                 (stream, remote, permit) = tcp.accept() => {
-                    let Some(cur) = &current else {
+                    match &current {
+                        Some(cur) => on_accept(cur.generation.clone(), cur.acceptor.clone(), stream, remote, permit),
                         // NOT_SERVING: accept and close.
-                        drop((stream, permit));
-                        continue;
-                    };
-                    let conn = Connection {
-                        generation: cur.generation.clone(),
-                        acceptor: cur.acceptor.clone(),
-                        metrics: self.metrics.clone(),
-                        drain_timeout: self.drain_timeout,
-                        limits: limits.clone(),
-                        _permit: permit,
-                        _alive: alive.clone(),
-                    };
-                    tokio::spawn(conn.run(stream, remote, service.clone()));
+                        None => drop((stream, permit)),
+                    }
                 }
             }
         }
-        // Shutdown: stop accepting, drain, wait.
-        drop(tcp);
-        if let Some(cur) = current.take() {
-            cur.generation.drain.send_replace(true);
-        }
-        self.status
-            .send_replace(ServingStatus::NotServing("shut down".into()));
-        drop(alive);
-        let _ = tokio::time::timeout(
-            self.drain_timeout + Duration::from_secs(1),
-            all_closed.recv(),
-        )
-        .await;
-        Ok(())
     }
 
     /// Applies a new version of the listener (or its removal).
@@ -296,6 +332,135 @@ struct Connection {
     _alive: mpsc::Sender<()>,
 }
 
+/// A connection past its chain choice and handshake: what serving it needs.
+pub(super) struct Accepted {
+    pub(super) io: InboundIo,
+    pub(super) addrs: ConnectionAddrs,
+    /// The verified client identity (mTLS chains).
+    pub(super) peer: Option<PeerIdentity>,
+    /// The chain's authorization policies, updated in place.
+    pub(super) policies: watch::Receiver<Arc<AuthzPolicies>>,
+    pub(super) path_normalization: PathNormalization,
+}
+
+/// Picks the connection's filter chain (sniffing for TLS when the chains ask) and runs its
+/// transport socket: the mTLS handshake, or none. `None` when the connection was closed:
+/// lost, no chain matches, or the handshake was rejected (logged).
+pub(super) async fn handshake(
+    generation: &Generation,
+    acceptor: &MeshAcceptor,
+    limits: &ConnectionLimits,
+    tcp: TcpStream,
+    remote: SocketAddr,
+) -> Option<Accepted> {
+    let local = tcp.local_addr().ok()?;
+    let (tls, io) = if generation.sniff {
+        match sniff_within(limits.sniff_timeout, tcp).await {
+            Ok((kind, io)) => (Some(kind == Sniffed::Tls), io),
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "connection lost while sniffing");
+                return None;
+            }
+        }
+    } else {
+        (None, Rewind::unsniffed(tcp))
+    };
+    let info = ConnectionInfo { local, remote, tls };
+    let listener = &generation.listener;
+    let index = match chain::select(listener, &info) {
+        Some(i) => i,
+        None if listener.default_filter_chain.is_some() => listener.filter_chains.len(),
+        None => {
+            tracing::info!(%remote, ?tls, "no filter chain matches the connection; closing");
+            return None;
+        }
+    };
+    let chain = chains(listener).nth(index)?;
+    let policies = generation.policies.get(index)?.clone();
+    let (io, peer) = if chain.tls.is_some() {
+        match acceptor.accept(io).await {
+            Ok((stream, peer)) => (InboundIo::Tls(Box::new(stream)), Some(peer)),
+            Err(e) => {
+                tracing::info!(%remote, chain = %chain.name, error = %e, "mTLS handshake rejected");
+                return None;
+            }
+        }
+    } else {
+        (InboundIo::Plain(io), None)
+    };
+    Some(Accepted {
+        io,
+        addrs: ConnectionAddrs { remote, local },
+        peer,
+        policies,
+        path_normalization: chain.http_connection_manager.path_normalization,
+    })
+}
+
+/// An accepted inbound connection's byte stream: mTLS or plaintext, as its chain says.
+pub(super) enum InboundIo {
+    Plain(Rewind<TcpStream>),
+    Tls(Box<TlsStream<Rewind<TcpStream>>>),
+}
+
+impl AsyncRead for InboundIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Tls(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for InboundIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Tls(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_flush(cx),
+            Self::Tls(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Tls(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+            Self::Tls(io) => Pin::new(io).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(io) => io.is_write_vectored(),
+            Self::Tls(io) => io.is_write_vectored(),
+        }
+    }
+}
+
 impl Connection {
     async fn run<S, B>(self, tcp: TcpStream, remote: SocketAddr, service: S)
     where
@@ -305,54 +470,20 @@ impl Connection {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let Ok(local) = tcp.local_addr() else {
+        let Some(accepted) =
+            handshake(&self.generation, &self.acceptor, &self.limits, tcp, remote).await
+        else {
             return;
         };
-        let (tls, io) = if self.generation.sniff {
-            match sniff_within(self.limits.sniff_timeout, tcp).await {
-                Ok((kind, io)) => (Some(kind == Sniffed::Tls), io),
-                Err(e) => {
-                    tracing::debug!(%remote, error = %e, "connection lost while sniffing");
-                    return;
-                }
-            }
-        } else {
-            (None, Rewind::unsniffed(tcp))
-        };
-        let info = ConnectionInfo { local, remote, tls };
-        let listener = &self.generation.listener;
-        let index = match chain::select(listener, &info) {
-            Some(i) => i,
-            None if listener.default_filter_chain.is_some() => listener.filter_chains.len(),
-            None => {
-                tracing::info!(%remote, ?tls, "no filter chain matches the connection; closing");
-                return;
-            }
-        };
-        let Some(chain) = chains(listener).nth(index) else {
-            return;
-        };
-        let Some(policies) = self.generation.policies.get(index).cloned() else {
-            return;
-        };
-        let addrs = ConnectionAddrs { remote, local };
         // As Envoy's HCM: the path is normalized once, before RBAC, and forwarded so.
         let service = PathNormalize::new(
-            AuthzLayer::new(policies)
+            AuthzLayer::new(accepted.policies)
                 .with_metrics(self.metrics.clone())
                 .layer(service),
-            chain.http_connection_manager.path_normalization,
+            accepted.path_normalization,
         );
-        if chain.tls.is_some() {
-            match self.acceptor.accept(io).await {
-                Ok((stream, peer)) => self.serve(stream, service, addrs, Some(peer)).await,
-                Err(e) => {
-                    tracing::info!(%remote, chain = %chain.name, error = %e, "mTLS handshake rejected")
-                }
-            }
-        } else {
-            self.serve(io, service, addrs, None).await
-        }
+        self.serve(accepted.io, service, accepted.addrs, accepted.peer)
+            .await
     }
 
     async fn serve<IO, S, B>(

@@ -10,8 +10,8 @@ use mesh_tls::dev_ca::DevCa;
 use serde::{Deserialize, Serialize};
 
 use crate::cases::{
-    Case, CaseId, EnvoyPair, GrpcMesh, GrpcTonicMtls, HyperH1, HyperMtls, InProcessMesh, ProxyPair,
-    ProxyPairConfig,
+    Case, CaseId, EnvoyPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1, HyperMtls, InProcessMesh,
+    ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
@@ -152,6 +152,7 @@ async fn start_case(
         }
         CaseId::GrpcTonicMtls => Arc::new(GrpcTonicMtls::start(ca).await?),
         CaseId::GrpcMesh => Arc::new(GrpcMesh::start(ca, ca_dir).await?),
+        CaseId::Hbone => Arc::new(Hbone::start(ca).await?),
     })
 }
 

@@ -9,7 +9,7 @@ use mesh_bench::loadgen::Load;
 use mesh_bench::{Error, criterion, report, svg};
 
 const USAGE: &str = "usage: mesh-bench [--quick] [--rounds N] [--duration SECS] [--warmup SECS]
-                  [--cases 1,2,3,4,5,6,7]  (6, 7: unary gRPC, tonic mTLS / mesh) [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
+                  [--cases 1,2,3,4,5,6,7,8]  (6, 7: unary gRPC, tonic mTLS / mesh; 8: HBONE in-process) [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH]
                   [--mesh-h2-connections N]  (case 3's pool; default one per worker thread)
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
@@ -64,7 +64,7 @@ fn parse() -> Result<Args, Error> {
                             .parse()
                             .ok()
                             .and_then(CaseId::from_number)
-                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-7"))
+                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-8"))
                     })
                     .collect::<Result<_, _>>()?;
             }

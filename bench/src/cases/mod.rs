@@ -2,6 +2,7 @@
 
 mod envoy_pair;
 mod grpc;
+mod hbone;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use envoy_pair::EnvoyPair;
 pub use grpc::{GrpcMesh, GrpcTonicMtls};
+pub use hbone::Hbone;
 pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
@@ -41,11 +43,13 @@ pub enum CaseId {
     GrpcTonicMtls,
     /// 7. unary gRPC through the mesh: `mesh.channel` -> mesh server.
     GrpcMesh,
+    /// 8. HTTP/2 inside HBONE tunnels between two in-process workloads (ambient mode).
+    Hbone,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 7] = [
+    pub const ALL: [CaseId; 8] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -53,9 +57,10 @@ impl CaseId {
         CaseId::EnvoyPair,
         CaseId::GrpcTonicMtls,
         CaseId::GrpcMesh,
+        CaseId::Hbone,
     ];
 
-    /// The case's number (1-7).
+    /// The case's number (1-8).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -75,6 +80,7 @@ impl CaseId {
             CaseId::EnvoyPair => "Envoy pair",
             CaseId::GrpcTonicMtls => "gRPC tonic+rustls mTLS",
             CaseId::GrpcMesh => "gRPC mesh.channel",
+            CaseId::Hbone => "HBONE in-process",
         }
     }
 }

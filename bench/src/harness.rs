@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cases::ExternalRun;
 use crate::cases::{
-    Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, HyperH1, HyperMtls,
+    Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1, HyperMtls,
     InProcessMesh, ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
@@ -167,6 +167,7 @@ async fn start_case(
             )?;
             Arc::new(GrpcGoPair::start(bin, ca, ca_dir).await?)
         }
+        CaseId::Hbone => Arc::new(Hbone::start(ca).await?),
     })
 }
 

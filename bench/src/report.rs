@@ -325,6 +325,28 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             unit: "x",
         },
         Target {
+            issue: "#18",
+            what: "HBONE in-process p50 at 2,000 rps / case 2 (direct mTLS)".into(),
+            figure: div(
+                get(CaseId::Hbone, RATE, |r| r.p50),
+                get(CaseId::HyperMtls, RATE, |r| r.p50),
+            ),
+            limit: 1.2,
+            at_most: true,
+            unit: "x",
+        },
+        Target {
+            issue: "#18",
+            what: "HBONE in-process throughput at saturation / case 2 (direct mTLS)".into(),
+            figure: div(
+                get(CaseId::Hbone, SAT, |r| r.rps),
+                get(CaseId::HyperMtls, SAT, |r| r.rps),
+            ),
+            limit: 0.8,
+            at_most: false,
+            unit: "x",
+        },
+        Target {
             issue: "#9",
             what: "proxy pair resident memory (both proxies, largest seen) / Envoy pair".into(),
             figure: div(rss(CaseId::ProxyPair), rss(CaseId::EnvoyPair)),

@@ -80,3 +80,33 @@ async fn quick_run_of_the_in_process_cases_produces_numbers() {
     let plot = svg::plot(&rows);
     assert!(plot.contains("2. hyper+rustls mTLS h2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quick_run_of_the_hbone_case_produces_numbers() {
+    let opts = Options {
+        rounds: 1,
+        duration: Duration::from_millis(100),
+        warmup: Duration::from_millis(20),
+        cases: vec![CaseId::HyperMtls, CaseId::Hbone],
+        ..Options::quick()
+    };
+    let results = harness::run(&opts).await.unwrap();
+    for m in results
+        .measurements
+        .iter()
+        .filter(|m| m.case == CaseId::Hbone)
+    {
+        assert!(m.ok > 0 && m.errors == 0, "{m:?}");
+    }
+    assert_eq!(
+        results
+            .measurements
+            .iter()
+            .filter(|m| m.case == CaseId::Hbone)
+            .count(),
+        Load::ALL.len()
+    );
+    let md = report::markdown(&results, &[], None);
+    assert!(md.contains("| 8. HBONE in-process |"), "{md}");
+    assert!(md.contains("HBONE in-process throughput at saturation / case 2"));
+}

@@ -15,13 +15,12 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri};
 use http_body_util::Empty;
 use hyper::client::conn::http2::SendRequest;
-use hyper::upgrade::Upgraded;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_core::SpiffeId;
@@ -31,6 +30,7 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::observe::{Baggage, Observer, TunnelIo, TunnelObserver};
 use crate::server::HBONE_PORT;
 use crate::tls::ClientTls;
 
@@ -43,6 +43,9 @@ pub struct HboneTarget {
     pub authority: SocketAddr,
     /// The SPIFFE identity the server must present.
     pub identity: SpiffeId,
+    /// The service the caller means, sent as `forwarded: host=..` (as ztunnel sends it) for
+    /// the server's `destination_service` label.
+    pub service: Option<String>,
 }
 
 impl HboneTarget {
@@ -53,7 +56,14 @@ impl HboneTarget {
             hbone_addr: SocketAddr::new(destination.ip(), HBONE_PORT),
             authority: destination,
             identity,
+            service: None,
         }
+    }
+
+    /// Names the service the tunnel is for (`forwarded: host=<service>`).
+    pub fn service(mut self, host: impl Into<String>) -> Self {
+        self.service = Some(host.into());
+        self
     }
 
     /// Sends the tunnel through `hbone_addr` instead (another port, a node proxy).
@@ -117,6 +127,12 @@ pub struct HboneClientSettings {
     pub connection_window: u32,
     /// HTTP/2 max frame size (default 1 MiB).
     pub max_frame_size: u32,
+    /// A connection that carried no tunnel for this long is closed (default 5 minutes,
+    /// ztunnel's pool idle timeout).
+    pub idle_timeout: Duration,
+    /// Sent as the `baggage` header of every `CONNECT` (ztunnel's source description, which
+    /// the server turns into source labels); `None` sends none.
+    pub baggage: Option<Baggage>,
 }
 
 impl Default for HboneClientSettings {
@@ -127,6 +143,8 @@ impl Default for HboneClientSettings {
             stream_window: 4 << 20,
             connection_window: 16 << 20,
             max_frame_size: 1 << 20,
+            idle_timeout: Duration::from_secs(300),
+            baggage: None,
         }
     }
 }
@@ -141,7 +159,14 @@ struct PoolKey {
 #[derive(Clone)]
 struct Pooled {
     send: SendRequest<Empty<Bytes>>,
-    streams: Arc<AtomicUsize>,
+    use_: Arc<Use>,
+}
+
+/// How busy one pooled connection is: open tunnels, and when the last one ended.
+struct Use {
+    id: u64,
+    streams: AtomicUsize,
+    idle_since: Mutex<Instant>,
 }
 
 type Slots = Arc<tokio::sync::Mutex<Vec<Pooled>>>;
@@ -151,6 +176,7 @@ struct ClientInner {
     settings: HboneClientSettings,
     pools: Mutex<HashMap<PoolKey, Slots>>,
     dialled: AtomicU64,
+    observer: Observer<HboneTarget>,
 }
 
 /// Opens HBONE tunnels; see the crate docs. Cheap to clone; clones share the pool.
@@ -187,6 +213,22 @@ impl HboneClient {
                 },
                 pools: Mutex::new(HashMap::new()),
                 dialled: AtomicU64::new(0),
+                observer: None,
+            }),
+        }
+    }
+
+    /// This client (same credentials and settings, a pool of its own) telling `observer`
+    /// about every tunnel it opens; its meter counts the tunnel's bytes (the `mesh`
+    /// facade's `hbone_client()` reports Istio's `istio_tcp_*` through it).
+    pub fn observe(self, observer: impl TunnelObserver<HboneTarget>) -> Self {
+        Self {
+            inner: Arc::new(ClientInner {
+                tls: ClientTls::new(self.inner.tls.store().clone()),
+                settings: self.inner.settings.clone(),
+                pools: Mutex::new(HashMap::new()),
+                dialled: AtomicU64::new(0),
+                observer: Some(Arc::new(observer)),
             }),
         }
     }
@@ -214,9 +256,22 @@ impl HboneClient {
     /// Opens one tunnel to `target`.
     pub async fn connect(&self, target: &HboneTarget) -> Result<HboneStream, HboneError> {
         let (mut send, slot) = self.checkout(target).await?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(Method::CONNECT)
-            .uri(target.authority.to_string())
+            .uri(target.authority.to_string());
+        if let Some(b) = self
+            .inner
+            .settings
+            .baggage
+            .as_ref()
+            .and_then(Baggage::header_value)
+        {
+            req = req.header("baggage", b);
+        }
+        if let Some(host) = &target.service {
+            req = req.header(http::header::FORWARDED, format!("host={host}"));
+        }
+        let req = req
             .body(Empty::new())
             .map_err(|e| HboneError::BadUri(e.to_string()))?;
         let resp = send.send_request(req).await?;
@@ -227,8 +282,9 @@ impl HboneClient {
             });
         }
         let upgraded = hyper::upgrade::on(resp).await?;
+        let meter = self.inner.observer.as_ref().map(|o| o.opened(target));
         Ok(HboneStream {
-            io: TokioIo::new(upgraded),
+            io: TunnelIo::new(TokioIo::new(upgraded), meter),
             _slot: Slot(slot),
             peer: target.identity.clone(),
         })
@@ -238,7 +294,7 @@ impl HboneClient {
     async fn checkout(
         &self,
         target: &HboneTarget,
-    ) -> Result<(SendRequest<Empty<Bytes>>, Arc<AtomicUsize>), HboneError> {
+    ) -> Result<(SendRequest<Empty<Bytes>>, Arc<Use>), HboneError> {
         let tls_err = |source| HboneError::Tls {
             addr: target.hbone_addr,
             source,
@@ -266,15 +322,16 @@ impl HboneClient {
         let max = self.inner.settings.max_streams_per_connection;
         if let Some(c) = conns
             .iter()
-            .find(|c| c.streams.load(Ordering::Acquire) < max)
+            .find(|c| c.use_.streams.load(Ordering::Acquire) < max)
         {
-            c.streams.fetch_add(1, Ordering::AcqRel);
-            return Ok((c.send.clone(), c.streams.clone()));
+            c.use_.streams.fetch_add(1, Ordering::AcqRel);
+            return Ok((c.send.clone(), c.use_.clone()));
         }
         let c = self.dial(target).await?;
-        c.streams.fetch_add(1, Ordering::AcqRel);
+        c.use_.streams.fetch_add(1, Ordering::AcqRel);
         conns.push(c.clone());
-        Ok((c.send, c.streams))
+        reap_when_idle(&slots, c.use_.clone(), self.inner.settings.idle_timeout);
+        Ok((c.send, c.use_))
     }
 
     async fn dial(&self, target: &HboneTarget) -> Result<Pooled, HboneError> {
@@ -321,12 +378,43 @@ impl HboneClient {
         let send = tokio::time::timeout(settings.connect_timeout, dial)
             .await
             .map_err(|_| HboneError::Timeout(addr))??;
-        self.inner.dialled.fetch_add(1, Ordering::Relaxed);
+        let id = self.inner.dialled.fetch_add(1, Ordering::Relaxed);
         Ok(Pooled {
             send,
-            streams: Arc::new(AtomicUsize::new(0)),
+            use_: Arc::new(Use {
+                id,
+                streams: AtomicUsize::new(0),
+                idle_since: Mutex::new(Instant::now()),
+            }),
         })
     }
+}
+
+/// Drops the connection of `use_` from `slots` once it has carried no tunnel for `idle`:
+/// with its last `SendRequest` gone, hyper closes it (GOAWAY, then the socket).
+fn reap_when_idle(slots: &Slots, use_: Arc<Use>, idle: Duration) {
+    let slots = Arc::downgrade(slots);
+    tokio::spawn(async move {
+        loop {
+            let since = *use_.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            tokio::time::sleep_until((since + idle).into()).await;
+            let Some(slots) = slots.upgrade() else { return };
+            let mut conns = slots.lock().await;
+            let Some(i) = conns.iter().position(|c| c.use_.id == use_.id) else {
+                return; // closed and already dropped
+            };
+            let since = *use_.idle_since.lock().unwrap_or_else(|e| e.into_inner());
+            if use_.streams.load(Ordering::Acquire) == 0 && since.elapsed() >= idle {
+                tracing::debug!(id = use_.id, ?idle, "HBONE connection idle: closing");
+                conns.swap_remove(i);
+                return;
+            }
+            // Busy: look again `idle` after the last tunnel ends (at the earliest, now).
+            if use_.streams.load(Ordering::Acquire) > 0 {
+                *use_.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+            }
+        }
+    });
 }
 
 impl tower_service::Service<HboneTarget> for HboneClient {
@@ -345,18 +433,20 @@ impl tower_service::Service<HboneTarget> for HboneClient {
 }
 
 /// Frees a connection's stream slot when the tunnel ends.
-struct Slot(Arc<AtomicUsize>);
+struct Slot(Arc<Use>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        }
     }
 }
 
 /// One open tunnel: a byte stream (tokio `AsyncRead + AsyncWrite`). Wrap it in `TokioIo`
 /// for hyper.
 pub struct HboneStream {
-    io: TokioIo<Upgraded>,
+    io: TunnelIo,
     _slot: Slot,
     peer: SpiffeId,
 }
@@ -440,6 +530,7 @@ impl HboneConnector {
             hbone_addr: SocketAddr::new(ip, self.hbone_port),
             authority: SocketAddr::new(ip, port),
             identity: self.identity.clone(),
+            service: None,
         })
     }
 }

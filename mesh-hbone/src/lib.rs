@@ -49,6 +49,7 @@
 pub mod authority;
 pub mod client;
 pub mod metrics;
+pub mod observe;
 pub mod server;
 mod tls;
 
@@ -56,4 +57,5 @@ pub use client::{
     HboneClient, HboneClientSettings, HboneConnector, HboneError, HboneStream, HboneTarget,
 };
 pub use metrics::{HboneMetrics, Refusal};
-pub use server::{HBONE_PORT, HboneServer, HboneServerBuilder, TunnelInfo, TunnelIo};
+pub use observe::{Baggage, TunnelIo, TunnelMeter, TunnelObserver};
+pub use server::{HBONE_PORT, HboneServer, HboneServerBuilder, TunnelInfo};

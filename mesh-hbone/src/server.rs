@@ -28,7 +28,6 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Empty;
 use hyper::body::{Body, Incoming};
-use hyper::upgrade::Upgraded;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_authz::AuthzPolicies;
 use mesh_core::extensions::{ConnectionAddrs, PeerIdentity};
@@ -42,16 +41,15 @@ use tower::{BoxError, Service};
 
 use crate::authority::parse_authority;
 use crate::metrics::{HboneMetrics, Refusal};
+use crate::observe::{Baggage, Observer, TunnelIo, TunnelObserver, forwarded_host};
 use crate::tls::ServerTls;
 
 /// HBONE's port.
 pub const HBONE_PORT: u16 = 15008;
 
-/// A tunnelled byte stream, as a TCP handler gets it (tokio `AsyncRead + AsyncWrite`).
-pub type TunnelIo = TokioIo<Upgraded>;
-
 /// What the server knows about one tunnel.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TunnelInfo {
     /// The caller's verified SPIFFE identity.
     pub peer: PeerIdentity,
@@ -59,6 +57,11 @@ pub struct TunnelInfo {
     pub source: SocketAddr,
     /// The tunnel's destination: the `CONNECT` authority.
     pub destination: SocketAddr,
+    /// The caller's workload as its `baggage` header describes it (ztunnel sends one; the
+    /// caller's claim, unlike `peer`).
+    pub baggage: Baggage,
+    /// The service the caller meant: the `host=` of its `forwarded` header.
+    pub service_host: Option<String>,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -71,6 +74,7 @@ pub struct HboneServerBuilder {
     handlers: HashMap<u16, Handler>,
     policies: Option<watch::Receiver<Arc<AuthzPolicies>>>,
     metrics: HboneMetrics,
+    observer: Observer<TunnelInfo>,
     limits: ConnectionLimits,
     local_ips: Vec<IpAddr>,
     handshake_timeout: Duration,
@@ -151,6 +155,13 @@ impl HboneServerBuilder {
         self
     }
 
+    /// Told about every accepted tunnel; its meter counts the tunnel's bytes (the `mesh`
+    /// facade's `hbone_server()` reports Istio's `istio_tcp_*` through it).
+    pub fn observe(mut self, observer: impl TunnelObserver<TunnelInfo>) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
+    }
+
     /// Connection cap and timeouts (mesh-tls's defaults).
     pub fn limits(mut self, limits: ConnectionLimits) -> Self {
         self.limits = limits;
@@ -184,6 +195,7 @@ impl HboneServerBuilder {
                 handlers: self.handlers,
                 policies: self.policies,
                 metrics: self.metrics,
+                observer: self.observer,
                 limits: self.limits,
                 local_ips: self.local_ips,
                 handshake_timeout: self.handshake_timeout,
@@ -198,6 +210,7 @@ struct Inner {
     handlers: HashMap<u16, Handler>,
     policies: Option<watch::Receiver<Arc<AuthzPolicies>>>,
     metrics: HboneMetrics,
+    observer: Observer<TunnelInfo>,
     limits: ConnectionLimits,
     local_ips: Vec<IpAddr>,
     handshake_timeout: Duration,
@@ -235,6 +248,7 @@ impl HboneServer {
             handlers: HashMap::new(),
             policies: None,
             metrics: HboneMetrics::default(),
+            observer: None,
             limits: ConnectionLimits::default(),
             local_ips: Vec::new(),
             handshake_timeout: Duration::from_secs(10),
@@ -364,11 +378,20 @@ fn handle(inner: &Arc<Inner>, conn: &Conn, mut req: Request<Incoming>) -> Respon
         peer: conn.peer.clone(),
         source: conn.addrs.remote,
         destination,
+        baggage: Baggage::parse(req.headers().get_all("baggage")),
+        service_host: req
+            .headers()
+            .get(http::header::FORWARDED)
+            .and_then(forwarded_host),
     };
     inner.metrics.tunnel();
+    let observer = inner.observer.clone();
     tokio::spawn(async move {
         match upgrade.await {
-            Ok(upgraded) => handler(TokioIo::new(upgraded), info).await,
+            Ok(upgraded) => {
+                let meter = observer.map(|o| o.opened(&info));
+                handler(TunnelIo::new(TokioIo::new(upgraded), meter), info).await
+            }
             Err(e) => tracing::debug!(error = %e, "HBONE stream closed before it opened"),
         }
     });

@@ -2,6 +2,7 @@
 
 mod builder;
 mod channel;
+mod hbone_metrics;
 pub mod inbound;
 #[cfg(feature = "otlp")]
 pub mod otel;
@@ -195,17 +196,28 @@ impl Mesh {
     }
 
     /// An HBONE server (Istio ambient mode's :15008, see docs/hbone.md) presenting this
-    /// workload's identity: add its ports' handlers, then `build()` and `serve(..)`. Wrap
-    /// an HTTP handler in [`Mesh::inbound_metrics`] for `istio_requests_total` with
-    /// `connection_security_policy="mutual_tls"`.
+    /// workload's identity: add its ports' handlers, then `build()` and `serve(..)`. Each
+    /// tunnel counts in `istio_tcp_*` (`reporter="destination"`,
+    /// `connection_security_policy="mutual_tls"`, source labels from the caller's
+    /// certificate and `baggage`). Wrap an HTTP handler in [`Mesh::inbound_metrics`] for
+    /// `istio_requests_total` of the requests inside.
     pub fn hbone_server(&self) -> mesh_hbone::HboneServerBuilder {
-        mesh_hbone::HboneServer::builder(self.identity.clone())
+        mesh_hbone::HboneServer::builder(self.identity.clone()).observe(
+            hbone_metrics::server_meter(self.metrics.clone(), self.workload.clone()),
+        )
     }
 
     /// An HBONE client presenting this workload's identity (pooled connections, at most
-    /// 100 tunnels each).
+    /// 100 tunnels each, closed after 5 idle minutes), sending this workload's `baggage`
+    /// as ztunnel does; each tunnel counts in `istio_tcp_*` (`reporter="source"`).
     pub fn hbone_client(&self) -> mesh_hbone::HboneClient {
-        mesh_hbone::HboneClient::new(self.identity.clone())
+        let settings = mesh_hbone::HboneClientSettings {
+            baggage: Some(hbone_metrics::baggage_of(&self.workload)),
+            ..Default::default()
+        };
+        mesh_hbone::HboneClient::with_settings(self.identity.clone(), settings).observe(
+            hbone_metrics::client_meter(self.metrics.clone(), self.workload.clone()),
+        )
     }
 
     /// The xDS client, when the config comes from one (built from a bootstrap or given with

@@ -3,6 +3,7 @@
 mod envoy_pair;
 mod grpc;
 mod grpc_go;
+mod hbone;
 mod hyper_h1;
 mod hyper_mtls;
 mod in_process_mesh;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub use envoy_pair::EnvoyPair;
 pub use grpc::{GrpcMesh, GrpcTonicMtls};
 pub use grpc_go::GrpcGoPair;
+pub use hbone::Hbone;
 pub use hyper_h1::HyperH1;
 pub use hyper_mtls::HyperMtls;
 pub use in_process_mesh::InProcessMesh;
@@ -53,11 +55,13 @@ pub enum CaseId {
     MeshH2,
     /// 10. unary gRPC between a grpc-go proxyless client and server.
     GrpcGoPair,
+    /// 11. HTTP/2 inside HBONE tunnels between two in-process workloads (ambient mode).
+    Hbone,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 10] = [
+    pub const ALL: [CaseId; 11] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -68,9 +72,10 @@ impl CaseId {
         CaseId::HyperMtlsH1,
         CaseId::MeshH2,
         CaseId::GrpcGoPair,
+        CaseId::Hbone,
     ];
 
-    /// The case's number (1-10).
+    /// The case's number (1-11).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -93,6 +98,7 @@ impl CaseId {
             CaseId::HyperMtlsH1 => "hyper+rustls mTLS h1",
             CaseId::MeshH2 => "in-process mesh h2",
             CaseId::GrpcGoPair => "gRPC grpc-go pair",
+            CaseId::Hbone => "HBONE in-process",
         }
     }
 
@@ -102,7 +108,7 @@ impl CaseId {
     pub fn same_protocol_baseline(self) -> Option<CaseId> {
         match self {
             CaseId::Mesh | CaseId::HyperMtlsH1 => Some(CaseId::HyperMtlsH1),
-            CaseId::MeshH2 | CaseId::HyperMtls => Some(CaseId::HyperMtls),
+            CaseId::MeshH2 | CaseId::Hbone | CaseId::HyperMtls => Some(CaseId::HyperMtls),
             CaseId::GrpcMesh | CaseId::GrpcTonicMtls => Some(CaseId::GrpcTonicMtls),
             _ => None,
         }

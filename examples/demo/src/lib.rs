@@ -19,9 +19,13 @@
 //!
 //! With `--control-plane istiod` ([`ControlPlaneKind::Istiod`]) the same workloads run
 //! under a real istiod instead: certificates from its CA, xDS from its proxyless generator.
+//!
+//! With `--hbone` ([`DemoOptions::hbone`], ambient mode) every workload also serves HBONE
+//! on `<its ip>:15008` and every call travels through an HBONE tunnel.
 
 mod admin;
 mod driver;
+mod hbone;
 mod istiod;
 mod options;
 mod services;
@@ -50,9 +54,24 @@ impl std::error::Error for DemoError {}
 /// Runs the demo until `opts.duration` passes or `interrupt` completes, then shuts every
 /// part down and returns what the driver observed.
 pub async fn run(
-    opts: DemoOptions,
+    mut opts: DemoOptions,
     interrupt: impl Future<Output = ()>,
 ) -> Result<Summary, DemoError> {
+    // Ambient mode runs on a generated copy of the config (kept until the end).
+    let _ambient = match (opts.hbone, opts.control_plane) {
+        (false, _) => None,
+        (true, ControlPlaneKind::Istiod) => {
+            return Err(DemoError(
+                "--hbone needs --control-plane embedded: istiod's proxyless generator sends                  no tunnel marker"
+                    .into(),
+            ));
+        }
+        (true, ControlPlaneKind::Embedded) => {
+            let dir = hbone::config(&opts.config_dir)?;
+            opts.config_dir = dir.path().to_owned();
+            Some(dir)
+        }
+    };
     let cp = istiod::Plane::start(&opts).await?;
     if !opts.quiet {
         println!("{}", cp.describe(&opts));
@@ -60,12 +79,13 @@ pub async fn run(
     let stats = stats::Stats::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for spec in services::BOOKINFO {
+    for (i, spec) in services::BOOKINFO.iter().enumerate() {
         let w = cp
             .workload(spec.name, spec.account, spec.version, stats.telemetry())
             .await
             .map_err(|e| DemoError(format!("{}: {e}", spec.name)))?;
-        tasks.push(services::serve(spec, w, stats.clone(), stop_rx.clone()).await?);
+        let hbone = opts.hbone.then(|| hbone::address(i));
+        tasks.extend(services::serve(spec, w, hbone, stats.clone(), stop_rx.clone()).await?);
     }
     let driver = cp
         .workload("loadgen", "loadgen", "v1", stats.telemetry())

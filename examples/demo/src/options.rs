@@ -8,6 +8,7 @@ use std::time::Duration;
 pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-percent 20] \
 [--admin 127.0.0.1:15000] [--config examples/config/bookinfo] [--quiet]
        [--control-plane embedded|istiod] [--istiod-bin PATH] [--admin-grpc ADDR] [--otlp URL]
+       [--hbone]
 
   --duration D       stop after D (e.g. 10s, 500ms, 2m); default: until Ctrl-C
   --rate N           requests per second sent to productpage (default 100)
@@ -22,7 +23,11 @@ pub const USAGE: &str = "usage: demo [--duration 10s] [--rate 100] [--jason-perc
                      istiod: a real istiod (pilot-discovery) started on the same config,
                      its CA and its xDS over TLS, workloads authenticated with JWTs
   --istiod-bin PATH  pilot-discovery for --control-plane istiod (default: $MESH_ISTIOD_BIN;
-                     build it with scripts/peers/istiod.sh)";
+                     build it with scripts/peers/istiod.sh)
+  --hbone            ambient mode: every workload on its own loopback address (127.0.20.x,
+                     Linux) serves HBONE on its :15008, its WorkloadEntry labelled
+                     networking.istio.io/tunnel: http, and every call goes through a tunnel
+                     (embedded control plane only)";
 
 /// Which control plane the workloads talk to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -59,6 +64,8 @@ pub struct DemoOptions {
     pub control_plane: ControlPlaneKind,
     /// The istiod binary (`None`: `$MESH_ISTIOD_BIN`).
     pub istiod_bin: Option<PathBuf>,
+    /// Ambient mode: every workload talks HBONE (see [`USAGE`]).
+    pub hbone: bool,
 }
 
 impl Default for DemoOptions {
@@ -74,6 +81,7 @@ impl Default for DemoOptions {
             quiet: false,
             control_plane: ControlPlaneKind::Embedded,
             istiod_bin: None,
+            hbone: false,
         }
     }
 }
@@ -146,6 +154,7 @@ pub fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<DemoO
                 }
             }
             "--istiod-bin" => o.istiod_bin = Some(PathBuf::from(value()?)),
+            "--hbone" => o.hbone = true,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -174,6 +183,8 @@ mod tests {
             .unwrap();
         assert_eq!(o.control_plane, ControlPlaneKind::Istiod);
         assert_eq!(o.istiod_bin, Some(PathBuf::from("/x/pd")));
+        assert!(!o.hbone);
+        assert!(parse_args(["--hbone".into()]).unwrap().unwrap().hbone);
         let e = parse_args(["--control-plane".into(), "consul".into()]).unwrap_err();
         assert!(e.contains("expected embedded or istiod"), "{e}");
     }

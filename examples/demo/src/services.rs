@@ -2,6 +2,7 @@
 //! with Istio's destination-side metrics (`reporter="destination"`) and, on their calls,
 //! the source-side ones (`reporter="source"`), as a sidecar records both.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -11,6 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use mesh::hbone::HBONE_PORT;
 use mesh_route::client::{MeshClient, Upstream};
 use mesh_telemetry::metrics::directory::follow_config;
 use mesh_telemetry::metrics::{IstioMetricsLayer, IstioMetricsService, ServiceInfo};
@@ -218,13 +220,16 @@ async fn productpage(
     })))
 }
 
-/// Binds the workload's port and serves its app over mTLS until `stop`.
+/// Binds the workload's port and serves its app over mTLS until `stop`; with `hbone` (the
+/// workload's address in ambient mode) it binds there and also serves the app through
+/// HBONE on `<hbone>:15008`.
 pub async fn serve(
     spec: &Spec,
     w: Workload,
+    hbone: Option<IpAddr>,
     stats: Arc<Stats>,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, DemoError> {
+) -> Result<Vec<JoinHandle<()>>, DemoError> {
     // Source-side metrics of this service's calls; the callee's workload labels follow
     // the config (the task ends with the process).
     let source = IstioMetricsLayer::source(
@@ -236,7 +241,7 @@ pub async fn serve(
         id: w.id.to_string(),
         version: spec.version,
         client: source.layer(w.mesh.mesh_client()),
-        stats,
+        stats: stats.clone(),
     };
     let router = match spec.name {
         "ratings" => Router::new().route("/ratings/{id}", get(ratings)),
@@ -253,7 +258,8 @@ pub async fn serve(
     )));
     metrics.resolver().set_directory(directory());
     let service = metrics.layer(router);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], spec.port));
+    let ip = hbone.unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let addr = SocketAddr::new(ip, spec.port);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         DemoError(format!(
             "{} {}: cannot listen on {addr}: {e}",
@@ -272,13 +278,39 @@ pub async fn serve(
             .await
             .map_err(|e| DemoError(format!("{} {}: {e}", spec.name, spec.version)))?;
     }
+    let mut tasks = Vec::new();
+    if let Some(ip) = hbone {
+        let server = w
+            .mesh
+            .hbone_server()
+            .http(spec.port, service.clone())
+            .build();
+        stats.hbone_server(server.metrics().clone());
+        let addr = SocketAddr::new(ip, HBONE_PORT);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            DemoError(format!(
+                "{} {}: cannot listen on {addr} (--hbone needs 127.0.20.0/24 on the loopback, as Linux has): {e}",
+                spec.name, spec.version
+            ))
+        })?;
+        let mut stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = server.serve(listener, stopped).await {
+                tracing::warn!(error = %e, "HBONE server ended");
+            }
+        }));
+    }
     let acceptor = w.mesh.acceptor();
-    Ok(tokio::spawn(async move {
+    tasks.push(tokio::spawn(async move {
         let stopped = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
         if let Err(e) = serve_with_shutdown(listener, acceptor, service, stopped).await {
             tracing::warn!(error = %e, "server ended");
         }
-    }))
+    }));
+    Ok(tasks)
 }

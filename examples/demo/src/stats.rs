@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use mesh::hbone::HboneMetrics;
 use mesh_admin::UpstreamMetrics;
 use mesh_telemetry::metrics::directory::DirectoryBuilder;
 use mesh_telemetry::metrics::{IstioMetrics, PeerDirectory, WorkloadInfo};
@@ -20,6 +21,8 @@ const REASON_MAX: usize = 300;
 pub struct Stats {
     inner: Mutex<Counts>,
     telemetry: Telemetry,
+    /// The HBONE servers' counters (`--hbone`).
+    hbone: Mutex<Vec<HboneMetrics>>,
 }
 
 /// The metric families the admin endpoint exports (`/stats/prometheus`).
@@ -77,6 +80,8 @@ pub struct Counts {
     pub all: Vec<u64>,
     /// Retries sent by every workload's resilience layers.
     pub retries: u64,
+    /// Tunnels the workloads' HBONE servers accepted (`--hbone`; 0 otherwise).
+    pub hbone_tunnels: u64,
 }
 
 impl Stats {
@@ -124,11 +129,26 @@ impl Stats {
         });
     }
 
+    /// Counts the tunnels of an HBONE server.
+    pub fn hbone_server(&self, metrics: HboneMetrics) {
+        self.hbone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(metrics);
+    }
+
+    fn tunnels(&self) -> u64 {
+        let servers = self.hbone.lock().unwrap_or_else(|e| e.into_inner());
+        servers.iter().map(HboneMetrics::tunnels).sum()
+    }
+
     /// A copy of the counters, emptying the one-second window.
     pub fn take_window(&self) -> Counts {
         let retries = self.telemetry.upstream.retries_total();
+        let tunnels = self.tunnels();
         self.with(|c| {
             c.retries = retries;
+            c.hbone_tunnels = tunnels;
             let out = c.clone();
             c.window.clear();
             out
@@ -138,8 +158,10 @@ impl Stats {
     /// A copy of the counters.
     pub fn counts(&self) -> Counts {
         let retries = self.telemetry.upstream.retries_total();
+        let tunnels = self.tunnels();
         self.with(|c| {
             c.retries = retries;
+            c.hbone_tunnels = tunnels;
             c.clone()
         })
     }
@@ -230,6 +252,9 @@ impl Summary {
             percentile_ms(&mut all, 90.0),
             percentile_ms(&mut all, 99.0)
         );
+        if self.counts.hbone_tunnels > 0 {
+            s += &format!("HBONE tunnels accepted: {}\n", self.counts.hbone_tunnels);
+        }
         for reason in &self.counts.error_samples {
             s += &format!("error: {reason}\n");
         }

@@ -72,7 +72,8 @@ pub(super) fn build(
         by_config.insert(name.clone(), (rc.clone(), defaults, router.clone()));
         routers.insert(name.clone(), router);
     }
-    let clusters = ClusterSet::build(&snapshot, &previous.clusters, identity, config.pool, stack);
+    let marked = super::hbone_hosts::mark(&snapshot, &config.hbone_hosts);
+    let clusters = ClusterSet::build(&marked, &previous.clusters, identity, config.pool, stack);
     Built {
         snapshot,
         routers,

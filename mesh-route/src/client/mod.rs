@@ -47,6 +47,7 @@
 mod built;
 mod endpoint;
 pub mod extensions;
+mod hbone_hosts;
 mod mirror;
 pub mod resilience;
 mod respond;
@@ -100,6 +101,14 @@ pub struct MeshClientConfig {
     /// [`HostPortMode::AsIs`], Envoy's: `reviews:9080` matches only a domain listing that
     /// port, or `*`; [`HostPortMode::FallbackWithoutPort`] also tries `reviews`).
     pub host_port_mode: HostPortMode,
+    /// Services whose endpoints speak HBONE (exact hosts, as
+    /// `reviews.default.svc.cluster.local`): requests to them go through an HBONE tunnel
+    /// to the endpoint's :15008 as if the control plane had marked each endpoint
+    /// `tunnel: http`. For istiod's proxyless generator, which never sends that marker.
+    /// Needs the cluster's mTLS with a SAN (a DestinationRule `ISTIO_MUTUAL`), as every
+    /// HBONE endpoint does; matched against Istio cluster names
+    /// (`outbound|<port>|<subset>|<host>`). Empty by default.
+    pub hbone_hosts: Vec<String>,
 }
 
 impl Default for MeshClientConfig {
@@ -109,6 +118,7 @@ impl Default for MeshClientConfig {
             default_timeout: Duration::from_secs(15),
             pool: PoolConfig::default(),
             host_port_mode: HostPortMode::AsIs,
+            hbone_hosts: Vec::new(),
         }
     }
 }

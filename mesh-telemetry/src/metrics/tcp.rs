@@ -43,6 +43,29 @@ impl TcpMetrics {
             guard: CloseGuard(self.clone()),
         }
     }
+
+    /// Counts a connection whose bytes are counted elsewhere (a tunnel inside another
+    /// connection): opened now, closed when the returned handle drops.
+    pub fn open(&self) -> TcpConnection {
+        self.opened.inc();
+        TcpConnection(CloseGuard(self.clone()))
+    }
+}
+
+/// One open connection of [`TcpMetrics::open`]; counts it closed when dropped.
+#[derive(Debug)]
+pub struct TcpConnection(CloseGuard);
+
+impl TcpConnection {
+    /// `bytes` sent to the peer (`istio_tcp_sent_bytes_total`).
+    pub fn sent(&self, bytes: u64) {
+        self.0.0.sent.inc_by(bytes);
+    }
+
+    /// `bytes` received from the peer (`istio_tcp_received_bytes_total`).
+    pub fn received(&self, bytes: u64) {
+        self.0.0.received.inc_by(bytes);
+    }
 }
 
 #[derive(Debug)]

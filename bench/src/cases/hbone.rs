@@ -37,7 +37,7 @@ fn mesh(ca: &DevCa, sa: &str) -> Result<Mesh, Error> {
 }
 
 impl Hbone {
-    /// Starts the server workload's HBONE listener (the payload app on [`APP_PORT`]) and
+    /// Starts the server workload's HBONE listener (the payload app on `APP_PORT`) and
     /// the client workload's HBONE client.
     pub async fn start(ca: &DevCa) -> Result<Self, Error> {
         let server = mesh(ca, "echo")?

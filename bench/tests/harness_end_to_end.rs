@@ -107,6 +107,6 @@ async fn quick_run_of_the_hbone_case_produces_numbers() {
         Load::ALL.len()
     );
     let md = report::markdown(&results, &[], None);
-    assert!(md.contains("| 8. HBONE in-process |"), "{md}");
+    assert!(md.contains("| 11. HBONE in-process |"), "{md}");
     assert!(md.contains("HBONE in-process throughput at saturation / case 2"));
 }

@@ -511,6 +511,12 @@ fn common_tls(flavor: &TlsFlavor, sans: &[String]) -> tls::CommonTlsContext {
                         },
                     ),
                 ),
+                // istiod's sidecar default (`defaultUpstreamCommonTLSContext`): TLS 1.2-1.3.
+                tls_params: Some(tls::TlsParameters {
+                    tls_minimum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv12 as i32,
+                    tls_maximum_protocol_version: tls::tls_parameters::TlsProtocol::TlSv13 as i32,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }
         }

@@ -273,3 +273,63 @@ async fn a_proxy_pair_exports_one_linked_trace_configured_by_env_or_flags() {
         "a trace the caller did not sample was exported"
     );
 }
+
+#[test]
+fn refused_tracing_settings_stop_the_proxy_naming_them() {
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-proxy"));
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("OTEL_")) {
+            cmd.env_remove(k);
+        }
+        let out = cmd
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run mesh-proxy");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let node = [
+        "--mesh-config",
+        "/nonexistent",
+        "--name",
+        "web-v1",
+        "--namespace",
+        "default",
+        "--service-account",
+        "web",
+    ];
+    let flags = [
+        &node[..],
+        &["--otlp-endpoint", "http://127.0.0.1:4317"],
+        &["--trace-sampler", "jaeger_remote"],
+    ]
+    .concat();
+    let (code, text) = run(&flags, &[]);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("--trace-sampler \"jaeger_remote\""), "{text}");
+    let (code, text) = run(
+        &node,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("OTEL_TRACES_SAMPLER_ARG=\"2\""), "{text}");
+    let (code, text) = run(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    for flag in [
+        "--otlp-endpoint",
+        "--service-name",
+        "--trace-sampler",
+        "--trace-sampler-arg",
+    ] {
+        assert!(text.contains(flag), "{flag}: {text}");
+    }
+}

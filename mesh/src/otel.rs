@@ -23,6 +23,16 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The process's exporter: one per process, as the global subscriber.
 static EXPORTER: OnceLock<Option<OtlpExporter>> = OnceLock::new();
 
+/// Makes `exporter` the process's (`None`: no export), in place of the one the environment
+/// would ask for: later [`MeshBuilder::build`]s use it and install nothing. For a program
+/// that configures export itself (the proxy's flags) and adds the exporter's layer to its
+/// own subscriber. Returns `false` when the process's exporter was already chosen.
+///
+/// [`MeshBuilder::build`]: crate::MeshBuilder::build
+pub fn set_process_exporter(exporter: Option<OtlpExporter>) -> bool {
+    EXPORTER.set(exporter).is_ok()
+}
+
 /// The exporter the environment asks for (built and installed once per process).
 pub(crate) fn from_env(default_service: &str) -> Result<Option<OtlpExporter>, OtlpError> {
     if let Some(e) = EXPORTER.get() {

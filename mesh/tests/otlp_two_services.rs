@@ -26,7 +26,7 @@ use mesh::xds::bootstrap::IstioNode;
 use mesh::{Mesh, tls::dev_ca::DevCa};
 use mesh_control::istio::WatchOptions;
 use mesh_control::local::{LocalOptions, LocalSource};
-use serde_json::Value;
+use mesh_test_support::otelcol::{CLIENT, Collector, SERVER};
 use tower::{Service, ServiceExt};
 
 const ROLE: &str = "MESH_TRACE_TEST_ROLE";
@@ -191,108 +191,6 @@ impl Drop for Proc {
     }
 }
 
-fn start_collector(bin: &Path, dir: &Path) -> (Proc, PathBuf, String) {
-    let out = dir.join("traces.jsonl");
-    let port = free_port();
-    let config = dir.join("otelcol.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "receivers:\n  otlp:\n    protocols:\n      grpc:\n        endpoint: 127.0.0.1:{port}\n\
-             exporters:\n  file:\n    path: {}\n    flush_interval: 100ms\n\
-             service:\n  telemetry:\n    metrics:\n      level: none\n    logs:\n      level: warn\n\
-             \x20 pipelines:\n    traces:\n      receivers: [otlp]\n      exporters: [file]\n",
-            out.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start the collector");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "collector did not listen on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (Proc(child), out, format!("http://127.0.0.1:{port}"))
-}
-
-/// One exported span: its ids, kind, service and attributes.
-#[derive(Clone, Debug)]
-struct Span {
-    trace: String,
-    id: String,
-    parent: String,
-    kind: i64,
-    name: String,
-    service: String,
-    attrs: BTreeMap<String, String>,
-}
-
-fn attr_value(v: &Value) -> String {
-    for k in ["stringValue", "boolValue", "intValue", "doubleValue"] {
-        if let Some(x) = v.get(k) {
-            return x
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| x.to_string());
-        }
-    }
-    v.to_string()
-}
-
-fn attrs(list: &Value) -> BTreeMap<String, String> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            (
-                a["key"].as_str().unwrap_or_default().to_string(),
-                attr_value(&a["value"]),
-            )
-        })
-        .collect()
-}
-
-fn exported(file: &Path) -> Vec<Span> {
-    let text = std::fs::read_to_string(file).unwrap_or_default();
-    let mut spans = Vec::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        for rs in v["resourceSpans"].as_array().into_iter().flatten() {
-            let service = attrs(&rs["resource"]["attributes"])
-                .remove("service.name")
-                .unwrap_or_default();
-            for ss in rs["scopeSpans"].as_array().into_iter().flatten() {
-                for s in ss["spans"].as_array().into_iter().flatten() {
-                    let str_of = |k: &str| s[k].as_str().unwrap_or_default().to_lowercase();
-                    spans.push(Span {
-                        trace: str_of("traceId"),
-                        id: str_of("spanId"),
-                        parent: str_of("parentSpanId"),
-                        kind: s["kind"].as_i64().unwrap_or(0),
-                        name: s["name"].as_str().unwrap_or_default().to_string(),
-                        service: service.clone(),
-                        attrs: attrs(&s["attributes"]),
-                    });
-                }
-            }
-        }
-    }
-    spans
-}
-
-const SERVER: i64 = 2;
-const CLIENT: i64 = 3;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_one_trace_at_the_collector() {
     if let Ok(role) = std::env::var(ROLE) {
@@ -300,7 +198,8 @@ async fn two_services_one_trace_at_the_collector() {
     }
     let bin = mesh_test_support::require_peer!("MESH_OTELCOL_BIN");
     let dir = tempfile::tempdir().unwrap();
-    let (_collector, out, endpoint) = start_collector(&bin, dir.path());
+    let collector = Collector::start(&bin, dir.path());
+    let endpoint = collector.endpoint.clone();
     let ca = support::dev_ca();
     ca.save(&dir.path().join("ca")).unwrap();
     let (front, back) = (free_port(), free_port());
@@ -381,17 +280,7 @@ async fn two_services_one_trace_at_the_collector() {
         Ok((200, "hello from backend".to_string()))
     );
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let spans = loop {
-        let spans: Vec<Span> = exported(&out)
-            .into_iter()
-            .filter(|s| s.trace == trace)
-            .collect();
-        if spans.len() >= 3 || Instant::now() > deadline {
-            break spans;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let spans = collector.wait_for(&trace, 3, Duration::from_secs(20));
     assert_eq!(spans.len(), 3, "spans of trace {trace}: {spans:#?}");
     let one = |service: &str, kind: i64| {
         spans
@@ -471,7 +360,7 @@ async fn two_services_one_trace_at_the_collector() {
     );
     // The unsampled call: parent-based sampling exported nothing for it.
     assert!(
-        exported(&out).iter().all(|s| s.trace != quiet),
+        collector.spans().iter().all(|s| s.trace != quiet),
         "a trace the caller did not sample was exported"
     );
 }

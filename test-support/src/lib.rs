@@ -42,5 +42,6 @@ macro_rules! require_peer {
 }
 
 mod envoy;
+pub mod otelcol;
 
 pub use envoy::EnvoyProcess;

@@ -6,6 +6,8 @@
 //! outbound (app -> mesh):  plain HTTP -> mesh::Mesh::client (source metrics, xDS routes,
 //!                          resilience per cluster, mTLS h2)
 //! tcp      (passthrough):  LISTEN -> TARGET, istio_tcp_*
+//! traces:                  inbound server and outbound client spans (Istio's names and tags,
+//!                          W3C + B3 propagation), OTLP export by flags or OTEL_* ([`otel`])
 //! admin:                   /stats/prometheus /config_dump /clusters /certs /ready /healthz
 //! ```
 //!
@@ -19,6 +21,7 @@ mod identity;
 mod inbound;
 mod node;
 pub mod options;
+pub mod otel;
 mod outbound;
 mod tcp;
 

@@ -20,12 +20,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let otlp =
+        match mesh_proxy::otel::otlp_config(&opts.tracing, &opts.node, |k| std::env::var(k).ok()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mesh-proxy: {e}");
+                return ExitCode::from(2);
+            }
+        };
     // The environment is read here only: the bootstrap when no flag names one.
     let env_bootstrap =
         if opts.bootstrap.is_none() && opts.node.xds.is_empty() && opts.mesh_config.is_none() {
@@ -57,6 +59,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The exporter's gRPC channel is created on the runtime.
+    let exporter = {
+        let _in_runtime = runtime.enter();
+        match mesh_proxy::otel::install(otlp.as_ref()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("mesh-proxy: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     runtime.block_on(async move {
         let drain_timeout = opts.drain_timeout;
         let proxy = tokio::select! {
@@ -78,6 +91,15 @@ fn main() -> ExitCode {
             tracing::info!("drained");
         } else {
             tracing::warn!(timeout = ?drain_timeout, "drain timeout: closing open connections");
+        }
+        // Send the spans still batched (the drained requests' included); blocking, and on
+        // a one-thread runtime the export needs this thread's reactor, hence the pool.
+        if let Some(e) = exporter {
+            match tokio::task::spawn_blocking(move || e.shutdown()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("mesh-proxy: {e}"),
+                Err(e) => eprintln!("mesh-proxy: span export: {e}"),
+            }
         }
         ExitCode::SUCCESS
     })

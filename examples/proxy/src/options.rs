@@ -52,7 +52,18 @@ runtime
                           first request of a connection within D (default 30s)
   --drain-timeout D       on SIGTERM/SIGINT: stop accepting, finish in-flight requests for at most D
                           (default 5s)
-  --config FILE           YAML with the same keys (flags win)";
+  --config FILE           YAML with the same keys (flags win)
+tracing (OpenTelemetry's OTEL_* variables, as the in-process mesh; a flag wins over its variable)
+  --otlp-endpoint URL     export spans over OTLP/gRPC to URL (e.g. http://otel-collector:4317);
+                          else OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT;
+                          neither: no export
+  --service-name NAME     service.name (else OTEL_SERVICE_NAME, else service.name of
+                          OTEL_RESOURCE_ATTRIBUTES, else the app label, else the service account)
+  --trace-sampler S       always_on | always_off | traceidratio | parentbased_always_on (default)
+                          | parentbased_always_off | parentbased_traceidratio (OTEL_TRACES_SAMPLER)
+  --trace-sampler-arg R   the ratio of the *traceidratio samplers, 0..1 (OTEL_TRACES_SAMPLER_ARG)
+  also read: OTEL_RESOURCE_ATTRIBUTES, OTEL_EXPORTER_OTLP_TIMEOUT, OTEL_EXPORTER_OTLP_PROTOCOL
+  (grpc only), OTEL_TRACES_EXPORTER (otlp | none), OTEL_SDK_DISABLED, OTEL_BSP_*";
 
 /// Where the workload's certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,6 +232,21 @@ pub struct ProxyOptions {
     pub handshake_timeout: Duration,
     /// Inbound: HTTP/1 headers and a connection's first request must arrive within this.
     pub header_read_timeout: Duration,
+    /// Span export settings given as flags (over the `OTEL_*` variables).
+    pub tracing: TracingFlags,
+}
+
+/// The tracing flags: each, when set, wins over the `OTEL_*` variable it names.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TracingFlags {
+    /// `--otlp-endpoint` (over `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `..._ENDPOINT`).
+    pub otlp_endpoint: Option<String>,
+    /// `--service-name` (over `OTEL_SERVICE_NAME`).
+    pub service_name: Option<String>,
+    /// `--trace-sampler` (over `OTEL_TRACES_SAMPLER`).
+    pub trace_sampler: Option<String>,
+    /// `--trace-sampler-arg` (over `OTEL_TRACES_SAMPLER_ARG`).
+    pub trace_sampler_arg: Option<String>,
 }
 
 impl Default for ProxyOptions {
@@ -246,6 +272,7 @@ impl Default for ProxyOptions {
             max_connections: 10_000,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(30),
+            tracing: TracingFlags::default(),
         }
     }
 }
@@ -284,6 +311,10 @@ struct FileOptions {
     max_connections: Option<usize>,
     handshake_timeout: Option<String>,
     header_read_timeout: Option<String>,
+    otlp_endpoint: Option<String>,
+    service_name: Option<String>,
+    trace_sampler: Option<String>,
+    trace_sampler_arg: Option<String>,
 }
 
 fn addr(what: &str, v: &str) -> Result<SocketAddr, String> {
@@ -400,6 +431,10 @@ impl ProxyOptions {
             }
             "handshake-timeout" => self.handshake_timeout = nonzero("handshake-timeout", v)?,
             "header-read-timeout" => self.header_read_timeout = nonzero("header-read-timeout", v)?,
+            "otlp-endpoint" => self.tracing.otlp_endpoint = Some(v.into()),
+            "service-name" => self.tracing.service_name = Some(v.into()),
+            "trace-sampler" => self.tracing.trace_sampler = Some(v.into()),
+            "trace-sampler-arg" => self.tracing.trace_sampler_arg = Some(v.into()),
             other => return Err(format!("unknown option --{other}")),
         }
         Ok(())
@@ -431,6 +466,10 @@ impl ProxyOptions {
             ("max-connections", f.max_connections.map(|n| n.to_string())),
             ("handshake-timeout", f.handshake_timeout),
             ("header-read-timeout", f.header_read_timeout),
+            ("otlp-endpoint", f.otlp_endpoint),
+            ("service-name", f.service_name),
+            ("trace-sampler", f.trace_sampler),
+            ("trace-sampler-arg", f.trace_sampler_arg),
         ];
         for (k, v) in scalars {
             if let Some(v) = v {

@@ -15,6 +15,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use mesh_telemetry::access_log::AccessLogLayer;
+use mesh_telemetry::trace::{Propagation, TraceContext};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::{Layer, ServiceExt};
@@ -35,6 +36,10 @@ impl Outbound {
             .access_log
             .layer(self.client.map_request(|mut req: Request<_>| {
                 strip_hop_by_hop(req.headers_mut());
+                // The app's trace headers name the parent of our client span.
+                if let Some(ctx) = TraceContext::extract(req.headers(), Propagation::Both) {
+                    req.extensions_mut().insert(ctx);
+                }
                 req
             }));
         let builder = auto::Builder::new(TokioExecutor::new());

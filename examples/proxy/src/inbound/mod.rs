@@ -27,6 +27,7 @@ use mesh_authz::{AuthzLayer, AuthzMetrics};
 use mesh_core::path::{PathNormalization, PathNormalize};
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
+use mesh_telemetry::trace::{Propagation, SpanTags, TraceContext, TraceLayer};
 use mesh_tls::PeerIdentity;
 use mesh_tls::server::{
     ConnectionAddrs, ConnectionLimiter, ConnectionLimits, ConnectionPermit, Drain, LimitedListener,
@@ -64,10 +65,23 @@ impl Inbound {
         let ours: Arc<str> = self.local.principal.as_str().into();
         let app = app::AppService::new(self.app, self.app_protocol);
         let authz = AuthzLayer::new(self.policy.authz.clone()).with_metrics(self.authz_metrics);
+        // Outermost, as the facade's server: the span covers authorization and the app, and
+        // the app receives the span's traceparent / X-B3-* (its parent for its own calls).
+        let trace =
+            TraceLayer::server(Propagation::Both).with_tags(SpanTags::from_workload(&self.local));
         let metrics = IstioMetricsLayer::destination(&self.metrics, self.local, self.service);
         // Paths are normalized as Istio's default (BASE) before RBAC and forwarded so.
         let app = PathNormalize::new(authz.layer(app), PathNormalization::BASE);
-        let service = self.access_log.layer(metrics.layer(app));
+        let service = trace.layer(self.access_log.layer(metrics.layer(app)).map_request(
+            |mut req: Request<Incoming>| {
+                // The app continues our server span, as behind Envoy (which rewrites the
+                // trace headers to its span).
+                if let Some(ctx) = req.extensions().get::<TraceContext>().copied() {
+                    ctx.inject(req.headers_mut(), Propagation::Both);
+                }
+                req
+            },
+        ));
         // Each connection holds a clone; `recv` returns once every connection has ended.
         let (alive, mut all_closed) = mpsc::channel::<()>(1);
         let limits = Arc::new(self.limits);

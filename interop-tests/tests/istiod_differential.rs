@@ -160,6 +160,15 @@ const SIDECAR: &[Expected] = &[
                  inbound in PERMISSIVE mode recognises Istio mTLS; our clients offer h2 or \
                  http/1.1 by the cluster's protocol",
     },
+    Expected {
+        kind: "CDS",
+        resource: "",
+        path: "tls.params*",
+        reason: "a sidecar's upstream TLS pins TLS 1.2-1.3 (istiod's \
+                 defaultUpstreamCommonTLSContext: Envoy's client default stops at 1.2); our \
+                 proxyless clusters, as istiod's proxyless ones, set no tls_params: our client's \
+                 default range is the same TLS 1.2-1.3 (our Envoy-sidecar output sets it)",
+    },
 ];
 
 fn corpus(name: &str) -> PathBuf {

@@ -1,8 +1,6 @@
 //! W3C Trace Context (`traceparent`) and B3 (single `b3` header and multi `X-B3-*`)
 //! propagation.
 
-use std::fmt::Write;
-
 use http::HeaderMap;
 use http::header::HeaderValue;
 use rand::Rng;
@@ -41,10 +39,13 @@ fn nonzero<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
     }
 }
 
+/// Lowercase hex, two digits a byte (ids are formatted on every traced call: no `fmt`).
 fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
-        let _ = write!(s, "{b:02x}");
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 0xf)] as char);
     }
     s
 }

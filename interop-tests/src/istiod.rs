@@ -15,7 +15,7 @@
 //! The process is killed when the [`Istiod`] is dropped; its output goes to `istiod.log` in
 //! the work directory (see [`Istiod::log_tail`]).
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -58,6 +58,17 @@ pub struct IstiodAddrs {
     pub monitoring: SocketAddr,
 }
 
+impl IstiodAddrs {
+    fn free() -> Result<Self, HarnessError> {
+        Ok(Self {
+            grpc: free_port()?,
+            secure_grpc: free_port()?,
+            http: free_port()?,
+            monitoring: free_port()?,
+        })
+    }
+}
+
 /// A running istiod. Killed on drop.
 #[derive(Debug)]
 pub struct Istiod {
@@ -83,22 +94,24 @@ impl Istiod {
             .map_err(HarnessError::io(format!("creating {}", cacerts.display())))?;
         ca.save(&cacerts)
             .map_err(|e| HarnessError::Crypto(format!("writing ROOT_CA_DIR: {e}")))?;
-        let addrs = IstiodAddrs {
-            grpc: free_port()?,
-            secure_grpc: free_port()?,
-            http: free_port()?,
-            monitoring: free_port()?,
-        };
         let mut istiod = Self {
             bin: bin.to_owned(),
             work: work.to_owned(),
             options,
-            addrs,
+            addrs: IstiodAddrs::free()?,
             ca_root: ca.root_der(),
             child: None,
         };
-        istiod.spawn().await?;
-        Ok(istiod)
+        // A port taken between choosing it and istiod's bind is chosen again, not a failure.
+        for _ in 0..2 {
+            match istiod.spawn().await {
+                Err(HarnessError::NotReady(log)) if log.contains("address already in use") => {
+                    istiod.addrs = IstiodAddrs::free()?;
+                }
+                done => return done.map(|()| istiod),
+            }
+        }
+        istiod.spawn().await.map(|()| istiod)
     }
 
     /// The listening addresses.
@@ -252,9 +265,10 @@ impl Istiod {
     }
 }
 
-/// A port on 127.0.0.1 that was free a moment ago (bound then released).
+/// A free port of 127.0.0.1 outside the ephemeral range (see [`mesh_test_support::free_port`]).
 pub fn free_port() -> Result<SocketAddr, HarnessError> {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(HarnessError::io("finding a free port"))
+    Ok(SocketAddr::from((
+        [127, 0, 0, 1],
+        mesh_test_support::free_port(),
+    )))
 }

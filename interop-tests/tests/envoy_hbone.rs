@@ -43,13 +43,7 @@ fn id(sa: &str) -> SpiffeId {
     SpiffeId::istio(&TrustDomain::new("cluster.local").unwrap(), "default", sa).unwrap()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = base64::engine::general_purpose::STANDARD.encode(der);

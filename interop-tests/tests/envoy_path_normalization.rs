@@ -567,10 +567,4 @@ async fn path_normalization_and_rbac_match_envoy() {
     );
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;

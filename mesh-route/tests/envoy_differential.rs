@@ -4,7 +4,7 @@
 //! generated requests (authorities, paths, query strings, headers) both must pick the same
 //! cluster, or both find no route (404).
 
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -585,13 +585,7 @@ impl Drop for EnvoyGuard {
     }
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 /// One task per cluster port, each answering with its cluster's name.
 async fn start_backends(names: &[String]) -> Vec<(String, u16)> {

@@ -67,13 +67,7 @@ spec:\n  address: 127.0.0.1\n  ports: {{http: {port}}}\n  labels: {{app: echo, v
         .concat()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 /// A mesh for `pod` (service account `account`, `version` label) configured in process.
 async fn mesh(ca: &DevCa, dir: &std::path::Path, pod: &str, account: &str, version: &str) -> Mesh {

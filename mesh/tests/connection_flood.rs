@@ -24,13 +24,7 @@ const CAP: usize = 1_000;
 /// Sniff, handshake and header-read timeouts of the server under test.
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 /// This process's resident set size in KiB.
 fn rss_kib() -> u64 {

@@ -95,13 +95,7 @@ fn peer_auth(mode: &str) -> String {
 /// How long `/slow` takes.
 const SLOW: Duration = Duration::from_secs(2);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 struct Fixture {
     cp: ControlPlane,

@@ -35,12 +35,7 @@ const FRONT_PORT: &str = "MESH_TRACE_TEST_FRONTEND_PORT";
 const BACK_PORT: &str = "MESH_TRACE_TEST_BACKEND_PORT";
 const TEST: &str = "two_services_one_trace_at_the_collector";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 fn config(front: u16, back: u16) -> String {
     let svc = |name: &str, port: u16| {

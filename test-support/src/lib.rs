@@ -42,6 +42,8 @@ macro_rules! require_peer {
 }
 
 mod envoy;
+mod ports;
+pub use ports::free_port;
 pub mod otelcol;
 
 pub use envoy::EnvoyProcess;

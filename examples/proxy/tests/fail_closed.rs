@@ -26,13 +26,7 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 /// go-control-plane's SnapshotCache behind ADS, driven by JSON lines (see its main.go).
 struct GoServer {

@@ -26,22 +26,7 @@ use tokio::process::{Child, Command};
 
 const API: &str = "api.default.svc.cluster.local:8080";
 
-/// A loopback port nothing listens on, never the same twice in this process. The port is
-/// released before a child binds it, so the kernel may offer it again to the next
-/// `bind(0)`: two sidecars (of this test or of the one running beside it) given the same
-/// port made one forward to the other's listener.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
-    loop {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = l.local_addr().expect("addr").port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
+use mesh_test_support::free_port;
 
 fn local(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))

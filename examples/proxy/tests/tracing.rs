@@ -26,13 +26,7 @@ use mesh_test_support::otelcol::{CLIENT, Collector, SERVER};
 use mesh_tls::dev_ca::DevCa;
 use tokio::process::{Child, Command};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use mesh_test_support::free_port;
 
 /// `web` and `api`, one workload each on loopback; api's at its proxy's inbound port, the
 /// service port too (so Envoy's `inbound|<port>||` is the same either way).

@@ -25,13 +25,8 @@ pub fn id(sa: &str) -> SpiffeId {
     SpiffeId::istio(&TrustDomain::new("cluster.local").unwrap(), "default", sa).unwrap()
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)]
+pub use mesh_test_support::free_port;
 
 /// Starts the control plane on free loopback ports, polling `dir` every 100 ms.
 pub async fn control_plane(dir: &Path) -> ControlPlane {

@@ -30,12 +30,7 @@ impl Service {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use mesh_test_support::free_port;
 
 fn config(services: &[Service]) -> String {
     let mut y = String::new();

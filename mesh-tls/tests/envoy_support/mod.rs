@@ -8,13 +8,7 @@ use mesh_tls::Credentials;
 
 use crate::mtls_support::id;
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use mesh_test_support::free_port;
 
 fn pem_of(der: &[u8]) -> String {
     pem::encode(&pem::Pem::new("CERTIFICATE", der))

@@ -60,13 +60,7 @@ pub fn mtls(port: u16, extra: &str) -> String {
     config(port, "GRPC", "ISTIO_MUTUAL", "STRICT", extra)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use mesh_test_support::free_port;
 
 pub struct Fixture {
     pub dir: tempfile::TempDir,

@@ -11,14 +11,8 @@ use mesh::xds::bootstrap::{Bootstrap, IstioNode};
 use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
 
-/// A port free on 127.0.0.1 now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(unused_imports)]
+pub use mesh_test_support::free_port;
 
 /// This process's resident memory, KiB.
 pub fn rss_kib() -> u64 {

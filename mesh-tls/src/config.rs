@@ -8,6 +8,7 @@
 //! `cc`, and fast enough for ECDSA P-256 handshakes).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::crypto::CryptoProvider;
 use std::time::Duration;
@@ -82,31 +83,56 @@ struct Cached<T> {
     config: Arc<T>,
 }
 
-/// The shared part of both caches.
-struct Source {
+/// The shared part of both caches: the store, the provider, the counters and the config
+/// built for the newest generation.
+struct Source<T> {
     store: IdentityStore,
     provider: Arc<CryptoProvider>,
     stats: Arc<VerifyStats>,
-    builds: std::sync::atomic::AtomicU64,
+    builds: AtomicU64,
+    cache: ArcSwapOption<Cached<T>>,
 }
 
-impl Source {
-    /// Returns the current credentials (fail closed) and the generation they belong to.
-    /// The generation is read first: a publish racing with us makes the cache rebuild
-    /// once more, never serve stale credentials as new.
-    fn current(&self) -> Result<(u64, Arc<Credentials>), TlsError> {
+impl<T> Source<T> {
+    fn new(store: IdentityStore, provider: Arc<CryptoProvider>) -> Self {
+        Self {
+            store,
+            provider,
+            stats: VerifyStats::new(),
+            builds: AtomicU64::new(0),
+            cache: ArcSwapOption::empty(),
+        }
+    }
+
+    /// The config for the current credentials (fail closed), built by `build` only when
+    /// the store published new ones. The generation is read first: a publish racing with
+    /// us makes the cache rebuild once more, never serve stale credentials as new.
+    fn config(
+        &self,
+        build: impl FnOnce(&Credentials) -> Result<T, TlsError>,
+    ) -> Result<Arc<T>, TlsError> {
         let generation = self.store.generation();
         let creds = self.store.require()?;
-        Ok((generation, creds))
+        if let Some(c) = self.cache.load().as_ref()
+            && c.generation == generation
+        {
+            return Ok(c.config.clone());
+        }
+        let config = Arc::new(build(&creds)?);
+        self.builds.fetch_add(1, Ordering::Relaxed);
+        self.cache.store(Some(Arc::new(Cached {
+            generation,
+            config: config.clone(),
+        })));
+        Ok(config)
     }
 }
 
 /// rustls `ServerConfig`s for the store's current credentials, rebuilt only when the
 /// store publishes new ones. Cheap to read per connection.
 pub struct ServerConfigs {
-    src: Source,
+    src: Source<ServerConfig>,
     settings: ServerSettings,
-    cache: ArcSwapOption<Cached<ServerConfig>>,
 }
 
 impl ServerConfigs {
@@ -122,35 +148,15 @@ impl ServerConfigs {
         provider: Arc<CryptoProvider>,
     ) -> Self {
         Self {
-            src: Source {
-                store,
-                provider,
-                stats: VerifyStats::new(),
-                builds: Default::default(),
-            },
+            src: Source::new(store, provider),
             settings,
-            cache: ArcSwapOption::empty(),
         }
     }
 
     /// The config for a new connection; an error (fail closed) when there are no valid
     /// credentials.
     pub fn config(&self) -> Result<Arc<ServerConfig>, TlsError> {
-        let (generation, creds) = self.src.current()?;
-        if let Some(c) = self.cache.load().as_ref()
-            && c.generation == generation
-        {
-            return Ok(c.config.clone());
-        }
-        let config = Arc::new(self.build(&creds)?);
-        self.src
-            .builds
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.cache.store(Some(Arc::new(Cached {
-            generation,
-            config: config.clone(),
-        })));
-        Ok(config)
+        self.src.config(|creds| self.build(creds))
     }
 
     fn build(&self, creds: &Credentials) -> Result<ServerConfig, TlsError> {
@@ -185,7 +191,7 @@ impl ServerConfigs {
 
     /// How many configs were built (one per credential generation in use).
     pub fn builds(&self) -> u64 {
-        self.src.builds.load(std::sync::atomic::Ordering::Relaxed)
+        self.src.builds.load(Ordering::Relaxed)
     }
 
     /// The identity store.
@@ -197,9 +203,8 @@ impl ServerConfigs {
 /// rustls `ClientConfig`s for the store's current credentials, rebuilt only when the
 /// store publishes new ones.
 pub struct ClientConfigs {
-    src: Source,
+    src: Source<ClientConfig>,
     settings: ClientSettings,
-    cache: ArcSwapOption<Cached<ClientConfig>>,
 }
 
 impl ClientConfigs {
@@ -215,35 +220,15 @@ impl ClientConfigs {
         provider: Arc<CryptoProvider>,
     ) -> Self {
         Self {
-            src: Source {
-                store,
-                provider,
-                stats: VerifyStats::new(),
-                builds: Default::default(),
-            },
+            src: Source::new(store, provider),
             settings,
-            cache: ArcSwapOption::empty(),
         }
     }
 
     /// The config for a new connection; an error (fail closed) when there are no valid
     /// credentials.
     pub fn config(&self) -> Result<Arc<ClientConfig>, TlsError> {
-        let (generation, creds) = self.src.current()?;
-        if let Some(c) = self.cache.load().as_ref()
-            && c.generation == generation
-        {
-            return Ok(c.config.clone());
-        }
-        let config = Arc::new(self.build(&creds)?);
-        self.src
-            .builds
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.cache.store(Some(Arc::new(Cached {
-            generation,
-            config: config.clone(),
-        })));
-        Ok(config)
+        self.src.config(|creds| self.build(creds))
     }
 
     fn build(&self, creds: &Credentials) -> Result<ClientConfig, TlsError> {
@@ -277,7 +262,7 @@ impl ClientConfigs {
 
     /// How many configs were built (one per credential generation in use).
     pub fn builds(&self) -> u64 {
-        self.src.builds.load(std::sync::atomic::Ordering::Relaxed)
+        self.src.builds.load(Ordering::Relaxed)
     }
 
     /// The identity store.

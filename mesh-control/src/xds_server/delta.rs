@@ -41,21 +41,10 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             r = requests.next() => r,
             changed = ctx.config.changed(), if ctx.node.is_some() => {
                 if changed.is_err() {
-                    break;
+                    break; // the server is gone
                 }
-                if ctx.refresh().await {
-                    let mut gone = false;
-                    for type_url in push_order(types.keys()) {
-                        if let Some(t) = types.get_mut(&type_url)
-                            && respond(&mut ctx, &type_url, t, false, &tx).await.is_err()
-                        {
-                            gone = true;
-                            break;
-                        }
-                    }
-                    if gone {
-                        break;
-                    }
+                if ctx.refresh().await && push_changes(&mut ctx, &mut types, &tx).await.is_err() {
+                    break;
                 }
                 continue;
             }
@@ -68,6 +57,20 @@ pub(crate) async fn run<C: Send + Sync + 'static>(
             break;
         }
     }
+}
+
+/// Sends each subscribed type what changed in the new config. `Err` when the client is gone.
+async fn push_changes<C: Send + Sync + 'static>(
+    ctx: &mut StreamCtx<C>,
+    types: &mut HashMap<String, TypeState>,
+    tx: &Tx,
+) -> Result<(), ()> {
+    for type_url in push_order(types.keys()) {
+        if let Some(t) = types.get_mut(&type_url) {
+            respond(ctx, &type_url, t, false, tx).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn handle<C: Send + Sync + 'static>(

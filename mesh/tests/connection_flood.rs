@@ -3,7 +3,8 @@
 //! bounded, a real client keeps getting 200s during the flood, connections over the cap
 //! are closed at once and the admitted slow ones are closed by the timeouts.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -13,9 +14,7 @@ use hyper_util::rt::TokioIo;
 use mesh::IdentityStore;
 use mesh::inbound::{ConnectionLimits, InboundServer, ServingStatus};
 use mesh::tls::config::ServerSettings;
-use mesh::xds::bootstrap::{Bootstrap, IstioNode};
-use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
-use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use support::xds::{control_plane, free_port, node, rss_kib, web_workload_yaml, xds_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -23,18 +22,6 @@ const FLOOD: usize = 5_000;
 const CAP: usize = 1_000;
 /// Sniff, handshake and header-read timeouts of the server under test.
 const TIMEOUT: Duration = Duration::from_secs(3);
-
-use mesh_test_support::free_port;
-
-/// This process's resident set size in KiB.
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
-}
 
 /// Room for the flood's sockets on both ends.
 fn raise_fd_limit() {
@@ -120,7 +107,7 @@ async fn flood_one(addr: SocketAddr, kind: Kind, limit: Duration) -> Outcome {
 struct Server {
     addr: SocketAddr,
     limiter: mesh::inbound::ConnectionLimiter,
-    _cp: ControlPlane,
+    _cp: mesh_control::server::ControlPlane,
     _dir: tempfile::TempDir,
 }
 
@@ -131,60 +118,11 @@ async fn start() -> Server {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("web.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  workloadSelector: {{labels: {{app: web}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {port}}}
-  labels: {{app: web}}
-  serviceAccount: web
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: default}}
-spec: {{mtls: {{mode: PERMISSIVE}}}}
-"
-        ),
+        web_workload_yaml(port, Some("PERMISSIVE")),
     )
     .unwrap();
-    let cp = ControlPlane::start(ControlPlaneOptions {
-        config_dir: dir.path().into(),
-        xds_addr: ([127, 0, 0, 1], 0).into(),
-        ca_addr: None,
-        debug_addr: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let node = IstioNode {
-        ip: "127.0.0.1".parse().unwrap(),
-        pod_name: "web".into(),
-        namespace: "default".into(),
-        service_account: "web".into(),
-        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
-        ..Default::default()
-    };
-    let uri = format!("http://{}", cp.xds_addr());
-    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
-    let xds = XdsClient::new(
-        XdsClientConfig {
-            node: bootstrap.node_proto(),
-            ..Default::default()
-        },
-        channel::insecure(&uri).unwrap(),
-    );
+    let cp = control_plane(dir.path(), ([127, 0, 0, 1], 0).into()).await;
+    let (bootstrap, xds) = xds_client(node("web"), cp.xds_addr());
     let id = "spiffe://cluster.local/ns/default/sa/web".parse().unwrap();
     let identity =
         IdentityStore::from_credentials(cp.ca().issue(&id, Duration::from_secs(3600)).unwrap())

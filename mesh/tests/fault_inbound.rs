@@ -22,7 +22,7 @@ use mesh::IdentityStore;
 use mesh::core::TrustDomain;
 use mesh::inbound::{ConnectionLimiter, ConnectionLimits, InboundServer, ServingStatus};
 use mesh::tls::dev_ca::DevCa;
-use support::xds::{control_plane, free_port, node, rss_kib, xds_client};
+use support::xds::{control_plane, free_port, node, rss_kib, web_workload_yaml, xds_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -31,32 +31,7 @@ use tokio::sync::watch;
 fn write_config(dir: &Path, port: u16) {
     std::fs::write(
         dir.join("web.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  workloadSelector: {{labels: {{app: web}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {port}}}
-  labels: {{app: web}}
-  serviceAccount: web
----
-apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata: {{name: default, namespace: default}}
-spec: {{mtls: {{mode: PERMISSIVE}}}}
-"
-        ),
+        web_workload_yaml(port, Some("PERMISSIVE")),
     )
     .unwrap();
 }

@@ -3,7 +3,8 @@
 //! and mTLS clients with identities from the control plane's CA call it. Editing the YAML
 //! changes who gets in, and whether plaintext is accepted, without restarting the server.
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -22,31 +23,8 @@ use mesh::xds::bootstrap::{Bootstrap, IstioNode};
 use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
 use mesh::{IdentityStore, Mesh, PeerIdentity};
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
+use support::xds::{free_port, node, web_workload_yaml, xds_client};
 use tokio::sync::watch;
-
-fn service_yaml(port: u16) -> String {
-    format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  workloadSelector: {{labels: {{app: web}}}}
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  address: 127.0.0.1
-  ports: {{http: {port}}}
-  labels: {{app: web}}
-  serviceAccount: web
-"#
-    )
-}
 
 fn allow_only(sa: &str) -> String {
     format!(
@@ -95,8 +73,6 @@ fn peer_auth(mode: &str) -> String {
 /// How long `/slow` takes.
 const SLOW: Duration = Duration::from_secs(2);
 
-use mesh_test_support::free_port;
-
 struct Fixture {
     cp: ControlPlane,
     dir: tempfile::TempDir,
@@ -141,7 +117,7 @@ async fn start(security: &str) -> Fixture {
 async fn start_with(security: &str, how: Server) -> Fixture {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("web.yaml"), service_yaml(port)).unwrap();
+    std::fs::write(dir.path().join("web.yaml"), web_workload_yaml(port, None)).unwrap();
     // `$PORT` in a policy stands for the server's port.
     let security = security.replace("$PORT", &port.to_string());
     std::fs::write(dir.path().join("security.yaml"), security).unwrap();
@@ -155,23 +131,7 @@ async fn start_with(security: &str, how: Server) -> Fixture {
     })
     .await
     .unwrap();
-    let node = IstioNode {
-        ip: "127.0.0.1".parse().unwrap(),
-        pod_name: "web".into(),
-        namespace: "default".into(),
-        service_account: "web".into(),
-        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
-        ..Default::default()
-    };
-    let uri = format!("http://{}", cp.xds_addr());
-    let bootstrap = Bootstrap::istio_proxyless(node, &uri);
-    let xds = XdsClient::new(
-        XdsClientConfig {
-            node: bootstrap.node_proto(),
-            ..Default::default()
-        },
-        channel::insecure(&uri).unwrap(),
-    );
+    let (bootstrap, xds) = xds_client(node("web"), cp.xds_addr());
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let metrics = AuthzMetrics::default();
     let reached = Arc::new(AtomicUsize::new(0));

@@ -38,6 +38,44 @@ pub async fn control_plane(dir: &Path, xds_addr: SocketAddr) -> ControlPlane {
     .unwrap()
 }
 
+/// The service `web.default.svc.cluster.local` (HTTP, 8080) and its one workload `web`
+/// (service account `web`, label `app: web`) on 127.0.0.1:`port`; with `mtls`, a namespace
+/// PeerAuthentication of that mode.
+pub fn web_workload_yaml(port: u16, mtls: Option<&str>) -> String {
+    let mut yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  workloadSelector: {{labels: {{app: web}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  address: 127.0.0.1
+  ports: {{http: {port}}}
+  labels: {{app: web}}
+  serviceAccount: web
+"
+    );
+    if let Some(mode) = mtls {
+        yaml.push_str(&format!(
+            "---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: default, namespace: default}}
+spec: {{mtls: {{mode: {mode}}}}}
+"
+        ));
+    }
+    yaml
+}
+
 /// The node of pod `name` in `default`, service account `name`, label `app: name`, on
 /// 127.0.0.1.
 pub fn node(name: &str) -> IstioNode {

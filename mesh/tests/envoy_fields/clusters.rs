@@ -1,6 +1,9 @@
 //! Endpoints, priorities, localities, load-balancing policies and outlier detection.
 
 use super::harness::*;
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions, http_protocol_options, http_protocol_options::explicit_http_config,
+};
 
 // ---- cluster and endpoint fields ----
 
@@ -359,4 +362,132 @@ async fn outlier_detection_fields_eject_or_spare_a_failing_endpoint() {
     ] {
         assert!(after[spared] >= 8, "{spared}: {after:?}");
     }
+}
+
+/// The listener `<cluster>.test:80`: every request to `cluster`, retried once on 5xx.
+fn via_with_retry(cluster: &str) -> Listener {
+    let vh = VirtualHost {
+        routes: vec![forward(
+            prefix("/"),
+            RouteAction {
+                retry_policy: Some(RetryPolicy {
+                    retry_on: "5xx".into(),
+                    num_retries: Some(UInt32Value { value: 1 }),
+                    ..Default::default()
+                }),
+                ..to(cluster)
+            },
+        )],
+        ..Default::default()
+    };
+    listener(&format!("{cluster}.test:80"), hcm(routes(vh)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budgets_allow_or_refuse_retries() {
+    use envoy_types::pb::envoy::config::cluster::v3::CircuitBreakers;
+    use envoy_types::pb::envoy::config::cluster::v3::circuit_breakers::{
+        Thresholds, thresholds::RetryBudget,
+    };
+    use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
+    let budget = |name: &str, priority: RoutingPriority, min: u32, p: &Ports| {
+        let mut c = cluster(name, &[p.a], None);
+        c.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![Thresholds {
+                priority: priority as i32,
+                retry_budget: Some(RetryBudget {
+                    budget_percent: Some(Percent { value: 0.0 }),
+                    min_retry_concurrency: Some(UInt32Value { value: min }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        c
+    };
+    let names = ["no-budget", "min-one", "high-only"];
+    let f = start_with(names.iter().map(|n| via_with_retry(n)).collect(), |p| {
+        vec![
+            budget("no-budget", RoutingPriority::Default, 0, p),
+            budget("min-one", RoutingPriority::Default, 1, p),
+            budget("high-only", RoutingPriority::High, 0, p),
+        ]
+    })
+    .await;
+    let fail_once = [("x-fail", "1")];
+    // RetryBudget.budget_percent: 0% of active requests, and no minimum: no retry.
+    f.reset();
+    let got = f.get("http://no-budget.test:80/", &fail_once).await;
+    assert_eq!((got.status, f.a.calls()), (503, 1), "{got:?}");
+    // RetryBudget.min_retry_concurrency: one retry is always allowed.
+    f.reset();
+    let got = f.get("http://min-one.test:80/", &fail_once).await;
+    assert_eq!((got.status, f.a.calls()), (200, 2), "{got:?}");
+    // Thresholds.priority: a HIGH budget leaves DEFAULT-priority routes alone.
+    f.reset();
+    let got = f.get("http://high-only.test:80/", &fail_once).await;
+    assert_eq!((got.status, f.a.calls()), (200, 2), "{got:?}");
+}
+
+/// `envoy.extensions.upstreams.http.v3.HttpProtocolOptions` with `config` explicit.
+fn explicit(config: explicit_http_config::ProtocolConfig) -> (String, Any) {
+    let options = HttpProtocolOptions {
+        upstream_protocol_options: Some(
+            http_protocol_options::UpstreamProtocolOptions::ExplicitHttpConfig(
+                http_protocol_options::ExplicitHttpConfig {
+                    protocol_config: Some(config),
+                },
+            ),
+        ),
+        ..Default::default()
+    };
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(),
+        pack_any(options),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_protocol_fields_pick_the_http_version() {
+    use explicit_http_config::ProtocolConfig;
+    let names = ["h2", "h1", "downstream"];
+    let f = start_with(names.iter().map(|n| via(n)).collect(), |p| {
+        let with = |name: &str, config: ProtocolConfig| {
+            let mut c = cluster(name, &[p.a], None);
+            c.typed_extension_protocol_options = [explicit(config)].into_iter().collect();
+            c
+        };
+        // The deprecated cluster-level HTTP/2 field: typed extension options would replace
+        // protocol_selection.
+        let mut downstream = cluster("downstream", &[p.a], None);
+        downstream.http2_protocol_options = Some(Default::default());
+        downstream.protocol_selection =
+            cluster::ClusterProtocolSelection::UseDownstreamProtocol as i32;
+        vec![
+            with(
+                "h2",
+                ProtocolConfig::Http2ProtocolOptions(Default::default()),
+            ),
+            with(
+                "h1",
+                ProtocolConfig::HttpProtocolOptions(Default::default()),
+            ),
+            downstream,
+        ]
+    })
+    .await;
+    let version = |f: &Fixture| f.a.last().version;
+    // Cluster.typed_extension_protocol_options, HttpProtocolOptions.explicit_http_config
+    // and ExplicitHttpConfig.http2_protocol_options: HTTP/2 to the backend.
+    assert_eq!(f.get("http://h2.test:80/", &[]).await.status, 200);
+    assert_eq!(version(&f), http::Version::HTTP_2);
+    // ExplicitHttpConfig.http_protocol_options: HTTP/1.1.
+    assert_eq!(f.get("http://h1.test:80/", &[]).await.status, 200);
+    assert_eq!(version(&f), http::Version::HTTP_11);
+    // Cluster.protocol_selection USE_DOWNSTREAM_PROTOCOL: the caller's HTTP/1.1 goes out
+    // as HTTP/1.1 although the cluster is configured for HTTP/2 (its deprecated
+    // http2_protocol_options).
+    assert_eq!(f.get("http://downstream.test:80/", &[]).await.status, 200);
+    assert_eq!(version(&f), http::Version::HTTP_11);
 }

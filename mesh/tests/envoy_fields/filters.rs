@@ -2,6 +2,8 @@
 //! host, per-route-configuration and per-weighted-cluster overrides.
 
 use super::harness::*;
+use envoy_types::pb::envoy::extensions::filters::http::local_ratelimit::v3::LocalRateLimit;
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, TokenBucket};
 
 // ---- listener-level HTTP filters and their per-route overrides ----
 
@@ -203,4 +205,63 @@ async fn fault_filter_fields_and_overrides_act_on_real_requests() {
     // VirtualHost.typed_per_filter_config and RouteConfiguration.typed_per_filter_config.
     assert_eq!(f.get("http://faults-vh.test:80/", &[]).await.status, 418);
     assert_eq!(f.get("http://faults-rc.test:80/", &[]).await.status, 419);
+}
+
+/// A local rate limit of one request a minute, refusing with `status`, as gRPC
+/// RESOURCE_EXHAUSTED when `exhausted`.
+fn one_a_minute(status: u32, exhausted: bool) -> HttpFilter {
+    let limit = LocalRateLimit {
+        stat_prefix: "rl".into(),
+        token_bucket: Some(TokenBucket {
+            max_tokens: 1,
+            tokens_per_fill: Some(UInt32Value { value: 1 }),
+            fill_interval: ms(60_000),
+        }),
+        filter_enabled: Some(RuntimeFractionalPercent {
+            default_value: all(),
+            runtime_key: "unused".into(),
+        }),
+        filter_enforced: Some(RuntimeFractionalPercent {
+            default_value: all(),
+            runtime_key: "unused".into(),
+        }),
+        status: Some(HttpStatus {
+            code: status as i32,
+        }),
+        rate_limited_as_resource_exhausted: exhausted,
+        ..Default::default()
+    };
+    HttpFilter {
+        name: "envoy.filters.http.local_ratelimit".into(),
+        config_type: Some(http_filter::ConfigType::TypedConfig(pack_any(limit))),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_rate_limit_status_fields_shape_the_refusal() {
+    let limited = |name: &str, status: u32, exhausted: bool| {
+        let mut h = hcm(routes(VirtualHost {
+            routes: vec![forward(prefix("/"), to("a"))],
+            ..Default::default()
+        }));
+        h.http_filters.insert(0, one_a_minute(status, exhausted));
+        listener(name, h)
+    };
+    let f = start(vec![
+        limited("rl-http.test:80", 503, false),
+        limited("rl-grpc.test:80", 503, true),
+    ])
+    .await;
+    // HttpStatus.code: the second request in the minute is refused with 503, not 429.
+    assert_eq!(f.get("http://rl-http.test:80/", &[]).await.status, 200);
+    let got = f.get("http://rl-http.test:80/", &[]).await;
+    assert_eq!((got.status, got.body()), (503, "local_rate_limited"));
+    // LocalRateLimit.rate_limited_as_resource_exhausted: a refused gRPC call gets
+    // RESOURCE_EXHAUSTED (8), not the status's UNAVAILABLE (14).
+    let grpc = [("content-type", "application/grpc")];
+    assert_eq!(f.get("http://rl-grpc.test:80/", &grpc).await.status, 200);
+    let got = f.get("http://rl-grpc.test:80/", &grpc).await;
+    assert_eq!(got.header("grpc-status"), Some("8"), "{got:?}");
+    assert_eq!(f.a.calls(), 2, "the refused requests never left");
 }

@@ -72,6 +72,7 @@ pub use tower::ServiceExt;
 /// One request as a backend saw it.
 #[derive(Clone, Debug)]
 pub struct Seen {
+    pub version: http::Version,
     pub path: String,
     pub headers: http::HeaderMap,
     pub at: Instant,
@@ -137,6 +138,7 @@ impl Backend {
             .map_or("/", |p| p.as_str())
             .to_owned();
         self.seen.lock().unwrap().push(Seen {
+            version: req.version(),
             path: path.clone(),
             headers: h.clone(),
             at: Instant::now(),

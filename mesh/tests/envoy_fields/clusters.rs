@@ -1,6 +1,7 @@
 //! Endpoints, priorities, localities, load-balancing policies and outlier detection.
 
 use super::harness::*;
+use envoy_types::pb::envoy::extensions::clusters::aggregate::v3::ClusterConfig as AggregateClusterConfig;
 use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
     HttpProtocolOptions, http_protocol_options, http_protocol_options::explicit_http_config,
 };
@@ -86,6 +87,8 @@ async fn endpoint_and_load_balancing_fields_steer_real_requests() {
         "priorities",
         "overprovisioned",
         "localities",
+        "regions",
+        "sub-zones",
         "panic",
         "wrr-locality",
         "round-robin-localities",
@@ -117,7 +120,6 @@ async fn endpoint_and_load_balancing_fields_steer_real_requests() {
         };
         let wrr = WrrLocality {
             endpoint_picking_policy: Some(lb_policy("rr", pack_any(RoundRobin::default()))),
-            ..Default::default()
         };
         let rr = RoundRobin {
             locality_lb_config: weighted(),
@@ -162,6 +164,32 @@ async fn endpoint_and_load_balancing_fields_steer_real_requests() {
             ),
             ..Default::default()
         });
+        // The same, the localities told apart by region, then by sub-zone only.
+        let mut regions = localities.clone();
+        regions.name = "regions".into();
+        let mut sub_zones = localities.clone();
+        sub_zones.name = "sub-zones".into();
+        for (c, sub) in [(&mut regions, false), (&mut sub_zones, true)] {
+            let cluster_name = c.name.clone();
+            let cla = c.load_assignment.as_mut().unwrap();
+            cla.cluster_name = cluster_name;
+            for (i, l) in cla.endpoints.iter_mut().enumerate() {
+                let name = format!("l{i}");
+                l.locality = Some(if sub {
+                    Locality {
+                        zone: "z".into(),
+                        sub_zone: name,
+                        ..Default::default()
+                    }
+                } else {
+                    Locality {
+                        region: name,
+                        zone: "z".into(),
+                        ..Default::default()
+                    }
+                });
+            }
+        }
         let mut panic = with_endpoints(
             "panic",
             one(
@@ -207,6 +235,8 @@ async fn endpoint_and_load_balancing_fields_steer_real_requests() {
                 ],
             ),
             overprovisioned,
+            regions,
+            sub_zones,
             localities,
             panic,
             typed("wrr-locality", pack_any(wrr)),
@@ -232,11 +262,14 @@ async fn endpoint_and_load_balancing_fields_steer_real_requests() {
     assert_eq!(f.to_b("overprovisioned", 100).await, 0);
     // LocalityLbEndpoints.load_balancing_weight, Locality and
     // CommonLbConfig.locality_weighted_lb_config: zone-b takes 3 of 4.
-    let b = f.to_b("localities", 400).await;
-    assert!(
-        (260..=340).contains(&b),
-        "zone-b got {b} of 400 at weight 3 of 4"
-    );
+    // Locality.region and Locality.sub_zone tell localities apart the same way.
+    for name in ["localities", "regions", "sub-zones"] {
+        let b = f.to_b(name, 400).await;
+        assert!(
+            (260..=340).contains(&b),
+            "{name}: the second locality got {b} of 400 at weight 3 of 4"
+        );
+    }
     // CommonLbConfig.healthy_panic_threshold: 50% healthy is below 60%: panic mode spreads
     // over every endpoint, the unhealthy one too (the default, 50%, would not panic).
     let b = f.to_b("panic", 100).await;
@@ -490,4 +523,84 @@ async fn upstream_protocol_fields_pick_the_http_version() {
     // http2_protocol_options).
     assert_eq!(f.get("http://downstream.test:80/", &[]).await.status, 200);
     assert_eq!(version(&f), http::Version::HTTP_11);
+}
+
+/// An EDS cluster `name` whose endpoints (backend `port`) come as the resource
+/// `service_name`, from `source`.
+fn eds(
+    name: &str,
+    service_name: &str,
+    source: config_source::ConfigSourceSpecifier,
+    port: u16,
+) -> Cluster {
+    let mut c = cluster(name, &[port], None);
+    c.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::Type(
+        cluster::DiscoveryType::Eds as i32,
+    ));
+    c.eds_cluster_config = Some(cluster::EdsClusterConfig {
+        eds_config: Some(ConfigSource {
+            config_source_specifier: Some(source),
+            ..Default::default()
+        }),
+        service_name: service_name.into(),
+    });
+    c.load_assignment.as_mut().unwrap().cluster_name = service_name.into();
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eds_and_aggregate_clusters_find_their_endpoints() {
+    use config_source::ConfigSourceSpecifier as Source;
+    let names = ["eds-ads", "eds-self", "aggregate"];
+    let f = start_with(names.iter().map(|n| via(n)).collect(), |p| {
+        let mut empty = with_endpoints(
+            "all-unhealthy",
+            vec![locality(
+                "z",
+                0,
+                0,
+                vec![endpoint(p.a, HealthStatus::Unhealthy, 0)],
+            )],
+        );
+        empty.lb_policy = cluster::LbPolicy::RoundRobin as i32;
+        let mut aggregate = cluster("aggregate", &[], None);
+        aggregate.load_assignment = None;
+        aggregate.cluster_discovery_type = Some(cluster::ClusterDiscoveryType::ClusterType(
+            cluster::CustomClusterType {
+                name: "envoy.clusters.aggregate".into(),
+                typed_config: Some(pack_any(AggregateClusterConfig {
+                    clusters: vec!["all-unhealthy".into(), "b".into()],
+                })),
+            },
+        ));
+        aggregate.lb_policy = cluster::LbPolicy::ClusterProvided as i32;
+        vec![
+            eds(
+                "eds-ads",
+                "endpoints-of-eds-ads",
+                Source::Ads(AggregatedConfigSource {}),
+                p.b,
+            ),
+            eds(
+                "eds-self",
+                "endpoints-of-eds-self",
+                Source::Self_(Default::default()),
+                p.b,
+            ),
+            empty,
+            aggregate,
+        ]
+    })
+    .await;
+    // Cluster.EdsClusterConfig.eds_config (ConfigSource.ads, ConfigSource.self),
+    // EdsClusterConfig.service_name and ClusterLoadAssignment.cluster_name: the endpoints
+    // named `endpoints-of-<cluster>` reach backend b.
+    for name in ["eds-ads", "eds-self"] {
+        let got = f.get(&format!("http://{name}.test:80/"), &[]).await;
+        assert_eq!(got.header("x-backend"), Some("b"), "{name}: {got:?}");
+    }
+    // Cluster.CustomClusterType.name (envoy.clusters.aggregate): the first child with a
+    // healthy endpoint takes the requests.
+    assert_eq!(f.to_b("aggregate", 10).await, 10);
+    assert_eq!(f.a.calls(), 0);
 }

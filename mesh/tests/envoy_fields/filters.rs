@@ -67,7 +67,6 @@ async fn fault_filter_fields_and_overrides_act_on_real_requests() {
                 fault_delay::HeaderDelay {},
             )),
             percentage: all(),
-            ..Default::default()
         }),
         abort: Some(FaultAbort {
             error_type: Some(fault_abort::ErrorType::HeaderAbort(

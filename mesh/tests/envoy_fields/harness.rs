@@ -143,10 +143,10 @@ impl Backend {
             headers: h.clone(),
             at: Instant::now(),
         });
-        if let Some(ms) = num("x-delay-ms") {
-            if num("x-slow").is_none_or(|slow| n as u64 <= slow) {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-            }
+        if let Some(ms) = num("x-delay-ms")
+            && num("x-slow").is_none_or(|slow| n as u64 <= slow)
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         let failing = num("x-fail").is_some_and(|f| n as u64 <= f);
         let status = match always {
@@ -206,7 +206,9 @@ impl Backend {
 
 // ---- resources ----
 
-/// What the xDS server serves: these listeners and clusters, as they are.
+/// What the xDS server serves: these listeners, route configurations and clusters, as they
+/// are, except that an EDS cluster's `load_assignment` is served as its own
+/// ClusterLoadAssignment resource (under its `cluster_name`) instead.
 #[derive(Clone, Default)]
 pub struct Scenario {
     pub listeners: Vec<Listener>,
@@ -225,7 +227,13 @@ impl Generator<Scenario> for Serve {
             r.add(l.name.clone(), l.clone());
         }
         for c in &s.clusters {
-            r.add(c.name.clone(), c.clone());
+            let mut c = c.clone();
+            if c.eds_cluster_config.is_some()
+                && let Some(cla) = c.load_assignment.take()
+            {
+                r.add(cla.cluster_name.clone(), cla);
+            }
+            r.add(c.name.clone(), c);
         }
         for rc in &s.route_configs {
             r.add(rc.name.clone(), rc.clone());

@@ -102,7 +102,9 @@ async fn route_match_fields_pick_routes_on_real_requests() {
     let f = start(vec![listener("match.test:80", hcm(routes(vh)))]).await;
     let grpc_ct = ("content-type", "application/grpc");
     #[rustfmt::skip]
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    // (path, request headers, the route that must match)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case<'_>] = &[
         // HeaderMatcher.exact_match
         ("/h-exact", &[("x-v", "yes")], "/h-exact"),
         ("/h-exact", &[("x-v", "yess")], "none"),
@@ -555,7 +557,10 @@ async fn rds_direct_responses_and_mirrors_act() {
     };
     let vh_mirror = routes(VirtualHost {
         routes: vec![forward(prefix("/"), to("a"))],
-        request_mirror_policies: vec![mirror("b")],
+        request_mirror_policies: vec![route_action::RequestMirrorPolicy {
+            disable_shadow_host_suffix_append: true,
+            ..mirror("b")
+        }],
         ..Default::default()
     });
     let f = start_full(
@@ -574,6 +579,8 @@ async fn rds_direct_responses_and_mirrors_act() {
     assert_eq!((got.status, got.body()), (200, "/x"));
     // RouteConfiguration.request_mirror_policies: b got a copy.
     assert_eq!(wait_calls(&f.b, 1).await, 1);
+    // RequestMirrorPolicy.disable_shadow_host_suffix_append unset: `-shadow` on the host.
+    assert_eq!(f.b.last().headers["host"], "rds.test-shadow:80");
     // DataSource.inline_bytes: the direct response's body.
     let got = f.get("http://rds.test:80/direct", &[]).await;
     assert_eq!((got.status, got.body()), (203, "raw body"));
@@ -583,4 +590,6 @@ async fn rds_direct_responses_and_mirrors_act() {
     assert_eq!((got.status, got.body()), (200, "/y"));
     assert_eq!(wait_calls(&f.b, 1).await, 1);
     assert_eq!(f.b.last().path, "/y");
+    // disable_shadow_host_suffix_append: the copy keeps the host.
+    assert_eq!(f.b.last().headers["host"], "mirror-vh.test:80");
 }

@@ -423,13 +423,13 @@ async fn retry_budgets_allow_or_refuse_retries() {
         Thresholds, thresholds::RetryBudget,
     };
     use envoy_types::pb::envoy::config::core::v3::RoutingPriority;
-    let budget = |name: &str, priority: RoutingPriority, min: u32, p: &Ports| {
+    let budget = |name: &str, priority: RoutingPriority, pct: f64, min: u32, p: &Ports| {
         let mut c = cluster(name, &[p.a], None);
         c.circuit_breakers = Some(CircuitBreakers {
             thresholds: vec![Thresholds {
                 priority: priority as i32,
                 retry_budget: Some(RetryBudget {
-                    budget_percent: Some(Percent { value: 0.0 }),
+                    budget_percent: Some(Percent { value: pct }),
                     min_retry_concurrency: Some(UInt32Value { value: min }),
                     ..Default::default()
                 }),
@@ -439,12 +439,13 @@ async fn retry_budgets_allow_or_refuse_retries() {
         });
         c
     };
-    let names = ["no-budget", "min-one", "high-only"];
+    let names = ["no-budget", "full-budget", "min-one", "high-only"];
     let f = start_with(names.iter().map(|n| via_with_retry(n)).collect(), |p| {
         vec![
-            budget("no-budget", RoutingPriority::Default, 0, p),
-            budget("min-one", RoutingPriority::Default, 1, p),
-            budget("high-only", RoutingPriority::High, 0, p),
+            budget("no-budget", RoutingPriority::Default, 0.0, 0, p),
+            budget("full-budget", RoutingPriority::Default, 100.0, 0, p),
+            budget("min-one", RoutingPriority::Default, 0.0, 1, p),
+            budget("high-only", RoutingPriority::High, 0.0, 0, p),
         ]
     })
     .await;
@@ -453,6 +454,11 @@ async fn retry_budgets_allow_or_refuse_retries() {
     f.reset();
     let got = f.get("http://no-budget.test:80/", &fail_once).await;
     assert_eq!((got.status, f.a.calls()), (503, 1), "{got:?}");
+    // RetryBudget.budget_percent: 100% of the one active request: one retry (Envoy's 20%
+    // would allow none).
+    f.reset();
+    let got = f.get("http://full-budget.test:80/", &fail_once).await;
+    assert_eq!((got.status, f.a.calls()), (200, 2), "{got:?}");
     // RetryBudget.min_retry_concurrency: one retry is always allowed.
     f.reset();
     let got = f.get("http://min-one.test:80/", &fail_once).await;

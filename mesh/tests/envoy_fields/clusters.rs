@@ -346,8 +346,9 @@ async fn outlier_detection_fields_eject_or_spare_a_failing_endpoint() {
     for name in names {
         after.insert(name, f.failures(name, 40).await);
     }
-    // Ejected: failure_percentage_threshold, enforcing_failure_percentage,
-    // failure_percentage_minimum_hosts (2) and failure_percentage_request_volume (5) met;
+    // Ejected: enforcing_failure_percentage, failure_percentage_minimum_hosts (2) and
+    // failure_percentage_request_volume (5) met (the 100% failing endpoint is over any
+    // failure_percentage_threshold, so that field is not shown here);
     // success_rate_stdev_factor 0.5 puts the 0% endpoint below mean - 0.5 stdev, with
     // success_rate_minimum_hosts 2 and success_rate_request_volume 5 met.
     assert_eq!(after["fp"], 0, "{after:?}");

@@ -144,32 +144,43 @@ async fn retry_back_off_sets_the_wait_between_attempts() {
 async fn retry_host_predicate_moves_retries_to_another_endpoint() {
     use retry_policy::RetryHostPredicate;
     // Cluster `pair`: backend a and one that always answers 503, picked at random.
-    let predicate = RetryPolicy {
+    // The predicate named, typed, or both.
+    let predicate = |name: &str, typed: bool| RetryPolicy {
         retry_host_predicate: vec![RetryHostPredicate {
-            name: "envoy.retry_host_predicates.previous_hosts".into(),
-            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
-                pack_any(PreviousHostsPredicate::default()),
-            )),
+            name: name.into(),
+            config_type: typed.then(|| {
+                retry_policy::retry_host_predicate::ConfigType::TypedConfig(pack_any(
+                    PreviousHostsPredicate::default(),
+                ))
+            }),
         }],
         host_selection_retry_max_attempts: 30,
         ..retry("5xx", 1)
     };
+    const NAME: &str = "envoy.retry_host_predicates.previous_hosts";
     let vh = VirtualHost {
-        routes: vec![with_retry("/", "pair", predicate)],
+        routes: vec![
+            with_retry("/both", "pair", predicate(NAME, true)),
+            with_retry("/named", "pair", predicate(NAME, false)),
+            with_retry("/typed", "pair", predicate("my-predicate", true)),
+        ],
         ..Default::default()
     };
     let f = start(vec![listener("hosts.test:80", hcm(routes(vh)))]).await;
-    // RetryPolicy.retry_host_predicate (previous_hosts) and
-    // host_selection_retry_max_attempts: the one retry never goes back to the failed
-    // endpoint. Without the predicate a quarter of requests would fail (503 twice); with
-    // Envoy's default of one re-pick, one in eight.
-    let mut failed = 0;
-    for _ in 0..60 {
-        let got = f.get("http://hosts.test:80/", &[]).await;
-        failed += usize::from(got.status != 200);
+    // RetryPolicy.retry_host_predicate (previous_hosts, known by RetryHostPredicate.name or
+    // by its typed_config) and host_selection_retry_max_attempts: the one retry never goes
+    // back to the failed endpoint. Without the predicate a quarter of requests would fail
+    // (503 twice); with Envoy's default of one re-pick, one in eight.
+    for path in ["/both", "/named", "/typed"] {
+        f.reset();
+        let mut failed = 0;
+        for _ in 0..60 {
+            let got = f.get(&format!("http://hosts.test:80{path}"), &[]).await;
+            failed += usize::from(got.status != 200);
+        }
+        assert_eq!(failed, 0, "{path}");
+        assert_eq!(f.a.calls(), 60, "{path}: each request reached a once");
     }
-    assert_eq!(failed, 0);
-    assert_eq!(f.a.calls(), 60, "each request reached a once");
 }
 
 // ---- timeouts ----

@@ -154,11 +154,15 @@ async fn route_match_fields_pick_routes_on_real_requests() {
     // RouteMatch.runtime_fraction, RuntimeFractionalPercent.default_value and
     // FractionalPercent.denominator: 100 in TEN_THOUSAND is 1% (100 in HUNDRED would be all).
     let mut matched = 0;
-    for _ in 0..300 {
+    for _ in 0..2000 {
         let got = f.get("http://match.test:80/frac", &[]).await;
         matched += usize::from(got.body() == "/frac");
     }
-    assert!(matched <= 15, "1% of 300 matched, not {matched}");
+    // About 20; 3 to 50 is more than six standard deviations either way.
+    assert!(
+        (3..=50).contains(&matched),
+        "1% of 2000 matched, not {matched}"
+    );
 }
 
 // ---- header edits ----

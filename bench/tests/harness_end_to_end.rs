@@ -55,6 +55,18 @@ async fn quick_run_of_the_in_process_cases_produces_numbers() {
             m.load
         );
         assert!(m.rss.is_empty(), "in-process cases have no proxy process");
+        // The harness's counting allocator sees every in-process request allocate (hyper's
+        // buffers at least), and counts bytes with them.
+        let allocs = m
+            .allocs_per_req
+            .expect("in-process allocations are counted");
+        assert!(
+            allocs >= 1.0,
+            "{:?} at {}: {allocs} allocations",
+            m.case,
+            m.load
+        );
+        assert!(m.alloc_bytes_per_req.is_some_and(|b| b > 0.0));
     }
 
     let rows = report::summarize(&results);
@@ -73,6 +85,7 @@ async fn quick_run_of_the_in_process_cases_produces_numbers() {
         }
     }
     assert!(md.contains("| #5 #19 | case 3 p50 at 2,000 rps / case 8 |"));
+    assert!(md.contains("| #19 | case 9 allocations per request at saturation - case 2 |"));
     // Cases 4 and 5 were not asked for: their targets are reported as not measured.
     assert!(md.contains(
         "| #9 | proxy pair throughput at saturation / Envoy pair | — | >= 1.50x | not measured |"

@@ -123,3 +123,64 @@ async fn quick_run_of_the_hbone_case_produces_numbers() {
     assert!(md.contains("| 11. HBONE in-process |"), "{md}");
     assert!(md.contains("HBONE in-process throughput at saturation / case 2"));
 }
+
+/// `mesh-bench --idle` end to end, briefly: both apps start (the mesh one resolving its 10
+/// clusters from the embedded control plane and routing its first request), and the table
+/// reports resident memory and wake-ups for each.
+#[test]
+fn idle_footprint_reports_both_apps() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .args(["--idle", "--idle-secs", "1"])
+        .env_remove("MESH_PROXY_BIN")
+        .env_remove("MESH_ENVOY_BIN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(" app")).collect();
+    assert!(rows.iter().any(|l| l.starts_with("| plain app")), "{text}");
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("| mesh app") && l.contains("10 clusters, 100 endpoints")),
+        "{text}"
+    );
+    assert!(text.contains("Mesh app - plain app RSS:"), "{text}");
+}
+
+/// `mesh-bench --churn` end to end, briefly: one quiet and one churned second of case 9 at
+/// 2,000 rps; the churned run edits the endpoints every 100 ms and rotates the client's
+/// certificate, and no request fails meanwhile.
+#[test]
+fn churn_edits_endpoints_and_rotates_without_failures() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .args(["--churn", "--rounds", "1", "--duration", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = |run: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| 0 | {run} |")))
+            .unwrap_or_else(|| panic!("no {run} row in\n{text}"));
+        line.split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    // | round | run | p50 | p99 | max | ok | errors | edits | rotations |
+    let quiet = cells("quiet");
+    let churn = cells("churn");
+    assert_eq!(quiet[7], "0", "{text}");
+    assert_eq!(churn[7], "0", "requests failed under churn:\n{text}");
+    assert!(churn[6].parse::<u64>().unwrap() > 0, "{text}");
+    assert!(churn[8].parse::<u64>().unwrap() >= 5, "edits: {text}");
+    assert!(churn[9].parse::<u64>().unwrap() >= 1, "rotations: {text}");
+    assert_eq!(quiet[8], "0", "{text}");
+    assert!(text.contains("Median p99: quiet"), "{text}");
+}

@@ -229,6 +229,8 @@ async fn churn_loop(
     counts: Arc<Counts>,
 ) {
     let mut tick = tokio::time::interval(ENDPOINT_PERIOD);
+    // A late tick shifts the schedule rather than bursting edits to catch up.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut next_rotation = Instant::now();
     for i in 0usize.. {
         tick.tick().await;

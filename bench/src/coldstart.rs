@@ -50,6 +50,77 @@ impl ColdStarts {
     }
 }
 
+/// What every start needs: the CA's directory, mesh-proxy's config, Envoy's certificate
+/// files, and the upstream server.
+struct Setup {
+    dir: tempfile::TempDir,
+    ca_dir: std::path::PathBuf,
+    config_dir: std::path::PathBuf,
+    files: certs::PemFiles,
+    server: SocketAddr,
+    server_id: String,
+    _task: AbortOnDrop,
+}
+
+impl Setup {
+    async fn new(ca: &DevCa) -> Result<Self, Error> {
+        let dir = tempfile::tempdir()?;
+        let ca_dir = dir.path().join("ca");
+        std::fs::create_dir(&ca_dir)?;
+        ca.save(&ca_dir)?;
+        let (server, task) = upstream(ca).await?;
+        let config_dir = dir.path().join("mesh");
+        std::fs::create_dir(&config_dir)?;
+        std::fs::write(
+            config_dir.join("bench.yaml"),
+            mesh_config(server.port(), true),
+        )?;
+        let files = certs::write_pem(dir.path(), "client", &certs::issue(ca, "bench-client")?)?;
+        let server_id = certs::spiffe_id(ca, "echo")?.to_string();
+        Ok(Self {
+            dir,
+            ca_dir,
+            config_dir,
+            files,
+            server,
+            server_id,
+            _task: task,
+        })
+    }
+
+    /// `mesh-proxy` in static mode with its outbound listener on `port`.
+    fn mesh_proxy(&self, bin: &Path, port: u16) -> Command {
+        let mut cmd = Command::new(bin);
+        cmd.args(["--mesh-config", &self.config_dir.display().to_string()])
+            .args(["--identity", &format!("ca:{}", self.ca_dir.display())])
+            .args(["--inbound", "off", "--admin", "off"])
+            .args(["--outbound", &format!("127.0.0.1:{port}")])
+            .args(["--name", "bench-client-0", "--namespace", "bench"])
+            .args([
+                "--service-account",
+                "bench-client",
+                "--label",
+                "app=bench-client",
+            ])
+            .args(["--workers", "1"])
+            .env("RUST_LOG", proxy_log_level());
+        cmd
+    }
+
+    /// Envoy with a static config whose listener is on `port`.
+    fn envoy(&self, bin: &Path, port: u16) -> Result<Command, Error> {
+        let yaml = self.dir.path().join(format!("client-envoy-{port}.yaml"));
+        std::fs::write(
+            &yaml,
+            envoy_client(port, self.server.port(), &self.files, &self.server_id),
+        )?;
+        Ok(envoy(bin, &yaml))
+    }
+}
+
+const MESH_PROXY: &str = "mesh-proxy, static mode (--mesh-config, --identity ca:)";
+const ENVOY: &str = "Envoy 1.40, static config";
+
 /// Measures `starts` cold starts of each proxy available, interleaved (mesh-proxy, Envoy,
 /// mesh-proxy, ...), so load drift hits both alike.
 pub async fn run(
@@ -58,37 +129,23 @@ pub async fn run(
     starts: usize,
 ) -> Result<Vec<ColdStarts>, Error> {
     let ca = DevCa::new(mesh_core::TrustDomain::new("cluster.local")?)?;
-    let dir = tempfile::tempdir()?;
-    let ca_dir = dir.path().join("ca");
-    std::fs::create_dir(&ca_dir)?;
-    ca.save(&ca_dir)?;
-    let (server, _task) = upstream(&ca).await?;
-
-    let config_dir = dir.path().join("mesh");
-    std::fs::create_dir(&config_dir)?;
-    std::fs::write(
-        config_dir.join("bench.yaml"),
-        mesh_config(server.port(), true),
-    )?;
-    let envoy_yaml = dir.path().join("client-envoy.yaml");
-    let files = certs::write_pem(dir.path(), "client", &certs::issue(&ca, "bench-client")?)?;
-    let server_id = certs::spiffe_id(&ca, "echo")?.to_string();
+    let setup = Setup::new(&ca).await?;
 
     // The proxies' logs, kept when MESH_BENCH_COLDSTART_LOGS names a directory (with
     // MESH_BENCH_PROXY_LOG=debug, say, to see where a start spends its time).
     let log_dir = std::env::var_os("MESH_BENCH_COLDSTART_LOGS")
-        .map_or_else(|| dir.path().to_path_buf(), std::path::PathBuf::from);
+        .map_or_else(|| setup.dir.path().to_path_buf(), std::path::PathBuf::from);
     std::fs::create_dir_all(&log_dir)?;
     let mut out = Vec::new();
     if proxy.is_some() {
         out.push(ColdStarts {
-            name: "mesh-proxy, static mode (--mesh-config, --identity ca:)".into(),
+            name: MESH_PROXY.into(),
             millis: Vec::new(),
         });
     }
     if envoy_bin.is_some() {
         out.push(ColdStarts {
-            name: "Envoy 1.40, static config".into(),
+            name: ENVOY.into(),
             millis: Vec::new(),
         });
     }
@@ -96,38 +153,72 @@ pub async fn run(
         let mut k = 0;
         if let Some(bin) = proxy {
             let port = free_port()?;
-            let mut cmd = Command::new(bin);
-            cmd.args(["--mesh-config", &config_dir.display().to_string()])
-                .args(["--identity", &format!("ca:{}", ca_dir.display())])
-                .args(["--inbound", "off", "--admin", "off"])
-                .args(["--outbound", &format!("127.0.0.1:{port}")])
-                .args(["--name", "bench-client-0", "--namespace", "bench"])
-                .args([
-                    "--service-account",
-                    "bench-client",
-                    "--label",
-                    "app=bench-client",
-                ])
-                .args(["--workers", "1"])
-                .env("RUST_LOG", proxy_log_level());
+            let cmd = setup.mesh_proxy(bin, port);
             let log = log_dir.join(format!("mesh-proxy-{i}.log"));
-            let ms = time_first_request(cmd, "mesh-proxy", &log, port).await?;
+            let (ms, _child) = time_first_request(cmd, "mesh-proxy", &log, port).await?;
             out[k].millis.push(ms);
             k += 1;
         }
         if let Some(bin) = envoy_bin {
             let port = free_port()?;
-            std::fs::write(
-                &envoy_yaml,
-                envoy_client(port, server.port(), &files, &server_id),
-            )?;
-            let cmd = envoy(bin, &envoy_yaml);
+            let cmd = setup.envoy(bin, port)?;
             let log = log_dir.join(format!("envoy-{i}.log"));
-            let ms = time_first_request(cmd, "Envoy", &log, port).await?;
+            let (ms, _child) = time_first_request(cmd, "Envoy", &log, port).await?;
             out[k].millis.push(ms);
         }
     }
     Ok(out)
+}
+
+/// Proxies started as [`run`] starts them, each left running after its first routed
+/// request (for the idle footprint); killed when dropped.
+pub struct Started {
+    procs: Vec<(String, ChildProcess)>,
+    _setup: Option<Setup>,
+}
+
+impl Started {
+    /// Name and pid of each proxy.
+    pub fn processes(&self) -> Vec<(String, u32)> {
+        self.procs
+            .iter()
+            .map(|(n, c)| (n.clone(), c.pid()))
+            .collect()
+    }
+}
+
+/// Starts each proxy given, one after the other, and returns once each has routed its first
+/// request.
+pub async fn start_after_first_request(
+    ca: &DevCa,
+    proxy: Option<&Path>,
+    envoy_bin: Option<&Path>,
+) -> Result<Started, Error> {
+    if proxy.is_none() && envoy_bin.is_none() {
+        return Ok(Started {
+            procs: Vec::new(),
+            _setup: None,
+        });
+    }
+    let setup = Setup::new(ca).await?;
+    let mut procs = Vec::new();
+    if let Some(bin) = proxy {
+        let port = free_port()?;
+        let log = setup.dir.path().join("mesh-proxy.log");
+        let (_, child) =
+            time_first_request(setup.mesh_proxy(bin, port), "mesh-proxy", &log, port).await?;
+        procs.push((MESH_PROXY.to_owned(), child));
+    }
+    if let Some(bin) = envoy_bin {
+        let port = free_port()?;
+        let log = setup.dir.path().join("envoy.log");
+        let (_, child) = time_first_request(setup.envoy(bin, port)?, "Envoy", &log, port).await?;
+        procs.push((ENVOY.to_owned(), child));
+    }
+    Ok(Started {
+        procs,
+        _setup: Some(setup),
+    })
 }
 
 /// `RUST_LOG` of the proxies: `MESH_BENCH_PROXY_LOG`, else `warn`.
@@ -148,8 +239,14 @@ async fn upstream(ca: &DevCa) -> Result<(SocketAddr, AbortOnDrop), Error> {
     Ok((addr, AbortOnDrop(task)))
 }
 
-/// Spawns `cmd` and returns the milliseconds until a request through `port` answered 200.
-async fn time_first_request(cmd: Command, name: &str, log: &Path, port: u16) -> Result<f64, Error> {
+/// Spawns `cmd` and returns the milliseconds until a request through `port` answered 200,
+/// and the process (killed when dropped).
+async fn time_first_request(
+    cmd: Command,
+    name: &str,
+    log: &Path,
+    port: u16,
+) -> Result<(f64, ChildProcess), Error> {
     let entry: SocketAddr = ([127, 0, 0, 1], port).into();
     let authority = format!("{HOST}:{PORT}");
     let started = Instant::now();
@@ -162,7 +259,7 @@ async fn time_first_request(cmd: Command, name: &str, log: &Path, port: u16) -> 
             H1Lane::new(tcp, &authority).await?.send().await
         };
         match attempt.await {
-            Ok(()) => return Ok(started.elapsed().as_secs_f64() * 1e3),
+            Ok(()) => return Ok((started.elapsed().as_secs_f64() * 1e3, child)),
             Err(e) if Instant::now() > deadline => {
                 child.check_running(log)?;
                 return Err(format!("{name}: no answer 20 s after start: {e}").into());

@@ -9,6 +9,8 @@ use mesh_core::TrustDomain;
 use mesh_tls::dev_ca::DevCa;
 use serde::{Deserialize, Serialize};
 
+use crate::Error;
+use crate::alloc::{self, Snapshot};
 use crate::cases::ExternalRun;
 use crate::cases::{
     Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1, HyperMtls,
@@ -16,7 +18,6 @@ use crate::cases::{
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
-use crate::{Error, allocs};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -102,6 +103,14 @@ pub struct Measurement {
     pub cpu_us_per_req: f64,
     /// Resident memory of each proxy process after the run, in bytes.
     pub rss: Vec<(String, u64)>,
+    /// Heap allocations per successful request of every process involved (the harness's
+    /// counting allocator, plus the proxies' `count-allocs` counters); `None` where a
+    /// process could not be counted (Envoy, grpc-go, a proxy built without the feature).
+    #[serde(default)]
+    pub allocs_per_req: Option<f64>,
+    /// Bytes those allocations requested, per successful request.
+    #[serde(default)]
+    pub alloc_bytes_per_req: Option<f64>,
 }
 
 /// A case as set up.
@@ -216,12 +225,13 @@ pub async fn run(opts: &Options) -> Result<Results, Error> {
                 }
                 let m = measure(case.as_ref(), load, round, opts).await?;
                 eprintln!(
-                    "round {round} {load:<32} {:<24} p50 {:>8.0} us  p99 {:>8.0} us  {:>8.0} rps  {:>6.1} us CPU/req  errors {}",
+                    "round {round} {load:<32} {:<24} p50 {:>8.0} us  p99 {:>8.0} us  {:>8.0} rps  {:>6.1} us CPU/req  {:>6} allocs/req  errors {}",
                     case.id().label(),
                     m.p50_us,
                     m.p99_us,
                     m.rps,
                     m.cpu_us_per_req,
+                    m.allocs_per_req.map_or("-".into(), |a| format!("{a:.1}")),
                     m.errors
                 );
                 measurements.push(m);
@@ -265,16 +275,12 @@ async fn measure(
     let procs = case.processes();
     let pids: Vec<u32> = procs.iter().map(|(_, p)| *p).collect();
     let meter = CpuMeter::start(&pids)?;
-    let allocs_before = allocs::count();
+    let allocs_before = counted_allocs(case).await;
     let (sample, lanes) = loadgen::run(lanes, load, opts.duration).await;
     let (own, others) = meter.stop()?;
-    if let (Some(a), Some(b)) = (allocs_before, allocs::count()) {
-        eprintln!(
-            "{}: {:.1} allocations per request",
-            case.id().label(),
-            (b - a) as f64 / sample.ok.max(1) as f64
-        );
-    }
+    let per_req = allocs_before
+        .zip(counted_allocs(case).await)
+        .and_then(|(a, b)| b.per_request_since(a, sample.ok));
     drop(lanes);
     let rss = procs
         .iter()
@@ -301,6 +307,22 @@ async fn measure(
             total.as_secs_f64() * 1e6 / sample.ok as f64
         },
         rss,
+        allocs_per_req: per_req.map(|p| p.0),
+        alloc_bytes_per_req: per_req.map(|p| p.1),
+    })
+}
+
+/// The harness's allocation counters plus the case's processes' (`None` when any process
+/// is not counted).
+async fn counted_allocs(case: &dyn Case) -> Option<Snapshot> {
+    let own = alloc::snapshot()?;
+    if case.processes().is_empty() {
+        return Some(own);
+    }
+    let others = case.process_allocations().await?;
+    Some(Snapshot {
+        allocs: own.allocs + others.allocs,
+        bytes: own.bytes + others.bytes,
     })
 }
 
@@ -345,5 +367,7 @@ async fn measure_external(
             cpu_ms * 1e3 / r.ok as f64
         },
         rss,
+        allocs_per_req: None,
+        alloc_bytes_per_req: None,
     })
 }

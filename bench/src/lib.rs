@@ -10,12 +10,14 @@
 //! medians, ratios, a markdown table and an SVG plot. [`coldstart`] times proxies from
 //! process start to their first routed mTLS request.
 
-pub mod allocs;
+pub mod alloc;
 pub mod cases;
 pub mod certs;
+pub mod churn;
 pub mod coldstart;
 pub mod criterion;
 pub mod harness;
+pub mod idle;
 pub mod loadgen;
 pub mod payload;
 pub mod procstat;

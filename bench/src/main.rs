@@ -16,6 +16,8 @@ const USAGE: &str = "usage: mesh-bench [--quick (short defaults; other flags sti
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
                   [--from-json IN.json]   (only rewrite docs/svg from a saved run)
        mesh-bench --cold-start N   (N cold starts of mesh-proxy and Envoy, interleaved)
+       mesh-bench --idle [--idle-secs S]   (idle footprint: app with and without the mesh, idle proxies)
+       mesh-bench --churn [--rounds N] [--duration SECS]   (case 9's p99 at 2,000 rps, quiet vs churned; default 3 x 10 s)
 Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN, grpc-go-xds to $MESH_GRPC_GO_XDS_BIN.";
 
 struct Args {
@@ -27,6 +29,11 @@ struct Args {
     criterion_since: SystemTime,
     from_json: Option<PathBuf>,
     cold_start: Option<usize>,
+    idle: bool,
+    idle_secs: Duration,
+    churn: bool,
+    rounds_set: bool,
+    duration_set: bool,
 }
 
 fn parse() -> Result<Args, Error> {
@@ -45,6 +52,11 @@ fn parse() -> Result<Args, Error> {
         criterion_since: UNIX_EPOCH,
         from_json: None,
         cold_start: None,
+        idle: false,
+        idle_secs: Duration::from_secs(10),
+        churn: false,
+        rounds_set: false,
+        duration_set: false,
     };
     a.opts.envoy_bin = std::env::var_os("MESH_ENVOY_BIN").map(PathBuf::from);
     a.opts.proxy.bin = std::env::var_os("MESH_PROXY_BIN").map(PathBuf::from);
@@ -60,8 +72,14 @@ fn parse() -> Result<Args, Error> {
         };
         match flag.as_str() {
             "--quick" => {}
-            "--rounds" => a.opts.rounds = value()?.parse()?,
-            "--duration" => a.opts.duration = secs(value()?)?,
+            "--rounds" => {
+                a.opts.rounds = value()?.parse()?;
+                a.rounds_set = true;
+            }
+            "--duration" => {
+                a.opts.duration = secs(value()?)?;
+                a.duration_set = true;
+            }
             "--warmup" => a.opts.warmup = secs(value()?)?,
             "--cases" => {
                 a.opts.cases = value()?
@@ -99,6 +117,9 @@ fn parse() -> Result<Args, Error> {
             }
             "--from-json" => a.from_json = Some(value()?.into()),
             "--cold-start" => a.cold_start = Some(value()?.parse()?),
+            "--idle" => a.idle = true,
+            "--churn" => a.churn = true,
+            "--idle-secs" => a.idle_secs = secs(value()?)?,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -136,7 +157,16 @@ fn write_outputs(a: &Args, results: &Results) -> Result<(), Error> {
 
 fn main() {
     #[cfg(feature = "dhat-heap")]
-    let _sites = mesh_bench::allocs::profile_sites();
+    let _sites = mesh_bench::alloc::profile_sites();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--idle-child") {
+        // One of the idle footprint's apps (see mesh_bench::idle), started by `--idle`.
+        if let Err(e) = mesh_bench::idle::child(&args[1..]) {
+            eprintln!("mesh-bench --idle-child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
     if let Err(e) = real_main() {
         eprintln!("mesh-bench: {e}");
         std::process::exit(1);
@@ -147,6 +177,12 @@ fn real_main() -> Result<(), Error> {
     let args = parse()?;
     if let Some(n) = args.cold_start {
         return cold_start(&args, n);
+    }
+    if args.idle {
+        return idle(&args);
+    }
+    if args.churn {
+        return churn(&args);
     }
     let results = match &args.from_json {
         Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
@@ -188,6 +224,43 @@ fn cold_start(args: &Args, n: usize) -> Result<(), Error> {
     }
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(())
+}
+
+/// Prints the idle footprint table (markdown).
+fn idle(args: &Args) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let run = runtime.block_on(mesh_bench::idle::run(
+        args.opts.proxy.bin.as_deref(),
+        args.opts.envoy_bin.as_deref(),
+        args.idle_secs,
+    ))?;
+    println!("{}", run.markdown());
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&run)?)?;
+    }
+    Ok(())
+}
+
+/// Prints the tail-under-churn table (markdown).
+fn churn(args: &Args) -> Result<(), Error> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // Long enough for a rotation in every churned run unless asked otherwise.
+    let rounds = if args.rounds_set { args.opts.rounds } else { 3 };
+    let secs = if args.duration_set {
+        args.opts.duration
+    } else {
+        Duration::from_secs(10)
+    };
+    let run = runtime.block_on(mesh_bench::churn::run(rounds, secs))?;
+    println!("{}", run.markdown());
+    if let Some(p) = &args.json {
+        std::fs::write(p, serde_json::to_string_pretty(&run)?)?;
     }
     Ok(())
 }

@@ -56,6 +56,27 @@ fn parse_vm_rss(status: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Voluntary context switches of every thread of `pid` so far: each is a thread going to
+/// sleep, so their growth over an idle window counts the process's wake-ups.
+pub fn pid_wakeups(pid: u32) -> io::Result<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        // A thread may exit between the listing and the read.
+        let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+            continue;
+        };
+        total += parse_voluntary_switches(&status).unwrap_or(0);
+    }
+    Ok(total)
+}
+
+fn parse_voluntary_switches(status: &str) -> Option<u64> {
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("voluntary_ctxt_switches:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// The 1-minute load average.
 pub fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
@@ -115,6 +136,21 @@ mod tests {
         let status = "Name:\tenvoy\nVmPeak:\t 100 kB\nVmRSS:\t   2048 kB\n";
         assert_eq!(parse_vm_rss(status), Some(2 * 1024 * 1024));
         assert_eq!(parse_vm_rss("Name: x\n"), None);
+    }
+
+    #[test]
+    fn wakeups_are_voluntary_switches_of_all_threads() {
+        let status = "Name:\tx\nvoluntary_ctxt_switches:\t42\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_voluntary_switches(status), Some(42));
+        let me = std::process::id();
+        let before = pid_wakeups(me).unwrap();
+        std::thread::spawn(|| std::thread::sleep(Duration::from_millis(5)))
+            .join()
+            .unwrap();
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert!(pid_wakeups(me).unwrap() >= before + 3);
     }
 
     #[test]

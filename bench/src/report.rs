@@ -35,6 +35,8 @@ pub struct Row {
     pub cpu: f64,
     /// Largest resident memory seen per proxy process, bytes.
     pub rss: Vec<(String, u64)>,
+    /// Median heap allocations per request over the rounds that counted them.
+    pub allocs: Option<f64>,
     /// Failed requests over all rounds.
     pub errors: u64,
     /// Rounds measured.
@@ -90,6 +92,10 @@ pub fn summarize(results: &Results) -> Vec<Row> {
                 rps: col(|m| m.rps),
                 cpu: col(|m| m.cpu_us_per_req),
                 rss: rss.into_iter().collect(),
+                allocs: {
+                    let v: Vec<f64> = ms.iter().filter_map(|m| m.allocs_per_req).collect();
+                    (!v.is_empty()).then(|| median(v))
+                },
                 errors: ms.iter().map(|m| m.errors).sum(),
                 rounds: ms.len(),
             }
@@ -225,6 +231,17 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             limit: 1.0,
             at_most: true,
             unit: " µs",
+        });
+        t.push(Target {
+            issue: "#19",
+            what: format!("case {m} allocations per request at saturation - case {b}"),
+            figure: row(rows, mesh, SAT)
+                .and_then(|r| r.allocs)
+                .zip(row(rows, base, SAT).and_then(|r| r.allocs))
+                .map(|(m, b)| m - b),
+            limit: 10.0,
+            at_most: true,
+            unit: " allocs",
         });
     }
     t.extend([
@@ -444,8 +461,10 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
          the client. Latency is from the intended send time when a connection was still busy at \
          its slot (open loop, corrected for coordinated omission), from the send otherwise. \
          CPU per request is all CPU time of all processes involved (the harness process with \
-         load generator and app, plus the proxies) divided by successful requests. RSS is the \
-         proxies' resident memory (largest seen, both proxies together). Ratios \"vs base\" \
+         load generator and app, plus the proxies) divided by successful requests; allocations \
+         per request likewise count every heap allocation of those processes (the harness's \
+         counting allocator, the proxies' `count-allocs` build; \"—\" where a process is not \
+         counted: Envoy, grpc-go). RSS is the proxies' resident memory (largest seen, both proxies together). Ratios \"vs base\" \
          compare each case with the in-process baseline of its own protocol (column \
          \"baseline\": case 8 for HTTP/1.1, case 2 for HTTP/2, case 6 for gRPC; case 2 for \
          the others); the Envoy pair's own figures are its row.\n"
@@ -478,18 +497,18 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
         let _ = writeln!(s, "### {load}\n");
         let _ = writeln!(
             s,
-            "| case | p50 | p90 | p99 | rps | CPU/req | proxy RSS | baseline | p50 vs base | p99 vs base | rps vs base | CPU/req - base | p50 vs Envoy | p99 vs Envoy | rps vs Envoy | errors |"
+            "| case | p50 | p90 | p99 | rps | CPU/req | proxy RSS | baseline | p50 vs base | p99 vs base | rps vs base | CPU/req - base | allocs/req | allocs/req - base | p50 vs Envoy | p99 vs Envoy | rps vs Envoy | errors |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         );
         for r in rows.iter().filter(|r| r.load == load) {
             let base_id = baseline_of(r.case);
             let base = row(&rows, base_id, load).filter(|r| r.ok());
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.0} | {:.1} µs | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.0} | {:.1} µs | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.case,
                 us(r.p50),
                 us(r.p90),
@@ -502,6 +521,10 @@ pub fn markdown(results: &Results, estimates: &[Estimate], svg: Option<&str>) ->
                 ratio(r.p99, base.map(|b| b.p99)),
                 ratio(r.rps, base.map(|b| b.rps)),
                 base.map_or("—".into(), |b| format!("{:+.1} µs", r.cpu - b.cpu)),
+                r.allocs.map_or("—".into(), |a| format!("{a:.1}")),
+                r.allocs
+                    .zip(base.and_then(|b| b.allocs))
+                    .map_or("—".into(), |(a, b)| format!("{:+.1}", a - b)),
                 ratio(r.p50, envoy.map(|b| b.p50)),
                 ratio(r.p99, envoy.map(|b| b.p99)),
                 ratio(r.rps, envoy.map(|b| b.rps)),

@@ -228,6 +228,7 @@ mod tests {
             rps: v,
             cpu: v,
             rss: vec![],
+            allocs: None,
             errors: 0,
             rounds: 1,
         };

@@ -55,6 +55,18 @@ async fn quick_run_of_the_in_process_cases_produces_numbers() {
             m.load
         );
         assert!(m.rss.is_empty(), "in-process cases have no proxy process");
+        // The harness's counting allocator sees every in-process request allocate (hyper's
+        // buffers at least), and counts bytes with them.
+        let allocs = m
+            .allocs_per_req
+            .expect("in-process allocations are counted");
+        assert!(
+            allocs >= 1.0,
+            "{:?} at {}: {allocs} allocations",
+            m.case,
+            m.load
+        );
+        assert!(m.alloc_bytes_per_req.is_some_and(|b| b > 0.0));
     }
 
     let rows = report::summarize(&results);
@@ -73,6 +85,7 @@ async fn quick_run_of_the_in_process_cases_produces_numbers() {
         }
     }
     assert!(md.contains("| #5 #19 | case 3 p50 at 2,000 rps / case 8 |"));
+    assert!(md.contains("| #19 | case 9 allocations per request at saturation - case 2 |"));
     // Cases 4 and 5 were not asked for: their targets are reported as not measured.
     assert!(md.contains(
         "| #9 | proxy pair throughput at saturation / Envoy pair | — | >= 1.50x | not measured |"
@@ -109,4 +122,65 @@ async fn quick_run_of_the_hbone_case_produces_numbers() {
     let md = report::markdown(&results, &[], None);
     assert!(md.contains("| 11. HBONE in-process |"), "{md}");
     assert!(md.contains("HBONE in-process throughput at saturation / case 2"));
+}
+
+/// `mesh-bench --idle` end to end, briefly: both apps start (the mesh one resolving its 10
+/// clusters from the embedded control plane and routing its first request), and the table
+/// reports resident memory and wake-ups for each.
+#[test]
+fn idle_footprint_reports_both_apps() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .args(["--idle", "--idle-secs", "1"])
+        .env_remove("MESH_PROXY_BIN")
+        .env_remove("MESH_ENVOY_BIN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<&str> = text.lines().filter(|l| l.contains(" app")).collect();
+    assert!(rows.iter().any(|l| l.starts_with("| plain app")), "{text}");
+    assert!(
+        rows.iter()
+            .any(|l| l.starts_with("| mesh app") && l.contains("10 clusters, 100 endpoints")),
+        "{text}"
+    );
+    assert!(text.contains("Mesh app - plain app RSS:"), "{text}");
+}
+
+/// `mesh-bench --churn` end to end, briefly: one quiet and one churned second of case 9 at
+/// 2,000 rps; the churned run edits the endpoints every 100 ms and rotates the client's
+/// certificate, and no request fails meanwhile.
+#[test]
+fn churn_edits_endpoints_and_rotates_without_failures() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .args(["--churn", "--rounds", "1", "--duration", "1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = |run: &str| -> Vec<String> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("| 0 | {run} |")))
+            .unwrap_or_else(|| panic!("no {run} row in\n{text}"));
+        line.split('|').map(|c| c.trim().to_owned()).collect()
+    };
+    // | round | run | p50 | p99 | max | ok | errors | edits | rotations |
+    let quiet = cells("quiet");
+    let churn = cells("churn");
+    assert_eq!(quiet[7], "0", "{text}");
+    assert_eq!(churn[7], "0", "requests failed under churn:\n{text}");
+    assert!(churn[6].parse::<u64>().unwrap() > 0, "{text}");
+    assert!(churn[8].parse::<u64>().unwrap() >= 5, "edits: {text}");
+    assert!(churn[9].parse::<u64>().unwrap() >= 1, "rotations: {text}");
+    assert_eq!(quiet[8], "0", "{text}");
+    assert!(text.contains("Median p99: quiet"), "{text}");
 }

@@ -39,8 +39,10 @@ pub struct InProcessMesh {
     client: mesh::Client,
     h2: bool,
     uri: http::Uri,
+    port: u16,
+    client_store: IdentityStore,
     _cp: ControlPlane,
-    _config: tempfile::TempDir,
+    config: tempfile::TempDir,
     _server: AbortOnDrop,
 }
 
@@ -116,6 +118,18 @@ impl InProcessMesh {
         h2: bool,
         h2_connections: Option<usize>,
     ) -> Result<Self, Error> {
+        Self::start_watching(ca, ca_dir, h2, h2_connections, Duration::from_secs(5)).await
+    }
+
+    /// [`InProcessMesh::start`] with the control plane reading its config directory every
+    /// `watch_interval` (the churn harness edits it every 100 ms).
+    pub(crate) async fn start_watching(
+        ca: &DevCa,
+        ca_dir: &Path,
+        h2: bool,
+        h2_connections: Option<usize>,
+        watch_interval: Duration,
+    ) -> Result<Self, Error> {
         let port = super::lanes::free_port()?;
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("bench.yaml"), config(port, h2))?;
@@ -125,7 +139,7 @@ impl InProcessMesh {
             ca_addr: None,
             debug_addr: None,
             ca_dir: Some(ca_dir.into()),
-            watch_interval: Duration::from_secs(5),
+            watch_interval,
             ..Default::default()
         })
         .await?;
@@ -166,7 +180,7 @@ impl InProcessMesh {
         // The facade's composed client: MeshClient with the per-cluster resilience stack
         // (timeouts, retries, circuit breaker, outlier detection) behind source metrics.
         let mesh = mesh::Mesh::builder()
-            .identity_store(client_store)
+            .identity_store(client_store.clone())
             .xds_client(xds)
             .metrics(metrics.clone())
             .workload(workload("bench-client"))
@@ -183,10 +197,34 @@ impl InProcessMesh {
             client,
             h2,
             uri: format!("http://{HOST}:{PORT}{}", payload::PATH).parse()?,
+            port,
+            client_store,
             _cp: cp,
-            _config: dir,
+            config: dir,
             _server: AbortOnDrop(server),
         })
+    }
+}
+
+impl InProcessMesh {
+    /// The Istio YAML file the control plane watches.
+    pub(crate) fn config_file(&self) -> std::path::PathBuf {
+        self.config.path().join("bench.yaml")
+    }
+
+    /// The port of the first (and until edited only) workload.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whether the cluster is HTTP/2.
+    pub(crate) fn h2(&self) -> bool {
+        self.h2
+    }
+
+    /// The client's identity, to rotate.
+    pub(crate) fn client_identity(&self) -> &IdentityStore {
+        &self.client_store
     }
 }
 

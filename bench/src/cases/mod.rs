@@ -134,6 +134,12 @@ pub trait Case: Send + Sync {
         Vec::new()
     }
 
+    /// Heap allocations so far of all of [`Case::processes`] together, when every one of
+    /// them counts its own (`mesh-proxy --features count-allocs`); `None` otherwise.
+    fn process_allocations(&self) -> BoxFuture<'_, Option<crate::alloc::Snapshot>> {
+        Box::pin(async { None })
+    }
+
     /// What exactly is measured, for the report.
     fn describe(&self) -> String;
 

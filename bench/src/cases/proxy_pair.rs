@@ -19,6 +19,7 @@ use super::in_process_mesh::{HOST, PORT, config};
 use super::lanes::{AbortOnDrop, H1Lane, free_port, serve_h1};
 use super::process::{ChildProcess, wait_until};
 use super::{Case, CaseId};
+use crate::alloc::Snapshot;
 use crate::loadgen::Lane;
 use crate::{Error, certs};
 
@@ -35,6 +36,7 @@ pub struct ProxyPair {
     authority: String,
     client: ChildProcess,
     server: ChildProcess,
+    admins: [SocketAddr; 2],
     _app: AbortOnDrop,
     _cp: ControlPlane,
     _dir: tempfile::TempDir,
@@ -138,6 +140,10 @@ impl ProxyPair {
             authority: format!("{HOST}:{PORT}"),
             client,
             server,
+            admins: [
+                ([127, 0, 0, 1], client_admin).into(),
+                ([127, 0, 0, 1], server_admin).into(),
+            ],
             _app: app,
             _cp: cp,
             _dir: dir,
@@ -181,6 +187,18 @@ impl Case for ProxyPair {
         ]
     }
 
+    fn process_allocations(&self) -> BoxFuture<'_, Option<Snapshot>> {
+        Box::pin(async move {
+            let mut total = Snapshot::default();
+            for admin in self.admins {
+                let s = scrape_allocations(admin).await?;
+                total.allocs += s.allocs;
+                total.bytes += s.bytes;
+            }
+            Some(total)
+        })
+    }
+
     fn describe(&self) -> String {
         "hyper HTTP/1.1 client -> client `mesh-proxy` (`--workers 1`; outbound listener, \
          `MeshClient` routing from the embedded control plane with the same Istio config as \
@@ -190,5 +208,54 @@ impl Case for ProxyPair {
          authorization, Istio metrics) -> HTTP/1.1 -> the hyper app in the harness process; \
          identities from PEM files issued by the same dev CA"
             .into()
+    }
+}
+
+/// A proxy's allocation counters from its admin port (`None` when it was built without
+/// `count-allocs` or does not answer). The scrape's own allocations (a few hundred) count
+/// too: noise next to a measured run's thousands of requests.
+async fn scrape_allocations(admin: SocketAddr) -> Option<Snapshot> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(admin).await.ok()?;
+    tcp.write_all(b"GET /stats/prometheus HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut text = String::new();
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_to_string(&mut text))
+        .await
+        .ok()?
+        .ok()?;
+    parse_allocations(&text)
+}
+
+fn parse_allocations(exposition: &str) -> Option<Snapshot> {
+    let value = |name: &str| {
+        exposition.lines().find_map(|l| {
+            let v = l.strip_prefix(name)?.strip_prefix(' ')?;
+            v.trim().parse::<f64>().ok().map(|v| v as u64)
+        })
+    };
+    Some(Snapshot {
+        allocs: value("mesh_heap_allocations_total")?,
+        bytes: value("mesh_heap_allocated_bytes_total")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocation_counters_are_read_from_the_exposition() {
+        let text = "# HELP mesh_heap_allocations_total x\n# TYPE mesh_heap_allocations_total counter\n\
+                    mesh_heap_allocations_total 1234\nmesh_heap_allocated_bytes_total 5.5e4\n";
+        assert_eq!(
+            parse_allocations(text),
+            Some(Snapshot {
+                allocs: 1234,
+                bytes: 55_000
+            })
+        );
+        assert_eq!(parse_allocations("mesh_xds_ready 1\n"), None);
     }
 }

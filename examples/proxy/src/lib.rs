@@ -15,6 +15,8 @@
 //! accepting and waits for in-flight work.
 
 mod admin;
+#[cfg(feature = "count-allocs")]
+mod alloc_count;
 mod drain;
 mod headers;
 mod identity;
@@ -247,6 +249,26 @@ pub async fn start(
             Kind::Counter,
             move || vec![(vec![], refused.refused() as f64)],
         )));
+        #[cfg(feature = "count-allocs")]
+        for (name, help, pick) in [
+            (
+                "heap_allocations",
+                "Heap allocations (reallocations included) since start (feature count-allocs)",
+                (|t: (u64, u64)| t.0) as fn((u64, u64)) -> u64,
+            ),
+            (
+                "heap_allocated_bytes",
+                "Bytes requested by heap allocations since start (feature count-allocs)",
+                |t| t.1,
+            ),
+        ] {
+            mesh.register_collector(Box::new(FnCollector::new(
+                name,
+                help,
+                Kind::Counter,
+                move || vec![(vec![], pick(alloc_count::totals()) as f64)],
+            )));
+        }
         AuthzMetrics::register(mesh)
     };
     let registry = Arc::new(registry);

@@ -371,15 +371,16 @@ spec:
     // Bound to a gateway: refused, naming the field.
     let gateway = tempfile::tempdir().unwrap();
     write(gateway.path(), &routed("[default/ingress]", "v1"));
-    let err = mesh_control::local::LocalSource::watch_dir(
+    let Err(err) = mesh_control::local::LocalSource::watch_dir(
         gateway.path(),
         Default::default(),
         support::xds::node("web").node_proto(),
         Default::default(),
     )
     .await
-    .err()
-    .expect("a gateway's VirtualService is refused");
+    else {
+        panic!("a gateway's VirtualService is refused");
+    };
     assert!(err.to_string().contains("spec.gateways[0]"), "{err}");
     // Written over the running config: the workload keeps routing to v2.
     write(dir.path(), &routed("[default/ingress]", "v1"));

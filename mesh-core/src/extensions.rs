@@ -130,6 +130,14 @@ impl RoutePolicy {
     }
 }
 
+/// The address of the downstream peer a request came from, in request extensions: set it
+/// when forwarding a request that arrived on another connection (a proxy or gateway) through
+/// the mesh client. Source-IP hashing (`useSourceIp`) and generated hash cookies use it, as
+/// Envoy uses its downstream connection's address; without it a client's requests all
+/// count as one source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DownstreamAddr(pub SocketAddr);
+
 /// The endpoint (`ip:port`) that served an attempt, in response extensions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct UpstreamEndpoint(pub Arc<str>);

@@ -34,10 +34,11 @@ pub struct GeneratedCookie {
 impl GeneratedCookie {
     /// The `Set-Cookie` header value, as Envoy writes it.
     pub fn header_value(&self) -> String {
-        let mut v = format!(
-            "{}=\"{}\"; Max-Age={}",
-            self.name, self.value, self.max_age_secs
-        );
+        let mut v = format!("{}=\"{}\"", self.name, self.value);
+        // A zero TTL makes a session cookie: no Max-Age.
+        if self.max_age_secs != 0 {
+            v.push_str(&format!("; Max-Age={}", self.max_age_secs));
+        }
         if !self.path.is_empty() {
             v.push_str("; Path=");
             v.push_str(&self.path);
@@ -53,7 +54,8 @@ pub fn xxhash64(data: &[u8]) -> u64 {
 }
 
 /// Evaluates `policies` against a request. `channel_id` is the hash of gRPC's
-/// `io.grpc.channel_id` filter state (a per-client constant), if the caller has one.
+/// `io.grpc.channel_id` filter state (a per-client constant), if the caller has one; it
+/// also stands for the source IP of a request without a downstream address.
 pub fn request_hash(
     policies: &[HashPolicy],
     req: &RequestView<'_>,
@@ -68,10 +70,14 @@ pub fn request_hash(
             } => header_hash(req, name, regex_rewrite.as_ref()),
             HashPolicyKind::Cookie { name, ttl, path } => match cookie(req, name) {
                 Some(v) => Some(xxhash64(v.as_bytes())),
-                None => match (ttl, req.source) {
-                    (Some(ttl), Some(src)) => {
-                        // Envoy derives the new cookie from the peer address.
-                        let value = format!("{:016x}", xxhash64(src.to_string().as_bytes()));
+                None => match ttl {
+                    Some(ttl) => {
+                        // Envoy derives the new cookie from the downstream connection's
+                        // address; a request with none (the app's own) is a new client.
+                        let seed = req
+                            .source
+                            .map_or_else(|| rand::random::<u64>().to_string(), |s| s.to_string());
+                        let value = format!("{:016x}", xxhash64(seed.as_bytes()));
                         let h = xxhash64(value.as_bytes());
                         out.set_cookie = Some(GeneratedCookie {
                             name: name.clone(),
@@ -81,10 +87,15 @@ pub fn request_hash(
                         });
                         Some(h)
                     }
-                    _ => None,
+                    None => None,
                 },
             },
-            HashPolicyKind::SourceIp => req.source.map(|s| xxhash64(s.ip().to_string().as_bytes())),
+            // Without a downstream address (the app's own request), the client's id: every
+            // request of one client comes from one source, as an app's through its sidecar.
+            HashPolicyKind::SourceIp => req
+                .source
+                .map(|s| xxhash64(s.ip().to_string().as_bytes()))
+                .or(channel_id),
             HashPolicyKind::QueryParameter { name } => {
                 req.query_param(name).map(|v| xxhash64(v.as_bytes()))
             }
@@ -246,5 +257,27 @@ mod tests {
         assert_eq!(out.hash, Some(xxhash64(c.value.as_bytes())));
         assert!(c.header_value().starts_with("sticky=\""));
         assert!(c.header_value().contains("Max-Age=60; Path=/"));
+    }
+
+    #[test]
+    fn requests_without_a_source() {
+        let h = HeaderMap::new();
+        let req = RequestView::new("h", "/", &h);
+        let p = [policy(
+            HashPolicyKind::Cookie {
+                name: "s".into(),
+                ttl: Some(std::time::Duration::ZERO),
+                path: String::new(),
+            },
+            false,
+        )];
+        let (a, b) = (request_hash(&p, &req, None), request_hash(&p, &req, None));
+        let c = a.set_cookie.expect("cookie generated");
+        // A zero TTL: a session cookie. Each request without a source is a new client.
+        assert_eq!(c.header_value(), format!("s=\"{}\"; HttpOnly", c.value));
+        assert_ne!(a.hash, b.hash);
+        // Source-IP hashing falls back to the client's id.
+        let ip = [policy(HashPolicyKind::SourceIp, false)];
+        assert_eq!(request_hash(&ip, &req, Some(7)).hash, Some(7));
     }
 }

@@ -64,6 +64,9 @@ pub struct ClientSettings {
     /// Versions, TLS 1.2 suites and groups offered (Envoy's `tls_params`; default: all
     /// the provider implements).
     pub params: TlsParams,
+    /// The SNI to send (Envoy's `UpstreamTlsContext.sni`; a DNS name). `None`: the URI's
+    /// host when it is a DNS name, none for an IP address.
+    pub sni: Option<String>,
 }
 
 impl Default for ClientSettings {
@@ -73,6 +76,7 @@ impl Default for ClientSettings {
             alpn: vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()],
             connect_timeout: Duration::from_secs(10),
             params: TlsParams::default(),
+            sni: None,
         }
     }
 }

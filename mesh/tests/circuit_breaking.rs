@@ -480,3 +480,36 @@ async fn subset_connection_pools_apply_to_their_subset() {
         outcome.took
     );
 }
+
+/// The subset copies of `connectionPool.http.useClientProtocol` and `maxConcurrentStreams`
+/// act on their subset as the top-level ones do (the tests above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subset_protocol_settings_apply_to_their_subset() {
+    // As use_client_protocol_forwards_in_the_callers_version.
+    let port = version_server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "{http: {useClientProtocol: true}}";
+    std::fs::write(dir.path().join("c.yaml"), subset_config(port, "HTTP", pool)).unwrap();
+    let m = mesh(dir.path()).await;
+    let req = http::Request::get(format!("http://{HOST}:8080/"))
+        .version(http::Version::HTTP_2)
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = m.client().oneshot(req).await.unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, "HTTP/2.0");
+    // As max_concurrent_streams_spreads_requests_over_connections.
+    let (port, seen) = slow_server(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let pool = "{http: {maxConcurrentStreams: 2}}";
+    std::fs::write(
+        dir.path().join("c.yaml"),
+        subset_config(port, "HTTP2", pool),
+    )
+    .unwrap();
+    let m = mesh(dir.path()).await;
+    let client = m.client();
+    assert_eq!(fire(&client, 1).await[0].status, 200);
+    assert!(fire(&client, 8).await.iter().all(|o| o.status == 200));
+    assert_eq!(seen.accepted.load(Ordering::SeqCst), 4);
+}

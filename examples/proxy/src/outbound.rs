@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use mesh_core::extensions::DownstreamAddr;
 use mesh_telemetry::access_log::AccessLogLayer;
 use mesh_telemetry::trace::{Propagation, TraceContext};
 use tokio::net::TcpListener;
@@ -45,8 +46,13 @@ impl Outbound {
         let builder = auto::Builder::new(TokioExecutor::new());
         let graceful = GracefulShutdown::new();
         while let Some((tcp, remote)) = next_conn(&listener, &mut stop).await {
+            // The app's address, for source-IP hashing and generated hash cookies.
+            let service = service.clone().map_request(move |mut req: Request<_>| {
+                req.extensions_mut().insert(DownstreamAddr(remote));
+                req
+            });
             let conn = builder
-                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service.clone()))
+                .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
                 .into_owned();
             let conn = graceful.watch(conn);
             tokio::spawn(async move {

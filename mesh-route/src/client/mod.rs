@@ -155,6 +155,9 @@ struct Inner {
     stack: Arc<dyn ClusterStack>,
     /// Listeners we demanded and when.
     subscribed: Mutex<HashMap<String, Instant>>,
+    /// This client's random id: gRPC's `io.grpc.channel_id` for hashing, and the source of
+    /// requests without a [`DownstreamAddr`](mesh_core::extensions::DownstreamAddr).
+    channel_id: u64,
     /// Dropping it (with the last clone of the client) stops the rebuild task.
     _stop: oneshot::Sender<()>,
 }
@@ -223,6 +226,7 @@ impl MeshClient {
             applied: watch::Sender::new(first),
             stack,
             subscribed: Mutex::new(HashMap::new()),
+            channel_id: rand::random(),
             _stop: stop_tx,
         });
         tokio::spawn(built::rebuild_on_change(

@@ -126,10 +126,13 @@ impl ResilienceStack {
 }
 
 impl ClusterStack for ResilienceStack {
-    /// The route's local rate limits, with the same buckets as forwarded requests.
+    /// The route's local rate limits, with the same buckets as forwarded requests, then its
+    /// fault (Envoy's fault filter runs before the router, so it aborts or delays
+    /// redirects and direct responses too).
     fn local(&self, answer: ClusterService) -> ClusterService {
         let svc = ServiceBuilder::new()
             .layer(LocalRateLimitLayer::new(self.local_rate_limits.clone()))
+            .layer(FaultLayer::new(None))
             .service(answer);
         let svc = ServiceExt::<http::Request<RequestBody>>::map_response(svc, |r| {
             r.map(|b| b.map_err(Into::<BoxError>::into).boxed_unsync())

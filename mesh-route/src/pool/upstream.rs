@@ -146,6 +146,7 @@ fn shared(
                 alpn,
                 connect_timeout: cluster.connect_timeout,
                 params: tls.params.clone(),
+                sni: tls.sni.clone(),
             };
             Transport::Tls(MeshConnector::new(identity.clone(), settings))
         }

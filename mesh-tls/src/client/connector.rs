@@ -76,8 +76,12 @@ impl MeshConnector {
             _ => 80,
         });
         // SNI only: SPIFFE verification ignores names, so an odd host still connects.
-        let name = ServerName::try_from(host.clone())
-            .unwrap_or_else(|_| ServerName::try_from("mesh.invalid").expect("static name"));
+        let name = match &self.configs.settings().sni {
+            Some(sni) => ServerName::try_from(sni.clone())
+                .map_err(|_| TlsError::Other(format!("SNI {sni:?} is not a DNS name")))?,
+            None => ServerName::try_from(host.clone())
+                .unwrap_or_else(|_| ServerName::try_from("mesh.invalid").expect("static name")),
+        };
         let timeout = self.configs.settings().connect_timeout;
         let connect = async {
             let tcp = TcpStream::connect((host.as_str(), port))

@@ -16,7 +16,8 @@ use super::{
 use crate::cluster::ClusterState;
 use crate::pool::RequestBody;
 use crate::{Action, HostRewriteDecision, RequestView, RoutePolicy, request_hash};
-use mesh_core::model::Discovery;
+use mesh_core::extensions::DownstreamAddr;
+use mesh_core::model::{Discovery, FilterOverride};
 
 mod envoy_headers;
 
@@ -76,7 +77,13 @@ impl MeshClient {
         mut parts: http::request::Parts,
         resp: Response<MeshBody>,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response<MeshBody>> + Send>> {
-        let Some(policy) = policy.filter(|p| p.local_rate_limits().next().is_some()) else {
+        let acts = |p: &Arc<RoutePolicy>| {
+            p.local_rate_limits().next().is_some()
+                || p.filter_overrides
+                    .values()
+                    .any(|o| matches!(o, FilterOverride::Fault(_)))
+        };
+        let Some(policy) = policy.filter(acts) else {
             return Box::pin(std::future::ready(resp));
         };
         parts.extensions.insert(policy);
@@ -139,7 +146,10 @@ impl MeshClient {
         if let Some(resp) = normalize_path(&built, &listener, &mut parts) {
             return resp;
         }
-        let view = RequestView::from_parts(&parts);
+        let mut view = RequestView::from_parts(&parts);
+        if let Some(DownstreamAddr(addr)) = parts.extensions.get::<DownstreamAddr>() {
+            view = view.with_source(*addr);
+        }
         let Some(decision) = router.route(&view) else {
             return no_route(&listener, view.path);
         };
@@ -165,7 +175,8 @@ impl MeshClient {
             Action::NonForwarding => return no_route(&listener, view.path),
         };
         let policy = &forward.policy;
-        let hash = request_hash(&policy.hash_policies, &view, None).hash;
+        let hashed = request_hash(&policy.hash_policies, &view, Some(self.inner.channel_id));
+        let hash = hashed.hash;
         let uri = match upstream_uri(&parts.uri, view.authority, forward) {
             Ok(u) => u,
             Err(e) => return respond::local(400, &e),
@@ -247,6 +258,12 @@ impl MeshClient {
         let upstream = resp.extensions().get::<UpstreamEndpoint>().is_some();
         envoy_headers::on_response(policy, upstream, started, &mut resp);
         decision.headers.apply_response(resp.headers_mut());
+        // The cookie a hash policy generated goes to the client (Envoy's router adds it).
+        if let Some(c) = &hashed.set_cookie
+            && let Ok(v) = HeaderValue::from_str(&c.header_value())
+        {
+            resp.headers_mut().append(http::header::SET_COOKIE, v);
+        }
         let endpoint = resp
             .extensions()
             .get::<UpstreamEndpoint>()

@@ -19,7 +19,7 @@ use mesh_interop_tests::jwt::TestIssuer;
 use mesh_interop_tests::workload::{ControlPlaneAccess, Workload, WorkloadSpec};
 use mesh_route::client::MeshClient;
 use mesh_tls::dev_ca::DevCa;
-use sticky::{HOST, assert_only_its_users_moved, busiest, config, echo_port, placement};
+use sticky::{HOST, assert_only_its_users_moved, busiest, config, echo_ports, placement};
 use tower::ServiceExt;
 
 const LB: &str = "{consistentHash: {httpHeaderName: x-user}}";
@@ -41,10 +41,7 @@ async fn a_header_hash_from_istiod_keeps_each_user_on_one_endpoint() {
     let Some(bin) = mesh_test_support::peer("MESH_ISTIOD_BIN") else {
         return;
     };
-    let mut ports = Vec::new();
-    for _ in 0..5 {
-        ports.push(echo_port().await);
-    }
+    let ports = echo_ports(61120).await;
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("config");
     std::fs::create_dir(&dir).unwrap();

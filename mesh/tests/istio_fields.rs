@@ -807,9 +807,9 @@ spec:
     assert_ne!(get(&m, &format!("{base}/")).await.0, 200);
 }
 
-/// Twenty endpoints on fixed addresses (127.0.0.2-21, one port below the ephemeral range),
+/// Twenty endpoints on fixed addresses (127.0.0.2-21, a port above the ephemeral range),
 /// so their places on the hash ring are the same on every run.
-const RING_PORT: u16 = 23517;
+const RING_PORT: u16 = 61200;
 
 /// Each of the endpoints answers with its address.
 async fn ring_endpoints() -> String {

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh::Mesh;
 use mesh::xds::bootstrap::IstioNode;
-use sticky::{HOST, USERS, assert_only_its_users_moved, busiest, config, echo_port, placement};
+use sticky::{HOST, USERS, assert_only_its_users_moved, busiest, config, echo_ports, placement};
 use tower::ServiceExt;
 
 async fn mesh(dir: &std::path::Path) -> Mesh {
@@ -41,10 +41,7 @@ async fn call(client: &mesh::Client, user: usize) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_header_hash_keeps_each_user_on_one_endpoint() {
-    let mut ports = Vec::new();
-    for _ in 0..5 {
-        ports.push(echo_port().await);
-    }
+    let ports = echo_ports(61100).await;
     let dir = tempfile::tempdir().unwrap();
     let lb = "{consistentHash: {httpHeaderName: x-user}}";
     std::fs::write(dir.path().join("c.yaml"), config(&ports, lb)).unwrap();
@@ -72,10 +69,7 @@ async fn a_header_hash_keeps_each_user_on_one_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn maglev_and_query_parameter_hashing_are_sticky_too() {
-    let mut ports = Vec::new();
-    for _ in 0..5 {
-        ports.push(echo_port().await);
-    }
+    let ports = echo_ports(61110).await;
     let dir = tempfile::tempdir().unwrap();
     let lb = "{consistentHash: {httpQueryParameterName: cart, maglev: {tableSize: 65537}}}";
     std::fs::write(dir.path().join("c.yaml"), config(&ports, lb)).unwrap();

@@ -53,13 +53,21 @@ spec:
     )
 }
 
-/// A server answering every request with its own port.
-pub async fn echo_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().fallback(move || async move { port.to_string() });
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    port
+/// Five servers on 127.0.0.1 ports `base..base + 5`, each answering every request with its
+/// own port. Fixed ports (above the kernel's ephemeral range, where nothing else binds) make
+/// the hash ring, and so each user's endpoint, the same in every run: with random ports a
+/// few runs in a hundred would see a ring where more users than the bound move.
+pub async fn echo_ports(base: u16) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for port in base..base + 5 {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap_or_else(|e| panic!("binding 127.0.0.1:{port}: {e}"));
+        let app = axum::Router::new().fallback(move || async move { port.to_string() });
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        ports.push(port);
+    }
+    ports
 }
 
 /// Each user's endpoint over `rounds` requests per user (`call(user)` answers the port that

@@ -328,6 +328,17 @@ impl Mesh {
         inbound::MeshApp::new(self.trace_server.layer(app))
     }
 
+    /// Binds `addr` and returns it as tonic's incoming stream, following the workload's
+    /// inbound listener as [`Mesh::serve`] does (mTLS mode per port, closed until the
+    /// listener arrives). Add its [`layer`](inbound::MeshIncoming::layer) to the tonic
+    /// `Server` that serves it: each call then gets the server span, its connection's
+    /// authorization policies (`PERMISSION_DENIED` when denied), and the caller's
+    /// [`PeerIdentity`] in its extensions. See [`mesh::inbound::grpc`](inbound::grpc).
+    pub async fn incoming(&self, addr: SocketAddr) -> Result<inbound::MeshIncoming, InboundError> {
+        let streams = self.inbound_server(addr)?.incoming().await?;
+        Ok(streams.with_trace(self.trace_server.clone()))
+    }
+
     /// Serves `service` on `addr` in a fixed PeerAuthentication `mode`, ignoring the control
     /// plane's (no authorization policies are applied), until `signal` completes. For
     /// workloads without an inbound listener in their control plane, and tests. Request

@@ -484,12 +484,10 @@ fn tls_roots(root: CertificateDer<'static>) -> Result<Arc<rustls::ClientConfig>,
     roots
         .add(root)
         .map_err(|e| HarnessError::Crypto(format!("control plane root: {e}")))?;
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| HarnessError::Crypto(format!("TLS versions: {e}")))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let config = rustls::ClientConfig::builder_with_provider(mesh_tls::config::default_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| HarnessError::Crypto(format!("TLS versions: {e}")))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     Ok(Arc::new(config))
 }

@@ -298,13 +298,11 @@ async fn theirs(
     .unwrap();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(peer.istiod.ca_root()).unwrap();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let tls = rustls::ClientConfig::builder_with_provider(mesh_tls::config::default_provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     let channel = channel::tls(
         &peer.istiod.secure_url(),
         Arc::new(tls),

@@ -14,6 +14,10 @@ compile_error!("mesh-tls needs a crypto provider: enable feature `ring` (default
 pub fn default_provider() -> Arc<CryptoProvider> {
     #[cfg(feature = "ring")]
     {
+        // rustls 0.23.48 deprecates ring's provider: ring has no post-quantum key exchange
+        // (X25519MLKEM768). The handshake is otherwise the same; feature `aws-lc-rs`
+        // offers the hybrid group. Kept as the default for its simpler build.
+        #[allow(deprecated)]
         Arc::new(rustls::crypto::ring::default_provider())
     }
     #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]

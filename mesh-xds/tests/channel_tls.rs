@@ -169,7 +169,7 @@ fn pki() -> Pki {
     let params = rcgen::CertificateParams::new(vec!["xds.example".to_string()]).unwrap();
     let cert = params.self_signed(&key).unwrap();
     let der: CertificateDer<'static> = cert.der().clone();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring_provider();
     let mut server = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
@@ -189,7 +189,7 @@ fn pki() -> Pki {
 }
 
 fn client_tls(roots: rustls::RootCertStore) -> Arc<rustls::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = ring_provider();
     Arc::new(
         rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -422,4 +422,11 @@ fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mesh-xds-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// ring's provider (deprecated in rustls 0.23.48 for its lack of post-quantum key exchange,
+/// which these tests do not need).
+#[allow(deprecated)]
+fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
 }

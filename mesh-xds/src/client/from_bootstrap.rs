@@ -186,6 +186,13 @@ pub(crate) fn server_uri(target: &str, scheme: &str) -> String {
 mod tests {
     use super::*;
 
+    /// ring's provider (deprecated in rustls 0.23.48 for its lack of post-quantum key exchange,
+    /// which these tests do not need).
+    #[allow(deprecated)]
+    fn ring_provider() -> Arc<rustls::crypto::CryptoProvider> {
+        Arc::new(rustls::crypto::ring::default_provider())
+    }
+
     #[test]
     fn grpc_targets_become_uris() {
         assert_eq!(
@@ -210,7 +217,7 @@ mod tests {
                 "node": {"id": "n"}}"#,
         )
         .unwrap();
-        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+        let err = channel_from_bootstrap(&b, ring_provider())
             .unwrap_err()
             .to_string();
         assert!(err.contains("ca_certificate_file"), "{err}");
@@ -222,7 +229,7 @@ mod tests {
             r#"{"xds_servers": [{"server_uri": "http://10.0.0.1:15010"}], "node": {"id": "n"}}"#,
         )
         .unwrap();
-        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+        let err = channel_from_bootstrap(&b, ring_provider())
             .unwrap_err()
             .to_string();
         assert!(err.contains("opt in to plaintext"), "{err}");
@@ -236,7 +243,7 @@ mod tests {
                             "server_name": "spiffe://cluster.local/ns/istio-system/sa/istiod"}}]}]}"#,
         )
         .unwrap();
-        let err = channel_from_bootstrap(&b, Arc::new(rustls::crypto::ring::default_provider()))
+        let err = channel_from_bootstrap(&b, ring_provider())
             .unwrap_err()
             .to_string();
         assert!(err.contains("is a SPIFFE ID"), "{err}");

@@ -40,8 +40,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use axum::extract::ConnectInfo;
@@ -50,32 +49,13 @@ use axum::serve::IncomingStream;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
-use mesh_authz::{AuthzLayer, AuthzMetrics, AuthzPolicies, ConnectionAddrs};
-use mesh_core::path::{PathNormalization, PathNormalize};
-use mesh_tls::PeerIdentity;
-use mesh_tls::server::ConnectionPermit;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::{mpsc, watch};
+use mesh_authz::{AuthzLayer, ConnectionAddrs};
+use mesh_core::path::PathNormalize;
+use tokio::sync::watch;
 use tower::{BoxError, Layer, Service};
 
-use super::serve::{InboundIo, handshake};
+use super::stream::{InboundConnectInfo, InboundStream, Streams};
 use super::{InboundError, InboundServer, ServingStatus};
-
-/// Handshaken connections waiting for axum to accept them; beyond this, handshakes wait.
-const QUEUE: usize = 64;
-
-/// The addresses and verified identity of an inbound connection: the listener's address
-/// type, so handlers take it with `ConnectInfo<InboundConnectInfo>`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InboundConnectInfo {
-    /// The client's address.
-    pub remote: SocketAddr,
-    /// Our address.
-    pub local: SocketAddr,
-    /// The client's SPIFFE identity, verified by mTLS; `None` on a plaintext chain
-    /// (PERMISSIVE or DISABLE).
-    pub peer: Option<PeerIdentity>,
-}
 
 impl Connected<IncomingStream<'_, MeshListener>> for InboundConnectInfo {
     fn connect_info(stream: IncomingStream<'_, MeshListener>) -> Self {
@@ -83,114 +63,18 @@ impl Connected<IncomingStream<'_, MeshListener>> for InboundConnectInfo {
     }
 }
 
-/// What [`MeshApp`] needs of a connection to apply its chain's policies.
-#[derive(Clone)]
-struct ChainPolicy {
-    policies: watch::Receiver<Arc<AuthzPolicies>>,
-    path_normalization: PathNormalization,
-    metrics: AuthzMetrics,
-}
-
-/// An accepted inbound connection: [`MeshListener`]'s IO type. It reads nothing until a
-/// [`MeshApp`] has taken its policies.
-pub struct InboundStream {
-    io: InboundIo,
-    info: InboundConnectInfo,
-    chain: ChainPolicy,
-    /// Set when a [`MeshApp`] serves this connection.
-    enforced: AtomicBool,
-    /// The connection's slot under the listener's cap, freed when it closes.
-    _permit: ConnectionPermit,
-}
-
-impl std::fmt::Debug for InboundStream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InboundStream")
-            .field("info", &self.info)
-            .finish_non_exhaustive()
-    }
-}
-
-impl InboundStream {
-    /// The connection's addresses and verified identity.
-    pub fn info(&self) -> &InboundConnectInfo {
-        &self.info
-    }
-}
-
-impl AsyncRead for InboundStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !*this.enforced.get_mut() {
-            // Served without the per-request policies: refuse rather than skip them.
-            tracing::error!(
-                remote = %this.info.remote,
-                "inbound connection served without mesh::inbound::MeshApp: closed (wrap the app with mesh.app(..))"
-            );
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "inbound connection served without MeshApp",
-            )));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for InboundStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
 /// The inbound listener for `axum::serve`: see the [module docs](self). Dropping it (as
 /// axum does when graceful shutdown starts) closes the socket, so new connections are
 /// refused.
 pub struct MeshListener {
-    rx: mpsc::Receiver<InboundStream>,
-    local: SocketAddr,
-    status: watch::Receiver<ServingStatus>,
-    accept_task: tokio::task::JoinHandle<()>,
+    streams: Streams,
 }
 
 impl std::fmt::Debug for MeshListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MeshListener")
-            .field("local", &self.local)
+            .field("local", &self.streams.local)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for MeshListener {
-    fn drop(&mut self) {
-        self.accept_task.abort();
     }
 }
 
@@ -199,7 +83,7 @@ impl axum::serve::Listener for MeshListener {
     type Addr = InboundConnectInfo;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.rx.recv().await {
+        match self.streams.rx.recv().await {
             Some(stream) => {
                 let info = stream.info.clone();
                 (stream, info)
@@ -211,8 +95,8 @@ impl axum::serve::Listener for MeshListener {
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(InboundConnectInfo {
-            remote: self.local,
-            local: self.local,
+            remote: self.streams.local,
+            local: self.streams.local,
             peer: None,
         })
     }
@@ -221,13 +105,13 @@ impl axum::serve::Listener for MeshListener {
 impl MeshListener {
     /// The bound address (with the port the system chose for port 0).
     pub fn local_addr(&self) -> SocketAddr {
-        self.local
+        self.streams.local
     }
 
     /// Watches the serving status: connections are closed until the control plane's
     /// inbound listener arrives (wait for [`ServingStatus::is_serving`] before announcing).
     pub fn status(&self) -> watch::Receiver<ServingStatus> {
-        self.status.clone()
+        self.streams.status.clone()
     }
 }
 
@@ -236,52 +120,8 @@ impl InboundServer {
     /// [`MeshListener`]); the control plane is followed in a background task, which ends
     /// when the listener is dropped.
     pub async fn listen(self) -> Result<MeshListener, InboundError> {
-        let (tcp, bound) = self.bind().await?;
-        let status = self.status();
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let accept_task = tokio::spawn(async move {
-            let limits = Arc::new(self.limits.clone());
-            let closed = tx.clone();
-            self.accept_loop(
-                tcp,
-                bound,
-                async move { closed.closed().await },
-                |generation, acceptor, tcp, remote, permit| {
-                    let (limits, tx) = (limits.clone(), tx.clone());
-                    let metrics = self.metrics.clone();
-                    tokio::spawn(async move {
-                        let Some(a) = handshake(&generation, &acceptor, &limits, tcp, remote).await
-                        else {
-                            return;
-                        };
-                        let stream = InboundStream {
-                            io: a.io,
-                            info: InboundConnectInfo {
-                                remote: a.addrs.remote,
-                                local: a.addrs.local,
-                                peer: a.peer,
-                            },
-                            chain: ChainPolicy {
-                                policies: a.policies,
-                                path_normalization: a.path_normalization,
-                                metrics,
-                            },
-                            enforced: AtomicBool::new(false),
-                            _permit: permit,
-                        };
-                        let _ = tx.send(stream).await;
-                    });
-                },
-            )
-            .await;
-            self.status
-                .send_replace(ServingStatus::NotServing("shut down".into()));
-        });
         Ok(MeshListener {
-            rx,
-            local: bound,
-            status,
-            accept_task,
+            streams: self.streams().await?,
         })
     }
 }
@@ -289,7 +129,7 @@ impl InboundServer {
 /// Wraps an application (an axum `Router`, any tower HTTP service) so that
 /// `axum::serve` over a [`MeshListener`] applies each connection's inbound policies:
 /// the path normalization and authorization (`403` for denied requests) of its filter
-/// chain. Requests carry [`PeerIdentity`] (mTLS), [`ConnectionAddrs`] and
+/// chain. Requests carry [`PeerIdentity`](mesh_tls::PeerIdentity) (mTLS), [`ConnectionAddrs`] and
 /// `ConnectInfo<`[`InboundConnectInfo`]`>` in their extensions.
 #[derive(Clone, Debug)]
 pub struct MeshApp<S> {

@@ -42,20 +42,26 @@
 //! ```
 //!
 //! With `axum::serve` (and your own graceful shutdown), use [`Mesh::listener`](crate::Mesh::listener) and
-//! [`Mesh::app`](crate::Mesh::app) instead (feature `axum`, see [`MeshListener`]).
+//! [`Mesh::app`](crate::Mesh::app) instead (feature `axum`, see [`MeshListener`]); with
+//! tonic's `serve_with_incoming`, [`Mesh::incoming`](crate::Mesh::incoming) and its
+//! [`layer`](MeshIncoming::layer) (see [`grpc`]).
 //!
 //! What is not applied from the listener: the inline route table (every request goes to
 //! the application, as Istio's `NonForwardingAction` route says), per-route filter
 //! overrides, and the connection manager's timeouts.
 
 pub mod chain;
+pub mod grpc;
 #[cfg(feature = "axum")]
 pub mod listener;
 pub mod policy;
 mod serve;
+mod stream;
 
+pub use grpc::{GrpcConnectInfo, MeshGrpcLayer, MeshGrpcService, MeshIncoming};
 #[cfg(feature = "axum")]
-pub use listener::{InboundConnectInfo, InboundStream, MeshApp, MeshAppService, MeshListener};
+pub use listener::{MeshApp, MeshAppService, MeshListener};
+pub use stream::{InboundConnectInfo, InboundStream};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -69,10 +69,10 @@ pub struct Fixture {
     pub server: Mesh,
     pub client: Mesh,
     pub stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub served: tokio::task::JoinHandle<Result<(), mesh::InboundError>>,
+    pub served: tokio::task::JoinHandle<Result<(), tower::BoxError>>,
 }
 
-fn node(name: &str, app: &str) -> IstioNode {
+pub fn node(name: &str, app: &str) -> IstioNode {
     IstioNode {
         ip: "127.0.0.1".parse().unwrap(),
         pod_name: name.into(),
@@ -83,9 +83,38 @@ fn node(name: &str, app: &str) -> IstioNode {
     }
 }
 
+/// How a test serves `echo` on `addr` with the server mesh, until `stop` fires.
+pub type Serve = Box<
+    dyn FnOnce(
+        Mesh,
+        SocketAddr,
+        Echo,
+        tokio::sync::oneshot::Receiver<()>,
+    ) -> tokio::task::JoinHandle<Result<(), tower::BoxError>>,
+>;
+
 /// Starts `echo` behind `Mesh::serve` with the config `yaml(port)` and a client mesh (as
 /// `client`); returns once a unary call through `mesh.channel` succeeds.
 pub async fn start(echo: Echo, yaml: impl Fn(u16) -> String) -> Fixture {
+    start_with(
+        echo,
+        yaml,
+        Box::new(|server, addr, svc, stopped| {
+            tokio::spawn(async move {
+                server
+                    .serve_with_shutdown(addr, svc, async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .map_err(Into::into)
+            })
+        }),
+    )
+    .await
+}
+
+/// [`start`] with the server run by `serve`.
+pub async fn start_with(echo: Echo, yaml: impl Fn(u16) -> String, serve: Serve) -> Fixture {
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("echo.yaml"), yaml(port)).unwrap();
@@ -94,14 +123,7 @@ pub async fn start(echo: Echo, yaml: impl Fn(u16) -> String) -> Fixture {
     let client = super::local_mesh(&ca, dir.path(), node("client", "client")).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let s = server.clone();
-    let svc = echo.clone();
-    let served = tokio::spawn(async move {
-        s.serve_with_shutdown(addr, svc, async {
-            let _ = stopped.await;
-        })
-        .await
-    });
+    let served = serve(server.clone(), addr, echo.clone(), stopped);
     let mut c = EchoClient::new(client.channel(TARGET));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

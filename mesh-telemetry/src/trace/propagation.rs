@@ -2,7 +2,7 @@
 //! propagation.
 
 use http::HeaderMap;
-use http::header::HeaderValue;
+use http::header::{HeaderName, HeaderValue};
 use rand::Rng;
 
 /// Which header formats to extract and inject.
@@ -41,14 +41,39 @@ fn nonzero<const N: usize>(rng: &mut impl Rng) -> [u8; N] {
 
 /// Lowercase hex, two digits a byte (ids are formatted on every traced call: no `fmt`).
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
+    let mut buf = [0u8; 32];
+    let out = hex_into(bytes, &mut buf);
+    // Only ASCII digits were written.
+    String::from_utf8_lossy(out).into_owned()
 }
+
+/// Writes `bytes` as lowercase hex into `buf` (twice their length, at most 32 bytes) and
+/// returns the written part: header values are built from it without a `String`.
+fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8; 32]) -> &'a [u8] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let n = bytes.len().min(16);
+    for (i, b) in bytes[..n].iter().enumerate() {
+        buf[2 * i] = DIGITS[usize::from(b >> 4)];
+        buf[2 * i + 1] = DIGITS[usize::from(b & 0xf)];
+    }
+    &buf[..2 * n]
+}
+
+/// A header value of ASCII hex digits (always valid; `HeaderValue::from_bytes` copies it
+/// once, with no intermediate `String`).
+fn hex_value(bytes: &[u8]) -> Option<HeaderValue> {
+    let mut buf = [0u8; 32];
+    HeaderValue::from_bytes(hex_into(bytes, &mut buf)).ok()
+}
+
+/// The propagation headers [`TraceContext::inject`] replaces.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if s.len() != N * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -95,12 +120,19 @@ impl TraceContext {
 
     /// The `traceparent` value, e.g. `00-<trace>-<span>-01`.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            if self.sampled { "01" } else { "00" }
-        )
+        String::from_utf8_lossy(&self.traceparent_bytes()).into_owned()
+    }
+
+    /// `traceparent` as ASCII bytes on the stack: `00-` 32 hex `-` 16 hex `-01`.
+    fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = [0u8; 55];
+        let mut buf = [0u8; 32];
+        out[..3].copy_from_slice(b"00-");
+        out[3..35].copy_from_slice(hex_into(&self.trace_id, &mut buf));
+        out[35] = b'-';
+        out[36..52].copy_from_slice(hex_into(&self.span_id, &mut buf));
+        out[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        out
     }
 
     /// Parses a W3C `traceparent` (version 00; later versions are read as 00 per the
@@ -170,32 +202,37 @@ impl TraceContext {
     /// Writes this span as the parent of the next hop (replacing any propagation
     /// headers already present).
     pub fn inject(&self, headers: &mut HeaderMap, propagation: Propagation) {
+        // Injected on every traced call: static names, values built on the stack.
         for h in [
-            "traceparent",
-            "b3",
-            "x-b3-traceid",
-            "x-b3-spanid",
-            "x-b3-parentspanid",
-            "x-b3-sampled",
-            "x-b3-flags",
+            TRACEPARENT,
+            B3,
+            B3_TRACE_ID,
+            B3_SPAN_ID,
+            B3_PARENT_SPAN_ID,
+            B3_SAMPLED,
+            B3_FLAGS,
         ] {
             headers.remove(h);
         }
-        let mut put = |name: &'static str, v: String| {
-            if let Ok(v) = HeaderValue::from_str(&v) {
+        let mut put = |name: HeaderName, v: Option<HeaderValue>| {
+            if let Some(v) = v {
                 headers.insert(name, v);
             }
         };
         if propagation != Propagation::B3 {
-            put("traceparent", self.traceparent());
+            put(
+                TRACEPARENT,
+                HeaderValue::from_bytes(&self.traceparent_bytes()).ok(),
+            );
         }
         if propagation != Propagation::W3c {
-            put("x-b3-traceid", self.trace_id_hex());
-            put("x-b3-spanid", self.span_id_hex());
+            put(B3_TRACE_ID, hex_value(&self.trace_id));
+            put(B3_SPAN_ID, hex_value(&self.span_id));
             if let Some(p) = self.parent_span_id {
-                put("x-b3-parentspanid", hex(&p));
+                put(B3_PARENT_SPAN_ID, hex_value(&p));
             }
-            put("x-b3-sampled", if self.sampled { "1" } else { "0" }.into());
+            let sampled = if self.sampled { "1" } else { "0" };
+            put(B3_SAMPLED, Some(HeaderValue::from_static(sampled)));
         }
     }
 }
@@ -260,6 +297,43 @@ mod tests {
         h.insert("x-b3-spanid", "e457b5a2e4d86bd1".parse().unwrap());
         let c = TraceContext::extract(&h, Propagation::Both).unwrap();
         assert_eq!(c.trace_id_hex(), "000000000000000064fe8b2a57d3eff7");
+    }
+
+    #[test]
+    fn inject_writes_every_header_exactly() {
+        let c = TraceContext {
+            trace_id: *b"\x4b\xf9\x2f\x35\x77\xb3\x4d\xa6\xa3\xce\x92\x9d\x0e\x0e\x47\x36",
+            span_id: *b"\x00\xf0\x67\xaa\x0b\xa9\x02\xb7",
+            parent_span_id: Some(*b"\xe4\x57\xb5\xa2\xe4\xd8\x6b\xd1"),
+            sampled: true,
+        };
+        let mut h = HeaderMap::new();
+        h.insert("b3", "stale".parse().unwrap());
+        h.insert("x-b3-flags", "1".parse().unwrap());
+        c.inject(&mut h, Propagation::Both);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        );
+        assert_eq!(h["x-b3-traceid"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(h["x-b3-spanid"], "00f067aa0ba902b7");
+        assert_eq!(h["x-b3-parentspanid"], "e457b5a2e4d86bd1");
+        assert_eq!(h["x-b3-sampled"], "1");
+        assert!(h.get("b3").is_none() && h.get("x-b3-flags").is_none());
+        assert_eq!(h.len(), 5);
+
+        let quiet = TraceContext {
+            sampled: false,
+            parent_span_id: None,
+            ..c
+        };
+        quiet.inject(&mut h, Propagation::W3c);
+        assert_eq!(
+            h["traceparent"],
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        );
+        assert_eq!(h.len(), 1);
+        assert_eq!(quiet.traceparent(), h["traceparent"]);
     }
 
     #[test]

@@ -122,9 +122,13 @@ impl MeshClient {
         let Some(listener) = listener_name(&parts.uri, &parts.headers) else {
             return respond::local_grpc(400, respond::UNAVAILABLE, NO_AUTHORITY);
         };
-        // Owned: path normalization below may replace the URI it borrows from.
-        let listener = listener.into_owned();
         let mut built = self.current();
+        // Owned, as the router map's key (an `Arc` clone, no allocation on the hot path):
+        // path normalization below may replace the URI it borrows from.
+        let listener: std::sync::Arc<str> = match built.routers.get_key_value(&*listener) {
+            Some((key, _)) => key.clone(),
+            None => listener.into(),
+        };
         if !built.routers.contains_key(&*listener) {
             let timeout = self.inner.config.resolve_timeout;
             if tokio::time::timeout(timeout, self.wait_listener(&listener))

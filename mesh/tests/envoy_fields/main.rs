@@ -9,5 +9,6 @@
 mod clusters;
 mod filters;
 mod harness;
+mod inbound;
 mod retries;
 mod routes;

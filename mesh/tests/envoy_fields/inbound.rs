@@ -336,7 +336,10 @@ async fn filter_chain_match_fields_choose_the_chain() {
     })
     .await;
     assert_eq!(s.get("/").await, Allowed, "default_filter_chain");
-    let s = Server::start("127.0.0.1", |port| (vec![chain(false, other_port(port))], None)).await;
+    let s = Server::start("127.0.0.1", |port| {
+        (vec![chain(false, other_port(port))], None)
+    })
+    .await;
     assert_eq!(s.get("/").await, Closed, "no chain and no default");
 }
 
@@ -507,7 +510,11 @@ async fn rbac_permissions_and_principals_decide_requests() {
             (vec![chain_with(Some(rules(port)), None)], None)
         })
         .await;
-        assert!(s.status.borrow().is_serving(), "{row}: {:?}", s.status.borrow());
+        assert!(
+            s.status.borrow().is_serving(),
+            "{row}: {:?}",
+            s.status.borrow()
+        );
         assert_eq!(s.get(req).await, want, "{row}");
     }
 }

@@ -12,3 +12,4 @@ mod harness;
 mod inbound;
 mod retries;
 mod routes;
+mod tls;

@@ -10,6 +10,7 @@ mod clusters;
 mod filters;
 mod harness;
 mod inbound;
+mod least_request;
 mod retries;
 mod routes;
 mod tls;

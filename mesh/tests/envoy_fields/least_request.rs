@@ -44,8 +44,29 @@ async fn least_request_choice_count_avoids_the_busy_host() {
         }));
         c
     };
-    let f = start_with(vec![via("two"), via("sixteen")], |p| {
-        vec![lr("two", p.a, p.b, 2), lr("sixteen", p.a, p.b, 16)]
+    // The same through the typed policy (`load_balancing_policy`, LeastRequest).
+    let typed = |a: u16, b: u16| {
+        let mut c = cluster("typed", &[a, b], None);
+        let least = LeastRequest {
+            choice_count: Some(UInt32Value { value: 16 }),
+            ..Default::default()
+        };
+        c.load_balancing_policy = Some(LoadBalancingPolicy {
+            policies: vec![load_balancing_policy::Policy {
+                typed_extension_config: Some(TypedExtensionConfig {
+                    name: "least".into(),
+                    typed_config: Some(pack_any(least)),
+                }),
+            }],
+        });
+        c
+    };
+    let f = start_with(vec![via("two"), via("sixteen"), via("typed")], |p| {
+        vec![
+            lr("two", p.a, p.b, 2),
+            lr("sixteen", p.a, p.b, 16),
+            typed(p.a, p.b),
+        ]
     })
     .await;
     // 2 choices: both samples are the busy host for about 10 of 40 (none: 0.75^40 ≈ 1e-5).
@@ -54,4 +75,6 @@ async fn least_request_choice_count_avoids_the_busy_host() {
     // 16 choices: the idle host is almost always among the samples.
     let sixteen = to_busy(&f, "sixteen").await;
     assert!(sixteen <= 1, "choice_count 16: {sixteen} of 40");
+    let typed = to_busy(&f, "typed").await;
+    assert!(typed <= 1, "LeastRequest.choice_count 16: {typed} of 40");
 }

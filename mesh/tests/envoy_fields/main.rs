@@ -9,5 +9,8 @@
 mod clusters;
 mod filters;
 mod harness;
+mod inbound;
+mod least_request;
 mod retries;
 mod routes;
+mod tls;

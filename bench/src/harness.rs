@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cases::ExternalRun;
 use crate::cases::{
-    Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1, HyperMtls,
-    InProcessMesh, ProxyPair, ProxyPairConfig,
+    Case, CaseId, EnvoyHbone, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1,
+    HyperMtls, InProcessMesh, ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
@@ -168,6 +168,13 @@ async fn start_case(
             Arc::new(GrpcGoPair::start(bin, ca, ca_dir).await?)
         }
         CaseId::Hbone => Arc::new(Hbone::start(ca).await?),
+        CaseId::EnvoyHbone => {
+            let bin = opts
+                .envoy_bin
+                .as_ref()
+                .ok_or("no Envoy binary (set MESH_ENVOY_BIN or pass --envoy)")?;
+            Arc::new(EnvoyHbone::start(bin, ca).await?)
+        }
     })
 }
 

@@ -13,8 +13,8 @@ use crate::Error;
 use crate::alloc::{self, Snapshot};
 use crate::cases::ExternalRun;
 use crate::cases::{
-    Case, CaseId, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1, HyperMtls,
-    InProcessMesh, ProxyPair, ProxyPairConfig,
+    Case, CaseId, EnvoyHbone, EnvoyPair, GrpcGoPair, GrpcMesh, GrpcTonicMtls, Hbone, HyperH1,
+    HyperMtls, InProcessMesh, ProxyPair, ProxyPairConfig,
 };
 use crate::loadgen::{self, Lane, Load};
 use crate::procstat::{self, CpuMeter};
@@ -177,6 +177,13 @@ async fn start_case(
             Arc::new(GrpcGoPair::start(bin, ca, ca_dir).await?)
         }
         CaseId::Hbone => Arc::new(Hbone::start(ca).await?),
+        CaseId::EnvoyHbone => {
+            let bin = opts
+                .envoy_bin
+                .as_ref()
+                .ok_or("no Envoy binary (set MESH_ENVOY_BIN or pass --envoy)")?;
+            Arc::new(EnvoyHbone::start(bin, ca).await?)
+        }
     })
 }
 

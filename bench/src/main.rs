@@ -9,7 +9,7 @@ use mesh_bench::loadgen::Load;
 use mesh_bench::{Error, criterion, report, svg};
 
 const USAGE: &str = "usage: mesh-bench [--quick (short defaults; other flags still apply)] [--rounds N] [--duration SECS] [--warmup SECS]
-                  [--cases 1,2,...,11]  (6, 7, 10: unary gRPC, tonic mTLS / mesh / grpc-go pair; 8: hyper mTLS h1; 9: mesh h2; 11: HBONE in-process)
+                  [--cases 1,2,...,12]  (6, 7, 10: unary gRPC, tonic mTLS / mesh / grpc-go pair; 8: hyper mTLS h1; 9: mesh h2; 11: HBONE in-process; 12: Envoy HBONE pair)
                   [--loads seq,rate,sat] [--envoy PATH] [--proxy PATH] [--grpc-go PATH]
                   [--mesh-h2-connections N]  (case 9's pool; default one per worker thread)
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
@@ -89,7 +89,7 @@ fn parse() -> Result<Args, Error> {
                             .parse()
                             .ok()
                             .and_then(CaseId::from_number)
-                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-11"))
+                            .ok_or_else(|| format!("--cases: {n:?} is not a case number 1-12"))
                     })
                     .collect::<Result<_, _>>()?;
             }

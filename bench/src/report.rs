@@ -364,6 +364,17 @@ pub fn targets(rows: &[Row], estimates: &[Estimate]) -> Vec<Target> {
             unit: "x",
         },
         Target {
+            issue: "#18",
+            what: "HBONE in-process throughput at saturation / case 12 (Envoy HBONE pair)".into(),
+            figure: div(
+                get(CaseId::Hbone, SAT, |r| r.rps),
+                get(CaseId::EnvoyHbone, SAT, |r| r.rps),
+            ),
+            limit: 3.0,
+            at_most: false,
+            unit: "x",
+        },
+        Target {
             issue: "#9",
             what: "proxy pair resident memory (both proxies, largest seen) / Envoy pair".into(),
             figure: div(rss(CaseId::ProxyPair), rss(CaseId::EnvoyPair)),

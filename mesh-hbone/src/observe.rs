@@ -36,16 +36,29 @@ where
 
 pub(crate) type Observer<T> = Option<Arc<dyn TunnelObserver<T>>>;
 
+/// Vectored writes up to this size are gathered into one tunnel write.
+const GATHER_MAX: usize = 64 * 1024;
+
 /// A tunnel's byte stream (tokio `AsyncRead + AsyncWrite`), counted by the observer's meter
 /// when one is set.
+///
+/// Vectored writes are gathered into one write: each write into an HTTP/2 stream becomes
+/// its own DATA frame, and an HTTP/2 or HTTP/1.1 codec inside the tunnel writes a response
+/// as headers plus body slices (two frames, two wake-ups of the peer's reader, per
+/// response otherwise).
 pub struct TunnelIo {
     io: TokioIo<Upgraded>,
     meter: Option<Box<dyn TunnelMeter>>,
+    gather: Vec<u8>,
 }
 
 impl TunnelIo {
     pub(crate) fn new(io: TokioIo<Upgraded>, meter: Option<Box<dyn TunnelMeter>>) -> Self {
-        Self { io, meter }
+        Self {
+            io,
+            meter,
+            gather: Vec::new(),
+        }
     }
 }
 
@@ -83,6 +96,36 @@ impl AsyncWrite for TunnelIo {
             m.sent(n as u64);
         }
         Poll::Ready(Ok(n))
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if bufs.len() < 2 || total > GATHER_MAX {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &**b);
+            return self.poll_write(cx, first);
+        }
+        let this = &mut *self;
+        this.gather.clear();
+        for b in bufs {
+            this.gather.extend_from_slice(b);
+        }
+        // The stream copies what it accepts; a partial write covers a prefix of `bufs`.
+        let n = ready!(Pin::new(&mut this.io).poll_write(cx, &this.gather))?;
+        if let Some(m) = &this.meter {
+            m.sent(n as u64);
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -131,7 +131,10 @@ fn pool(cluster: &Cluster, http2_connections: Option<usize>) -> UpstreamPool {
         cluster,
         &IdentityStore::new(),
         PeerPolicy::default(),
-        PoolConfig { http2_connections },
+        PoolConfig {
+            http2_connections,
+            ..Default::default()
+        },
     )
 }
 

@@ -324,9 +324,19 @@ impl MeshBuilder {
             let u = upstream.clone();
             Arc::new(ResilienceStack::new().observe(move |name, r| u.track(name, r.into())))
         });
-        let mesh_client =
-            MeshClient::with_shared_stack(source.clone(), identity.clone(), self.client, stack);
         let metrics = self.metrics.unwrap_or_default();
+        let mut client_config = self.client;
+        // Tunnels to HBONE endpoints count in istio_tcp_* and carry our baggage, as
+        // `Mesh::hbone_client()`'s do.
+        if client_config.pool.hbone.is_none() {
+            client_config.pool.hbone = Some(crate::hbone_metrics::client(
+                &identity,
+                &metrics,
+                &self.workload,
+            ));
+        }
+        let mesh_client =
+            MeshClient::with_shared_stack(source.clone(), identity.clone(), client_config, stack);
         let tags = SpanTags::from_workload(&self.workload);
         #[cfg(feature = "otlp")]
         let otlp = crate::otel::from_env(&service_name(&self.workload))

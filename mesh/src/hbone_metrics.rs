@@ -8,11 +8,12 @@
 
 use std::sync::Arc;
 
-use mesh_hbone::{Baggage, HboneTarget, TunnelInfo, TunnelMeter};
+use mesh_hbone::{Baggage, HboneClient, HboneClientSettings, HboneTarget, TunnelInfo, TunnelMeter};
 use mesh_telemetry::metrics::tcp::{TcpConnection, TcpMetrics};
 use mesh_telemetry::metrics::{
     IstioMetrics, PeerLabels, Reporter, SecurityPolicy, ServiceInfo, UNKNOWN, WorkloadInfo,
 };
+use mesh_tls::IdentityStore;
 
 struct Meter(TcpConnection);
 
@@ -66,6 +67,21 @@ pub(crate) fn client_meter(
         };
         meter(&metrics, labels)
     }
+}
+
+/// An HBONE client of `identity` sending `local`'s baggage, each tunnel counted in
+/// `istio_tcp_*` as `reporter="source"`.
+pub(crate) fn client(
+    identity: &IdentityStore,
+    metrics: &IstioMetrics,
+    local: &WorkloadInfo,
+) -> HboneClient {
+    let settings = HboneClientSettings {
+        baggage: Some(baggage_of(local)),
+        ..Default::default()
+    };
+    HboneClient::with_settings(identity.clone(), settings)
+        .observe(client_meter(metrics.clone(), local.clone()))
 }
 
 /// ztunnel's source labels from a caller's baggage (its `with_derived_source`); the

@@ -210,14 +210,9 @@ impl Mesh {
     /// An HBONE client presenting this workload's identity (pooled connections, at most
     /// 100 tunnels each, closed after 5 idle minutes), sending this workload's `baggage`
     /// as ztunnel does; each tunnel counts in `istio_tcp_*` (`reporter="source"`).
+    /// [`Mesh::client`] opens its tunnels to HBONE endpoints with one like it.
     pub fn hbone_client(&self) -> mesh_hbone::HboneClient {
-        let settings = mesh_hbone::HboneClientSettings {
-            baggage: Some(hbone_metrics::baggage_of(&self.workload)),
-            ..Default::default()
-        };
-        mesh_hbone::HboneClient::with_settings(self.identity.clone(), settings).observe(
-            hbone_metrics::client_meter(self.metrics.clone(), self.workload.clone()),
-        )
+        hbone_metrics::client(&self.identity, &self.metrics, &self.workload)
     }
 
     /// The xDS client, when the config comes from one (built from a bootstrap or given with

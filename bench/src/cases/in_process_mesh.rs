@@ -187,6 +187,7 @@ impl InProcessMesh {
             .client_config(MeshClientConfig {
                 pool: PoolConfig {
                     http2_connections: h2_connections,
+                    ..Default::default()
                 },
                 ..Default::default()
             })

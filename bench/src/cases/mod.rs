@@ -1,5 +1,6 @@
 //! The cases, each a way to serve [`crate::payload`] and open client lanes to it.
 
+mod envoy_hbone;
 mod envoy_pair;
 mod grpc;
 mod grpc_go;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+pub use envoy_hbone::EnvoyHbone;
 pub use envoy_pair::EnvoyPair;
 pub use grpc::{GrpcMesh, GrpcTonicMtls};
 pub use grpc_go::GrpcGoPair;
@@ -57,11 +59,13 @@ pub enum CaseId {
     GrpcGoPair,
     /// 11. HTTP/2 inside HBONE tunnels between two in-process workloads (ambient mode).
     Hbone,
+    /// 12. case 11's traffic over HBONE between two Envoy 1.40 sidecars.
+    EnvoyHbone,
 }
 
 impl CaseId {
     /// All cases in order.
-    pub const ALL: [CaseId; 11] = [
+    pub const ALL: [CaseId; 12] = [
         CaseId::HyperH1,
         CaseId::HyperMtls,
         CaseId::Mesh,
@@ -73,9 +77,10 @@ impl CaseId {
         CaseId::MeshH2,
         CaseId::GrpcGoPair,
         CaseId::Hbone,
+        CaseId::EnvoyHbone,
     ];
 
-    /// The case's number (1-11).
+    /// The case's number (1-12).
     pub fn number(self) -> u8 {
         self as u8 + 1
     }
@@ -99,6 +104,7 @@ impl CaseId {
             CaseId::MeshH2 => "in-process mesh h2",
             CaseId::GrpcGoPair => "gRPC grpc-go pair",
             CaseId::Hbone => "HBONE in-process",
+            CaseId::EnvoyHbone => "Envoy HBONE pair",
         }
     }
 

@@ -73,7 +73,13 @@ pub(super) fn build(
         routers.insert(name.clone(), router);
     }
     let marked = super::hbone_hosts::mark(&snapshot, &config.hbone_hosts);
-    let clusters = ClusterSet::build(&marked, &previous.clusters, identity, config.pool, stack);
+    let clusters = ClusterSet::build(
+        &marked,
+        &previous.clusters,
+        identity,
+        config.pool.clone(),
+        stack,
+    );
     Built {
         snapshot,
         routers,

@@ -220,7 +220,7 @@ impl ClusterSet {
                     continue;
                 }
             }
-            match ClusterState::new(cluster.clone(), eds, identity, pool, stack) {
+            match ClusterState::new(cluster.clone(), eds, identity, pool.clone(), stack) {
                 Ok(state) => {
                     out.clusters.insert(name.clone(), Arc::new(state));
                 }

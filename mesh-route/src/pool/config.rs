@@ -9,7 +9,7 @@ pub(super) const DEFAULT_IDLE: Duration = Duration::from_secs(3600);
 
 /// Settings of the connection pools, the same for every cluster (see the
 /// [module docs](super)); part of [`MeshClientConfig`](crate::client::MeshClientConfig).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct PoolConfig {
     /// HTTP/2 connections per endpoint that concurrent requests spread over before they
     /// share connections (a request that finds every connection busy opens another while
@@ -18,6 +18,12 @@ pub struct PoolConfig {
     /// pool per worker thread; the number of CPUs outside a runtime. `Some(1)`: one
     /// connection per endpoint, unless the cluster's `max_concurrent_streams` asks for more.
     pub http2_connections: Option<usize>,
+    /// The client that opens the tunnels to endpoints marked `TlsMode::Hbone` (its
+    /// connection pool, its observer and the `baggage` it sends), shared by every cluster.
+    /// It must present the pools' identity. `None` (the default): each cluster gets a plain
+    /// `HboneClient` of that identity, which counts nothing and sends no baggage; the `mesh`
+    /// facade sets its `Mesh::hbone_client()`, so the tunnels count in `istio_tcp_*`.
+    pub hbone: Option<mesh_hbone::HboneClient>,
 }
 
 impl PoolConfig {

@@ -65,16 +65,16 @@ impl UpstreamPool {
             let mut h2 = cluster.clone();
             h2.http_protocol.protocol = UpstreamProtocol::Http2;
             let parts = (breaker.clone(), counters.clone());
-            Arc::new(shared(&h2, identity, expected.clone(), config, parts))
+            Arc::new(shared(&h2, identity, expected.clone(), &config, parts))
         });
-        let tunnel = |c: &Cluster| hbone(c, identity, &expected, config, (&breaker, &counters));
+        let tunnel = |c: &Cluster| hbone(c, identity, &expected, &config, (&breaker, &counters));
         let hbone = tunnel(cluster);
         let hbone_grpc = grpc.as_ref().and_then(|_| {
             let mut h2 = cluster.clone();
             h2.http_protocol.protocol = UpstreamProtocol::Http2;
             tunnel(&h2)
         });
-        let shared = shared(cluster, identity, expected, config, (breaker, counters));
+        let shared = shared(cluster, identity, expected, &config, (breaker, counters));
         Self {
             shared: Arc::new(shared),
             grpc,
@@ -91,7 +91,7 @@ fn hbone(
     cluster: &Cluster,
     identity: &IdentityStore,
     expected: &PeerPolicy,
-    config: PoolConfig,
+    config: &PoolConfig,
     (breaker, counters): (&Arc<CircuitBreaker>, &Arc<super::counted::Counters>),
 ) -> Option<Arc<Shared>> {
     cluster.tls.as_ref()?;
@@ -100,7 +100,11 @@ fn hbone(
     inner.tls = None;
     let parts = (breaker.clone(), counters.clone());
     let mut s = shared(&inner, identity, PeerPolicy::default(), config, parts);
-    s.transport = Transport::Hbone(HboneClient::new(identity.clone()).connector(server));
+    let client = config
+        .hbone
+        .clone()
+        .unwrap_or_else(|| HboneClient::new(identity.clone()));
+    s.transport = Transport::Hbone(client.connector(server));
     Some(Arc::new(s))
 }
 
@@ -109,7 +113,7 @@ fn shared(
     cluster: &Cluster,
     identity: &IdentityStore,
     expected: PeerPolicy,
-    config: PoolConfig,
+    config: &PoolConfig,
     (breaker, counters): (Arc<CircuitBreaker>, Arc<super::counted::Counters>),
 ) -> Shared {
     let proto = cluster.http_protocol.protocol;

@@ -186,7 +186,9 @@ async fn each_half_without_the_other_fails_closed() {
         .await
         .unwrap()
         .layer();
-    let tcp = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // A port of its own: the stopped server's listener may still be closing.
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tcp_port = tcp.local_addr().unwrap().port();
     let incoming = tonic::transport::server::TcpIncoming::from(tcp);
     tokio::spawn(
         Server::builder()
@@ -194,6 +196,6 @@ async fn each_half_without_the_other_fails_closed() {
             .add_service(echo)
             .serve_with_incoming(incoming),
     );
-    let e = plaintext_call(port).await.unwrap_err();
+    let e = plaintext_call(tcp_port).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "the layer alone: {e}");
 }

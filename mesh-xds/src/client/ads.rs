@@ -292,6 +292,12 @@ impl<C: Codec> Driver<C> {
                         return Ended::Stream { got_response };
                     }
                     Err(status) => {
+                        // With every handle dropped the process is stopping and may be
+                        // tearing the connection down under us: not worth a warning.
+                        if self.commands.is_closed() {
+                            tracing::debug!(code = ?status.code(), "xDS stream ended while the client stops");
+                            return Ended::Closed;
+                        }
                         tracing::warn!(code = ?status.code(), message = status.message(), "xDS stream failed");
                         return Ended::Stream { got_response };
                     }

@@ -530,9 +530,15 @@ async fn balanced_cart(lb: &str, at_subset: bool) -> String {
             "{{address: 127.0.0.1, ports: {{http: {port}}}, labels: {{app: cart}}}}"
         ));
     }
-    let endpoints = format!("[{}]", endpoints.join(", "));
+    cart_balanced_by(&format!("[{}]", endpoints.join(", ")), lb, at_subset)
+}
+
+/// `cart` on `endpoints` (a YAML flow list), balanced by `lb` at the top of its
+/// DestinationRule, or in the `trafficPolicy` of its subset `all` that its VirtualService
+/// routes to.
+fn cart_balanced_by(endpoints: &str, lb: &str, at_subset: bool) -> String {
     if !at_subset {
-        return service("cart", HTTP_PORT, &endpoints, "").replace(
+        return service("cart", HTTP_PORT, endpoints, "").replace(
             "trafficPolicy: {tls: {mode: DISABLE}}",
             &format!("trafficPolicy: {{tls: {{mode: DISABLE}}, loadBalancer: {lb}}}"),
         );
@@ -540,7 +546,7 @@ async fn balanced_cart(lb: &str, at_subset: bool) -> String {
     service(
         "cart",
         HTTP_PORT,
-        &endpoints,
+        endpoints,
         &format!(
             "  subsets:\n  - {{name: all, labels: {{app: cart}}, trafficPolicy: {{loadBalancer: {lb}}}}}"
         ),
@@ -835,30 +841,7 @@ async fn ring_endpoints() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimum_ring_size_sets_how_evenly_users_spread() {
     let endpoints = ring_endpoints().await;
-    let cart = |lb: &str, at_subset: bool| {
-        if !at_subset {
-            return service("cart", HTTP_PORT, &endpoints, "").replace(
-                "trafficPolicy: {tls: {mode: DISABLE}}",
-                &format!("trafficPolicy: {{tls: {{mode: DISABLE}}, loadBalancer: {lb}}}"),
-            );
-        }
-        service(
-            "cart",
-            HTTP_PORT,
-            &endpoints,
-            &format!(
-                "  subsets:\n  - {{name: all, labels: {{app: cart}}, trafficPolicy: {{loadBalancer: {lb}}}}}"
-            ),
-        ) + r#"---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: cart, namespace: default}
-spec:
-  hosts: [cart.default.svc.cluster.local]
-  http:
-  - route: [{destination: {host: cart.default.svc.cluster.local, subset: all}}]
-"#
-    };
+    let cart = |lb: &str, at_subset: bool| cart_balanced_by(&endpoints, lb, at_subset);
     let busiest = |lb: &'static str, at_subset: bool| {
         let yaml = cart(lb, at_subset);
         async move {

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::lanes::{AbortOnDrop, H2Lane, free_port};
 use super::process::{ChildProcess, wait_until};
-use super::{Case, CaseId, envoy};
+use super::{Case, CaseId, envoy, envoy_pair};
 use crate::certs::{self, PemFiles};
 use crate::loadgen::Lane;
 use crate::{Error, payload};
@@ -97,25 +97,9 @@ fn internal_cluster(name: &str, listener: &str, h2: bool) -> String {
 /// istiod's HBONE `common_tls_context` (`buildCommonConnectTLSContext`): ALPN h2, TLS 1.3
 /// only, the peer's URI SAN matched; indented by `pad` columns.
 fn tls(files: &PemFiles, peer: &str, pad: usize) -> String {
-    let body = format!(
-        r#"common_tls_context:
-  alpn_protocols: [h2]
-  tls_params: {{tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}}
-  tls_certificates:
-  - certificate_chain: {{filename: "{cert}"}}
-    private_key: {{filename: "{key}"}}
-  validation_context:
-    trusted_ca: {{filename: "{root}"}}
-    match_typed_subject_alt_names:
-    - san_type: URI
-      matcher: {{exact: "{peer}"}}
-"#,
-        cert = files.cert.display(),
-        key = files.key.display(),
-        root = files.root.display(),
-    );
-    let pad = " ".repeat(pad);
-    body.lines().map(|l| format!("{pad}{l}\n")).collect()
+    let body = envoy_pair::tls_context(files, peer)
+        + "  tls_params: {tls_minimum_protocol_version: TLSv1_3, tls_maximum_protocol_version: TLSv1_3}\n";
+    envoy_pair::indent(&body, pad)
 }
 
 /// The client sidecar: `port` in, tunnelled to `authority` through `hbone`.

@@ -54,7 +54,8 @@ fn hcm(stat_prefix: &str, cluster: &str, retries: bool) -> String {
     )
 }
 
-fn tls_context(files: &PemFiles, peer: &str) -> String {
+/// A `common_tls_context` with the workload's files, ALPN h2 and the peer's URI SAN matched.
+pub(super) fn tls_context(files: &PemFiles, peer: &str) -> String {
     format!(
         r#"common_tls_context:
   alpn_protocols: [h2]
@@ -135,7 +136,8 @@ fn server_config(port: u16, app: u16, files: &PemFiles, client_id: &str) -> Stri
     )
 }
 
-fn indent(s: &str, n: usize) -> String {
+/// `s` with every line indented by `n` columns.
+pub(super) fn indent(s: &str, n: usize) -> String {
     let pad = " ".repeat(n);
     s.lines().map(|l| format!("{pad}{l}\n")).collect()
 }

@@ -18,6 +18,11 @@ struct Host {
     // this interval's counts: upstream answers, plus local-origin failures unless split
     success: AtomicU64,
     failure: AtomicU64,
+    // with the split, this interval's local-origin counts: an answer from the upstream is a
+    // success (the connection worked), a local-origin error a failure (Envoy's
+    // LOCAL_ORIGIN_CONNECT_SUCCESS / _FAILED)
+    local_success: AtomicU64,
+    local_failure: AtomicU64,
     ejection: Mutex<Ejection>,
 }
 
@@ -76,6 +81,9 @@ impl std::fmt::Debug for OutlierDetector {
     }
 }
 
+/// One host's interval: name, state, successes, failures.
+type Stat = (Arc<str>, Arc<Host>, u64, u64);
+
 #[derive(Clone, Copy)]
 enum Reason {
     Consecutive5xx,
@@ -83,6 +91,8 @@ enum Reason {
     ConsecutiveLocal,
     SuccessRate,
     FailurePercentage,
+    LocalOriginSuccessRate,
+    LocalOriginFailurePercentage,
 }
 
 impl OutlierDetector {
@@ -140,6 +150,7 @@ impl OutlierDetector {
         let r = Ordering::Relaxed;
         let local = class.is_local_origin();
         if local && c.split_external_local_origin_errors {
+            h.local_failure.fetch_add(1, r);
             let n = h.consecutive_local.fetch_add(1, r) + 1;
             if n >= c.consecutive_local_origin_failure && c.consecutive_local_origin_failure > 0 {
                 self.try_eject(endpoint, &h, Reason::ConsecutiveLocal);
@@ -149,6 +160,7 @@ impl OutlierDetector {
         if c.split_external_local_origin_errors {
             // an answer from the upstream: the connection worked
             h.consecutive_local.store(0, r);
+            h.local_success.fetch_add(1, r);
         }
         if class.is_success() {
             h.success.fetch_add(1, r);
@@ -181,6 +193,8 @@ impl OutlierDetector {
             Reason::ConsecutiveLocal => c.enforcing_consecutive_local_origin_failure,
             Reason::SuccessRate => c.success_rate.enforcing_percentage,
             Reason::FailurePercentage => c.failure_percentage.enforcing_percentage,
+            Reason::LocalOriginSuccessRate => c.enforcing_local_origin_success_rate,
+            Reason::LocalOriginFailurePercentage => c.enforcing_failure_percentage_local_origin,
         }
     }
 
@@ -253,19 +267,26 @@ impl OutlierDetector {
                 _ => {}
             }
         }
-        let stats: Vec<(Arc<str>, Arc<Host>, u64, u64)> = hosts
-            .iter()
-            .map(|(n, h)| {
-                let s = h.success.swap(0, Ordering::Relaxed);
-                let f = h.failure.swap(0, Ordering::Relaxed);
-                (n.clone(), h.clone(), s, f)
-            })
-            .collect();
-        self.success_rate(&stats);
-        self.failure_percentage(&stats);
+        let stats = |ok: fn(&Host) -> &AtomicU64, bad: fn(&Host) -> &AtomicU64| -> Vec<Stat> {
+            let r = Ordering::Relaxed;
+            hosts
+                .iter()
+                .map(|(n, h)| (n.clone(), h.clone(), ok(h).swap(0, r), bad(h).swap(0, r)))
+                .collect()
+        };
+        let external = stats(|h| &h.success, |h| &h.failure);
+        self.success_rate(&external, Reason::SuccessRate);
+        self.failure_percentage(&external, Reason::FailurePercentage);
+        // Only counted with split_external_local_origin_errors: the same thresholds,
+        // volumes and minimum hosts, enforced by the local-origin percentages (Envoy).
+        let local = stats(|h| &h.local_success, |h| &h.local_failure);
+        if self.cfg.split_external_local_origin_errors {
+            self.success_rate(&local, Reason::LocalOriginSuccessRate);
+            self.failure_percentage(&local, Reason::LocalOriginFailurePercentage);
+        }
     }
 
-    fn success_rate(&self, stats: &[(Arc<str>, Arc<Host>, u64, u64)]) {
+    fn success_rate(&self, stats: &[Stat], reason: Reason) {
         let sr = &self.cfg.success_rate;
         let rates: Vec<(&Arc<str>, &Arc<Host>, f64)> = stats
             .iter()
@@ -280,12 +301,12 @@ impl OutlierDetector {
         let threshold = mean - var.sqrt() * (sr.stdev_factor as f64 / 1000.0);
         for (n, h, rate) in rates {
             if rate < threshold {
-                self.try_eject(n, h, Reason::SuccessRate);
+                self.try_eject(n, h, reason);
             }
         }
     }
 
-    fn failure_percentage(&self, stats: &[(Arc<str>, Arc<Host>, u64, u64)]) {
+    fn failure_percentage(&self, stats: &[Stat], reason: Reason) {
         let fp = &self.cfg.failure_percentage;
         let eligible: Vec<_> = stats
             .iter()
@@ -297,7 +318,7 @@ impl OutlierDetector {
         for (n, h, s, f) in eligible {
             let pct = *f as f64 * 100.0 / (s + f) as f64;
             if pct >= fp.threshold as f64 {
-                self.try_eject(n, h, Reason::FailurePercentage);
+                self.try_eject(n, h, reason);
             }
         }
     }

@@ -15,7 +15,9 @@
 //! - every `interval`, [`OutlierDetector::sweep`] runs success-rate ejection (below
 //!   mean - stdev * `stdev_factor` / 1000, among hosts with `request_volume`, when at
 //!   least `minimum_hosts` have it) and failure-percentage ejection, and un-ejects hosts
-//!   whose time is up;
+//!   whose time is up; with the split, both also run over local-origin outcomes alone (an
+//!   upstream answer is a success, a local-origin error a failure), enforced by
+//!   `enforcing_local_origin_success_rate` and `enforcing_failure_percentage_local_origin`;
 //! - an ejection lasts `base_ejection_time * times ejected`, capped at
 //!   `max(base_ejection_time, max_ejection_time)`, plus up to `max_ejection_time_jitter`;
 //!   a healthy host's multiplier decreases by one per interval;

@@ -4,8 +4,8 @@
 //! client status, as CSDS reports it), not after the client-wide `resource_timeout`;
 //! zero, what istiod sends, waits for ever as in Envoy.
 //!
-//! The request path does not change: `MeshClient` waits for a cluster's endpoints up to
-//! its own `resolve_timeout` whatever the resource's state.
+//! On the request path, an EDS resource that does not exist is an empty assignment: a
+//! request waiting for the cluster's endpoints gets 503 then (`envoy_fields/endpoints.rs`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -189,6 +189,16 @@ impl Codec for ModelCodec {
             (ResourceType::ClusterLoadAssignment, None) => set(&mut snapshot.endpoints, name, None),
         }
     }
+
+    fn absent(&self, ty: ResourceType, name: &Arc<str>) -> Option<Resource> {
+        (ty == ResourceType::ClusterLoadAssignment).then(|| {
+            Resource::ClusterLoadAssignment(Arc::new(mesh_core::model::ClusterLoadAssignment {
+                cluster_name: name.to_string(),
+                localities: Vec::new(),
+                ..Default::default()
+            }))
+        })
+    }
 }
 
 /// A handle to the xDS client. Cheap to clone; the ADS task stops when the last handle

@@ -44,6 +44,12 @@ pub(crate) trait Codec: Send + Sync + 'static {
         name: &Arc<str>,
         value: Option<&Self::Value>,
     );
+    /// What a subscribed resource that does not exist stands for in the snapshot, if
+    /// anything (the real codec: an EDS resource is an empty assignment, so that requests
+    /// stop waiting for it, as Envoy warms such a cluster with no hosts).
+    fn absent(&self, _ty: ResourceType, _name: &Arc<str>) -> Option<Self::Value> {
+        None
+    }
 }
 
 /// One resource of one type.
@@ -328,6 +334,7 @@ impl<C: Codec> State<C> {
                 tracing::debug!(%ty, %name, "resource does not exist (timeout)");
                 e.state = ResourceState::DoesNotExist;
                 e.updated = Some(SystemTime::now());
+                self.changes.push((ty, name));
             }
         }
     }
@@ -346,10 +353,13 @@ impl<C: Codec> State<C> {
             if !done.insert((ty, name.clone())) {
                 continue;
             }
-            let value = self.types[index(ty)]
-                .entries
-                .get(&name)
-                .and_then(|e| e.value.as_ref());
+            let entry = self.types[index(ty)].entries.get(&name);
+            let absent = entry
+                .filter(|e| {
+                    e.value.is_none() && e.subscribed && e.state == ResourceState::DoesNotExist
+                })
+                .and_then(|_| self.codec.absent(ty, &name));
+            let value = entry.and_then(|e| e.value.as_ref()).or(absent.as_ref());
             self.codec.publish(&mut next, ty, &name, value);
         }
         self.snapshot = Arc::new(next);

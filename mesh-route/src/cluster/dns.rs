@@ -8,6 +8,9 @@
 //! that succeeds without an address of the family leaves the name without endpoints (Envoy
 //! removes its hosts); one that fails keeps the last addresses.
 //!
+//! A name listed in the [`hosts`](super::hosts) table takes its addresses from there; others
+//! go to the system's resolver.
+//!
 //! Until the first resolution the balancer holds the names themselves (the pool resolves
 //! them when it connects), so a new cluster serves at once.
 
@@ -48,8 +51,15 @@ pub(crate) fn spawn(
     rt.spawn(refresh(balancer, assignment, how, system_lookup));
 }
 
-/// The system's resolver (getaddrinfo: /etc/hosts, then DNS).
+/// The [`hosts`](super::hosts) table's entry, else the system's resolver (getaddrinfo:
+/// /etc/hosts, then DNS).
 async fn system_lookup(host: Arc<str>, port: u16) -> io::Result<Vec<SocketAddr>> {
+    if let Some(ips) = super::hosts::get(&host) {
+        return Ok(ips
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect());
+    }
     tokio::net::lookup_host((&*host, port))
         .await
         .map(Iterator::collect)

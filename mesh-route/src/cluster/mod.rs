@@ -8,6 +8,7 @@
 //! connections.
 
 mod dns;
+pub mod hosts;
 
 use std::collections::HashMap;
 use std::sync::Arc;

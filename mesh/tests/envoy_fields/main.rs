@@ -7,10 +7,14 @@
 #![allow(deprecated)] // exact_match, append, max_grpc_timeout...: deprecated fields are read too
 
 mod clusters;
+mod dns;
+mod endpoints;
 mod filters;
 mod harness;
+mod hashing;
 mod inbound;
 mod least_request;
+mod outlier;
 mod retries;
 mod routes;
 mod tls;

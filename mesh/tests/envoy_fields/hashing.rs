@@ -178,7 +178,7 @@ async fn ring_and_maglev_settings_place_hashed_requests() {
             typed(
                 zones_1_to_3("ring-zones-weighted", p),
                 ring(RingHash {
-                    locality_weighted_lb_config: weighted.clone(),
+                    locality_weighted_lb_config: weighted,
                     ..Default::default()
                 }),
             ),
@@ -186,7 +186,7 @@ async fn ring_and_maglev_settings_place_hashed_requests() {
             typed(
                 zones_1_to_3("maglev-zones-weighted", p),
                 pack_any(Maglev {
-                    locality_weighted_lb_config: weighted.clone(),
+                    locality_weighted_lb_config: weighted,
                     ..Default::default()
                 }),
             ),

@@ -98,6 +98,13 @@ pub struct Footprint {
     pub name: String,
     /// Resident memory one second after its first request, bytes.
     pub rss: u64,
+    /// Of which anonymous (heap, stacks: `RssAnon`) and file-backed (the binary and
+    /// libraries: `RssFile` + `RssShmem`), bytes; 0 where `/proc` does not say.
+    #[serde(default)]
+    pub rss_anon: u64,
+    /// See `rss_anon`.
+    #[serde(default)]
+    pub rss_file: u64,
     /// Wake-ups per second while idle.
     pub wakeups_per_sec: f64,
 }
@@ -125,7 +132,7 @@ impl IdleRun {
         let la = |v: Option<f64>| v.map_or("?".into(), |v| format!("{v:.2}"));
         let mut s = format!(
             "Idle footprint, {:.0} s idle window; 1-minute load average {} before, {} after\n\n\
-             | process | RSS 1 s after first request | wake-ups/s idle |\n|---|---|---|\n",
+             | process | RSS 1 s after first request | anonymous (heap, stacks) | file-backed (binary) | wake-ups/s idle |\n|---|---|---|---|---|\n",
             self.window_secs,
             la(self.load_average.0),
             la(self.load_average.1)
@@ -133,9 +140,11 @@ impl IdleRun {
         for p in &self.processes {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} MiB | {:.1} |",
+                "| {} | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:.1} |",
                 p.name,
-                p.rss as f64 / (1024.0 * 1024.0),
+                mib(p.rss),
+                mib(p.rss_anon),
+                mib(p.rss_file),
                 p.wakeups_per_sec
             );
         }
@@ -148,6 +157,24 @@ impl IdleRun {
         }
         s
     }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// `RssAnon` and `RssFile` + `RssShmem` of `pid`, bytes (0 for a line `/proc` lacks).
+fn rss_split(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (kib("RssAnon:"), kib("RssFile:") + kib("RssShmem:"))
 }
 
 /// A child whose first line on stdout says it is ready; killed when dropped.
@@ -249,6 +276,7 @@ pub async fn run(
         .iter()
         .map(|(_, pid)| procstat::pid_rss(*pid))
         .collect::<std::io::Result<_>>()?;
+    let split: Vec<(u64, u64)> = procs.iter().map(|(_, pid)| rss_split(*pid)).collect();
     let before: Vec<u64> = procs
         .iter()
         .map(|(_, pid)| procstat::pid_wakeups(*pid))
@@ -257,11 +285,15 @@ pub async fn run(
     tokio::time::sleep(window).await;
     let secs = t.elapsed().as_secs_f64();
     let mut processes = Vec::new();
-    for (((name, pid), rss), before) in procs.iter().zip(rss).zip(before) {
+    for ((((name, pid), rss), before), (rss_anon, rss_file)) in
+        procs.iter().zip(rss).zip(before).zip(split)
+    {
         let after = procstat::pid_wakeups(*pid)?;
         processes.push(Footprint {
             name: name.clone(),
             rss,
+            rss_anon,
+            rss_file,
             wakeups_per_sec: after.saturating_sub(before) as f64 / secs,
         });
     }

@@ -149,6 +149,22 @@ fn idle_footprint_reports_both_apps() {
         "{text}"
     );
     assert!(text.contains("Mesh app - plain app RSS:"), "{text}");
+    // Each row splits its RSS into anonymous and file-backed pages, which add up to it
+    // (each rounded to 0.1 MiB) and both of which a running process has.
+    for row in rows
+        .iter()
+        .filter(|l| l.starts_with("| plain app") || l.starts_with("| mesh app"))
+    {
+        let mib: Vec<f64> = row
+            .split('|')
+            .filter_map(|c| c.trim().strip_suffix(" MiB")?.parse().ok())
+            .collect();
+        let [rss, anon, file] = mib[..] else {
+            panic!("expected RSS, anonymous and file-backed columns: {row}");
+        };
+        assert!(anon > 0.0 && file > 0.0, "{row}");
+        assert!((anon + file - rss).abs() <= 0.2, "{row}");
+    }
 }
 
 /// `mesh-bench --churn` end to end, briefly: one quiet and one churned second of case 9 at

@@ -99,8 +99,17 @@ impl HboneServerBuilder {
         // A Mutex makes the handler Sync for services that are only Send (clone per tunnel).
         let service = Mutex::new(service);
         let limits = self.limits.clone();
-        let handler: Handler = Arc::new(move |io, info: TunnelInfo| {
+        let handler: Handler = Arc::new(move |io: TunnelIo, info: TunnelInfo| {
             let service = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            // The meter adds what the tunnel tells (baggage labels) to each request.
+            let meter = io.meter();
+            let service =
+                tower::util::MapRequest::new(service, move |mut req: Request<Incoming>| {
+                    if let Some(m) = &meter {
+                        m.extend_request(req.extensions_mut());
+                    }
+                    req
+                });
             let limits = limits.clone();
             Box::pin(async move {
                 let addrs = ConnectionAddrs {

@@ -250,6 +250,7 @@ impl HboneClient {
             client: self.clone(),
             identity,
             hbone_port: HBONE_PORT,
+            service: None,
         }
     }
 
@@ -519,12 +520,20 @@ pub struct HboneConnector {
     client: HboneClient,
     identity: SpiffeId,
     hbone_port: u16,
+    service: Option<String>,
 }
 
 impl HboneConnector {
     /// Dials HBONE on `port` instead of 15008.
     pub fn hbone_port(mut self, port: u16) -> Self {
         self.hbone_port = port;
+        self
+    }
+
+    /// Names the service its tunnels are for: [`HboneTarget::service`] of each (the
+    /// `forwarded: host=..` header, the `destination_service` of their metrics).
+    pub fn service(mut self, host: impl Into<String>) -> Self {
+        self.service = Some(host.into());
         self
     }
 
@@ -542,7 +551,7 @@ impl HboneConnector {
             hbone_addr: SocketAddr::new(ip, self.hbone_port),
             authority: SocketAddr::new(ip, port),
             identity: self.identity.clone(),
-            service: None,
+            service: self.service.clone(),
         })
     }
 }

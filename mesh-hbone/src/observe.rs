@@ -17,6 +17,13 @@ pub trait TunnelMeter: Send + Sync {
     fn received(&self, bytes: u64);
     /// Bytes written into the tunnel.
     fn sent(&self, bytes: u64);
+
+    /// Called on every request an [`HboneServerBuilder::http`] service gets through this
+    /// tunnel, to add what the service should know about it (the `mesh` facade adds the
+    /// `baggage`'s source labels for `istio_requests_total`). Default: nothing.
+    ///
+    /// [`HboneServerBuilder::http`]: crate::HboneServerBuilder::http
+    fn extend_request(&self, _extensions: &mut http::Extensions) {}
 }
 
 /// Told about every tunnel a server accepts or a client opens.
@@ -48,7 +55,7 @@ const GATHER_MAX: usize = 64 * 1024;
 /// response otherwise).
 pub struct TunnelIo {
     io: TokioIo<Upgraded>,
-    meter: Option<Box<dyn TunnelMeter>>,
+    meter: Option<Arc<dyn TunnelMeter>>,
     gather: Vec<u8>,
 }
 
@@ -56,9 +63,14 @@ impl TunnelIo {
     pub(crate) fn new(io: TokioIo<Upgraded>, meter: Option<Box<dyn TunnelMeter>>) -> Self {
         Self {
             io,
-            meter,
+            meter: meter.map(Arc::from),
             gather: Vec::new(),
         }
+    }
+
+    /// The tunnel's meter (shared with the HTTP service's request hook).
+    pub(crate) fn meter(&self) -> Option<Arc<dyn TunnelMeter>> {
+        self.meter.clone()
     }
 }
 

@@ -99,8 +99,17 @@ impl HboneServerBuilder {
         // A Mutex makes the handler Sync for services that are only Send (clone per tunnel).
         let service = Mutex::new(service);
         let limits = self.limits.clone();
-        let handler: Handler = Arc::new(move |io, info: TunnelInfo| {
+        let handler: Handler = Arc::new(move |io: TunnelIo, info: TunnelInfo| {
             let service = service.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            // The meter adds what the tunnel tells (baggage labels) to each request.
+            let meter = io.meter();
+            let service =
+                tower::util::MapRequest::new(service, move |mut req: Request<Incoming>| {
+                    if let Some(m) = &meter {
+                        m.extend_request(req.extensions_mut());
+                    }
+                    req
+                });
             let limits = limits.clone();
             Box::pin(async move {
                 let addrs = ConnectionAddrs {
@@ -340,12 +349,17 @@ async fn serve_connection(
         let response = handle(&handler_inner, &conn, req);
         async move { Ok::<_, Infallible>(response) }
     });
-    // ztunnel's server settings: 200 streams, 64 KiB of headers.
+    // ztunnel's server settings: 200 streams, 64 KiB of headers, its windows (4 MiB per
+    // tunnel, 16 MiB per connection: a tunnel is a long byte stream, hyper's 1 MiB
+    // default would stall a bulk upload at one window per round trip) and 1 MiB frames.
     let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(200)
         .max_header_list_size(64 * 1024)
+        .initial_stream_window_size(4 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(1 << 20)
         .keep_alive_interval(inner.limits.http2_keepalive_interval)
         .keep_alive_timeout(inner.limits.http2_keepalive_timeout);
     let conn = builder.serve_connection(TokioIo::new(tls), service);

@@ -1,6 +1,6 @@
 //! HTTP and TCP through HBONE tunnels between our client and our server, over real
 //! sockets: the caller's identity reaches the app, pooling stays within 100 streams per
-//! connection, and a reset stream fails alone.
+//! connection, a reset stream fails alone, and a tunnel has ztunnel's window.
 
 mod support;
 
@@ -167,4 +167,45 @@ async fn shutdown_stops_accepting_and_drains_open_tunnels() {
     let mut buf = [0u8; 8];
     open.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"draining");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_takes_ztunnels_window_before_the_app_reads() {
+    // ztunnel's 4 MiB stream window: a client writes 3 MiB into a tunnel whose app has not
+    // read yet (with hyper's 1 MiB default it would wait for the app).
+    const SLOW_PORT: u16 = 9001;
+    const LEN: usize = 3 << 20;
+    let ca = DevCa::new(td()).unwrap();
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
+    let server = builder(store(&ca, "reviews"))
+        .tcp(SLOW_PORT, move |mut io, _| {
+            let mut go = go_rx.clone();
+            async move {
+                let _ = go.wait_for(|g| *g).await;
+                let mut got = vec![0u8; LEN];
+                if io.read_exact(&mut got).await.is_ok() && got.iter().all(|b| *b == 7) {
+                    let _ = io.write_all(b"ok").await;
+                }
+            }
+        })
+        .build();
+    let hbone = spawn(server).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let mut stream = client.connect(&target(hbone, SLOW_PORT)).await.unwrap();
+    // In 16 KiB writes, as a copy loop writes: hyper queues each write for the stream's
+    // sender, which waits for window, so the writes stop once the window is used up.
+    let write = async {
+        for chunk in vec![7u8; LEN].chunks(16 * 1024) {
+            stream.write_all(chunk).await?;
+        }
+        stream.flush().await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), write)
+        .await
+        .expect("3 MiB fit in the tunnel's window before the app reads")
+        .unwrap();
+    go_tx.send(true).unwrap();
+    let mut ok = [0u8; 2];
+    stream.read_exact(&mut ok).await.unwrap();
+    assert_eq!(&ok, b"ok");
 }

@@ -2,7 +2,9 @@
 //! [`Mesh::hbone_client`](crate::Mesh::hbone_client): each tunnel is one `istio_tcp_*`
 //! connection (opened, closed, bytes each way), `connection_security_policy="mutual_tls"`,
 //! the source labels from the verified peer and the `CONNECT`'s `baggage`, the destination
-//! service from its `forwarded` host, as ztunnel reports them.
+//! service from its `forwarded` host, as ztunnel reports them. The HTTP requests inside a
+//! tunnel that carried `baggage` take the same source labels in `istio_requests_total`
+//! (the meter puts a [`SourceWorkload`] on each).
 //!
 //! [`Mesh::hbone_server`]: crate::Mesh::hbone_server
 
@@ -11,24 +13,40 @@ use std::sync::Arc;
 use mesh_hbone::{Baggage, HboneClient, HboneClientSettings, HboneTarget, TunnelInfo, TunnelMeter};
 use mesh_telemetry::metrics::tcp::{TcpConnection, TcpMetrics};
 use mesh_telemetry::metrics::{
-    IstioMetrics, PeerLabels, Reporter, SecurityPolicy, ServiceInfo, UNKNOWN, WorkloadInfo,
+    IstioMetrics, PeerLabels, Reporter, SecurityPolicy, ServiceInfo, SourceWorkload, UNKNOWN,
+    WorkloadInfo,
 };
 use mesh_tls::IdentityStore;
 
-struct Meter(TcpConnection);
+struct Meter {
+    tcp: TcpConnection,
+    /// Server side: the caller's labels for the requests inside the tunnel.
+    source: Option<SourceWorkload>,
+}
 
 impl TunnelMeter for Meter {
     fn received(&self, bytes: u64) {
-        self.0.received(bytes);
+        self.tcp.received(bytes);
     }
 
     fn sent(&self, bytes: u64) {
-        self.0.sent(bytes);
+        self.tcp.sent(bytes);
+    }
+
+    fn extend_request(&self, extensions: &mut http::Extensions) {
+        if let Some(s) = &self.source {
+            extensions.insert(s.clone());
+        }
     }
 }
 
-fn meter(metrics: &IstioMetrics, labels: PeerLabels) -> Box<dyn TunnelMeter> {
-    Box::new(Meter(TcpMetrics::new(metrics, Arc::new(labels)).open()))
+fn meter(
+    metrics: &IstioMetrics,
+    labels: PeerLabels,
+    source: Option<SourceWorkload>,
+) -> Box<dyn TunnelMeter> {
+    let tcp = TcpMetrics::new(metrics, Arc::new(labels)).open();
+    Box::new(Meter { tcp, source })
 }
 
 fn service(host: Option<&str>) -> ServiceInfo {
@@ -48,7 +66,11 @@ pub(crate) fn server_meter(
             service: service(t.service_host.as_deref()),
             security: SecurityPolicy::MutualTls,
         };
-        meter(&metrics, labels)
+        // With baggage, the requests inside take the tunnel's source labels (as ztunnel
+        // reports); without, the metrics layer resolves the caller's principal as usual.
+        let requests =
+            (t.baggage != Baggage::default()).then(|| SourceWorkload::new(labels.source.clone()));
+        meter(&metrics, labels, requests)
     }
 }
 
@@ -65,7 +87,7 @@ pub(crate) fn client_meter(
             service: service(t.service.as_deref()),
             security: SecurityPolicy::MutualTls,
         };
-        meter(&metrics, labels)
+        meter(&metrics, labels, None)
     }
 }
 

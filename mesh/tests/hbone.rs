@@ -1,6 +1,7 @@
 //! The facade's HBONE server and client (`Mesh::hbone_server`, `Mesh::hbone_client`) over
 //! real sockets, with Istio's request metrics on the HTTP service inside the tunnel and
-//! `istio_tcp_*` for each tunnel on both sides (source labels from the client's baggage).
+//! `istio_tcp_*` for each tunnel on both sides (source labels from the client's baggage,
+//! in `istio_requests_total` for the HTTP inside too).
 
 use std::time::Duration;
 
@@ -191,5 +192,17 @@ async fn http_through_the_facade_tunnel_is_counted_as_mutual_tls() {
         line.contains(r#"source_principal="spiffe://cluster.local/ns/default/sa/productpage""#),
         "{line}"
     );
+    // The rest of the source from the tunnel's baggage (the certificate names no workload).
+    for label in [
+        r#"source_workload="productpage-v1""#,
+        r#"source_workload_namespace="default""#,
+        r#"source_app="productpage""#,
+        r#"source_version="v1""#,
+        r#"source_canonical_service="productpage""#,
+        r#"source_canonical_revision="v1""#,
+        r#"source_cluster="Kubernetes""#,
+    ] {
+        assert!(line.contains(label), "{label} in {line}");
+    }
     assert!(line.ends_with(" 1"), "{line}");
 }

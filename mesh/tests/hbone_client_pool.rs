@@ -1,8 +1,8 @@
 //! Tunnels that `mesh.client()` opens to an HBONE endpoint (a WorkloadEntry labelled
 //! `networking.istio.io/tunnel: http`, configured by the embedded control plane) are the
 //! facade's tunnels: they carry the workload's `baggage` to the server, as ztunnel does,
-//! and count in the client's `istio_tcp_*` (`reporter="source"`), as
-//! `mesh.hbone_client()`'s do.
+//! and count in the client's `istio_tcp_*` (`reporter="source"`, `destination_service` the
+//! cluster's service), as `mesh.hbone_client()`'s do.
 
 mod support;
 
@@ -86,7 +86,7 @@ async fn pool_tunnels_send_baggage_and_count_in_istio_tcp() {
         IdentityStore::from_credentials(ca.issue(&reviews, Duration::from_secs(3600)).unwrap())
             .unwrap();
     // The workload's HBONE server, remembering the baggage of each tunnel.
-    let seen = Arc::new(Mutex::new(Vec::<Baggage>::new()));
+    let seen = Arc::new(Mutex::new(Vec::<(Baggage, Option<String>)>::new()));
     let record = seen.clone();
     let server = HboneServer::builder(store)
         .http(
@@ -94,7 +94,10 @@ async fn pool_tunnels_send_baggage_and_count_in_istio_tcp() {
             axum::Router::new().fallback(|| async { "through hbone" }),
         )
         .observe(move |t: &TunnelInfo| {
-            record.lock().unwrap().push(t.baggage.clone());
+            record
+                .lock()
+                .unwrap()
+                .push((t.baggage.clone(), t.service_host.clone()));
             Box::new(Uncounted) as Box<dyn TunnelMeter>
         })
         .build();
@@ -157,11 +160,13 @@ async fn pool_tunnels_send_baggage_and_count_in_istio_tcp() {
     assert_eq!(body, "through hbone");
 
     // The server read the client's workload from the tunnel's baggage.
-    let baggage = seen.lock().unwrap().first().cloned().expect("a tunnel");
+    let (baggage, service) = seen.lock().unwrap().first().cloned().expect("a tunnel");
     assert_eq!(baggage.workload.as_deref(), Some("productpage-v1"));
     assert_eq!(baggage.namespace.as_deref(), Some("default"));
     assert_eq!(baggage.service.as_deref(), Some("productpage"));
     assert_eq!(baggage.version.as_deref(), Some("v1"));
+    // ... and the service it was for from its `forwarded` header, as ztunnel sends it.
+    assert_eq!(service.as_deref(), Some(HOST));
 
     // The client counted the tunnel and its bytes as ambient traffic it sent.
     let text = scrape(&m);
@@ -169,6 +174,10 @@ async fn pool_tunnels_send_baggage_and_count_in_istio_tcp() {
         r#"reporter="source""#,
         r#"source_workload="productpage-v1""#,
         r#"destination_principal="spiffe://cluster.local/ns/default/sa/reviews""#,
+        r#"destination_workload_namespace="default""#,
+        r#"destination_service="reviews.default.svc.cluster.local""#,
+        r#"destination_service_name="reviews""#,
+        r#"destination_service_namespace="default""#,
         r#"connection_security_policy="mutual_tls""#,
     ];
     assert!(

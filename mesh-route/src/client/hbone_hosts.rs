@@ -37,7 +37,7 @@ pub(super) fn mark(snapshot: &Arc<ConfigSnapshot>, hosts: &[String]) -> Arc<Conf
 }
 
 /// The service host of an Istio cluster name, `outbound|<port>|<subset>|<host>`.
-fn service_host(cluster: &str) -> Option<&str> {
+pub(crate) fn service_host(cluster: &str) -> Option<&str> {
     let mut parts = cluster.split('|');
     (parts.next() == Some("outbound")).then_some(())?;
     let host = parts.nth(2)?;

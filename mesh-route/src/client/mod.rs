@@ -47,7 +47,7 @@
 mod built;
 mod endpoint;
 pub mod extensions;
-mod hbone_hosts;
+pub(crate) mod hbone_hosts;
 mod mirror;
 pub mod resilience;
 mod respond;

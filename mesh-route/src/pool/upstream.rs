@@ -104,7 +104,12 @@ fn hbone(
         .hbone
         .clone()
         .unwrap_or_else(|| HboneClient::new(identity.clone()));
-    s.transport = Transport::Hbone(client.connector(server));
+    let mut connector = client.connector(server);
+    // The tunnels name the cluster's service (`forwarded`, `destination_service`).
+    if let Some(host) = crate::client::hbone_hosts::service_host(&cluster.name) {
+        connector = connector.service(host);
+    }
+    s.transport = Transport::Hbone(connector);
     Some(Arc::new(s))
 }
 

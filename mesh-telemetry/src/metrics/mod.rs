@@ -23,6 +23,7 @@ pub mod library;
 mod peers;
 mod recording;
 mod service;
+mod source;
 pub mod tcp;
 
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +40,7 @@ pub use labels::{
 pub use layer::IstioMetricsLayer;
 pub use peers::{PeerDirectory, PeerResolver};
 pub use service::IstioMetricsService;
+pub use source::SourceWorkload;
 
 /// Istio's histogram bucket bounds (Envoy's default buckets, which Istio's
 /// `istio_request_duration_milliseconds`, `istio_request_bytes` and

@@ -12,6 +12,7 @@ use super::IstioMetrics;
 use super::labels::{
     IstioLabels, PeerLabels, Protocol, Reporter, SecurityPolicy, ServiceInfo, WorkloadInfo,
 };
+use super::source::SourceWorkload;
 
 /// Beyond this many distinct peers, new peers share one "unknown" series set, so a client
 /// sending arbitrary `Host` headers cannot grow memory without bound.
@@ -200,6 +201,21 @@ impl PeerResolver {
     /// The peer metrics for `key`: the destination authority (source reporter) or the
     /// caller's SPIFFE ID, empty without one (destination reporter).
     pub(crate) fn resolve(&self, key: &str, mtls: bool) -> Arc<PeerMetrics> {
+        self.resolve_with(key, mtls, None)
+    }
+
+    /// Destination reporter: the peer metrics of a caller whose source labels its
+    /// transport told ([`SourceWorkload`]), cached per distinct label set.
+    pub(crate) fn resolve_source(&self, source: &SourceWorkload, mtls: bool) -> Arc<PeerMetrics> {
+        self.resolve_with(source.key(), mtls, Some(source.workload()))
+    }
+
+    fn resolve_with(
+        &self,
+        key: &str,
+        mtls: bool,
+        source: Option<&WorkloadInfo>,
+    ) -> Arc<PeerMetrics> {
         if let Some(p) = self
             .cache
             .read()
@@ -213,7 +229,10 @@ impl PeerResolver {
             return self.overflow.clone();
         }
         let dir = self.directory.load_full();
-        let labels = self.labels_for(&dir, key, mtls);
+        let mut labels = self.labels_for(&dir, key, mtls);
+        if let (Reporter::Destination, Some(source)) = (self.reporter, source) {
+            labels.source = source.clone();
+        }
         let peer = Arc::new(PeerMetrics::new(labels, self.metrics.clone(), dir));
         cache.insert(key.into(), peer.clone());
         peer

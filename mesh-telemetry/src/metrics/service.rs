@@ -12,6 +12,7 @@ use super::body::MeteredBody;
 use super::future::ResponseFuture;
 use super::peers::PeerResolver;
 use super::recording::Recording;
+use super::source::SourceWorkload;
 use super::{Protocol, Reporter};
 
 /// The service built by [`super::IstioMetricsLayer`].
@@ -67,9 +68,13 @@ where
         let protocol = protocol_of(&req);
         let peer = match self.resolver.reporter() {
             Reporter::Source => self.resolver.resolve(authority_of(&req), false),
-            Reporter::Destination => match req.extensions().get::<PeerIdentity>() {
-                Some(id) => self.resolver.resolve(id.0.as_str(), true),
-                None => self.resolver.resolve("", false),
+            Reporter::Destination => match (
+                req.extensions().get::<SourceWorkload>(),
+                req.extensions().get::<PeerIdentity>(),
+            ) {
+                (Some(s), id) => self.resolver.resolve_source(s, id.is_some()),
+                (None, Some(id)) => self.resolver.resolve(id.0.as_str(), true),
+                (None, None) => self.resolver.resolve("", false),
             },
         };
         let request_bytes = Arc::new(AtomicU64::new(0));

@@ -104,12 +104,13 @@ impl Conn {
 /// Why a stream failed.
 pub(super) enum SendError {
     Connect(ConnectError),
-    Send(TrySendError<Request<RequestBody>>),
+    /// Boxed: the request it may hand back is large, and failures are rare.
+    Send(Box<TrySendError<Request<RequestBody>>>),
 }
 
 impl From<TrySendError<Request<RequestBody>>> for SendError {
     fn from(e: TrySendError<Request<RequestBody>>) -> Self {
-        Self::Send(e)
+        Self::Send(Box::new(e))
     }
 }
 

@@ -31,6 +31,12 @@ struct Server {
 
 impl Server {
     async fn start(h2: bool, delay: Duration) -> Self {
+        Self::start_with(h2, delay, None).await
+    }
+
+    /// An HTTP/2 server advertising `SETTINGS_MAX_CONCURRENT_STREAMS` when `max_streams` is
+    /// set.
+    async fn start_with(h2: bool, delay: Duration, max_streams: Option<u32>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -60,6 +66,7 @@ impl Server {
                 let conn = tokio::spawn(async move {
                     let _ = if h2 {
                         hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .max_concurrent_streams(max_streams)
                             .serve_connection(io, svc)
                             .await
                     } else {
@@ -183,6 +190,79 @@ async fn max_concurrent_streams_opens_more_connections() {
     // Reused afterwards, one stream each.
     concurrent(&p, &server, 4).await;
     assert_eq!(server.accepted(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_servers_max_concurrent_streams_opens_more_connections() {
+    // gRFC A105: a connection the server's SETTINGS fill takes no more streams.
+    let server = Server::start_with(true, SLOW, Some(2)).await;
+    let c = cluster(UpstreamProtocol::Http2, None);
+    let p = pool(&c, Some(1));
+    // The first connection; the server's SETTINGS are read by the time the second
+    // request is dispatched.
+    sequential(&p, &server, 2).await;
+    concurrent(&p, &server, 6).await;
+    assert_eq!(server.accepted(), 3, "two streams per connection");
+    // Below the server's limit one connection does.
+    let roomy = Server::start_with(true, SLOW, Some(8)).await;
+    sequential(&p, &roomy, 2).await;
+    concurrent(&p, &roomy, 6).await;
+    assert_eq!(roomy.accepted(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_closes_connections_idle_for_the_idle_timeout() {
+    let server = Server::start(true, SLOW).await;
+    let c = with_idle_timeout(
+        cluster(UpstreamProtocol::Http2, None),
+        Duration::from_millis(300),
+    );
+    let p = pool(&c, Some(2));
+    concurrent(&p, &server, 2).await;
+    assert_eq!(p.counters().connections_active, 2);
+    // A stream longer than the idle timeout keeps its connection.
+    let slow = Server::start(true, Duration::from_millis(900)).await;
+    let key: Arc<str> = slow.addr.to_string().into();
+    let address = EndpointAddress::Socket(slow.addr);
+    let long = tokio::spawn(p.send(&key, &address, request()));
+    // Sweeps run every 75 ms: idle 300 ms is closed by about 450 ms.
+    tokio::time::sleep(Duration::from_millis(650)).await;
+    assert_eq!(
+        p.counters().connections_active,
+        1,
+        "idle connections closed, the one carrying a stream kept"
+    );
+    assert_eq!(long.await.unwrap().unwrap().status(), 200);
+    sequential(&p, &server, 1).await;
+    assert_eq!(
+        server.accepted(),
+        3,
+        "a new connection after the idle close"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_connect_failures_reach_every_waiting_stream() {
+    let addr = unused_addr().await;
+    let p = pool(&cluster(UpstreamProtocol::Http2, None), Some(1));
+    let key: Arc<str> = addr.to_string().into();
+    let address = EndpointAddress::Socket(addr);
+    let sends: Vec<_> = (0..3).map(|_| p.send(&key, &address, request())).collect();
+    for send in sends {
+        let err = send.await.unwrap_err();
+        assert!(
+            err.is::<mesh_route::pool::ConnectError>(),
+            "a connect error, got {err}"
+        );
+    }
+    assert_eq!(
+        p.counters().connect_failures,
+        1,
+        "one attempt for the three"
+    );
+    // The failed connection is not reused: the next request dials again.
+    assert!(p.send(&key, &address, request()).await.is_err());
+    assert_eq!(p.counters().connect_failures, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

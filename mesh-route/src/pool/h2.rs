@@ -3,20 +3,25 @@
 
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use http::Uri;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::BoxError;
 
+use super::RequestBody;
 use super::config::Lifetime;
-use super::connector::EndpointClient;
+use super::h2_conn::{Conn, Dial, SendError};
 
-/// Streams per connection when the cluster sets no `max_concurrent_streams`. The server's
-/// own `SETTINGS_MAX_CONCURRENT_STREAMS` is not visible through hyper-util's pooled client
-/// (only hyper's connection-level `SendRequest` reports it), so 100, as ztunnel's pool:
-/// the smallest limit RFC 9113 recommends servers to allow, so with a server that follows
-/// it no stream waits behind others for a place on a full connection.
+/// Streams per connection when the cluster sets no `max_concurrent_streams` and the server
+/// allows more (or sets no limit): 100, as ztunnel's pool, the smallest limit RFC 9113
+/// recommends servers to allow.
 pub(super) const DEFAULT_MAX_STREAMS: usize = 100;
+
+/// Times a request the connection closed before taking it (GOAWAY, or broken while idle)
+/// is sent again on another connection.
+const UNSENT_RETRIES: usize = 3;
 
 /// When an HTTP/2 endpoint opens another connection.
 #[derive(Clone, Copy, Debug)]
@@ -24,7 +29,7 @@ pub(super) struct Limits {
     /// Connections opened as soon as every one carries a stream.
     pub(super) spread: usize,
     /// Streams that fill a connection: the cluster's `max_concurrent_streams`, else
-    /// [`DEFAULT_MAX_STREAMS`].
+    /// [`DEFAULT_MAX_STREAMS`] (lower when the server's SETTINGS say so).
     pub(super) max_streams: usize,
     /// Connections opened at most.
     pub(super) max_connections: usize,
@@ -32,61 +37,121 @@ pub(super) struct Limits {
     pub(super) life: Lifetime,
 }
 
-/// One HTTP/2 connection: a client whose pool holds a single multiplexed connection
-/// (`http2_only`), reconnecting when it breaks or idles out.
+/// One HTTP/2 connection and its load.
 #[derive(Debug)]
 pub(super) struct H2Conn {
-    pub(super) client: EndpointClient,
-    /// Streams sent and not yet answered with response headers.
+    conn: Conn,
+    /// Streams in flight (until their response ends).
     pub(super) streams: AtomicUsize,
     /// Streams sent in its life.
     sent: AtomicU32,
     born: Instant,
+    /// `sent` at the previous idle sweep, and sweeps in a row that found it idle.
+    swept_sent: AtomicU32,
+    idle_sweeps: AtomicU32,
+}
+
+impl H2Conn {
+    /// Streams that fill it: the cluster's limit or the server's, whichever is lower.
+    fn max_streams(&self, limits: Limits, known: &AtomicUsize) -> usize {
+        limits
+            .max_streams
+            .min(self.conn.server_max_streams(known))
+            .max(1)
+    }
 }
 
 /// The HTTP/2 connections of one endpoint.
-#[derive(Debug)]
 pub(super) struct H2Set {
-    pub(super) target: Uri,
     pub(super) limits: Limits,
+    dial: Dial,
+    /// The server's stream limit as last seen on any of its connections (`usize::MAX`
+    /// before any): what a connection not yet up counts with.
+    known_max: Arc<AtomicUsize>,
     /// Read lock-free per request; a new connection copies the list once.
-    pub(super) conns: ArcSwap<Vec<Arc<H2Conn>>>,
-    pub(super) grow: Mutex<()>,
+    conns: ArcSwap<Vec<Arc<H2Conn>>>,
+    grow: Mutex<()>,
+}
+
+impl std::fmt::Debug for H2Set {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H2Set")
+            .field("limits", &self.limits)
+            .field("conns", &self.conns.load().len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl H2Set {
-    /// A place for the next stream on a connection, opening one (its client from `open`,
-    /// given the endpoint's URI) if the limits say so. The place is taken before it is
-    /// returned, so concurrent picks never put more than the limit on one connection.
-    pub(super) fn pick(&self, open: impl Fn(Uri) -> EndpointClient) -> Stream {
-        let mut conn = match choose(&self.conns.load(), self.limits) {
+    pub(super) fn new(limits: Limits, dial: Dial) -> Self {
+        Self {
+            limits,
+            dial,
+            known_max: Arc::new(AtomicUsize::new(usize::MAX)),
+            conns: ArcSwap::default(),
+            grow: Mutex::new(()),
+        }
+    }
+
+    /// Sends `req` on `stream`'s connection (see [`H2Set::pick`]); a request the connection
+    /// closed before taking goes to another. The stream is returned with the response: it
+    /// holds its place until the response body ends.
+    pub(super) async fn send(
+        self: Arc<Self>,
+        mut stream: Stream,
+        mut req: Request<RequestBody>,
+    ) -> Result<(Response<Incoming>, Stream), BoxError> {
+        let mut retries = 0;
+        loop {
+            match stream.0.conn.send(&self.dial, &self.known_max, req).await {
+                Ok(resp) => return Ok((resp, stream)),
+                Err(SendError::Connect(e)) => return Err(e.into()),
+                Err(SendError::Send(mut e)) => match e.take_message() {
+                    Some(unsent) if retries < UNSENT_RETRIES => {
+                        retries += 1;
+                        req = unsent;
+                        drop(stream);
+                        stream = self.pick();
+                    }
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// A place for the next stream on a connection, opening one (dialed by the stream that
+    /// first sends on it) if the limits say so. The place is taken before it is returned,
+    /// so concurrent picks never put more than the limit on one connection.
+    pub(super) fn pick(&self) -> Stream {
+        let mut conn = match choose(&self.conns.load(), self.limits, &self.known_max) {
             Some(c) => c,
-            None => self.grow(&open),
+            None => self.grow(),
         };
         if self.limits.life.expired(conn.born) {
             conn.streams.fetch_sub(1, Ordering::Relaxed);
-            conn = self.replace(&conn, &open);
+            conn = self.replace(&conn);
             conn.streams.fetch_add(1, Ordering::Relaxed);
         }
         let sent = conn.sent.fetch_add(1, Ordering::Relaxed) + 1;
         if self.limits.life.max_requests == Some(sent) {
             // This stream is its last.
-            self.replace(&conn, &open);
+            self.replace(&conn);
         }
         Stream(conn)
     }
 
-    /// Under the lock: a place on a connection, or on a new one.
-    fn grow(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
+    /// Under the lock: a place on a connection, or on a new one. Dead connections (failed,
+    /// broken, or closing after GOAWAY) leave the list here.
+    fn grow(&self) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
-        if let Some(c) = choose(&current, self.limits) {
+        if let Some(c) = choose(&current, self.limits, &self.known_max) {
             return c;
         }
-        let conn = self.new_conn(open);
+        let conn = new_conn();
         conn.streams.fetch_add(1, Ordering::Relaxed);
         let mut next = Vec::with_capacity(current.len() + 1);
-        next.extend(current.iter().cloned());
+        next.extend(current.iter().filter(|c| !c.conn.is_dead()).cloned());
         next.push(conn.clone());
         self.conns.store(Arc::new(next));
         conn
@@ -94,48 +159,92 @@ impl H2Set {
 
     /// Swaps a spent connection for a new one, which it returns (streams under way keep
     /// the old one); when another request replaced it first, the connection in its place.
-    fn replace(&self, spent: &Arc<H2Conn>, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
+    fn replace(&self, spent: &Arc<H2Conn>) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
         let Some(i) = current.iter().position(|c| Arc::ptr_eq(c, spent)) else {
             return current
                 .iter()
-                .find(|c| !self.limits.life.expired(c.born))
+                .find(|c| !self.limits.life.expired(c.born) && !c.conn.is_dead())
                 .cloned()
                 .unwrap_or_else(|| spent.clone());
         };
-        let fresh = self.new_conn(open);
+        let fresh = new_conn();
         let mut next = (*current).clone();
         next[i] = fresh.clone();
         self.conns.store(Arc::new(next));
         fresh
     }
 
-    fn new_conn(&self, open: &impl Fn(Uri) -> EndpointClient) -> Arc<H2Conn> {
-        Arc::new(H2Conn {
-            client: open(self.target.clone()),
-            streams: AtomicUsize::new(0),
-            sent: AtomicU32::new(0),
-            born: Instant::now(),
-        })
+    /// Closes connections that carried no stream for `timeout` (checked every `period`:
+    /// a connection closes between `timeout` and `timeout` + 2 `period`s after its last
+    /// stream), and forgets dead ones. Streams under way keep their connection.
+    pub(super) fn sweep(&self, timeout: Duration, period: Duration) {
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        let needed = timeout.as_nanos().div_ceil(period.as_nanos().max(1)) as u32;
+        let keep: Vec<_> = current
+            .iter()
+            .filter(|c| {
+                let sent = c.sent.load(Ordering::Relaxed);
+                let idle = c.streams.load(Ordering::Relaxed) == 0
+                    && c.swept_sent.swap(sent, Ordering::Relaxed) == sent;
+                let sweeps = match idle {
+                    true => c.idle_sweeps.fetch_add(1, Ordering::Relaxed) + 1,
+                    false => {
+                        c.idle_sweeps.store(0, Ordering::Relaxed);
+                        0
+                    }
+                };
+                sweeps < needed.max(1) && !c.conn.is_dead()
+            })
+            .cloned()
+            .collect();
+        if keep.len() != current.len() {
+            self.conns.store(Arc::new(keep));
+        }
     }
 }
 
-/// A place on the least-loaded connection (the first of equals), taken, or `None` when
-/// another connection should be opened.
-fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
+fn new_conn() -> Arc<H2Conn> {
+    Arc::new(H2Conn {
+        conn: Conn::default(),
+        streams: AtomicUsize::new(0),
+        sent: AtomicU32::new(0),
+        born: Instant::now(),
+        swept_sent: AtomicU32::new(0),
+        idle_sweeps: AtomicU32::new(0),
+    })
+}
+
+/// A place on the least-loaded live connection with room (the first of equals), taken,
+/// or `None` when another connection should be opened. Every connection full at
+/// `max_connections`: the least-loaded one.
+fn choose(conns: &[Arc<H2Conn>], limits: Limits, known: &AtomicUsize) -> Option<Arc<H2Conn>> {
     loop {
-        let (best, load) = conns
-            .iter()
-            .map(|c| (c, c.streams.load(Ordering::Relaxed)))
-            .min_by_key(|(_, load)| *load)?;
-        let open = conns.len();
-        let grow = load > 0
-            && (open < limits.spread
-                || (open < limits.max_connections && load >= limits.max_streams));
-        if grow {
-            return None;
+        let mut open = 0;
+        let mut roomy: Option<(&Arc<H2Conn>, usize)> = None;
+        let mut any: Option<(&Arc<H2Conn>, usize)> = None;
+        for c in conns {
+            if c.conn.is_dead() {
+                continue;
+            }
+            open += 1;
+            let load = c.streams.load(Ordering::Relaxed);
+            if any.is_none_or(|(_, l)| load < l) {
+                any = Some((c, load));
+            }
+            if load < c.max_streams(limits, known) && roomy.is_none_or(|(_, l)| load < l) {
+                roomy = Some((c, load));
+            }
         }
+        let (best, load) = match roomy {
+            // Spread over `spread` connections before sharing one.
+            Some((_, load)) if load > 0 && open < limits.spread => return None,
+            Some(r) => r,
+            None if open < limits.max_connections => return None,
+            None => any?,
+        };
         // Another pick or a finished stream changed the load since: look again.
         let taken =
             best.streams
@@ -149,7 +258,7 @@ fn choose(conns: &[Arc<H2Conn>], limits: Limits) -> Option<Arc<H2Conn>> {
 /// A stream in flight on an HTTP/2 connection, until its response ends (the response
 /// body holds it) or the request fails.
 #[derive(Debug)]
-pub(super) struct Stream(pub(super) Arc<H2Conn>);
+pub(super) struct Stream(Arc<H2Conn>);
 
 impl Drop for Stream {
     fn drop(&mut self) {

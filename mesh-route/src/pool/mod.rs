@@ -23,12 +23,16 @@
 //!     N connections to a busy endpoint, and one connection is served by one task on each
 //!     side, so a single connection cannot use more than one core), or
 //!   - every connection carries the cluster's HTTP/2 `max_concurrent_streams` (as Envoy's
-//!     HTTP/2 pool does), or 100 streams when the cluster sets none (gRFC A105 opens
-//!     another connection at the server's `SETTINGS_MAX_CONCURRENT_STREAMS`, which
-//!     hyper-util's pooled client does not expose; 100 is ztunnel's limit and the least
-//!     RFC 9113 recommends servers allow), up to the cluster's circuit-breaker
+//!     HTTP/2 pool does), or 100 streams when the cluster sets none (ztunnel's limit and
+//!     the least RFC 9113 recommends servers allow), or the server's own
+//!     `SETTINGS_MAX_CONCURRENT_STREAMS` when that is lower (gRFC A105), up to the cluster's
+//!     circuit-breaker
 //!     `max_connections` per endpoint.
 //!
+//!   Each connection is hyper's connection-level `http2::SendRequest` (cloned per stream),
+//!   dialed by the first stream picked for it; streams picked meanwhile wait for that
+//!   attempt and share its error. A connection that failed, broke or received GOAWAY takes
+//!   no new stream, and a request it handed back unsent goes to another connection.
 //!   Beyond those limits streams share the least-loaded connection (hyper then holds
 //!   streams over the server's own `SETTINGS_MAX_CONCURRENT_STREAMS` until one ends). A
 //!   stream counts as in flight until its response ends: the response's [`PoolBody`]
@@ -45,15 +49,16 @@
 //!
 //! Picking an HTTP/2 connection reads an `ArcSwap`'d list and an atomic per connection; a
 //! lock is taken only to add an endpoint or a connection (HTTP/1.1 holds a short lock on
-//! its endpoint's idle list per request). Idle connections close after the
-//! cluster's idle timeout (Envoy's default, 1 h, when the cluster sets none), each
-//! connection of a set on its own.
+//! its endpoint's idle list per request). Idle connections (HTTP/2: carrying no stream)
+//! close after the cluster's idle timeout (Envoy's default, 1 h, when the cluster sets
+//! none), each connection of a set on its own, checked by one sweep task per pool.
 
 mod config;
 mod connector;
 mod counted;
 mod fixed;
 mod h2;
+mod h2_conn;
 mod http1;
 mod response;
 mod state;

@@ -23,8 +23,13 @@ pub struct ResponseFuture {
 pub(super) type BoxedResponse =
     Pin<Box<dyn Future<Output = Result<Response<Incoming>, BoxError>> + Send>>;
 
+/// An HTTP/2 response and its stream's place on the connection.
+pub(super) type BoxedStreamResponse =
+    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Stream), BoxError>> + Send>>;
+
 pub(super) enum Inner {
     H1(BoxedResponse),
+    H2(BoxedStreamResponse),
     Legacy(hyper_util::client::legacy::ResponseFuture),
 }
 
@@ -38,9 +43,17 @@ impl Future for ResponseFuture {
     type Output = Result<Response<PoolBody>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Unpin: both kinds are boxed.
+        // Unpin: every kind is boxed.
         let out = match &mut self.inner {
             Inner::H1(f) => f.as_mut().poll(cx),
+            Inner::H2(f) => match f.as_mut().poll(cx) {
+                Poll::Ready(Ok((resp, stream))) => {
+                    self.stream = Some(stream);
+                    Poll::Ready(Ok(resp))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
             Inner::Legacy(f) => Pin::new(f).poll(cx).map_err(Into::into),
         };
         match out {

@@ -14,6 +14,7 @@ use super::connector::{EndpointClient, Transport};
 use super::counted::Counters;
 use super::fixed::Fixed;
 use super::h2::{H2Set, Limits};
+use super::h2_conn;
 use super::http1::{self, H1Set};
 
 /// One endpoint's clients.
@@ -67,7 +68,25 @@ impl Shared {
         }
     }
 
-    /// Starts, once per pool, the task that closes HTTP/1.1 connections idle for longer
+    /// The dialer of one endpoint's HTTP/2 connections.
+    pub(super) fn dial_h2(&self, target: Uri) -> h2_conn::Dial {
+        match &self.transport {
+            Transport::Tls(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move |known| Box::pin(h2_conn::dial(connect.clone(), known)))
+            }
+            Transport::Plain(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move |known| Box::pin(h2_conn::dial(connect.clone(), known)))
+            }
+            Transport::Hbone(c) => {
+                let connect = Fixed::new(c.clone(), target, self.counters.clone());
+                Box::new(move |known| Box::pin(h2_conn::dial(connect.clone(), known)))
+            }
+        }
+    }
+
+    /// Starts, once per pool, the task that closes HTTP/1.1 and HTTP/2 connections idle for longer
     /// than the idle timeout (a quarter of it between sweeps); it ends with the pool.
     pub(super) fn start_sweeping(self: &Arc<Self>) {
         if self.sweeping.swap(true, Ordering::Relaxed) {
@@ -85,8 +104,10 @@ impl Shared {
                 let Some(shared) = pool.upgrade() else { return };
                 let now = std::time::Instant::now();
                 for ep in shared.endpoints.load().values() {
-                    if let Endpoint::H1(set) = ep {
-                        set.sweep(shared.idle_timeout, now);
+                    match ep {
+                        Endpoint::H1(set) => set.sweep(shared.idle_timeout, now),
+                        Endpoint::H2(set) => set.sweep(shared.idle_timeout, period),
+                        Endpoint::Single(_) => {}
                     }
                 }
             }

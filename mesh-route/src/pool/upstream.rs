@@ -234,10 +234,10 @@ impl UpstreamPool {
         };
         let endpoints = shared.endpoints.load();
         match endpoints.get(endpoint) {
-            Some(ep) => send_on(shared, ep, req),
+            Some(ep) => send_on(ep, req),
             None => {
                 drop(endpoints);
-                send_on(shared, &endpoint_of(shared, endpoint, address), req)
+                send_on(&endpoint_of(shared, endpoint, address), req)
             }
         }
     }
@@ -270,7 +270,7 @@ impl UpstreamPool {
     }
 }
 
-fn send_on(shared: &Arc<Shared>, ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
+fn send_on(ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
     match ep {
         Endpoint::H1(set) => {
             let set = set.clone();
@@ -280,10 +280,11 @@ fn send_on(shared: &Arc<Shared>, ep: &Endpoint, req: http::Request<RequestBody>)
             }
         }
         Endpoint::H2(set) => {
-            let stream = set.pick(|target| shared.client(target));
+            // The place is taken now, so requests sent together spread as they are made.
+            let stream = set.pick();
             ResponseFuture {
-                inner: Inner::Legacy(stream.0.client.request(req)),
-                stream: Some(stream),
+                inner: Inner::H2(Box::pin(set.clone().send(stream, req))),
+                stream: None,
             }
         }
         Endpoint::Single(c) => ResponseFuture {
@@ -301,12 +302,10 @@ fn endpoint_of(shared: &Arc<Shared>, endpoint: &Arc<str>, address: &EndpointAddr
     }
     let target = endpoint_uri(address);
     let ep = match shared.h2 {
-        Some(limits) => Endpoint::H2(Arc::new(H2Set {
-            target,
-            limits,
-            conns: ArcSwap::default(),
-            grow: Mutex::new(()),
-        })),
+        Some(limits) => {
+            shared.start_sweeping();
+            Endpoint::H2(Arc::new(H2Set::new(limits, shared.dial_h2(target))))
+        }
         None if shared.h1 => {
             shared.start_sweeping();
             Endpoint::H1(Arc::new(H1Set::new(

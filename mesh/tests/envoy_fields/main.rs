@@ -9,8 +9,10 @@
 mod clusters;
 mod filters;
 mod harness;
+mod hashing;
 mod inbound;
 mod least_request;
 mod retries;
+mod route_actions;
 mod routes;
 mod tls;

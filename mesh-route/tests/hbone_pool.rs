@@ -39,7 +39,11 @@ fn mtls_cluster() -> Cluster {
         connect_timeout: Duration::from_secs(5),
         circuit_breakers: Default::default(),
         outlier_detection: None,
-        tls: Some(UpstreamTls::default()),
+        // mTLS: an identity instance means the workload certificate is presented.
+        tls: Some(UpstreamTls {
+            identity_certificate: Some(Default::default()),
+            ..Default::default()
+        }),
         http_protocol: HttpProtocolOptions {
             protocol: UpstreamProtocol::Auto,
             ..Default::default()

@@ -186,6 +186,8 @@ fn mtls_cluster(host: &str, principal: &str) -> mesh_core::model::Cluster {
                     },
                 }],
             },
+            // mTLS: an identity instance means the workload certificate is presented.
+            identity_certificate: Some(Default::default()),
             ..Default::default()
         }),
         http_protocol: HttpProtocolOptions::default(),

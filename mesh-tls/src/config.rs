@@ -67,6 +67,10 @@ pub struct ClientSettings {
     /// The SNI to send (Envoy's `UpstreamTlsContext.sni`; a DNS name). `None`: the URI's
     /// host when it is a DNS name, none for an IP address.
     pub sni: Option<String>,
+    /// Present the workload's certificate (mTLS, the default). `false`: TLS without a
+    /// client certificate, as Envoy and gRPC do for an `UpstreamTlsContext` that names no
+    /// `tls_certificate_provider_instance`; the server is verified either way.
+    pub client_certificate: bool,
 }
 
 impl Default for ClientSettings {
@@ -77,6 +81,7 @@ impl Default for ClientSettings {
             connect_timeout: Duration::from_secs(10),
             params: TlsParams::default(),
             sni: None,
+            client_certificate: true,
         }
     }
 }
@@ -244,11 +249,15 @@ impl ClientConfigs {
             self.src.stats.clone(),
         )?;
         let (provider, versions) = narrow(&self.src.provider, &self.settings.params)?;
-        let mut config = ClientConfig::builder_with_provider(provider)
+        let builder = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&versions)?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?;
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = if self.settings.client_certificate {
+            builder.with_client_auth_cert(creds.chain.clone(), creds.key.clone_key())?
+        } else {
+            builder.with_no_client_auth()
+        };
         config.alpn_protocols = self.settings.alpn.clone();
         config.resumption = rustls::client::Resumption::disabled();
         Ok(config)

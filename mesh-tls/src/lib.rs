@@ -74,6 +74,7 @@ mod params;
 pub mod peer;
 mod provider;
 pub mod rotation;
+mod san;
 #[cfg(feature = "dev-ca")]
 mod secret_file;
 pub mod server;

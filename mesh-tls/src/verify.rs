@@ -1,6 +1,7 @@
 //! SPIFFE certificate verifiers for rustls: chain to the trust bundle with webpki, then the
 //! X.509-SVID rules ([`crate::svid`]), the allowed trust domains and the expected identities.
-//! DNS names are ignored: a SPIFFE peer is authenticated by its URI SAN only.
+//! The server name dialled is ignored: a SPIFFE peer is authenticated by its URI SAN, and
+//! other SANs (DNS, IP, email) count only when a [`PeerPolicy`] SAN matcher names them.
 //!
 //! Every rejection is counted per [`Rule`] in a shared [`VerifyStats`] and surfaces as
 //! `rustls::Error::InvalidCertificate(CertificateError::Other(..))` wrapping the
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
+use mesh_core::model::SanMatcher;
 use mesh_core::{SpiffeId, TrustDomain};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -20,20 +22,28 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 
 use crate::TlsError;
+use crate::san;
 use crate::svid::{Rule, SvidError, parse_leaf};
 
 /// Which peers to accept.
 ///
-/// - `identities` non-empty: the peer's SPIFFE ID must be one of them (a client checking
-///   the server it dialled, e.g. the SAN matchers of an xDS cluster).
+/// - `identities` or `san_matchers` non-empty: the peer's SPIFFE ID must be one of the
+///   identities, or one of the matchers must accept one of its SANs (a client checking the
+///   server it dialled: the SAN matchers of an xDS cluster, as Envoy applies them).
 /// - otherwise any identity of an allowed trust domain is accepted.
 /// - `trust_domains` empty means: our own trust domain (plus those of `identities`).
+///
+/// The peer is an X.509-SVID of an allowed trust domain in every case: SAN matchers narrow
+/// the accepted peers, never widen them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerPolicy {
     /// Exact SPIFFE IDs to accept; empty = any identity of an allowed trust domain.
     pub identities: Vec<SpiffeId>,
     /// Trust domains to accept; empty = our own.
     pub trust_domains: Vec<TrustDomain>,
+    /// Envoy SAN matchers (prefix, regex, DNS, IP...); any one accepting any SAN of the
+    /// peer's certificate accepts it, as an identity of `identities` does.
+    pub san_matchers: Vec<SanMatcher>,
 }
 
 impl PeerPolicy {
@@ -41,16 +51,22 @@ impl PeerPolicy {
     pub fn identities(ids: impl IntoIterator<Item = SpiffeId>) -> Self {
         Self {
             identities: ids.into_iter().collect(),
-            trust_domains: Vec::new(),
+            ..Self::default()
         }
     }
 
     /// Accept any identity of these trust domains.
     pub fn trust_domains(tds: impl IntoIterator<Item = TrustDomain>) -> Self {
         Self {
-            identities: Vec::new(),
             trust_domains: tds.into_iter().collect(),
+            ..Self::default()
         }
+    }
+
+    /// Also accept peers with a SAN one of `matchers` accepts.
+    pub fn with_san_matchers(mut self, matchers: impl IntoIterator<Item = SanMatcher>) -> Self {
+        self.san_matchers.extend(matchers);
+        self
     }
 
     /// The trust domains accepted when our own is `own`.
@@ -119,6 +135,7 @@ struct SpiffeRules {
     anchors: Vec<TrustAnchor<'static>>,
     allowed: Vec<TrustDomain>,
     identities: Vec<SpiffeId>,
+    san_matchers: Vec<SanMatcher>,
     algs: WebPkiSupportedAlgorithms,
     stats: Arc<VerifyStats>,
 }
@@ -146,6 +163,7 @@ impl SpiffeRules {
             anchors,
             allowed: policy.allowed_trust_domains(own),
             identities: policy.identities.clone(),
+            san_matchers: policy.san_matchers.clone(),
             algs: provider.signature_verification_algorithms,
             stats,
         })
@@ -209,13 +227,30 @@ impl SpiffeRules {
                 allowed: join(&self.allowed),
             });
         }
-        if !self.identities.is_empty() && !self.identities.contains(&svid.id) {
-            return Err(SvidError::UnexpectedIdentity {
-                id: svid.id.to_string(),
-                expected: join(&self.identities),
-            });
+        if (self.identities.is_empty() && self.san_matchers.is_empty())
+            || self.identities.contains(&svid.id)
+            || self.san_accepted(end_entity)?
+        {
+            return Ok(svid.id);
         }
-        Ok(svid.id)
+        let mut expected: Vec<String> = self.identities.iter().map(ToString::to_string).collect();
+        expected.extend(self.san_matchers.iter().map(san::describe));
+        Err(SvidError::UnexpectedIdentity {
+            id: svid.id.to_string(),
+            expected: expected.join(", "),
+        })
+    }
+
+    /// Whether a SAN matcher accepts one of the certificate's SANs.
+    fn san_accepted(&self, end_entity: &CertificateDer<'_>) -> Result<bool, SvidError> {
+        if self.san_matchers.is_empty() {
+            return Ok(false);
+        }
+        let sans = san::subject_alt_names(end_entity)?;
+        Ok(self
+            .san_matchers
+            .iter()
+            .any(|m| sans.iter().any(|(ty, v)| san::matches(m, *ty, v))))
     }
 
     fn tls12(

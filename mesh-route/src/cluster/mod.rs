@@ -142,9 +142,12 @@ impl ClusterState {
 }
 
 /// The server identities a cluster's TLS context accepts: exact URI (or any-type) SAN
-/// matchers are SPIFFE IDs; no matcher accepts any identity of our trust domain.
+/// matchers naming a SPIFFE ID are identities (their trust domains are accepted); every
+/// other matcher (prefix, regex, DNS, IP...) is checked on the certificate's SANs as Envoy
+/// does; no matcher accepts any identity of our trust domain.
 pub fn expected_peers(tls: &UpstreamTls) -> Result<PeerPolicy, String> {
     let mut ids = Vec::new();
+    let mut others = Vec::new();
     for m in &tls.validation.san_matchers {
         match (&m.san_type, &m.matcher) {
             (
@@ -153,18 +156,14 @@ pub fn expected_peers(tls: &UpstreamTls) -> Result<PeerPolicy, String> {
                     value,
                     ignore_case: false,
                 },
-            ) => ids.push(
+            ) if value.starts_with("spiffe://") => ids.push(
                 SpiffeId::new(value)
                     .map_err(|e| format!("SAN matcher {value:?} is not a SPIFFE ID: {e}"))?,
             ),
-            (ty, matcher) => {
-                return Err(format!(
-                    "SAN matcher {ty:?} {matcher:?} is not supported: only exact SPIFFE ID (URI SAN) matchers are"
-                ));
-            }
+            _ => others.push(m.clone()),
         }
     }
-    Ok(PeerPolicy::identities(ids))
+    Ok(PeerPolicy::identities(ids).with_san_matchers(others))
 }
 
 /// Every cluster of a snapshot with its state.

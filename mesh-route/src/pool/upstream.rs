@@ -156,6 +156,8 @@ fn shared(
                 connect_timeout: cluster.connect_timeout,
                 params: tls.params.clone(),
                 sni: tls.sni.clone(),
+                // No identity instance named: TLS without a client certificate (gRPC A29).
+                client_certificate: tls.identity_certificate.is_some(),
             };
             Transport::Tls(MeshConnector::new(identity.clone(), settings))
         }

@@ -155,8 +155,10 @@ fn permission(p: &pb::Permission) -> R<Permission> {
             }
         }
         Some(Rule::NotRule(inner)) => Permission::Not(Box::new(permission(inner)?)),
-        Some(Rule::RequestedServerName(m)) => {
-            Permission::RequestedServerName(string_matcher(m).at(".requested_server_name")?)
+        // The server does not hand the connection's SNI to RBAC: a rule on it would see
+        // none on TLS connections too, so it fails closed (Istio's `connection.sni`).
+        Some(Rule::RequestedServerName(_)) => {
+            return unsupported("requested_server_name permission (the SNI is not read)");
         }
         Some(Rule::Metadata(_)) => return unsupported("metadata permission"),
         Some(Rule::Matcher(_)) => return unsupported("custom permission matcher"),

@@ -373,6 +373,8 @@ pub struct Fixture {
     pub a: Backend,
     pub b: Backend,
     pub _config: watch::Sender<Arc<Scenario>>,
+    /// The xDS server (its status shows the client's ACKs and NACKs).
+    pub xds: XdsServer<Scenario>,
 }
 
 /// Backends `a` and `b` (clusters `a`, `b`; `named`: `a` with endpoint hostname
@@ -429,7 +431,7 @@ pub async fn start_full(
     let xds = XdsServer::new(Serve, rx, ServerOptions::default());
     let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let uri = format!("http://{}", tcp.local_addr().unwrap());
-    tokio::spawn(xds.serve(tcp, std::future::pending()));
+    tokio::spawn(xds.clone().serve(tcp, std::future::pending()));
     let node = IstioNode {
         pod_name: "caller".into(),
         service_account: "caller".into(),
@@ -464,6 +466,7 @@ pub async fn start_full(
         a,
         b,
         _config: config,
+        xds,
     }
 }
 

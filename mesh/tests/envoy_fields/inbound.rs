@@ -493,6 +493,20 @@ async fn rbac_permissions_and_principals_decide_requests() {
             Denied,
         ),
         (
+            "requested_server_name (the SNI is not read): fails closed",
+            Box::new(move |_| {
+                perm(Rule::RequestedServerName(StringMatcher {
+                    match_pattern: Some(string_matcher::MatchPattern::SafeRegex(RegexMatcher {
+                        regex: ".*".into(),
+                        ..Default::default()
+                    })),
+                    ignore_case: false,
+                }))
+            }),
+            "/",
+            Denied,
+        ),
+        (
             "url_path, same path",
             Box::new(move |_| princ(Identifier::UrlPath(path("/open")))),
             "/open",

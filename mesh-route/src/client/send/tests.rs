@@ -73,17 +73,21 @@ fn expected_peers_from_san_matchers() {
     tls.validation.san_matchers = vec![exact("spiffe://cluster.local/ns/default/sa/reviews")];
     let p = crate::cluster::expected_peers(&tls).unwrap();
     assert_eq!(p.identities.len(), 1);
-    // A matcher we cannot express fails closed, naming the matcher.
-    tls.validation.san_matchers = vec![SanMatcher {
+    // Other matchers are checked on the certificate's SANs (mesh-tls).
+    let prefix = SanMatcher {
         san_type: SanType::Uri,
         matcher: StringMatcher::Prefix {
             value: "spiffe://cluster.local/".into(),
             ignore_case: false,
         },
-    }];
-    let e = crate::cluster::expected_peers(&tls).unwrap_err();
-    assert!(e.contains("not supported"), "{e}");
-    tls.validation.san_matchers = vec![exact("not-a-spiffe-id")];
+    };
+    tls.validation.san_matchers = vec![prefix.clone(), exact("not-a-spiffe-id")];
+    let p = crate::cluster::expected_peers(&tls).unwrap();
+    assert!(p.identities.is_empty());
+    assert_eq!(p.san_matchers.len(), 2);
+    assert_eq!(p.san_matchers[0], prefix);
+    // A malformed SPIFFE ID is refused, naming it.
+    tls.validation.san_matchers = vec![exact("spiffe://")];
     assert!(crate::cluster::expected_peers(&tls).is_err());
 }
 

@@ -1196,6 +1196,15 @@ fn unmodelled_rbac_rules_fail_closed() {
             ),
         ),
         (
+            "requested_server_name",
+            policy(
+                rbac::Permission {
+                    rule: Some(Rule::RequestedServerName(Default::default())),
+                },
+                any_principal(),
+            ),
+        ),
+        (
             "condition",
             with_condition(|p| p.condition = Some(Default::default())),
         ),
@@ -2749,10 +2758,6 @@ fn rbac_permissions_and_principals_translate_to_their_rules() {
             end: 90
         })),
         P::DestinationPortRange { start: 80, end: 90 }
-    ));
-    assert!(matches!(
-        permission(Rule::RequestedServerName(exact("a"))),
-        P::RequestedServerName(_)
     ));
     assert!(
         matches!(principal(Identifier::AndIds(ids(vec![any_id()]))), Q::And(v) if v == [Q::Any])

@@ -232,9 +232,8 @@ impl TraceContext {
             return;
         }
         // Validated (visible ASCII), not copied.
-        let value = |range: std::ops::Range<usize>| {
-            HeaderValue::from_maybe_shared(all.slice(range)).ok()
-        };
+        let value =
+            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(all.slice(range)).ok();
         if propagation != Propagation::B3 {
             put(TRACEPARENT, value(0..55));
         }

@@ -1,7 +1,7 @@
-use std::future::{Future, poll_fn};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -54,9 +54,49 @@ pub struct CircuitBreakerService<S> {
     breaker: Arc<CircuitBreaker>,
 }
 
-/// The response future of [`CircuitBreakerService`].
-pub type ResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<LocalBody<GuardedBody<RB>>>, BoxError>> + Send>>;
+/// The response future of [`CircuitBreakerService`]: a state machine, not a boxed
+/// future, so the layer costs no allocation per request.
+#[pin_project]
+pub struct ResponseFuture<S, B, F> {
+    #[pin]
+    state: State<S, B, F>,
+    /// The request's slot, moved into the response body.
+    slot: Option<Slot>,
+    breaker: Arc<CircuitBreaker>,
+    priority: Priority,
+    grpc: bool,
+}
+
+// Inline on purpose: the future lives inside the stack's one boxed future, and boxing the
+// large variant is the allocation this state machine removes.
+#[allow(clippy::large_enum_variant)]
+#[pin_project(project = StateProj)]
+enum State<S, B, F> {
+    /// No request slot: Envoy's overflow reply.
+    Overflow,
+    /// Waiting for the inner service (a connection); a wait counts as a pending request.
+    Ready {
+        svc: S,
+        req: Option<Request<B>>,
+        pending: Option<Slot>,
+        first: bool,
+    },
+    /// The inner call.
+    Calling {
+        #[pin]
+        fut: F,
+    },
+    Done,
+}
+
+impl<S, B, F> std::fmt::Debug for ResponseFuture<S, B, F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("priority", &self.priority)
+            .field("grpc", &self.grpc)
+            .finish_non_exhaustive()
+    }
+}
 
 /// Envoy's overflow reply: 503 (gRPC `UNAVAILABLE`), `x-envoy-overloaded`, flag `UO`.
 fn overflow<B>(grpc: bool) -> Response<LocalBody<B>> {
@@ -72,15 +112,12 @@ fn overflow<B>(grpc: bool) -> Response<LocalBody<B>> {
 
 impl<S, B, RB> Service<Request<B>> for CircuitBreakerService<S>
 where
-    S: Service<Request<B>, Response = Response<RB>> + Clone + Send + 'static,
-    S::Future: Send,
+    S: Service<Request<B>, Response = Response<RB>> + Clone,
     S::Error: Into<BoxError>,
-    B: Send + 'static,
-    RB: Send + 'static,
 {
     type Response = Response<LocalBody<GuardedBody<RB>>>;
     type Error = BoxError;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S, B, S::Future>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -93,49 +130,100 @@ where
             .copied()
             .unwrap_or_default();
         let grpc = is_grpc(&req);
-        let Some(slot) = self.breaker.try_request(priority) else {
-            return Box::pin(std::future::ready(Ok(overflow(grpc))));
+        let slot = self.breaker.try_request(priority);
+        let state = match slot {
+            None => State::Overflow,
+            Some(_) => State::Ready {
+                svc: self.inner.clone(),
+                req: Some(req),
+                pending: None,
+                first: true,
+            },
         };
-        let breaker = self.breaker.clone();
-        let mut svc = self.inner.clone();
-        Box::pin(async move {
-            // Waiting for the inner service (a connection) is a pending request.
-            let mut pending: Option<Slot> = None;
-            let mut first = true;
-            let ready = poll_fn(|cx| match svc.poll_ready(cx) {
-                Poll::Ready(r) => Poll::Ready(Some(r.map_err(Into::<BoxError>::into))),
-                Poll::Pending if first => {
-                    first = false;
-                    match breaker.try_pending(priority) {
-                        Some(p) => {
-                            pending = Some(p);
-                            Poll::Pending
-                        }
-                        None => Poll::Ready(None),
-                    }
+        ResponseFuture {
+            state,
+            slot,
+            breaker: self.breaker.clone(),
+            priority,
+            grpc,
+        }
+    }
+}
+
+impl<S, B, RB> Future for ResponseFuture<S, B, S::Future>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<Response<LocalBody<GuardedBody<RB>>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let grpc = *this.grpc;
+        loop {
+            match this.state.as_mut().project() {
+                StateProj::Overflow => {
+                    this.state.set(State::Done);
+                    return Poll::Ready(Ok(overflow(grpc)));
                 }
-                Poll::Pending => Poll::Pending,
-            })
-            .await;
-            drop(pending);
-            match ready {
-                None => return Ok(overflow(grpc)),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(())) => {}
+                StateProj::Ready {
+                    svc,
+                    req,
+                    pending,
+                    first,
+                } => match svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let Some(req) = req.take() else {
+                            return Poll::Ready(Err("polled after completion".into()));
+                        };
+                        let fut = svc.call(req);
+                        // Dropping the state frees the pending slot.
+                        this.state.set(State::Calling { fut });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        this.state.set(State::Done);
+                        this.slot.take();
+                        return Poll::Ready(Err(e.into()));
+                    }
+                    Poll::Pending if *first => {
+                        *first = false;
+                        match this.breaker.try_pending(*this.priority) {
+                            Some(p) => {
+                                *pending = Some(p);
+                                return Poll::Pending;
+                            }
+                            None => {
+                                this.state.set(State::Done);
+                                this.slot.take();
+                                return Poll::Ready(Ok(overflow(grpc)));
+                            }
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                StateProj::Calling { fut } => {
+                    let result = ready!(fut.poll(cx)).map_err(Into::into);
+                    this.state.set(State::Done);
+                    let slot = this.slot.take();
+                    // A connection pool that shares this breaker refuses over its own
+                    // limits (`max_pending_requests` while waiting for a connection) with
+                    // `Overflow`.
+                    return Poll::Ready(match result {
+                        Err(e) if find_cause::<Overflow>(&*e).is_some() => Ok(overflow(grpc)),
+                        Err(e) => Err(e),
+                        Ok(resp) => Ok(resp.map(|b| {
+                            LocalBody::Inner(GuardedBody {
+                                inner: b,
+                                _slot: slot,
+                            })
+                        })),
+                    });
+                }
+                StateProj::Done => {
+                    return Poll::Ready(Err("polled after completion".into()));
+                }
             }
-            // A connection pool that shares this breaker refuses over its own limits
-            // (`max_pending_requests` while waiting for a connection) with `Overflow`.
-            let resp = match svc.call(req).await.map_err(Into::into) {
-                Err(e) if find_cause::<Overflow>(&*e).is_some() => return Ok(overflow(grpc)),
-                r => r?,
-            };
-            Ok(resp.map(|b| {
-                LocalBody::Inner(GuardedBody {
-                    inner: b,
-                    _slot: Some(slot),
-                })
-            }))
-        })
+        }
     }
 }
 

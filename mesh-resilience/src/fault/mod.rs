@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, Request, Response, StatusCode};
 use mesh_core::model::{AbortKind, DelayKind, FaultConfig, Fraction};
+use pin_project::pin_project;
 use tower::{BoxError, Service, ServiceExt};
 use tower_layer::Layer;
 
@@ -101,9 +102,44 @@ pub struct Fault<S> {
     layer: FaultLayer,
 }
 
-/// The response future of [`Fault`].
-pub type ResponseFuture<RB> =
-    Pin<Box<dyn Future<Output = Result<Response<LocalBody<RB>>, BoxError>> + Send>>;
+/// A request that gets a fault: its delay and abort, boxed (rare, unlike the pass-through).
+type Faulted<RB> = Pin<Box<dyn Future<Output = Result<Response<LocalBody<RB>>, BoxError>> + Send>>;
+
+/// The response future of [`Fault`]: the inner service's future, unboxed, when no fault
+/// applies (nearly every request), so the layer costs no allocation then.
+#[pin_project(project = ResponseFutureProj)]
+pub enum ResponseFuture<F, RB> {
+    /// No fault: the inner call.
+    Inner(#[pin] F),
+    /// A delay and/or an abort.
+    Faulted(Faulted<RB>),
+}
+
+impl<F, RB> std::fmt::Debug for ResponseFuture<F, RB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let faulted = matches!(self, Self::Faulted(_));
+        f.debug_struct("ResponseFuture")
+            .field("faulted", &faulted)
+            .finish()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<LocalBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Inner(f) => f
+                .poll(cx)
+                .map(|r| r.map(|r| r.map(LocalBody::Inner)).map_err(Into::into)),
+            ResponseFutureProj::Faulted(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 fn header_u64(h: &HeaderMap, name: &str) -> Option<u64> {
     h.get(name)?.to_str().ok()?.trim().parse().ok()
@@ -183,7 +219,7 @@ where
 {
     type Response = Response<LocalBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -213,18 +249,13 @@ where
             _ => None,
         };
         let (Some(guard), Some(d)) = (guard, decision) else {
-            let fut = self.inner.call(req);
-            return Box::pin(async move {
-                fut.await
-                    .map(|r| r.map(LocalBody::Inner))
-                    .map_err(Into::into)
-            });
+            return ResponseFuture::Inner(self.inner.call(req));
         };
         let grpc = is_grpc(&req);
         // The inner service was readied for this call; a delayed call uses a fresh clone.
         let clone = self.inner.clone();
         let svc = std::mem::replace(&mut self.inner, clone);
-        Box::pin(async move {
+        ResponseFuture::Faulted(Box::pin(async move {
             let _guard = guard;
             if let Some(t) = d.delay {
                 tokio::time::sleep(t).await;
@@ -246,7 +277,7 @@ where
             }
             let resp = svc.oneshot(req).await.map_err(Into::into)?;
             Ok(resp.map(LocalBody::Inner))
-        })
+        }))
     }
 }
 

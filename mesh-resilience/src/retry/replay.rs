@@ -45,6 +45,9 @@ pub struct ReplayBody<B> {
 }
 
 enum State<B> {
+    /// The body had ended before the first attempt (a GET's): nothing to record, box or
+    /// share. `replayable` is false for [`ReplayBody::direct`].
+    Empty { replayable: bool },
     /// No retry possible: the body is passed through untouched.
     Direct(Pin<Box<B>>),
     Shared {
@@ -60,7 +63,13 @@ enum State<B> {
 impl<B> std::fmt::Debug for ReplayBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplayBody")
-            .field("replayable", &matches!(self.state, State::Shared { .. }))
+            .field(
+                "replayable",
+                &matches!(
+                    self.state,
+                    State::Shared { .. } | State::Empty { replayable: true }
+                ),
+            )
             .field("capped", &self.is_capped())
             .finish()
     }
@@ -70,6 +79,11 @@ impl<B: Body> ReplayBody<B> {
     /// Wraps `body`, recording up to `cap` bytes. A body whose size hint already says it is
     /// larger than `cap` is passed through and never replayed.
     pub fn new(body: B, cap: usize) -> Self {
+        if body.is_end_stream() {
+            return Self {
+                state: State::Empty { replayable: true },
+            };
+        }
         if body.size_hint().lower() > cap as u64 {
             return Self::direct(body);
         }
@@ -93,9 +107,12 @@ impl<B: Body> ReplayBody<B> {
 
     /// Wraps `body` without recording it (no retry will be made).
     pub fn direct(body: B) -> Self {
-        Self {
-            state: State::Direct(Box::pin(body)),
-        }
+        let state = if body.is_end_stream() {
+            State::Empty { replayable: false }
+        } else {
+            State::Direct(Box::pin(body))
+        };
+        Self { state }
     }
 }
 
@@ -104,7 +121,10 @@ impl<B> ReplayBody<B> {
     /// cannot be replayed (it was never recorded, or it went past the cap).
     pub fn try_clone(&self) -> Option<Self> {
         match &self.state {
-            State::Direct(_) => None,
+            State::Empty { replayable: true } => Some(Self {
+                state: State::Empty { replayable: true },
+            }),
+            State::Empty { .. } | State::Direct(_) => None,
             State::Shared { shared, .. } => {
                 if lock(shared).capped {
                     return None;
@@ -124,6 +144,7 @@ impl<B> ReplayBody<B> {
     /// Whether the body went past the cap (or was never recorded): no replay is possible.
     pub fn is_capped(&self) -> bool {
         match &self.state {
+            State::Empty { replayable } => !replayable,
             State::Direct(_) => true,
             State::Shared { shared, .. } => lock(shared).capped,
         }
@@ -150,6 +171,7 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let (shared, pos, live, trailers_sent) = match &mut this.state {
+            State::Empty { .. } => return Poll::Ready(None),
             State::Direct(b) => return b.as_mut().poll_frame(cx).map_err(Into::into),
             State::Shared {
                 shared,
@@ -223,6 +245,7 @@ where
 
     fn is_end_stream(&self) -> bool {
         match &self.state {
+            State::Empty { .. } => true,
             State::Direct(b) => b.is_end_stream(),
             State::Shared {
                 shared,
@@ -244,6 +267,7 @@ where
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
+            State::Empty { .. } => SizeHint::with_exact(0),
             State::Direct(b) => b.size_hint(),
             State::Shared { shared, .. } => {
                 let s = lock(shared);

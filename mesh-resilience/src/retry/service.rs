@@ -8,6 +8,7 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use mesh_core::extensions::ATTEMPT_COUNT_HEADER;
 use mesh_core::model::RetryPolicy;
+use pin_project::pin_project;
 use tower::{BoxError, Service, ServiceExt};
 
 use super::{Backoff, ReplayBody, RetryConfig, is_retriable};
@@ -15,9 +16,46 @@ use crate::classify::{Classification, Classify};
 use crate::policy::{PreviousHosts, UpstreamEndpoint, error_endpoint, route_policy};
 use crate::timeout::{TimedOut, TimeoutBody};
 
-/// The response future of [`Retry`].
-pub type ResponseFuture<RB> =
+/// The attempts of a request with a retry policy, boxed once.
+type Retrying<RB> =
     Pin<Box<dyn Future<Output = Result<Response<TimeoutBody<RB>>, BoxError>> + Send + 'static>>;
+
+/// The response future of [`Retry`]: the inner call itself, unboxed, when the request has
+/// no retry policy; the attempt loop, boxed once, when it has one.
+#[pin_project(project = ResponseFutureProj)]
+pub enum ResponseFuture<F, RB> {
+    /// No retry policy: one attempt.
+    Once(#[pin] F),
+    /// Attempts until one succeeds or the policy gives up.
+    Retrying(Retrying<RB>),
+}
+
+impl<F, RB> std::fmt::Debug for ResponseFuture<F, RB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let retrying = matches!(self, Self::Retrying(_));
+        f.debug_struct("ResponseFuture")
+            .field("retrying", &retrying)
+            .finish()
+    }
+}
+
+impl<F, RB, E> Future for ResponseFuture<F, RB>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<Response<TimeoutBody<RB>>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            ResponseFutureProj::Once(f) => f.poll(cx).map(|r| {
+                r.map(|r| r.map(|b| TimeoutBody::new(b, None, None)))
+                    .map_err(Into::into)
+            }),
+            ResponseFutureProj::Retrying(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// The service made by [`RetryLayer`](super::RetryLayer).
 #[derive(Clone, Debug)]
@@ -52,7 +90,7 @@ where
 {
     type Response = Response<TimeoutBody<RB>>;
     type Error = BoxError;
-    type Future = ResponseFuture<RB>;
+    type Future = ResponseFuture<S::Future, RB>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -61,17 +99,12 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let policy = resolve_policy(req.extensions(), &self.config.policy)
             .filter(|p| p.num_retries > 0 && !p.retry_on.is_empty());
+        let Some(policy) = policy else {
+            return ResponseFuture::Once(self.inner.call(req.map(ReplayBody::direct)));
+        };
         // The inner service was made ready by poll_ready: use it for the first attempt.
         let clone = self.inner.clone();
         let mut first = std::mem::replace(&mut self.inner, clone);
-        let Some(policy) = policy else {
-            let fut = first.call(req.map(ReplayBody::direct));
-            return Box::pin(async move {
-                fut.await
-                    .map(|r| r.map(|b| TimeoutBody::new(b, None, None)))
-                    .map_err(Into::into)
-            });
-        };
         let config = self.config.clone();
         let classifier = self.classifier.clone();
         let (parts, body) = req.into_parts();
@@ -83,7 +116,7 @@ where
         };
         let count_attempts =
             route_policy(&parts.extensions).is_some_and(|p| p.include_attempt_count);
-        Box::pin(async move {
+        ResponseFuture::Retrying(Box::pin(async move {
             let _active = config.budget.start_request();
             let mut backoff = Backoff::new(&policy.back_off);
             let mut tried: Vec<Arc<str>> = Vec::new();
@@ -163,6 +196,6 @@ where
                 body = spare;
                 attempt += 1;
             }
-        })
+        }))
     }
 }

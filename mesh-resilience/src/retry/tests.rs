@@ -335,6 +335,24 @@ async fn streamed_body_is_recorded_while_it_streams() {
     assert!(again.collect().await.is_err(), "but it cannot be replayed");
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_ended_body_replays_empty_and_direct_bodies_do_not() {
+    use http_body::Body as _;
+    // A GET's body has ended before the first attempt: every attempt gets it (empty).
+    let replay = ReplayBody::new(http_body_util::Empty::<Bytes>::new(), 6);
+    assert!(replay.is_end_stream() && !replay.is_capped());
+    assert_eq!(replay.size_hint().exact(), Some(0));
+    let again = replay.try_clone().expect("an ended body is replayable");
+    assert!(replay.collect().await.unwrap().to_bytes().is_empty());
+    assert!(again.collect().await.unwrap().to_bytes().is_empty());
+    // Unrecorded (no retry policy): never replayable, ended or not.
+    let direct = ReplayBody::direct(http_body_util::Empty::<Bytes>::new());
+    assert!(direct.is_capped() && direct.try_clone().is_none());
+    let direct = ReplayBody::direct(Full::new(Bytes::from_static(b"x")));
+    assert!(direct.is_capped() && direct.try_clone().is_none());
+    assert_eq!(direct.collect().await.unwrap().to_bytes(), "x");
+}
+
 fn futures_iter<T>(items: Vec<T>) -> impl futures::Stream<Item = T> {
     tokio_stream::iter(items)
 }

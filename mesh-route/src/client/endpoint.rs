@@ -91,7 +91,15 @@ where
                 state: State::Failed(Some(NoHealthyUpstream.into())),
             };
         };
-        let mut req = req.map(|b| b.map_err(Into::into).boxed_unsync());
+        // An ended body (a GET's) becomes the pool's empty body: boxing a zero-sized body
+        // allocates nothing.
+        let mut req = req.map(|b| {
+            if b.is_end_stream() {
+                pool::RequestBody::default()
+            } else {
+                b.map_err(Into::into).boxed_unsync()
+            }
+        });
         if req.extensions().get::<AutoHostRewrite>().is_some()
             && let Some(host) = ep.endpoint().hostname.as_deref()
         {

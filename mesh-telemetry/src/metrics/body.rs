@@ -21,10 +21,10 @@ pub struct MeteredBody<B> {
 }
 
 impl<B: Body> MeteredBody<B> {
-    pub(crate) fn counting(inner: B, counter: Arc<AtomicU64>) -> Self {
+    pub(crate) fn counting(inner: B, counter: Option<Arc<AtomicU64>>) -> Self {
         Self {
             inner,
-            counter: Some(counter),
+            counter,
             recording: None,
         }
     }

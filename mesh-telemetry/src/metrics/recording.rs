@@ -15,7 +15,8 @@ pub(crate) struct Recording {
     pub(crate) peer: Arc<PeerMetrics>,
     start: Instant,
     protocol: Protocol,
-    request_bytes: Arc<AtomicU64>,
+    /// `None` when the request body had ended before the call (0 bytes).
+    request_bytes: Option<Arc<AtomicU64>>,
     pub(crate) code: u16,
     pub(crate) grpc: Option<u16>,
     pub(crate) flags: &'static str,
@@ -29,7 +30,7 @@ impl Recording {
         peer: Arc<PeerMetrics>,
         start: Instant,
         protocol: Protocol,
-        request_bytes: Arc<AtomicU64>,
+        request_bytes: Option<Arc<AtomicU64>>,
     ) -> Self {
         Self {
             peer,
@@ -61,8 +62,11 @@ impl Drop for Recording {
         h.requests.inc();
         h.duration
             .observe(self.start.elapsed().as_secs_f64() * 1000.0);
-        h.request_bytes
-            .observe(self.request_bytes.load(Ordering::Relaxed) as f64);
+        h.request_bytes.observe(
+            self.request_bytes
+                .as_ref()
+                .map_or(0, |b| b.load(Ordering::Relaxed)) as f64,
+        );
         h.response_bytes.observe(self.response_bytes as f64);
     }
 }

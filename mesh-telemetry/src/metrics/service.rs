@@ -77,7 +77,8 @@ where
                 (None, None) => self.resolver.resolve("", false),
             },
         };
-        let request_bytes = Arc::new(AtomicU64::new(0));
+        // An ended request body (a GET's) has no bytes to count: no shared counter.
+        let request_bytes = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
         let req = req.map(|b| MeteredBody::counting(b, request_bytes.clone()));
         ResponseFuture::new(
             self.inner.call(req),

@@ -59,13 +59,6 @@ fn hex_into<'a>(bytes: &[u8], buf: &'a mut [u8; 32]) -> &'a [u8] {
     &buf[..2 * n]
 }
 
-/// A header value of ASCII hex digits (always valid; `HeaderValue::from_bytes` copies it
-/// once, with no intermediate `String`).
-fn hex_value(bytes: &[u8]) -> Option<HeaderValue> {
-    let mut buf = [0u8; 32];
-    HeaderValue::from_bytes(hex_into(bytes, &mut buf)).ok()
-}
-
 /// The propagation headers [`TraceContext::inject`] replaces.
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const B3: HeaderName = HeaderName::from_static("b3");
@@ -219,21 +212,38 @@ impl TraceContext {
                 headers.insert(name, v);
             }
         };
+        // Every value is a slice of one buffer: the traceparent holds the hex trace and span
+        // ids B3 sends, the parent's follows it. Two allocations at most (the buffer, and
+        // its shared header once sliced) instead of one per header.
+        let mut buf = [0u8; 71];
+        buf[..55].copy_from_slice(&self.traceparent_bytes());
+        let mut len = 55;
+        if propagation != Propagation::W3c
+            && let Some(p) = self.parent_span_id
+        {
+            let mut hex = [0u8; 32];
+            buf[55..71].copy_from_slice(hex_into(&p, &mut hex));
+            len = 71;
+        }
+        let all = bytes::Bytes::copy_from_slice(&buf[..len]);
+        if propagation == Propagation::W3c {
+            // Unsliced: one allocation.
+            put(TRACEPARENT, HeaderValue::from_maybe_shared(all).ok());
+            return;
+        }
+        // Validated (visible ASCII), not copied.
+        let value =
+            |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(all.slice(range)).ok();
         if propagation != Propagation::B3 {
-            put(
-                TRACEPARENT,
-                HeaderValue::from_bytes(&self.traceparent_bytes()).ok(),
-            );
+            put(TRACEPARENT, value(0..55));
         }
-        if propagation != Propagation::W3c {
-            put(B3_TRACE_ID, hex_value(&self.trace_id));
-            put(B3_SPAN_ID, hex_value(&self.span_id));
-            if let Some(p) = self.parent_span_id {
-                put(B3_PARENT_SPAN_ID, hex_value(&p));
-            }
-            let sampled = if self.sampled { "1" } else { "0" };
-            put(B3_SAMPLED, Some(HeaderValue::from_static(sampled)));
+        put(B3_TRACE_ID, value(3..35));
+        put(B3_SPAN_ID, value(36..52));
+        if len == 71 {
+            put(B3_PARENT_SPAN_ID, value(55..71));
         }
+        let sampled = if self.sampled { "1" } else { "0" };
+        put(B3_SAMPLED, Some(HeaderValue::from_static(sampled)));
     }
 }
 

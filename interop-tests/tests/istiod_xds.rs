@@ -158,6 +158,34 @@ async fn ready_and_all_acked(client: &XdsClient, istiod: &Istiod) -> ClientStatu
     status
 }
 
+/// Waits until every reviews cluster names the reviews service account in its SAN
+/// matchers: istiod's first push after it starts can come before it has indexed the
+/// WorkloadEntries' service accounts (the clusters then arrive with no SANs and a later
+/// push adds them), and the model checks below want the settled config.
+async fn reviews_sans_known(client: &XdsClient) {
+    let known = |snap: &ConfigSnapshot| {
+        ["v1", "v2", "v3"].iter().all(|subset| {
+            snap.clusters
+                .get(cluster(subset, REVIEWS).as_str())
+                .and_then(|c| c.tls.as_ref())
+                .is_some_and(|tls| {
+                    format!("{:?}", tls.validation.san_matchers)
+                        .contains("spiffe://cluster.local/ns/default/sa/reviews")
+                })
+        })
+    };
+    let settled = tokio::time::timeout(WAIT, async {
+        while !known(&client.snapshot()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(
+        settled.is_ok(),
+        "the reviews clusters never named the reviews service account"
+    );
+}
+
 /// The Bookinfo reviews route, clusters and endpoints as istiod's proxyless generator
 /// builds them.
 fn assert_reviews_model(snap: &ConfigSnapshot) {
@@ -278,6 +306,7 @@ async fn proxyless_client_with_a_token_gets_the_bookinfo_reviews_config() {
         .await
         .unwrap();
     let status = ready_and_all_acked(&client, &s.istiod).await;
+    reviews_sans_known(&client).await;
     for kind in [
         ResourceType::Listener,
         ResourceType::RouteConfiguration,
@@ -331,6 +360,7 @@ async fn proxyless_client_with_istiod_issued_certificate_over_delta() {
             .unwrap();
     }
     ready_and_all_acked(&client, &s.istiod).await;
+    reviews_sans_known(&client).await;
     let snap = client.snapshot();
     assert_reviews_model(&snap);
     for host in [
@@ -408,6 +438,8 @@ async fn istiod_restart_keeps_the_last_config_then_resyncs() {
         .subscribe_target(&format!("xds:///{REVIEWS}:9080"))
         .await
         .unwrap();
+    ready_and_all_acked(&client, &s.istiod).await;
+    reviews_sans_known(&client).await;
     let versions_before = ready_and_all_acked(&client, &s.istiod).await.type_versions;
     let before = client.snapshot();
 
@@ -466,6 +498,7 @@ async fn istiod_restart_keeps_the_last_config_then_resyncs() {
         "versions before {versions_before:?}, after {:?}",
         status.type_versions
     );
+    reviews_sans_known(&client).await;
     let after = client.snapshot();
     assert_reviews_model(&after);
     assert_eq!(before.clusters.len(), after.clusters.len());
@@ -658,6 +691,7 @@ async fn default_proxyless_bootstrap_reaches_istiod_over_tls() {
         .await
         .unwrap();
     ready_and_all_acked(&client, &s.istiod).await;
+    reviews_sans_known(&client).await;
     assert_reviews_model(&client.snapshot());
 
     // An identity from another CA: istiod's certificate does not chain to its root.

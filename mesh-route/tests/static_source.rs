@@ -391,6 +391,72 @@ async fn mtls_reuses_one_connection_and_checks_the_server_identity() {
     );
 }
 
+/// Forwards each TCP connection to `to`, counting them.
+async fn counting_proxy(to: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>, Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut up = tokio::net::TcpStream::connect(to).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tcp, &mut up).await;
+            });
+        }
+    });
+    (addr, accepted, Backend { addr, _task: task })
+}
+
+/// An endpoint that an EDS update adds is connected (mTLS handshake done) before the
+/// client routes with the update, so no request waits for that handshake; the connection
+/// to the endpoint the update keeps stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_endpoint_is_connected_before_requests_reach_it() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let a = Backend::mtls("a", identity(&ca, "web")).await;
+    let b = Backend::mtls("b", identity(&ca, "web")).await;
+    let (a_addr, a_conns, _a) = counting_proxy(a.addr).await;
+    let (b_addr, b_conns, _b) = counting_proxy(b.addr).await;
+    let mut web = cluster("web", LbPolicy::RoundRobin, Some("web"));
+    web.http_protocol.protocol = UpstreamProtocol::Http2;
+    let all = route("all", "/", vec![], ClusterSpecifier::Cluster("web".into()));
+    let source = StaticSource::new(snapshot(vec![all], vec![(web, vec![a_addr])]));
+    let client = MeshClient::new(
+        source.clone(),
+        identity(&ca, "productpage"),
+        MeshClientConfig::default(),
+    );
+    let (code, body) = get(&client, "/", &[]).await;
+    assert_eq!((code, name(&body)), (200, "a"), "{body}");
+
+    source.update(|s| {
+        s.insert_endpoints(endpoints("web", &[a_addr, b_addr]));
+    });
+    client.caught_up().await;
+    assert_eq!(
+        b_conns.load(Ordering::SeqCst),
+        1,
+        "the added endpoint is connected by the time the client routes with the update"
+    );
+    let mut seen = HashSet::new();
+    for _ in 0..10 {
+        let (code, body) = get(&client, "/", &[]).await;
+        assert_eq!(code, 200, "{body}");
+        seen.insert(name(&body).to_owned());
+    }
+    assert_eq!(seen, HashSet::from(["a".to_owned(), "b".to_owned()]));
+    assert_eq!(
+        (
+            a_conns.load(Ordering::SeqCst),
+            b_conns.load(Ordering::SeqCst)
+        ),
+        (1, 1),
+        "requests went over the kept and the warmed connections, none opened another"
+    );
+}
+
 #[tokio::test]
 async fn endpoint_change_under_traffic_loses_no_request() {
     let (old, new) = (Backend::plain("old").await, Backend::plain("new").await);

@@ -154,6 +154,9 @@ fn without_absent_rate_limits(
     if removed { Arc::new(out) } else { rc.clone() }
 }
 
+/// The longest an update waits for the connections to the endpoints it adds.
+const WARM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Rebuilds on every new snapshot until the client is dropped (`stop` fires) or the source
 /// closes. The build is published with one atomic store, then announced on `applied`.
 pub(super) async fn rebuild_on_change(
@@ -172,6 +175,10 @@ pub(super) async fn rebuild_on_change(
         if Arc::ptr_eq(&previous.snapshot, &snapshot) {
             continue;
         }
+        // Endpoints the update adds are connected first, so no request waits for their
+        // handshakes; bounded, so that one that does not answer delays the update (and the
+        // removals in it) no longer than WARM_TIMEOUT, and then gets its requests as any.
+        let _ = tokio::time::timeout(WARM_TIMEOUT, previous.clusters.warm(&snapshot)).await;
         let next = build(
             snapshot.clone(),
             &previous,

@@ -10,13 +10,13 @@
 mod dns;
 pub mod hosts;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use mesh_core::SpiffeId;
 use mesh_core::config::ConfigSnapshot;
 use mesh_core::model::{
-    Cluster, ClusterLoadAssignment, Discovery, SanType, StringMatcher, UpstreamTls,
+    Cluster, ClusterLoadAssignment, Discovery, SanType, StringMatcher, TlsMode, UpstreamTls,
 };
 use mesh_tls::IdentityStore;
 use mesh_tls::verify::PeerPolicy;
@@ -231,6 +231,51 @@ impl ClusterSet {
             }
         }
         out
+    }
+
+    /// Opens a connection to each usable endpoint that `snapshot` adds to a cluster of this
+    /// set (same cluster resource, new EDS), in parallel, and completes when all are up or
+    /// have failed. Applied before the update, it keeps every TLS handshake an endpoint
+    /// change causes off the request path: the balancer can only pick an added endpoint
+    /// once its connection is ready. See [`UpstreamPool::warm`] for which pools warm.
+    pub fn warm(&self, snapshot: &ConfigSnapshot) -> impl Future<Output = ()> + use<> {
+        let mut warming = tokio::task::JoinSet::new();
+        for (name, cluster) in snapshot.clusters.iter() {
+            let Some(old) = self.clusters.get(name) else {
+                continue;
+            };
+            let Ok(pool) = &old.pool else { continue };
+            let Some(eds) = cluster
+                .discovery
+                .eds_name(&cluster.name)
+                .and_then(|n| snapshot.endpoints.get(n))
+            else {
+                continue;
+            };
+            let unchanged = old.endpoints.as_ref().is_some_and(|e| Arc::ptr_eq(e, eds));
+            if unchanged || *old.cluster != **cluster {
+                continue;
+            }
+            let known: HashSet<Arc<str>> = old
+                .balancer
+                .endpoints()
+                .iter()
+                .map(|e| e.key().clone())
+                .collect();
+            for ep in eds.localities.iter().flat_map(|l| &l.endpoints) {
+                let key = crate::lb::address_key(&ep.address);
+                // HBONE endpoints go through a tunnel of their own pool.
+                if ep.health.is_usable() && ep.tls_mode != TlsMode::Hbone && !known.contains(&key) {
+                    let (pool, address) = (pool.clone(), ep.address.clone());
+                    warming.spawn(async move {
+                        if let Err(e) = pool.warm(&key, &address).await {
+                            tracing::debug!(endpoint = %key, error = %e, "warming a new endpoint");
+                        }
+                    });
+                }
+            }
+        }
+        async move { while warming.join_next().await.is_some() {} }
     }
 
     /// The state of a cluster.

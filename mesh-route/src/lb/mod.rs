@@ -49,6 +49,7 @@ pub mod priority;
 mod ring_hash;
 
 pub use balancer::{Balancer, MAX_MAGLEV_TABLE_SIZE, MAX_RING_SIZE};
+pub(crate) use endpoint::address_key;
 pub use endpoint::{ActiveRequest, EndpointRef};
 pub use pick::PickContext;
 pub use priority::{PriorityCounts, PriorityLoad};

@@ -10,9 +10,9 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::BoxError;
 
-use super::RequestBody;
 use super::config::Lifetime;
 use super::h2_conn::{Conn, Dial, SendError};
+use super::{ConnectError, RequestBody};
 
 /// Streams per connection when the cluster sets no `max_concurrent_streams` and the server
 /// allows more (or sets no limit): 100, as ztunnel's pool, the smallest limit RFC 9113
@@ -155,6 +155,25 @@ impl H2Set {
         next.push(conn.clone());
         self.conns.store(Arc::new(next));
         conn
+    }
+
+    /// Opens a connection now, unless the endpoint has a live one (or one dialing), and
+    /// waits until it is up. It carries no stream, so the next pick takes it.
+    pub(super) async fn warm(&self) -> Result<(), ConnectError> {
+        let conn = {
+            let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+            let current = self.conns.load_full();
+            if current.iter().any(|c| !c.conn.is_dead()) {
+                return Ok(());
+            }
+            let conn = new_conn();
+            self.conns.store(Arc::new(vec![conn.clone()]));
+            conn
+        };
+        conn.conn
+            .connect(&self.dial, &self.known_max)
+            .await
+            .map(|_| ())
     }
 
     /// Swaps a spent connection for a new one, which it returns (streams under way keep

@@ -84,20 +84,27 @@ impl Conn {
         req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, SendError> {
         let ready = self
-            .ready
-            .get_or_init(|| async { dial(known.clone()).await.map_err(Arc::new) })
-            .await;
-        let ready = match ready {
-            Ok(r) => r,
-            Err(cause) => {
-                return Err(SendError::Connect(ConnectError(Box::new(SharedCause(
-                    cause.clone(),
-                )))));
-            }
-        };
+            .connect(dial, known)
+            .await
+            .map_err(SendError::Connect)?;
         let mut resp = ready.tx.clone().try_send_request(req).await?;
         ready.info.get_extras(resp.extensions_mut());
         Ok(resp)
+    }
+
+    /// The established connection, dialing it with `dial` first if nothing has.
+    pub(super) async fn connect(
+        &self,
+        dial: &Dial,
+        known: &Arc<AtomicUsize>,
+    ) -> Result<&Ready, ConnectError> {
+        let ready = self
+            .ready
+            .get_or_init(|| async { dial(known.clone()).await.map_err(Arc::new) })
+            .await;
+        ready
+            .as_ref()
+            .map_err(|cause| ConnectError(Box::new(SharedCause(cause.clone()))))
     }
 }
 

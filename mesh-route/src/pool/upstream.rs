@@ -15,7 +15,6 @@ use mesh_tls::client::MeshConnector;
 use mesh_tls::config::ClientSettings;
 use mesh_tls::verify::PeerPolicy;
 
-use super::RequestBody;
 use super::config::{DEFAULT_IDLE, Lifetime, PoolConfig};
 use super::connector::{Transport, alpn_for, endpoint_uri};
 use super::counted::PoolCounters;
@@ -23,6 +22,7 @@ use super::h2::{H2Set, Limits};
 use super::http1::H1Set;
 use super::response::{Inner, ResponseFuture};
 use super::state::{Endpoint, Shared};
+use super::{ConnectError, RequestBody};
 
 /// Pooled connections to the endpoints of one cluster. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -241,6 +241,24 @@ impl UpstreamPool {
                 drop(endpoints);
                 send_on(&endpoint_of(shared, endpoint, address), req)
             }
+        }
+    }
+
+    /// Opens a connection to `endpoint` ahead of its first request and waits until it is
+    /// up, so that no request waits for its handshake (the client does it for endpoints an
+    /// EDS update adds). For HTTP/2 clusters, whose requests share connections; elsewhere,
+    /// and for an endpoint with a connection already, it does nothing.
+    pub async fn warm(
+        &self,
+        endpoint: &Arc<str>,
+        address: &EndpointAddress,
+    ) -> Result<(), ConnectError> {
+        if self.shared.h2.is_none() {
+            return Ok(());
+        }
+        match endpoint_of(&self.shared, endpoint, address) {
+            Endpoint::H2(set) => set.warm().await,
+            _ => Ok(()),
         }
     }
 

@@ -58,6 +58,10 @@ pub struct Run {
     pub endpoint_edits: u64,
     /// Certificate rotations during the run.
     pub rotations: u64,
+    /// Upstream connections the client opened during the run (each a TLS handshake the
+    /// requests that wait for it pay).
+    #[serde(default)]
+    pub connections_opened: u64,
 }
 
 /// The whole churn run.
@@ -89,15 +93,16 @@ impl ChurnRun {
         let mut s = format!(
             "Tail under churn: case 9 at 2,000 rps over 16 connections, {:.0} s per run, quiet \
              and churned alternately; 1-minute load average {} before, {} after\n\n\
-             | round | run | p50 | p99 | max | ok | errors | endpoint edits | rotations |\n\
-             |---|---|---|---|---|---|---|---|---|\n",
+             | round | run | p50 | p99 | max | ok | errors | endpoint edits | rotations | \
+             connections opened |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
             self.secs,
             la(self.load_average.0),
             la(self.load_average.1)
         );
         for r in &self.runs {
             s.push_str(&format!(
-                "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} | {} |\n",
+                "| {} | {} | {:.0} µs | {:.0} µs | {:.0} µs | {} | {} | {} | {} | {} |\n",
                 r.round,
                 if r.churn { "churn" } else { "quiet" },
                 r.p50_us,
@@ -106,7 +111,8 @@ impl ChurnRun {
                 r.ok,
                 r.errors,
                 r.endpoint_edits,
-                r.rotations
+                r.rotations,
+                r.connections_opened
             ));
         }
         let (q, c) = (self.median_p99(false), self.median_p99(true));
@@ -158,7 +164,9 @@ pub async fn run(rounds: usize, secs: Duration) -> Result<ChurnRun, Error> {
                     counts.clone(),
                 )))
             });
+            let opened_before = mesh.connections_opened();
             let (sample, back) = loadgen::run(lanes, LOAD, secs).await;
+            let connections_opened = mesh.connections_opened() - opened_before;
             lanes = back;
             drop(churner);
             let (edits, rotations) = (counts.edits.load(Relaxed), counts.rotations.load(Relaxed));
@@ -176,9 +184,11 @@ pub async fn run(rounds: usize, secs: Duration) -> Result<ChurnRun, Error> {
                 first_error: sample.first_error.clone(),
                 endpoint_edits: edits,
                 rotations,
+                connections_opened,
             });
             eprintln!(
-                "round {round} {:<5} p50 {:>6.0} us  p99 {:>6.0} us  ok {}  errors {}",
+                "round {round} {:<5} p50 {:>6.0} us  p99 {:>6.0} us  ok {}  errors {}  \
+                 connections opened {connections_opened}",
                 if churn { "churn" } else { "quiet" },
                 sample.quantile_us(0.50),
                 sample.quantile_us(0.99),

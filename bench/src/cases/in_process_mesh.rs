@@ -37,6 +37,7 @@ pub const PORT: u16 = 8080;
 /// Case 3 (HTTP/1.1 cluster) or 9 (HTTP/2 cluster).
 pub struct InProcessMesh {
     client: mesh::Client,
+    upstream: mesh::admin::UpstreamMetrics,
     h2: bool,
     uri: http::Uri,
     port: u16,
@@ -196,6 +197,7 @@ impl InProcessMesh {
         let client = mesh.client();
         Ok(Self {
             client,
+            upstream: mesh.upstream_metrics().clone(),
             h2,
             uri: format!("http://{HOST}:{PORT}{}", payload::PATH).parse()?,
             port,
@@ -221,6 +223,18 @@ impl InProcessMesh {
     /// Whether the cluster is HTTP/2.
     pub(crate) fn h2(&self) -> bool {
         self.h2
+    }
+
+    /// Upstream connections the client has opened so far, over all its clusters (Envoy's
+    /// `upstream_cx_total`).
+    pub(crate) fn connections_opened(&self) -> u64 {
+        let json = self.upstream.clusters_json();
+        json["cluster_statuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["pool"]["connections_total"].as_u64())
+            .sum()
     }
 
     /// The client's identity, to rotate.

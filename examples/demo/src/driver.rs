@@ -15,7 +15,7 @@ use tower::{Layer, ServiceExt};
 
 use crate::options::DemoOptions;
 use crate::services::PRODUCTPAGE;
-use crate::stats::{Stats, Summary, directory, percentile_ms, table, workload_info};
+use crate::stats::{Stats, Summary, directory, table, workload_info};
 use crate::workload::Workload;
 
 /// Most requests in flight; beyond it the driver sheds (counted as errors with status 0).
@@ -118,15 +118,15 @@ pub async fn drive(
             }
             _ = second.tick() => {
                 if !opts.quiet {
-                    let mut c = stats.take_window();
+                    let c = stats.take_window();
                     let total: u64 = c.by_route.values().sum();
                     println!(
                         "t={:>4.1}s  {:>5} req/s  p50 {:>6.2} ms  p90 {:>6.2} ms  p99 {:>6.2} ms  errors {}  retries {}\n{}",
                         start.elapsed().as_secs_f64(),
                         total - last_total,
-                        percentile_ms(&mut c.window, 50.0),
-                        percentile_ms(&mut c.window, 90.0),
-                        percentile_ms(&mut c.window, 99.0),
+                        c.window.percentile_ms(50.0),
+                        c.window.percentile_ms(90.0),
+                        c.window.percentile_ms(99.0),
                         c.errors.values().sum::<u64>(),
                         c.retries,
                         table(&c)

@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use hdrhistogram::Histogram;
+
 use mesh::hbone::HboneMetrics;
 use mesh_admin::UpstreamMetrics;
 use mesh_telemetry::metrics::directory::DirectoryBuilder;
@@ -74,10 +76,11 @@ pub struct Counts {
     /// Why the first failed requests failed (the error or the response body), at most
     /// [`ERROR_SAMPLES`] distinct reasons.
     pub error_samples: Vec<String>,
-    /// Latencies (µs) of the current second.
-    pub window: Vec<u64>,
-    /// All latencies (µs).
-    pub all: Vec<u64>,
+    /// Latencies (µs) of the current second (never reset under `--quiet`: fixed size).
+    pub window: Latencies,
+    /// All latencies (µs), as a histogram: a soak runs for hours, and a list of every
+    /// latency grew by 8 bytes a request and was copied whole by every `/stats` read.
+    pub all: Latencies,
     /// Retries sent by every workload's resilience layers.
     pub retries: u64,
     /// Tunnels the workloads' HBONE servers accepted (`--hbone`; 0 otherwise).
@@ -108,8 +111,8 @@ impl Stats {
     pub fn request(&self, route: &str, subset: &str, micros: u64) {
         self.with(|c| {
             *c.by_route.entry((route.into(), subset.into())).or_default() += 1;
-            c.window.push(micros);
-            c.all.push(micros);
+            c.window.0.saturating_record(micros);
+            c.all.0.saturating_record(micros);
         });
     }
 
@@ -150,7 +153,7 @@ impl Stats {
             c.retries = retries;
             c.hbone_tunnels = tunnels;
             let out = c.clone();
-            c.window.clear();
+            c.window.0.reset();
             out
         })
     }
@@ -167,14 +170,21 @@ impl Stats {
     }
 }
 
-/// p-th percentile (0..=100) of `v` (sorted in place), in ms.
-pub fn percentile_ms(v: &mut [u64], p: f64) -> f64 {
-    if v.is_empty() {
-        return 0.0;
+/// Every latency of a run (µs, 1 µs to 60 s, 3 significant digits: fixed size).
+#[derive(Clone, Debug)]
+pub struct Latencies(Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"))
     }
-    v.sort_unstable();
-    let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-    v[i.min(v.len() - 1)] as f64 / 1000.0
+}
+
+impl Latencies {
+    /// p-th percentile (0..=100), in ms.
+    pub fn percentile_ms(&self, p: f64) -> f64 {
+        self.0.value_at_quantile(p / 100.0) as f64 / 1000.0
+    }
 }
 
 /// The demo's result.
@@ -236,7 +246,7 @@ impl Summary {
 
     /// The final report.
     pub fn render(&self) -> String {
-        let mut all = self.counts.all.clone();
+        let all = &self.counts.all;
         let n: u64 = self.counts.by_route.values().sum();
         let errors: u64 = self.counts.errors.values().sum();
         let mut s = format!(
@@ -248,9 +258,9 @@ impl Summary {
         );
         s += &format!(
             "latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}\n",
-            percentile_ms(&mut all, 50.0),
-            percentile_ms(&mut all, 90.0),
-            percentile_ms(&mut all, 99.0)
+            all.percentile_ms(50.0),
+            all.percentile_ms(90.0),
+            all.percentile_ms(99.0)
         );
         if self.counts.hbone_tunnels > 0 {
             s += &format!("HBONE tunnels accepted: {}\n", self.counts.hbone_tunnels);

@@ -12,17 +12,16 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use h2::client::SendRequest;
 use http::{Method, Request, StatusCode, Uri};
-use http_body_util::Empty;
-use hyper::client::conn::http2::SendRequest;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use mesh_core::SpiffeId;
 use mesh_tls::verify::{VerifyStats, handshake_error};
 use mesh_tls::{IdentityStore, TlsError};
@@ -32,6 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::observe::{Baggage, Observer, TunnelIo, TunnelObserver};
 use crate::server::HBONE_PORT;
+use crate::stream::{H2Stream, keepalive};
 use crate::tls::ClientTls;
 
 /// Where a tunnel goes.
@@ -100,7 +100,7 @@ pub enum HboneError {
     NoH2(SocketAddr),
     /// HTTP/2 failed (connection lost, stream reset).
     #[error("HBONE HTTP/2: {0}")]
-    Http(#[from] hyper::Error),
+    Http(#[from] h2::Error),
     /// The server answered the `CONNECT` with a status other than 200.
     #[error("HBONE CONNECT {authority} refused: {status}")]
     Refused {
@@ -149,6 +149,10 @@ impl Default for HboneClientSettings {
     }
 }
 
+/// ztunnel's client keepalive: a PING every 30 s, idle or not, answered within 20 s.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PoolKey {
     source: SpiffeId,
@@ -158,7 +162,7 @@ struct PoolKey {
 
 #[derive(Clone)]
 struct Pooled {
-    send: SendRequest<Empty<Bytes>>,
+    send: SendRequest<Bytes>,
     use_: Arc<Use>,
 }
 
@@ -167,6 +171,8 @@ struct Use {
     id: u64,
     streams: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// Set when the connection has ended: it takes no more tunnels.
+    closed: Arc<AtomicBool>,
 }
 
 type Slots = Arc<tokio::sync::Mutex<Vec<Pooled>>>;
@@ -256,7 +262,7 @@ impl HboneClient {
 
     /// Opens one tunnel to `target`.
     pub async fn connect(&self, target: &HboneTarget) -> Result<HboneStream, HboneError> {
-        let (mut send, slot) = self.checkout(target).await?;
+        let (send, slot) = self.checkout(target).await?;
         let mut req = Request::builder()
             .method(Method::CONNECT)
             .uri(target.authority.to_string());
@@ -273,19 +279,19 @@ impl HboneClient {
             req = req.header(http::header::FORWARDED, format!("host={host}"));
         }
         let req = req
-            .body(Empty::new())
+            .body(())
             .map_err(|e| HboneError::BadUri(e.to_string()))?;
-        let resp = send.send_request(req).await?;
+        let (resp, send) = send.ready().await?.send_request(req, false)?;
+        let resp = resp.await?;
         if resp.status() != StatusCode::OK {
             return Err(HboneError::Refused {
                 authority: target.authority,
                 status: resp.status(),
             });
         }
-        let upgraded = hyper::upgrade::on(resp).await?;
         let meter = self.inner.observer.as_ref().map(|o| o.opened(target));
         Ok(HboneStream {
-            io: TunnelIo::new(TokioIo::new(upgraded), meter),
+            io: TunnelIo::new(H2Stream::new(send, resp.into_body()), meter),
             _slot: Slot(slot),
             peer: target.identity.clone(),
         })
@@ -295,7 +301,7 @@ impl HboneClient {
     async fn checkout(
         &self,
         target: &HboneTarget,
-    ) -> Result<(SendRequest<Empty<Bytes>>, Arc<Use>), HboneError> {
+    ) -> Result<(SendRequest<Bytes>, Arc<Use>), HboneError> {
         let tls_err = |source| HboneError::Tls {
             addr: target.hbone_addr,
             source,
@@ -319,7 +325,7 @@ impl HboneClient {
         };
         // Held while dialling: concurrent callers wait for this connection, not dial more.
         let mut conns = slots.lock().await;
-        conns.retain(|c| !c.send.is_closed());
+        conns.retain(|c| !c.use_.closed.load(Ordering::Acquire));
         let max = self.inner.settings.max_streams_per_connection;
         if let Some(c) = conns
             .iter()
@@ -360,23 +366,28 @@ impl HboneClient {
             if tls.get_ref().1.alpn_protocol() != Some(mesh_tls::config::ALPN_H2) {
                 return Err(HboneError::NoH2(addr));
             }
-            let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+            let mut builder = h2::client::Builder::new();
             builder
-                .timer(TokioTimer::new())
-                .initial_stream_window_size(settings.stream_window)
+                .initial_window_size(settings.stream_window)
                 .initial_connection_window_size(settings.connection_window)
-                .max_frame_size(settings.max_frame_size)
-                .keep_alive_interval(Duration::from_secs(30))
-                .keep_alive_while_idle(true);
-            let (send, conn) = builder.handshake(TokioIo::new(tls)).await?;
+                .max_frame_size(settings.max_frame_size);
+            let (send, mut conn) = builder.handshake(tls).await?;
+            let closed = Arc::new(AtomicBool::new(false));
+            let ended = closed.clone();
+            // ztunnel's keepalive: a PING every 30 s, idle or not.
+            let keepalive = keepalive(conn.ping_pong(), Some(KEEPALIVE), KEEPALIVE_TIMEOUT);
             tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(%addr, error = %e, "HBONE connection ended");
+                tokio::select! {
+                    result = conn => if let Err(e) = result {
+                        tracing::debug!(%addr, error = %e, "HBONE connection ended");
+                    },
+                    () = keepalive => {}
                 }
+                ended.store(true, Ordering::Release);
             });
-            Ok(send)
+            Ok((send, closed))
         };
-        let send = tokio::time::timeout(settings.connect_timeout, dial)
+        let (send, closed) = tokio::time::timeout(settings.connect_timeout, dial)
             .await
             .map_err(|_| HboneError::Timeout(addr))??;
         let id = self.inner.dialled.fetch_add(1, Ordering::Relaxed);
@@ -386,13 +397,14 @@ impl HboneClient {
                 id,
                 streams: AtomicUsize::new(0),
                 idle_since: Mutex::new(Instant::now()),
+                closed,
             }),
         })
     }
 }
 
 /// Drops the connection of `use_` from `slots` once it has carried no tunnel for `idle`:
-/// with its last `SendRequest` gone, hyper closes it (GOAWAY, then the socket).
+/// with its last `SendRequest` gone, h2 closes it (GOAWAY, then the socket).
 fn reap_when_idle(slots: &Slots, use_: Arc<Use>, idle: Duration) {
     let slots = Arc::downgrade(slots);
     tokio::spawn(async move {

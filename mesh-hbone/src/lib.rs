@@ -51,6 +51,7 @@ pub mod client;
 pub mod metrics;
 pub mod observe;
 pub mod server;
+mod stream;
 mod tls;
 
 pub use client::{

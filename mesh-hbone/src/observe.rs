@@ -7,9 +7,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use hyper::upgrade::Upgraded;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use crate::stream::H2Stream;
 
 /// Counts one tunnel's bytes; dropped when the tunnel closes.
 pub trait TunnelMeter: Send + Sync {
@@ -43,28 +43,23 @@ where
 
 pub(crate) type Observer<T> = Option<Arc<dyn TunnelObserver<T>>>;
 
-/// Vectored writes up to this size are gathered into one tunnel write.
-const GATHER_MAX: usize = 64 * 1024;
-
-/// A tunnel's byte stream (tokio `AsyncRead + AsyncWrite`), counted by the observer's meter
-/// when one is set.
+/// A tunnel's byte stream (tokio `AsyncRead + AsyncWrite`) over its HTTP/2 `CONNECT`
+/// stream, counted by the observer's meter when one is set.
 ///
-/// Vectored writes are gathered into one write: each write into an HTTP/2 stream becomes
-/// its own DATA frame, and an HTTP/2 or HTTP/1.1 codec inside the tunnel writes a response
-/// as headers plus body slices (two frames, two wake-ups of the peer's reader, per
-/// response otherwise).
+/// Reading reopens the stream's window as the app consumes; a vectored write becomes one
+/// DATA frame (as far as the window allows); shutdown ends the sending side (END_STREAM);
+/// a stream the peer resets fails alone, with an io error (a reset with `NO_ERROR` ends
+/// reading cleanly).
 pub struct TunnelIo {
-    io: TokioIo<Upgraded>,
+    io: H2Stream,
     meter: Option<Arc<dyn TunnelMeter>>,
-    gather: Vec<u8>,
 }
 
 impl TunnelIo {
-    pub(crate) fn new(io: TokioIo<Upgraded>, meter: Option<Box<dyn TunnelMeter>>) -> Self {
+    pub(crate) fn new(io: H2Stream, meter: Option<Box<dyn TunnelMeter>>) -> Self {
         Self {
             io,
             meter: meter.map(Arc::from),
-            gather: Vec::new(),
         }
     }
 
@@ -115,29 +110,15 @@ impl AsyncWrite for TunnelIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if bufs.len() < 2 || total > GATHER_MAX {
-            let first = bufs
-                .iter()
-                .find(|b| !b.is_empty())
-                .map_or(&[][..], |b| &**b);
-            return self.poll_write(cx, first);
-        }
-        let this = &mut *self;
-        this.gather.clear();
-        for b in bufs {
-            this.gather.extend_from_slice(b);
-        }
-        // The stream copies what it accepts; a partial write covers a prefix of `bufs`.
-        let n = ready!(Pin::new(&mut this.io).poll_write(cx, &this.gather))?;
-        if let Some(m) = &this.meter {
+        let n = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, bufs))?;
+        if let Some(m) = &self.meter {
             m.sent(n as u64);
         }
         Poll::Ready(Ok(n))
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        self.io.is_write_vectored()
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

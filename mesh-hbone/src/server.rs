@@ -17,7 +17,6 @@
 //! problem; both are refusals before any byte is tunnelled.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -25,10 +24,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use h2::RecvStream;
+use h2::server::SendResponse;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Empty;
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use mesh_authz::AuthzPolicies;
 use mesh_core::extensions::{ConnectionAddrs, PeerIdentity};
 use mesh_core::model::RbacRequest;
@@ -42,6 +41,7 @@ use tower::{BoxError, Service};
 use crate::authority::parse_authority;
 use crate::metrics::{HboneMetrics, Refusal};
 use crate::observe::{Baggage, Observer, TunnelIo, TunnelObserver, forwarded_host};
+use crate::stream::H2Stream;
 use crate::tls::ServerTls;
 
 /// HBONE's port.
@@ -343,51 +343,81 @@ async fn serve_connection(
         return;
     };
     inner.metrics.connection();
-    let conn = Arc::new(Conn { peer, addrs });
-    let handler_inner = inner.clone();
-    let service = hyper::service::service_fn(move |req| {
-        let response = handle(&handler_inner, &conn, req);
-        async move { Ok::<_, Infallible>(response) }
-    });
+    let conn = Conn { peer, addrs };
     // ztunnel's server settings: 200 streams, 64 KiB of headers, its windows (4 MiB per
-    // tunnel, 16 MiB per connection: a tunnel is a long byte stream, hyper's 1 MiB
-    // default would stall a bulk upload at one window per round trip) and 1 MiB frames.
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    // tunnel, 16 MiB per connection: a tunnel is a long byte stream, h2's 64 KiB default
+    // would stall a bulk upload at one window per round trip) and 1 MiB frames.
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
         .max_concurrent_streams(200)
         .max_header_list_size(64 * 1024)
-        .initial_stream_window_size(4 << 20)
+        .initial_window_size(4 << 20)
         .initial_connection_window_size(16 << 20)
-        .max_frame_size(1 << 20)
-        .keep_alive_interval(inner.limits.http2_keepalive_interval)
-        .keep_alive_timeout(inner.limits.http2_keepalive_timeout);
-    let conn = builder.serve_connection(TokioIo::new(tls), service);
-    let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(remote = %addrs.remote, error = %e, "HBONE connection ended");
-            }
+        .max_frame_size(1 << 20);
+    let handshake = tokio::time::timeout(inner.handshake_timeout, builder.handshake(tls));
+    let mut h2 = match handshake.await {
+        Ok(Ok(h2)) => h2,
+        Ok(Err(e)) => {
+            tracing::debug!(remote = %addrs.remote, error = %e, "HBONE HTTP/2 handshake failed");
+            return;
         }
-        () = async { let _ = drain.wait_for(|d| *d).await; } => {
-            conn.as_mut().graceful_shutdown();
-            let _ = tokio::time::timeout(inner.drain_timeout, conn).await;
+        Err(_) => {
+            tracing::debug!(remote = %addrs.remote, "HBONE HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let limits = &inner.limits;
+    let keepalive = crate::stream::keepalive(
+        h2.ping_pong(),
+        limits.http2_keepalive_interval,
+        limits.http2_keepalive_timeout,
+    );
+    let mut keepalive = std::pin::pin!(keepalive);
+    loop {
+        tokio::select! {
+            next = h2.accept() => match next {
+                Some(Ok((req, respond))) => handle(&inner, &conn, req, respond),
+                Some(Err(e)) => {
+                    tracing::debug!(remote = %addrs.remote, error = %e, "HBONE connection ended");
+                    return;
+                }
+                None => return,
+            },
+            () = &mut keepalive => return,
+            () = async { let _ = drain.wait_for(|d| *d).await; } => {
+                h2.graceful_shutdown();
+                // Open tunnels get the drain timeout to finish; accept() drives them.
+                let drained = async { while let Some(Ok(_)) = h2.accept().await {} };
+                let _ = tokio::time::timeout(inner.drain_timeout, drained).await;
+                return;
+            }
         }
     }
 }
 
-/// Checks one stream; on success answers 200 and hands the upgraded stream to its handler.
-fn handle(inner: &Arc<Inner>, conn: &Conn, mut req: Request<Incoming>) -> Response<Empty<Bytes>> {
+/// Checks one stream; on success answers 200 and hands the stream to its handler.
+fn handle(
+    inner: &Arc<Inner>,
+    conn: &Conn,
+    req: Request<RecvStream>,
+    mut respond: SendResponse<Bytes>,
+) {
     let (destination, handler) = match admit(inner, conn, &req) {
         Ok(ok) => ok,
         Err((reason, status)) => {
             tracing::debug!(peer = %conn.peer, ?reason, %status, "HBONE CONNECT refused");
             inner.metrics.refuse(reason);
-            return status_response(status);
+            let _ = respond.send_response(status_response(status), true);
+            return;
         }
     };
-    let upgrade = hyper::upgrade::on(&mut req);
+    let send = match respond.send_response(status_response(StatusCode::OK), false) {
+        Ok(send) => send,
+        Err(e) => {
+            tracing::debug!(error = %e, "HBONE stream closed before it opened");
+            return;
+        }
+    };
     let info = TunnelInfo {
         peer: conn.peer.clone(),
         source: conn.addrs.remote,
@@ -399,23 +429,15 @@ fn handle(inner: &Arc<Inner>, conn: &Conn, mut req: Request<Incoming>) -> Respon
             .and_then(forwarded_host),
     };
     inner.metrics.tunnel();
-    let observer = inner.observer.clone();
-    tokio::spawn(async move {
-        match upgrade.await {
-            Ok(upgraded) => {
-                let meter = observer.map(|o| o.opened(&info));
-                handler(TunnelIo::new(TokioIo::new(upgraded), meter), info).await
-            }
-            Err(e) => tracing::debug!(error = %e, "HBONE stream closed before it opened"),
-        }
-    });
-    status_response(StatusCode::OK)
+    let meter = inner.observer.as_ref().map(|o| o.opened(&info));
+    let io = TunnelIo::new(H2Stream::new(send, req.into_body()), meter);
+    tokio::spawn(handler(io, info));
 }
 
-fn admit(
+fn admit<B>(
     inner: &Inner,
     conn: &Conn,
-    req: &Request<Incoming>,
+    req: &Request<B>,
 ) -> Result<(SocketAddr, Handler), (Refusal, StatusCode)> {
     if req.method() != Method::CONNECT {
         return Err((Refusal::method, StatusCode::METHOD_NOT_ALLOWED));
@@ -454,8 +476,8 @@ fn admit(
     Ok((destination, handler))
 }
 
-fn status_response(status: StatusCode) -> Response<Empty<Bytes>> {
-    let mut resp = Response::new(Empty::new());
+fn status_response(status: StatusCode) -> Response<()> {
+    let mut resp = Response::new(());
     *resp.status_mut() = status;
     resp
 }

@@ -209,3 +209,55 @@ async fn a_tunnel_takes_ztunnels_window_before_the_app_reads() {
     stream.read_exact(&mut ok).await.unwrap();
     assert_eq!(&ok, b"ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_both_ways_at_once_outgrows_every_window() {
+    // Two tunnels on one connection each carry 20 MiB each way at once (80 MiB in all,
+    // five times the 16 MiB connection window): the windows must reopen as each side's
+    // reader consumes, on both sides, or the transfer stalls.
+    const LEN: usize = 20 << 20;
+    let ca = DevCa::new(td()).unwrap();
+    let hbone = spawn(builder(store(&ca, "reviews")).build()).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let pattern = |seed: usize| (0..LEN).map(move |i| ((i * 7 + seed) % 251) as u8);
+    let transfer = |seed: usize| {
+        let client = client.clone();
+        async move {
+            let stream = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+            let (mut r, mut w) = tokio::io::split(stream);
+            let data: Vec<u8> = pattern(seed).collect();
+            let write = async {
+                // Uneven writes, vectored (one frame) and plain, as codecs write.
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    let (a, b) = rest.split_at(rest.len().min(40_000));
+                    let (b, _) = b.split_at(b.len().min(25_000));
+                    let n = w
+                        .write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)])
+                        .await?;
+                    rest = &rest[n..];
+                }
+                w.shutdown().await
+            };
+            let read = async {
+                let mut got = Vec::with_capacity(LEN);
+                r.read_to_end(&mut got).await.map(|_| got)
+            };
+            let (wrote, got) = tokio::join!(write, read);
+            wrote.unwrap();
+            let got = got.unwrap();
+            assert_eq!(got.len(), LEN, "the echo came back whole");
+            assert!(got == data, "the echo came back in order, unchanged");
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        tokio::join!(transfer(1), transfer(2))
+    })
+    .await
+    .expect("both transfers finish: no window stays shut");
+    assert_eq!(
+        client.connections_dialled(),
+        1,
+        "both shared one connection"
+    );
+}

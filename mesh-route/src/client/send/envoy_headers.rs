@@ -85,7 +85,7 @@ fn millis_value(ms: u64) -> HeaderValue {
         LazyLock::new(|| (1..=SECONDS).map(|s| HeaderValue::from(s * 1000)).collect());
     if ms < SMALL {
         SMALL_VALUES[ms as usize].clone()
-    } else if ms % 1000 == 0 && (1..=SECONDS).contains(&(ms / 1000)) {
+    } else if ms.is_multiple_of(1000) && (1..=SECONDS).contains(&(ms / 1000)) {
         SECOND_VALUES[(ms / 1000 - 1) as usize].clone()
     } else {
         HeaderValue::from(ms)

@@ -3,6 +3,8 @@
 //! `canonicalize` follows the rules of the URL canonicalizer Envoy runs for `normalize_path`
 //! (checked against Envoy 1.40 by `interop-tests/tests/envoy_path_normalization.rs`).
 
+use std::borrow::Cow;
+
 /// Characters a canonical path may not hold raw: percent-encoded on output.
 fn must_escape(c: u8) -> bool {
     !(0x20..0x7f).contains(&c)
@@ -118,8 +120,16 @@ fn escape_nested(out: &mut Vec<u8>, p: usize, next: Option<u8>) {
 }
 
 /// RFC 3986 normalization of a path; `None` when it holds a NUL (raw or `%00`).
-pub(super) fn canonicalize(path: &str) -> Option<String> {
+pub(super) fn canonicalize(path: &str) -> Option<Cow<'_, str>> {
     let b = path.as_bytes();
+    // Most paths are canonical already (no escape, backslash, character to escape or dot
+    // segment): borrowed, as the loop below would copy them unchanged.
+    if b.first() == Some(&b'/')
+        && !path.contains("/.")
+        && !b.iter().any(|&c| c == b'%' || c == b'\\' || must_escape(c))
+    {
+        return Some(Cow::Borrowed(path));
+    }
     let mut out = Vec::with_capacity(b.len() + 1);
     if !b.first().copied().is_some_and(is_slash) {
         out.push(b'/');
@@ -183,7 +193,7 @@ pub(super) fn canonicalize(path: &str) -> Option<String> {
         }
     }
     // Only ASCII was pushed: raw bytes >= 0x80 were percent-encoded.
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 /// Decodes `%2F` to `/` and `%5C` to `\` (any case); `None` when there is none.

@@ -141,7 +141,8 @@ impl PathNormalization {
         }
         if self.normalize_path {
             match canon::canonicalize(&out) {
-                Some(c) => out = c.into(),
+                Some(std::borrow::Cow::Owned(c)) => out = c.into(),
+                Some(std::borrow::Cow::Borrowed(_)) => {}
                 None => return PathOutcome::Reject("invalid path"),
             }
         }

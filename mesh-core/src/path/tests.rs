@@ -289,3 +289,24 @@ mod layer {
         assert_eq!(opts.status(), StatusCode::OK);
     }
 }
+
+/// A path that is canonical already (the common case) is lent back, not copied; the others
+/// still go through the canonicalizer.
+#[test]
+fn canonical_paths_are_not_copied() {
+    use std::borrow::Cow;
+    for p in ["/", "/payload", "/a/b.c/d", "/a../b", "/x-y_z~/q;p"] {
+        let c = super::canon::canonicalize(p);
+        assert!(matches!(c, Some(Cow::Borrowed(s)) if s == p), "{p}: {c:?}");
+    }
+    for (p, want) in [
+        ("/a/./b", "/a/b"),
+        ("/.x", "/.x"),
+        ("/%61", "/a"),
+        ("/a\\b", "/a/b"),
+        ("/a b", "/a%20b"),
+    ] {
+        let c = super::canon::canonicalize(p);
+        assert!(matches!(&c, Some(Cow::Owned(s)) if s == want), "{p}: {c:?}");
+    }
+}

@@ -213,8 +213,8 @@ impl TraceContext {
             }
         };
         // Every value is a slice of one buffer: the traceparent holds the hex trace and span
-        // ids B3 sends, the parent's follows it. Two allocations at most (the buffer, and
-        // its shared header once sliced) instead of one per header.
+        // ids B3 sends, the parent's follows it. One allocation (the buffer, owned by the
+        // `Bytes` with its reference count) instead of one per header.
         let mut buf = [0u8; 71];
         buf[..55].copy_from_slice(&self.traceparent_bytes());
         let mut len = 55;
@@ -225,15 +225,14 @@ impl TraceContext {
             buf[55..71].copy_from_slice(hex_into(&p, &mut hex));
             len = 71;
         }
-        let all = bytes::Bytes::copy_from_slice(&buf[..len]);
-        if propagation == Propagation::W3c {
-            // Unsliced: one allocation.
-            put(TRACEPARENT, HeaderValue::from_maybe_shared(all).ok());
-            return;
-        }
+        let all = bytes::Bytes::from_owner(buf);
         // Validated (visible ASCII), not copied.
         let value =
             |range: std::ops::Range<usize>| HeaderValue::from_maybe_shared(all.slice(range)).ok();
+        if propagation == Propagation::W3c {
+            put(TRACEPARENT, value(0..55));
+            return;
+        }
         if propagation != Propagation::B3 {
             put(TRACEPARENT, value(0..55));
         }

@@ -5,17 +5,20 @@
 //! `suppress_envoy_headers` a circuit breaker's overflow reply keeps `x-envoy-overloaded`;
 //! with it the header is taken off that reply (an upstream's own is passed on).
 
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use mesh_core::extensions::{ATTEMPT_COUNT_HEADER, ResponseFlags};
 
 use crate::RoutePolicy;
 
-const EXPECTED_TIMEOUT: &str = "x-envoy-expected-rq-timeout-ms";
-const ORIGINAL_PATH: &str = "x-envoy-original-path";
-const SERVICE_TIME: &str = "x-envoy-upstream-service-time";
-const OVERLOADED: &str = "x-envoy-overloaded";
+// Names built once: inserting a `&str` name that is not a standard header copies it into a
+// new allocation on every request.
+const EXPECTED_TIMEOUT: HeaderName = HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const SERVICE_TIME: HeaderName = HeaderName::from_static("x-envoy-upstream-service-time");
+const OVERLOADED: HeaderName = HeaderName::from_static("x-envoy-overloaded");
 
 /// The headers of the upstream request. `timeout` is the route timeout that applies;
 /// `original_path` the path before the route rewrote it (`None` when it did not).
@@ -39,7 +42,7 @@ pub(super) fn on_request(
         .and_then(|r| r.per_try_timeout)
         .filter(|t| !t.is_zero());
     if let Some(t) = per_try.or(timeout).filter(|t| !t.is_zero()) {
-        headers.insert(EXPECTED_TIMEOUT, HeaderValue::from(millis(t)));
+        headers.insert(EXPECTED_TIMEOUT, millis_value(millis(t)));
     }
     if let Some(v) = original_path.and_then(|p| HeaderValue::from_str(p).ok()) {
         headers.insert(ORIGINAL_PATH, v);
@@ -62,11 +65,53 @@ pub(super) fn on_response<B>(
     }
     if upstream {
         let ms = millis(started.elapsed());
-        resp.headers_mut()
-            .insert(SERVICE_TIME, HeaderValue::from(ms));
+        resp.headers_mut().insert(SERVICE_TIME, millis_value(ms));
     }
 }
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `ms` as a header value; the common ones (service times under a second, timeouts in
+/// whole seconds up to five minutes) are clones of values formatted once, which costs no
+/// allocation per request.
+fn millis_value(ms: u64) -> HeaderValue {
+    const SMALL: u64 = 1024;
+    const SECONDS: u64 = 300;
+    static SMALL_VALUES: LazyLock<Vec<HeaderValue>> =
+        LazyLock::new(|| (0..SMALL).map(HeaderValue::from).collect());
+    static SECOND_VALUES: LazyLock<Vec<HeaderValue>> =
+        LazyLock::new(|| (1..=SECONDS).map(|s| HeaderValue::from(s * 1000)).collect());
+    if ms < SMALL {
+        SMALL_VALUES[ms as usize].clone()
+    } else if ms.is_multiple_of(1000) && (1..=SECONDS).contains(&(ms / 1000)) {
+        SECOND_VALUES[(ms / 1000 - 1) as usize].clone()
+    } else {
+        HeaderValue::from(ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::millis_value;
+
+    /// The cached values and the formatted ones agree, at the edges of both tables.
+    #[test]
+    fn millis_values_are_the_decimal_milliseconds() {
+        for ms in [
+            0,
+            999,
+            1000,
+            1023,
+            1024,
+            1500,
+            15_000,
+            300_000,
+            301_000,
+            u64::MAX,
+        ] {
+            assert_eq!(millis_value(ms), ms.to_string().as_str(), "{ms}");
+        }
+    }
 }

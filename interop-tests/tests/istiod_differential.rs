@@ -74,8 +74,9 @@ const PROXYLESS: &[Expected] = &[
         kind: "CDS",
         resource: "",
         path: "circuit_breakers.*",
-        reason: "istiod's proxyless clusters have Envoy's default thresholds; ours have the \
-                 sidecar's (DestinationRule connectionPool, else unlimited)",
+        reason: "istiod's proxyless clusters have Envoy's default thresholds (but no retry \
+                 limit: the proxyless dialect); ours have the sidecar's (DestinationRule \
+                 connectionPool, else unlimited)",
     },
     Expected {
         kind: "CDS",

@@ -21,4 +21,4 @@ pub mod client;
 pub mod resource;
 pub mod translate;
 
-pub use resource::{Rejection, Resource, ResourceType, decode};
+pub use resource::{Rejection, Resource, ResourceType, decode, decode_as};

@@ -34,7 +34,7 @@ use envoy_types::pb::google::protobuf::Any;
 use mesh_core::model;
 use prost::Message;
 
-use crate::translate;
+use crate::translate::{self, Dialect};
 
 /// The four xDS resource types a data plane subscribes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -239,7 +239,13 @@ impl std::error::Error for Rejection {}
 /// Decodes and validates one resource of type `ty`.
 ///
 /// Accepts the resource itself or wrapped in `envoy.service.discovery.v3.Resource`.
+/// Unset fields take Envoy's defaults (see [`decode_as`]).
 pub fn decode(ty: ResourceType, raw: &Any) -> Result<Resource, Rejection> {
+    decode_as(ty, raw, Dialect::Envoy)
+}
+
+/// [`decode`], with unset fields filled in as the control plane's `dialect` means them.
+pub fn decode_as(ty: ResourceType, raw: &Any, dialect: Dialect) -> Result<Resource, Rejection> {
     if raw.type_url == WRAPPER_URL {
         let wrapper =
             envoy_types::pb::envoy::service::discovery::v3::Resource::decode(raw.value.as_slice())
@@ -259,7 +265,7 @@ pub fn decode(ty: ResourceType, raw: &Any) -> Result<Resource, Rejection> {
             });
         }
         // A resource that cannot even be decoded is still named by its wrapper.
-        return decode(ty, &inner).map_err(|mut r| {
+        return decode_as(ty, &inner, dialect).map_err(|mut r| {
             if r.name.is_none() {
                 r.name = name;
             }
@@ -283,7 +289,7 @@ pub fn decode(ty: ResourceType, raw: &Any) -> Result<Resource, Rejection> {
         ResourceType::RouteConfiguration => {
             translate::route::decode(bytes).map(Resource::RouteConfiguration)
         }
-        ResourceType::Cluster => translate::cluster::decode(bytes).map(Resource::Cluster),
+        ResourceType::Cluster => translate::cluster::decode(bytes, dialect).map(Resource::Cluster),
         ResourceType::ClusterLoadAssignment => {
             translate::endpoint::decode(bytes).map(Resource::ClusterLoadAssignment)
         }

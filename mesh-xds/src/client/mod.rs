@@ -44,6 +44,7 @@ pub use subscription::listener_name_for_target;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::resource::{self, Rejection, Resource, ResourceType};
+use crate::translate::Dialect;
 use ads::{Command, Driver};
 use state::{Codec, Decoded, State};
 
@@ -141,15 +142,18 @@ pub use mesh_core::config::{ConfigSnapshot, ResourceMap};
 /// Why a token is never sent on a plaintext channel, named in errors.
 pub const TOKEN_RULE: &str = "refusing to send the xDS bearer token (token_file / jwt_token_file call_creds) on a plaintext channel: gRFC A97 allows call credentials only on secure channels; use TLS to the control plane, or drop the token";
 
-/// Decodes through [`resource::decode`] (the real translation) into [`ConfigSnapshot`]s.
-struct ModelCodec;
+/// Decodes through [`resource::decode_as`] (the real translation) into [`ConfigSnapshot`]s,
+/// in the dialect of the control plane the node talks to.
+struct ModelCodec {
+    dialect: Dialect,
+}
 
 impl Codec for ModelCodec {
     type Value = Resource;
     type Snapshot = ConfigSnapshot;
 
     fn decode(&self, ty: ResourceType, raw: &Any) -> Result<Decoded<Resource>, Rejection> {
-        let value = resource::decode(ty, raw)?;
+        let value = resource::decode_as(ty, raw, self.dialect)?;
         Ok(Decoded {
             name: value.name().to_owned(),
             dependencies: value.dependencies(),
@@ -233,7 +237,9 @@ impl XdsClient {
     pub fn new(config: XdsClientConfig, channel: impl Into<XdsChannel>) -> Self {
         let channel = channel.into();
         let mut state = State::new(
-            ModelCodec,
+            ModelCodec {
+                dialect: Dialect::of_node(&config.node),
+            },
             config.wildcard_listeners,
             config.wildcard_clusters,
             config.resource_timeout,

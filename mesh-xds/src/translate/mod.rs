@@ -33,6 +33,53 @@ use prost::Message;
 
 use crate::resource::Rejection;
 
+/// Whose defaults fill in what a resource leaves unset.
+///
+/// ```
+/// use mesh_xds::translate::Dialect;
+/// use envoy_types::pb::envoy::config::core::v3::Node;
+///
+/// assert_eq!(Dialect::of_node(&Node::default()), Dialect::Envoy);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Dialect {
+    /// Envoy's defaults: any xDS control plane.
+    #[default]
+    Envoy,
+    /// Istio's proxyless generator (a node whose metadata says `GENERATOR: grpc`). It
+    /// sends a cluster's circuit breakers with `max_requests` only (gRFC A32): the retry
+    /// limit is one it cannot express, which gRPC libraries do not have and istiod lifts for
+    /// its sidecars (4294967295). So a thresholds entry without `max_retries` means no limit
+    /// here, not Envoy's 3, which would fail retryable requests whenever more than three
+    /// retries to a cluster overlap and which no Istio config could raise.
+    IstioProxyless,
+}
+
+impl Dialect {
+    /// The dialect of the control plane serving `node`: [`Dialect::IstioProxyless`] when its
+    /// metadata asks istiod for the proxyless generator.
+    pub fn of_node(node: &envoy_types::pb::envoy::config::core::v3::Node) -> Self {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let generator = node
+            .metadata
+            .as_ref()
+            .and_then(|m| m.fields.get("GENERATOR"))
+            .and_then(|v| v.kind.as_ref());
+        match generator {
+            Some(Kind::StringValue(g)) if g == "grpc" => Self::IstioProxyless,
+            _ => Self::Envoy,
+        }
+    }
+
+    /// A cluster's `max_retries` where its thresholds set none.
+    pub(crate) fn unset_max_retries(self) -> u32 {
+        match self {
+            Self::Envoy => 3,
+            Self::IstioProxyless => u32::MAX,
+        }
+    }
+}
+
 /// A validation failure: the path of fields down to the culprit, and what is wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Invalid {

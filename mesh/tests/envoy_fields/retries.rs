@@ -183,6 +183,45 @@ async fn retry_host_predicate_moves_retries_to_another_endpoint() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_retries_are_not_capped_under_istios_proxyless_generator() {
+    // The harness's node asks for istiod's proxyless generator (GENERATOR: grpc), whose
+    // clusters carry no `max_retries` (only `max_requests`, gRFC A32): no retry limit there,
+    // not Envoy's 3. Ten requests fail at once, slowly, so their ten retries overlap; under
+    // a limit of 3 seven of them would overflow and answer 503.
+    let vh = VirtualHost {
+        routes: vec![with_retry("/", "limited", retry("5xx", 1))],
+        ..Default::default()
+    };
+    use envoy_types::pb::envoy::config::cluster::v3::{CircuitBreakers, circuit_breakers};
+    // Shaped as istiod sends a DestinationRule's `http2MaxRequests` to a proxyless node.
+    let limited = |p: &Ports| {
+        let mut c = cluster("limited", &[p.a], None);
+        c.circuit_breakers = Some(CircuitBreakers {
+            thresholds: vec![circuit_breakers::Thresholds {
+                max_requests: Some(UInt32Value { value: 100 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        vec![c]
+    };
+    let f = start_with(vec![listener("overlap.test:80", hcm(routes(vh)))], limited).await;
+    let calls = (0..10).map(|_| {
+        f.get(
+            "http://overlap.test:80/",
+            &[("x-fail", "10"), ("x-delay-ms", "300")],
+        )
+    });
+    let statuses: Vec<u16> = futures::future::join_all(calls)
+        .await
+        .iter()
+        .map(|g| g.status)
+        .collect();
+    assert_eq!(statuses, [200; 10], "every retry ran");
+    assert_eq!(f.a.calls(), 20);
+}
+
 // ---- timeouts ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

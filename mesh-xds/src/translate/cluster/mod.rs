@@ -17,15 +17,15 @@ use http::http_protocol;
 use resilience::{circuit_breakers, outlier_detection};
 
 use super::endpoint::{AddressKind, cluster_load_assignment};
-use super::{At, Res, bail, opt_duration, refuse_set, unpack};
+use super::{At, Dialect, Res, bail, opt_duration, refuse_set, unpack};
 use crate::resource::Rejection;
 
 const AGGREGATE_TYPE: &str = "envoy.clusters.aggregate";
 /// Envoy's default `dns_refresh_rate`.
 const DEFAULT_DNS_REFRESH: Duration = Duration::from_secs(5);
 
-/// Decodes and validates a CDS resource.
-pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
+/// Decodes and validates a CDS resource, filling in unset fields as `dialect` says.
+pub fn decode(bytes: &[u8], dialect: Dialect) -> Result<Arc<Cluster>, Rejection> {
     let c: pb::Cluster = super::decode_message(bytes, "envoy.config.cluster.v3.Cluster")?;
     if c.name.is_empty() {
         return Err(Rejection {
@@ -33,13 +33,18 @@ pub fn decode(bytes: &[u8]) -> Result<Arc<Cluster>, Rejection> {
             reason: "cluster has an empty name".into(),
         });
     }
-    cluster(&c)
+    cluster_in(&c, dialect)
         .map(Arc::new)
         .map_err(|e| e.reject("cluster", &c.name))
 }
 
-/// Translates a `Cluster`.
+/// Translates a `Cluster` with Envoy's defaults.
 pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
+    cluster_in(c, Dialect::Envoy)
+}
+
+/// Translates a `Cluster`, filling in unset fields as `dialect` says.
+pub fn cluster_in(c: &pb::Cluster, dialect: Dialect) -> Res<Cluster> {
     let discovery = discovery(c)?;
     reject_unsupported(c)?;
     // A typed load_balancing_policy takes precedence over lb_policy (Envoy, gRPC A52).
@@ -70,7 +75,8 @@ pub fn cluster(c: &pb::Cluster) -> Res<Cluster> {
             common
         },
         connect_timeout,
-        circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref()).at("circuit_breakers")?,
+        circuit_breakers: circuit_breakers(c.circuit_breakers.as_ref(), dialect)
+            .at("circuit_breakers")?,
         outlier_detection: c
             .outlier_detection
             .as_ref()

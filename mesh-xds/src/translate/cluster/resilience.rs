@@ -11,16 +11,26 @@ use mesh_core::model::{
 };
 
 use super::balancing::percent;
-use crate::translate::{At, Res, bail, duration};
+use crate::translate::{At, Dialect, Res, bail, duration};
 
-pub(super) fn circuit_breakers(c: Option<&pb::CircuitBreakers>) -> Res<CircuitBreakers> {
+pub(super) fn circuit_breakers(
+    c: Option<&pb::CircuitBreakers>,
+    dialect: Dialect,
+) -> Res<CircuitBreakers> {
+    let unset = Thresholds {
+        max_retries: dialect.unset_max_retries(),
+        ..Thresholds::default()
+    };
+    let mut out = CircuitBreakers {
+        default: unset,
+        high: unset,
+    };
     let Some(c) = c else {
-        return Ok(CircuitBreakers::default());
+        return Ok(out);
     };
     if !c.per_host_thresholds.is_empty() {
         return bail("per_host_thresholds are not supported");
     }
-    let mut out = CircuitBreakers::default();
     let mut seen = [false; 2];
     for (i, t) in c.thresholds.iter().enumerate() {
         let at = || format!(".thresholds[{i}]");
@@ -52,7 +62,7 @@ pub(super) fn circuit_breakers(c: Option<&pb::CircuitBreakers>) -> Res<CircuitBr
             max_connections: v(&t.max_connections, 1024),
             max_pending_requests: v(&t.max_pending_requests, 1024),
             max_requests: v(&t.max_requests, 1024),
-            max_retries: v(&t.max_retries, 3),
+            max_retries: v(&t.max_retries, unset.max_retries),
             retry_budget,
         };
         if slot == 0 {

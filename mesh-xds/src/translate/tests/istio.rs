@@ -326,6 +326,73 @@ fn cluster_with_istio_mutual_and_ring_hash() {
 }
 
 #[test]
+fn proxyless_clusters_limit_retries_only_where_they_say_so() {
+    use crate::translate::Dialect;
+    let breakers = |max_retries: Option<u32>| cds::Cluster {
+        name: CLUSTER.into(),
+        cluster_discovery_type: Some(cds::cluster::ClusterDiscoveryType::Type(
+            cds::cluster::DiscoveryType::Eds as i32,
+        )),
+        eds_cluster_config: Some(cds::cluster::EdsClusterConfig {
+            service_name: CLUSTER.into(),
+            eds_config: ads(),
+        }),
+        // istiod's proxyless generator: a DestinationRule's http2MaxRequests only.
+        circuit_breakers: Some(cds::CircuitBreakers {
+            thresholds: vec![cds::circuit_breakers::Thresholds {
+                max_requests: u32v(100),
+                max_retries: max_retries.and_then(u32v),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let none = cds::Cluster {
+        circuit_breakers: None,
+        ..breakers(None)
+    };
+    let limits = |c: cds::Cluster, dialect| match crate::resource::decode_as(
+        ResourceType::Cluster,
+        &wrapped(CLUSTER, c),
+        dialect,
+    ) {
+        Ok(Resource::Cluster(c)) => (
+            c.circuit_breakers.default.max_requests,
+            c.circuit_breakers.default.max_retries,
+            c.circuit_breakers.high.max_retries,
+        ),
+        other => panic!("{other:?}"),
+    };
+    let d = 1024;
+    let (envoy, proxyless) = (Dialect::Envoy, Dialect::IstioProxyless);
+    assert_eq!(limits(breakers(None), envoy), (100, 3, 3));
+    assert_eq!(limits(breakers(None), proxyless), (100, u32::MAX, u32::MAX));
+    assert_eq!(limits(none.clone(), envoy), (d, 3, 3));
+    assert_eq!(limits(none, proxyless), (d, u32::MAX, u32::MAX));
+    // A limit the cluster does set applies in either dialect.
+    assert_eq!(limits(breakers(Some(5)), proxyless), (100, 5, u32::MAX));
+
+    // The dialect follows the node's GENERATOR metadata.
+    let node = |generator: &str| {
+        let mut metadata = Struct::default();
+        metadata.fields.insert(
+            "GENERATOR".into(),
+            Value {
+                kind: Some(Kind::StringValue(generator.into())),
+            },
+        );
+        core::Node {
+            metadata: Some(metadata),
+            ..Default::default()
+        }
+    };
+    assert_eq!(Dialect::of_node(&node("grpc")), proxyless);
+    assert_eq!(Dialect::of_node(&node("envoy")), envoy);
+    assert_eq!(Dialect::of_node(&core::Node::default()), envoy);
+}
+
+#[test]
 fn sidecar_style_route_configuration() {
     let route = rds::Route {
         name: "default".into(),

@@ -1,6 +1,6 @@
 //! HTTP and TCP through HBONE tunnels between our client and our server, over real
 //! sockets: the caller's identity reaches the app, pooling stays within 100 streams per
-//! connection, a reset stream fails alone, and a tunnel has ztunnel's window.
+//! connection, a reset stream fails alone (either side), and a tunnel has ztunnel's window.
 
 mod support;
 
@@ -139,6 +139,59 @@ async fn a_stream_the_peer_resets_fails_alone() {
     let mut c = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
     c.write_all(b"new one!").await.unwrap();
     c.read_exact(&mut buf).await.unwrap();
+    assert_eq!(client.connections_dialled(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_the_client_drops_stops_the_server_writing() {
+    // The server streams into the tunnel without end; the client reads a little and drops
+    // it. The server's next writes must fail (the client cancelled the stream), not wait for
+    // ever for window the client will never give, and the connection keeps serving.
+    const FIREHOSE_PORT: u16 = 9002;
+    let ca = DevCa::new(td()).unwrap();
+    let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<std::io::Error>();
+    let stopped_tx = std::sync::Mutex::new(Some(stopped_tx));
+    let server = builder(store(&ca, "reviews"))
+        .tcp(FIREHOSE_PORT, move |mut io, _| {
+            let stopped = stopped_tx.lock().unwrap().take();
+            async move {
+                let chunk = vec![1u8; 64 * 1024];
+                let err = loop {
+                    if let Err(e) = io.write_all(&chunk).await {
+                        break e;
+                    }
+                };
+                if let Some(tx) = stopped {
+                    let _ = tx.send(err);
+                }
+            }
+        })
+        .build();
+    let hbone = spawn(server).await;
+    let client = HboneClient::new(store(&ca, "productpage"));
+    let mut firehose = client.connect(&target(hbone, FIREHOSE_PORT)).await.unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    firehose.read_exact(&mut buf).await.unwrap();
+    drop(firehose);
+
+    let err = tokio::time::timeout(std::time::Duration::from_secs(5), stopped_rx)
+        .await
+        .expect("the server's writes fail once the client dropped the tunnel")
+        .unwrap();
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::Other
+        ),
+        "{err}"
+    );
+    let mut echo = client.connect(&target(hbone, TCP_PORT)).await.unwrap();
+    echo.write_all(b"after it").await.unwrap();
+    let mut out = [0u8; 8];
+    echo.read_exact(&mut out).await.unwrap();
+    assert_eq!(&out, b"after it");
     assert_eq!(client.connections_dialled(), 1);
 }
 

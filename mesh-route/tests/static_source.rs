@@ -841,3 +841,141 @@ async fn dns_lookup_family_picks_the_addresses_of_a_dns_cluster() {
         }
     }
 }
+
+/// What the HTTP/2 server of [`H2Backend`] does with the streams it receives.
+#[derive(Clone, Copy)]
+enum Streams {
+    /// Resets the first `n` streams with `REFUSED_STREAM` before reading them (it did not
+    /// process them), answers the others with their body.
+    Refuse(usize),
+    /// Reads each request whole, then resets its stream with `INTERNAL_ERROR`.
+    ResetAfterReading,
+}
+
+/// A plaintext HTTP/2 server on h2's own API, counting connections and streams.
+struct H2Backend {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    streams: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl H2Backend {
+    async fn start(mode: Streams) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, s) = (conns.clone(), streams.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, respond))) = conn.accept().await {
+                        let n = s.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(h2_answer(mode, n, req, respond));
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            conns,
+            streams,
+            _task: task,
+        }
+    }
+}
+
+/// Answers the `n`th stream (from 0) as `mode` says.
+async fn h2_answer(
+    mode: Streams,
+    n: usize,
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    if let Streams::Refuse(refused) = mode
+        && n < refused
+    {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
+    let mut body = req.into_body();
+    let mut got = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    if let Streams::ResetAfterReading = mode {
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
+    }
+    if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+        let _ = send.send_data(got.into(), true);
+    }
+}
+
+/// A snapshot routing everything, with no retry policy, to the HTTP/2 cluster `h2` of
+/// `backend`.
+fn h2_client(backend: &H2Backend) -> MeshClient {
+    let mut c = cluster("h2", LbPolicy::RoundRobin, None);
+    c.http_protocol.protocol = UpstreamProtocol::Http2;
+    let routes = vec![route(
+        "all",
+        "/",
+        vec![],
+        ClusterSpecifier::Cluster("h2".into()),
+    )];
+    let source = StaticSource::new(snapshot(routes, vec![(c, vec![backend.addr])]));
+    MeshClient::new(source, IdentityStore::new(), MeshClientConfig::default())
+}
+
+/// POST `body`: the status and the response body (empty when the request failed).
+async fn post(client: &MeshClient, body: &'static str) -> (u16, String) {
+    let req = http::Request::post(format!("http://{LISTENER}/echo"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let resp = client.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+    (
+        status,
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_sent_again_on_another_connection_without_a_retry_policy() {
+    let backend = H2Backend::start(Streams::Refuse(1)).await;
+    let client = h2_client(&backend);
+    // The route has no retry policy: the pool sends the refused stream again, its body
+    // replayed, on a new connection (the refusing one may be at its limit).
+    assert_eq!(post(&client, "hello").await, (200, "hello".into()));
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 2);
+    // Later requests are not refused and go on as usual.
+    assert_eq!(post(&client, "again").await, (200, "again".into()));
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_sent_again_once() {
+    let backend = H2Backend::start(Streams::Refuse(2)).await;
+    let client = h2_client(&backend);
+    let (status, _) = post(&client, "hello").await;
+    assert_eq!(status, 503);
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_processed_and_reset_is_not_sent_again() {
+    let backend = H2Backend::start(Streams::ResetAfterReading).await;
+    let client = h2_client(&backend);
+    let (status, _) = post(&client, "hello").await;
+    assert_eq!(status, 503);
+    // Any attempt is made before the answer: one stream reached the server.
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 1);
+}

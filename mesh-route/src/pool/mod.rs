@@ -32,7 +32,11 @@
 //!   Each connection is hyper's connection-level `http2::SendRequest` (cloned per stream),
 //!   dialed by the first stream picked for it; streams picked meanwhile wait for that
 //!   attempt and share its error. A connection that failed, broke or received GOAWAY takes
-//!   no new stream, and a request it handed back unsent goes to another connection.
+//!   no new stream, and a request it handed back unsent goes to another connection. A
+//!   stream the server refused unprocessed (`REFUSED_STREAM`, or above a GOAWAY's last
+//!   stream id) is sent again once, whatever the retry policy (gRFC A6's transparent
+//!   retry), on another connection when one has room or may be opened; its body is kept
+//!   for that up to 64 KiB.
 //!   Beyond those limits streams share the least-loaded connection (hyper then holds
 //!   streams over the server's own `SETTINGS_MAX_CONCURRENT_STREAMS` until one ends). A
 //!   stream counts as in flight until its response ends: the response's [`PoolBody`]

@@ -979,3 +979,114 @@ async fn a_stream_the_server_processed_and_reset_is_not_sent_again() {
     // Any attempt is made before the answer: one stream reached the server.
     assert_eq!(backend.streams.load(Ordering::SeqCst), 1);
 }
+
+/// An mTLS server as `web` offering `alpn`, answering `<version> <client port>` after
+/// `delay`, behind a [`counting_proxy`]: the proxy's address and its connection count.
+async fn alpn_backend(
+    ca: &DevCa,
+    alpn: &[&[u8]],
+    delay: Duration,
+) -> (SocketAddr, Arc<AtomicUsize>, [Backend; 2]) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = ServerSettings {
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        ..Default::default()
+    };
+    let acceptor = MeshAcceptor::new(identity(ca, "web"), settings);
+    let svc = tower::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            let port = req
+                .extensions()
+                .get::<ConnectionAddrs>()
+                .map_or(0, |a| a.remote.port());
+            let body = Bytes::from(format!("{:?} {port}", req.version()));
+            Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+        },
+    );
+    let task = tokio::spawn(async move {
+        let _ = mesh_tls::server::serve(listener, acceptor, svc).await;
+    });
+    let (proxy, conns, p) = counting_proxy(addr).await;
+    (proxy, conns, [Backend { addr, _task: task }, p])
+}
+
+/// A client of the ALPN cluster `web` (mTLS, `auto_config`: `h2` and `http/1.1` offered) to
+/// `addr`, with `breakers` and one HTTP/2 connection per endpoint before sharing.
+fn alpn_client(ca: &DevCa, addr: SocketAddr, breakers: Thresholds) -> MeshClient {
+    let mut c = cluster("web", LbPolicy::RoundRobin, Some("web"));
+    c.http_protocol.protocol = UpstreamProtocol::Auto;
+    c.circuit_breakers.default = breakers;
+    let routes = vec![route(
+        "all",
+        "/",
+        vec![],
+        ClusterSpecifier::Cluster("web".into()),
+    )];
+    let mut config = MeshClientConfig::default();
+    config.pool.http2_connections = Some(1);
+    let source = StaticSource::new(snapshot(routes, vec![(c, vec![addr])]));
+    MeshClient::new(source, identity(ca, "productpage"), config)
+}
+
+/// `n` GETs at once: each answer's status and body.
+async fn concurrent_gets(client: &MeshClient, n: usize) -> Vec<(u16, String)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { get(&client, "/", &[]).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alpn_cluster_multiplexes_on_h2_and_pools_http1_connections() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let slow = Duration::from_millis(300);
+    for (alpn, version, conns_for_8) in [
+        (&[b"http/1.1".as_slice()][..], "HTTP/1.1", 8),
+        (&[b"h2".as_slice(), b"http/1.1"][..], "HTTP/2.0", 1),
+    ] {
+        let (addr, conns, _b) = alpn_backend(&ca, alpn, slow).await;
+        let client = alpn_client(&ca, addr, Thresholds::default());
+        // 8 at once: HTTP/1.1 takes a connection each, h2 multiplexes them on one.
+        let answers = concurrent_gets(&client, 8).await;
+        for (code, body) in &answers {
+            assert_eq!(
+                (*code, body.split(' ').next().unwrap()),
+                (200, version),
+                "{body}"
+            );
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), conns_for_8, "{version}");
+        // Then sequential requests reuse those connections.
+        for _ in 0..5 {
+            assert_eq!(get(&client, "/", &[]).await.0, 200);
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), conns_for_8, "{version}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alpn_clusters_breakers_hold_connections_and_refuse_over_max_pending() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let (addr, conns, _b) = alpn_backend(&ca, &[b"http/1.1"], Duration::from_millis(500)).await;
+    let breakers = Thresholds {
+        max_connections: 1,
+        max_pending_requests: 1,
+        ..Thresholds::default()
+    };
+    let client = alpn_client(&ca, addr, breakers);
+    // One request on the one connection, one pending for it, the others refused at once.
+    let answers = concurrent_gets(&client, 4).await;
+    let ok = answers.iter().filter(|(c, _)| *c == 200).count();
+    let refused = answers.iter().filter(|(c, _)| *c == 503).count();
+    assert_eq!((ok, refused), (2, 2), "{answers:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}

@@ -15,7 +15,7 @@ use mesh_resilience::retry::ReplayBody;
 use tower::BoxError;
 
 use super::config::Lifetime;
-use super::h2_conn::{Conn, Dial, SendError};
+use super::h2_conn::{Conn, Dial, Ready, SendError};
 use super::{ConnectError, RequestBody};
 
 /// Streams per connection when the cluster sets no `max_concurrent_streams` and the server
@@ -202,6 +202,23 @@ impl H2Set {
             .map(|_| ())
     }
 
+    /// Takes a connection dialed outside the set (the one that learned an ALPN endpoint's
+    /// protocol) as one of its connections, carrying no stream yet.
+    pub(super) fn adopt(&self, ready: Ready) {
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        let mut next = Vec::with_capacity(current.len() + 1);
+        next.extend(current.iter().filter(|c| !c.conn.is_dead()).cloned());
+        next.push(conn_of(Conn::up(ready)));
+        self.conns.store(Arc::new(next));
+    }
+
+    /// The endpoint's last seen server stream limit, for a connection dialed outside the
+    /// set.
+    pub(super) fn known_max(&self) -> Arc<AtomicUsize> {
+        self.known_max.clone()
+    }
+
     /// Swaps a spent connection for a new one, which it returns (streams under way keep
     /// the old one); when another request replaced it first, the connection in its place.
     fn replace(&self, spent: &Arc<H2Conn>) -> Arc<H2Conn> {
@@ -252,8 +269,12 @@ impl H2Set {
 }
 
 fn new_conn() -> Arc<H2Conn> {
+    conn_of(Conn::default())
+}
+
+fn conn_of(conn: Conn) -> Arc<H2Conn> {
     Arc::new(H2Conn {
-        conn: Conn::default(),
+        conn,
         streams: AtomicUsize::new(0),
         sent: AtomicU32::new(0),
         born: Instant::now(),

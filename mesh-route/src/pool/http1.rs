@@ -295,6 +295,22 @@ impl H1Set {
         }
     }
 
+    /// Takes a connection dialed for this endpoint outside the set (the one that learned
+    /// the protocol of an ALPN endpoint, its first): it holds a `max_connections` slot if
+    /// one is free and joins the idle list, unless the endpoint has a connection already
+    /// and no slot is free (then it is closed).
+    pub(super) fn adopt(&self, mut sender: Sender) {
+        let p = Priority::default();
+        sender.slot = self.breaker.try_connection(p);
+        sender._open = match sender.slot {
+            Some(_) => Some(OpenGuard::new(&self.open)),
+            None => OpenGuard::first(&self.open),
+        };
+        if sender._open.is_some() {
+            self.checkin(sender);
+        }
+    }
+
     /// Back to the idle list once the response headers are in: ready again when hyper has
     /// finished the body (a connection whose body is dropped unread closes instead).
     fn checkin(&self, sender: Sender) {
@@ -331,6 +347,14 @@ where
         .oneshot(Uri::default())
         .await
         .map_err(|e| ConnectError(e.into()))?;
+    handshake(io).await
+}
+
+/// Handshakes HTTP/1.1 on a dialed connection and drives it on a task.
+pub(super) async fn handshake<IO>(io: IO) -> Result<Sender, BoxError>
+where
+    IO: Read + Write + Connection + Unpin + Send + 'static,
+{
     let info = io.connected();
     let (tx, conn) = Builder::new()
         .handshake(io)

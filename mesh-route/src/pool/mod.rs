@@ -10,8 +10,10 @@
 //!   `client::conn::http1`, each carrying one request at a time; a request takes a ready
 //!   one or opens another (see `http1.rs`).
 //! - **Clusters that negotiate the protocol by ALPN** (TLS with `h2` and `http/1.1`
-//!   offered, or the downstream's protocol): one hyper-util pooled client per endpoint,
-//!   which multiplexes when `h2` was negotiated.
+//!   offered): both an HTTP/1.1 and an HTTP/2 set per endpoint, as below; the endpoint's
+//!   first connection learns which one the server chooses, and later requests go straight
+//!   to that set (see `alpn.rs`). Clusters that forward in the downstream's protocol send
+//!   HTTP/1 requests as HTTP/1.1 clusters do, HTTP/2 ones as gRPC requests (below).
 //! - **HTTP/2 clusters** (prior knowledge, or ALPN `h2` only): a small set of connections
 //!   per endpoint, each carrying many streams. A request goes to the connection with the
 //!   fewest streams in flight; it opens another connection instead when that one is busy
@@ -57,6 +59,7 @@
 //! close after the cluster's idle timeout (Envoy's default, 1 h, when the cluster sets
 //! none), each connection of a set on its own, checked by one sweep task per pool.
 
+mod alpn;
 mod config;
 mod connector;
 mod counted;

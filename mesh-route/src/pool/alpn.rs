@@ -162,17 +162,17 @@ impl AlpnSet {
     }
 
     /// Sends `req` once the server's choice is known, dialing the first connection if no
-    /// request is: it joins its protocol's set.
+    /// request is: it joins its protocol's set, and carries this request.
     pub(super) async fn send(
         self: Arc<Self>,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<Stream>), BoxError> {
-        let route = match self.route() {
-            Some(r) => r,
+        let (route, dialed) = match self.route() {
+            Some(r) => (r, None),
             None => self.learn().await?,
         };
         match route {
-            Route::H1(set) => set.send(req).await.map(|r| (r, None)),
+            Route::H1(set) => set.send_on(dialed, req).await.map(|r| (r, None)),
             Route::H2(set) => {
                 let stream = set.pick();
                 let (resp, stream) = set.send(stream, req).await?;
@@ -181,12 +181,13 @@ impl AlpnSet {
         }
     }
 
-    /// Dials a connection and keeps it in the set of the protocol the server chose.
-    async fn learn(&self) -> Result<Route, BoxError> {
+    /// Dials a connection and keeps it in the set of the protocol the server chose; an
+    /// HTTP/1.1 one is returned for the request that dialed it.
+    async fn learn(&self) -> Result<(Route, Option<Sender>), BoxError> {
         let failures = self.failures.load(Ordering::Acquire);
         let mut last = self.learning.lock().await;
         if let Some(route) = self.route() {
-            return Ok(route);
+            return Ok((route, None));
         }
         if let Some(e) = last
             .as_ref()
@@ -197,14 +198,13 @@ impl AlpnSet {
         }
         match (self.dial)(self.h2.known_max()).await {
             Ok(Negotiated::H1(s)) => {
-                self.h1.adopt(s);
                 self.chosen.set(HTTP1);
-                Ok(Route::H1(self.h1.clone()))
+                Ok((Route::H1(self.h1.clone()), self.h1.adopt(s)))
             }
             Ok(Negotiated::H2(r)) => {
                 self.h2.adopt(r);
                 self.chosen.set(HTTP2);
-                Ok(Route::H2(self.h2.clone()))
+                Ok((Route::H2(self.h2.clone()), None))
             }
             Err(e) => {
                 let e = Arc::new(e);

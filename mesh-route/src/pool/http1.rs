@@ -149,6 +149,16 @@ impl H1Set {
     /// Sends `req` (absolute URI: its authority becomes `Host` when the request has none).
     pub(super) async fn send(
         self: Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        self.send_on(None, req).await
+    }
+
+    /// Like [`H1Set::send`], first on `dialed` when given: a connection just dialed for
+    /// this request (see [`H1Set::adopt`]).
+    pub(super) async fn send_on(
+        self: Arc<Self>,
+        mut dialed: Option<Sender>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, BoxError> {
         prepare(&mut req)?;
@@ -158,7 +168,10 @@ impl H1Set {
             .copied()
             .unwrap_or_default();
         loop {
-            let (mut sender, reused) = self.acquire(priority).await?;
+            let (mut sender, reused) = match dialed.take() {
+                Some(s) => (s, false),
+                None => self.acquire(priority).await?,
+            };
             sender.served += 1;
             match sender.tx.try_send_request(req).await {
                 Ok(mut resp) => {
@@ -295,20 +308,17 @@ impl H1Set {
         }
     }
 
-    /// Takes a connection dialed for this endpoint outside the set (the one that learned
-    /// the protocol of an ALPN endpoint, its first): it holds a `max_connections` slot if
-    /// one is free and joins the idle list, unless the endpoint has a connection already
-    /// and no slot is free (then it is closed).
-    pub(super) fn adopt(&self, mut sender: Sender) {
-        let p = Priority::default();
-        sender.slot = self.breaker.try_connection(p);
+    /// Counts a connection dialed for this endpoint outside the set (the one that learned
+    /// the protocol of an ALPN endpoint, its first) among the set's: it holds a
+    /// `max_connections` slot if one is free. `None` (the connection is closed) when no
+    /// slot is free and the endpoint has a connection already.
+    pub(super) fn adopt(&self, mut sender: Sender) -> Option<Sender> {
+        sender.slot = self.breaker.try_connection(Priority::default());
         sender._open = match sender.slot {
             Some(_) => Some(OpenGuard::new(&self.open)),
-            None => OpenGuard::first(&self.open),
+            None => Some(OpenGuard::first(&self.open)?),
         };
-        if sender._open.is_some() {
-            self.checkin(sender);
-        }
+        Some(sender)
     }
 
     /// Back to the idle list once the response headers are in: ready again when hyper has

@@ -841,3 +841,252 @@ async fn dns_lookup_family_picks_the_addresses_of_a_dns_cluster() {
         }
     }
 }
+
+/// What the HTTP/2 server of [`H2Backend`] does with the streams it receives.
+#[derive(Clone, Copy)]
+enum Streams {
+    /// Resets the first `n` streams with `REFUSED_STREAM` before reading them (it did not
+    /// process them), answers the others with their body.
+    Refuse(usize),
+    /// Reads each request whole, then resets its stream with `INTERNAL_ERROR`.
+    ResetAfterReading,
+}
+
+/// A plaintext HTTP/2 server on h2's own API, counting connections and streams.
+struct H2Backend {
+    addr: SocketAddr,
+    conns: Arc<AtomicUsize>,
+    streams: Arc<AtomicUsize>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl H2Backend {
+    async fn start(mode: Streams) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (conns, streams) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (c, s) = (conns.clone(), streams.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(tcp).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, respond))) = conn.accept().await {
+                        let n = s.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(h2_answer(mode, n, req, respond));
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            conns,
+            streams,
+            _task: task,
+        }
+    }
+}
+
+/// Answers the `n`th stream (from 0) as `mode` says.
+async fn h2_answer(
+    mode: Streams,
+    n: usize,
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+) {
+    if let Streams::Refuse(refused) = mode
+        && n < refused
+    {
+        respond.send_reset(h2::Reason::REFUSED_STREAM);
+        return;
+    }
+    let mut body = req.into_body();
+    let mut got = Vec::new();
+    while let Some(Ok(chunk)) = body.data().await {
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    if let Streams::ResetAfterReading = mode {
+        respond.send_reset(h2::Reason::INTERNAL_ERROR);
+        return;
+    }
+    if let Ok(mut send) = respond.send_response(http::Response::new(()), false) {
+        let _ = send.send_data(got.into(), true);
+    }
+}
+
+/// A snapshot routing everything, with no retry policy, to the HTTP/2 cluster `h2` of
+/// `backend`.
+fn h2_client(backend: &H2Backend) -> MeshClient {
+    let mut c = cluster("h2", LbPolicy::RoundRobin, None);
+    c.http_protocol.protocol = UpstreamProtocol::Http2;
+    let routes = vec![route(
+        "all",
+        "/",
+        vec![],
+        ClusterSpecifier::Cluster("h2".into()),
+    )];
+    let source = StaticSource::new(snapshot(routes, vec![(c, vec![backend.addr])]));
+    MeshClient::new(source, IdentityStore::new(), MeshClientConfig::default())
+}
+
+/// POST `body`: the status and the response body (empty when the request failed).
+async fn post(client: &MeshClient, body: &'static str) -> (u16, String) {
+    let req = http::Request::post(format!("http://{LISTENER}/echo"))
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let resp = client.clone().oneshot(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes());
+    (
+        status,
+        String::from_utf8_lossy(&body.unwrap_or_default()).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_sent_again_on_another_connection_without_a_retry_policy() {
+    let backend = H2Backend::start(Streams::Refuse(1)).await;
+    let client = h2_client(&backend);
+    // The route has no retry policy: the pool sends the refused stream again, its body
+    // replayed, on a new connection (the refusing one may be at its limit).
+    assert_eq!(post(&client, "hello").await, (200, "hello".into()));
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 2);
+    assert_eq!(backend.conns.load(Ordering::SeqCst), 2);
+    // Later requests are not refused and go on as usual.
+    assert_eq!(post(&client, "again").await, (200, "again".into()));
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_sent_again_once() {
+    let backend = H2Backend::start(Streams::Refuse(2)).await;
+    let client = h2_client(&backend);
+    let (status, _) = post(&client, "hello").await;
+    assert_eq!(status, 503);
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_the_server_processed_and_reset_is_not_sent_again() {
+    let backend = H2Backend::start(Streams::ResetAfterReading).await;
+    let client = h2_client(&backend);
+    let (status, _) = post(&client, "hello").await;
+    assert_eq!(status, 503);
+    // Any attempt is made before the answer: one stream reached the server.
+    assert_eq!(backend.streams.load(Ordering::SeqCst), 1);
+}
+
+/// An mTLS server as `web` offering `alpn`, answering `<version> <client port>` after
+/// `delay`, behind a [`counting_proxy`]: the proxy's address and its connection count.
+async fn alpn_backend(
+    ca: &DevCa,
+    alpn: &[&[u8]],
+    delay: Duration,
+) -> (SocketAddr, Arc<AtomicUsize>, [Backend; 2]) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let settings = ServerSettings {
+        alpn: alpn.iter().map(|p| p.to_vec()).collect(),
+        ..Default::default()
+    };
+    let acceptor = MeshAcceptor::new(identity(ca, "web"), settings);
+    let svc = tower::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            let port = req
+                .extensions()
+                .get::<ConnectionAddrs>()
+                .map_or(0, |a| a.remote.port());
+            let body = Bytes::from(format!("{:?} {port}", req.version()));
+            Ok::<_, Infallible>(http::Response::new(Full::new(body)))
+        },
+    );
+    let task = tokio::spawn(async move {
+        let _ = mesh_tls::server::serve(listener, acceptor, svc).await;
+    });
+    let (proxy, conns, p) = counting_proxy(addr).await;
+    (proxy, conns, [Backend { addr, _task: task }, p])
+}
+
+/// A client of the ALPN cluster `web` (mTLS, `auto_config`: `h2` and `http/1.1` offered) to
+/// `addr`, with `breakers` and one HTTP/2 connection per endpoint before sharing.
+fn alpn_client(ca: &DevCa, addr: SocketAddr, breakers: Thresholds) -> MeshClient {
+    let mut c = cluster("web", LbPolicy::RoundRobin, Some("web"));
+    c.http_protocol.protocol = UpstreamProtocol::Auto;
+    c.circuit_breakers.default = breakers;
+    let routes = vec![route(
+        "all",
+        "/",
+        vec![],
+        ClusterSpecifier::Cluster("web".into()),
+    )];
+    let mut config = MeshClientConfig::default();
+    config.pool.http2_connections = Some(1);
+    let source = StaticSource::new(snapshot(routes, vec![(c, vec![addr])]));
+    MeshClient::new(source, identity(ca, "productpage"), config)
+}
+
+/// `n` GETs at once: each answer's status and body.
+async fn concurrent_gets(client: &MeshClient, n: usize) -> Vec<(u16, String)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { get(&client, "/", &[]).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alpn_cluster_multiplexes_on_h2_and_pools_http1_connections() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let slow = Duration::from_millis(300);
+    for (alpn, version, conns_for_8) in [
+        (&[b"http/1.1".as_slice()][..], "HTTP/1.1", 8),
+        (&[b"h2".as_slice(), b"http/1.1"][..], "HTTP/2.0", 1),
+    ] {
+        let (addr, conns, _b) = alpn_backend(&ca, alpn, slow).await;
+        let client = alpn_client(&ca, addr, Thresholds::default());
+        // 8 at once: HTTP/1.1 takes a connection each, h2 multiplexes them on one.
+        let answers = concurrent_gets(&client, 8).await;
+        for (code, body) in &answers {
+            assert_eq!(
+                (*code, body.split(' ').next().unwrap()),
+                (200, version),
+                "{body}"
+            );
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), conns_for_8, "{version}");
+        // Then sequential requests reuse those connections.
+        for _ in 0..5 {
+            assert_eq!(get(&client, "/", &[]).await.0, 200);
+        }
+        assert_eq!(conns.load(Ordering::SeqCst), conns_for_8, "{version}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alpn_clusters_breakers_hold_connections_and_refuse_over_max_pending() {
+    let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
+    let (addr, conns, _b) = alpn_backend(&ca, &[b"http/1.1"], Duration::from_millis(500)).await;
+    let breakers = Thresholds {
+        max_connections: 1,
+        max_pending_requests: 1,
+        ..Thresholds::default()
+    };
+    let client = alpn_client(&ca, addr, breakers);
+    // One request on the one connection, one pending for it, the others refused at once.
+    let answers = concurrent_gets(&client, 4).await;
+    let ok = answers.iter().filter(|(c, _)| *c == 200).count();
+    let refused = answers.iter().filter(|(c, _)| *c == 503).count();
+    assert_eq!((ok, refused), (2, 2), "{answers:?}");
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+}

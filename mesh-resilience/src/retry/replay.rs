@@ -5,7 +5,9 @@
 //! clones the body: the clone replays the recorded frames, then continues with the
 //! original body where the earlier attempt left it. Once more than `cap` bytes have been
 //! seen, recording stops and the buffer is freed: [`ReplayBody::is_capped`] turns true and
-//! the request is not retried.
+//! the request is not retried. Recording also stops when the reader has no clone left
+//! (nothing can replay it any more), so a long stream keeps no buffer after its attempt
+//! is decided.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -216,12 +218,16 @@ where
             Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
-                    if !s.capped && s.buffered + data.len() <= s.cap {
+                    // A reader without other clones can never be replayed: it stops
+                    // recording (a long stream keeps no buffer once its spare is dropped).
+                    let replayable = Arc::strong_count(shared) > 1;
+                    if replayable && !s.capped && s.buffered + data.len() <= s.cap {
                         s.buffered += data.len();
                         s.chunks.push(data.clone());
                         *pos += 1;
                     } else {
-                        // Past the cap: free the recording; this reader goes on alone.
+                        // Past the cap (or alone): free the recording; this reader goes on
+                        // alone.
                         s.capped = true;
                         s.chunks = Vec::new();
                         s.buffered = 0;

@@ -353,6 +353,24 @@ async fn an_ended_body_replays_empty_and_direct_bodies_do_not() {
     assert_eq!(direct.collect().await.unwrap().to_bytes(), "x");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_body_left_without_clones_stops_recording() {
+    let chunks = vec![
+        Ok::<_, Infallible>(http_body::Frame::data(Bytes::from_static(b"ab"))),
+        Ok(http_body::Frame::data(Bytes::from_static(b"cd"))),
+    ];
+    let mut replay = ReplayBody::new(StreamBody::new(futures_iter(chunks)), 64);
+    let spare = replay.try_clone().unwrap();
+    let first = replay.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(first, "ab");
+    assert!(!replay.is_capped(), "recorded while a clone may replay it");
+    // The spare is gone: nothing can replay this body any more, so nothing is kept.
+    drop(spare);
+    let second = replay.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(second, "cd");
+    assert!(replay.is_capped() && replay.try_clone().is_none());
+}
+
 fn futures_iter<T>(items: Vec<T>) -> impl futures::Stream<Item = T> {
     tokio_stream::iter(items)
 }

@@ -1,16 +1,12 @@
-//! What each endpoint's client dials: the transport (mTLS, plaintext or an HBONE tunnel),
+//! What each endpoint's connections dial: the transport (mTLS, plaintext or an HBONE tunnel),
 //! the endpoint's URI and the ALPN offered.
 
 use http::Uri;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use mesh_core::model::{EndpointAddress, UpstreamProtocol};
 use mesh_hbone::HboneConnector;
 use mesh_tls::client::MeshConnector;
 use mesh_tls::config::{ALPN_H2, ALPN_HTTP11};
-
-use super::RequestBody;
-use super::fixed::Fixed;
 
 /// The connector every endpoint's client starts from.
 #[derive(Clone, Debug)]
@@ -22,27 +18,6 @@ pub(super) enum Transport {
     /// HTTP/2 `CONNECT` over mTLS to the endpoint's IP port 15008 (endpoints marked
     /// `TlsMode::Hbone`); plaintext HTTP inside the tunnel.
     Hbone(HboneConnector),
-}
-
-/// One pooled hyper-util client.
-#[derive(Clone, Debug)]
-pub(super) enum EndpointClient {
-    Tls(Client<Fixed<MeshConnector>, RequestBody>),
-    Plain(Client<Fixed<HttpConnector>, RequestBody>),
-    Hbone(Client<Fixed<HboneConnector>, RequestBody>),
-}
-
-impl EndpointClient {
-    pub(super) fn request(
-        &self,
-        req: http::Request<RequestBody>,
-    ) -> hyper_util::client::legacy::ResponseFuture {
-        match self {
-            Self::Tls(c) => c.request(req),
-            Self::Plain(c) => c.request(req),
-            Self::Hbone(c) => c.request(req),
-        }
-    }
 }
 
 /// The URI the connector dials for an endpoint.

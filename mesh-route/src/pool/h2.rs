@@ -6,12 +6,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use h2::Reason;
 use http::{Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use mesh_resilience::retry::ReplayBody;
 use tower::BoxError;
 
 use super::config::Lifetime;
-use super::h2_conn::{Conn, Dial, SendError};
+use super::h2_conn::{Conn, Dial, Ready, SendError};
 use super::{ConnectError, RequestBody};
 
 /// Streams per connection when the cluster sets no `max_concurrent_streams` and the server
@@ -94,13 +98,16 @@ impl H2Set {
     }
 
     /// Sends `req` on `stream`'s connection (see [`H2Set::pick`]); a request the connection
-    /// closed before taking goes to another. The stream is returned with the response: it
-    /// holds its place until the response body ends.
+    /// closed before taking goes to another. A stream the server refused unprocessed
+    /// ([`unprocessed`]) is sent again once, on another connection when the endpoint has or
+    /// may open one, with its body replayed ([`Spare`]). The stream is returned with the
+    /// response: it holds its place until the response body ends.
     pub(super) async fn send(
         self: Arc<Self>,
         mut stream: Stream,
-        mut req: Request<RequestBody>,
+        req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Stream), BoxError> {
+        let (mut req, mut spare) = Spare::of(req);
         let mut retries = 0;
         loop {
             match stream.0.conn.send(&self.dial, &self.known_max, req).await {
@@ -113,7 +120,16 @@ impl H2Set {
                         drop(stream);
                         stream = self.pick();
                     }
-                    _ => return Err(e.into_error().into()),
+                    Some(_) => return Err(e.into_error().into()),
+                    None => match spare.take() {
+                        Some(again) if again.replayable() && unprocessed(e.error()) => {
+                            req = again.into_request();
+                            let refused = stream.0.clone();
+                            drop(stream);
+                            stream = self.pick_other(&refused);
+                        }
+                        _ => return Err(e.into_error().into()),
+                    },
                 },
             }
         }
@@ -123,9 +139,19 @@ impl H2Set {
     /// first sends on it) if the limits say so. The place is taken before it is returned,
     /// so concurrent picks never put more than the limit on one connection.
     pub(super) fn pick(&self) -> Stream {
-        let mut conn = match choose(&self.conns.load(), self.limits, &self.known_max) {
+        self.pick_avoiding(None)
+    }
+
+    /// Like [`H2Set::pick`], on another connection than `refused` when there is one with
+    /// room or the limits allow opening one; else on `refused` itself.
+    fn pick_other(&self, refused: &Arc<H2Conn>) -> Stream {
+        self.pick_avoiding(Some(refused))
+    }
+
+    fn pick_avoiding(&self, avoid: Option<&Arc<H2Conn>>) -> Stream {
+        let mut conn = match choose(&self.conns.load(), self.limits, &self.known_max, avoid) {
             Some(c) => c,
-            None => self.grow(),
+            None => self.grow(avoid),
         };
         if self.limits.life.expired(conn.born) {
             conn.streams.fetch_sub(1, Ordering::Relaxed);
@@ -142,10 +168,10 @@ impl H2Set {
 
     /// Under the lock: a place on a connection, or on a new one. Dead connections (failed,
     /// broken, or closing after GOAWAY) leave the list here.
-    fn grow(&self) -> Arc<H2Conn> {
+    fn grow(&self, avoid: Option<&Arc<H2Conn>>) -> Arc<H2Conn> {
         let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.conns.load_full();
-        if let Some(c) = choose(&current, self.limits, &self.known_max) {
+        if let Some(c) = choose(&current, self.limits, &self.known_max, avoid) {
             return c;
         }
         let conn = new_conn();
@@ -174,6 +200,23 @@ impl H2Set {
             .connect(&self.dial, &self.known_max)
             .await
             .map(|_| ())
+    }
+
+    /// Takes a connection dialed outside the set (the one that learned an ALPN endpoint's
+    /// protocol) as one of its connections, carrying no stream yet.
+    pub(super) fn adopt(&self, ready: Ready) {
+        let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.conns.load_full();
+        let mut next = Vec::with_capacity(current.len() + 1);
+        next.extend(current.iter().filter(|c| !c.conn.is_dead()).cloned());
+        next.push(conn_of(Conn::up(ready)));
+        self.conns.store(Arc::new(next));
+    }
+
+    /// The endpoint's last seen server stream limit, for a connection dialed outside the
+    /// set.
+    pub(super) fn known_max(&self) -> Arc<AtomicUsize> {
+        self.known_max.clone()
     }
 
     /// Swaps a spent connection for a new one, which it returns (streams under way keep
@@ -226,8 +269,12 @@ impl H2Set {
 }
 
 fn new_conn() -> Arc<H2Conn> {
+    conn_of(Conn::default())
+}
+
+fn conn_of(conn: Conn) -> Arc<H2Conn> {
     Arc::new(H2Conn {
-        conn: Conn::default(),
+        conn,
         streams: AtomicUsize::new(0),
         sent: AtomicU32::new(0),
         born: Instant::now(),
@@ -238,18 +285,30 @@ fn new_conn() -> Arc<H2Conn> {
 
 /// A place on the least-loaded live connection with room (the first of equals), taken,
 /// or `None` when another connection should be opened. Every connection full at
-/// `max_connections`: the least-loaded one.
-fn choose(conns: &[Arc<H2Conn>], limits: Limits, known: &AtomicUsize) -> Option<Arc<H2Conn>> {
+/// `max_connections`: the least-loaded one. `avoid` (a connection that refused a stream)
+/// counts as open but is taken only when it is the one live connection at
+/// `max_connections`.
+fn choose(
+    conns: &[Arc<H2Conn>],
+    limits: Limits,
+    known: &AtomicUsize,
+    avoid: Option<&Arc<H2Conn>>,
+) -> Option<Arc<H2Conn>> {
     loop {
         let mut open = 0;
         let mut roomy: Option<(&Arc<H2Conn>, usize)> = None;
         let mut any: Option<(&Arc<H2Conn>, usize)> = None;
+        let mut avoided = None;
         for c in conns {
             if c.conn.is_dead() {
                 continue;
             }
             open += 1;
             let load = c.streams.load(Ordering::Relaxed);
+            if avoid.is_some_and(|a| Arc::ptr_eq(a, c)) {
+                avoided = Some((c, load));
+                continue;
+            }
             if any.is_none_or(|(_, l)| load < l) {
                 any = Some((c, load));
             }
@@ -262,7 +321,7 @@ fn choose(conns: &[Arc<H2Conn>], limits: Limits, known: &AtomicUsize) -> Option<
             Some((_, load)) if load > 0 && open < limits.spread => return None,
             Some(r) => r,
             None if open < limits.max_connections => return None,
-            None => any?,
+            None => any.or(avoided)?,
         };
         // Another pick or a finished stream changed the load since: look again.
         let taken =
@@ -271,6 +330,67 @@ fn choose(conns: &[Arc<H2Conn>], limits: Limits, known: &AtomicUsize) -> Option<
         if taken.is_ok() {
             return Some(best.clone());
         }
+    }
+}
+
+/// Whether the server refused a stream without processing it (RFC 9113 §8.7), so that it
+/// can be sent again whatever the retry policy (gRFC A6's transparent retry; Envoy and
+/// grpc-go do it too): it reset the stream with `REFUSED_STREAM`, or sent a GOAWAY whose
+/// last stream id is below it (h2 fails exactly those streams with the remote GOAWAY; a
+/// stream at or below the id that breaks later fails with an I/O error).
+fn unprocessed(e: &hyper::Error) -> bool {
+    let Some(h2e) = std::error::Error::source(e).and_then(|c| c.downcast_ref::<h2::Error>()) else {
+        return false;
+    };
+    h2e.is_remote()
+        && (h2e.is_go_away() || (h2e.is_reset() && h2e.reason() == Some(Reason::REFUSED_STREAM)))
+}
+
+/// Body bytes kept to send a refused stream again (the retry layer's default buffer); a
+/// longer body is not sent again.
+const REPLAY_CAP: usize = 64 * 1024;
+
+/// What a refused stream is sent again with: the request's head and a replay of its body
+/// (`None`: the body was empty).
+struct Spare {
+    head: http::request::Parts,
+    body: Option<ReplayBody<RequestBody>>,
+}
+
+impl Spare {
+    /// The request to send, recording its body, and its spare (`None` when the body cannot
+    /// be kept: its size says it is over [`REPLAY_CAP`]).
+    fn of(req: Request<RequestBody>) -> (Request<RequestBody>, Option<Spare>) {
+        let (head, body) = req.into_parts();
+        if body.is_end_stream() {
+            let spare = Spare {
+                head: head.clone(),
+                body: None,
+            };
+            return (Request::from_parts(head, body), Some(spare));
+        }
+        let body = ReplayBody::new(body, REPLAY_CAP);
+        let spare = body.try_clone().map(|b| Spare {
+            head: head.clone(),
+            body: Some(b),
+        });
+        (Request::from_parts(head, body.boxed_unsync()), spare)
+    }
+
+    /// Whether the body is all kept (the first attempt did not read past [`REPLAY_CAP`]).
+    fn replayable(&self) -> bool {
+        self.body.as_ref().is_none_or(|b| !b.is_capped())
+    }
+
+    /// The request again; its body fails if the first attempt read past [`REPLAY_CAP`].
+    fn into_request(self) -> Request<RequestBody> {
+        let body = match self.body {
+            Some(b) => b.boxed_unsync(),
+            None => http_body_util::Empty::new()
+                .map_err(Into::into)
+                .boxed_unsync(),
+        };
+        Request::from_parts(self.head, body)
     }
 }
 

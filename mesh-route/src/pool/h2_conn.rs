@@ -47,6 +47,15 @@ pub(super) struct Conn {
     ready: OnceCell<Result<Ready, Arc<BoxError>>>,
 }
 
+impl Conn {
+    /// A connection dialed elsewhere (the one that learned an ALPN endpoint's protocol).
+    pub(super) fn up(ready: Ready) -> Self {
+        Self {
+            ready: OnceCell::new_with(Some(Ok(ready))),
+        }
+    }
+}
+
 impl fmt::Debug for Conn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Conn")
@@ -121,9 +130,9 @@ impl From<TrySendError<Request<RequestBody>>> for SendError {
     }
 }
 
-/// One failed attempt's cause, given to every stream that waited for it.
+/// One failed attempt's cause, given to every stream (or request) that waited for it.
 #[derive(Debug)]
-struct SharedCause(Arc<BoxError>);
+pub(super) struct SharedCause(pub(super) Arc<BoxError>);
 
 impl fmt::Display for SharedCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -150,6 +159,14 @@ where
 {
     // The connector is fixed to the endpoint: the URI is not used.
     let io = connect.oneshot(Uri::default()).await.map_err(Into::into)?;
+    handshake(io, known).await
+}
+
+/// Handshakes HTTP/2 on a dialed connection and drives it, as [`dial`].
+pub(super) async fn handshake<IO>(io: IO, known: Arc<AtomicUsize>) -> Result<Ready, BoxError>
+where
+    IO: Read + Write + Connection + Unpin + Send + 'static,
+{
     let info = io.connected();
     let initial = Some(known.load(Ordering::Relaxed)).filter(|&n| n != usize::MAX);
     let (tx, conn) = Builder::new(TokioExecutor::new())

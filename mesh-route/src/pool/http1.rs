@@ -149,6 +149,16 @@ impl H1Set {
     /// Sends `req` (absolute URI: its authority becomes `Host` when the request has none).
     pub(super) async fn send(
         self: Arc<Self>,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        self.send_on(None, req).await
+    }
+
+    /// Like [`H1Set::send`], first on `dialed` when given: a connection just dialed for
+    /// this request (see [`H1Set::adopt`]).
+    pub(super) async fn send_on(
+        self: Arc<Self>,
+        mut dialed: Option<Sender>,
         mut req: Request<RequestBody>,
     ) -> Result<Response<Incoming>, BoxError> {
         prepare(&mut req)?;
@@ -158,7 +168,10 @@ impl H1Set {
             .copied()
             .unwrap_or_default();
         loop {
-            let (mut sender, reused) = self.acquire(priority).await?;
+            let (mut sender, reused) = match dialed.take() {
+                Some(s) => (s, false),
+                None => self.acquire(priority).await?,
+            };
             sender.served += 1;
             match sender.tx.try_send_request(req).await {
                 Ok(mut resp) => {
@@ -295,6 +308,19 @@ impl H1Set {
         }
     }
 
+    /// Counts a connection dialed for this endpoint outside the set (the one that learned
+    /// the protocol of an ALPN endpoint, its first) among the set's: it holds a
+    /// `max_connections` slot if one is free. `None` (the connection is closed) when no
+    /// slot is free and the endpoint has a connection already.
+    pub(super) fn adopt(&self, mut sender: Sender) -> Option<Sender> {
+        sender.slot = self.breaker.try_connection(Priority::default());
+        sender._open = match sender.slot {
+            Some(_) => Some(OpenGuard::new(&self.open)),
+            None => Some(OpenGuard::first(&self.open)?),
+        };
+        Some(sender)
+    }
+
     /// Back to the idle list once the response headers are in: ready again when hyper has
     /// finished the body (a connection whose body is dropped unread closes instead).
     fn checkin(&self, sender: Sender) {
@@ -331,6 +357,14 @@ where
         .oneshot(Uri::default())
         .await
         .map_err(|e| ConnectError(e.into()))?;
+    handshake(io).await
+}
+
+/// Handshakes HTTP/1.1 on a dialed connection and drives it on a task.
+pub(super) async fn handshake<IO>(io: IO) -> Result<Sender, BoxError>
+where
+    IO: Read + Write + Connection + Unpin + Send + 'static,
+{
     let info = io.connected();
     let (tx, conn) = Builder::new()
         .handshake(io)

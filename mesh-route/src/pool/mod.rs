@@ -10,8 +10,10 @@
 //!   `client::conn::http1`, each carrying one request at a time; a request takes a ready
 //!   one or opens another (see `http1.rs`).
 //! - **Clusters that negotiate the protocol by ALPN** (TLS with `h2` and `http/1.1`
-//!   offered, or the downstream's protocol): one hyper-util pooled client per endpoint,
-//!   which multiplexes when `h2` was negotiated.
+//!   offered): both an HTTP/1.1 and an HTTP/2 set per endpoint, as below; the endpoint's
+//!   first connection learns which one the server chooses, and later requests go straight
+//!   to that set (see `alpn.rs`). Clusters that forward in the downstream's protocol send
+//!   HTTP/1 requests as HTTP/1.1 clusters do, HTTP/2 ones as gRPC requests (below).
 //! - **HTTP/2 clusters** (prior knowledge, or ALPN `h2` only): a small set of connections
 //!   per endpoint, each carrying many streams. A request goes to the connection with the
 //!   fewest streams in flight; it opens another connection instead when that one is busy
@@ -32,7 +34,11 @@
 //!   Each connection is hyper's connection-level `http2::SendRequest` (cloned per stream),
 //!   dialed by the first stream picked for it; streams picked meanwhile wait for that
 //!   attempt and share its error. A connection that failed, broke or received GOAWAY takes
-//!   no new stream, and a request it handed back unsent goes to another connection.
+//!   no new stream, and a request it handed back unsent goes to another connection. A
+//!   stream the server refused unprocessed (`REFUSED_STREAM`, or above a GOAWAY's last
+//!   stream id) is sent again once, whatever the retry policy (gRFC A6's transparent
+//!   retry), on another connection when one has room or may be opened; its body is kept
+//!   for that up to 64 KiB.
 //!   Beyond those limits streams share the least-loaded connection (hyper then holds
 //!   streams over the server's own `SETTINGS_MAX_CONCURRENT_STREAMS` until one ends). A
 //!   stream counts as in flight until its response ends: the response's [`PoolBody`]
@@ -53,6 +59,7 @@
 //! close after the cluster's idle timeout (Envoy's default, 1 h, when the cluster sets
 //! none), each connection of a set on its own, checked by one sweep task per pool.
 
+mod alpn;
 mod config;
 mod connector;
 mod counted;

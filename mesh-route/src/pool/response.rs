@@ -13,8 +13,7 @@ use tower::BoxError;
 use super::h2::Stream;
 
 /// The response future of [`UpstreamPool::send`](super::UpstreamPool::send). A failed
-/// connection attempt is a [`ConnectError`](super::ConnectError) (or hyper-util's error with
-/// `is_connect()` on ALPN-negotiated clusters).
+/// connection attempt is a [`ConnectError`](super::ConnectError).
 pub struct ResponseFuture {
     pub(super) inner: Inner,
     pub(super) stream: Option<Stream>,
@@ -27,10 +26,15 @@ pub(super) type BoxedResponse =
 pub(super) type BoxedStreamResponse =
     Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Stream), BoxError>> + Send>>;
 
+/// A response of an ALPN endpoint whose protocol is being learned, with its HTTP/2
+/// stream's place if HTTP/2 it is.
+pub(super) type BoxedAlpnResponse =
+    Pin<Box<dyn Future<Output = Result<(Response<Incoming>, Option<Stream>), BoxError>> + Send>>;
+
 pub(super) enum Inner {
     H1(BoxedResponse),
     H2(BoxedStreamResponse),
-    Legacy(hyper_util::client::legacy::ResponseFuture),
+    Alpn(BoxedAlpnResponse),
 }
 
 impl std::fmt::Debug for ResponseFuture {
@@ -54,7 +58,14 @@ impl Future for ResponseFuture {
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
                 Poll::Pending => Poll::Pending,
             },
-            Inner::Legacy(f) => Pin::new(f).poll(cx).map_err(Into::into),
+            Inner::Alpn(f) => match f.as_mut().poll(cx) {
+                Poll::Ready(Ok((resp, stream))) => {
+                    self.stream = stream;
+                    Poll::Ready(Ok(resp))
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            },
         };
         match out {
             Poll::Pending => Poll::Pending,

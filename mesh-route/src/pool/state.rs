@@ -1,5 +1,5 @@
-//! What every clone of an [`UpstreamPool`](super::UpstreamPool) shares: the client builder,
-//! the transport, the HTTP/2 limits, the endpoints' clients and the connection counters.
+//! What every clone of an [`UpstreamPool`](super::UpstreamPool) shares: the transport, the
+//! HTTP/2 limits, the endpoints' connections and the connection counters.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::Uri;
-use hyper_util::client::legacy::Builder;
 
-use super::connector::{EndpointClient, Transport};
+use super::alpn::{self, AlpnSet};
+use super::connector::Transport;
 use super::counted::Counters;
 use super::fixed::Fixed;
 use super::h2::{H2Set, Limits};
@@ -22,20 +22,20 @@ use super::http1::{self, H1Set};
 pub(super) enum Endpoint {
     /// HTTP/1.1 connections (HTTP/1.1 clusters).
     H1(Arc<H1Set>),
-    /// One client for every connection (ALPN-negotiated).
-    Single(Arc<EndpointClient>),
+    /// HTTP/1.1 and HTTP/2 connections, as the server chooses by ALPN.
+    Alpn(Arc<AlpnSet>),
     /// HTTP/2 connections (HTTP/2 clusters).
     H2(Arc<H2Set>),
 }
 
 #[derive(Debug)]
 pub(super) struct Shared {
-    pub(super) builder: Builder,
     pub(super) transport: Transport,
     /// `Some` for HTTP/2 clusters.
     pub(super) h2: Option<Limits>,
-    /// HTTP/1.1 on hyper's connection API (HTTP/1.1 clusters, and plaintext `Auto`).
-    pub(super) h1: bool,
+    /// `Some` for clusters that negotiate the protocol by ALPN: the limits of their HTTP/2
+    /// connections.
+    pub(super) alpn: Option<Limits>,
     pub(super) idle_timeout: Duration,
     /// Whether the idle-connection sweep task runs.
     pub(super) sweeping: std::sync::atomic::AtomicBool,
@@ -107,30 +107,30 @@ impl Shared {
                     match ep {
                         Endpoint::H1(set) => set.sweep(shared.idle_timeout, now),
                         Endpoint::H2(set) => set.sweep(shared.idle_timeout, period),
-                        Endpoint::Single(_) => {}
+                        Endpoint::Alpn(set) => {
+                            set.h1.sweep(shared.idle_timeout, now);
+                            set.h2.sweep(shared.idle_timeout, period);
+                        }
                     }
                 }
             }
         });
     }
 
-    pub(super) fn client(&self, target: Uri) -> EndpointClient {
-        match &self.transport {
-            Transport::Tls(c) => EndpointClient::Tls(self.builder.build(Fixed::new(
-                c.clone(),
-                target,
-                self.counters.clone(),
-            ))),
-            Transport::Plain(c) => EndpointClient::Plain(self.builder.build(Fixed::new(
-                c.clone(),
-                target,
-                self.counters.clone(),
-            ))),
-            Transport::Hbone(c) => EndpointClient::Hbone(self.builder.build(Fixed::new(
-                c.clone(),
-                target,
-                self.counters.clone(),
-            ))),
-        }
+    /// One ALPN endpoint's connections (TLS only: ALPN needs it).
+    pub(super) fn alpn_set(&self, target: Uri, limits: Limits) -> Option<AlpnSet> {
+        let Transport::Tls(c) = &self.transport else {
+            return None;
+        };
+        let connect = Fixed::new(c.clone(), target, self.counters.clone());
+        let dial: alpn::Dial = Arc::new(move |known| Box::pin(alpn::dial(connect.clone(), known)));
+        let chosen = Arc::<alpn::Chosen>::default();
+        let h1 = H1Set::new(
+            alpn::h1_dial(dial.clone(), chosen.clone()),
+            self.breaker.clone(),
+            self.life,
+        );
+        let h2 = H2Set::new(limits, alpn::h2_dial(dial.clone(), chosen.clone()));
+        Some(AlpnSet::new(h1, h2, chosen, dial))
     }
 }

@@ -4,9 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use arc_swap::ArcSwap;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use mesh_core::model::{Cluster, EndpointAddress, TlsMode, UpstreamProtocol};
 use mesh_hbone::HboneClient;
 use mesh_resilience::circuit_breaker::CircuitBreaker;
@@ -15,6 +13,7 @@ use mesh_tls::client::MeshConnector;
 use mesh_tls::config::ClientSettings;
 use mesh_tls::verify::PeerPolicy;
 
+use super::alpn::Route;
 use super::config::{DEFAULT_IDLE, Lifetime, PoolConfig};
 use super::connector::{Transport, alpn_for, endpoint_uri};
 use super::counted::PoolCounters;
@@ -68,13 +67,19 @@ impl UpstreamPool {
             Arc::new(shared(&h2, identity, expected.clone(), &config, parts))
         });
         let tunnel = |c: &Cluster| hbone(c, identity, &expected, &config, (&breaker, &counters));
-        let hbone = tunnel(cluster);
         let hbone_grpc = grpc.as_ref().and_then(|_| {
             let mut h2 = cluster.clone();
             h2.http_protocol.protocol = UpstreamProtocol::Http2;
             tunnel(&h2)
         });
-        let shared = shared(cluster, identity, expected, &config, (breaker, counters));
+        // HTTP/1 requests of a cluster that forwards in the caller's version go as HTTP/1.1
+        // (HTTP/2 ones take the `grpc` connections).
+        let mut main = cluster.clone();
+        if main.http_protocol.protocol == UpstreamProtocol::UseDownstream {
+            main.http_protocol.protocol = UpstreamProtocol::Http1;
+        }
+        let hbone = tunnel(&main);
+        let shared = shared(&main, identity, expected, &config, (breaker, counters));
         Self {
             shared: Arc::new(shared),
             grpc,
@@ -123,30 +128,22 @@ fn shared(
 ) -> Shared {
     let proto = cluster.http_protocol.protocol;
     let idle_timeout = cluster.http_protocol.idle_timeout.unwrap_or(DEFAULT_IDLE);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(idle_timeout)
-        .http2_keep_alive_interval(None);
     let h1 = proto == UpstreamProtocol::Http1
         || (proto == UpstreamProtocol::Auto && cluster.tls.is_none());
-    let mut h2 = None;
-    if proto == UpstreamProtocol::Http2 {
-        // Prior knowledge (plaintext) or ALPN h2 only (TLS): each client holds one
-        // multiplexed connection, also when the first requests arrive together.
-        builder.http2_only(true);
-        let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
-        h2 = Some(Limits {
-            spread: config.http2_connections().min(max_connections),
-            max_streams: cluster
-                .http_protocol
-                .max_concurrent_streams
-                .map_or(super::h2::DEFAULT_MAX_STREAMS, |n| n.max(1) as usize),
-            max_connections,
-            life: Lifetime::of(cluster),
-        });
-    }
+    let max_connections = cluster.circuit_breakers.default.max_connections.max(1) as usize;
+    let limits = Limits {
+        spread: config.http2_connections().min(max_connections),
+        max_streams: cluster
+            .http_protocol
+            .max_concurrent_streams
+            .map_or(super::h2::DEFAULT_MAX_STREAMS, |n| n.max(1) as usize),
+        max_connections,
+        life: Lifetime::of(cluster),
+    };
+    // HTTP/2: prior knowledge (plaintext) or ALPN h2 only (TLS).
+    let h2 = (proto == UpstreamProtocol::Http2).then_some(limits);
+    // TLS offering h2 and http/1.1 (`Auto` over TLS).
+    let alpn = (!h1 && h2.is_none()).then_some(limits);
     let transport = match &cluster.tls {
         Some(tls) => {
             let alpn = alpn_for(proto, &tls.alpn_protocols);
@@ -169,10 +166,9 @@ fn shared(
         }
     };
     Shared {
-        builder,
         transport,
         h2,
-        h1,
+        alpn,
         idle_timeout,
         sweeping: Default::default(),
         endpoints: ArcSwap::default(),
@@ -307,9 +303,14 @@ fn send_on(ep: &Endpoint, req: http::Request<RequestBody>) -> ResponseFuture {
                 stream: None,
             }
         }
-        Endpoint::Single(c) => ResponseFuture {
-            inner: Inner::Legacy(c.request(req)),
-            stream: None,
+        Endpoint::Alpn(set) => match set.route() {
+            // The server's choice is known: straight to that set.
+            Some(Route::H1(set)) => send_on(&Endpoint::H1(set), req),
+            Some(Route::H2(set)) => send_on(&Endpoint::H2(set), req),
+            None => ResponseFuture {
+                inner: Inner::Alpn(Box::pin(set.clone().send(req))),
+                stream: None,
+            },
         },
     }
 }
@@ -321,20 +322,17 @@ fn endpoint_of(shared: &Arc<Shared>, endpoint: &Arc<str>, address: &EndpointAddr
         return e.clone();
     }
     let target = endpoint_uri(address);
-    let ep = match shared.h2 {
-        Some(limits) => {
-            shared.start_sweeping();
-            Endpoint::H2(Arc::new(H2Set::new(limits, shared.dial_h2(target))))
-        }
-        None if shared.h1 => {
-            shared.start_sweeping();
-            Endpoint::H1(Arc::new(H1Set::new(
-                shared.dial_h1(target),
-                shared.breaker.clone(),
-                shared.life,
-            )))
-        }
-        None => Endpoint::Single(Arc::new(shared.client(target))),
+    shared.start_sweeping();
+    let alpn = shared.alpn.and_then(|l| shared.alpn_set(target.clone(), l));
+    let ep = match (shared.h2, alpn) {
+        (Some(limits), _) => Endpoint::H2(Arc::new(H2Set::new(limits, shared.dial_h2(target)))),
+        (None, Some(set)) => Endpoint::Alpn(Arc::new(set)),
+        // HTTP/1.1 (an ALPN cluster has TLS, so it has its set above).
+        (None, None) => Endpoint::H1(Arc::new(H1Set::new(
+            shared.dial_h1(target),
+            shared.breaker.clone(),
+            shared.life,
+        ))),
     };
     let mut next = HashMap::clone(&current);
     next.insert(endpoint.clone(), ep.clone());

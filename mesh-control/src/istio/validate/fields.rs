@@ -206,46 +206,6 @@ fn destination_rule(dr: &DestinationRule, errs: &mut Errs<'_>) {
         if let Some(tp) = &s.traffic_policy {
             traffic_policy(&format!("{f}.trafficPolicy"), tp, errs);
         }
-        fn pool(tp: &Option<TrafficPolicy>) -> Option<&ConnectionPoolSettings> {
-            tp.as_ref().and_then(|t| t.connection_pool.as_ref())
-        }
-        client_protocol_limits(
-            &format!("{f}.trafficPolicy.connectionPool"),
-            &[pool(&dr.traffic_policy), pool(&s.traffic_policy)],
-            errs,
-        );
-    }
-    if let Some(tp) = &dr.traffic_policy {
-        client_protocol_limits(
-            "spec.trafficPolicy.connectionPool",
-            &[tp.connection_pool.as_ref()],
-            errs,
-        );
-    }
-}
-
-/// `useClientProtocol` with `maxConnections` or `http1MaxPendingRequests` (in one pool, or
-/// merged from the rule's and a subset's): a pool that follows the caller's protocol is
-/// hyper's, which holds no connection or pending slots, so our data plane would NACK the
-/// cluster. Refused here, naming the field, instead.
-fn client_protocol_limits(f: &str, pools: &[Option<&ConnectionPoolSettings>], errs: &mut Errs<'_>) {
-    let last = |get: &dyn Fn(&ConnectionPoolSettings) -> Option<i32>| {
-        pools.iter().flatten().filter_map(|p| get(p)).next_back()
-    };
-    let client_protocol = pools
-        .iter()
-        .flatten()
-        .filter_map(|p| p.http.as_ref().and_then(|h| h.use_client_protocol))
-        .next_back()
-        == Some(true);
-    let connections = last(&|p| p.tcp.as_ref().and_then(|t| t.max_connections));
-    let pending = last(&|p| p.http.as_ref().and_then(|h| h.http1_max_pending_requests));
-    if client_protocol && (connections.is_some_and(|n| n > 0) || pending.is_some_and(|n| n > 0)) {
-        errs.push(
-            format!("{f}.http.useClientProtocol"),
-            "not supported together with tcp.maxConnections or http.http1MaxPendingRequests: a \
-             pool that follows the caller's protocol cannot hold connection slots",
-        );
     }
 }
 

@@ -371,11 +371,7 @@ fn error_response(e: &(dyn std::error::Error + 'static)) -> Response<MeshBody> {
         if err.is::<NoHealthyUpstream>() {
             return respond::local(503, "no healthy upstream");
         }
-        let connect = err.is::<crate::pool::ConnectError>()
-            || err
-                .downcast_ref::<hyper_util::client::legacy::Error>()
-                .is_some_and(|h| h.is_connect());
-        if connect {
+        if err.is::<crate::pool::ConnectError>() {
             reason = "connection failure";
         }
         if !detail.is_empty() {

@@ -62,8 +62,6 @@ pub fn cluster_in(c: &pb::Cluster, dialect: Dialect) -> Res<Cluster> {
         None => None,
     };
     let http_protocol = http_protocol(c)?;
-    resilience::breakers_need_a_counted_pool(c, http_protocol.protocol, tls.is_some())
-        .at("circuit_breakers")?;
     Ok(Cluster {
         name: c.name.clone(),
         discovery,

@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::core::v3 as core;
 use envoy_types::pb::google::protobuf::UInt32Value;
 use mesh_core::model::{
     CircuitBreakers, FailurePercentageEjection, OutlierDetection, RetryBudget, SuccessRateEjection,
-    Thresholds, UpstreamProtocol,
+    Thresholds,
 };
 
 use super::balancing::percent;
@@ -72,44 +72,6 @@ pub(super) fn circuit_breakers(
         }
     }
     Ok(out)
-}
-
-/// `max_connections` and `max_pending_requests` are enforced by the HTTP/1.1 and HTTP/2
-/// pools. A cluster whose protocol is the downstream request's, or negotiated with ALPN
-/// over TLS, uses hyper's own pool, which holds no connection or pending-request slots: a
-/// limit set there would be accepted and not act, so it is refused. (`max_requests` and
-/// `max_retries` act on every cluster, in the request stack.) A value of 4294967295, which
-/// Istio writes for "no limit", is accepted.
-pub(super) fn breakers_need_a_counted_pool(
-    c: &pb::Cluster,
-    protocol: UpstreamProtocol,
-    tls: bool,
-) -> Res<()> {
-    let uncounted = match protocol {
-        UpstreamProtocol::UseDownstream => "use_downstream_protocol",
-        UpstreamProtocol::Auto if tls => "auto_config over TLS (ALPN)",
-        _ => return Ok(()),
-    };
-    let limited = |v: &Option<UInt32Value>| v.as_ref().is_some_and(|v| v.value < u32::MAX);
-    for (i, t) in c
-        .circuit_breakers
-        .iter()
-        .flat_map(|b| &b.thresholds)
-        .enumerate()
-    {
-        for (field, set) in [
-            ("max_connections", limited(&t.max_connections)),
-            ("max_pending_requests", limited(&t.max_pending_requests)),
-        ] {
-            if set {
-                return bail(format!(
-                    "{field} is not supported on a cluster whose protocol is {uncounted} (use an explicit HTTP/1.1 or HTTP/2 protocol)"
-                ))
-                .at(format!(".thresholds[{i}]"));
-            }
-        }
-    }
-    Ok(())
 }
 
 pub(super) fn outlier_detection(o: &pb::OutlierDetection) -> Res<OutlierDetection> {

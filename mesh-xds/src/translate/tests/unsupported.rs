@@ -2604,11 +2604,10 @@ fn refused_envoy_fields_are_named() {
     assert_all_named(cases);
 }
 
-/// `max_connections` / `max_pending_requests` are refused where hyper's own pool carries
-/// the requests (the downstream protocol, or ALPN over TLS) since nothing there would hold
-/// them; Istio's "no limit" (4294967295) and the counted HTTP/1.1 and HTTP/2 pools accept them.
+/// `max_connections` / `max_pending_requests` are accepted on every HTTP protocol: the
+/// pool counts them on HTTP/1.1, HTTP/2, downstream-protocol and ALPN clusters alike.
 #[test]
-fn breakers_are_refused_where_the_pool_cannot_count_them() {
+fn breakers_are_accepted_on_every_protocol() {
     use uphttp::http_protocol_options as hp;
     let with =
         |proto: hp::UpstreamProtocolOptions, tls: bool, t: cds::circuit_breakers::Thresholds| {
@@ -2654,23 +2653,18 @@ fn breakers_are_refused_where_the_pool_cannot_count_them() {
         max_pending_requests: u32v(),
         ..Default::default()
     };
-    let why = with(downstream(), false, conns(2)).unwrap_err();
-    assert!(
-        why.ends_with(
-            "circuit_breakers.thresholds[0]: max_connections is not supported on a cluster whose protocol is use_downstream_protocol (use an explicit HTTP/1.1 or HTTP/2 protocol)"
-        ),
-        "{why}"
-    );
-    let why = with(auto(), true, pending).unwrap_err();
-    assert!(
-        why.contains("max_pending_requests is not supported"),
-        "{why}"
-    );
-    assert!(why.contains("auto_config over TLS (ALPN)"), "{why}");
-    // Counted pools, and Istio's "no limit".
-    assert!(with(auto(), false, conns(2)).is_ok());
-    assert!(with(h1(), true, pending).is_ok());
-    assert!(with(downstream(), true, conns(u32::MAX)).is_ok());
+    for (name, proto) in [
+        ("downstream", downstream()),
+        ("auto", auto()),
+        ("http1", h1()),
+    ] {
+        for tls in [false, true] {
+            for t in [conns(2), pending, conns(u32::MAX)] {
+                let translated = with(proto.clone(), tls, t);
+                assert!(translated.is_ok(), "{name} tls={tls} {t:?}: {translated:?}");
+            }
+        }
+    }
 }
 
 /// Each RBAC permission and principal the data plane evaluates is translated into its model

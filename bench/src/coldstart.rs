@@ -9,12 +9,20 @@
 //!   at start), so the time includes issuing the identity, loading and generating the
 //!   config, and the first mTLS handshake;
 //! - Envoy with a static config (listener, route, cluster and endpoint inline, certificate
-//!   files already written): the same route to the same server.
+//!   files already written): the same route to the same server;
+//! - an in-process workload ([`workload`]): a child process of this binary that builds a
+//!   `mesh::Mesh` as docs/getting-started.md does, against the embedded control plane the
+//!   harness runs on loopback (xDS server and Istio CA, open to loopback callers, on the
+//!   same Istio YAML), sends one routed mTLS request through `mesh.client()` and exits. It
+//!   reports the instants of its milestones (certificate issued, first xDS response, routes
+//!   ready, request sent, response); its time is from spawn to its 200 response.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use mesh_control::server::{CaAuth, ControlPlane, ControlPlaneOptions};
 
 use mesh_tls::IdentityStore;
 use mesh_tls::config::ServerSettings;
@@ -29,13 +37,18 @@ use crate::cases::{HOST, PORT, envoy, envoy_client, mesh_config};
 use crate::loadgen::Lane;
 use crate::{Error, certs, payload};
 
-/// The start-up times of one proxy, milliseconds, in the order measured.
+pub mod workload;
+
+/// The start-up times of one proxy or workload, milliseconds, in the order measured.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ColdStarts {
-    /// Which proxy.
+    /// Which proxy or workload.
     pub name: String,
     /// Each start's time to the first 200.
     pub millis: Vec<f64>,
+    /// The in-process workload's milestones, one per start (empty for the proxies).
+    #[serde(default)]
+    pub milestones: Vec<workload::Milestones>,
 }
 
 impl ColdStarts {
@@ -120,16 +133,66 @@ impl Setup {
 
 const MESH_PROXY: &str = "mesh-proxy, static mode (--mesh-config, --identity ca:)";
 const ENVOY: &str = "Envoy 1.40, static config";
+const WORKLOAD: &str = "in-process workload (mesh::Mesh, Istio CA + ADS on loopback)";
 
-/// Measures `starts` cold starts of each proxy available, interleaved (mesh-proxy, Envoy,
-/// mesh-proxy, ...), so load drift hits both alike.
+/// The embedded control plane of the in-process workload: ADS and the Istio CA on
+/// loopback, on the same Istio YAML and CA as the proxies.
+struct ControlPlaneOnLoopback {
+    cp: ControlPlane,
+    root: std::path::PathBuf,
+}
+
+impl ControlPlaneOnLoopback {
+    async fn start(setup: &Setup) -> Result<Self, Error> {
+        let out_dir = setup.dir.path().join("cp");
+        let cp = ControlPlane::start(ControlPlaneOptions {
+            config_dir: setup.config_dir.clone(),
+            xds_addr: ([127, 0, 0, 1], 0).into(),
+            ca_addr: Some(([127, 0, 0, 1], 0).into()),
+            debug_addr: None,
+            ca_dir: Some(setup.ca_dir.clone()),
+            out_dir: Some(out_dir.clone()),
+            ca_auth: CaAuth {
+                open: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await?;
+        Ok(Self {
+            cp,
+            root: out_dir.join("root-cert.pem"),
+        })
+    }
+
+    /// `mesh-bench --cold-start-child XDS CA ROOT` (`exe` is this binary).
+    fn workload(&self, exe: &Path) -> Result<Command, Error> {
+        let ca = self.cp.ca_addr().ok_or("the control plane runs no CA")?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("--cold-start-child")
+            .arg(format!("http://{}", self.cp.xds_addr()))
+            .arg(format!("https://{ca}"))
+            .arg(&self.root)
+            .env("RUST_LOG", proxy_log_level());
+        Ok(cmd)
+    }
+}
+
+/// Measures `starts` cold starts of each proxy available and of the in-process workload
+/// (when `workload_exe`, this binary, is given), interleaved (mesh-proxy, Envoy, workload,
+/// mesh-proxy, ...), so load drift hits them alike.
 pub async fn run(
     proxy: Option<&Path>,
     envoy_bin: Option<&Path>,
+    workload_exe: Option<&Path>,
     starts: usize,
 ) -> Result<Vec<ColdStarts>, Error> {
     let ca = DevCa::new(mesh_core::TrustDomain::new("cluster.local")?)?;
     let setup = Setup::new(&ca).await?;
+    let cp = match workload_exe {
+        Some(_) => Some(ControlPlaneOnLoopback::start(&setup).await?),
+        None => None,
+    };
 
     // The proxies' logs, kept when MESH_BENCH_COLDSTART_LOGS names a directory (with
     // MESH_BENCH_PROXY_LOG=debug, say, to see where a start spends its time).
@@ -137,17 +200,18 @@ pub async fn run(
         .map_or_else(|| setup.dir.path().to_path_buf(), std::path::PathBuf::from);
     std::fs::create_dir_all(&log_dir)?;
     let mut out = Vec::new();
-    if proxy.is_some() {
-        out.push(ColdStarts {
-            name: MESH_PROXY.into(),
-            millis: Vec::new(),
-        });
-    }
-    if envoy_bin.is_some() {
-        out.push(ColdStarts {
-            name: ENVOY.into(),
-            millis: Vec::new(),
-        });
+    for (present, name) in [
+        (proxy.is_some(), MESH_PROXY),
+        (envoy_bin.is_some(), ENVOY),
+        (workload_exe.is_some(), WORKLOAD),
+    ] {
+        if present {
+            out.push(ColdStarts {
+                name: name.into(),
+                millis: Vec::new(),
+                milestones: Vec::new(),
+            });
+        }
     }
     for i in 0..starts {
         let mut k = 0;
@@ -165,9 +229,36 @@ pub async fn run(
             let log = log_dir.join(format!("envoy-{i}.log"));
             let (ms, _child) = time_first_request(cmd, "Envoy", &log, port).await?;
             out[k].millis.push(ms);
+            k += 1;
+        }
+        if let (Some(exe), Some(cp)) = (workload_exe, &cp) {
+            let log = log_dir.join(format!("workload-{i}.log"));
+            let m = time_workload(cp.workload(exe)?, &log).await?;
+            out[k].millis.push(m.response);
+            out[k].milestones.push(m);
         }
     }
     Ok(out)
+}
+
+/// Runs the in-process workload to its exit and returns its milestones.
+async fn time_workload(mut cmd: Command, log: &Path) -> Result<workload::Milestones, Error> {
+    let err = std::fs::File::create(log)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(err));
+    let (spawned, out) = tokio::task::spawn_blocking(move || {
+        let spawned = workload::now_ns();
+        let out = cmd.spawn()?.wait_with_output()?;
+        Ok::<_, std::io::Error>((spawned, out))
+    })
+    .await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        let stderr = std::fs::read_to_string(log).unwrap_or_default();
+        return Err(format!("in-process workload: {}\n{stdout}{stderr}", out.status).into());
+    }
+    workload::parse_report(&stdout, spawned)
 }
 
 /// Proxies started as [`run`] starts them, each left running after its first routed

@@ -15,7 +15,7 @@ const USAGE: &str = "usage: mesh-bench [--quick (short defaults; other flags sti
                   [--json OUT.json] [--docs docs/performance.md] [--svg docs/performance-bench.svg]
                   [--criterion-dir target/criterion --criterion-since UNIX_SECS]
                   [--from-json IN.json]   (only rewrite docs/svg from a saved run)
-       mesh-bench --cold-start N   (N cold starts of mesh-proxy and Envoy, interleaved)
+       mesh-bench --cold-start N   (N cold starts of mesh-proxy, Envoy and an in-process workload, interleaved)
        mesh-bench --idle [--idle-secs S]   (idle footprint: app with and without the mesh, idle proxies)
        mesh-bench --churn [--rounds N] [--duration SECS]   (case 9's p99 at 2,000 rps, quiet vs churned; default 3 x 10 s)
 Envoy defaults to $MESH_ENVOY_BIN, the proxy to $MESH_PROXY_BIN, grpc-go-xds to $MESH_GRPC_GO_XDS_BIN.";
@@ -156,6 +156,8 @@ fn write_outputs(a: &Args, results: &Results) -> Result<(), Error> {
 }
 
 fn main() {
+    // First thing: the cold-start child's clock starts here.
+    let main_ns = mesh_bench::coldstart::workload::now_ns();
     #[cfg(feature = "dhat-heap")]
     let _sites = mesh_bench::alloc::profile_sites();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -163,6 +165,14 @@ fn main() {
         // One of the idle footprint's apps (see mesh_bench::idle), started by `--idle`.
         if let Err(e) = mesh_bench::idle::child(&args[1..]) {
             eprintln!("mesh-bench --idle-child: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.first().map(String::as_str) == Some("--cold-start-child") {
+        // The in-process workload of the cold start (see mesh_bench::coldstart::workload).
+        if let Err(e) = mesh_bench::coldstart::workload::child(main_ns, &args[1..]) {
+            eprintln!("mesh-bench --cold-start-child: {e}");
             std::process::exit(1);
         }
         return;
@@ -194,15 +204,18 @@ fn real_main() -> Result<(), Error> {
     write_outputs(&args, &results)
 }
 
-/// Prints the cold-start table (markdown) for `n` starts of each proxy.
+/// Prints the cold-start table (markdown) for `n` starts of each proxy and of the
+/// in-process workload, and the workload's milestones.
 fn cold_start(args: &Args, n: usize) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let la = mesh_bench::procstat::load_average();
+    let exe = std::env::current_exe()?;
     let all = runtime.block_on(mesh_bench::coldstart::run(
         args.opts.proxy.bin.as_deref(),
         args.opts.envoy_bin.as_deref(),
+        Some(&exe),
         n,
     ))?;
     println!(
@@ -221,6 +234,17 @@ fn cold_start(args: &Args, n: usize) -> Result<(), Error> {
             c.max(),
             min
         );
+    }
+    for c in all.iter().filter(|c| !c.milestones.is_empty()) {
+        println!("\n{}: milestones after spawn, median of {n}\n", c.name);
+        println!("| milestone | median | max |");
+        println!("|---|---|---|");
+        for (k, (name, _)) in c.milestones[0].fields().iter().enumerate() {
+            let v: Vec<f64> = c.milestones.iter().map(|m| m.fields()[k].1).collect();
+            let max = v.iter().copied().fold(0.0, f64::max);
+            let median = report::median(v);
+            println!("| {name} | {median:.1} ms | {max:.1} ms |");
+        }
     }
     if let Some(p) = &args.json {
         std::fs::write(p, serde_json::to_string_pretty(&all)?)?;

@@ -200,3 +200,52 @@ fn churn_edits_endpoints_and_rotates_without_failures() {
     assert_eq!(quiet[8], "0", "{text}");
     assert!(text.contains("Median p99: quiet"), "{text}");
 }
+
+/// `mesh-bench --cold-start 1` end to end without the proxies: the in-process workload
+/// (a child process joining the mesh through the embedded control plane's Istio CA and
+/// ADS) routes its mTLS request, and its row and milestones come out with numbers.
+#[test]
+fn cold_start_times_the_in_process_workload() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mesh-bench"))
+        .args(["--cold-start", "1"])
+        .env_remove("MESH_PROXY_BIN")
+        .env_remove("MESH_ENVOY_BIN")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ms = |prefix: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix:?} row in\n{text}"));
+        line.split('|')
+            .nth(2)
+            .unwrap()
+            .trim()
+            .strip_suffix(" ms")
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let total = ms("| in-process workload");
+    assert!(total > 0.0, "{text}");
+    // Each milestone came after the process started and no later than the response.
+    let milestones = [
+        "| main entered",
+        "| identity issued",
+        "| first xDS response",
+        "| routes ready",
+        "| request sent",
+        "| response",
+    ];
+    for m in milestones {
+        let v = ms(m);
+        assert!(v > 0.0 && v <= total, "{m}: {v} ms of {total}\n{text}");
+    }
+    assert_eq!(ms("| response"), total, "{text}");
+}

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use mesh_admin::UpstreamMetrics;
@@ -295,6 +296,7 @@ impl MeshBuilder {
             authz: self.authz.unwrap_or_default(),
             fixed_path_normalization: self.fixed_path_normalization,
         };
+        let mut xds_needs_identity = false;
         let xds = match self.config.ok_or(BuildError::NoConfig)? {
             Config::Client(c) => Ok(c),
             Config::Bootstrap(b) => {
@@ -304,12 +306,21 @@ impl MeshBuilder {
                 inbound.pod_ip = inbound.pod_ip.or_else(|| instance_ip(&b));
                 let config = XdsClientConfig::from_bootstrap(&b)
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+                // Noted when the channel takes the workload certificate for its TLS.
+                let uses_identity = Arc::new(AtomicBool::new(false));
+                let tls = control_plane_tls(identity.clone());
+                let noted = uses_identity.clone();
+                let tls: IdentityTls = Arc::new(move |expected: Option<&str>| {
+                    noted.store(true, Ordering::Relaxed);
+                    tls(expected)
+                });
                 let channel = channel_from_bootstrap_with(
                     &b,
                     mesh_tls::config::default_provider(),
-                    Some(control_plane_tls(identity.clone())),
+                    Some(tls),
                 )
                 .map_err(|e| BuildError::Bootstrap(e.to_string()))?;
+                xds_needs_identity = uses_identity.load(Ordering::Relaxed);
                 Ok(XdsClient::try_new(config, channel)
                     .map_err(|e| BuildError::Bootstrap(e.to_string()))?)
             }
@@ -351,6 +362,7 @@ impl MeshBuilder {
         Ok(Mesh {
             identity,
             xds,
+            xds_needs_identity,
             source,
             client,
             mesh_client,

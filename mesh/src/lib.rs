@@ -56,6 +56,9 @@ pub struct Mesh {
     identity: IdentityStore,
     /// The xDS client, when the config comes from one.
     xds: Option<XdsClient>,
+    /// The xDS channel is TLS with the workload certificate: it connects only once the
+    /// identity is there.
+    xds_needs_identity: bool,
     /// Where the config comes from (the xDS client, when there is one).
     source: Arc<dyn ConfigSource>,
     client: Client,

@@ -37,10 +37,12 @@ pub enum NotReady {
 }
 
 impl Mesh {
-    /// Waits, at most `timeout` in all, for the workload certificate and then for the
-    /// routes of each of `targets` (`host:port` or `xds:///host:port`, as
-    /// [`Mesh::resolve`]). On timeout the error says why: the CA's refusal, the xDS server
-    /// unreachable, a resource that does not exist or was rejected.
+    /// Waits, at most `timeout` in all, for the workload certificate and for the routes of
+    /// each of `targets` (`host:port` or `xds:///host:port`, as [`Mesh::resolve`]). The
+    /// targets are asked for while the certificate is being issued (the CSR and the xDS
+    /// requests go out at once), unless the xDS channel is TLS with that certificate
+    /// (then after it). On timeout the error says why: the CA's refusal (first), the xDS
+    /// server unreachable, a resource that does not exist or was rejected.
     ///
     /// ```no_run
     /// # async fn f(mesh: mesh::Mesh) -> Result<(), mesh::NotReady> {
@@ -49,15 +51,37 @@ impl Mesh {
     /// ```
     pub async fn ready(&self, timeout: Duration, targets: &[&str]) -> Result<(), NotReady> {
         let deadline = Instant::now() + timeout;
-        if tokio::time::timeout_at(deadline, self.identity.ready())
-            .await
-            .is_err()
-        {
+        let identity = async {
+            tokio::time::timeout_at(deadline, self.identity.ready())
+                .await
+                .is_ok()
+        };
+        let routes = self.routes_ready(deadline, timeout, targets);
+        let (issued, routes) = if self.xds_needs_identity {
+            if identity.await {
+                (true, routes.await)
+            } else {
+                (false, Ok(()))
+            }
+        } else {
+            tokio::join!(identity, routes)
+        };
+        if !issued {
             let cause = self.identity.stats().last_error.unwrap_or_else(|| {
                 "the identity source has not answered (is the CA reachable?)".into()
             });
             return Err(NotReady::Identity { timeout, cause });
         }
+        routes
+    }
+
+    /// Waits until `deadline` for the routes of each of `targets`.
+    async fn routes_ready(
+        &self,
+        deadline: Instant,
+        timeout: Duration,
+        targets: &[&str],
+    ) -> Result<(), NotReady> {
         for target in targets {
             let name = target.strip_prefix("xds:///").unwrap_or(target);
             let result = tokio::time::timeout_at(deadline, self.mesh_client.resolve(target)).await;

@@ -9,6 +9,7 @@ use mesh::tls::ca::IstioCaClient;
 use mesh::tls::rotation::Rotation;
 use mesh::xds::bootstrap::{Bootstrap, IstioNode};
 use mesh::xds::client::{XdsClient, XdsClientConfig, channel};
+use mesh::xds::resource::ResourceType;
 use mesh::{Mesh, NotReady};
 use mesh_control::ca::IstioCaServer;
 use mesh_control::server::{ControlPlane, ControlPlaneOptions};
@@ -92,8 +93,8 @@ async fn an_unreachable_xds_server_is_the_error() {
     );
 }
 
-#[tokio::test]
-async fn a_service_the_control_plane_does_not_have_is_the_error() {
+/// A control plane (xDS only) whose config has the service `web.default.svc.cluster.local:80`.
+async fn control_plane_with_web() -> (ControlPlane, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("mesh.yaml"),
@@ -113,6 +114,76 @@ async fn a_service_the_control_plane_does_not_have_is_the_error() {
     })
     .await
     .unwrap();
+    (cp, dir)
+}
+
+/// An identity source that publishes its certificate only when told to (a slow CA).
+struct HeldBack {
+    creds: mesh_tls::Credentials,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl mesh_tls::CertSource for HeldBack {
+    fn run(
+        self: Box<Self>,
+        store: mesh_tls::IdentityStore,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move {
+            if self.release.await.is_ok() {
+                store.publish(self.creds).unwrap();
+            }
+            std::future::pending::<()>().await;
+        })
+    }
+}
+
+/// `ready` asks for the routes while the certificate is being issued (over plaintext xDS,
+/// which does not need it): a start pays the longer of the CSR and the xDS exchange, not
+/// their sum. Here the listener arrives with the certificate still held back, and `ready`
+/// returns once it is released.
+#[tokio::test]
+async fn the_routes_are_fetched_while_the_certificate_is_issued() {
+    let (cp, _dir) = control_plane_with_web().await;
+    let xds = format!("http://{}", cp.xds_addr());
+    let (release, held) = tokio::sync::oneshot::channel();
+    let creds = cp.ca().issue(&web(), Duration::from_secs(3600)).unwrap();
+    let mesh = Mesh::builder()
+        .identity_source(HeldBack {
+            creds,
+            release: held,
+        })
+        .bootstrap(Bootstrap::istio_proxyless(node(), &xds))
+        .build()
+        .unwrap();
+    let target = "web.default.svc.cluster.local:80";
+    let ready = tokio::spawn({
+        let mesh = mesh.clone();
+        async move { mesh.ready(Duration::from_secs(10), &[target]).await }
+    });
+    let client = mesh.xds().unwrap().clone();
+    let listener = async {
+        loop {
+            let status = client.status().await.unwrap();
+            if status
+                .get(ResourceType::Listener, target)
+                .is_some_and(|l| l.has_value)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), listener)
+        .await
+        .expect("no listener while the certificate was held back");
+    assert!(!ready.is_finished(), "ready without a certificate");
+    release.send(()).unwrap();
+    ready.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_service_the_control_plane_does_not_have_is_the_error() {
+    let (cp, _dir) = control_plane_with_web().await;
     let xds = format!("http://{}", cp.xds_addr());
     // The service that exists resolves...
     let mesh = Mesh::builder()

@@ -72,6 +72,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        // The gRPC reply's frames go out as written: with Nagle's algorithm the last small
+        // write waits for the caller's delayed ACK (40 ms on Linux) on every certificate.
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote, error = %e, "CA server: TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         let td = trust_domain.clone();
@@ -191,5 +196,50 @@ impl AsyncWrite for CaConnection {
     }
     fn is_write_vectored(&self) -> bool {
         self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::StreamExt;
+    use mesh_tls::dev_ca::DevCa;
+    use rustls_pki_types::ServerName;
+
+    use super::*;
+    use crate::ca::IstioCaServer;
+
+    /// Every accepted connection has Nagle's algorithm off, so a reply's frames are not held
+    /// back waiting for the caller's ACK.
+    #[tokio::test]
+    async fn accepted_connections_send_without_nagle_delay() {
+        let ca =
+            Arc::new(DevCa::new(mesh_core::TrustDomain::new("cluster.local").unwrap()).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut parts = IstioCaServer::new(ca)
+            .allow_unauthenticated()
+            .into_parts(listener)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(parts.root.clone()).unwrap();
+        let config =
+            rustls::ClientConfig::builder_with_provider(mesh_tls::config::default_provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        let client = tokio::spawn(async move {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::IpAddress(addr.ip().into());
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await
+                .unwrap()
+        });
+        let conn = parts.incoming.next().await.unwrap().unwrap();
+        assert!(conn.stream.get_ref().0.nodelay().unwrap());
+        drop(client.await.unwrap());
     }
 }

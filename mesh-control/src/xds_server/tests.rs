@@ -466,3 +466,14 @@ async fn raw_streams_follow_the_spec() {
     assert_eq!(names, ["outbound|80||svc0"]);
     assert_eq!(d.removed_resources, ["outbound|80||gone"]);
 }
+
+/// The ADS port's connections have Nagle's algorithm off.
+#[tokio::test]
+async fn accepted_connections_send_without_nagle_delay() {
+    use futures::StreamExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let accepted = incoming(listener).next().await.unwrap().unwrap();
+    assert!(accepted.nodelay().unwrap());
+}

@@ -195,6 +195,9 @@ pub async fn run(rounds: usize, secs: Duration) -> Result<ChurnRun, Error> {
                 sample.ok,
                 sample.errors
             );
+            if let Some(e) = &sample.first_error {
+                eprintln!("  first error: {e}");
+            }
         }
     }
     Ok(ChurnRun {

@@ -120,10 +120,14 @@ pub fn snapshot() -> Option<Snapshot> {
     {
         use std::sync::atomic::Ordering::Relaxed;
         // Growth by reallocation counts as bytes requested; shrinking does not.
-        Some(counting::COUNTS.iter().fold(Snapshot::default(), |s, c| Snapshot {
-            allocs: s.allocs + c.allocs.load(Relaxed),
-            bytes: s.bytes + c.bytes.load(Relaxed),
-        }))
+        Some(
+            counting::COUNTS
+                .iter()
+                .fold(Snapshot::default(), |s, c| Snapshot {
+                    allocs: s.allocs + c.allocs.load(Relaxed),
+                    bytes: s.bytes + c.bytes.load(Relaxed),
+                }),
+        )
     }
     #[cfg(feature = "dhat-heap")]
     None

@@ -921,16 +921,26 @@ async fn h2_answer(
 /// A snapshot routing everything, with no retry policy, to the HTTP/2 cluster `h2` of
 /// `backend`.
 fn h2_client(backend: &H2Backend) -> MeshClient {
+    h2_client_retrying(backend, None)
+}
+
+/// [`h2_client`] with the route's retry policy.
+fn h2_client_retrying(backend: &H2Backend, retry: Option<RetryPolicy>) -> MeshClient {
     let mut c = cluster("h2", LbPolicy::RoundRobin, None);
     c.http_protocol.protocol = UpstreamProtocol::Http2;
-    let routes = vec![route(
-        "all",
-        "/",
-        vec![],
-        ClusterSpecifier::Cluster("h2".into()),
-    )];
+    let mut r = route("all", "/", vec![], ClusterSpecifier::Cluster("h2".into()));
+    if let RouteAction::Forward(f) = &mut r.action {
+        f.retry_policy = retry;
+    }
+    let routes = vec![r];
     let source = StaticSource::new(snapshot(routes, vec![(c, vec![backend.addr])]));
-    MeshClient::new(source, IdentityStore::new(), MeshClientConfig::default())
+    // The resilience stack: its retry layer acts on the policy.
+    MeshClient::with_stack(
+        source,
+        IdentityStore::new(),
+        MeshClientConfig::default(),
+        mesh_route::client::ResilienceStack::new(),
+    )
 }
 
 /// POST `body`: the status and the response body (empty when the request failed).
@@ -968,6 +978,30 @@ async fn a_refused_stream_is_sent_again_once() {
     let (status, _) = post(&client, "hello").await;
     assert_eq!(status, 503);
     assert_eq!(backend.streams.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_refused_stream_retry_policy_the_retry_layer_alone_sends_it_again() {
+    // The route retries refused streams once: the retry layer sends the refused stream
+    // again with its own copy, and the pool keeps none of its own (under both, a stream
+    // refused twice would get a third try and be answered).
+    let policy = || {
+        Some(RetryPolicy {
+            retry_on: vec![RetryOn::RefusedStream],
+            num_retries: 1,
+            ..Default::default()
+        })
+    };
+    let once = H2Backend::start(Streams::Refuse(1)).await;
+    assert_eq!(
+        post(&h2_client_retrying(&once, policy()), "hello").await,
+        (200, "hello".into())
+    );
+    assert_eq!(once.streams.load(Ordering::SeqCst), 2);
+    let twice = H2Backend::start(Streams::Refuse(2)).await;
+    let (status, _) = post(&h2_client_retrying(&twice, policy()), "hello").await;
+    assert_eq!(status, 503);
+    assert_eq!(twice.streams.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

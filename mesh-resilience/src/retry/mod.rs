@@ -64,6 +64,14 @@ mod replay;
 mod service;
 
 pub use backoff::Backoff;
+
+/// In every attempt's extensions of a request the retry layer may send again (it has a
+/// retry policy and keeps a replay of the body): whether a refused stream is sent again is
+/// its policy's call (`refused-stream`), so a connection pool below keeps no copy of its own
+/// (mesh-route's HTTP/2 pool sends refused streams again only for requests without one).
+#[derive(Clone, Copy, Debug)]
+pub struct RetriedAbove;
+
 pub use budget::{RequestGuard, RetryBudget, RetryGuard};
 pub use condition::is_retriable;
 pub use layer::{RetryConfig, RetryLayer};

@@ -116,6 +116,7 @@ where
         };
         let count_attempts =
             route_policy(&parts.extensions).is_some_and(|p| p.include_attempt_count);
+
         ResponseFuture::Retrying(Box::pin(async move {
             let _active = config.budget.start_request();
             let mut backoff = Backoff::new(&policy.back_off);
@@ -137,6 +138,8 @@ where
                     req.headers_mut()
                         .insert(ATTEMPT_COUNT_HEADER, HeaderValue::from(attempt + 1));
                 }
+                // Replays are this layer's: a pool below keeps no copy of its own.
+                req.extensions_mut().insert(super::RetriedAbove);
                 if policy.retry_previous_hosts && !tried.is_empty() {
                     req.extensions_mut().insert(PreviousHosts {
                         hosts: tried.clone(),

@@ -11,7 +11,7 @@ use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use mesh_resilience::retry::ReplayBody;
+use mesh_resilience::retry::{ReplayBody, RetriedAbove};
 use tower::BoxError;
 
 use super::config::Lifetime;
@@ -100,14 +100,21 @@ impl H2Set {
     /// Sends `req` on `stream`'s connection (see [`H2Set::pick`]); a request the connection
     /// closed before taking goes to another. A stream the server refused unprocessed
     /// ([`unprocessed`]) is sent again once, on another connection when the endpoint has or
-    /// may open one, with its body replayed ([`Spare`]). The stream is returned with the
-    /// response: it holds its place until the response body ends.
+    /// may open one, with its body replayed ([`Spare`]), unless a retry layer above owns
+    /// the request's replays ([`RetriedAbove`]): then its policy decides (the failure reads
+    /// as a refused stream, [`Unprocessed`], which `refused-stream` retries) and the pool
+    /// keeps no second copy. The stream is returned with the response: it holds its
+    /// place until the response body ends.
     pub(super) async fn send(
         self: Arc<Self>,
         mut stream: Stream,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Stream), BoxError> {
-        let (mut req, mut spare) = Spare::of(req);
+        let (mut req, mut spare) = if retried_by_policy(&req) {
+            (req, None)
+        } else {
+            Spare::of(req)
+        };
         let mut retries = 0;
         loop {
             match stream.0.conn.send(&self.dial, &self.known_max, req).await {
@@ -127,6 +134,9 @@ impl H2Set {
                             let refused = stream.0.clone();
                             drop(stream);
                             stream = self.pick_other(&refused);
+                        }
+                        _ if unprocessed(e.error()) => {
+                            return Err(Unprocessed(e.into_error()).into());
                         }
                         _ => return Err(e.into_error().into()),
                     },
@@ -368,6 +378,33 @@ fn unprocessed(e: &hyper::Error) -> bool {
     };
     h2e.is_remote()
         && (h2e.is_go_away() || (h2e.is_reset() && h2e.reason() == Some(Reason::REFUSED_STREAM)))
+}
+
+/// Whether a retry layer above decides about sending the request again (it keeps its own
+/// copy of the request for every attempt, and its policy says whether a refused stream is
+/// retried).
+fn retried_by_policy(req: &Request<RequestBody>) -> bool {
+    req.extensions().get::<RetriedAbove>().is_some()
+}
+
+/// A stream the server did not process (reset with `REFUSED_STREAM`, or above a GOAWAY's
+/// last stream id), failed as a refused stream so that a retry policy's `refused-stream`
+/// sends it again whichever way the server refused it.
+#[derive(Debug)]
+struct Unprocessed(hyper::Error);
+
+impl std::fmt::Display for Unprocessed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the upstream did not process the stream: {}", self.0)
+    }
+}
+
+impl std::error::Error for Unprocessed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        static REFUSED: std::sync::LazyLock<h2::Error> =
+            std::sync::LazyLock::new(|| h2::Error::from(Reason::REFUSED_STREAM));
+        Some(&*REFUSED)
+    }
 }
 
 /// Body bytes kept to send a refused stream again (the retry layer's default buffer); a

@@ -409,11 +409,9 @@ async fn counting_proxy(to: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>, Backen
     (addr, accepted, Backend { addr, _task: task })
 }
 
-/// An endpoint that an EDS update adds is connected (mTLS handshakes done) before the
-/// client routes with the update, with as many connections as concurrent requests spread
-/// over (`http2_connections`), so no request waits for a handshake, also when requests to
-/// it overlap (the pool dials only while fewer are open); the connection to the endpoint
-/// the update keeps stays open.
+/// An endpoint that an EDS update adds is connected (mTLS handshake done) before the
+/// client routes with the update, so no request waits for that handshake; the connection
+/// to the endpoint the update keeps stays open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_added_endpoint_is_connected_before_requests_reach_it() {
     let ca = DevCa::new("cluster.local".parse().unwrap()).unwrap();
@@ -425,9 +423,11 @@ async fn an_added_endpoint_is_connected_before_requests_reach_it() {
     web.http_protocol.protocol = UpstreamProtocol::Http2;
     let all = route("all", "/", vec![], ClusterSpecifier::Cluster("web".into()));
     let source = StaticSource::new(snapshot(vec![all], vec![(web, vec![a_addr])]));
-    let mut config = MeshClientConfig::default();
-    config.pool.http2_connections = Some(2);
-    let client = MeshClient::new(source.clone(), identity(&ca, "productpage"), config);
+    let client = MeshClient::new(
+        source.clone(),
+        identity(&ca, "productpage"),
+        MeshClientConfig::default(),
+    );
     let (code, body) = get(&client, "/", &[]).await;
     assert_eq!((code, name(&body)), (200, "a"), "{body}");
 
@@ -437,8 +437,8 @@ async fn an_added_endpoint_is_connected_before_requests_reach_it() {
     client.caught_up().await;
     assert_eq!(
         b_conns.load(Ordering::SeqCst),
-        2,
-        "the added endpoint has its `http2_connections` by the time the client routes with the update"
+        1,
+        "the added endpoint is connected by the time the client routes with the update"
     );
     let mut seen = HashSet::new();
     for _ in 0..10 {
@@ -452,7 +452,7 @@ async fn an_added_endpoint_is_connected_before_requests_reach_it() {
             a_conns.load(Ordering::SeqCst),
             b_conns.load(Ordering::SeqCst)
         ),
-        (1, 2),
+        (1, 1),
         "requests went over the kept and the warmed connections, none opened another"
     );
 }

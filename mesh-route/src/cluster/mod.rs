@@ -233,7 +233,7 @@ impl ClusterSet {
         out
     }
 
-    /// Opens connections to each usable endpoint that `snapshot` adds to a cluster of this
+    /// Opens a connection to each usable endpoint that `snapshot` adds to a cluster of this
     /// set (same cluster resource, new EDS), in parallel, and completes when all are up or
     /// have failed. Applied before the update, it keeps every TLS handshake an endpoint
     /// change causes off the request path: the balancer can only pick an added endpoint

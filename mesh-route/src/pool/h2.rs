@@ -193,47 +193,23 @@ impl H2Set {
         conn
     }
 
-    /// Opens connections now, in parallel, until the endpoint has `spread` live ones (or
-    /// dialing), and waits until they are up. They carry no stream, so the next picks take
-    /// them: requests that overlap once the endpoint is in use do not dial on their way.
-    pub(super) async fn warm(self: Arc<Self>) -> Result<(), ConnectError> {
-        let fresh: Vec<_> = {
+    /// Opens a connection now, unless the endpoint has a live one (or one dialing), and
+    /// waits until it is up. It carries no stream, so the next pick takes it.
+    pub(super) async fn warm(&self) -> Result<(), ConnectError> {
+        let conn = {
             let _g = self.grow.lock().unwrap_or_else(|p| p.into_inner());
             let current = self.conns.load_full();
-            let mut next: Vec<_> = current
-                .iter()
-                .filter(|c| !c.conn.is_dead())
-                .cloned()
-                .collect();
-            let fresh: Vec<_> = (next.len()..self.limits.spread)
-                .map(|_| new_conn())
-                .collect();
-            if fresh.is_empty() {
+            if current.iter().any(|c| !c.conn.is_dead()) {
                 return Ok(());
             }
-            next.extend(fresh.iter().cloned());
-            self.conns.store(Arc::new(next));
-            fresh
+            let conn = new_conn();
+            self.conns.store(Arc::new(vec![conn.clone()]));
+            conn
         };
-        // Dropped (the update's warming timed out): the dials stop, and the first stream
-        // on each connection dials it again.
-        let mut dials = tokio::task::JoinSet::new();
-        for conn in fresh {
-            let set = self.clone();
-            dials.spawn(async move {
-                conn.conn
-                    .connect(&set.dial, &set.known_max)
-                    .await
-                    .map(|_| ())
-            });
-        }
-        let mut out = Ok(());
-        while let Some(done) = dials.join_next().await {
-            if let Ok(Err(e)) = done {
-                out = Err(e);
-            }
-        }
-        out
+        conn.conn
+            .connect(&self.dial, &self.known_max)
+            .await
+            .map(|_| ())
     }
 
     /// Takes a connection dialed outside the set (the one that learned an ALPN endpoint's

@@ -240,12 +240,10 @@ impl UpstreamPool {
         }
     }
 
-    /// Opens connections to `endpoint` ahead of its first request and waits until they are
-    /// up, so that no request waits for a handshake (the client does it for endpoints an
-    /// EDS update adds): as many as concurrent requests spread over
-    /// ([`PoolConfig::http2_connections`], within the cluster's `max_connections`), less
-    /// those it has. For HTTP/2 clusters, whose requests share connections; elsewhere it
-    /// does nothing.
+    /// Opens a connection to `endpoint` ahead of its first request and waits until it is
+    /// up, so that no request waits for its handshake (the client does it for endpoints an
+    /// EDS update adds). For HTTP/2 clusters, whose requests share connections; elsewhere,
+    /// and for an endpoint with a connection already, it does nothing.
     pub async fn warm(
         &self,
         endpoint: &Arc<str>,

@@ -16,6 +16,7 @@ use std::time::SystemTime;
 use mesh_core::config::{ConfigSnapshot, ResourceMap};
 use mesh_xds::client::{ClientStatus, ResourceState, ResourceStatus};
 use mesh_xds::resource::{self, Rejection, Resource, ResourceType};
+use mesh_xds::translate::Dialect;
 
 use crate::xds_server::VersionedResources;
 
@@ -78,14 +79,15 @@ fn index(ty: ResourceType) -> usize {
     }
 }
 
-/// Decodes one resource as an xDS client does; a name that differs from the content's is a
-/// rejection (as a delta client rejects it).
+/// Decodes one resource as an xDS client of the node does (in its `dialect`); a name that
+/// differs from the content's is a rejection (as a delta client rejects it).
 fn decode(
     ty: ResourceType,
     name: &str,
     raw: &envoy_types::pb::google::protobuf::Any,
+    dialect: Dialect,
 ) -> Result<Resource, String> {
-    let decoded = resource::decode(ty, raw).and_then(|r| {
+    let decoded = resource::decode_as(ty, raw, dialect).and_then(|r| {
         if r.name() == name {
             Ok(r)
         } else {
@@ -107,6 +109,7 @@ impl Catalog {
     pub(super) fn next(
         previous: Option<&Catalog>,
         generated: &VersionedResources,
+        dialect: Dialect,
     ) -> (Catalog, Vec<Rejected>) {
         let now = SystemTime::now();
         let mut catalog = Catalog::default();
@@ -130,7 +133,7 @@ impl Catalog {
                 }
                 let key: Arc<str> = before.map_or_else(|| name.as_str().into(), |(k, _)| k.clone());
                 let version: Arc<str> = versioned.version.as_str().into();
-                let entry = match decode(ty, name, &versioned.resource) {
+                let entry = match decode(ty, name, &versioned.resource, dialect) {
                     Ok(value) => Entry {
                         dependencies: value
                             .dependencies()

@@ -61,6 +61,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use mesh_core::config::{ConfigSnapshot, ConfigSource};
 use mesh_xds::client::{ClientStatus, ResourceState, ResourceStatus, listener_name_for_target};
 use mesh_xds::resource::ResourceType;
+use mesh_xds::translate::Dialect;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -349,6 +350,7 @@ async fn follow<C: Send + Sync + 'static>(
             Ok::<_, crate::xds_server::GenerateError>(Catalog::next(
                 previous2.as_deref(),
                 &VersionedResources::new(resources),
+                Dialect::of_node(&node2),
             ))
         })
         .await;

@@ -344,11 +344,16 @@ async fn theirs(
 ///   (`default`, `ROOTCA`); a proxyless client names the same two through the bootstrap's
 ///   certificate provider instance `default` (what our generator and istiod's proxyless
 ///   one emit).
+///
+/// Decoded in the proxyless dialect, as our client decodes our generator's clusters for a
+/// proxyless node: the comparison is of the generators, not of the defaults each dialect
+/// fills in (a HIGH-priority `max_retries` neither generator sets).
 async fn sidecar_clusters(peer: &Peer, node: Node) -> Arc<ConfigSnapshot> {
     use envoy_types::pb::envoy::config::cluster::v3::Cluster;
     use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
     use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
-    use mesh_xds::resource::{Resource, ResourceType, decode};
+    use mesh_xds::resource::{Resource, ResourceType, decode, decode_as};
+    use mesh_xds::translate::Dialect;
     use prost::Message;
     use tokio_stream::StreamExt;
 
@@ -401,7 +406,11 @@ async fn sidecar_clusters(peer: &Peer, node: Node) -> Arc<ConfigSnapshot> {
             sds_to_provider_instances(socket);
         }
         let name = c.name.clone();
-        match decode(ResourceType::Cluster, &envoy_types::util::pack_any(c)) {
+        match decode_as(
+            ResourceType::Cluster,
+            &envoy_types::util::pack_any(c),
+            Dialect::IstioProxyless,
+        ) {
             Ok(Resource::Cluster(model)) => {
                 if let Some(eds) = model.discovery.eds_name(&model.name) {
                     eds_names.push(eds.to_string());

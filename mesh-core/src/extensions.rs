@@ -108,8 +108,11 @@ pub struct RoutePolicy {
     pub suppress_envoy_headers: bool,
 }
 
-/// The request header that numbers each attempt of a request, from 1 (Envoy's).
-pub const ATTEMPT_COUNT_HEADER: &str = "x-envoy-attempt-count";
+/// The request header that numbers each attempt of a request, from 1 (Envoy's). A
+/// `HeaderName` constant: inserting a `&str` name that is not a standard header copies it
+/// into a new allocation every time.
+pub const ATTEMPT_COUNT_HEADER: http::HeaderName =
+    http::HeaderName::from_static("x-envoy-attempt-count");
 
 impl RoutePolicy {
     /// The fault filter's override for this route, if any (`None` also when disabled).

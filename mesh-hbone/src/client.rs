@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use mesh_core::SpiffeId;
 use mesh_tls::verify::{VerifyStats, handshake_error};
-use mesh_tls::{IdentityStore, TlsError};
+use mesh_tls::{IdentityStore, TlsError, handshake};
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -350,19 +350,28 @@ impl HboneClient {
             .map_err(|source| HboneError::Tls { addr, source })?;
         let settings = &self.inner.settings;
         let dial = async {
-            let tcp = TcpStream::connect(addr)
-                .await
-                .map_err(|source| HboneError::Connect { addr, source })?;
-            let _ = tcp.set_nodelay(true);
-            // No SNI is sent (ServerTls picks by destination); the name only fills the API.
-            let name = ServerName::IpAddress(addr.ip().into());
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| HboneError::Tls {
-                    addr,
-                    source: handshake_error(e),
-                })?;
+            // Connect and handshake off the request workers (mesh_tls::handshake).
+            let connect = async move {
+                let tcp = TcpStream::connect(addr)
+                    .await
+                    .map_err(|source| HboneError::Connect { addr, source })?;
+                let _ = tcp.set_nodelay(true);
+                // No SNI is sent (ServerTls picks by destination); the name only fills the API.
+                let name = ServerName::IpAddress(addr.ip().into());
+                tokio_rustls::TlsConnector::from(config)
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| HboneError::Tls {
+                        addr,
+                        source: handshake_error(e),
+                    })
+            };
+            let offloaded = handshake::offloads();
+            let mut tls = handshake::offload(connect).await?;
+            if offloaded {
+                handshake::rehome(tls.get_mut().0)
+                    .map_err(|source| HboneError::Connect { addr, source })?;
+            }
             if tls.get_ref().1.alpn_protocol() != Some(mesh_tls::config::ALPN_H2) {
                 return Err(HboneError::NoH2(addr));
             }

@@ -33,7 +33,7 @@ use mesh_core::extensions::{ConnectionAddrs, PeerIdentity};
 use mesh_core::model::RbacRequest;
 use mesh_tls::server::{ConnectionLimiter, ConnectionLimits, Drain, accept_loop};
 use mesh_tls::verify::{PeerPolicy, VerifyStats, handshake_error};
-use mesh_tls::{IdentityStore, TlsError};
+use mesh_tls::{IdentityStore, TlsError, handshake};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tower::{BoxError, Service};
@@ -312,8 +312,27 @@ async fn serve_connection(
             return;
         }
     };
-    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(tcp);
-    let tls = match tokio::time::timeout(inner.handshake_timeout, handshake).await {
+    // The handshake runs off the request workers (mesh_tls::handshake), its socket
+    // registered where it runs, then back here.
+    let offloaded = handshake::offloads();
+    let accept = async move {
+        let mut tcp = tcp;
+        if offloaded {
+            handshake::rehome(&mut tcp)?;
+        }
+        tokio_rustls::TlsAcceptor::from(config).accept(tcp).await
+    };
+    let accepted = tokio::time::timeout(inner.handshake_timeout, handshake::offload(accept))
+        .await
+        .map(|r| {
+            r.and_then(|mut tls| {
+                if offloaded {
+                    handshake::rehome(tls.get_mut().0)?;
+                }
+                Ok(tls)
+            })
+        });
+    let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let err = handshake_error(e);

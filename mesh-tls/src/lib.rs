@@ -16,6 +16,7 @@
 //! | [`svid`], [`verify`] | the X.509-SVID rules and the SPIFFE verifiers for rustls, with per-rule counters |
 //! | [`config`] | rustls configs per credential generation, ALPN ids, the crypto provider |
 //! | [`client`] | [`client::MeshConnector`], a `tower::Service<Uri>` for hyper-util and tonic channels |
+//! | [`handshake`] | handshakes on their own threads, off the workers that carry requests |
 //! | [`server`] | [`server::MeshAcceptor`], serve loops, PeerAuthentication modes (STRICT, PERMISSIVE) |
 //! | [`sniff`], [`peer`] | the ClientHello sniffer for PERMISSIVE; [`PeerIdentity`] off a connection |
 //!
@@ -70,6 +71,7 @@ pub mod credentials;
 #[cfg(feature = "dev-ca")]
 pub mod dev_ca;
 pub mod error;
+pub mod handshake;
 mod params;
 pub mod peer;
 mod provider;

@@ -99,6 +99,11 @@ pub struct Rewind<IO> {
 }
 
 impl<IO> Rewind<IO> {
+    /// The wrapped I/O.
+    pub(crate) fn inner_mut(&mut self) -> &mut IO {
+        &mut self.inner
+    }
+
     /// `inner` with nothing to replay (a connection that was not sniffed).
     pub fn unsniffed(inner: IO) -> Self {
         Self {

@@ -207,6 +207,10 @@ impl TraceContext {
         ] {
             headers.remove(h);
         }
+        // Room for these and the few a router adds after them (attempt count, expected
+        // timeout): the map grows once, not at every few inserts (each growth reallocates
+        // its two tables).
+        headers.reserve(8);
         let mut put = |name: HeaderName, v: Option<HeaderValue>| {
             if let Some(v) = v {
                 headers.insert(name, v);

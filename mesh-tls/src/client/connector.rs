@@ -10,6 +10,7 @@ use tokio_rustls::TlsConnector;
 
 use super::MeshClientStream;
 use crate::config::{ClientConfigs, ClientSettings};
+use crate::handshake;
 use crate::verify::{VerifyStats, handshake_error};
 use crate::{IdentityStore, TlsError};
 
@@ -83,22 +84,26 @@ impl MeshConnector {
                 .unwrap_or_else(|_| ServerName::try_from("mesh.invalid").expect("static name")),
         };
         let timeout = self.configs.settings().connect_timeout;
-        let connect = async {
+        let path = format!("{host}:{port}");
+        let at = path.clone();
+        // Connect and handshake off the request workers (see `handshake`).
+        let connect = async move {
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
-                .map_err(|source| TlsError::Io {
-                    path: format!("{host}:{port}"),
-                    source,
-                })?;
+                .map_err(|source| TlsError::Io { path: at, source })?;
             let _ = tcp.set_nodelay(true);
             TlsConnector::from(config)
                 .connect(name, tcp)
                 .await
                 .map_err(handshake_error)
         };
-        let tls = tokio::time::timeout(timeout, connect)
+        let offloaded = handshake::offloads();
+        let mut tls = tokio::time::timeout(timeout, handshake::offload(connect))
             .await
-            .map_err(|_| TlsError::Handshake(format!("connect to {host}:{port} timed out")))??;
+            .map_err(|_| TlsError::Handshake(format!("connect to {path} timed out")))??;
+        if offloaded {
+            handshake::rehome(tls.get_mut().0).map_err(|source| TlsError::Io { path, source })?;
+        }
         let peer = crate::peer::peer_of_connection(tls.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("server presented no certificate".into()))?;
         Ok(MeshClientStream::new(tls, peer))

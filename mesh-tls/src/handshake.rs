@@ -13,7 +13,7 @@
 //! # async fn run() -> std::io::Result<()> {
 //! // what `MeshConnector` does with its dial
 //! let mut tcp = mesh_tls::handshake::offload(tokio::net::TcpStream::connect("10.0.0.7:9080"))
-//!     .await??;
+//!     .await?;
 //! mesh_tls::handshake::rehome(&mut tcp)?;
 //! # Ok(()) }
 //! ```

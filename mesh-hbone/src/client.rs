@@ -366,12 +366,8 @@ impl HboneClient {
                         source: handshake_error(e),
                     })
             };
-            let offloaded = handshake::offloads();
-            let mut tls = handshake::offload(connect).await?;
-            if offloaded {
-                handshake::rehome(tls.get_mut().0)
-                    .map_err(|source| HboneError::Connect { addr, source })?;
-            }
+            let tls =
+                handshake::connect(connect, |source| HboneError::Connect { addr, source }).await?;
             if tls.get_ref().1.alpn_protocol() != Some(mesh_tls::config::ALPN_H2) {
                 return Err(HboneError::NoH2(addr));
             }

@@ -312,26 +312,11 @@ async fn serve_connection(
             return;
         }
     };
-    // The handshake runs off the request workers (mesh_tls::handshake), its socket
-    // registered where it runs, then back here.
-    let offloaded = handshake::offloads();
-    let accept = async move {
-        let mut tcp = tcp;
-        if offloaded {
-            handshake::rehome(&mut tcp)?;
-        }
-        tokio_rustls::TlsAcceptor::from(config).accept(tcp).await
-    };
-    let accepted = tokio::time::timeout(inner.handshake_timeout, handshake::offload(accept))
-        .await
-        .map(|r| {
-            r.and_then(|mut tls| {
-                if offloaded {
-                    handshake::rehome(tls.get_mut().0)?;
-                }
-                Ok(tls)
-            })
-        });
+    // The handshake runs off the request workers (mesh_tls::handshake).
+    let accept = handshake::accept(tcp, |tcp| {
+        tokio_rustls::TlsAcceptor::from(config).accept(tcp)
+    });
+    let accepted = tokio::time::timeout(inner.handshake_timeout, accept).await;
     let tls = match accepted {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {

@@ -10,11 +10,16 @@
 //! current-thread runtime keeps its handshakes: the app asked for one thread.
 //!
 //! ```no_run
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run(config: std::sync::Arc<rustls::ClientConfig>) -> std::io::Result<()> {
+//! use rustls::pki_types::ServerName;
 //! // what `MeshConnector` does with its dial
-//! let mut tcp = mesh_tls::handshake::offload(tokio::net::TcpStream::connect("10.0.0.7:9080"))
-//!     .await?;
-//! mesh_tls::handshake::rehome(&mut tcp)?;
+//! let dial = async move {
+//!     let tcp = tokio::net::TcpStream::connect("10.0.0.7:9080").await?;
+//!     let name = ServerName::try_from("reviews.default.svc").expect("a DNS name");
+//!     tokio_rustls::TlsConnector::from(config).connect(name, tcp).await
+//! };
+//! // `dial` runs on the handshake threads; the stream is ready to use here.
+//! let tls = mesh_tls::handshake::connect(dial, |rehome_failed| rehome_failed).await?;
 //! # Ok(()) }
 //! ```
 
@@ -52,11 +57,19 @@ fn runtime() -> Option<&'static Runtime> {
         .as_ref()
 }
 
-/// Whether handshakes started from here leave the current runtime: it is multi-threaded
-/// (a current-thread runtime, or no runtime, keeps them) and the handshake threads run.
+/// The handshake runtime when handshakes started from here leave the current runtime: it is
+/// multi-threaded (a current-thread runtime, or no runtime, keeps them) and the handshake
+/// threads run.
+fn target() -> Option<&'static Runtime> {
+    Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
+        .then(runtime)
+        .flatten()
+}
+
+/// Whether handshakes started from here leave the current runtime (see [`offload`]).
 pub fn offloads() -> bool {
-    Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread)
-        && runtime().is_some()
+    target().is_some()
 }
 
 /// Runs `handshake` on the handshake threads when [`offloads`] says so, else here. Sockets
@@ -70,7 +83,15 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let Some(rt) = runtime().filter(|_| offloads()) else {
+    run_on(target(), handshake).await
+}
+
+async fn run_on<F>(runtime: Option<&'static Runtime>, handshake: F) -> F::Output
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let Some(rt) = runtime else {
         return handshake.await;
     };
     let mut task = AbortOnDrop(rt.spawn(handshake));
@@ -82,16 +103,68 @@ where
     }
 }
 
-/// [`offload`] when `offloaded`, else `handshake` here.
-pub(crate) async fn offload_if<F>(offloaded: bool, handshake: F) -> F::Output
+/// A client's connect and TLS handshake, [`offload`]ed, the socket of the stream it returns
+/// [`rehome`]d here; `rehome_failed` turns a failure of that into the caller's error.
+pub async fn connect<S, E, F>(
+    handshake: F,
+    rehome_failed: impl FnOnce(io::Error) -> E,
+) -> Result<S, E>
 where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
+    F: Future<Output = Result<S, E>> + Send + 'static,
+    S: Handshaken + Send + 'static,
+    E: Send + 'static,
 {
-    if offloaded {
-        offload(handshake).await
-    } else {
-        handshake.await
+    let runtime = target();
+    let mut stream = run_on(runtime, handshake).await?;
+    match stream.socket() {
+        Some(tcp) if runtime.is_some() => rehome(tcp).map_err(rehome_failed)?,
+        _ => {}
+    }
+    Ok(stream)
+}
+
+/// A server's TLS handshake on the accepted `io`, [`offload`]ed when `io` is a socket that
+/// can move (a `TcpStream`, or the sniffer's `Rewind<TcpStream>`): the socket is registered
+/// with the handshake threads for it and back here in the stream it returns. Other I/O is
+/// handshaken here.
+pub async fn accept<IO, S, F, Fut>(mut io: IO, handshake: F) -> io::Result<S>
+where
+    IO: Any + Send,
+    F: FnOnce(IO) -> Fut + Send + 'static,
+    Fut: Future<Output = io::Result<S>> + Send + 'static,
+    S: Handshaken + Send + 'static,
+{
+    let runtime = target().filter(|_| socket_of(&mut io).is_some());
+    let moved = runtime.is_some();
+    let run = async move {
+        if moved && let Some(tcp) = socket_of(&mut io) {
+            rehome(tcp)?;
+        }
+        handshake(io).await
+    };
+    let mut stream = run_on(runtime, run).await?;
+    match stream.socket() {
+        Some(tcp) if moved => rehome(tcp)?,
+        _ => {}
+    }
+    Ok(stream)
+}
+
+/// A handshaken stream whose socket [`connect`] and [`accept`] can register again.
+pub trait Handshaken {
+    /// The socket under the stream, when it is one that can move.
+    fn socket(&mut self) -> Option<&mut TcpStream>;
+}
+
+impl<IO: Any> Handshaken for tokio_rustls::client::TlsStream<IO> {
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        socket_of(self.get_mut().0)
+    }
+}
+
+impl<IO: Any> Handshaken for tokio_rustls::server::TlsStream<IO> {
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        socket_of(self.get_mut().0)
     }
 }
 
@@ -115,7 +188,7 @@ pub fn rehome(tcp: &mut TcpStream) -> io::Result<()> {
 
 /// The socket under `io` when it is one the handshake can move with: a `TcpStream`, or
 /// the sniffer's `Rewind<TcpStream>`.
-pub(crate) fn socket_of(io: &mut dyn Any) -> Option<&mut TcpStream> {
+fn socket_of(io: &mut dyn Any) -> Option<&mut TcpStream> {
     if io.is::<TcpStream>() {
         return io.downcast_mut::<TcpStream>();
     }

@@ -97,13 +97,11 @@ impl MeshConnector {
                 .await
                 .map_err(handshake_error)
         };
-        let offloaded = handshake::offloads();
-        let mut tls = tokio::time::timeout(timeout, handshake::offload(connect))
+        let at = path.clone();
+        let connect = handshake::connect(connect, |source| TlsError::Io { path: at, source });
+        let tls = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| TlsError::Handshake(format!("connect to {path} timed out")))??;
-        if offloaded {
-            handshake::rehome(tls.get_mut().0).map_err(|source| TlsError::Io { path, source })?;
-        }
         let peer = crate::peer::peer_of_connection(tls.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("server presented no certificate".into()))?;
         Ok(MeshClientStream::new(tls, peer))

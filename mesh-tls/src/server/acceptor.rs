@@ -53,20 +53,14 @@ impl MeshAcceptor {
     /// broken rule when the client's certificate was rejected. A `TcpStream` (or the
     /// sniffer's `Rewind<TcpStream>`) is handshaken off the request workers (see
     /// [`handshake`](crate::handshake)); other I/O here.
-    pub async fn accept<IO>(&self, mut io: IO) -> Result<(TlsStream<IO>, PeerIdentity), TlsError>
+    pub async fn accept<IO>(&self, io: IO) -> Result<(TlsStream<IO>, PeerIdentity), TlsError>
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let config = self.configs.config()?;
         let timeout = self.configs.settings().handshake_timeout;
-        let offloaded = handshake::offloads() && handshake::socket_of(&mut io).is_some();
-        let accept = async move {
-            if offloaded && let Some(tcp) = handshake::socket_of(&mut io) {
-                handshake::rehome(tcp)?;
-            }
-            TlsAcceptor::from(config).accept(io).await
-        };
-        let mut stream = tokio::time::timeout(timeout, handshake::offload_if(offloaded, accept))
+        let accept = handshake::accept(io, |io| TlsAcceptor::from(config).accept(io));
+        let stream = tokio::time::timeout(timeout, accept)
             .await
             .map_err(|_| TlsError::Handshake(format!("timed out after {timeout:?}")))?
             .map_err(|e| match handshake_error(e) {
@@ -77,9 +71,6 @@ impl MeshAcceptor {
                 }
                 other => other,
             })?;
-        if offloaded && let Some(tcp) = handshake::socket_of(stream.get_mut().0) {
-            handshake::rehome(tcp).map_err(|e| TlsError::Handshake(e.to_string()))?;
-        }
         let peer = crate::peer::peer_of_connection(stream.get_ref().1)
             .ok_or_else(|| TlsError::Handshake("client presented no certificate".into()))?;
         Ok((stream, peer))

@@ -15,10 +15,9 @@
 //! accepting and waits for in-flight work.
 
 mod admin;
-#[cfg(feature = "count-allocs")]
-mod alloc_count;
 mod drain;
 mod headers;
+mod heap;
 mod identity;
 mod inbound;
 mod node;
@@ -266,7 +265,7 @@ pub async fn start(
                 name,
                 help,
                 Kind::Counter,
-                move || vec![(vec![], pick(alloc_count::totals()) as f64)],
+                move || vec![(vec![], pick(heap::totals()) as f64)],
             )));
         }
         AuthzMetrics::register(mesh)

@@ -9,10 +9,11 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::{EnvFilter, reload};
 
 // jemalloc, as a production service in the mesh should run: less CPU per request than
-// glibc's allocator under load, and memory handed back after a burst (docs/performance.md,
-// "The allocator").
+// glibc's allocator under load (docs/performance.md, "Session 11: the allocator").
+// ANCHOR: heap
 #[global_allocator]
 static HEAP: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// ANCHOR_END: heap
 
 #[tokio::main]
 async fn main() -> ExitCode {

@@ -17,6 +17,7 @@
 mod admin;
 mod drain;
 mod headers;
+#[cfg(feature = "count-allocs")]
 mod heap;
 mod identity;
 mod inbound;

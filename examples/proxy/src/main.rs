@@ -4,6 +4,22 @@ use std::process::ExitCode;
 
 use mesh_xds::bootstrap::Bootstrap;
 
+// The heap (see src/heap.rs): jemalloc unless built without the `jemalloc` feature, counted
+// with `count-allocs`.
+#[cfg(feature = "jemalloc")]
+use tikv_jemallocator::Jemalloc as Heap;
+
+#[cfg(all(feature = "count-allocs", not(feature = "jemalloc")))]
+use std::alloc::System as Heap;
+
+#[cfg(feature = "count-allocs")]
+#[global_allocator]
+static GLOBAL: mesh_alloc_count::Counting<Heap> = mesh_alloc_count::Counting::new(Heap);
+
+#[cfg(all(feature = "jemalloc", not(feature = "count-allocs")))]
+#[global_allocator]
+static GLOBAL: Heap = Heap;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {

@@ -248,6 +248,9 @@ async fn mtls_round_trip(store: &IdentityStore) -> (SpiffeId, SpiffeId, Certific
     let mut tls = stream.into_inner();
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     tls.write_all(b"x").await.unwrap();
+    // A TLS stream may hold written bytes until flushed (a socket just registered with
+    // this runtime has no readiness yet, and the record waits in rustls).
+    tls.flush().await.unwrap();
     let mut byte = [0u8; 1];
     tls.read_exact(&mut byte).await.unwrap();
     assert_eq!(&byte, b"x");

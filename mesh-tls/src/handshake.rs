@@ -6,8 +6,9 @@
 //! tail. So on a multi-threaded runtime the connector and the acceptor run the handshake (TCP
 //! connect included) on a small runtime of their own, threads named `mesh-tls-handshake`,
 //! which the OS preempts when a request worker wakes; the socket is then registered again
-//! with the caller's runtime ([`rehome`]), where the connection lives from then on. A
-//! current-thread runtime keeps its handshakes: the app asked for one thread.
+//! with the caller's runtime ([`rehome`]), where the connection lives from then on, and is
+//! handed back once that runtime has seen it ready. A current-thread runtime keeps its
+//! handshakes: the app asked for one thread.
 //!
 //! ```no_run
 //! # async fn run(config: std::sync::Arc<rustls::ClientConfig>) -> std::io::Result<()> {
@@ -29,6 +30,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::sync::OnceLock;
 
+use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::runtime::{Handle, Runtime, RuntimeFlavor};
 
@@ -117,7 +119,7 @@ where
     let runtime = target();
     let mut stream = run_on(runtime, handshake).await?;
     match stream.socket() {
-        Some(tcp) if runtime.is_some() => rehome(tcp).map_err(rehome_failed)?,
+        Some(tcp) if runtime.is_some() => settle(tcp).await.map_err(rehome_failed)?,
         _ => {}
     }
     Ok(stream)
@@ -144,16 +146,35 @@ where
     };
     let mut stream = run_on(runtime, run).await?;
     match stream.socket() {
-        Some(tcp) if moved => rehome(tcp)?,
+        Some(tcp) if moved => settle(tcp).await?,
         _ => {}
     }
     Ok(stream)
+}
+
+/// [`rehome`]s `tcp` here and waits until this runtime has seen its readiness. A new
+/// registration has none: until the reactor's next turn, every read and write on it returns
+/// `Pending`, which a stream that never left the runtime does not do after its handshake. A
+/// TLS writer then keeps the bytes of a write that is not flushed, and a caller that writes,
+/// then waits to read, waits forever.
+async fn settle(tcp: &mut TcpStream) -> io::Result<()> {
+    rehome(tcp)?;
+    // A connected socket is writable at once (or readable, or closed: any readiness counts).
+    tcp.ready(Interest::READABLE | Interest::WRITABLE).await?;
+    Ok(())
 }
 
 /// A handshaken stream whose socket [`connect`] and [`accept`] can register again.
 pub trait Handshaken {
     /// The socket under the stream, when it is one that can move.
     fn socket(&mut self) -> Option<&mut TcpStream>;
+}
+
+/// A plain TCP connection (a connect [`offload`]ed with no TLS on top).
+impl Handshaken for TcpStream {
+    fn socket(&mut self) -> Option<&mut TcpStream> {
+        Some(self)
+    }
 }
 
 impl<IO: Any> Handshaken for tokio_rustls::client::TlsStream<IO> {
@@ -230,6 +251,22 @@ mod tests {
         tcp.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
         server.await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_stream_comes_back_ready_to_write_like_one_that_never_left() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let peer = tokio::spawn(async move { listener.accept().await.unwrap() });
+        let mut tcp = connect(TcpStream::connect(addr), |e| e).await.unwrap();
+        // `try_write` does not wait for the reactor: it fails with `WouldBlock` while the
+        // runtime has seen no readiness for the socket.
+        assert_eq!(tcp.try_write(b"ping").unwrap(), 4);
+        let (server, _) = peer.await.unwrap();
+        let mut server = accept(server, |io| async move { Ok::<_, io::Error>(io) })
+            .await
+            .unwrap();
+        assert_eq!(server.try_write(b"pong").unwrap(), 4);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]

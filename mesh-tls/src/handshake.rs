@@ -258,12 +258,12 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let peer = tokio::spawn(async move { listener.accept().await.unwrap() });
-        let mut tcp = connect(TcpStream::connect(addr), |e| e).await.unwrap();
+        let tcp = connect(TcpStream::connect(addr), |e| e).await.unwrap();
         // `try_write` does not wait for the reactor: it fails with `WouldBlock` while the
         // runtime has seen no readiness for the socket.
         assert_eq!(tcp.try_write(b"ping").unwrap(), 4);
         let (server, _) = peer.await.unwrap();
-        let mut server = accept(server, |io| async move { Ok::<_, io::Error>(io) })
+        let server = accept(server, |io| async move { Ok::<_, io::Error>(io) })
             .await
             .unwrap();
         assert_eq!(server.try_write(b"pong").unwrap(), 4);

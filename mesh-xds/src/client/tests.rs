@@ -22,7 +22,12 @@ use ResourceType::{
     Cluster as C, ClusterLoadAssignment as E, Listener as L, RouteConfiguration as R,
 };
 
-struct Fake;
+#[derive(Default)]
+struct Fake {
+    /// As the real codec: a subscribed cluster's endpoints that do not exist are published
+    /// as an empty set (the text `absent`), not left out.
+    absent_endpoints: bool,
+}
 
 type FakeSnapshot = BTreeMap<(ResourceType, String), Arc<str>>;
 
@@ -83,6 +88,10 @@ impl Codec for Fake {
             None => snapshot.remove(&(ty, name.to_string())),
         };
     }
+
+    fn absent(&self, ty: ResourceType, _name: &Arc<str>) -> Option<Arc<str>> {
+        (self.absent_endpoints && ty == E).then(|| Arc::from("absent"))
+    }
 }
 
 fn any(ty: ResourceType, text: &str) -> Any {
@@ -132,7 +141,7 @@ fn delta_response(
 }
 
 fn state() -> State<Fake> {
-    State::new(Fake, false, false, Duration::from_secs(15))
+    State::new(Fake::default(), false, false, Duration::from_secs(15))
 }
 
 fn node() -> Node {
@@ -523,7 +532,7 @@ async fn sotw_reconnect_requests_everything_again() {
 #[tokio::test(start_paused = true)]
 async fn sotw_wildcard_cds_sends_no_names_and_follows_every_cluster() {
     let now = Instant::now();
-    let mut s = State::new(Fake, false, true, Duration::from_secs(15));
+    let mut s = State::new(Fake::default(), false, true, Duration::from_secs(15));
     let mut sent = false;
     assert!(s.wants_anything());
     s.on_stream_start(now);
@@ -644,6 +653,69 @@ async fn delta_subscribe_ack_and_removal() {
     assert_eq!(lds.initial_resource_versions["l1"], "v1");
 }
 
+/// go-control-plane's order when a route moves from c1 to c2 and c1 leaves the snapshot:
+/// c1's endpoints are removed first (published as an empty set: c1 still names them), then
+/// c1, then the route. Unsubscribed, the empty set must leave the snapshot too.
+#[tokio::test(start_paused = true)]
+async fn endpoints_published_as_absent_leave_the_snapshot_once_unsubscribed() {
+    let now = Instant::now();
+    let mut s = State::new(
+        Fake {
+            absent_endpoints: true,
+        },
+        false,
+        false,
+        Duration::from_secs(15),
+    );
+    let mut sent = false;
+    s.add_target("l1", now);
+    s.on_stream_start(now);
+    let _ = delta_out(&mut s, &mut sent);
+    delta::apply(
+        &mut s,
+        &delta_response(L, "a", &[("1", "l1;R:rc1")], &[]),
+        now,
+    );
+    delta::apply(
+        &mut s,
+        &delta_response(R, "b", &[("1", "rc1;C:c1")], &[]),
+        now,
+    );
+    delta::apply(
+        &mut s,
+        &delta_response(C, "c", &[("1", "c1;E:c1")], &[]),
+        now,
+    );
+    delta::apply(&mut s, &delta_response(E, "d", &[("1", "c1")], &[]), now);
+    publish(&mut s);
+    assert_eq!(has(&s, E, "c1").as_deref(), Some("c1"));
+
+    delta::apply(&mut s, &delta_response(E, "e", &[], &["c1"]), now);
+    publish(&mut s);
+    assert_eq!(has(&s, E, "c1").as_deref(), Some("absent"));
+    delta::apply(&mut s, &delta_response(C, "f", &[], &["c1"]), now);
+    delta::apply(
+        &mut s,
+        &delta_response(R, "g", &[("2", "rc1;C:c2")], &[]),
+        now,
+    );
+    delta::apply(
+        &mut s,
+        &delta_response(C, "h", &[("2", "c2;E:c2")], &[]),
+        now,
+    );
+    delta::apply(&mut s, &delta_response(E, "i", &[("2", "c2")], &[]), now);
+    publish(&mut s);
+    assert!(has(&s, C, "c1").is_none());
+    assert_eq!(
+        has(&s, E, "c1"),
+        None,
+        "unsubscribed endpoints stay in the snapshot: {:?}",
+        s.snapshot()
+    );
+    assert_eq!(has(&s, E, "c2").as_deref(), Some("c2"));
+}
+
 #[tokio::test(start_paused = true)]
 async fn delta_nack_keeps_versions_of_good_resources_and_names_the_bad() {
     let now = Instant::now();
@@ -678,7 +750,7 @@ async fn delta_nack_keeps_versions_of_good_resources_and_names_the_bad() {
 #[tokio::test(start_paused = true)]
 async fn delta_wildcard_subscribes_star_and_name_mismatch_is_rejected() {
     let now = Instant::now();
-    let mut s = State::new(Fake, true, false, Duration::from_secs(15));
+    let mut s = State::new(Fake::default(), true, false, Duration::from_secs(15));
     let mut sent = false;
     s.on_stream_start(now);
     let out = delta_out(&mut s, &mut sent);
@@ -720,7 +792,7 @@ async fn ignore_resource_deletion_keeps_omitted_resources() {
 
 #[tokio::test(start_paused = true)]
 async fn an_unrepresentable_timeout_never_expires() {
-    let mut s = State::new(Fake, false, false, Duration::MAX);
+    let mut s = State::new(Fake::default(), false, false, Duration::MAX);
     s.add_target("l1", Instant::now());
     s.on_stream_start(Instant::now());
     assert_eq!(s.next_deadline(), None);

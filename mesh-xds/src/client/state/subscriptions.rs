@@ -99,7 +99,9 @@ impl<C: Codec> State<C> {
                 ts.names_dirty = true;
                 ts.delta_subscribe.remove(name);
                 ts.delta_unsubscribe.insert(name.clone());
-                if entry.value.is_some() {
+                // What the snapshot shows of it goes too: its value, or the stand-in the
+                // codec published for it while it did not exist (a cluster's empty endpoints).
+                if entry.value.is_some() || entry.state == ResourceState::DoesNotExist {
                     removed.push(name.clone());
                 }
                 false

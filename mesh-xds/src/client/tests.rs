@@ -671,41 +671,37 @@ async fn endpoints_published_as_absent_leave_the_snapshot_once_unsubscribed() {
     s.add_target("l1", now);
     s.on_stream_start(now);
     let _ = delta_out(&mut s, &mut sent);
-    delta::apply(
+    let apply = |s: &mut State<Fake>, steps: &[(ResourceType, &str, &str, &str)]| {
+        // (type, nonce, resource text or "", name removed or "")
+        for &(ty, nonce, item, removed) in steps {
+            let items: &[(&str, &str)] = if item.is_empty() { &[] } else { &[("1", item)] };
+            let removed: &[&str] = if removed.is_empty() { &[] } else { &[removed] };
+            delta::apply(s, &delta_response(ty, nonce, items, removed), now);
+        }
+        publish(s);
+    };
+    apply(
         &mut s,
-        &delta_response(L, "a", &[("1", "l1;R:rc1")], &[]),
-        now,
+        &[
+            (L, "a", "l1;R:rc1", ""),
+            (R, "b", "rc1;C:c1", ""),
+            (C, "c", "c1;E:c1", ""),
+            (E, "d", "c1", ""),
+        ],
     );
-    delta::apply(
-        &mut s,
-        &delta_response(R, "b", &[("1", "rc1;C:c1")], &[]),
-        now,
-    );
-    delta::apply(
-        &mut s,
-        &delta_response(C, "c", &[("1", "c1;E:c1")], &[]),
-        now,
-    );
-    delta::apply(&mut s, &delta_response(E, "d", &[("1", "c1")], &[]), now);
-    publish(&mut s);
     assert_eq!(has(&s, E, "c1").as_deref(), Some("c1"));
 
-    delta::apply(&mut s, &delta_response(E, "e", &[], &["c1"]), now);
-    publish(&mut s);
+    apply(&mut s, &[(E, "e", "", "c1")]);
     assert_eq!(has(&s, E, "c1").as_deref(), Some("absent"));
-    delta::apply(&mut s, &delta_response(C, "f", &[], &["c1"]), now);
-    delta::apply(
+    apply(
         &mut s,
-        &delta_response(R, "g", &[("2", "rc1;C:c2")], &[]),
-        now,
+        &[
+            (C, "f", "", "c1"),
+            (R, "g", "rc1;C:c2", ""),
+            (C, "h", "c2;E:c2", ""),
+            (E, "i", "c2", ""),
+        ],
     );
-    delta::apply(
-        &mut s,
-        &delta_response(C, "h", &[("2", "c2;E:c2")], &[]),
-        now,
-    );
-    delta::apply(&mut s, &delta_response(E, "i", &[("2", "c2")], &[]), now);
-    publish(&mut s);
     assert!(has(&s, C, "c1").is_none());
     assert_eq!(
         has(&s, E, "c1"),

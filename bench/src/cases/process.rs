@@ -1,4 +1,4 @@
-//! Child processes of a case (proxies), killed when dropped.
+//! Child processes of a case (proxies), stopped when dropped.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::Error;
 
-/// A running child process with its log file; killed and reaped on drop.
+/// A running child process with its log file; stopped and reaped on drop.
 #[derive(Debug)]
 pub struct ChildProcess {
     /// A name for reports ("client envoy").
@@ -47,8 +47,24 @@ impl ChildProcess {
     }
 }
 
+/// How long a stopped child gets to exit before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// SIGTERM, as Kubernetes stops a pod, so the child exits through its own shutdown path
+/// (an instrumented build writes its profile there: scripts/build-proxy-pgo); SIGKILL
+/// after [`STOP_GRACE`].
 impl Drop for ChildProcess {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).is_ok() {
+            let deadline = std::time::Instant::now() + STOP_GRACE;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -114,7 +114,10 @@ impl Body for PoolBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let out = Pin::new(&mut self.inner).poll_frame(cx);
-        if matches!(out, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+        // Bytes still announced mean more to come, which saves asking: an HTTP/2 body's
+        // `is_end_stream` locks its connection's streams.
+        let ended = || self.inner.size_hint().lower() == 0 && self.inner.is_end_stream();
+        if matches!(out, Poll::Ready(None | Some(Err(_)))) || ended() {
             self.stream = None;
         }
         out

@@ -30,7 +30,7 @@ impl<B: Body> MeteredBody<B> {
     }
 
     pub(crate) fn recording(inner: B, mut recording: Recording) -> Self {
-        recording.ended = inner.is_end_stream();
+        recording.ended = at_end(&inner);
         Self {
             inner,
             counter: None,
@@ -42,6 +42,13 @@ impl<B: Body> MeteredBody<B> {
     pub fn into_inner(self) -> B {
         self.inner
     }
+}
+
+/// The body has nothing more to send. A body with bytes still announced (its size hint's
+/// lower bound) is not at its end, which saves asking: an HTTP/2 body's `is_end_stream`
+/// locks its connection's streams, shared with the connection's task.
+fn at_end<B: Body>(b: &B) -> bool {
+    b.size_hint().lower() == 0 && b.is_end_stream()
 }
 
 impl<B: Body> Body for MeteredBody<B> {
@@ -79,7 +86,7 @@ impl<B: Body> Body for MeteredBody<B> {
             None => {}
         }
         if let Some(r) = this.recording.as_mut()
-            && (frame.is_none() || inner.is_end_stream())
+            && (frame.is_none() || at_end(&*inner))
         {
             r.ended = true;
         }

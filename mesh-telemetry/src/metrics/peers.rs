@@ -53,7 +53,9 @@ pub(crate) struct Handles {
 pub(crate) struct PeerMetrics {
     pub(crate) labels: Arc<PeerLabels>,
     metrics: IstioMetrics,
-    outcomes: RwLock<HashMap<OutcomeKey, Handles>>,
+    /// Shared: a lookup clones one `Arc`, not the four handles (each an `Arc` whose count
+    /// every worker thread would bump and drop per call).
+    outcomes: RwLock<HashMap<OutcomeKey, Arc<Handles>>>,
     /// The directory the labels were resolved with (to resolve the server of a response).
     directory: Arc<PeerDirectory>,
     /// Source reporter: the same host served by a given server identity.
@@ -115,7 +117,7 @@ impl PeerMetrics {
         code: u16,
         grpc: Option<u16>,
         flags: &'static str,
-    ) -> Handles {
+    ) -> Arc<Handles> {
         let key = (protocol, code, grpc, flags);
         if let Some(h) = self
             .outcomes
@@ -133,12 +135,12 @@ impl PeerMetrics {
             response_flags: flags,
         };
         let m = &self.metrics;
-        let h = Handles {
+        let h = Arc::new(Handles {
             requests: m.requests.get_or_create_owned(&labels),
             duration: m.duration.get_or_create_owned(&labels),
             request_bytes: m.request_bytes.get_or_create_owned(&labels),
             response_bytes: m.response_bytes.get_or_create_owned(&labels),
-        };
+        });
         let mut outcomes = self.outcomes.write().unwrap_or_else(|p| p.into_inner());
         if outcomes.len() < MAX_OUTCOMES {
             outcomes.insert(key, h.clone());

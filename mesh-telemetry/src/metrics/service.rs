@@ -77,8 +77,10 @@ where
                 (None, None) => self.resolver.resolve("", false),
             },
         };
-        // An ended request body (a GET's) has no bytes to count: no shared counter.
-        let request_bytes = (!req.body().is_end_stream()).then(|| Arc::new(AtomicU64::new(0)));
+        // An empty request body (a GET's) has no bytes to count: no shared counter. The size
+        // hint answers first: an HTTP/2 body's `is_end_stream` locks its connection's streams.
+        let empty = req.body().size_hint().exact() == Some(0) || req.body().is_end_stream();
+        let request_bytes = (!empty).then(|| Arc::new(AtomicU64::new(0)));
         let req = req.map(|b| MeteredBody::counting(b, request_bytes.clone()));
         ResponseFuture::new(
             self.inner.call(req),

@@ -74,19 +74,23 @@ fn millis(d: Duration) -> u64 {
 }
 
 /// `ms` as a header value; the common ones (service times under a second, timeouts in
-/// whole seconds up to five minutes) are clones of values formatted once, which costs no
-/// allocation per request.
+/// whole seconds up to five minutes) are formatted once and kept for the process's life, so
+/// a request takes neither an allocation nor a reference count (a shared count, bumped and
+/// dropped by every worker thread per request, costs more than the formatting it saves).
 fn millis_value(ms: u64) -> HeaderValue {
     const SMALL: u64 = 1024;
     const SECONDS: u64 = 300;
-    static SMALL_VALUES: LazyLock<Vec<HeaderValue>> =
-        LazyLock::new(|| (0..SMALL).map(HeaderValue::from).collect());
-    static SECOND_VALUES: LazyLock<Vec<HeaderValue>> =
-        LazyLock::new(|| (1..=SECONDS).map(|s| HeaderValue::from(s * 1000)).collect());
+    fn leak(n: u64) -> &'static str {
+        Box::leak(n.to_string().into_boxed_str())
+    }
+    static SMALL_VALUES: LazyLock<Vec<&'static str>> =
+        LazyLock::new(|| (0..SMALL).map(leak).collect());
+    static SECOND_VALUES: LazyLock<Vec<&'static str>> =
+        LazyLock::new(|| (1..=SECONDS).map(|s| leak(s * 1000)).collect());
     if ms < SMALL {
-        SMALL_VALUES[ms as usize].clone()
+        HeaderValue::from_static(SMALL_VALUES[ms as usize])
     } else if ms.is_multiple_of(1000) && (1..=SECONDS).contains(&(ms / 1000)) {
-        SECOND_VALUES[(ms / 1000 - 1) as usize].clone()
+        HeaderValue::from_static(SECOND_VALUES[(ms / 1000 - 1) as usize])
     } else {
         HeaderValue::from(ms)
     }

@@ -4,6 +4,8 @@
 //! `is_end_stream` (which locks the connection's streams), so these calls run over hyper's
 //! HTTP/2 client and server on a real socket.
 
+mod support;
+
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -14,24 +16,15 @@ use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
-use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo, WorkloadInfo};
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, ServiceInfo};
 use prometheus_client::registry::Registry;
+use support::{series, workload_info};
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 type AppBody = UnsyncBoxBody<Bytes, BoxError>;
 
-fn workload(name: &str) -> WorkloadInfo {
-    WorkloadInfo {
-        workload: name.into(),
-        namespace: "default".into(),
-        principal: format!("spiffe://cluster.local/ns/default/sa/{name}"),
-        app: name.into(),
-        version: "v1".into(),
-        canonical_service: name.into(),
-        canonical_revision: "v1".into(),
-        cluster: "Kubernetes".into(),
-    }
-}
+const FLAGS_OK: &str = "response_flags=\"-\"";
+const FLAGS_DC: &str = "response_flags=\"DC\"";
 
 /// `/small`: 1,000 bytes; `/echo`: the request's bytes back; `/stream`: 100 bytes, then a
 /// body that never ends.
@@ -61,9 +54,13 @@ async fn app(
     Ok(Response::new(out))
 }
 
-fn line<'a>(text: &'a str, name: &str, needles: &[&str]) -> Option<&'a str> {
-    text.lines()
-        .find(|l| l.starts_with(name) && needles.iter().all(|n| l.contains(n)))
+/// The value of the sample of `name` whose labels contain all `needles`.
+fn value(text: &str, name: &str, needles: &[&str]) -> Option<f64> {
+    series(text, name, needles)?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
 }
 
 #[tokio::test]
@@ -77,7 +74,7 @@ async fn http2_bodies_are_counted_and_an_early_drop_is_a_downstream_disconnect()
     let addr = listener.local_addr().unwrap();
     let server = IstioMetricsLayer::destination(
         &metrics,
-        workload("reviews"),
+        workload_info("reviews"),
         ServiceInfo::from_host("reviews.default.svc.cluster.local"),
     )
     .layer(tower::service_fn(app));
@@ -96,7 +93,7 @@ async fn http2_bodies_are_counted_and_an_early_drop_is_a_downstream_disconnect()
         .await
         .unwrap();
     tokio::spawn(conn);
-    let mut client = IstioMetricsLayer::source(&metrics, workload("productpage")).layer(
+    let mut client = IstioMetricsLayer::source(&metrics, workload_info("productpage")).layer(
         tower::service_fn(move |req: Request<_>| {
             let mut sender = sender.clone();
             let req = req.map(|b: mesh_telemetry::metrics::MeteredBody<AppBody>| b.boxed_unsync());
@@ -165,18 +162,8 @@ async fn http2_bodies_are_counted_and_an_early_drop_is_a_downstream_disconnect()
         prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).unwrap();
         let done = ["source", "destination"].iter().all(|r| {
             let rep = format!("reporter=\"{r}\"");
-            line(
-                &text,
-                "istio_request_bytes_count",
-                &[&rep, "response_flags=\"-\""],
-            )
-            .is_some_and(|l| l.ends_with(" 2"))
-                && line(
-                    &text,
-                    "istio_requests_total",
-                    &[&rep, "response_flags=\"DC\""],
-                )
-                .is_some()
+            let count = value(&text, "istio_request_bytes_count", &[&rep, FLAGS_OK]);
+            count == Some(2.0) && value(&text, "istio_requests_total", &[&rep, FLAGS_DC]).is_some()
         });
         if done {
             break;
@@ -185,51 +172,16 @@ async fn http2_bodies_are_counted_and_an_early_drop_is_a_downstream_disconnect()
     }
     for r in ["source", "destination"] {
         let rep = format!("reporter=\"{r}\"");
+        let at = |name: &str, flags: &str| {
+            value(&text, name, &[&rep, flags])
+                .unwrap_or_else(|| panic!("{r}: no {name} with {flags} in\n{text}"))
+        };
         // The two calls read to their end: recorded as completed, with their bytes.
-        let ok = line(
-            &text,
-            "istio_requests_total",
-            &[&rep, "response_flags=\"-\""],
-        )
-        .unwrap_or_else(|| panic!("{r}: no completed calls in\n{text}"));
-        assert!(ok.ends_with(" 2"), "{r}: {ok}");
-        let sent = line(
-            &text,
-            "istio_request_bytes_sum",
-            &[&rep, "response_flags=\"-\""],
-        )
-        .unwrap();
-        assert!(
-            sent.ends_with(" 300.0") || sent.ends_with(" 300"),
-            "{r}: {sent}"
-        );
-        let got = line(
-            &text,
-            "istio_response_bytes_sum",
-            &[&rep, "response_flags=\"-\""],
-        )
-        .unwrap();
-        assert!(
-            got.ends_with(" 1300.0") || got.ends_with(" 1300"),
-            "{r}: {got}"
-        );
+        assert_eq!(at("istio_requests_total", FLAGS_OK), 2.0, "{r}");
+        assert_eq!(at("istio_request_bytes_sum", FLAGS_OK), 300.0, "{r}");
+        assert_eq!(at("istio_response_bytes_sum", FLAGS_OK), 1300.0, "{r}");
         // The body dropped after its first 100 bytes: a downstream disconnect.
-        let dc = line(
-            &text,
-            "istio_requests_total",
-            &[&rep, "response_flags=\"DC\""],
-        )
-        .unwrap_or_else(|| panic!("{r}: no DC call in\n{text}"));
-        assert!(dc.ends_with(" 1"), "{r}: {dc}");
-        let part = line(
-            &text,
-            "istio_response_bytes_sum",
-            &[&rep, "response_flags=\"DC\""],
-        )
-        .unwrap();
-        assert!(
-            part.ends_with(" 100.0") || part.ends_with(" 100"),
-            "{r}: {part}"
-        );
+        assert_eq!(at("istio_requests_total", FLAGS_DC), 1.0, "{r}");
+        assert_eq!(at("istio_response_bytes_sum", FLAGS_DC), 100.0, "{r}");
     }
 }

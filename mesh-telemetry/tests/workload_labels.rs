@@ -8,30 +8,10 @@ mod support;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use mesh_telemetry::metrics::directory::{DirectoryBuilder, follow_config};
-use mesh_telemetry::metrics::{
-    IstioMetrics, IstioMetricsLayer, MeteredBody, ServiceInfo, WorkloadInfo,
-};
+use mesh_telemetry::metrics::{IstioMetrics, IstioMetricsLayer, MeteredBody, ServiceInfo};
 use prometheus_client::registry::Registry;
-use support::{Service, TestMesh, free_port, serve};
+use support::{Service, TestMesh, free_port, series, serve, workload_info};
 use tower::{Layer, ServiceExt};
-
-fn info(name: &str) -> WorkloadInfo {
-    WorkloadInfo {
-        workload: format!("{name}-v1"),
-        namespace: "default".into(),
-        principal: format!("spiffe://cluster.local/ns/default/sa/{name}"),
-        app: name.into(),
-        version: "v1".into(),
-        canonical_service: name.into(),
-        canonical_revision: "v1".into(),
-        cluster: "Kubernetes".into(),
-    }
-}
-
-fn series<'a>(text: &'a str, name: &str, needles: &[&str]) -> Option<&'a str> {
-    text.lines()
-        .find(|l| l.starts_with(&format!("{name}{{")) && needles.iter().all(|n| l.contains(n)))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workload_labels_from_xds_directory_and_peer_identity() {
@@ -50,19 +30,26 @@ async fn workload_labels_from_xds_directory_and_peer_identity() {
 
     // Server: knows its callers' workloads only from its directory.
     let server = mesh.workload("echo");
-    let inbound =
-        IstioMetricsLayer::destination(&metrics, info("echo"), ServiceInfo::from_host(&svc.host()));
-    inbound
-        .resolver()
-        .set_directory(DirectoryBuilder::new().workload(info("caller")).build());
+    let inbound = IstioMetricsLayer::destination(
+        &metrics,
+        workload_info("echo"),
+        ServiceInfo::from_host(&svc.host()),
+    );
+    inbound.resolver().set_directory(
+        DirectoryBuilder::new()
+            .workload(workload_info("caller"))
+            .build(),
+    );
     let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
     serve(&server.identity, svc.port, inbound.layer(app)).await;
 
     // Client: its directory follows xDS; the application registered the echo workload.
     let client = mesh.workload("caller");
     client.client.resolve(&svc.target()).await.unwrap();
-    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
-    let base = DirectoryBuilder::new().workload(info("echo")).build();
+    let outbound = IstioMetricsLayer::source(&metrics, workload_info("caller"));
+    let base = DirectoryBuilder::new()
+        .workload(workload_info("echo"))
+        .build();
     let follow = follow_config(outbound.resolver().clone(), &client.xds, base);
     let mut settled = false;
     for _ in 0..100 {
@@ -133,7 +120,7 @@ async fn the_server_identity_of_a_response_names_the_destination() {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     // Nothing known about the host: only the response's verified identity tells.
-    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
+    let outbound = IstioMetricsLayer::source(&metrics, workload_info("caller"));
     let svc = outbound.layer(tower::service_fn(
         |_req: http::Request<MeteredBody<Empty<Bytes>>>| async {
             let mut resp = http::Response::new(Empty::<Bytes>::new());
@@ -209,8 +196,10 @@ async fn directory_follows_a_static_config_source() {
     let metrics = IstioMetrics::new();
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let outbound = IstioMetricsLayer::source(&metrics, info("caller"));
-    let base = DirectoryBuilder::new().workload(info("echo")).build();
+    let outbound = IstioMetricsLayer::source(&metrics, workload_info("caller"));
+    let base = DirectoryBuilder::new()
+        .workload(workload_info("echo"))
+        .build();
     let follow = follow_config(outbound.resolver().clone(), &source, base);
     let svc = outbound.layer(tower::service_fn(
         |_req: http::Request<MeteredBody<Empty<Bytes>>>| async {

@@ -30,7 +30,30 @@ impl Service {
     }
 }
 
+// Not every test binary that includes this module uses it.
+#[allow(unused_imports)]
 pub use mesh_test_support::free_port;
+
+/// The labels of workload `<name>-v1` (service account `<name>`, namespace `default`), as
+/// the test mesh's workloads have them.
+pub fn workload_info(name: &str) -> mesh_telemetry::metrics::WorkloadInfo {
+    mesh_telemetry::metrics::WorkloadInfo {
+        workload: format!("{name}-v1"),
+        namespace: "default".into(),
+        principal: format!("spiffe://cluster.local/ns/default/sa/{name}"),
+        app: name.into(),
+        version: "v1".into(),
+        canonical_service: name.into(),
+        canonical_revision: "v1".into(),
+        cluster: "Kubernetes".into(),
+    }
+}
+
+/// The exposition's first line of metric `name` whose labels contain all `needles`.
+pub fn series<'a>(text: &'a str, name: &str, needles: &[&str]) -> Option<&'a str> {
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name}{{")) && needles.iter().all(|n| l.contains(n)))
+}
 
 fn config(services: &[Service]) -> String {
     let mut y = String::new();
